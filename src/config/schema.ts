@@ -1,0 +1,219 @@
+/**
+ * The config schema, and with it every default, written down once.
+ * Unknown keys are refused everywhere, so a typo is an error, not a silent no-op.
+ */
+
+const duration = (def: number, min = 1) => ({ type: 'integer', minimum: min, maximum: 86_400_000, default: def });
+const address = { type: 'string', minLength: 3 };
+const labels = { type: 'object', additionalProperties: { type: 'string' }, default: {} };
+const stringMatch = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  properties: {
+    exact: { type: 'string' },
+    prefix: { type: 'string' },
+    regex: { type: 'string' },
+  },
+};
+/** A header value matcher: a plain string means exact. `present: true` matches any value. */
+const headerMatch = {
+  anyOf: [
+    { type: 'string' },
+    {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      maxProperties: 1,
+      properties: { ...stringMatch.properties, present: { type: 'boolean' } },
+    },
+  ],
+};
+
+export const configSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        address: { ...address, default: '127.0.0.1:15000' },
+      },
+    },
+    workers: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** 0 means one per CPU. */
+        threads: { type: 'integer', minimum: 0, maximum: 256, default: 0 },
+        /** Connections a worker may serve at once before new ones queue. */
+        maxConnectionsPerWorker: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 100_000 },
+      },
+    },
+    listeners: {
+      type: 'array',
+      default: [
+        { name: 'outbound', address: '0.0.0.0:15001', direction: 'outbound', capture: true },
+        { name: 'inbound', address: '0.0.0.0:15006', direction: 'inbound', capture: true },
+      ],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'address'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-zA-Z0-9_.-]{1,64}$' },
+          address,
+          direction: { enum: ['inbound', 'outbound'], default: 'outbound' },
+          /** Capture listeners recover each connection's original destination (iptables REDIRECT). */
+          capture: { type: 'boolean', default: false },
+          /** Where traffic goes when no route matches; explicit listeners usually name one. */
+          cluster: { type: 'string' },
+        },
+      },
+    },
+    routes: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['action'],
+        properties: {
+          name: { type: 'string' },
+          match: {
+            type: 'object',
+            additionalProperties: false,
+            default: {},
+            properties: {
+              listener: { type: 'string' },
+              direction: { enum: ['inbound', 'outbound'] },
+              protocol: { enum: ['http1', 'http2', 'grpc'] },
+              service: { anyOf: [{ type: 'string' }, stringMatch] },
+              method: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }] },
+              path: stringMatch,
+              headers: { type: 'object', additionalProperties: headerMatch },
+            },
+          },
+          action: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              cluster: { type: 'string' },
+              /** Only endpoints whose labels include all of these. */
+              labels,
+              /** Send to the connection's original destination. */
+              passthrough: { type: 'boolean' },
+              /** Answer locally with this status. */
+              directResponse: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['status'],
+                properties: {
+                  status: { type: 'integer', minimum: 200, maximum: 599 },
+                  body: { type: 'string', default: '' },
+                },
+              },
+              timeoutMs: { type: 'integer', minimum: 1, maximum: 86_400_000 },
+            },
+          },
+        },
+      },
+    },
+    clusters: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'endpoints'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-zA-Z0-9_.:-]{1,128}$' },
+          /** `auto`: the protocol the downstream spoke. */
+          protocol: { enum: ['auto', 'http1', 'http2'], default: 'auto' },
+          lbPolicy: { enum: ['round_robin', 'least_request'], default: 'round_robin' },
+          connectTimeoutMs: duration(5000),
+          maxConnectionsPerEndpoint: { type: 'integer', minimum: 1, maximum: 65536, default: 1024 },
+          maxPendingRequests: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 1024 },
+          endpoints: {
+            type: 'array',
+            items: {
+              anyOf: [
+                address,
+                {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['address'],
+                  properties: { address, labels, weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 } },
+                },
+              ],
+            },
+          },
+        },
+      },
+    },
+    inbound: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** Inbound connections go to this address at their original port. */
+        applicationAddress: { type: 'string', default: '127.0.0.1' },
+      },
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1_048_576, default: 65536 },
+        maxHeaders: { type: 'integer', minimum: 8, maximum: 10_000, default: 100 },
+        /** From a connection's first byte (or the end of the previous request) to the end of the head. */
+        headerTimeoutMs: duration(10_000),
+        /** A connection with no request in flight is closed after this. */
+        idleTimeoutMs: duration(300_000),
+        /** Whole-response timeout for a routed request, unless the route says otherwise. */
+        requestTimeoutMs: duration(15_000),
+        /** Idle upstream keep-alive connections are closed after this. */
+        upstreamIdleTimeoutMs: duration(60_000),
+        /** The value of the Via header Sluice adds; empty to add none. */
+        via: { type: 'string', default: '1.1 sluice' },
+      },
+    },
+    tcp: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** How long to wait for a client's first bytes before treating it as opaque TCP. */
+        sniffTimeoutMs: duration(100),
+        connectTimeoutMs: duration(5000),
+        idleTimeoutMs: duration(3_600_000),
+      },
+    },
+    accessLog: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        /** A file path, or `stdout`. */
+        path: { type: 'string', minLength: 1, default: 'stdout' },
+        /** Fraction of requests logged, 0 to 1. */
+        sampleRate: { type: 'number', minimum: 0, maximum: 1, default: 1 },
+      },
+    },
+    drain: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        timeoutMs: duration(15_000),
+      },
+    },
+    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+  },
+} as const;

@@ -1,0 +1,116 @@
+/**
+ * The one SharedArrayBuffer that the main thread and every worker share.
+ *
+ *   ┌──────────────── control (Int32 × 16) ─────────────────┐
+ *   │ 0 config seq (odd while being written) │ 1 config len │ 2 draining │ ...
+ *   ├──────────────── fd ownership (Int32 × MAX_FD) ─────────┤
+ *   │ slot[fd] = connection token while main holds the fd,   │
+ *   │ -token once a worker claimed it, 0 free                │
+ *   ├──────────────── counters (BigInt64 × MAX_COUNTERS) ─────┤
+ *   │ monotonic counters and gauges, Atomics.add from any    │
+ *   │ thread; names live in the stats registry               │
+ *   ├──────────────── config mailbox (bytes) ─────────────────┤
+ *   │ the latest config, msgpackr-packed, behind a seqlock   │
+ *   └────────────────────────────────────────────────────────┘
+ *
+ * Every worker, including one started after a crash, reads the latest config
+ * from the mailbox, so nobody has to remember to re-send it.
+ */
+import { pack, unpack } from 'msgpackr';
+import { SluiceError } from '../errors';
+
+export const MAX_FD = 1 << 20;
+export const MAX_COUNTERS = 1 << 16;
+export const CONFIG_BYTES = 8 << 20;
+
+const CONTROL_WORDS = 16;
+const C_CONFIG_SEQ = 0;
+const C_CONFIG_LEN = 1;
+const C_DRAINING = 2;
+
+const FD_OFFSET = CONTROL_WORDS * 4;
+const COUNTER_OFFSET = FD_OFFSET + MAX_FD * 4; // multiple of 8
+const CONFIG_OFFSET = COUNTER_OFFSET + MAX_COUNTERS * 8;
+const TOTAL = CONFIG_OFFSET + CONFIG_BYTES;
+
+export class SharedState {
+  readonly buffer: SharedArrayBuffer;
+  readonly control: Int32Array;
+  readonly fdSlots: Int32Array;
+  readonly counters: BigInt64Array;
+  private readonly configBytes: Uint8Array;
+
+  constructor(buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer(TOTAL);
+    if (this.buffer.byteLength !== TOTAL) throw new SluiceError('ERR_SHARED_LAYOUT', 'shared memory layout mismatch');
+    this.control = new Int32Array(this.buffer, 0, CONTROL_WORDS);
+    this.fdSlots = new Int32Array(this.buffer, FD_OFFSET, MAX_FD);
+    this.counters = new BigInt64Array(this.buffer, COUNTER_OFFSET, MAX_COUNTERS);
+    this.configBytes = new Uint8Array(this.buffer, CONFIG_OFFSET, CONFIG_BYTES);
+  }
+
+  // ── fd ownership ──────────────────────────────────────────────────────────
+
+  /** Main thread, right after dup(): the number is not open anywhere else, so a plain store is safe. */
+  offerFd(fd: number, token: number): boolean {
+    if (fd < 0 || fd >= MAX_FD) return false;
+    Atomics.store(this.fdSlots, fd, token);
+    return true;
+  }
+
+  /** Worker: take the fd if main still offers it under this token. */
+  claimFd(fd: number, token: number): boolean {
+    return Atomics.compareExchange(this.fdSlots, fd, token, -token) === token;
+  }
+
+  /** Main thread, after a task failed: take the fd back if no worker claimed it. True means main must close it. */
+  reclaimFd(fd: number, token: number): boolean {
+    return Atomics.compareExchange(this.fdSlots, fd, token, 0) === token;
+  }
+
+  /** Worker, just before it closes a claimed fd. */
+  releaseFd(fd: number, token: number): void {
+    Atomics.compareExchange(this.fdSlots, fd, -token, 0);
+  }
+
+  // ── flags ────────────────────────────────────────────────────────────────
+
+  get draining(): boolean {
+    return Atomics.load(this.control, C_DRAINING) === 1;
+  }
+
+  set draining(v: boolean) {
+    Atomics.store(this.control, C_DRAINING, v ? 1 : 0);
+  }
+
+  // ── config mailbox (single writer: the main thread) ──────────────────────
+
+  get configSeq(): number {
+    return Atomics.load(this.control, C_CONFIG_SEQ);
+  }
+
+  publishConfig(value: unknown): number {
+    const bytes = pack(value);
+    if (bytes.length > CONFIG_BYTES) {
+      throw new SluiceError('ERR_CONFIG_TOO_LARGE', `config packs to ${bytes.length} bytes, more than ${CONFIG_BYTES}`);
+    }
+    const seq = Atomics.add(this.control, C_CONFIG_SEQ, 1) + 1; // odd: writing
+    this.configBytes.set(bytes, 0);
+    Atomics.store(this.control, C_CONFIG_LEN, bytes.length);
+    Atomics.store(this.control, C_CONFIG_SEQ, seq + 1); // even: stable
+    return seq + 1;
+  }
+
+  /** Returns the latest config and its sequence number, or null if none was published yet. */
+  readConfig<T>(): { seq: number; value: T } | null {
+    for (;;) {
+      const before = Atomics.load(this.control, C_CONFIG_SEQ);
+      if (before === 0) return null;
+      if (before & 1) continue;
+      const len = Atomics.load(this.control, C_CONFIG_LEN);
+      const copy = Buffer.from(this.configBytes.subarray(0, len));
+      if (Atomics.load(this.control, C_CONFIG_SEQ) !== before) continue;
+      return { seq: before, value: unpack(copy) as T };
+    }
+  }
+}

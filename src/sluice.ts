@@ -1,0 +1,225 @@
+/**
+ * The main thread: config, listeners, the worker pool, admin. It accepts and
+ * hands off; workers do the data path.
+ *
+ *                 main thread                                     worker threads (piscina)
+ *   listeners ─▶ accept (paused) ─▶ originalDst, dup ─▶ pool.run ─▶ sniff ▶ codec ▶ filters ▶ upstream
+ *   admin, config watch, stats render                 ▲
+ *                 └──────── SharedArrayBuffer: fd slots, counters, config mailbox ─────────┘
+ */
+import { watchFile, unwatchFile } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BroadcastChannel } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { loadConfigFile, type SluiceConfig } from './config/config';
+import { AdminServer } from './admin/admin-server';
+import { ConfigError } from './errors';
+import { log } from './log';
+import { Listeners } from './listener/listeners';
+import { loadNative, nativeLoadError } from './listener/native';
+import { SharedState } from './shared/shared-state';
+import { StatsRegistry, Stats } from './stats/stats';
+import { CONTROL_CHANNEL, type ConfigSnapshot, type ControlMessage } from './workers/messages';
+import { WorkerRuntime } from './workers/runtime';
+import { serveConnection } from './workers/connection';
+
+export interface StartOptions {
+  config: SluiceConfig;
+  /** Watched for changes when given. */
+  configPath?: string;
+  /** Poll interval for the config file. */
+  watchIntervalMs?: number;
+  /** Allow POST /debug/kill_worker (tests). */
+  debugEndpoints?: boolean;
+  /** What POST /drain does; the CLI exits after the drain. Default: stop(). */
+  onStopRequest?: () => void;
+}
+
+export class Sluice {
+  readonly shared = new SharedState();
+  readonly registry = new StatsRegistry();
+  readonly stats: Stats;
+  private readonly pool: Piscina;
+  private readonly listeners: Listeners;
+  private readonly admin: AdminServer;
+  private readonly control = new BroadcastChannel(CONTROL_CHANNEL);
+  private localRuntime: WorkerRuntime | null = null;
+  private config: SluiceConfig;
+  private version = 0;
+  private readonly threads: number;
+  private stopping: Promise<void> | null = null;
+  readonly captureAvailable: boolean;
+
+  private constructor(private readonly opts: StartOptions) {
+    this.config = opts.config;
+    this.stats = new Stats(this.shared, this.registry.keys);
+    this.publish(opts.config);
+    const native = loadNative();
+    this.captureAvailable = native !== null;
+    if (!native) {
+      log.warn({ err: nativeLoadError()?.message }, 'native addon not loaded: transparent capture is off, connections are served on the main thread');
+    }
+    this.threads = opts.config.workers.threads || Math.max(1, os.availableParallelism());
+    this.pool = new Piscina({
+      filename: path.join(__dirname, 'workers', 'worker.js'),
+      minThreads: this.threads,
+      maxThreads: this.threads,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      concurrentTasksPerWorker: opts.config.workers.maxConnectionsPerWorker,
+      // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
+      atomics: 'disabled',
+      workerData: { shared: this.shared.buffer },
+    });
+    this.pool.on('workerDestroy', () => {
+      if (this.stopping) return;
+      // piscina starts a replacement; the dead worker's connections are gone with it
+      this.stats.inc(this.stats.slot('sluice_worker_restarts_total'));
+      log.error('a worker exited; its connections were closed and a new worker replaces it');
+    });
+    this.pool.on('error', (err) => log.error({ err }, 'worker pool error'));
+    this.listeners = new Listeners(
+      this.shared,
+      this.pool,
+      native,
+      (socket, listener, dst) => this.serveLocally(socket, listener, dst),
+      () => this.stats.inc(this.stats.slot('sluice_handoff_failed_total')),
+    );
+    this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
+  }
+
+  static async start(opts: StartOptions): Promise<Sluice> {
+    const s = new Sluice(opts);
+    try {
+      s.stats.set(s.stats.slot('sluice_capture_active'), s.captureAvailable ? 1 : 0);
+      await s.admin.listen(opts.config.admin.address);
+      await s.listeners.apply(opts.config);
+    } catch (err) {
+      await s.stop(0);
+      throw err;
+    }
+    if (opts.configPath) s.watch(opts.configPath, opts.watchIntervalMs ?? 500);
+    log.info({ listeners: opts.config.listeners.map((l) => `${l.name}=${l.address}`), admin: opts.config.admin.address, workers: s.threads }, 'sluice started');
+    return s;
+  }
+
+  get currentConfig(): SluiceConfig {
+    return this.config;
+  }
+
+  get configVersion(): number {
+    return this.version;
+  }
+
+  get draining(): boolean {
+    return this.shared.draining;
+  }
+
+  listenerAddress(name: string) {
+    return this.listeners.address(name);
+  }
+
+  adminAddress() {
+    return this.admin.address();
+  }
+
+  get activeConnections(): number {
+    return this.listeners.active;
+  }
+
+  private publish(config: SluiceConfig): void {
+    for (const l of config.listeners) this.registry.addListener(l.name);
+    for (const c of config.clusters) this.registry.addCluster(c.name);
+    this.registry.addCluster('original_dst');
+    this.registry.addCluster('inbound_local');
+    const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
+    this.shared.publishConfig(snap);
+  }
+
+  /** Replace the config as a whole or not at all. */
+  async applyConfig(config: SluiceConfig): Promise<void> {
+    const previous = this.config;
+    this.publish(config);
+    try {
+      await this.listeners.apply(config);
+      if (config.admin.address !== previous.admin.address) log.warn('admin address changes take effect on restart');
+    } catch (err) {
+      this.publish(previous);
+      await this.listeners.apply(previous).catch(() => {});
+      throw err;
+    }
+    this.config = config;
+    this.stats.inc(this.stats.slot('sluice_config_reload_total'));
+    log.info({ version: this.version }, 'config applied');
+  }
+
+  /** Count and log a refused config; the last good one keeps serving. */
+  configRefused(err: unknown): void {
+    this.stats.inc(this.stats.slot('sluice_config_reload_failed_total'));
+    log.error({ err: err instanceof ConfigError ? err.message : String(err) }, 'config refused; the previous config keeps serving');
+  }
+
+  private watch(file: string, intervalMs: number): void {
+    let busy = Promise.resolve();
+    watchFile(file, { interval: intervalMs, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return;
+      busy = busy.then(async () => {
+        try {
+          await this.applyConfig(loadConfigFile(file));
+        } catch (err) {
+          this.configRefused(err);
+        }
+      });
+    });
+    this.unwatch = () => unwatchFile(file);
+  }
+
+  private unwatch: () => void = () => {};
+
+  private serveLocally(socket: import('node:net').Socket, listenerName: string, dst: { address: string; port: number } | null): void {
+    this.localRuntime ??= new WorkerRuntime(this.shared);
+    const rt = this.localRuntime;
+    const listener = rt.current().listeners.get(listenerName);
+    if (!listener) { socket.destroy(); return; }
+    serveConnection(rt, socket, { listener, dst });
+  }
+
+  requestStop(): void {
+    if (this.opts.onStopRequest) this.opts.onStopRequest();
+    else void this.stop();
+  }
+
+  /** Test hook: end a worker thread abruptly, as a crash would. */
+  killWorker(): boolean {
+    const w = this.pool.threads[0];
+    if (!w) return false;
+    void w.terminate();
+    return true;
+  }
+
+  /**
+   * Graceful stop: close listeners, ask workers to drain (HTTP/1 answers with
+   * `connection: close`, HTTP/2 sends GOAWAY, idle connections close), wait for
+   * open connections up to the drain timeout, then stop the workers.
+   */
+  stop(drainTimeoutMs = this.config.drain.timeoutMs): Promise<void> {
+    this.stopping ??= (async () => {
+      this.unwatch();
+      this.shared.draining = true;
+      await this.listeners.closeAll();
+      this.control.postMessage({ type: 'drain' } satisfies ControlMessage);
+      this.localRuntime?.drain();
+      if (this.listeners.active > 0 && drainTimeoutMs > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([this.listeners.idle(), new Promise<void>((r) => { timer = setTimeout(r, drainTimeoutMs); })]);
+        clearTimeout(timer);
+      }
+      if (this.listeners.active > 0) log.warn({ open: this.listeners.active }, 'drain timeout: closing remaining connections');
+      await this.pool.destroy().catch(() => {});
+      this.control.close();
+      await this.admin.close();
+      log.info('sluice stopped');
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * Every upstream pool of a worker, by endpoint. Pools outlive configs, so a
+ * reload keeps its warm connections to endpoints that did not change.
+ */
+import type { CompiledConfig } from '../workers/runtime';
+import { Http1Pool, type PoolLimits } from './http1-pool';
+import { Http2Pool } from './http2-pool';
+
+export class UpstreamPools {
+  private readonly h1 = new Map<string, Http1Pool>();
+  private readonly h2 = new Map<string, Http2Pool>();
+
+  constructor(private readonly config: () => CompiledConfig) {}
+
+  http1(host: string, port: number, key: string, limits: PoolLimits): Http1Pool {
+    let p = this.h1.get(key);
+    if (!p) {
+      p = new Http1Pool(host, port, this.config().stats, limits);
+      this.h1.set(key, p);
+    }
+    return p;
+  }
+
+  http2(host: string, port: number, key: string): Http2Pool {
+    let p = this.h2.get(key);
+    if (!p) {
+      p = new Http2Pool(host, port, this.config().stats);
+      this.h2.set(key, p);
+    }
+    return p;
+  }
+
+  closeIdle(): void {
+    for (const p of this.h1.values()) p.closeIdle();
+    for (const p of this.h2.values()) p.close();
+  }
+}

@@ -1,0 +1,580 @@
+/**
+ * A downstream HTTP/1.x connection: decode requests, run each through the
+ * filter chain, forward it to an upstream HTTP/1.1 connection from the pool,
+ * and stream the response back. One request at a time; pipelined requests wait
+ * in the decoder until the response before them is complete.
+ *
+ *   socket ─▶ Http1Decoder ─▶ Http1Exchange ─▶ filter chain ─▶ Http1Pool ─▶ upstream
+ *   socket ◀──────────────── Http1Exchange ◀───────────── Http1Connection ◀─┘
+ *
+ * Bodies stream in both directions with backpressure: a slow reader pauses the
+ * socket at the other end, so memory stays flat whatever the body size.
+ */
+import type net from 'node:net';
+import { Http1Decoder, type Http1Handler, type Http1Head } from '../codecs/http1/http1-decoder';
+import {
+  chunkParts, encodeLocalReply, encodeRequestHead, encodeResponseHead, lastChunk, type Framing,
+} from '../codecs/http1/http1-encoder';
+import type { ProtocolError } from '../errors';
+import type { LocalReply } from '../filters/filter';
+import { hostOnly, pathOf, type Peer, type RequestView } from '../filters/request-view';
+import type { RouteTarget } from '../filters/router';
+import type { ClusterStats, Endpoint } from '../upstream/cluster';
+import type { AcquireError, Http1Connection, Http1ResponseSink, PoolLimits } from '../upstream/http1-pool';
+import { passthroughTarget, type ConnectionInfo } from './connection';
+import type { CompiledConfig, WorkerRuntime } from './runtime';
+
+const MAX_CONNECT_ATTEMPTS = 3;
+/** Request body bytes held while no upstream connection is ready yet. */
+const MAX_EARLY_BODY = 64 * 1024;
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+class Http1View implements RequestView {
+  readonly protocol = 'http1' as const;
+  readonly service: string;
+  readonly path: string;
+  readonly method: string;
+  constructor(private readonly session: Http1Session, readonly head: Http1Head) {
+    this.service = hostOnly(head.host);
+    this.path = pathOf(head.target);
+    this.method = head.method;
+  }
+  get direction() { return this.session.info.listener.config.direction; }
+  get listener() { return this.session.info.listener.config.name; }
+  get destination() { return this.session.info.dst; }
+  get source(): Peer { return this.session.peer(); }
+  header(name: string): string | undefined {
+    const h = this.head.headers;
+    for (let i = 0; i < h.length; i += 2) {
+      if (h[i].length === name.length && h[i].toLowerCase() === name) return h[i + 1];
+    }
+    return undefined;
+  }
+}
+
+export class Http1Session implements Http1Handler {
+  private decoder!: Http1Decoder;
+  private exchange: Http1Exchange | null = null;
+  private headerTimer: NodeJS.Timeout | null = null;
+  private draining = false;
+  private clientEnded = false;
+  private peerCache: Peer | null = null;
+  closed = false;
+
+  constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
+
+  start(): void {
+    const http = this.rt.current().config.http;
+    this.decoder = new Http1Decoder('request', this, { maxHeaderBytes: http.maxHeaderBytes, maxHeaders: http.maxHeaders });
+    const s = this.socket;
+    s.on('data', (d: Buffer) => this.onData(d));
+    s.on('end', () => this.onEnd());
+    s.on('close', () => this.onClose());
+    s.setTimeout(http.idleTimeoutMs, () => this.onIdle());
+    this.rt.connections.add(this);
+    this.armHeaderTimer(http.headerTimeoutMs);
+    if (this.rt.draining) this.draining = true;
+  }
+
+  peer(): Peer {
+    return (this.peerCache ??= { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0 });
+  }
+
+  // ── downstream socket ────────────────────────────────────────────────────
+
+  private onData(d: Buffer): void {
+    try {
+      if (!this.exchange && !this.headerTimer) this.armHeaderTimer(this.rt.current().config.http.headerTimeoutMs);
+      this.decoder.push(d);
+      // pipelined requests queue in the decoder; stop reading once a head's worth is waiting
+      if (this.decoder.bufferedBytes > this.rt.current().config.http.maxHeaderBytes) this.socket.pause();
+    } catch (err) {
+      // a bug of ours, not the peer's: lose this connection, never the worker
+      this.rt.logError(err as Error, 'http1 session');
+      this.socket.destroy();
+    }
+  }
+
+  private onEnd(): void {
+    this.clientEnded = true;
+    if (this.exchange) return; // finish the response, then close
+    if (!this.decoder.idle) this.decoder.end(); // incomplete request: onError answers
+    this.closeSoon();
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    this.clearHeaderTimer();
+    this.rt.connections.delete(this);
+    this.exchange?.downstreamGone();
+  }
+
+  private onIdle(): void {
+    if (this.exchange) return; // a request in flight has its own timeout
+    this.socket.destroy();
+  }
+
+  private armHeaderTimer(ms: number): void {
+    this.clearHeaderTimer();
+    this.headerTimer = setTimeout(() => {
+      this.headerTimer = null;
+      if (this.exchange || this.closed) return;
+      const cfg = this.rt.current();
+      cfg.stats.inc(cfg.protocol('http1').timeout);
+      if (this.decoder.idle) { this.socket.destroy(); return; }
+      this.writeErrorAndClose(408, 'request header timeout\n');
+    }, ms);
+  }
+
+  private clearHeaderTimer(): void {
+    if (this.headerTimer) { clearTimeout(this.headerTimer); this.headerTimer = null; }
+  }
+
+  closeSoon(): void {
+    if (this.closed) return;
+    this.socket.end();
+    this.socket.destroySoon?.();
+  }
+
+  drain(): void {
+    this.draining = true;
+    if (!this.exchange && this.decoder.idle) this.closeSoon();
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  private writeErrorAndClose(status: number, body: string): void {
+    this.socket.write(encodeLocalReply(status, 'bad_request', body, true));
+    this.closeSoon();
+  }
+
+  // ── decoder events ───────────────────────────────────────────────────────
+
+  onHead(head: Http1Head): void {
+    this.clearHeaderTimer();
+    const ex = new Http1Exchange(this, this.rt.current(), head);
+    this.exchange = ex;
+    ex.start();
+  }
+
+  onBody(chunk: Buffer): void {
+    this.exchange?.onRequestBody(chunk);
+  }
+
+  onMessageEnd(trailers: string[] | null): boolean {
+    const ex = this.exchange;
+    if (!ex) return true;
+    ex.onRequestEnd(trailers);
+    if (ex.finished) { this.exchange = null; this.afterExchange(ex); return !this.closed && !ex.closeAfter; }
+    return false; // hold pipelined requests until this response is done
+  }
+
+  onError(err: ProtocolError): void {
+    const cfg = this.rt.current();
+    cfg.stats.inc(cfg.protocol('http1').protocolError);
+    const ex = this.exchange;
+    if (ex && ex.responseStarted) { this.socket.destroy(); return; }
+    ex?.abort();
+    this.exchange = null;
+    this.writeErrorAndClose(err.status, `${err.message}\n`);
+  }
+
+  /** Called by the exchange when its response is fully written. */
+  exchangeFinished(ex: Http1Exchange): void {
+    if (!ex.requestEnded) return; // the rest of the request body still has to be read past
+    this.exchange = null;
+    this.afterExchange(ex);
+    if (!this.closed && !ex.closeAfter) {
+      this.socket.resume();
+      this.decoder.resume();
+    }
+  }
+
+  private afterExchange(ex: Http1Exchange): void {
+    if (ex.closeAfter || this.clientEnded || this.draining) {
+      this.closeSoon();
+      return;
+    }
+    this.armHeaderTimer(this.rt.current().config.http.headerTimeoutMs);
+  }
+}
+
+/** One request and its response. */
+class Http1Exchange implements Http1ResponseSink {
+  private readonly view: Http1View;
+  private readonly start0 = performance.now();
+  private target: RouteTarget | null = null;
+  private cstats: ClusterStats | null = null;
+  private endpoint: Endpoint | null = null;
+  private upstreamKey = '';
+  private conn: Http1Connection | null = null;
+  private early: Buffer[] = [];
+  private earlyBytes = 0;
+  private bodyStreamed = false;
+  private reqTrailers: string[] | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private attempts = 0;
+  private retriedStale = false;
+  private upstreamActive = false;
+  private outFraming: Framing = { kind: 'none' };
+  private upHead: Http1Head | null = null;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private status = 0;
+  private localReason: string | undefined;
+  requestEnded = false;
+  responseStarted = false;
+  finished = false;
+  closeAfter = false;
+
+  constructor(private readonly session: Http1Session, private readonly cfg: CompiledConfig, private readonly head: Http1Head) {
+    this.view = new Http1View(session, head);
+  }
+
+  private get pstats() { return this.cfg.protocol('http1'); }
+
+  start(): void {
+    const { stats } = this.cfg;
+    stats.inc(this.pstats.rqTotal);
+    stats.inc(this.pstats.rqActive);
+    if (this.head.upgrade && this.head.method === 'CONNECT') {
+      this.localReply({ status: 501, reason: 'no_route', body: 'CONNECT is not supported\n' });
+      return;
+    }
+    this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
+  }
+
+  private route(target: RouteTarget): void {
+    this.target = target;
+    if (target.kind === 'direct') {
+      this.localReply({ status: target.status, reason: 'direct_response', body: target.body });
+      return;
+    }
+    this.timer = setTimeout(() => this.onTimeout(), target.timeoutMs);
+    this.connect();
+  }
+
+  private connect(avoid?: Endpoint): void {
+    const target = this.target!;
+    let host: string;
+    let port: number;
+    if (target.kind === 'cluster') {
+      const ep = target.cluster.pick(target.labelsKey, avoid);
+      if (!ep) { this.localReply({ status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' }); return; }
+      this.endpoint = ep;
+      this.cstats = target.cluster.stats;
+      host = ep.host; port = ep.port; this.upstreamKey = ep.key;
+    } else {
+      const t = passthroughTarget(this.cfg, this.session.info);
+      if (!t) {
+        this.cfg.stats.inc(this.pstats.noRoute);
+        this.localReply({ status: 404, reason: 'no_route', body: 'no route\n' });
+        return;
+      }
+      this.cstats = t.cstats;
+      host = t.host; port = t.port; this.upstreamKey = `${host}:${port}`;
+    }
+    this.attempts++;
+    const c = this.cfg.config;
+    const cluster = target.kind === 'cluster' ? target.cluster.config : undefined;
+    const limits: PoolLimits = {
+      maxConnections: cluster?.maxConnectionsPerEndpoint ?? 1024,
+      maxPending: cluster?.maxPendingRequests ?? 1024,
+      connectTimeoutMs: cluster?.connectTimeoutMs ?? c.tcp.connectTimeoutMs,
+      idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
+      maxHeaderBytes: c.http.maxHeaderBytes,
+      maxHeaders: c.http.maxHeaders,
+    };
+    const pool = this.session.rt.pools.http1(host, port, this.upstreamKey, limits);
+    pool.acquire((err, conn) => this.onAcquired(err, conn), limits, this.cstats);
+  }
+
+  private onAcquired(err: AcquireError | null, conn: Http1Connection | null): void {
+    if (this.finished) { if (conn) conn.abandon(); return; }
+    if (err || !conn) {
+      const t = this.target!;
+      const retry = err !== 'overflow' && t.kind === 'cluster' && t.cluster.endpoints.length > 1 && this.attempts < MAX_CONNECT_ATTEMPTS;
+      if (retry) { this.connect(this.endpoint ?? undefined); return; }
+      if (err === 'overflow') this.localReply({ status: 503, reason: 'overflow', body: 'upstream overflow\n' });
+      else this.localReply({ status: 503, reason: 'upstream_connect_failed', body: 'upstream connect failed\n' });
+      return;
+    }
+    this.conn = conn;
+    this.upstreamActive = true;
+    if (this.endpoint) this.endpoint.active++;
+    const { stats } = this.cfg;
+    stats.inc(this.cstats!.rqTotal);
+    stats.inc(this.cstats!.rqActive);
+    conn.start(this, this.head.method);
+    this.sendHead();
+  }
+
+  private sendHead(): void {
+    const conn = this.conn!;
+    const h = this.head;
+    let framing: Framing;
+    if (h.chunked) framing = { kind: 'chunked' };
+    else if (h.contentLength >= 0) framing = { kind: 'length', length: h.contentLength };
+    else framing = { kind: 'none' };
+    this.reqFraming = framing;
+    const upgrade = h.upgrade ? this.view.header('upgrade') : undefined;
+    const head = encodeRequestHead({
+      method: h.method, target: h.target, host: h.host || this.upstreamKey, headers: h.headers,
+      connectionTokens: h.connectionTokens, framing, via: this.cfg.config.http.via, upgrade,
+    });
+    const sock = conn.socket;
+    sock.cork();
+    sock.write(head, 'latin1');
+    for (const b of this.early) this.writeBody(b);
+    this.early = [];
+    this.earlyBytes = 0;
+    if (this.requestEnded) this.writeRequestEnd();
+    sock.uncork();
+    this.session.socket.resume();
+  }
+
+  private reqFraming: Framing = { kind: 'none' };
+
+  private writeBody(chunk: Buffer): boolean {
+    const sock = this.conn!.socket;
+    this.bodyStreamed = true;
+    if (this.reqFraming.kind === 'chunked') {
+      const parts = chunkParts(chunk);
+      sock.write(parts[0]);
+      sock.write(parts[1]);
+      return sock.write(parts[2]);
+    }
+    return sock.write(chunk);
+  }
+
+  private writeRequestEnd(): void {
+    const conn = this.conn!;
+    if (this.reqFraming.kind === 'chunked') conn.socket.write(lastChunk(this.reqTrailers));
+    conn.requestDone = true;
+  }
+
+  onRequestBody(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
+    if (this.finished || this.responseDoneEarly) return; // answered already: read past the rest
+    if (!this.conn) {
+      this.early.push(chunk);
+      this.earlyBytes += chunk.length;
+      if (this.earlyBytes > MAX_EARLY_BODY) this.session.socket.pause();
+      return;
+    }
+    if (!this.writeBody(chunk)) {
+      const down = this.session.socket;
+      down.pause();
+      this.conn.socket.once('drain', () => down.resume());
+    }
+  }
+
+  onRequestEnd(trailers: string[] | null): void {
+    this.requestEnded = true;
+    this.reqTrailers = trailers;
+    if (this.conn && !this.finished && !this.responseDoneEarly) this.writeRequestEnd();
+  }
+
+  private responseDoneEarly = false;
+
+  // ── upstream response ────────────────────────────────────────────────────
+
+  onResponseHead(h: Http1Head): void {
+    if (h.status < 200 && h.status !== 101) {
+      // 100 Continue and friends go to a client that speaks HTTP/1.1
+      if (this.head.versionMinor === 1) {
+        this.session.socket.write(encodeResponseHead({
+          status: h.status, reason: h.reason, headers: h.headers, connectionTokens: h.connectionTokens,
+          framing: { kind: 'none' }, via: '',
+        }), 'latin1');
+      }
+      return;
+    }
+    this.upHead = h;
+    this.status = h.status;
+    this.responseStarted = true;
+    const method = this.head.method;
+    const noBody = method === 'HEAD' || h.status === 204 || h.status === 304 || h.status === 101;
+    const v11 = this.head.versionMinor === 1;
+    let framing: Framing;
+    if (noBody) framing = { kind: 'none' };
+    else if (h.contentLength >= 0) framing = { kind: 'length', length: h.contentLength };
+    else if (v11) framing = { kind: 'chunked' };
+    else framing = { kind: 'close' };
+    this.outFraming = framing;
+    this.closeAfter = framing.kind === 'close' || !this.head.keepAlive || this.session.isDraining;
+    let connection: 'close' | 'keep-alive' | undefined;
+    if (this.closeAfter) connection = 'close';
+    else if (!v11) connection = 'keep-alive';
+    const upgrade = h.status === 101 ? this.view.header('upgrade') ?? headerOf(h, 'upgrade') : undefined;
+    this.session.socket.write(encodeResponseHead({
+      status: h.status, reason: h.reason, headers: h.headers, connectionTokens: h.connectionTokens, framing,
+      via: this.cfg.config.http.via, connection, upgrade, keepLength: noBody && h.status !== 204 ? h.contentLength : undefined,
+    }), 'latin1');
+  }
+
+  onResponseBody(chunk: Buffer): void {
+    this.bytesOut += chunk.length;
+    const down = this.session.socket;
+    let ok: boolean;
+    if (this.outFraming.kind === 'chunked') {
+      const parts = chunkParts(chunk);
+      down.cork();
+      down.write(parts[0]);
+      down.write(parts[1]);
+      ok = down.write(parts[2]);
+      down.uncork();
+    } else {
+      ok = down.write(chunk);
+    }
+    if (!ok && this.conn) {
+      const up = this.conn.socket;
+      up.pause();
+      down.once('drain', () => up.resume());
+    }
+  }
+
+  onResponseEnd(trailers: string[] | null): void {
+    if (this.outFraming.kind === 'chunked') this.session.socket.write(lastChunk(trailers));
+    const conn = this.conn;
+    this.conn = null;
+    if (conn && !conn.requestDone) {
+      // answered before the request body was sent in full: that connection is out of step
+      this.responseDoneEarly = true;
+      conn.abandon();
+    }
+    this.finish();
+  }
+
+  onUpgrade(up: net.Socket, rest: Buffer): void {
+    const down = this.session.socket;
+    this.conn = null;
+    this.closeAfter = true;
+    this.finish();
+    down.removeAllListeners('data');
+    down.removeAllListeners('end');
+    if (rest.length) down.write(rest);
+    up.pipe(down);
+    down.pipe(up);
+    up.on('close', () => down.destroy());
+    down.on('close', () => up.destroy());
+    up.resume();
+    down.resume();
+  }
+
+  onUpstreamError(kind: 'reset' | 'protocol', started: boolean): void {
+    const conn = this.conn;
+    this.conn = null;
+    if (this.finished) return;
+    if (!this.responseStarted) {
+      // A keep-alive connection the upstream closed as we sent: safe to try once more on a fresh
+      // one when nothing came back and the request can be repeated.
+      const stale = kind === 'reset' && !started && conn?.reused && !this.retriedStale && IDEMPOTENT.has(this.head.method) && !this.bodyStreamed;
+      if (stale) {
+        this.retriedStale = true;
+        this.upstreamDone();
+        this.connect();
+        return;
+      }
+      this.cfg.stats.inc(this.cstats!.rqReset);
+      this.localReply(kind === 'protocol'
+        ? { status: 502, reason: 'upstream_reset', body: 'upstream sent an invalid response\n' }
+        : { status: 503, reason: 'upstream_reset', body: 'upstream connection reset before response\n' });
+      return;
+    }
+    // The response is partly sent: the client must see it cut off, never a clean end.
+    this.cfg.stats.inc(this.cstats!.rqReset);
+    this.localReason = 'upstream_reset';
+    this.session.socket.destroy();
+    this.finish();
+  }
+
+  private onTimeout(): void {
+    this.timer = null;
+    if (this.finished) return;
+    if (this.cstats) this.cfg.stats.inc(this.cstats.rqTimeout);
+    const conn = this.conn;
+    this.conn = null;
+    conn?.abandon();
+    if (!this.responseStarted) {
+      this.localReply({ status: 504, reason: 'upstream_timeout', body: 'upstream request timeout\n' });
+      return;
+    }
+    this.localReason = 'upstream_timeout';
+    this.session.socket.destroy();
+    this.finish();
+  }
+
+  /** The downstream connection closed under us. */
+  downstreamGone(): void {
+    if (this.finished) return;
+    const conn = this.conn;
+    this.conn = null;
+    conn?.abandon();
+    this.finish();
+  }
+
+  /** The request turned out malformed (body framing): give up the upstream side quietly. */
+  abort(): void {
+    const conn = this.conn;
+    this.conn = null;
+    conn?.abandon();
+    if (!this.finished) this.finish();
+  }
+
+  private localReply(r: LocalReply): void {
+    if (this.finished) return;
+    const conn = this.conn;
+    this.conn = null;
+    conn?.abandon();
+    this.status = r.status;
+    this.localReason = r.reason;
+    // a request body we did not read yet would have to be read past, and a client that
+    // waits for 100-continue never sends it: close rather than guess
+    this.closeAfter = !this.requestEnded || !this.head.keepAlive || this.session.isDraining;
+    this.responseStarted = true;
+    this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter));
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    const { stats } = this.cfg;
+    stats.dec(this.pstats.rqActive);
+    const cls = (this.status / 100) | 0;
+    if (this.status) stats.inc(this.pstats.rqClass[cls]);
+    if (this.cstats && this.upHead) {
+      stats.inc(this.cstats.rqClass[cls]);
+    }
+    this.upstreamDone();
+    if (this.cfg.accessLog.enabled) this.log();
+    if (!this.session.closed) this.session.exchangeFinished(this);
+  }
+
+  /** Undo the in-flight counts taken when a connection was acquired. */
+  private upstreamDone(): void {
+    if (!this.upstreamActive) return;
+    this.upstreamActive = false;
+    this.cfg.stats.dec(this.cstats!.rqActive);
+    if (this.endpoint) this.endpoint.active--;
+  }
+
+  private log(): void {
+    const v = this.view;
+    this.cfg.accessLog.write({
+      protocol: 'http1', direction: v.direction, listener: v.listener, method: v.method, path: v.path, service: v.service,
+      status: this.status, reason: this.localReason, route: this.target?.route, upstream: this.upstreamKey || undefined,
+      bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs: Math.round((performance.now() - this.start0) * 1000) / 1000,
+      source: v.source.address,
+    });
+  }
+}
+
+function headerOf(h: Http1Head, name: string): string | undefined {
+  for (let i = 0; i < h.headers.length; i += 2) if (h.headers[i].toLowerCase() === name) return h.headers[i + 1];
+  return undefined;
+}

@@ -1,0 +1,33 @@
+/**
+ * Everything that crosses between the main thread and the workers, typed in one place.
+ *
+ *   main ──ConnectionTask──▶ worker   (piscina task; resolves when the connection closes)
+ *   main ──ConfigSnapshot──▶ all      (shared-memory mailbox, read by seq number)
+ *   main ──ControlMessage──▶ all      (BroadcastChannel: drain)
+ */
+import type { SluiceConfig } from '../config/config';
+
+export interface OriginalDst {
+  address: string;
+  port: number;
+}
+
+export interface ConnectionTask {
+  fd: number;
+  /** Identifies this hand-off in the fd ownership slot. */
+  token: number;
+  listener: string;
+  /** Recovered original destination, or null when the connection was not redirected. */
+  dst: OriginalDst | null;
+}
+
+export interface ConfigSnapshot {
+  version: number;
+  config: SluiceConfig;
+  /** Stat series, index = shared counter slot. */
+  statKeys: string[];
+}
+
+export type ControlMessage = { type: 'drain' };
+
+export const CONTROL_CHANNEL = 'sluice-control';

@@ -1,0 +1,53 @@
+/**
+ * Piscina worker entry. Each task is one connection: claim the descriptor the
+ * main thread offered, wrap it in a socket, serve it, and resolve when it
+ * closes. Once the fd is ours the task never rejects: failures of a connection
+ * are that connection's business.
+ */
+import net from 'node:net';
+import { BroadcastChannel } from 'node:worker_threads';
+import { workerData } from 'piscina';
+import { SharedState } from '../shared/shared-state';
+import { CONTROL_CHANNEL, type ConnectionTask, type ControlMessage } from './messages';
+import { WorkerRuntime } from './runtime';
+import { serveConnection } from './connection';
+import { log } from '../log';
+
+const shared = new SharedState((workerData as { shared: SharedArrayBuffer }).shared);
+const rt = new WorkerRuntime(shared);
+if (shared.draining) rt.draining = true;
+
+const control = new BroadcastChannel(CONTROL_CHANNEL);
+control.onmessage = (ev) => {
+  const msg = (ev as unknown as { data: ControlMessage }).data;
+  if (msg.type === 'drain') rt.drain();
+};
+// the channel must not keep an otherwise idle worker alive
+(control as unknown as { unref(): void }).unref();
+
+export default function handle(task: ConnectionTask): Promise<void> {
+  if (!shared.claimFd(task.fd, task.token)) return Promise.resolve(); // main took it back
+  return new Promise<void>((resolve) => {
+    let socket: net.Socket;
+    try {
+      socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true });
+    } catch (err) {
+      log.error({ err, fd: task.fd }, 'cannot wrap handed-off descriptor');
+      resolve();
+      return;
+    }
+    socket.once('close', () => {
+      shared.releaseFd(task.fd, task.token);
+      resolve();
+    });
+    try {
+      const cfg = rt.current();
+      const listener = cfg.listeners.get(task.listener);
+      if (!listener) { socket.destroy(); return; }
+      serveConnection(rt, socket, { listener, dst: task.dst });
+    } catch (err) {
+      log.error({ err }, 'connection setup failed');
+      socket.destroy();
+    }
+  });
+}
