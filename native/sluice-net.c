@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <fcntl.h>

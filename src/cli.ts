@@ -1,35 +1,74 @@
 /**
  * sluice start [--config FILE]   run the proxy (embedded default config without a file)
  * sluice validate FILE           check a config; print every error with its path
+ * sluice capture-check           init container: does iptables capture work?
+ * sluice inject                  add Sluice to Kubernetes manifests
  */
-import { ConfigError } from './errors';
+import { readFileSync } from 'node:fs';
+import { captureCheck } from './capture-check';
+import { ConfigError, SluiceError } from './errors';
+import { injectYaml } from './inject/inject';
 import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/config';
 import { Sluice } from './sluice';
 import { log } from './log';
 
 const USAGE = `usage:
-  sluice start [--config FILE]   run the proxy; without --config, the embedded default
-                                 (capture outbound :15001, inbound :15006, admin 127.0.0.1:15000)
-  sluice validate FILE           check a config file and print every error with its path
+  sluice start [--config FILE] [--health-address ADDR:PORT]
+        run the proxy; without --config, the embedded default (capture outbound :15001,
+        inbound :15006, admin 127.0.0.1:15000); --health-address also serves GET /ready there
+  sluice validate FILE
+        check a config file and print every error with its path
+  sluice capture-check [--port 15001] [--probe ADDR:PORT] [--proxy-uid 1337] [--timeout-ms 3000]
+        check that iptables capture works (run by the init container before the proxy starts)
+  sluice inject [-f FILE|-] [--image IMAGE] [--config-map NAME]
+        add the capture init container and the proxy sidecar to Kubernetes manifests (stdout)
 `;
 
-function parseFlags(args: string[]): { config?: string; rest: string[]; error?: string } {
+/** Options each command takes; the value says whether it takes an argument. */
+const OPTIONS: Record<string, Record<string, boolean>> = {
+  start: { '--config': true, '-c': true, '--health-address': true },
+  validate: { '--config': true, '-c': true },
+  'capture-check': { '--port': true, '--probe': true, '--proxy-uid': true, '--timeout-ms': true },
+  inject: { '-f': true, '--file': true, '--image': true, '--config-map': true },
+};
+
+interface Flags { opts: Record<string, string>; rest: string[]; error?: string }
+
+function parseFlags(cmd: string, args: string[]): Flags {
+  const known = OPTIONS[cmd] ?? {};
+  const opts: Record<string, string> = {};
   const rest: string[] = [];
-  let config: string | undefined;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === '--config' || a === '-c') {
-      if (i + 1 >= args.length) return { rest, error: `${a} needs a file` };
-      config = args[++i];
-    } else if (a.startsWith('--config=')) {
-      config = a.slice('--config='.length);
-    } else if (a.startsWith('-')) {
-      return { rest, error: `unknown option ${a}` };
+    let a = args[i];
+    let value: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) { value = a.slice(eq + 1); a = a.slice(0, eq); }
+    if (a in known) {
+      if (value === undefined) {
+        if (i + 1 >= args.length) return { opts, rest, error: `${a} needs a value` };
+        value = args[++i];
+      }
+      opts[a === '-c' ? '--config' : a === '-f' ? '--file' : a] = value;
+    } else if (a.startsWith('-') && a !== '-') {
+      return { opts, rest, error: `unknown option ${a} for "${cmd}"` };
     } else {
       rest.push(a);
     }
   }
-  return { config, rest };
+  return { opts, rest };
+}
+
+function intOption(flags: Flags, name: string, def: number, min: number, max: number): number {
+  const v = flags.opts[name];
+  if (v === undefined) return def;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new UsageError(`${name}: "${v}" is not a number from ${min} to ${max}`);
+  return Number(v);
+}
+
+class UsageError extends Error {}
+
+function readInput(file: string): string {
+  return readFileSync(file === '-' ? 0 : file, 'utf8');
 }
 
 export async function main(argv: string[]): Promise<number | undefined> {
@@ -38,13 +77,47 @@ export async function main(argv: string[]): Promise<number | undefined> {
     process.stdout.write(USAGE);
     return cmd ? 0 : 2;
   }
-  const flags = parseFlags(args);
+  if (!(cmd in OPTIONS)) {
+    process.stderr.write(`sluice: unknown command "${cmd}"\n${USAGE}`);
+    return 2;
+  }
+  const flags = parseFlags(cmd, args);
   if (flags.error) {
     process.stderr.write(`sluice: ${flags.error}\n${USAGE}`);
     return 2;
   }
+  try {
+    if (cmd === 'capture-check') {
+      const result = await captureCheck({
+        port: intOption(flags, '--port', 15001, 1, 65535),
+        probe: flags.opts['--probe'],
+        proxyUid: intOption(flags, '--proxy-uid', 1337, 0, 0x7fffffff),
+        timeoutMs: intOption(flags, '--timeout-ms', 3000, 1, 600_000),
+      });
+      (result.ok ? process.stdout : process.stderr).write(`sluice capture-check: ${result.message}\n`);
+      return result.ok ? 0 : 1;
+    }
+    if (cmd === 'inject') {
+      const file = flags.opts['--file'] ?? flags.rest[0] ?? '-';
+      let text: string;
+      try {
+        text = readInput(file);
+      } catch (err) {
+        process.stderr.write(`sluice inject: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`);
+        return 1;
+      }
+      const out = injectYaml(text, { image: flags.opts['--image'], configMap: flags.opts['--config-map'] });
+      process.stdout.write(out.yaml);
+      process.stderr.write(`sluice inject: ${out.injected} workload(s) injected\n`);
+      return 0;
+    }
+  } catch (err) {
+    if (err instanceof UsageError) { process.stderr.write(`sluice: ${err.message}\n`); return 2; }
+    if (err instanceof SluiceError) { process.stderr.write(`sluice ${cmd}: ${err.message}\n`); return 1; }
+    throw err;
+  }
   if (cmd === 'validate') {
-    const file = flags.rest[0] ?? flags.config;
+    const file = flags.rest[0] ?? flags.opts['--config'];
     if (!file) { process.stderr.write(`sluice validate: a config file is required\n${USAGE}`); return 2; }
     try {
       loadConfigFile(file);
@@ -58,29 +131,36 @@ export async function main(argv: string[]): Promise<number | undefined> {
   if (cmd === 'start') {
     let config: SluiceConfig;
     try {
-      config = flags.config ? loadConfigFile(flags.config) : defaultConfig();
+      config = flags.opts['--config'] ? loadConfigFile(flags.opts['--config']) : defaultConfig();
     } catch (err) {
       if (err instanceof ConfigError) { process.stderr.write(`${err.message}\n`); return 1; }
       throw err;
     }
-    let sluice: Sluice;
+    let sluice: Sluice | undefined;
+    let stopRequested = false;
     let stopping = false;
     const stop = () => {
-      if (stopping) return;
+      stopRequested = true;
+      if (stopping || !sluice) return; // during start-up: stop as soon as it is up
       stopping = true;
       log.info('draining');
       sluice.stop().then(() => process.exit(0), (err) => { log.error({ err }, 'stop failed'); process.exit(1); });
     };
+    // Installed before start-up (booting the workers takes a moment): a SIGTERM then still
+    // means a clean stop with exit code 0, not death by signal.
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
     try {
       sluice = await Sluice.start({
-        config, configPath: flags.config, debugEndpoints: process.env.SLUICE_DEBUG_ENDPOINTS === '1', onStopRequest: stop,
+        config, configPath: flags.opts['--config'], healthAddress: flags.opts['--health-address'], debugEndpoints: process.env.SLUICE_DEBUG_ENDPOINTS === '1', onStopRequest: stop,
       });
     } catch (err) {
+      process.removeListener('SIGTERM', stop);
+      process.removeListener('SIGINT', stop);
       process.stderr.write(`sluice: ${(err as Error).message}\n`);
       return 1;
     }
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    if (stopRequested) stop();
     return undefined;
   }
   process.stderr.write(`sluice: unknown command "${cmd}"\n${USAGE}`);

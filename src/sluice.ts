@@ -14,8 +14,9 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { loadConfigFile, type SluiceConfig } from './config/config';
 import { AdminServer } from './admin/admin-server';
-import { ConfigError } from './errors';
+import { ConfigError, SluiceError } from './errors';
 import { log } from './log';
+import { formatAddress } from './net/address';
 import { Listeners } from './listener/listeners';
 import { loadNative, nativeLoadError } from './listener/native';
 import { SharedState } from './shared/shared-state';
@@ -34,16 +35,26 @@ export interface StartOptions {
   debugEndpoints?: boolean;
   /** What POST /drain does; the CLI exits after the drain. Default: stop(). */
   onStopRequest?: () => void;
+  /** Serve GET /ready (and nothing else) here too, e.g. 0.0.0.0:15020 for kubelet probes. */
+  healthAddress?: string;
 }
+
+let instances = 0;
 
 export class Sluice {
   readonly shared = new SharedState();
   readonly registry = new StatsRegistry();
-  readonly stats: Stats;
+  private statsView: Stats;
+  private statsKeys = 0;
   private readonly pool: Piscina;
   private readonly listeners: Listeners;
   private readonly admin: AdminServer;
-  private readonly control = new BroadcastChannel(CONTROL_CHANNEL);
+  /**
+   * BroadcastChannel names are process-wide: one per instance, or stopping one Sluice (tests run
+   * several in a process) would drain the workers of every other.
+   */
+  private readonly controlName = `${CONTROL_CHANNEL}:${++instances}`;
+  private readonly control = new BroadcastChannel(this.controlName);
   private localRuntime: WorkerRuntime | null = null;
   private config: SluiceConfig;
   private version = 0;
@@ -53,7 +64,7 @@ export class Sluice {
 
   private constructor(private readonly opts: StartOptions) {
     this.config = opts.config;
-    this.stats = new Stats(this.shared, this.registry.keys);
+    this.statsView = new Stats(this.shared, this.registry.keys);
     this.publish(opts.config);
     const native = loadNative();
     this.captureAvailable = native !== null;
@@ -65,11 +76,11 @@ export class Sluice {
       filename: path.join(__dirname, 'workers', 'worker.js'),
       minThreads: this.threads,
       maxThreads: this.threads,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
+      idleTimeout: Infinity, // piscina skips its idle timer; a huge number would overflow setTimeout
       concurrentTasksPerWorker: opts.config.workers.maxConnectionsPerWorker,
       // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
       atomics: 'disabled',
-      workerData: { shared: this.shared.buffer },
+      workerData: { shared: this.shared.buffer, control: this.controlName },
     });
     this.pool.on('workerDestroy', () => {
       if (this.stopping) return;
@@ -83,7 +94,11 @@ export class Sluice {
       this.pool,
       native,
       (socket, listener, dst) => this.serveLocally(socket, listener, dst),
-      () => this.stats.inc(this.stats.slot('sluice_handoff_failed_total')),
+      {
+        opened: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
+        closed: (name) => this.stats.dec(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
+        handoffFailed: () => this.stats.inc(this.stats.slot('sluice_handoff_failed_total')),
+      },
     );
     this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
   }
@@ -93,14 +108,41 @@ export class Sluice {
     try {
       s.stats.set(s.stats.slot('sluice_capture_active'), s.captureAvailable ? 1 : 0);
       await s.admin.listen(opts.config.admin.address);
+      await s.workersBooted();
       await s.listeners.apply(opts.config);
+      if (opts.healthAddress) await s.admin.listenHealth(opts.healthAddress);
     } catch (err) {
       await s.stop(0);
       throw err;
     }
     if (opts.configPath) s.watch(opts.configPath, opts.watchIntervalMs ?? 500);
-    log.info({ listeners: opts.config.listeners.map((l) => `${l.name}=${l.address}`), admin: opts.config.admin.address, workers: s.threads }, 'sluice started');
+    // the bound addresses, not the configured ones: port 0 means "any", and whoever started us wants to know which
+    const bound = (a: { address: string; port: number } | null, fallback: string) => (a ? formatAddress(a.address, a.port) : fallback);
+    const listeners = Object.fromEntries(opts.config.listeners.map((l) => [l.name, bound(s.listenerAddress(l.name), l.address)]));
+    log.info({ listeners, admin: bound(s.adminAddress(), opts.config.admin.address), workers: s.threads, capture: s.captureAvailable }, 'sluice started');
     return s;
+  }
+
+  /**
+   * Stats resolved against every series registered so far. A Stats object indexes the series it
+   * was built with; listeners and clusters add series on each publish, so rebuild when that grew.
+   */
+  get stats(): Stats {
+    if (this.statsKeys !== this.registry.keys.length) {
+      this.statsView = new Stats(this.shared, this.registry.keys);
+      this.statsKeys = this.registry.keys.length;
+    }
+    return this.statsView;
+  }
+
+  /**
+   * Resolves once every worker has loaded and answered a no-op task (fd -1). Until then a
+   * connection would sit in a worker's queue for as long as the thread takes to boot; better
+   * to open the listeners only when connections can be served, and to fail start-up loudly if a
+   * worker cannot boot at all. The balancer gives each of these concurrent pings an idle worker.
+   */
+  private async workersBooted(): Promise<void> {
+    await Promise.all(Array.from({ length: this.threads }, () => this.pool.run({ fd: -1, token: 0, listener: '', dst: null })));
   }
 
   get currentConfig(): SluiceConfig {
@@ -138,6 +180,8 @@ export class Sluice {
 
   /** Replace the config as a whole or not at all. */
   async applyConfig(config: SluiceConfig): Promise<void> {
+    // a config applied while draining would reopen the listeners the drain just closed
+    if (this.stopping) throw new SluiceError('ERR_DRAINING', 'draining: config changes are refused');
     const previous = this.config;
     this.publish(config);
     try {

@@ -19,6 +19,8 @@ const MAX_BODY = 4 << 20;
 
 export class AdminServer {
   private readonly server: http.Server;
+  /** GET /ready alone, on an address kubelet can reach (the admin API stays on loopback). */
+  private health: http.Server | null = null;
 
   constructor(private readonly sluice: Sluice, private readonly opts: { debugEndpoints: boolean }) {
     this.server = http.createServer((req, res) => {
@@ -35,16 +37,40 @@ export class AdminServer {
     });
   }
 
+  listenHealth(address: string): Promise<void> {
+    const { host, port } = parseAddress(address);
+    const server = http.createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/ready') {
+        if (this.sluice.draining) this.send(res, 503, 'draining\n');
+        else this.send(res, 200, 'ready\n');
+      } else {
+        this.send(res, 404, 'not found\n');
+      }
+    });
+    this.health = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`health address ${address}: ${err.code ?? err.message}`)));
+      server.listen({ host, port }, () => { server.removeAllListeners('error'); resolve(); });
+    });
+  }
+
   address(): AddressInfo | null {
     const a = this.server.address();
     return a && typeof a === 'object' ? a : null;
   }
 
+  healthAddress(): AddressInfo | null {
+    const a = this.health?.address();
+    return a && typeof a === 'object' ? a : null;
+  }
+
   close(): Promise<void> {
-    return new Promise((r) => {
-      this.server.close(() => r());
-      this.server.closeAllConnections();
-    });
+    const servers = [this.server, ...(this.health ? [this.health] : [])];
+    return Promise.all(servers.map((srv) => new Promise<void>((r) => {
+      if (!srv.listening) { r(); return; }
+      srv.close(() => r());
+      srv.closeAllConnections();
+    }))).then(() => undefined);
   }
 
   private send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {

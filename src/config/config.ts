@@ -7,7 +7,9 @@ import Ajv, { type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { configSchema } from './schema';
 import { ConfigError, type ConfigIssue } from '../errors';
-import { parseAddress, type HostPort } from '../net/address';
+import { isIP } from 'node:net';
+import { parseAddress, parseHost, type HostPort } from '../net/address';
+import { compileMatchRegex } from '../filters/router';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -26,7 +28,7 @@ export interface RouteConfig {
   match: {
     listener?: string;
     direction?: Direction;
-    protocol?: 'http1' | 'http2' | 'grpc';
+    protocol?: 'http1' | 'http2' | 'grpc' | 'dubbo';
     service?: string | StringMatch;
     method?: string | string[];
     path?: StringMatch;
@@ -99,37 +101,90 @@ inbound:
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 const validateSchema = ajv.compile(configSchema);
 
+function formatIssue(e: ErrorObject): ConfigIssue {
+  let path = e.instancePath;
+  let message = e.message ?? 'is invalid';
+  if (e.keyword === 'additionalProperties') {
+    path = `${path}/${(e.params as { additionalProperty: string }).additionalProperty}`;
+    message = 'is not a known field';
+  } else if (e.keyword === 'required') {
+    path = `${path}/${(e.params as { missingProperty: string }).missingProperty}`;
+    message = 'is required';
+  } else if (e.keyword === 'enum') {
+    message = `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map(String).join(', ')}`;
+  } else if (e.keyword === 'minProperties' || e.keyword === 'maxProperties') {
+    const limit = (e.params as { limit: number }).limit;
+    message = limit === 1 && e.keyword === 'maxProperties' ? 'must have exactly one field' : e.keyword === 'minProperties' && limit === 1 ? 'must not be empty' : message;
+  }
+  return { path, message };
+}
+
+/**
+ * Ajv errors → issues. An `anyOf` failure comes with every branch's complaints; when the
+ * value's type picks one branch (an endpoint written as a mapping, say), that branch's own
+ * errors are the useful ones (`/clusters/0/endpoints/1/weight: must be integer`); when no
+ * branch takes the value's type, one line says which types would do.
+ */
 function schemaIssues(errors: ErrorObject[]): ConfigIssue[] {
+  const anyOfs = errors.filter((e) => e.keyword === 'anyOf');
+  const owner = new Map<ErrorObject, ErrorObject>();
+  for (const e of errors) {
+    let best: ErrorObject | undefined;
+    for (const a of anyOfs) {
+      if (a === e || !e.schemaPath.startsWith(`${a.schemaPath}/`)) continue;
+      if (e.instancePath !== a.instancePath && !e.instancePath.startsWith(`${a.instancePath}/`)) continue;
+      if (!best || a.schemaPath.length > best.schemaPath.length) best = a;
+    }
+    if (best) owner.set(e, best);
+  }
+  const expand = (e: ErrorObject): ConfigIssue[] => {
+    if (e.keyword !== 'anyOf') return [formatIssue(e)];
+    const branches = new Map<string, ErrorObject[]>();
+    for (const [sub, a] of owner) {
+      if (a !== e) continue;
+      const branch = sub.schemaPath.slice(e.schemaPath.length + 1).split('/')[0];
+      let list = branches.get(branch);
+      if (!list) branches.set(branch, (list = []));
+      list.push(sub);
+    }
+    const wrongType = (list: ErrorObject[]) => list.some((x) => x.keyword === 'type' && x.instancePath === e.instancePath);
+    const fitting = [...branches.values()].filter((list) => !wrongType(list));
+    if (fitting.length === 1) return fitting[0].flatMap(expand);
+    const types = new Set<string>();
+    for (const list of branches.values()) {
+      for (const x of list) if (x.keyword === 'type' && x.instancePath === e.instancePath) types.add(String((x.params as { type: string }).type));
+    }
+    const kinds = [...types].map((t) => (t === 'object' ? 'a mapping' : t === 'array' ? 'a list' : `a ${t}`));
+    return [{ path: e.instancePath, message: kinds.length ? `must be ${kinds.join(' or ')}` : 'has the wrong shape' }];
+  };
   const out: ConfigIssue[] = [];
   const seen = new Set<string>();
   for (const e of errors) {
-    // anyOf failures repeat every branch's complaint; the anyOf line itself is the clearer one
-    if (e.keyword !== 'anyOf' && errors.some((o) => o.keyword === 'anyOf' && e.instancePath === o.instancePath)) continue;
-    let path = e.instancePath;
-    let message = e.message ?? 'is invalid';
-    if (e.keyword === 'additionalProperties') {
-      path = `${path}/${(e.params as { additionalProperty: string }).additionalProperty}`;
-      message = 'is not a known field';
-    } else if (e.keyword === 'required') {
-      path = `${path}/${(e.params as { missingProperty: string }).missingProperty}`;
-      message = 'is required';
-    } else if (e.keyword === 'enum') {
-      message = `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map(String).join(', ')}`;
-    } else if (e.keyword === 'anyOf') {
-      message = 'has the wrong shape';
+    if (owner.has(e)) continue;
+    for (const issue of expand(e)) {
+      const key = `${issue.path}\u0000${issue.message}`;
+      if (!seen.has(key)) { seen.add(key); out.push(issue); }
     }
-    const key = `${path}\u0000${message}`;
-    if (!seen.has(key)) { seen.add(key); out.push({ path, message }); }
   }
   return out;
 }
 
-function checkAddress(issues: ConfigIssue[], path: string, value: string, needPort = true): HostPort | undefined {
+// ── checks the schema cannot express ───────────────────────────────────────
+// They run on the document as the schema left it, valid or not, so that one pass
+// reports everything; each check looks only at values of the right type and leaves
+// the rest to the schema's own complaint.
+
+type Obj = Record<string, unknown>;
+const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
+const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
+const str = (x: unknown): string | undefined => (typeof x === 'string' ? x : undefined);
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+function checkAddress(issues: ConfigIssue[], path: string, value: unknown, allowPortZero: boolean): HostPort | undefined {
+  if (typeof value !== 'string') return undefined;
   try {
     const a = parseAddress(value);
-    if (needPort && a.port === 0 && !path.startsWith('/listeners') && !path.startsWith('/admin')) {
-      issues.push({ path, message: 'needs a port other than 0' });
-    }
+    if (!allowPortZero && a.port === 0) issues.push({ path, message: 'needs a port other than 0' });
     return a;
   } catch (err) {
     issues.push({ path, message: (err as Error).message });
@@ -138,64 +193,117 @@ function checkAddress(issues: ConfigIssue[], path: string, value: string, needPo
 }
 
 function checkRegex(issues: ConfigIssue[], path: string, m: unknown): void {
-  if (m && typeof m === 'object' && 'regex' in m) {
-    try { new RegExp((m as { regex: string }).regex); } catch (err) {
-      issues.push({ path: `${path}/regex`, message: `is not a valid regular expression: ${(err as Error).message}` });
-    }
+  if (!isObj(m) || typeof m.regex !== 'string') return;
+  try { compileMatchRegex(m.regex); } catch (err) {
+    issues.push({ path: `${path}/regex`, message: `is not a valid regular expression: ${(err as Error).message}` });
   }
 }
 
-/** Checks that the schema cannot express: references, duplicates, addresses, regexes. */
-function semanticIssues(c: SluiceConfig): ConfigIssue[] {
+/** Two listening addresses that cannot both be bound: same port, and same host or a wildcard. */
+function addressesClash(a: HostPort, b: HostPort): boolean {
+  if (a.port !== b.port || a.port === 0) return false;
+  if (a.host === b.host || a.host === '::' || b.host === '::') return true;
+  // 0.0.0.0 takes every IPv4 address (and names, which usually resolve to one), not IPv6 ones
+  return (a.host === '0.0.0.0' && isIP(b.host) !== 6) || (b.host === '0.0.0.0' && isIP(a.host) !== 6);
+}
+
+function endpointLabels(ep: unknown): Obj {
+  return isObj(ep) && isObj(ep.labels) ? ep.labels : {};
+}
+
+function semanticIssues(c: Obj): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  checkAddress(issues, '/admin/address', c.admin.address);
-  const clusterNames = new Set<string>();
-  c.clusters.forEach((cl, i) => {
-    if (clusterNames.has(cl.name)) issues.push({ path: `/clusters/${i}/name`, message: `duplicate cluster name "${cl.name}"` });
-    clusterNames.add(cl.name);
-    if (cl.endpoints.length === 0) issues.push({ path: `/clusters/${i}/endpoints`, message: 'must list at least one endpoint' });
-    cl.endpoints.forEach((ep, j) => checkAddress(issues, `/clusters/${i}/endpoints/${j}/address`, ep.address));
+  const bound: Array<{ path: string; addr: HostPort }> = [];
+  const bind = (path: string, addr: HostPort | undefined) => {
+    if (!addr) return;
+    const other = bound.find((b) => addressesClash(b.addr, addr));
+    if (other) issues.push({ path, message: `clashes with ${other.path} (same port)` });
+    else bound.push({ path, addr });
+  };
+  if (isObj(c.admin)) bind('/admin/address', checkAddress(issues, '/admin/address', c.admin.address, true));
+  if (isObj(c.inbound) && typeof c.inbound.applicationAddress === 'string') {
+    try { parseHost(c.inbound.applicationAddress); } catch (err) {
+      issues.push({ path: '/inbound/applicationAddress', message: `${(err as Error).message} (a host without port)` });
+    }
+  }
+
+  const clusters = new Map<string, Obj>();
+  list(c.clusters).forEach((cl, i) => {
+    if (!isObj(cl)) return;
+    const name = str(cl.name);
+    if (name !== undefined) {
+      if (clusters.has(name)) issues.push({ path: `/clusters/${i}/name`, message: `duplicate cluster name "${name}"` });
+      else clusters.set(name, cl);
+    }
+    if (Array.isArray(cl.endpoints) && cl.endpoints.length === 0) {
+      issues.push({ path: `/clusters/${i}/endpoints`, message: 'must list at least one endpoint' });
+    }
+    list(cl.endpoints).forEach((ep, j) => {
+      if (typeof ep === 'string') checkAddress(issues, `/clusters/${i}/endpoints/${j}`, ep, false);
+      else if (isObj(ep)) checkAddress(issues, `/clusters/${i}/endpoints/${j}/address`, ep.address, false);
+    });
   });
+
+  const routes = list(c.routes).filter(isObj);
   const listenerNames = new Set<string>();
-  const listenerAddrs = new Map<string, number>();
-  c.listeners.forEach((l, i) => {
-    if (listenerNames.has(l.name)) issues.push({ path: `/listeners/${i}/name`, message: `duplicate listener name "${l.name}"` });
-    listenerNames.add(l.name);
-    const a = checkAddress(issues, `/listeners/${i}/address`, l.address);
-    if (a && a.port !== 0) {
-      const key = `${a.host}:${a.port}`;
-      if (listenerAddrs.has(key)) issues.push({ path: `/listeners/${i}/address`, message: `same address as /listeners/${listenerAddrs.get(key)}` });
-      listenerAddrs.set(key, i);
+  list(c.listeners).forEach((l, i) => {
+    if (!isObj(l)) return;
+    const name = str(l.name);
+    if (name !== undefined) {
+      if (listenerNames.has(name)) issues.push({ path: `/listeners/${i}/name`, message: `duplicate listener name "${name}"` });
+      listenerNames.add(name);
     }
-    if (l.cluster !== undefined && !clusterNames.has(l.cluster)) {
-      issues.push({ path: `/listeners/${i}/cluster`, message: `unknown cluster "${l.cluster}"` });
+    bind(`/listeners/${i}/address`, checkAddress(issues, `/listeners/${i}/address`, l.address, true));
+    const cluster = str(l.cluster);
+    if (cluster !== undefined && !clusters.has(cluster)) {
+      issues.push({ path: `/listeners/${i}/cluster`, message: `unknown cluster "${cluster}"` });
     }
-    if (!l.capture && l.cluster === undefined && !c.routes.some((r) => r.match.listener === l.name || r.match.listener === undefined)) {
-      issues.push({ path: `/listeners/${i}`, message: 'an explicit (non-capture) listener needs a cluster or a route' });
+    if (l.capture !== true && l.cluster === undefined && name !== undefined) {
+      // a route serves this listener if nothing in its match rules the listener out
+      const served = routes.some((r) => {
+        const m = isObj(r.match) ? r.match : {};
+        return (m.listener === undefined || m.listener === name) && (m.direction === undefined || m.direction === (l.direction ?? 'outbound'));
+      });
+      if (!served) issues.push({ path: `/listeners/${i}`, message: 'an explicit (non-capture) listener needs a cluster or a route that can match it' });
     }
   });
-  c.routes.forEach((r, i) => {
+
+  list(c.routes).forEach((r, i) => {
+    if (!isObj(r)) return;
     const p = `/routes/${i}`;
-    const a = r.action;
-    const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined].filter(Boolean).length;
-    if (kinds !== 1) issues.push({ path: `${p}/action`, message: 'needs exactly one of cluster, passthrough, directResponse' });
-    if (a.cluster !== undefined && !clusterNames.has(a.cluster)) {
-      issues.push({ path: `${p}/action/cluster`, message: `unknown cluster "${a.cluster}"` });
-    }
-    if (a.labels && a.cluster === undefined) issues.push({ path: `${p}/action/labels`, message: 'needs a cluster' });
-    if (a.labels && a.cluster !== undefined) {
-      const cl = c.clusters.find((x) => x.name === a.cluster);
-      const want = Object.entries(a.labels);
-      if (cl && !cl.endpoints.some((ep) => want.every(([k, v]) => ep.labels[k] === v))) {
-        issues.push({ path: `${p}/action/labels`, message: `no endpoint of cluster "${a.cluster}" has these labels` });
+    if (isObj(r.action)) {
+      const a = r.action;
+      const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined].filter(Boolean).length;
+      if (kinds !== 1) {
+        issues.push({ path: `${p}/action`, message: `needs exactly one of cluster, passthrough: true, directResponse (has ${kinds})` });
+      }
+      const cluster = str(a.cluster);
+      const cl = cluster !== undefined ? clusters.get(cluster) : undefined;
+      if (cluster !== undefined && !cl) issues.push({ path: `${p}/action/cluster`, message: `unknown cluster "${cluster}"` });
+      if (a.labels !== undefined && a.cluster === undefined) issues.push({ path: `${p}/action/labels`, message: 'needs a cluster' });
+      if (isObj(a.labels) && cl && Array.isArray(cl.endpoints)) {
+        const want = Object.entries(a.labels);
+        if (!cl.endpoints.some((ep) => { const have = endpointLabels(ep); return want.every(([k, v]) => have[k] === v); })) {
+          issues.push({ path: `${p}/action/labels`, message: `no endpoint of cluster "${cluster}" has these labels` });
+        }
       }
     }
-    if (r.match.listener !== undefined && !listenerNames.has(r.match.listener)) {
-      issues.push({ path: `${p}/match/listener`, message: `unknown listener "${r.match.listener}"` });
+    if (isObj(r.match)) {
+      const m = r.match;
+      const listener = str(m.listener);
+      if (listener !== undefined && !listenerNames.has(listener)) {
+        issues.push({ path: `${p}/match/listener`, message: `unknown listener "${listener}"` });
+      }
+      checkRegex(issues, `${p}/match/path`, m.path);
+      checkRegex(issues, `${p}/match/service`, m.service);
+      if (isObj(m.headers)) {
+        for (const [h, hm] of Object.entries(m.headers)) {
+          const hp = `${p}/match/headers/${h.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+          if (!HEADER_NAME.test(h)) issues.push({ path: hp, message: 'is not a valid header name' });
+          checkRegex(issues, hp, hm);
+        }
+      }
     }
-    checkRegex(issues, `${p}/match/path`, r.match.path);
-    checkRegex(issues, `${p}/match/service`, r.match.service);
-    for (const [h, m] of Object.entries(r.match.headers ?? {})) checkRegex(issues, `${p}/match/headers/${h}`, m);
   });
   return issues;
 }
@@ -208,30 +316,71 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
+/** A semantic issue inside a value the schema already refused adds nothing. */
+function coveredBy(issue: ConfigIssue, schema: ConfigIssue[]): boolean {
+  return schema.some((s) => issue.path === s.path || issue.path.startsWith(`${s.path}/`));
+}
+
+/** Issues in path order (list items by index), so a long report reads top to bottom. */
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  const key = (p: string) => p.split('/');
+  return issues
+    .map((issue, i) => ({ issue, i, k: key(issue.path) }))
+    .sort((a, b) => {
+      for (let j = 0; j < Math.min(a.k.length, b.k.length); j++) {
+        const x = a.k[j];
+        const y = b.k[j];
+        if (x === y) continue;
+        const nx = /^\d+$/.test(x);
+        const ny = /^\d+$/.test(y);
+        if (nx && ny) return Number(x) - Number(y);
+        return x < y ? -1 : 1;
+      }
+      return a.k.length - b.k.length || a.i - b.i;
+    })
+    .map((e) => e.issue);
+}
+
 /** Validate a parsed document. Throws ConfigError listing every problem. */
 export function buildConfig(doc: unknown, source = 'config'): SluiceConfig {
-  const raw = structuredClone(doc ?? {});
-  if (typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new ConfigError([{ path: '', message: 'must be a mapping' }], source);
+  let raw: unknown;
+  try {
+    raw = structuredClone(doc ?? {});
+  } catch (err) {
+    throw new ConfigError([{ path: '', message: `cannot be copied: ${(err as Error).message}` }], source);
   }
-  if (!validateSchema(raw)) throw new ConfigError(schemaIssues(validateSchema.errors ?? []), source);
+  if (!isObj(raw)) throw new ConfigError([{ path: '', message: 'must be a mapping' }], source);
+  const issues = validateSchema(raw) ? [] : schemaIssues(validateSchema.errors ?? []);
+  const schemaOnly = issues.slice();
+  for (const issue of semanticIssues(raw)) if (!coveredBy(issue, schemaOnly)) issues.push(issue);
+  if (issues.length) throw new ConfigError(sortIssues(issues), source);
   const c = raw as unknown as SluiceConfig;
   for (const cl of c.clusters) {
-    cl.endpoints = cl.endpoints.map((ep) => (typeof ep === 'string' ? { address: ep, labels: {}, weight: 1 } : ep));
+    cl.endpoints = (cl.endpoints as unknown[]).map((ep) => {
+      if (typeof ep === 'string') return { address: ep, labels: {}, weight: 1 };
+      const e = ep as Partial<EndpointConfig> & { address: string };
+      return { address: e.address, labels: e.labels ?? {}, weight: e.weight ?? 1 };
+    });
   }
-  const issues = semanticIssues(c);
-  if (issues.length) throw new ConfigError(issues, source);
   return deepFreeze(c);
 }
 
 export function parseConfigText(text: string, source = 'config'): SluiceConfig {
   const docs = YAML.parseAllDocuments(text, { prettyErrors: true });
-  if (docs.length > 1) throw new ConfigError([{ path: '', message: 'must be a single YAML document' }], source);
+  if (docs.length > 1) {
+    throw new ConfigError([{ path: '', message: `must be a single YAML document (found ${docs.length}, separated by ---)` }], source);
+  }
   const doc = docs[0];
   if (doc && doc.errors.length) {
     throw new ConfigError(doc.errors.map((e) => ({ path: '', message: `YAML: ${e.message}` })), source);
   }
-  return buildConfig(doc ? doc.toJS({ maxAliasCount: 100 }) : {}, source);
+  let value: unknown;
+  try {
+    value = doc ? doc.toJS({ maxAliasCount: 100 }) : {};
+  } catch (err) {
+    throw new ConfigError([{ path: '', message: `YAML: ${(err as Error).message}` }], source);
+  }
+  return buildConfig(value, source);
 }
 
 export function loadConfigFile(file: string): SluiceConfig {
@@ -239,7 +388,9 @@ export function loadConfigFile(file: string): SluiceConfig {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError([{ path: '', message: `cannot read: ${(err as Error).message}` }], file);
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : e.message;
+    throw new ConfigError([{ path: '', message: `cannot read the config file: ${why}` }], file);
   }
   return parseConfigText(text, file);
 }

@@ -4,8 +4,10 @@
  */
 
 const duration = (def: number, min = 1) => ({ type: 'integer', minimum: min, maximum: 86_400_000, default: def });
-const address = { type: 'string', minLength: 3 };
+/** `host:port` or `[v6]:port`; the form is checked in config.ts, which says what is wrong with it. */
+const address = { type: 'string' };
 const labels = { type: 'object', additionalProperties: { type: 'string' }, default: {} };
+// Ajv applies no defaults inside anyOf: buildConfig fills an endpoint's labels and weight itself.
 const stringMatch = {
   type: 'object',
   additionalProperties: false,
@@ -91,7 +93,7 @@ export const configSchema = {
             properties: {
               listener: { type: 'string' },
               direction: { enum: ['inbound', 'outbound'] },
-              protocol: { enum: ['http1', 'http2', 'grpc'] },
+              protocol: { enum: ['http1', 'http2', 'grpc', 'dubbo'] },
               service: { anyOf: [{ type: 'string' }, stringMatch] },
               method: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }] },
               path: stringMatch,
@@ -104,7 +106,7 @@ export const configSchema = {
             properties: {
               cluster: { type: 'string' },
               /** Only endpoints whose labels include all of these. */
-              labels,
+              labels: { type: 'object', additionalProperties: { type: 'string' } },
               /** Send to the connection's original destination. */
               passthrough: { type: 'boolean' },
               /** Answer locally with this status. */

@@ -12,6 +12,11 @@ export class StreamContext implements FilterContext {
   target: RouteTarget | null = null;
   private index = 0;
   private finished = false;
+  /** Inside a filter's onRequest: a resume() there means "continue", not a second run. */
+  private inFilter = false;
+  private resumedInFilter = false;
+  /** Stopped by a filter and waiting for its resume(). */
+  private paused = false;
 
   constructor(
     readonly view: RequestView,
@@ -27,6 +32,9 @@ export class StreamContext implements FilterContext {
 
   resume(): void {
     if (this.finished) return;
+    if (this.inFilter) { this.resumedInFilter = true; return; }
+    if (!this.paused) return; // a second resume() for the same stop
+    this.paused = false;
     this.index++;
     this.run();
   }
@@ -34,7 +42,16 @@ export class StreamContext implements FilterContext {
   run(): void {
     while (this.index < this.filters.length) {
       if (this.finished) return;
-      if (this.filters[this.index].onRequest(this) !== CONTINUE) return;
+      this.inFilter = true;
+      this.resumedInFilter = false;
+      let status;
+      try {
+        status = this.filters[this.index].onRequest(this);
+      } finally {
+        this.inFilter = false;
+      }
+      if (this.finished) return;
+      if (status !== CONTINUE && !this.resumedInFilter) { this.paused = true; return; }
       this.index++;
     }
     if (this.finished) return;

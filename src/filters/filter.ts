@@ -31,7 +31,10 @@ export interface FilterContext {
   readonly view: RequestView;
   /** Stop the chain and answer with a local reply. */
   reply(r: LocalReply): void;
-  /** Continue the chain after a STOP. */
+  /**
+   * Continue the chain after a STOP. Called synchronously inside onRequest it means the
+   * same as returning CONTINUE; a second call for the same stop is ignored.
+   */
   resume(): void;
 }
 

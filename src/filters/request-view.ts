@@ -32,25 +32,30 @@ export interface RequestView {
   header(name: string): string | undefined;
 }
 
-/** Host header value without port; IPv6 literals keep their brackets off. */
+/** Host header value without port, lower case; IPv6 literals lose their brackets. */
 export function hostOnly(authority: string): string {
-  if (authority.startsWith('[')) {
+  if (authority.charCodeAt(0) === 91 /* [ */) {
     const end = authority.indexOf(']');
-    return end > 0 ? authority.slice(1, end) : authority;
+    return (end > 0 ? authority.slice(1, end) : authority).toLowerCase();
   }
   const colon = authority.indexOf(':');
   return (colon < 0 ? authority : authority.slice(0, colon)).toLowerCase();
 }
 
-/** Path part of a request target (origin-form or absolute-form). */
+/** Path part of a request target (origin-form or absolute-form), without the query. */
 export function pathOf(target: string): string {
   let start = 0;
   if (target.charCodeAt(0) !== 47 /* / */) {
     const scheme = target.indexOf('://');
     if (scheme > 0) {
-      const slash = target.indexOf('/', scheme + 3);
-      if (slash < 0) return '/';
-      start = slash;
+      // the authority ends at the first '/', '?' or '#'; no path after it means '/'
+      let i = scheme + 3;
+      for (; i < target.length; i++) {
+        const c = target.charCodeAt(i);
+        if (c === 47 || c === 63 /* ? */ || c === 35 /* # */) break;
+      }
+      if (i >= target.length || target.charCodeAt(i) !== 47) return '/';
+      start = i;
     }
   }
   const q = target.indexOf('?', start);

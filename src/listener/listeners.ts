@@ -4,17 +4,22 @@
  *
  *   accept (paused) ─▶ originalDst(fd) ─▶ dup(fd) ─▶ destroy own socket (close, no FIN)
  *        ─▶ offer slot[dup] = token ─▶ pool.run({fd: dup, token, listener, dst})
- *   task rejected (worker died) ─▶ reclaim slot: still ours? close(dup) : the worker had it
+ *   task rejected (worker died) ─▶ reclaim slot: still ours? hand it off once more (or close(dup)
+ *                                   when that fails too, or when stopping) : the worker had it
+ *
+ * The open-connection gauge is kept here: a task settles on the main thread even when the
+ * worker that ran it died, so the count never drifts.
  *
  * A connection that was not redirected reports the listener's own address as its
  * original destination; that is "no original destination", never a target.
  */
 import net from 'node:net';
+import os from 'node:os';
 import type { ListenerConfig, SluiceConfig } from '../config/config';
 import { SluiceError } from '../errors';
 import { log } from '../log';
 import { parseAddress } from '../net/address';
-import type { SharedState } from '../shared/shared-state';
+import { MAX_FD, type SharedState } from '../shared/shared-state';
 import type { NativeNet } from './native';
 import type { ConnectionTask, OriginalDst } from '../workers/messages';
 
@@ -30,19 +35,51 @@ function plain(ip: string | undefined): string {
   return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }
 
+function isLocalAddress(ip: string): boolean {
+  if (ip.startsWith('127.') || ip === '::1') return true;
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (plain(a.address) === ip) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether an original destination is this listener itself. A connection that was not
+ * redirected reports the address it reached; one that was sent to our own port on another
+ * local address (pod IP:15001, redirected to 127.0.0.1:15001) would, if dialled, come back
+ * to us. Either way it is "no original destination".
+ */
+export function isOwnAddress(dst: { address: string; port: number }, local: { address?: string; port?: number }, boundHost: string): boolean {
+  if (dst.port !== local.port) return false;
+  const ip = plain(dst.address);
+  if (ip === plain(local.address)) return true;
+  const wildcard = boundHost === '0.0.0.0' || boundHost === '::' || boundHost === '';
+  return wildcard && isLocalAddress(ip);
+}
+
+/**
+ * What the main thread counts about connections. The open-connection gauge lives here, not in
+ * the workers: a worker that dies cannot take back what it added, but its tasks still settle here.
+ */
+export interface ListenerEvents {
+  opened(listener: string): void;
+  closed(listener: string): void;
+  handoffFailed(): void;
+}
+
 export class Listeners {
   private readonly servers = new Map<string, { server: net.Server; config: ListenerConfig }>();
   private token = 0;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
-  handoffFailed = 0;
+  private stopping = false;
 
   constructor(
     private readonly shared: SharedState,
     private readonly runner: TaskRunner,
     private readonly native: NativeNet | null,
     private readonly localServe: LocalServe,
-    private readonly onHandoffFailed: () => void,
+    private readonly events: ListenerEvents,
   ) {}
 
   /** Open connections handed to workers and not yet closed. */
@@ -83,7 +120,7 @@ export class Listeners {
   private open(l: ListenerConfig): Promise<void> {
     const { host, port } = parseAddress(l.address);
     const entry = { server: null as unknown as net.Server, config: l };
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.onConnection(entry.config, socket));
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.onConnection(entry.config, socket, entry.server));
     entry.server = server;
     server.maxConnections = Infinity;
     return new Promise((resolve, reject) => {
@@ -99,13 +136,15 @@ export class Listeners {
     });
   }
 
-  private onConnection(l: ListenerConfig, socket: net.Socket): void {
+  private onConnection(l: ListenerConfig, socket: net.Socket, server: net.Server): void {
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
     let dst: OriginalDst | null = null;
     if (l.capture && this.native && fd >= 0) {
       try {
         const d = this.native.originalDst(fd);
-        if (d && !(plain(d.address) === plain(socket.localAddress) && d.port === socket.localPort)) {
+        const bound = server.address();
+        const boundHost = bound && typeof bound === 'object' ? bound.address : '';
+        if (d && !isOwnAddress(d, { address: socket.localAddress, port: socket.localPort }, boundHost)) {
           dst = { address: d.address, port: d.port };
         }
       } catch (err) {
@@ -113,6 +152,9 @@ export class Listeners {
       }
     }
     if (!this.native || fd < 0) {
+      this.events.opened(l.name);
+      this.inFlight++;
+      socket.once('close', () => { this.events.closed(l.name); this.taskDone(); });
       this.localServe(socket, l.name, dst);
       return;
     }
@@ -121,30 +163,54 @@ export class Listeners {
       dupFd = this.native.dup(fd);
     } catch (err) {
       log.error({ err }, 'dup failed; connection dropped');
-      this.onHandoffFailed();
+      this.events.handoffFailed();
       socket.destroy();
       return;
     }
     socket.destroy();
-    this.token = this.token >= 0x7ffffffe ? 1 : this.token + 1;
-    const token = this.token;
-    if (!this.shared.offerFd(dupFd, token)) {
+    if (dupFd >= MAX_FD) {
       log.error({ fd: dupFd }, 'descriptor beyond the ownership table; connection dropped');
-      this.onHandoffFailed();
+      this.events.handoffFailed();
       this.native.close(dupFd);
       return;
     }
     this.inFlight++;
-    this.runner.run({ fd: dupFd, token, listener: l.name, dst }).then(
-      () => this.taskDone(),
+    this.events.opened(l.name);
+    this.handOff(dupFd, l.name, dst, 0);
+  }
+
+  /**
+   * Offer the descriptor under a fresh token and run it as a task. If the task fails and no
+   * worker claimed the fd (its worker died with the task still queued), the connection is
+   * untouched, not a byte read: give it once more to a live worker. Closing it is for when that
+   * fails too, or when we are stopping.
+   */
+  private handOff(fd: number, listener: string, dst: OriginalDst | null, attempt: number): void {
+    this.token = this.token >= 0x7ffffffe ? 1 : this.token + 1;
+    const token = this.token;
+    this.shared.offerFd(fd, token);
+    let task: Promise<unknown>;
+    try {
+      task = this.runner.run({ fd, token, listener, dst });
+    } catch (err) {
+      task = Promise.reject(err);
+    }
+    task.then(
+      () => { this.events.closed(listener); this.taskDone(); },
       (err) => {
-        // The worker died or never ran the task. Close the fd only if no worker claimed it:
-        // after a claim, the dying worker's sockets are closed by Node and the number may be reused.
-        if (this.shared.reclaimFd(dupFd, token)) {
-          try { this.native!.close(dupFd); } catch { /* already gone */ }
-          this.onHandoffFailed();
+        // After a claim the fd is the worker's: Node closed it with the worker, and the number
+        // may already belong to a new connection. Only an unclaimed fd is still ours.
+        if (this.shared.reclaimFd(fd, token)) {
+          if (attempt === 0 && !this.stopping) {
+            log.warn({ err: (err as Error).message, listener }, 'worker lost before it took a connection; handing it to another');
+            this.handOff(fd, listener, dst, 1);
+            return;
+          }
+          try { this.native!.close(fd); } catch { /* already gone */ }
+          this.events.handoffFailed();
         }
         log.debug({ err: (err as Error).message }, 'connection task ended with an error');
+        this.events.closed(listener);
         this.taskDone();
       },
     );
@@ -163,6 +229,7 @@ export class Listeners {
 
   /** Stop accepting. Open connections are not touched. */
   async closeAll(): Promise<void> {
+    this.stopping = true;
     const closing = [...this.servers.values()].map((e) => new Promise<void>((r) => e.server.close(() => r())));
     this.servers.clear();
     await Promise.all(closing);

@@ -16,8 +16,19 @@ export interface Endpoint {
   readonly weight: number;
   /** Requests in flight from this worker (least_request). */
   active: number;
-  /** Smooth weighted round robin state. */
-  current: number;
+}
+
+/**
+ * A label subset with its own balancing state: subsets overlap, and sharing one
+ * round-robin counter (or one set of smooth-WRR weights) between them would skew each.
+ */
+interface Subset {
+  readonly endpoints: Endpoint[];
+  readonly uniform: boolean;
+  readonly totalWeight: number;
+  /** Smooth weighted round robin: current weight per endpoint, same index. */
+  readonly current: number[];
+  rr: number;
 }
 
 export interface ClusterStats {
@@ -46,58 +57,91 @@ export class ClusterRuntime {
   readonly name: string;
   readonly endpoints: Endpoint[];
   readonly stats: ClusterStats;
-  private readonly subsets = new Map<string, Endpoint[]>();
-  private rr = 0;
+  private readonly subsets = new Map<string, Subset>();
+  private readonly all: Subset;
 
-  constructor(readonly config: ClusterConfig, stats: Stats) {
+  /** `random` is for tests: least_request samples with it, round robin starts with it. */
+  constructor(readonly config: ClusterConfig, stats: Stats, private readonly random: () => number = Math.random) {
     this.name = config.name;
     this.endpoints = config.endpoints.map((e) => {
       const a = parseAddress(e.address);
-      return { host: a.host, port: a.port, key: `${a.host}:${a.port}`, labels: e.labels, weight: e.weight, active: 0, current: 0 };
+      return { host: a.host, port: a.port, key: `${a.host}:${a.port}`, labels: e.labels ?? {}, weight: e.weight ?? 1, active: 0 };
     });
-    this.subsets.set('', this.endpoints);
+    this.all = subset(this.endpoints, random);
+    this.subsets.set('', this.all);
     this.stats = clusterStats(stats, config.name);
   }
 
   prepareSubset(key: string, labels: Record<string, string> | undefined): void {
     if (this.subsets.has(key) || !labels) return;
     const want = Object.entries(labels);
-    this.subsets.set(key, this.endpoints.filter((e) => want.every(([k, v]) => e.labels[k] === v)));
+    this.subsets.set(key, subset(this.endpoints.filter((e) => want.every(([k, v]) => e.labels[k] === v)), this.random));
+  }
+
+  /** The endpoints of a label subset ('' = all). */
+  subsetEndpoints(subsetKey: string): readonly Endpoint[] {
+    return (this.subsets.get(subsetKey) ?? this.all).endpoints;
   }
 
   /** Pick an endpoint from a label subset, skipping `avoid` when there is a choice. */
   pick(subsetKey: string, avoid?: Endpoint): Endpoint | undefined {
-    const eps = this.subsets.get(subsetKey) ?? this.endpoints;
+    const sub = this.subsets.get(subsetKey) ?? this.all;
+    const eps = sub.endpoints;
     const n = eps.length;
     if (n === 0) return undefined;
     if (n === 1) return eps[0];
-    let ep: Endpoint;
-    if (this.config.lbPolicy === 'least_request') {
-      // power of two choices
-      const a = eps[(Math.random() * n) | 0];
-      let b = eps[(Math.random() * n) | 0];
-      if (b === a) b = eps[(eps.indexOf(a) + 1) % n];
-      ep = b.active < a.active ? b : a;
-    } else {
-      ep = this.roundRobin(eps);
+    if (this.config.lbPolicy === 'least_request') return this.leastRequest(eps, avoid);
+    const ep = this.roundRobin(sub);
+    if (ep !== avoid) return ep;
+    // step the same sequence again: the next pick is another endpoint unless one weight dominates
+    for (let i = 0; i < n; i++) {
+      const next = this.roundRobin(sub);
+      if (next !== avoid) return next;
     }
-    if (ep === avoid) ep = eps[(eps.indexOf(ep) + 1) % n];
-    return ep;
+    return eps[(eps.indexOf(ep) + 1) % n];
   }
 
-  private roundRobin(eps: Endpoint[]): Endpoint {
-    let uniform = true;
-    for (const e of eps) if (e.weight !== eps[0].weight) { uniform = false; break; }
-    if (uniform) return eps[this.rr++ % eps.length];
-    // smooth weighted round robin: even spread, exact proportions
-    let total = 0;
-    let best = eps[0];
-    for (const e of eps) {
-      e.current += e.weight;
-      total += e.weight;
-      if (e.current > best.current) best = e;
-    }
-    best.current -= total;
-    return best;
+  /** Power of two choices, weighted: the lower (active + 1) / weight wins. */
+  private leastRequest(eps: Endpoint[], avoid: Endpoint | undefined): Endpoint {
+    const n = eps.length;
+    const i = Math.min(n - 1, Math.floor(this.random() * n));
+    let j = Math.min(n - 2, Math.floor(this.random() * (n - 1)));
+    if (j >= i) j++; // a second, different endpoint
+    const a = eps[i];
+    const b = eps[j];
+    if (a === avoid) return b;
+    if (b === avoid) return a;
+    return (b.active + 1) * a.weight < (a.active + 1) * b.weight ? b : a;
   }
+
+  private roundRobin(sub: Subset): Endpoint {
+    const eps = sub.endpoints;
+    if (sub.uniform) {
+      const ep = eps[sub.rr];
+      sub.rr = sub.rr + 1 === eps.length ? 0 : sub.rr + 1;
+      return ep;
+    }
+    // smooth weighted round robin (nginx): even spread, exact proportions over each cycle
+    const cur = sub.current;
+    let best = 0;
+    for (let i = 0; i < eps.length; i++) {
+      cur[i] += eps[i].weight;
+      if (cur[i] > cur[best]) best = i;
+    }
+    cur[best] -= sub.totalWeight;
+    return eps[best];
+  }
+}
+
+/** Round robin starts at a random endpoint, so workers and fresh configs do not all start on the first. */
+function subset(endpoints: Endpoint[], random: () => number): Subset {
+  let total = 0;
+  for (const e of endpoints) total += e.weight;
+  return {
+    endpoints,
+    uniform: endpoints.every((e) => e.weight === endpoints[0].weight),
+    totalWeight: total,
+    current: endpoints.map(() => 0),
+    rr: endpoints.length ? Math.min(endpoints.length - 1, Math.floor(random() * endpoints.length)) : 0,
+  };
 }

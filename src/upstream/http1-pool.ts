@@ -8,6 +8,7 @@
 import net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from '../codecs/http1/http1-decoder';
 import type { ProtocolError } from '../errors';
+import { log } from '../log';
 import type { Stats } from '../stats/stats';
 import type { ClusterStats } from './cluster';
 
@@ -20,6 +21,14 @@ export interface Http1ResponseSink {
   onUpstreamError(kind: 'reset' | 'protocol', started: boolean, err?: Error): void;
   /** 101 accepted: the connection is now a tunnel; `rest` are bytes after the head. */
   onUpgrade?(socket: net.Socket, rest: Buffer): void;
+  /** The upstream socket drained after a request-body write returned false. */
+  onUpstreamDrain?(): void;
+  /**
+   * Around each read from the upstream: everything one read produces (head, body,
+   * end) can go to the client in one write instead of one per piece.
+   */
+  batchStart?(): void;
+  batchEnd?(): void;
 }
 
 export interface PoolLimits {
@@ -47,6 +56,8 @@ export class Http1Connection implements Http1Handler {
   closed = false;
   /** Became a tunnel after 101: no longer counted by the pool. */
   detached = false;
+  /** In the pool's idle list. */
+  parked = false;
   private keepAlive = true;
 
   constructor(
@@ -61,15 +72,36 @@ export class Http1Connection implements Http1Handler {
     socket.on('data', (d: Buffer) => {
       if (!this.sink) { this.destroy(); return; } // bytes nobody asked for: the connection is out of step
       this.responseStarted = true;
-      this.decoder.push(d);
+      const sink = this.sink;
+      try {
+        sink.batchStart?.();
+        this.decoder.push(d);
+        sink.batchEnd?.();
+      } catch (err) {
+        this.bug(err as Error);
+      }
     });
     socket.on('end', () => {
-      if (this.sink) this.decoder.end();
+      try {
+        if (this.sink) this.decoder.end();
+      } catch (err) {
+        this.bug(err as Error);
+      }
       this.destroy();
     });
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.sink?.onUpstreamDrain?.());
+    // Set once: any read or write re-arms it, so it fires only after idleTimeoutMs without traffic.
+    // An exchange waiting on a slow upstream ignores it (the route timeout covers that).
+    socket.setTimeout(limits.idleTimeoutMs);
     socket.on('timeout', () => { if (!this.sink) this.destroy(); });
+  }
+
+  /** A bug of ours surfaced in a response callback: lose this exchange, never the worker. */
+  private bug(err: Error): void {
+    log.error({ err, where: 'http1 upstream connection' }, 'internal error on a connection');
+    this.destroy();
   }
 
   start(sink: Http1ResponseSink, method: string): void {
@@ -109,6 +141,7 @@ export class Http1Connection implements Http1Handler {
       const rest = this.decoder.takeRemainder();
       this.socket.removeAllListeners('data');
       this.socket.removeAllListeners('end');
+      this.socket.setTimeout(0); // a tunnel's idle time is the session's business
       this.detached = true;
       this.pool.detach();
       if (sink?.onUpgrade) sink.onUpgrade(this.socket, rest);
@@ -117,11 +150,17 @@ export class Http1Connection implements Http1Handler {
     }
     this.sink = null;
     const reusable = this.keepAlive && this.requestDone && !this.closed && this.decoder.bufferedBytes === 0;
-    sink?.onResponseEnd(trailers);
     if (reusable) {
+      // Idle before the sink hears of the end, so that a request it unblocks (the next pipelined
+      // one) reuses this connection instead of opening another. Waiters are served only after the
+      // sink is done with it (it still reads requestDone).
       this.reused = true;
-      this.pool.release(this);
+      this.socket.resume(); // the sink may have paused it for backpressure
+      this.pool.park(this);
+      sink?.onResponseEnd(trailers);
+      this.pool.settle(this);
     } else {
+      sink?.onResponseEnd(trailers);
       this.destroy();
     }
     return true;
@@ -166,8 +205,9 @@ export class Http1Pool {
     this.limits = limits;
     while (this.idle.length) {
       const c = this.idle.pop()!;
-      if (c.closed) continue;
-      c.socket.setTimeout(0);
+      c.parked = false;
+      // destroyed by its idle timer or an upstream FIN, its 'close' not delivered yet
+      if (c.closed || c.socket.destroyed) continue;
       cb(null, c);
       return;
     }
@@ -214,17 +254,28 @@ export class Http1Pool {
     });
   }
 
-  release(c: Http1Connection): void {
-    const w = this.waiters.shift();
-    if (w) { w.cb(null, c); return; }
+  /** A connection free for the next exchange: idle, most recently used last. */
+  park(c: Http1Connection): void {
+    c.parked = true;
     this.idle.push(c);
-    c.socket.setTimeout(this.limits.idleTimeoutMs);
+  }
+
+  /** After park(): hand the connection to a waiter if nobody took it meanwhile. */
+  settle(c: Http1Connection): void {
+    if (!c.parked || c.closed || this.waiters.length === 0) return;
+    const i = this.idle.lastIndexOf(c);
+    if (i >= 0) this.idle.splice(i, 1);
+    c.parked = false;
+    this.waiters.shift()!.cb(null, c);
   }
 
   /** A connection that closed, whatever its state. */
   remove(c: Http1Connection): void {
-    const i = this.idle.indexOf(c);
-    if (i >= 0) this.idle.splice(i, 1);
+    if (c.parked) {
+      c.parked = false;
+      const i = this.idle.indexOf(c);
+      if (i >= 0) this.idle.splice(i, 1);
+    }
     this.total--;
     this.serveWaiters();
   }

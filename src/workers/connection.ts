@@ -39,9 +39,8 @@ export function passthroughTarget(cfg: CompiledConfig, info: ConnectionInfo): { 
 export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
   const cfg = rt.current();
   const { stats } = cfg;
+  // the open-connection gauge is kept by the main thread (listeners.ts): it outlives a dead worker
   stats.inc(info.listener.cxTotal);
-  stats.inc(info.listener.cxActive);
-  socket.once('close', () => stats.dec(info.listener.cxActive));
   socket.on('error', () => socket.destroy());
   socket.setNoDelay(true);
 

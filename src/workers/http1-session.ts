@@ -58,6 +58,8 @@ export class Http1Session implements Http1Handler {
   private headerTimer: NodeJS.Timeout | null = null;
   private draining = false;
   private clientEnded = false;
+  /** We are ending the connection: input is no longer parsed. */
+  private closing = false;
   private peerCache: Peer | null = null;
   closed = false;
 
@@ -70,10 +72,19 @@ export class Http1Session implements Http1Handler {
     s.on('data', (d: Buffer) => this.onData(d));
     s.on('end', () => this.onEnd());
     s.on('close', () => this.onClose());
-    s.setTimeout(http.idleTimeoutMs, () => this.onIdle());
+    // one listener for the connection's life: the exchange that paused its upstream resumes it
+    s.on('drain', () => this.exchange?.onDownstreamDrain());
+    // not setTimeout(ms, cb): that listener is a once, and the first timeout during a long
+    // exchange (ignored) would leave the connection without an idle timeout for good
+    s.on('timeout', () => this.onIdle());
+    s.setTimeout(http.idleTimeoutMs);
     this.rt.connections.add(this);
-    this.armHeaderTimer(http.headerTimeoutMs);
     if (this.rt.draining) this.draining = true;
+  }
+
+  /** Bytes the decoder holds after an upgrade request (sent before the 101 came back). */
+  takeRemainder(): Buffer {
+    return this.decoder.takeRemainder();
   }
 
   peer(): Peer {
@@ -83,11 +94,12 @@ export class Http1Session implements Http1Handler {
   // ── downstream socket ────────────────────────────────────────────────────
 
   private onData(d: Buffer): void {
+    if (this.closing) return;
     try {
-      if (!this.exchange && !this.headerTimer) this.armHeaderTimer(this.rt.current().config.http.headerTimeoutMs);
       this.decoder.push(d);
       // pipelined requests queue in the decoder; stop reading once a head's worth is waiting
       if (this.decoder.bufferedBytes > this.rt.current().config.http.maxHeaderBytes) this.socket.pause();
+      this.headerPending();
     } catch (err) {
       // a bug of ours, not the peer's: lose this connection, never the worker
       this.rt.logError(err as Error, 'http1 session');
@@ -97,9 +109,11 @@ export class Http1Session implements Http1Handler {
 
   private onEnd(): void {
     this.clientEnded = true;
-    if (this.exchange) return; // finish the response, then close
-    if (!this.decoder.idle) this.decoder.end(); // incomplete request: onError answers
-    this.closeSoon();
+    if (this.closing) return;
+    // An incomplete request (head or body) gets its answer through onError. With a response in
+    // flight, requests pipelined before the FIN are still served, then the connection closes.
+    if (this.exchange || !this.decoder.idle) this.decoder.end();
+    if (!this.exchange && this.decoder.idle) this.closeSoon();
   }
 
   private onClose(): void {
@@ -110,20 +124,32 @@ export class Http1Session implements Http1Handler {
   }
 
   private onIdle(): void {
-    if (this.exchange) return; // a request in flight has its own timeout
+    const ex = this.exchange;
+    if (ex && !ex.finished) return; // a request in flight has its own timeout
+    if (ex) {
+      // answered, but the client stopped sending the rest of its request body
+      const cfg = this.rt.current();
+      cfg.stats.inc(cfg.protocol('http1').timeout);
+    }
     this.socket.destroy();
   }
 
-  private armHeaderTimer(ms: number): void {
-    this.clearHeaderTimer();
-    this.headerTimer = setTimeout(() => {
-      this.headerTimer = null;
-      if (this.exchange || this.closed) return;
-      const cfg = this.rt.current();
-      cfg.stats.inc(cfg.protocol('http1').timeout);
-      if (this.decoder.idle) { this.socket.destroy(); return; }
-      this.writeErrorAndClose(408, 'request header timeout\n');
-    }, ms);
+  /**
+   * The header timeout runs from the first byte of a request to the end of its head. Between
+   * requests a keep-alive connection is governed by the idle timeout alone.
+   */
+  private headerPending(): void {
+    if (this.headerTimer || this.exchange || this.closing || this.decoder.idle) return;
+    this.headerTimer = setTimeout(onHeaderTimeout, this.rt.current().config.http.headerTimeoutMs, this);
+  }
+
+  /** @internal */
+  headerTimeout(): void {
+    this.headerTimer = null;
+    if (this.exchange || this.closed || this.closing || this.decoder.idle) return;
+    const cfg = this.rt.current();
+    cfg.stats.inc(cfg.protocol('http1').timeout);
+    this.writeErrorAndClose(408, 'request header timeout\n');
   }
 
   private clearHeaderTimer(): void {
@@ -131,6 +157,8 @@ export class Http1Session implements Http1Handler {
   }
 
   closeSoon(): void {
+    this.closing = true;
+    this.clearHeaderTimer();
     if (this.closed) return;
     this.socket.end();
     this.socket.destroySoon?.();
@@ -167,7 +195,7 @@ export class Http1Session implements Http1Handler {
     const ex = this.exchange;
     if (!ex) return true;
     ex.onRequestEnd(trailers);
-    if (ex.finished) { this.exchange = null; this.afterExchange(ex); return !this.closed && !ex.closeAfter; }
+    if (ex.finished) { this.exchange = null; return this.afterExchange(ex); }
     return false; // hold pipelined requests until this response is done
   }
 
@@ -183,22 +211,42 @@ export class Http1Session implements Http1Handler {
 
   /** Called by the exchange when its response is fully written. */
   exchangeFinished(ex: Http1Exchange): void {
-    if (!ex.requestEnded) return; // the rest of the request body still has to be read past
+    if (ex.tunnel) {
+      // the bytes are the tunnel's now; no more requests on this connection
+      this.exchange = null;
+      this.closing = true;
+      this.clearHeaderTimer();
+      return;
+    }
+    if (!ex.requestEnded) {
+      // the rest of the request body still has to be read past, even if backpressure paused us
+      this.socket.resume();
+      return;
+    }
     this.exchange = null;
-    this.afterExchange(ex);
-    if (!this.closed && !ex.closeAfter) {
+    if (this.afterExchange(ex)) {
       this.socket.resume();
       this.decoder.resume();
+      this.headerPending();
     }
   }
 
-  private afterExchange(ex: Http1Exchange): void {
-    if (ex.closeAfter || this.clientEnded || this.draining) {
+  /** Decides whether the connection serves another request; closes it when not. */
+  private afterExchange(ex: Http1Exchange): boolean {
+    if (ex.closeAfter || this.draining || (this.clientEnded && this.decoder.idle)) {
       this.closeSoon();
-      return;
+      return false;
     }
-    this.armHeaderTimer(this.rt.current().config.http.headerTimeoutMs);
+    return !this.closed;
   }
+}
+
+function onHeaderTimeout(session: Http1Session): void {
+  session.headerTimeout();
+}
+
+function onExchangeTimeout(ex: Http1Exchange): void {
+  ex.onTimeout();
 }
 
 /** One request and its response. */
@@ -228,6 +276,8 @@ class Http1Exchange implements Http1ResponseSink {
   responseStarted = false;
   finished = false;
   closeAfter = false;
+  /** 101: the connection is now a tunnel to the upstream. */
+  tunnel = false;
 
   constructor(private readonly session: Http1Session, private readonly cfg: CompiledConfig, private readonly head: Http1Head) {
     this.view = new Http1View(session, head);
@@ -252,8 +302,14 @@ class Http1Exchange implements Http1ResponseSink {
       this.localReply({ status: target.status, reason: 'direct_response', body: target.body });
       return;
     }
-    this.timer = setTimeout(() => this.onTimeout(), target.timeoutMs);
+    // like Envoy's route timeout: from the end of the request, so a slow upload is not an upstream timeout
+    if (this.requestEnded) this.armTimer();
     this.connect();
+  }
+
+  private armTimer(): void {
+    if (this.timer || this.finished || !this.target || this.target.kind === 'direct') return;
+    this.timer = setTimeout(onExchangeTimeout, this.target.timeoutMs, this);
   }
 
   private connect(avoid?: Endpoint): void {
@@ -269,7 +325,6 @@ class Http1Exchange implements Http1ResponseSink {
     } else {
       const t = passthroughTarget(this.cfg, this.session.info);
       if (!t) {
-        this.cfg.stats.inc(this.pstats.noRoute);
         this.localReply({ status: 404, reason: 'no_route', body: 'no route\n' });
         return;
       }
@@ -341,10 +396,14 @@ class Http1Exchange implements Http1ResponseSink {
     const sock = this.conn!.socket;
     this.bodyStreamed = true;
     if (this.reqFraming.kind === 'chunked') {
+      // one writev, not three small segments
       const parts = chunkParts(chunk);
+      sock.cork();
       sock.write(parts[0]);
       sock.write(parts[1]);
-      return sock.write(parts[2]);
+      const ok = sock.write(parts[2]);
+      sock.uncork();
+      return ok;
     }
     return sock.write(chunk);
   }
@@ -364,16 +423,22 @@ class Http1Exchange implements Http1ResponseSink {
       if (this.earlyBytes > MAX_EARLY_BODY) this.session.socket.pause();
       return;
     }
-    if (!this.writeBody(chunk)) {
-      const down = this.session.socket;
-      down.pause();
-      this.conn.socket.once('drain', () => down.resume());
-    }
+    // resumed by onUpstreamDrain (a listener the upstream connection keeps for its whole life)
+    if (!this.writeBody(chunk)) this.session.socket.pause();
+  }
+
+  onUpstreamDrain(): void {
+    if (!this.finished) this.session.socket.resume();
+  }
+
+  onDownstreamDrain(): void {
+    this.conn?.socket.resume();
   }
 
   onRequestEnd(trailers: string[] | null): void {
     this.requestEnded = true;
     this.reqTrailers = trailers;
+    this.armTimer();
     if (this.conn && !this.finished && !this.responseDoneEarly) this.writeRequestEnd();
   }
 
@@ -415,6 +480,14 @@ class Http1Exchange implements Http1ResponseSink {
     }), 'latin1');
   }
 
+  batchStart(): void {
+    this.session.socket.cork();
+  }
+
+  batchEnd(): void {
+    this.session.socket.uncork();
+  }
+
   onResponseBody(chunk: Buffer): void {
     this.bytesOut += chunk.length;
     const down = this.session.socket;
@@ -429,11 +502,8 @@ class Http1Exchange implements Http1ResponseSink {
     } else {
       ok = down.write(chunk);
     }
-    if (!ok && this.conn) {
-      const up = this.conn.socket;
-      up.pause();
-      down.once('drain', () => up.resume());
-    }
+    // resumed by onDownstreamDrain; the pool resumes a connection it takes back
+    if (!ok && this.conn) this.conn.socket.pause();
   }
 
   onResponseEnd(trailers: string[] | null): void {
@@ -449,17 +519,24 @@ class Http1Exchange implements Http1ResponseSink {
   }
 
   onUpgrade(up: net.Socket, rest: Buffer): void {
-    const down = this.session.socket;
+    const session = this.session;
+    const down = session.socket;
     this.conn = null;
     this.closeAfter = true;
+    this.tunnel = true;
     this.finish();
     down.removeAllListeners('data');
     down.removeAllListeners('end');
+    // bytes the client sent after its upgrade request, held by the stopped decoder, go first
+    const early = session.takeRemainder();
+    if (early.length) up.write(early);
     if (rest.length) down.write(rest);
+    down.setTimeout(this.cfg.config.tcp.idleTimeoutMs);
     up.pipe(down);
     down.pipe(up);
-    up.on('close', () => down.destroy());
-    down.on('close', () => up.destroy());
+    // a clean close lets what is already written drain (pipe passed the FIN on); a reset does not
+    up.on('close', (hadError: boolean) => (hadError ? down.destroy() : down.destroySoon()));
+    down.on('close', (hadError: boolean) => (hadError ? up.destroy() : up.destroySoon()));
     up.resume();
     down.resume();
   }
@@ -491,7 +568,8 @@ class Http1Exchange implements Http1ResponseSink {
     this.finish();
   }
 
-  private onTimeout(): void {
+  /** @internal */
+  onTimeout(): void {
     this.timer = null;
     if (this.finished) return;
     if (this.cstats) this.cfg.stats.inc(this.cstats.rqTimeout);
@@ -531,9 +609,13 @@ class Http1Exchange implements Http1ResponseSink {
     conn?.abandon();
     this.status = r.status;
     this.localReason = r.reason;
+    if (r.reason === 'no_route') this.cfg.stats.inc(this.pstats.noRoute);
     // a request body we did not read yet would have to be read past, and a client that
-    // waits for 100-continue never sends it: close rather than guess
-    this.closeAfter = !this.requestEnded || !this.head.keepAlive || this.session.isDraining;
+    // waits for 100-continue never sends it: close rather than guess. A request without a body
+    // is complete at its head (the decoder reports its end right after this), so it keeps the connection.
+    const h = this.head;
+    const bodyLeft = !this.requestEnded && (h.chunked || h.contentLength > 0);
+    this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
     this.responseStarted = true;
     this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter));
     this.finish();

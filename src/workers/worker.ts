@@ -12,12 +12,15 @@ import { CONTROL_CHANNEL, type ConnectionTask, type ControlMessage } from './mes
 import { WorkerRuntime } from './runtime';
 import { serveConnection } from './connection';
 import { log } from '../log';
+import { loadNative } from '../listener/native';
 
-const shared = new SharedState((workerData as { shared: SharedArrayBuffer }).shared);
+const data = workerData as { shared: SharedArrayBuffer; control?: string };
+const shared = new SharedState(data.shared);
 const rt = new WorkerRuntime(shared);
+const native = loadNative();
 if (shared.draining) rt.draining = true;
 
-const control = new BroadcastChannel(CONTROL_CHANNEL);
+const control = new BroadcastChannel(data.control ?? CONTROL_CHANNEL);
 control.onmessage = (ev) => {
   const msg = (ev as unknown as { data: ControlMessage }).data;
   if (msg.type === 'drain') rt.drain();
@@ -26,13 +29,17 @@ control.onmessage = (ev) => {
 (control as unknown as { unref(): void }).unref();
 
 export default function handle(task: ConnectionTask): Promise<void> {
+  if (task.fd < 0) return Promise.resolve(); // start-up ping: this worker has booted
   if (!shared.claimFd(task.fd, task.token)) return Promise.resolve(); // main took it back
   return new Promise<void>((resolve) => {
     let socket: net.Socket;
     try {
       socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true });
     } catch (err) {
+      // The fd is ours now and no handle holds it: close it here, or nobody will.
       log.error({ err, fd: task.fd }, 'cannot wrap handed-off descriptor');
+      try { native?.close(task.fd); } catch { /* already gone */ }
+      shared.releaseFd(task.fd, task.token);
       resolve();
       return;
     }

@@ -3,7 +3,7 @@
  *
  * Grammar accepted (RFC 9112; anything else is a ProtocolError):
  *
- *   message       = *2( CRLF ) start-line *( field-line CRLF ) CRLF [ body ]   (max 4 leading CRLFs)
+ *   message       = *4( CRLF ) start-line *( field-line CRLF ) CRLF [ body ]
  *   start-line    = request-line / status-line
  *   request-line  = method SP request-target SP HTTP-version CRLF
  *   status-line   = HTTP-version SP 3DIGIT [ SP reason-phrase ] CRLF          (status 100..599)
@@ -29,9 +29,12 @@
  *   never together with Content-Length, never in HTTP/1.0.  HTTP/1.1 requests need exactly one Host.
  *   After a final message that is not keep-alive, further input is discarded (never parsed).
  *
- * Performance notes: the head is parsed line by line straight out of the pushed Buffer with byte
- * loops and lookup tables; only an incomplete trailing line is copied into a small internal buffer.
- * Body bytes are delivered as zero-copy subarrays of the pushed chunks.
+ * Performance notes: the head is validated line by line straight out of the pushed Buffer with byte
+ * loops and lookup tables (no regexes). When the rest of the head is in the chunk it is decoded with
+ * one latin1Slice and all strings are substrings of that (one native call per head); only an
+ * incomplete trailing line is copied into a small internal buffer. Body bytes are delivered as
+ * zero-copy subarrays of the pushed chunks. Error codes/statuses: see fail(); a response decoder
+ * always reports status 502 (the peer is the upstream).
  */
 import { ProtocolError } from '../../errors';
 
@@ -271,10 +274,12 @@ export class Http1Decoder {
     this.drain(chunk);
   }
 
+  /** Stop emitting events (also callable from inside a handler); later bytes are buffered. */
   pause(): void {
     this.paused = true;
   }
 
+  /** Continue with buffered bytes; may emit synchronously. No effect after an upgrade. */
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
@@ -290,7 +295,10 @@ export class Http1Decoder {
     this.expected.push(method);
   }
 
-  /** Returns and clears all bytes held by the decoder (the tunnel bytes after an upgrade). */
+  /**
+   * Returns and clears all bytes held by the decoder (the tunnel bytes after an upgrade, on either
+   * side). Zero-copy when a single chunk is held.
+   */
   takeRemainder(): Buffer {
     const q = this.queue;
     let out: Buffer;
@@ -302,6 +310,12 @@ export class Http1Decoder {
     return out;
   }
 
+  /**
+   * Peer closed (EOF). Ends a read-until-close response; reports ERR_HTTP_INCOMPLETE for a partial
+   * message. Returns true if EOF fell cleanly between messages (or after an upgrade). Called while
+   * paused with unprocessed input, the EOF is handled after resume() has drained it and this
+   * returns false. Input pushed after end() is ignored.
+   */
   end(): boolean {
     if (this.dead || this.closed) return false;
     this.closed = true;
@@ -432,6 +446,7 @@ export class Http1Decoder {
       const n = this.lineLen;
       this.lineLen = 0;
       const r = this.parseLine(this.lineBuf, 0, n);
+      if (this.lineBuf.length > 4096) this.lineBuf = EMPTY; // don't pin a big buffer per idle connection
       if (r === FAILED) return len;
       if (r !== n) { this.failLine('malformed line'); return len; }
       pos = end;
@@ -975,6 +990,7 @@ export class Http1Decoder {
     this.dead = true;
     this.state = -1;
     this.lineLen = 0;
+    this.lineBuf = EMPTY;
     this.hsBuf = null;
     this.queue = [];
     this.queued = 0;

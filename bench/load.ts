@@ -1,0 +1,584 @@
+/**
+ * Load scenarios: the same traffic straight to the upstream and through Sluice, nginx and haproxy,
+ * in one run, so every number is read beside its baseline.
+ *
+ *   node dist/bench/load.js [--quick] [--scenario NAME[,NAME]] [--threads N] [--node-floor] [--out FILE]
+ *
+ * Scenarios: http1-keepalive, http1-single-connection, http2, memory-idle.
+ * Besides throughput and latency it reports each proxy's CPU time per request (user + system of
+ * the proxy's process tree, read from /proc), which is steadier than throughput on a shared machine.
+ * --node-floor adds a minimal node:http2 proxy to the http2 scenario: the floor for any proxy built
+ * on node:http2 (Sluice's HTTP/2 path is).
+ * Results: a table on stdout and JSON in bench/results/latest.json.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import http2 from 'node:http2';
+import os from 'node:os';
+import path from 'node:path';
+import { h2load, wrk, type LoadResult } from './lib/clients';
+import { BODY, proxyHaproxy, proxyNginx, sluiceConfig, upstreamNginx, type Ports } from './lib/configs';
+import {
+  freePorts, httpGet, killAllStartedSync, startChild, stopAllStarted, stopChild, treeCpuMicros, treeRssKiB, waitFor,
+  withOpenFileLimit, type Child,
+} from './lib/procs';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const SLUICE_BIN = path.join(ROOT, 'bin', 'sluice.js');
+const IDLE_CLIENT = path.join(__dirname, 'load', 'idle-client.js');
+const NODE_H2_PROXY = path.join(__dirname, 'load', 'node-h2-proxy.js');
+const RESULTS = path.join(ROOT, 'bench', 'results');
+const NGINX = '/usr/sbin/nginx';
+const HAPROXY = '/usr/sbin/haproxy';
+
+export const SCENARIOS = ['http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle'] as const;
+export type ScenarioName = typeof SCENARIOS[number];
+type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2';
+const TARGETS: TargetName[] = ['direct', 'sluice', 'nginx', 'haproxy'];
+
+export interface Options { quick: boolean; scenarios: ScenarioName[]; threads: number; out: string; nodeFloor: boolean }
+
+export interface Row {
+  scenario: ScenarioName;
+  target: TargetName;
+  /** What the target does in this scenario, when it is not the obvious. */
+  note?: string;
+  requests?: number;
+  rps?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  /** Proxy process tree CPU per completed request; for `direct`, the upstream's own. */
+  cpuUsPerReq?: number;
+  rpsRatio?: number;
+  p50DiffMs?: number;
+  non2xx?: number;
+  errors?: number;
+  /** memory-idle */
+  connections?: number;
+  rssBeforeKiB?: number;
+  rssAfterKiB?: number;
+  kibPerConnection?: number;
+  /** Sluice only: upstream connections opened during the measurement, and open at its end. */
+  upstreamCxOpened?: number;
+  upstreamCxActive?: number;
+  error?: string;
+}
+
+export interface Report {
+  date: string;
+  node: string;
+  cpus: number;
+  commit: string;
+  machine: string;
+  loadAverageAtStart: number[];
+  quick: boolean;
+  sluiceThreads: number;
+  versions: Record<string, string>;
+  rows: Row[];
+  /** Things that looked wrong in Sluice during the run: non-2xx, errors, counters, crashes. */
+  sluiceProblems: string[];
+  targets: Record<string, string>;
+}
+
+export function parseArgs(argv: string[]): Options {
+  const o: Options = { quick: false, scenarios: [...SCENARIOS], threads: 1, out: path.join(RESULTS, 'latest.json'), nodeFloor: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
+    if (a === '--quick') o.quick = true;
+    else if (a === '--node-floor') o.nodeFloor = true;
+    else if (a === '--scenario' || a.startsWith('--scenario=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : val();
+      const names = v.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const n of names) if (!(SCENARIOS as readonly string[]).includes(n)) throw new Error(`unknown scenario "${n}" (one of ${SCENARIOS.join(', ')})`);
+      o.scenarios = names as ScenarioName[];
+    } else if (a === '--threads' || a.startsWith('--threads=')) {
+      const n = Number(a.includes('=') ? a.slice(a.indexOf('=') + 1) : val());
+      if (!(n === 1 || n === 2)) throw new Error('--threads must be 1 or 2');
+      o.threads = n;
+    } else if (a === '--out' || a.startsWith('--out=')) {
+      o.out = path.resolve(a.includes('=') ? a.slice(a.indexOf('=') + 1) : val());
+    } else throw new Error(`unknown option ${a}`);
+  }
+  return o;
+}
+
+function commit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).trim() || 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function firstLine(cmd: string, args: string[]): string {
+  try {
+    const r = require('node:child_process').spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+    return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').find((l: string) => l.trim()) ?? 'unknown';
+  } catch { return 'unknown'; }
+}
+
+/** Waits until an HTTP/1.1 GET answers 200 with the upstream's body (so the proxy really forwards). */
+function waitForwarding(url: string, timeoutMs: number, child?: Child): Promise<boolean> {
+  return waitFor(`200 with the upstream body from ${url}`, async () => {
+    const r = await httpGet(url, 1000);
+    return r.status === 200 && r.body === BODY;
+  }, timeoutMs, child);
+}
+
+/** One h2c GET with prior knowledge; true on a 200 with the expected body. */
+function h2Get(url: string, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = http2.connect(url);
+    const timer = setTimeout(() => { s.destroy(); resolve(false); }, timeoutMs);
+    s.on('error', () => { clearTimeout(timer); s.destroy(); resolve(false); });
+    const req = s.request({ ':path': '/' });
+    let status = 0;
+    let body = '';
+    req.on('response', (h) => { status = Number(h[':status']); });
+    req.setEncoding('utf8');
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => { clearTimeout(timer); s.close(); resolve(status === 200 && body === BODY); });
+    req.on('error', () => { clearTimeout(timer); s.destroy(); resolve(false); });
+    req.end();
+  });
+}
+
+// ---- the stack ---------------------------------------------------------------------------------
+
+interface Stack {
+  dir: string;
+  ports: Ports;
+  upstream: Child;
+  sluice?: Child;
+  nginx?: Child;
+  haproxy?: Child;
+  sluiceAdmin: string;
+  nodeFloor?: { child: Child; port: number };
+  /** `target/h1` or `target/h2` → why that proxy cannot be measured with that protocol. */
+  broken: Map<string, string>;
+}
+
+/** The last lines of a process's output, short enough for a report. */
+function tail(out: string, max = 1500): string {
+  const t = out.trim();
+  return t.length <= max ? t : `…${t.slice(-max)}`;
+}
+
+async function startNginx(name: string, dir: string, conf: string): Promise<Child> {
+  const file = path.join(dir, `${name}.conf`);
+  writeFileSync(file, conf);
+  // -e: the error log before the config is read; the pid file is the `pid` directive (same pid)
+  return startChild(name, NGINX, ['-p', dir, '-c', file, '-e', path.join(dir, `${name}-error.log`)]);
+}
+
+function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice', h2 = true): Child {
+  const file = path.join(dir, `${name}.yaml`);
+  writeFileSync(file, sluiceConfig(ports, threads, { h2 }));
+  const [cmd, args] = withOpenFileLimit(65536, process.execPath, [SLUICE_BIN, 'start', '--config', file]);
+  return startChild(name, cmd, args, { pidFile: path.join(dir, `${name}.pid`) });
+}
+
+async function startStack(dir: string, opts: Options, need: { proxies: boolean }): Promise<Stack> {
+  const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2] = await freePorts(9);
+  const ports: Ports = { up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2 };
+  const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
+  const stack: Stack = { dir, ports, upstream, sluiceAdmin: `http://127.0.0.1:${sluiceAdmin}`, broken: new Map() };
+  await waitForwarding(`http://127.0.0.1:${up1}/`, 10_000, upstream);
+  await waitFor('h2c upstream', () => h2Get(`http://127.0.0.1:${up2}`), 10_000, upstream);
+  if (!need.proxies) return stack;
+  stack.sluice = startSluice(dir, ports, opts.threads);
+  stack.nginx = await startNginx('nginx-proxy', dir, proxyNginx(dir, ports));
+  const hcfg = path.join(dir, 'haproxy.cfg');
+  writeFileSync(hcfg, proxyHaproxy(ports));
+  // -db: stay in the foreground, one process; -p: pid file in the temp dir
+  stack.haproxy = startChild('haproxy', HAPROXY, ['-db', '-f', hcfg, '-p', path.join(dir, 'haproxy.pid')]);
+  if (opts.nodeFloor) {
+    const [port] = await freePorts(1);
+    const child = startChild('node-http2', process.execPath, [NODE_H2_PROXY, String(port), String(up2)]);
+    stack.nodeFloor = { child, port };
+  }
+  // a proxy that fails to answer is reported in its rows; the others still run
+  const checks: [TargetName, boolean, Child, () => Promise<unknown>][] = [
+    ['sluice', false, stack.sluice, () => waitForwarding(`http://127.0.0.1:${sluiceH1}/`, 20_000, stack.sluice)],
+    ['sluice', true, stack.sluice, () => waitFor('Sluice h2c', () => h2Get(`http://127.0.0.1:${sluiceH2}`), 10_000, stack.sluice)],
+    ['nginx', false, stack.nginx, () => waitForwarding(`http://127.0.0.1:${nginxH1}/`, 10_000, stack.nginx)],
+    ['nginx', true, stack.nginx, () => waitFor('nginx h2c', () => h2Get(`http://127.0.0.1:${nginxH2}`), 10_000, stack.nginx)],
+    ['haproxy', false, stack.haproxy, () => waitForwarding(`http://127.0.0.1:${haproxyH1}/`, 10_000, stack.haproxy)],
+    ['haproxy', true, stack.haproxy, () => waitFor('haproxy h2c', () => h2Get(`http://127.0.0.1:${haproxyH2}`), 10_000, stack.haproxy)],
+  ];
+  if (stack.nodeFloor) {
+    const nf = stack.nodeFloor;
+    checks.push(['node-http2', true, nf.child, () => waitFor('node-http2 h2c', () => h2Get(`http://127.0.0.1:${nf.port}`), 10_000, nf.child)]);
+  }
+  for (const [t, h2, child, check] of checks) {
+    try { await check(); } catch (err) {
+      stack.broken.set(`${t}/${h2 ? 'h2' : 'h1'}`, `not ready: ${(err as Error).message.split('\n')[0]}; last error line: ${child.errorLines().last || tail(child.output(), 500)}`);
+    }
+  }
+  return stack;
+}
+
+function targetOf(stack: Stack, t: TargetName, h2: boolean): { url: string; proc: Child | undefined } {
+  const p = stack.ports;
+  switch (t) {
+    case 'direct': return { url: `http://127.0.0.1:${h2 ? p.up2 : p.up1}/`, proc: stack.upstream };
+    case 'sluice': return { url: `http://127.0.0.1:${h2 ? p.sluiceH2 : p.sluiceH1}/`, proc: stack.sluice };
+    case 'nginx': return { url: `http://127.0.0.1:${h2 ? p.nginxH2 : p.nginxH1}/`, proc: stack.nginx };
+    case 'haproxy': return { url: `http://127.0.0.1:${h2 ? p.haproxyH2 : p.haproxyH1}/`, proc: stack.haproxy };
+    case 'node-http2': return { url: `http://127.0.0.1:${stack.nodeFloor?.port ?? 0}/`, proc: stack.nodeFloor?.child };
+  }
+}
+
+// ---- Sluice's own counters, to catch what the load tools do not show ----------------------------
+
+const WATCHED = [
+  /sluice_downstream_rq_xx_total\{.*class="(4xx|5xx)"/,
+  /sluice_upstream_rq_xx_total\{.*class="(4xx|5xx)"/,
+  /sluice_upstream_rq_(timeout|reset|pending_overflow)_total/,
+  /sluice_upstream_cx_connect_fail_total/,
+  /sluice_downstream_protocol_error_total/,
+  /sluice_downstream_rq_(no_route|timeout)_total/,
+  /sluice_worker_restarts_total/,
+  /sluice_handoff_failed_total/,
+  // the load here is all HTTP: a connection sniffed as anything else skipped the HTTP path
+  /sluice_downstream_cx_protocol_total\{.*protocol="(tcp|tls|dubbo)"/,
+];
+
+async function sluiceStats(admin: string): Promise<Map<string, number> | null> {
+  const r = await httpGet(`${admin}/stats`, 5000);
+  if (r.status !== 200) return null;
+  const m = new Map<string, number>();
+  for (const line of r.body.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    m.set(line.slice(0, sp), Number(line.slice(sp + 1)));
+  }
+  return m;
+}
+
+function upstreamCx(row: Row, before: Map<string, number> | null, after: Map<string, number> | null): void {
+  if (!before || !after) return;
+  let opened = 0;
+  let active = 0;
+  for (const [k, v] of after) {
+    if (k.startsWith('sluice_upstream_cx_total{')) opened += v - (before.get(k) ?? 0);
+    if (k.startsWith('sluice_upstream_cx_active{')) active += v;
+  }
+  row.upstreamCxOpened = opened;
+  row.upstreamCxActive = active;
+}
+
+/** Watched series that moved. `silentConnections`: connections expected to close without a byte (sniffed as tcp). */
+function statsDelta(before: Map<string, number> | null, after: Map<string, number> | null, silentConnections = 0): string[] {
+  if (!before || !after) return [];
+  const out: string[] = [];
+  for (const [k, v] of after) {
+    const d = v - (before.get(k) ?? 0);
+    if (d === 0 || !WATCHED.some((re) => re.test(k))) continue;
+    if (silentConnections && d <= silentConnections && /protocol="tcp"/.test(k)) continue;
+    out.push(`${k} +${d}`);
+  }
+  return out;
+}
+
+/** Error lines a Sluice child wrote (pino level ≥ 50, or anything not JSON that mentions an error). */
+function sluiceLogErrors(child: Child | undefined, label: string, problems: string[]): void {
+  const e = child?.errorLines();
+  if (e?.count) problems.push(`${label} logged ${e.count} error lines; the first: ${e.first}${e.count > 1 ? `\n  the last: ${e.last}` : ''}`);
+}
+
+// ---- scenarios ---------------------------------------------------------------------------------
+
+interface Ctx { opts: Options; stack: Stack; rows: Row[]; problems: string[] }
+
+type Driver = (url: string, warm: boolean) => Promise<LoadResult>;
+
+/**
+ * wrk opens one connection before its run to check the address and closes it without sending
+ * anything; Sluice rightly sniffs that one as (empty) opaque TCP.
+ */
+const WRK_PROBE_CONNECTIONS = 1;
+
+async function measure(
+  ctx: Ctx, scenario: ScenarioName, h2: boolean, drive: Driver, notes: Partial<Record<TargetName, string>> = {},
+  targets = TARGETS, silentConnections = 0,
+): Promise<void> {
+  let direct: Row | undefined;
+  for (const t of targets) {
+    const { url, proc } = targetOf(ctx.stack, t, h2);
+    const row: Row = { scenario, target: t, note: notes[t] };
+    ctx.rows.push(row);
+    const broken = ctx.stack.broken.get(`${t}/${h2 ? 'h2' : 'h1'}`);
+    if (!proc || !proc.alive() || broken) {
+      row.error = broken ?? `${t} is not running${proc ? `: ${tail(proc.output())}` : ''}`;
+      if (t === 'sluice') ctx.problems.push(`${scenario}: Sluice could not be measured: ${row.error}`);
+      continue;
+    }
+    try {
+      await drive(url, true);
+      const before = t === 'sluice' ? await sluiceStats(ctx.stack.sluiceAdmin) : null;
+      const cpu0 = treeCpuMicros(proc.pid);
+      const r = await drive(url, false);
+      const cpu1 = treeCpuMicros(proc.pid);
+      Object.assign(row, {
+        requests: r.requests, rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, non2xx: r.non2xx, errors: r.errors,
+        cpuUsPerReq: r.requests > 0 ? (cpu1 - cpu0) / r.requests : undefined,
+      });
+      if (t === 'direct') direct = row;
+      else if (direct?.rps && direct.p50Ms !== undefined) {
+        row.rpsRatio = r.rps / direct.rps;
+        row.p50DiffMs = r.p50Ms - direct.p50Ms;
+      }
+      if (t === 'sluice') {
+        const after = await sluiceStats(ctx.stack.sluiceAdmin);
+        upstreamCx(row, before, after);
+        row.note = [row.note, `upstream cx: ${row.upstreamCxOpened} opened, ${row.upstreamCxActive} open`].filter(Boolean).join('; ');
+        const d = statsDelta(before, after, silentConnections);
+        if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice (load tool output follows)\n${r.raw.trim()}`);
+        if (d.length) ctx.problems.push(`${scenario}: Sluice counters moved: ${d.join(', ')}`);
+        if (!proc.alive()) ctx.problems.push(`${scenario}: Sluice exited during the run: ${tail(proc.output(), 4000)}`);
+      }
+    } catch (err) {
+      row.error = (err as Error).message.slice(0, 2000);
+      if (t === 'sluice') ctx.problems.push(`${scenario}: ${row.error}${proc.alive() ? '' : `; Sluice exited: ${tail(proc.output(), 4000)}`}`);
+    }
+  }
+}
+
+async function http1KeepAlive(ctx: Ctx): Promise<void> {
+  const seconds = ctx.opts.quick ? 3 : 10;
+  await measure(ctx, 'http1-keepalive', false, (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
+    {}, TARGETS, WRK_PROBE_CONNECTIONS);
+}
+
+async function http1SingleConnection(ctx: Ctx): Promise<void> {
+  const seconds = ctx.opts.quick ? 2 : 5;
+  await measure(ctx, 'http1-single-connection', false, (url, warm) => wrk(url, { threads: 1, connections: 1, seconds: warm ? 1 : seconds }),
+    {}, TARGETS, WRK_PROBE_CONNECTIONS);
+}
+
+async function http2Scenario(ctx: Ctx): Promise<void> {
+  const n = ctx.opts.quick ? 20_000 : 100_000;
+  const logFile = path.join(ctx.stack.dir, 'h2load.log');
+  await measure(ctx, 'http2', true,
+    (url, warm) => h2load(url, { requests: warm ? 5000 : n, clients: 10, streams: 10, logFile, timeoutMs: 90_000 }),
+    {
+      direct: 'h2c upstream', sluice: 'h2c → h2c upstream', nginx: 'h2c → HTTP/1.1 upstream (nginx cannot proxy HTTP/2)', haproxy: 'h2c → h2c upstream',
+      'node-http2': 'h2c → h2c, a bare node:http2 proxy (the floor)',
+    },
+    ctx.opts.nodeFloor ? [...TARGETS, 'node-http2'] : TARGETS);
+}
+
+const IDLE_CONNECTIONS = 10_000;
+
+async function memoryIdle(ctx: Ctx, who: TargetName[]): Promise<void> {
+  for (const t of who) {
+    let { url, proc } = targetOf(ctx.stack, t, false);
+    let admin = ctx.stack.sluiceAdmin;
+    const row: Row = { scenario: 'memory-idle', target: t };
+    ctx.rows.push(row);
+    let client: Child | undefined;
+    let fresh: Child | undefined;
+    try {
+      if (t === 'sluice') {
+        // a Sluice of its own, so that what ran before (heap grown, garbage to reuse) does not
+        // change the answer
+        const [h1, adm] = await freePorts(2);
+        fresh = startSluice(ctx.stack.dir, { ...ctx.stack.ports, sluiceH1: h1, sluiceAdmin: adm }, ctx.opts.threads, 'sluice-idle', false);
+        url = `http://127.0.0.1:${h1}/`;
+        admin = `http://127.0.0.1:${adm}`;
+        proc = fresh;
+        await waitForwarding(url, 20_000, fresh);
+        row.note = 'a fresh Sluice';
+      }
+      if (!proc || !proc.alive()) throw new Error(`${t} is not running`);
+      // warm: the same request path, then let those connections go
+      await wrk(url, { threads: 1, connections: 50, seconds: 1 });
+      await new Promise((r) => setTimeout(r, 500));
+      const before = treeRssKiB(proc.pid);
+      const statsBefore = t === 'sluice' ? await sluiceStats(admin) : null;
+      const port = Number(new URL(url).port);
+      const [cmd, args] = withOpenFileLimit(65536, process.execPath, [IDLE_CLIENT, '127.0.0.1', String(port), String(IDLE_CONNECTIONS), '100', '60000']);
+      client = startChild('idle-client', cmd, args, { stdin: true });
+      const lines: Record<string, unknown>[] = [];
+      let partial = '';
+      client.proc.stdout!.on('data', (d: Buffer) => {
+        partial += d.toString('utf8');
+        let i;
+        while ((i = partial.indexOf('\n')) >= 0) {
+          const l = partial.slice(0, i);
+          partial = partial.slice(i + 1);
+          try { lines.push(JSON.parse(l)); } catch { /* not ours */ }
+        }
+      });
+      const c = client;
+      const ready = await waitFor('idle connections', () => lines.find((l) => l.event === 'ready'), 70_000, c);
+      // let the proxy settle (timers armed, buffers released) before reading its memory
+      await new Promise((r) => setTimeout(r, 1000));
+      const after = treeRssKiB(proc.pid);
+      c.proc.stdin!.write('status\n');
+      const status = await waitFor('idle client status', () => lines.find((l) => l.event === 'status'), 10_000, c) as Record<string, number | string | object>;
+      const open = Number(status.open);
+      const idle = Number(status.idle);
+      Object.assign(row, {
+        connections: idle, rssBeforeKiB: before, rssAfterKiB: after,
+        kibPerConnection: idle > 0 ? (after - before) / idle : undefined,
+        errors: Number(status.errors), non2xx: Object.entries(status.statuses as Record<string, number>).filter(([k]) => k[0] !== '2').reduce((a, [, v]) => a + v, 0),
+        note: [row.note, `${open} open at the end, ${status.closedByPeer} closed by the proxy, ${ready.ms} ms to open`].filter(Boolean).join('; '),
+      });
+      if (t === 'sluice') {
+        const statsAfter = await sluiceStats(admin);
+        upstreamCx(row, statsBefore, statsAfter);
+        const d = statsDelta(statsBefore, statsAfter);
+        if (d.length) ctx.problems.push(`memory-idle: Sluice counters moved: ${d.join(', ')}`);
+        if (idle < IDLE_CONNECTIONS || Number(status.errors) > 0 || row.non2xx) {
+          ctx.problems.push(`memory-idle: only ${idle} of ${IDLE_CONNECTIONS} connections idle through Sluice; statuses ${JSON.stringify(status.statuses)}, errors ${status.errors} (${status.firstError}), closed by Sluice ${status.closedByPeer}`);
+        }
+        if (statsAfter) {
+          const active = statsAfter.get('sluice_downstream_cx_active{listener="h1"}');
+          row.note += `; Sluice downstream cx active ${active}; upstream cx: ${row.upstreamCxOpened} opened, ${row.upstreamCxActive} open`;
+        }
+      }
+      c.proc.stdin!.write('close\n');
+      await Promise.race([c.exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (t === 'sluice' && !proc.alive()) ctx.problems.push(`memory-idle: Sluice exited: ${tail(proc.output(), 4000)}`);
+    } catch (err) {
+      row.error = (err as Error).message.slice(0, 2000);
+      if (t === 'sluice') ctx.problems.push(`memory-idle: ${row.error}`);
+    } finally {
+      if (client) await stopChild(client, 2000);
+      if (fresh) {
+        sluiceLogErrors(fresh, 'memory-idle: Sluice', ctx.problems);
+        await stopChild(fresh, 5000);
+      }
+    }
+  }
+}
+
+// ---- output ------------------------------------------------------------------------------------
+
+const fmt = (v: number | undefined, digits: number) => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits));
+
+export function formatTable(report: Report): string {
+  const out: string[] = [];
+  const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+  const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
+  for (const sc of SCENARIOS) {
+    const rows = report.rows.filter((r) => r.scenario === sc);
+    const w = 11;
+    if (!rows.length) continue;
+    out.push('', `## ${sc}`);
+    if (sc === 'memory-idle') {
+      out.push(`${pad('target', w)}${lpad('conns', 7)}${lpad('RSS before', 12)}${lpad('RSS after', 12)}${lpad('KiB/conn', 10)}  notes`);
+      for (const r of rows) {
+        if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
+        out.push(`${pad(r.target, w)}${lpad(String(r.connections ?? '-'), 7)}${lpad(`${r.rssBeforeKiB} KiB`, 12)}${lpad(`${r.rssAfterKiB} KiB`, 12)}${lpad(fmt(r.kibPerConnection, 2), 10)}  ${r.note ?? ''}`);
+      }
+      continue;
+    }
+    out.push(`${pad('target', w)}${lpad('req/s', 10)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/req', 12)}${lpad('× direct', 10)}${lpad('p50 +ms', 9)}${lpad('non2xx', 8)}${lpad('errors', 8)}  notes`);
+    for (const r of rows) {
+      if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
+      const cpu = r.target === 'direct' ? `(${fmt(r.cpuUsPerReq, 1)})` : fmt(r.cpuUsPerReq, 1);
+      out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 10)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 12)}${lpad(r.target === 'direct' ? '1.00' : fmt(r.rpsRatio, 2), 10)}${lpad(r.target === 'direct' ? '0' : fmt(r.p50DiffMs, 3), 9)}${lpad(String(r.non2xx ?? '-'), 8)}${lpad(String(r.errors ?? '-'), 8)}  ${r.note ?? ''}`);
+    }
+  }
+  out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
+    'for direct, in parentheses, the upstream nginx\'s own. p50 +ms: p50 minus direct p50.');
+  return out.join('\n');
+}
+
+// ---- main --------------------------------------------------------------------------------------
+
+export async function main(argv: string[]): Promise<number> {
+  let opts: Options;
+  try { opts = parseArgs(argv); } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\nusage: node dist/bench/load.js [--quick] [--scenario ${SCENARIOS.join('|')}] [--threads 1|2] [--node-floor] [--out FILE]\n`);
+    return 2;
+  }
+  for (const [name, bin] of [['nginx', NGINX], ['haproxy', HAPROXY]]) {
+    if (!existsSync(bin)) { process.stderr.write(`bench: ${name} not found at ${bin}\n`); return 2; }
+  }
+  const report: Report = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: os.availableParallelism(),
+    commit: commit(),
+    machine: `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} CPUs, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`,
+    loadAverageAtStart: os.loadavg().map((v) => Math.round(v * 100) / 100),
+    quick: opts.quick,
+    sluiceThreads: opts.threads,
+    versions: {
+      nginx: firstLine(NGINX, ['-v']),
+      haproxy: firstLine(HAPROXY, ['-v']),
+      wrk: firstLine('wrk', ['-v']),
+      h2load: firstLine('h2load', ['--version']),
+    },
+    rows: [],
+    sluiceProblems: [],
+    targets: {
+      upstream: 'nginx, worker_processes 1, return 200 with a 100-byte body (HTTP/1.1 port and h2c port)',
+      'node-http2': 'bench/load/node-h2-proxy.ts: node:http2 server + one node:http2 client session, nothing else (only with --node-floor)',
+      sluice: `node bin/sluice.js start, workers.threads ${opts.threads} (plus the main thread that accepts), explicit listeners, cluster protocol auto, access log off`,
+      nginx: 'worker_processes 1, upstream keepalive 256, proxy_http_version 1.1, access_log off',
+      haproxy: 'nbthread 1, -db (one process), http-reuse always, h2: proto h2 on bind and server',
+    },
+  };
+  process.stdout.write(`Sluice load benchmarks  ${report.date}\n` +
+    `node ${report.node}  CPUs ${report.cpus}  commit ${report.commit}  load average ${report.loadAverageAtStart.join(' ')}\n` +
+    `${report.machine}\nSluice workers.threads: ${opts.threads}${opts.quick ? '  (quick)' : ''}\n` +
+    `${report.versions.nginx} | ${report.versions.haproxy} | ${report.versions.wrk} | ${report.versions.h2load}\n`);
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
+  const onSignal = () => { killAllStartedSync(); rmSync(dir, { recursive: true, force: true }); process.exit(130); };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  process.once('exit', killAllStartedSync);
+  let stack: Stack | undefined;
+  const t0 = Date.now();
+  const ctx = { opts, rows: report.rows, problems: report.sluiceProblems } as Omit<Ctx, 'stack'> & { stack?: Stack };
+  try {
+    stack = await startStack(dir, opts, { proxies: true });
+    ctx.stack = stack;
+    const c = ctx as Ctx;
+    const steps: Record<ScenarioName, () => Promise<void>> = {
+      'http1-keepalive': () => http1KeepAlive(c),
+      'http1-single-connection': () => http1SingleConnection(c),
+      'http2': () => http2Scenario(c),
+      // nginx as a baseline; haproxy is left out: it needs two fds per connection and the
+      // machine's hard limit (20000) keeps it under 10,000 connections
+      'memory-idle': () => memoryIdle(c, opts.quick ? ['sluice'] : ['sluice', 'nginx']),
+    };
+    for (const sc of opts.scenarios) {
+      const s0 = Date.now();
+      process.stdout.write(`running ${sc}…`);
+      await steps[sc]();
+      process.stdout.write(` ${((Date.now() - s0) / 1000).toFixed(1)} s\n`);
+    }
+    if (stack.sluice && !stack.sluice.alive()) report.sluiceProblems.push(`Sluice exited before the end of the run: ${tail(stack.sluice.output(), 4000)}`);
+  } catch (err) {
+    report.sluiceProblems.push(`run aborted: ${tail((err as Error).message, 3000)}`);
+  } finally {
+    sluiceLogErrors(stack?.sluice, 'Sluice', report.sluiceProblems);
+    // every child started, including those of a stack that failed half-way
+    await stopAllStarted(5000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  process.stdout.write(`${formatTable(report)}\n`);
+  if (report.sluiceProblems.length) {
+    process.stdout.write(`\nSluice problems seen during the run:\n${report.sluiceProblems.map((p) => `- ${p}`).join('\n')}\n`);
+  } else {
+    process.stdout.write('\nSluice: no errors, no non-2xx responses, no worker restarts during the run.\n');
+  }
+  process.stdout.write(`total ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  mkdirSync(path.dirname(opts.out), { recursive: true });
+  writeFileSync(opts.out, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`results: ${path.relative(process.cwd(), opts.out) || opts.out}\n`);
+  return report.rows.some((r) => r.error) ? 1 : 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err) => { console.error(err); process.exitCode = 1; });
+}

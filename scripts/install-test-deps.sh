@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the tests drive for real: iptables rules in network namespaces,
+# curl / h2load / wrk as independent clients. Idempotent; needs root (or sudo).
+set -euo pipefail
+pkgs=(iptables iproute2 curl nghttp2-client wrk procps)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "test dependencies present: ${pkgs[*]}"

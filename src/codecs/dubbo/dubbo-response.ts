@@ -1,0 +1,174 @@
+/**
+ * Lazy view of a Dubbo 2 response frame. Body layouts (apache/dubbo DubboCodec.encodeResponseData and
+ * ExchangeCodec.encodeResponse; read back by DecodeableRpcResult.decode):
+ *
+ *   status OK (20), not an event:
+ *     int     response type (written with writeByte, which Hessian2ObjectOutput writes as an int)
+ *               0 RESPONSE_WITH_EXCEPTION                      value: the Throwable
+ *               1 RESPONSE_VALUE                               value: the result
+ *               2 RESPONSE_NULL_VALUE                          (nothing)
+ *               3 RESPONSE_WITH_EXCEPTION_WITH_ATTACHMENTS     value, then the attachments map
+ *               4 RESPONSE_VALUE_WITH_ATTACHMENTS              value, then the attachments map
+ *               5 RESPONSE_NULL_VALUE_WITH_ATTACHMENTS         the attachments map
+ *     (the _WITH_ATTACHMENTS forms are written when the request's dubbo version is 2.0.2 .. 2.0.99)
+ *   status not OK:
+ *     string  error message (writeUTF; null possible)
+ *   event (heartbeat response): the event data, Hessian2 null 'N' for a heartbeat.
+ *
+ * Errors: every method that reads the body throws DubboProtocolError ERR_DUBBO_BAD_BODY on a body Dubbo
+ * could not have written, and nothing else.
+ */
+import { SluiceError } from '../../errors';
+import { DubboFrame, DubboStatus, SERIALIZATION_HESSIAN2, isHeartbeat } from './dubbo-frame';
+import { DubboErrorCode, DubboProtocolError, ERR_DUBBO_INVALID_OPTION } from './dubbo-errors';
+import { Hessian2Reader } from './hessian2-reader';
+import { newDecoder } from './hessian-js';
+
+/** Response type values (DubboCodec.java). */
+export const DubboResponseType = {
+  WITH_EXCEPTION: 0,
+  VALUE: 1,
+  NULL_VALUE: 2,
+  WITH_EXCEPTION_WITH_ATTACHMENTS: 3,
+  VALUE_WITH_ATTACHMENTS: 4,
+  NULL_VALUE_WITH_ATTACHMENTS: 5,
+} as const;
+export type DubboResponseType = (typeof DubboResponseType)[keyof typeof DubboResponseType];
+
+export class DubboResponse {
+  readonly frame: DubboFrame;
+  /** Status byte of the header. */
+  readonly status: number;
+  readonly isEvent: boolean;
+  private type = -1;
+  private valueStart = -1;
+  private attachmentMap: Map<string, string> | null = null;
+  private scanError: DubboProtocolError | null = null;
+
+  private constructor(frame: DubboFrame) {
+    this.frame = frame;
+    this.status = frame.status;
+    this.isEvent = frame.isEvent;
+  }
+
+  /**
+   * View of a response frame (nothing of the body is read yet). A request frame is a caller bug
+   * (SluiceError ERR_DUBBO_INVALID_OPTION); a non-Hessian2 body throws DubboProtocolError
+   * ERR_DUBBO_SERIALIZATION.
+   */
+  static fromFrame(frame: DubboFrame): DubboResponse {
+    if (frame.isRequest) throw new SluiceError(ERR_DUBBO_INVALID_OPTION, 'DubboResponse.fromFrame needs a response frame, got a request');
+    if (frame.serialization !== SERIALIZATION_HESSIAN2) {
+      throw new DubboProtocolError(DubboErrorCode.SERIALIZATION,
+        `cannot read a body with serialization id ${frame.serialization} (only Hessian2, id 2)`, frame);
+    }
+    return new DubboResponse(frame);
+  }
+
+  get isOk(): boolean {
+    return this.status === DubboStatus.OK;
+  }
+
+  get isHeartbeat(): boolean {
+    return isHeartbeat(this.frame);
+  }
+
+  private fail(message: string): never {
+    throw new DubboProtocolError(DubboErrorCode.BAD_BODY, message, this.frame);
+  }
+
+  /** Error message of a non-OK response (null when the sender wrote null); null for an OK one. */
+  errorMessage(): string | null {
+    if (this.isOk) return null;
+    const r = new Hessian2Reader(this.frame.body, 0, this.frame.body.length, this.frame);
+    return r.readStringOrNull();
+  }
+
+  /** Response type (DubboResponseType) of an OK, non-event response. Throws on anything else. */
+  responseType(): DubboResponseType {
+    if (this.type >= 0) return this.type as DubboResponseType;
+    if (!this.isOk || this.isEvent) this.fail(`no response type: ${this.isEvent ? 'event' : `status ${this.status}`}`);
+    const r = new Hessian2Reader(this.frame.body, 0, this.frame.body.length, this.frame);
+    const t = r.readInt();
+    if (t < 0 || t > 5) this.fail(`unknown response type ${t}`);
+    this.type = t;
+    this.valueStart = r.pos;
+    return t as DubboResponseType;
+  }
+
+  /** True for an OK response that carries an exception (types 0 and 3). */
+  isException(): boolean {
+    const t = this.responseType();
+    return t === DubboResponseType.WITH_EXCEPTION || t === DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS;
+  }
+
+  /** True when the response type carries an attachments map (types 3, 4, 5). */
+  hasAttachments(): boolean {
+    return this.responseType() >= DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS;
+  }
+
+  /**
+   * The returned value, decoded by hessian.js: null for the NULL_VALUE types, undefined when the call
+   * ended with an exception (see exception()).
+   */
+  value(withType = false): unknown {
+    const t = this.responseType();
+    if (t === DubboResponseType.NULL_VALUE || t === DubboResponseType.NULL_VALUE_WITH_ATTACHMENTS) return null;
+    if (t === DubboResponseType.WITH_EXCEPTION || t === DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS) return undefined;
+    return this.decodeValue(withType);
+  }
+
+  /** The exception object (hessian.js decoding of the Java Throwable), or undefined when there is none. */
+  exception(withType = false): unknown {
+    return this.isException() ? this.decodeValue(withType) : undefined;
+  }
+
+  private decodeValue(withType: boolean): unknown {
+    const body = this.frame.body;
+    // step over it first: proves the value is well formed and bounds what hessian.js gets to read
+    const r = new Hessian2Reader(body, this.valueStart, body.length, this.frame);
+    r.skipValue();
+    try {
+      return newDecoder(body.subarray(this.valueStart, r.pos)).read(withType);
+    } catch (e) {
+      return this.fail(`response value does not decode: ${(e as Error)?.message ?? String(e)}`);
+    }
+  }
+
+  /** One attachment (see DubboRequest.attachment for value conversion); undefined if none. */
+  attachment(name: string): string | undefined {
+    return this.attachments().get(name);
+  }
+
+  /** Attachments of an OK response (empty map for the types without them and for errors/events). */
+  attachments(): ReadonlyMap<string, string> {
+    if (this.attachmentMap !== null) return this.attachmentMap;
+    const err = this.scanAttachments();
+    if (err !== null) throw err;
+    return this.attachmentMap!;
+  }
+
+  /** Reads the attachments once; returns the error as a value instead of throwing. */
+  scanAttachments(): DubboProtocolError | null {
+    if (this.attachmentMap !== null) return null;
+    if (this.scanError !== null) return this.scanError;
+    const map = new Map<string, string>();
+    try {
+      if (this.isOk && !this.isEvent) {
+        const t = this.responseType();
+        if (t >= DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS) {
+          const body = this.frame.body;
+          const r = new Hessian2Reader(body, this.valueStart, body.length, this.frame);
+          if (t !== DubboResponseType.NULL_VALUE_WITH_ATTACHMENTS) r.skipValue();
+          r.readStringMap(map);
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof DubboProtocolError)) throw err;
+      this.scanError = err;
+      return err;
+    }
+    this.attachmentMap = map;
+    return null;
+  }
+}

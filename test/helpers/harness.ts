@@ -1,0 +1,165 @@
+/**
+ * Test harness: a real Sluice (in this process, or as a child process), real
+ * upstream servers on port 0, real clients run as programs. Everything binds to
+ * loopback or to addresses inside network namespaces the test made itself.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { buildConfig } from '../../src/config/config';
+import { Sluice } from '../../src/sluice';
+
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
+export const BIN = path.join(ROOT, 'bin', 'sluice.js');
+
+/** A config document with every listener and the admin on port 0 unless given. */
+export function withTestDefaults(doc: Record<string, unknown>): Record<string, unknown> {
+  return {
+    admin: { address: '127.0.0.1:0' },
+    workers: { threads: 2 },
+    ...doc,
+  };
+}
+
+export interface RunningSluice {
+  sluice: Sluice;
+  admin: string;
+  port(listener: string): number;
+  stop(): Promise<void>;
+}
+
+export async function startSluice(doc: Record<string, unknown>, opts: { configPath?: string; watchIntervalMs?: number } = {}): Promise<RunningSluice> {
+  const config = buildConfig(withTestDefaults(doc), 'test config');
+  const sluice = await Sluice.start({ config, configPath: opts.configPath, watchIntervalMs: opts.watchIntervalMs ?? 100, debugEndpoints: true });
+  const a = sluice.adminAddress()!;
+  return {
+    sluice,
+    admin: `http://127.0.0.1:${a.port}`,
+    port: (name) => sluice.listenerAddress(name)!.port,
+    stop: () => sluice.stop(1000),
+  };
+}
+
+export function writeConfig(doc: Record<string, unknown>, dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-test-'))): string {
+  const file = path.join(dir, 'sluice.yaml');
+  writeFileSync(file, YAML.stringify(doc));
+  return file;
+}
+
+export interface ChildSluice {
+  proc: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Sluice as its own process, through the real CLI. */
+export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string } = {}): ChildSluice {
+  const cmd = opts.netns ? 'ip' : process.execPath;
+  const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, BIN, ...args] : [BIN, ...args];
+  const proc = spawn(cmd, argv, {
+    env: { ...process.env, SLUICE_DEBUG_ENDPOINTS: '1', ...opts.env },
+    uid: opts.uid,
+    gid: opts.gid,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (d) => { out += d; });
+  proc.stderr!.on('data', (d) => { out += d; });
+  const exited = once(proc, 'exit').then(([code]) => code as number | null);
+  return { proc, output: () => out, exited };
+}
+
+export interface Upstream {
+  server: http.Server | http2.Http2Server;
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** An HTTP/1.1 server on 127.0.0.1:0 (or the given host). */
+export async function httpUpstream(handler: http.RequestListener, host = '127.0.0.1'): Promise<Upstream> {
+  const server = http.createServer(handler);
+  server.keepAliveTimeout = 30_000;
+  server.listen(0, host);
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    server, port, url: `http://${host}:${port}`,
+    close: () => new Promise((r) => { server.close(() => r()); server.closeAllConnections(); }),
+  };
+}
+
+/** An h2c server on 127.0.0.1:0. */
+export async function h2Upstream(onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void, host = '127.0.0.1'): Promise<Upstream> {
+  const server = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s) => { sessions.add(s); s.on('close', () => sessions.delete(s)); });
+  server.on('stream', onStream);
+  server.listen(0, host);
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    server, port, url: `http://${host}:${port}`,
+    close: () => new Promise((r) => { for (const s of sessions) s.destroy(); server.close(() => r()); }),
+  };
+}
+
+export interface ExecResult { code: number | null; stdout: string; stderr: string }
+
+/** Runs a program (curl, h2load, ...) with a hard time limit. */
+export function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Polls until `fn` returns a truthy value; fails after `timeoutMs`. */
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000, what = 'condition'): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** GET an admin path (or any URL) without keep-alive. */
+export async function get(url: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error(`GET ${url} timed out`)));
+  });
+}
+
+/** Parses /stats into series → value. */
+export async function stats(admin: string): Promise<Map<string, number>> {
+  const { body } = await get(`${admin}/stats`);
+  const out = new Map<string, number>();
+  for (const line of body.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
+  }
+  return out;
+}
+
+/** Open file descriptors of a process (this one by default). */
+export function openFds(pid: number | 'self' = 'self'): number {
+  return require('node:fs').readdirSync(`/proc/${pid}/fd`).length;
+}

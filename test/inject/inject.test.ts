@@ -1,0 +1,121 @@
+import t from 'tap';
+import YAML from 'yaml';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { Pod } from 'kubernetes-models/v1/Pod';
+import { injectYaml, PROXY_UID } from '../../src/inject/inject';
+
+const deployment = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: payments, namespace: bank }
+spec:
+  replicas: 2
+  selector: { matchLabels: { app: payments } }
+  template:
+    metadata:
+      labels: { app: payments }
+      annotations:
+        sluice.io/exclude-outbound-ports: "3306,6379"
+        sluice.io/exclude-outbound-cidrs: "10.96.0.0/12"
+        sluice.io/inbound-ports: "8080"
+    spec:
+      initContainers:
+        - { name: migrate, image: "payments:1", command: [migrate] }
+      containers:
+        - { name: app, image: "payments:1", ports: [ { containerPort: 8080 } ] }
+`;
+
+const statefulSetAndService = `
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: ledger }
+spec:
+  serviceName: ledger
+  selector: { matchLabels: { app: ledger } }
+  template:
+    metadata: { labels: { app: ledger } }
+    spec:
+      containers: [ { name: app, image: "ledger:2" } ]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: ledger }
+spec:
+  selector: { app: ledger }
+  ports: [ { port: 80, targetPort: 8080 } ]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: debug }
+spec:
+  containers: [ { name: sh, image: busybox } ]
+`;
+
+function docs(yaml: string): Record<string, any>[] {
+  return YAML.parseAllDocuments(yaml).map((d) => d.toJS());
+}
+
+t.test('a Deployment gets the capture init container and the proxy as a native sidecar', async (t) => {
+  const out = injectYaml(deployment, { image: 'registry.local/sluice:1' });
+  t.equal(out.injected, 1);
+  const [d] = docs(out.yaml);
+  new Deployment(d).validate(); // throws if the object breaks the Kubernetes schema
+  const spec = d.spec.template.spec;
+  t.same(spec.initContainers.map((c: any) => c.name), ['sluice-init', 'sluice-proxy', 'migrate'], 'ours first, the app\'s own init containers after');
+  const init = spec.initContainers[0];
+  t.same(init.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
+  t.equal(init.securityContext.privileged, false);
+  const env = Object.fromEntries(init.env.map((e: any) => [e.name, e.value]));
+  t.equal(env.SLUICE_EXCLUDE_OUTBOUND_PORTS, '3306,6379');
+  t.equal(env.SLUICE_EXCLUDE_OUTBOUND_CIDRS, '10.96.0.0/12');
+  t.equal(env.SLUICE_INBOUND_PORTS, '8080');
+  t.equal(env.SLUICE_PROXY_UID, String(PROXY_UID));
+  const proxy = spec.initContainers[1];
+  t.equal(proxy.restartPolicy, 'Always');
+  t.equal(proxy.image, 'registry.local/sluice:1');
+  t.equal(proxy.securityContext.runAsUser, PROXY_UID);
+  t.equal(proxy.securityContext.runAsNonRoot, true);
+  t.equal(proxy.readinessProbe.httpGet.path, '/ready');
+  t.equal(proxy.startupProbe.httpGet.path, '/ready');
+  t.ok(proxy.resources.requests.cpu && proxy.resources.requests.memory);
+  t.same(spec.containers.map((c: any) => c.name), ['app'], 'the app containers are untouched');
+  t.equal(d.spec.template.metadata.annotations['sluice.io/injected'], 'true');
+});
+
+t.test('several documents: workloads injected, other kinds passed through', async (t) => {
+  const out = injectYaml(statefulSetAndService);
+  t.equal(out.injected, 2);
+  const [ss, svc, pod] = docs(out.yaml);
+  new StatefulSet(ss).validate();
+  new Pod(pod).validate();
+  t.equal(ss.spec.template.spec.initContainers.length, 2);
+  t.same(svc, docs(statefulSetAndService)[1], 'the Service is unchanged');
+  t.equal(pod.spec.initContainers[1].name, 'sluice-proxy');
+});
+
+t.test('injecting twice gives the same manifest as once', async (t) => {
+  const once = injectYaml(deployment).yaml;
+  t.equal(injectYaml(once).yaml, once);
+});
+
+t.test('sluice.io/inject: "false" leaves the workload alone', async (t) => {
+  const src = deployment.replace('annotations:', 'annotations:\n        sluice.io/inject: "false"');
+  const out = injectYaml(src);
+  t.equal(out.injected, 0);
+  t.same(docs(out.yaml)[0], docs(src)[0]);
+});
+
+t.test('bad input is refused with a clear error', async (t) => {
+  t.throws(() => injectYaml(deployment.replace('"3306,6379"', '"3306;rm -rf"')), { code: 'ERR_INJECT_ANNOTATION', message: /exclude-outbound-ports/ });
+  t.throws(() => injectYaml('kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: b}]\n'), { code: 'ERR_INJECT_HOST_NETWORK' });
+  t.throws(() => injectYaml('kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: b, securityContext: {runAsUser: 1337}}]\n'), { code: 'ERR_INJECT_UID' });
+  t.throws(() => injectYaml('kind: Deployment\nmetadata: {name: d}\nspec: {}\n'), { code: 'ERR_INJECT_SHAPE' });
+  t.throws(() => injectYaml('kind: Pod\n  bad: [\n'), { code: 'ERR_INJECT_YAML' });
+});
+
+t.test('the schema check can fail: a container without a name is invalid', async (t) => {
+  const [d] = docs(injectYaml(deployment).yaml);
+  delete d.spec.template.spec.initContainers[1].name;
+  t.throws(() => new Deployment(d).validate());
+});
