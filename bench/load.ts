@@ -11,7 +11,7 @@
  * on node:http2 (Sluice's HTTP/2 path is).
  * Results: a table on stdout and JSON in bench/results/latest.json.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import http2 from 'node:http2';
 import os from 'node:os';
@@ -113,8 +113,8 @@ function commit(): string {
 
 function firstLine(cmd: string, args: string[]): string {
   try {
-    const r = require('node:child_process').spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
-    return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').find((l: string) => l.trim()) ?? 'unknown';
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+    return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').find((l) => l.trim()) ?? 'unknown';
   } catch { return 'unknown'; }
 }
 
@@ -179,14 +179,13 @@ function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice'
   return startChild(name, cmd, args, { pidFile: path.join(dir, `${name}.pid`) });
 }
 
-async function startStack(dir: string, opts: Options, need: { proxies: boolean }): Promise<Stack> {
+async function startStack(dir: string, opts: Options): Promise<Stack> {
   const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2] = await freePorts(9);
   const ports: Ports = { up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2 };
   const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
   const stack: Stack = { dir, ports, upstream, sluiceAdmin: `http://127.0.0.1:${sluiceAdmin}`, broken: new Map() };
   await waitForwarding(`http://127.0.0.1:${up1}/`, 10_000, upstream);
   await waitFor('h2c upstream', () => h2Get(`http://127.0.0.1:${up2}`), 10_000, upstream);
-  if (!need.proxies) return stack;
   stack.sluice = startSluice(dir, ports, opts.threads);
   stack.nginx = await startNginx('nginx-proxy', dir, proxyNginx(dir, ports));
   const hcfg = path.join(dir, 'haproxy.cfg');
@@ -257,16 +256,11 @@ async function sluiceStats(admin: string): Promise<Map<string, number> | null> {
   return m;
 }
 
-function upstreamCx(row: Row, before: Map<string, number> | null, after: Map<string, number> | null): void {
+function upstreamCx(row: Row, cluster: string, before: Map<string, number> | null, after: Map<string, number> | null): void {
   if (!before || !after) return;
-  let opened = 0;
-  let active = 0;
-  for (const [k, v] of after) {
-    if (k.startsWith('sluice_upstream_cx_total{')) opened += v - (before.get(k) ?? 0);
-    if (k.startsWith('sluice_upstream_cx_active{')) active += v;
-  }
-  row.upstreamCxOpened = opened;
-  row.upstreamCxActive = active;
+  const total = `sluice_upstream_cx_total{cluster="${cluster}"}`;
+  row.upstreamCxOpened = (after.get(total) ?? 0) - (before.get(total) ?? 0);
+  row.upstreamCxActive = after.get(`sluice_upstream_cx_active{cluster="${cluster}"}`) ?? 0;
 }
 
 /** Watched series that moved. `silentConnections`: connections expected to close without a byte (sniffed as tcp). */
@@ -332,7 +326,7 @@ async function measure(
       }
       if (t === 'sluice') {
         const after = await sluiceStats(ctx.stack.sluiceAdmin);
-        upstreamCx(row, before, after);
+        upstreamCx(row, h2 ? 'up_h2' : 'up_h1', before, after);
         row.note = [row.note, `upstream cx: ${row.upstreamCxOpened} opened, ${row.upstreamCxActive} open`].filter(Boolean).join('; ');
         const d = statsDelta(before, after, silentConnections);
         if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice (load tool output follows)\n${r.raw.trim()}`);
@@ -429,7 +423,7 @@ async function memoryIdle(ctx: Ctx, who: TargetName[]): Promise<void> {
       });
       if (t === 'sluice') {
         const statsAfter = await sluiceStats(admin);
-        upstreamCx(row, statsBefore, statsAfter);
+        upstreamCx(row, 'up_h1', statsBefore, statsAfter);
         const d = statsDelta(statsBefore, statsAfter);
         if (d.length) ctx.problems.push(`memory-idle: Sluice counters moved: ${d.join(', ')}`);
         if (idle < IDLE_CONNECTIONS || Number(status.errors) > 0 || row.non2xx) {
@@ -520,7 +514,7 @@ export async function main(argv: string[]): Promise<number> {
     targets: {
       upstream: 'nginx, worker_processes 1, return 200 with a 100-byte body (HTTP/1.1 port and h2c port)',
       'node-http2': 'bench/load/node-h2-proxy.ts: node:http2 server + one node:http2 client session, nothing else (only with --node-floor)',
-      sluice: `node bin/sluice.js start, workers.threads ${opts.threads} (plus the main thread that accepts), explicit listeners, cluster protocol auto, access log off`,
+      sluice: `node bin/sluice.js start, workers.threads ${opts.threads} (plus the main thread that accepts), explicit listeners, cluster protocol auto, access log off, tcp.sniffTimeoutMs 5000`,
       nginx: 'worker_processes 1, upstream keepalive 256, proxy_http_version 1.1, access_log off',
       haproxy: 'nbthread 1, -db (one process), http-reuse always, h2: proto h2 on bind and server',
     },
@@ -531,7 +525,12 @@ export async function main(argv: string[]): Promise<number> {
     `${report.versions.nginx} | ${report.versions.haproxy} | ${report.versions.wrk} | ${report.versions.h2load}\n`);
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
-  const onSignal = () => { killAllStartedSync(); rmSync(dir, { recursive: true, force: true }); process.exit(130); };
+  const onSignal = () => {
+    process.stdout.write('\ninterrupted: stopping what this run started\n');
+    killAllStartedSync();
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   process.once('exit', killAllStartedSync);
@@ -539,7 +538,7 @@ export async function main(argv: string[]): Promise<number> {
   const t0 = Date.now();
   const ctx = { opts, rows: report.rows, problems: report.sluiceProblems } as Omit<Ctx, 'stack'> & { stack?: Stack };
   try {
-    stack = await startStack(dir, opts, { proxies: true });
+    stack = await startStack(dir, opts);
     ctx.stack = stack;
     const c = ctx as Ctx;
     const steps: Record<ScenarioName, () => Promise<void>> = {

@@ -41,7 +41,7 @@ export function markdown(report: Report, micro?: { date: string; 'http1-decode':
     }
     out.push('');
   }
-  if (micro) {
+  if (micro && Array.isArray(micro['http1-decode'])) {
     out.push(`**micro: HTTP/1 request decoding** (${micro.date.slice(0, 16).replace('T', ' ')} UTC)`, '', '| message | parser | ns per message | ± % |', '| --- | --- | ---: | ---: |');
     for (const m of micro['http1-decode']) {
       const [msg, parser] = m.task.split(' | ');

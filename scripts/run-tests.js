@@ -19,6 +19,7 @@ child.on('exit', (code, signal) => {
     process.stdout.write(`\ntests: ${m[2] ?? 0} passed, ${m[3] ?? 0} failed${skip}\n`);
   } else {
     process.stdout.write('\ntests: no summary from tap\n');
+    process.exit(1);
   }
   process.exit(signal ? 1 : code ?? 1);
 });

@@ -82,7 +82,20 @@ export class Sluice {
       atomics: 'disabled',
       workerData: { shared: this.shared.buffer, control: this.controlName },
     });
+    // A dead Worker reports threadId -1 and piscina hands out a new wrapper per event, so
+    // remember the ids of live workers and, when one goes, free the rows of those gone.
+    const threadIds = new Set<number>();
+    this.pool.on('workerCreate', (worker: { id: number }) => threadIds.add(worker.id));
     this.pool.on('workerDestroy', () => {
+      // its share of the in-flight gauges went with it
+      setImmediate(() => {
+        const live = new Set(this.pool.threads.map((w) => w.threadId));
+        for (const id of threadIds) {
+          if (live.has(id)) continue;
+          threadIds.delete(id);
+          this.shared.releaseGaugeRow(id);
+        }
+      });
       if (this.stopping) return;
       // piscina starts a replacement; the dead worker's connections are gone with it
       this.stats.inc(this.stats.slot('sluice_worker_restarts_total'));

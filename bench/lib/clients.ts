@@ -3,6 +3,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { trackPid, untrackPid } from './procs';
 
 export interface LoadResult {
   /** Requests that completed (any status). */
@@ -23,11 +24,13 @@ export interface ExecResult { code: number | null; stdout: string; stderr: strin
 /** Runs a program with a hard time limit (SIGKILL to that child only). */
 export function exec(cmd: string, args: string[], timeoutMs: number): Promise<ExecResult> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+      untrackPid(child.pid);
       const e = err as (NodeJS.ErrnoException & { killed?: boolean; code?: unknown }) | null;
       const code = !e ? 0 : typeof e.code === 'number' ? e.code : null;
       resolve({ code, stdout, stderr, timedOut: !!e?.killed });
     });
+    trackPid(child.pid);
   });
 }
 

@@ -79,11 +79,21 @@ export async function stopAllStarted(graceMs = 5000): Promise<void> {
   await Promise.all([...started].map((c) => stopChild(c, graceMs)));
 }
 
-/** Last resort on exit: SIGKILL every child this process started and that still runs, by pid. */
+/** Short-lived programs (wrk, h2load) run by exec(): known here so an interrupted run can stop them. */
+const transient = new Set<number>();
+export function trackPid(pid: number | undefined): void { if (pid !== undefined) transient.add(pid); }
+export function untrackPid(pid: number | undefined): void { if (pid !== undefined) transient.delete(pid); }
+
+/**
+ * Last resort (exit, Ctrl-C): SIGKILL every process this one started and still runs, with its
+ * descendants (nginx's workers outlive a killed master otherwise), all by pid.
+ */
 export function killAllStartedSync(): void {
-  for (const c of started) {
-    if (!c.alive()) continue;
-    try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
+  const roots = [...[...started].filter((c) => c.alive()).map((c) => c.pid), ...transient];
+  const pids = new Set<number>();
+  for (const r of roots) for (const p of processTree(r)) pids.add(p);
+  for (const p of pids) {
+    try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
   }
 }
 

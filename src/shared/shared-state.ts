@@ -9,6 +9,9 @@
  *   ├──────────────── counters (BigInt64 × MAX_COUNTERS) ─────┤
  *   │ monotonic counters and gauges, Atomics.add from any    │
  *   │ thread; names live in the stats registry               │
+ *   ├──────────────── gauge rows (BigInt64 × ROWS × MAX_COUNTERS)
+ *   │ a worker's share of each gauge, in its own row, so the  │
+ *   │ main thread can zero what a dead worker left behind     │
  *   ├──────────────── config mailbox (bytes) ─────────────────┤
  *   │ the latest config, msgpackr-packed, behind a seqlock   │
  *   └────────────────────────────────────────────────────────┘
@@ -22,15 +25,20 @@ import { SluiceError } from '../errors';
 export const MAX_FD = 1 << 20;
 export const MAX_COUNTERS = 1 << 16;
 export const CONFIG_BYTES = 8 << 20;
+/** Workers that get a gauge row of their own; more than that share the common counters. */
+export const GAUGE_ROWS = 32;
 
-const CONTROL_WORDS = 16;
+const CONTROL_WORDS = 16 + GAUGE_ROWS;
+/** control[ROW_OWNER + r]: the threadId holding gauge row r, 0 free. */
+const ROW_OWNER = 16;
 const C_CONFIG_SEQ = 0;
 const C_CONFIG_LEN = 1;
 const C_DRAINING = 2;
 
 const FD_OFFSET = CONTROL_WORDS * 4;
 const COUNTER_OFFSET = FD_OFFSET + MAX_FD * 4; // multiple of 8
-const CONFIG_OFFSET = COUNTER_OFFSET + MAX_COUNTERS * 8;
+const ROWS_OFFSET = COUNTER_OFFSET + MAX_COUNTERS * 8;
+const CONFIG_OFFSET = ROWS_OFFSET + GAUGE_ROWS * MAX_COUNTERS * 8;
 const TOTAL = CONFIG_OFFSET + CONFIG_BYTES;
 
 export class SharedState {
@@ -38,6 +46,7 @@ export class SharedState {
   readonly control: Int32Array;
   readonly fdSlots: Int32Array;
   readonly counters: BigInt64Array;
+  readonly gaugeRows: BigInt64Array;
   private readonly configBytes: Uint8Array;
 
   constructor(buffer?: SharedArrayBuffer) {
@@ -46,6 +55,7 @@ export class SharedState {
     this.control = new Int32Array(this.buffer, 0, CONTROL_WORDS);
     this.fdSlots = new Int32Array(this.buffer, FD_OFFSET, MAX_FD);
     this.counters = new BigInt64Array(this.buffer, COUNTER_OFFSET, MAX_COUNTERS);
+    this.gaugeRows = new BigInt64Array(this.buffer, ROWS_OFFSET, GAUGE_ROWS * MAX_COUNTERS);
     this.configBytes = new Uint8Array(this.buffer, CONFIG_OFFSET, CONFIG_BYTES);
   }
 
@@ -71,6 +81,34 @@ export class SharedState {
   /** Worker, just before it closes a claimed fd. */
   releaseFd(fd: number, token: number): void {
     Atomics.compareExchange(this.fdSlots, fd, -token, 0);
+  }
+
+  // ── gauge rows ───────────────────────────────────────────────────────────
+
+  /** Worker: take a free gauge row for this thread; -1 when all are taken. */
+  claimGaugeRow(threadId: number): number {
+    for (let r = 0; r < GAUGE_ROWS; r++) {
+      if (Atomics.compareExchange(this.control, ROW_OWNER + r, 0, threadId) === 0) return r;
+    }
+    return -1;
+  }
+
+  /** Main thread, once a worker is gone: drop its share of every gauge and free its row. */
+  releaseGaugeRow(threadId: number): boolean {
+    for (let r = 0; r < GAUGE_ROWS; r++) {
+      if (Atomics.load(this.control, ROW_OWNER + r) !== threadId) continue;
+      this.gaugeRows.fill(0n, r * MAX_COUNTERS, (r + 1) * MAX_COUNTERS);
+      Atomics.store(this.control, ROW_OWNER + r, 0);
+      return true;
+    }
+    return false;
+  }
+
+  /** A gauge's value: the common part plus every row's share. */
+  gauge(slot: number): bigint {
+    let v = Atomics.load(this.counters, slot);
+    for (let r = 0; r < GAUGE_ROWS; r++) v += Atomics.load(this.gaugeRows, r * MAX_COUNTERS + slot);
+    return v;
   }
 
   // ── flags ────────────────────────────────────────────────────────────────

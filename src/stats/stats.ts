@@ -98,7 +98,7 @@ export class StatsRegistry {
       const fam = brace < 0 ? key : key.slice(0, brace);
       let lines = byFamily.get(fam);
       if (!lines) byFamily.set(fam, (lines = []));
-      lines.push(`${key} ${Atomics.load(shared.counters, i)}`);
+      lines.push(`${key} ${isGaugeSeries(key) ? shared.gauge(i) : Atomics.load(shared.counters, i)}`);
     });
     let out = '';
     for (const [fam, lines] of byFamily) {
@@ -111,10 +111,24 @@ export class StatsRegistry {
 }
 
 /** Any thread: resolve series once, bump them on the hot path. */
+export function isGaugeSeries(key: string): boolean {
+  const brace = key.indexOf('{');
+  return FAMILY.get(brace < 0 ? key : key.slice(0, brace))?.kind === 'gauge';
+}
+
 export class Stats {
   private readonly index: Map<string, number>;
-  constructor(private readonly shared: SharedState, keys: readonly string[]) {
+  /** 1 where the slot is a gauge this thread keeps in its own row. */
+  private readonly rowed: Uint8Array;
+  private readonly gauges: Uint8Array;
+  private readonly base: number;
+
+  /** `row`: the worker's gauge row (SharedState.claimGaugeRow), or -1 to write gauges in common. */
+  constructor(private readonly shared: SharedState, keys: readonly string[], row = -1) {
     this.index = new Map(keys.map((k, i) => [k, i]));
+    this.gauges = Uint8Array.from(keys, (k) => (isGaugeSeries(k) ? 1 : 0));
+    this.rowed = row >= 0 ? this.gauges : new Uint8Array(keys.length);
+    this.base = row >= 0 ? row * MAX_COUNTERS : 0;
   }
 
   /** Slot of a series; -1 if unknown (then inc/dec are no-ops, never a crash). */
@@ -123,22 +137,30 @@ export class Stats {
   }
 
   inc(slot: number): void {
-    if (slot >= 0) Atomics.add(this.shared.counters, slot, 1n);
+    if (slot < 0) return;
+    if (this.rowed[slot] === 1) Atomics.add(this.shared.gaugeRows, this.base + slot, 1n);
+    else Atomics.add(this.shared.counters, slot, 1n);
   }
 
   add(slot: number, by: number): void {
-    if (slot >= 0) Atomics.add(this.shared.counters, slot, BigInt(by));
+    if (slot < 0) return;
+    if (this.rowed[slot] === 1) Atomics.add(this.shared.gaugeRows, this.base + slot, BigInt(by));
+    else Atomics.add(this.shared.counters, slot, BigInt(by));
   }
 
   dec(slot: number): void {
-    if (slot >= 0) Atomics.sub(this.shared.counters, slot, 1n);
+    if (slot < 0) return;
+    if (this.rowed[slot] === 1) Atomics.sub(this.shared.gaugeRows, this.base + slot, 1n);
+    else Atomics.sub(this.shared.counters, slot, 1n);
   }
 
   set(slot: number, v: number): void {
     if (slot >= 0) Atomics.store(this.shared.counters, slot, BigInt(v));
   }
 
+  /** The value as /stats shows it: a gauge summed over every row. */
   get(slot: number): number {
-    return slot >= 0 ? Number(Atomics.load(this.shared.counters, slot)) : 0;
+    if (slot < 0) return 0;
+    return Number(this.gauges[slot] === 1 ? this.shared.gauge(slot) : Atomics.load(this.shared.counters, slot));
   }
 }

@@ -11,7 +11,9 @@
  *
  * A session that errors, closes, is sent GOAWAY, or has used up its stream ids
  * stops taking streams; the ones already on it finish or fail on their own.
- * An idle session closes after the idle timeout.
+ * A session without streams for the idle timeout is closed by a sweep, not by
+ * Node's session timer: that one is re-armed by every frame, which costs a
+ * timer-list update several times per request on the hot path.
  */
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -35,22 +37,36 @@ export class UpstreamSession {
   /** Takes no new streams (error, GOAWAY, closed, ids used up). */
   retired = false;
   connected = false;
+  /** When `active` last fell to 0 (performance.now()). */
+  idleSince = performance.now();
 
   constructor(readonly session: http2.ClientHttp2Session) {}
 
   /** One stream opened by acquire() closed. */
   release(): void {
-    this.active--;
+    if (--this.active === 0) this.idleSince = performance.now();
   }
+}
+
+/** Pools with sessions, swept for idle ones by one timer per thread. */
+const sweptPools = new Set<Http2Pool>();
+let sweeper: NodeJS.Timeout | null = null;
+
+function sweepIdle(): void {
+  const now = performance.now();
+  for (const p of sweptPools) p.closeIdle(now);
+  if (sweptPools.size === 0 && sweeper) { clearInterval(sweeper); sweeper = null; }
 }
 
 export class Http2Pool {
   private sessions: UpstreamSession[] = [];
+  private idleTimeoutMs = 0;
 
   constructor(readonly host: string, readonly port: number, private readonly stats: Stats) {}
 
   /** A session with a free stream slot; the caller opens one stream on it and calls its release() when that stream closes. */
   acquire(cstats: ClusterStats, connectTimeoutMs: number, idleTimeoutMs = 0): UpstreamSession {
+    this.idleTimeoutMs = idleTimeoutMs;
     const list = this.sessions;
     for (let i = 0; i < list.length; i++) {
       const s = list[i];
@@ -65,11 +81,19 @@ export class Http2Pool {
     return s;
   }
 
+  /** Closes sessions that have had no stream for the idle timeout. */
+  closeIdle(now: number): void {
+    const limit = this.idleTimeoutMs;
+    if (limit <= 0) return;
+    for (const s of [...this.sessions]) if (s.active === 0 && now - s.idleSince >= limit) this.retire(s, true);
+  }
+
   private retire(s: UpstreamSession, close: boolean): void {
     if (s.retired) return;
     s.retired = true;
     const i = this.sessions.indexOf(s);
     if (i >= 0) this.sessions.splice(i, 1);
+    if (this.sessions.length === 0) sweptPools.delete(this);
     // close() is graceful: streams on the session finish, no new ones start
     if (close && !s.session.closed && !s.session.destroyed) s.session.close();
   }
@@ -83,6 +107,13 @@ export class Http2Pool {
     });
     const s = new UpstreamSession(session);
     this.sessions.push(s);
+    if (idleTimeoutMs > 0) {
+      sweptPools.add(this);
+      if (!sweeper) {
+        sweeper = setInterval(sweepIdle, Math.max(50, Math.min(1000, idleTimeoutMs / 4)));
+        sweeper.unref();
+      }
+    }
     this.stats.inc(cstats.cxTotal);
     const timer = setTimeout(() => { if (!s.connected) session.destroy(new Error('connect timeout')); }, connectTimeoutMs);
     session.once('connect', () => {
@@ -104,10 +135,6 @@ export class Http2Pool {
       this.retire(s, false);
       if (s.connected) this.stats.dec(cstats.cxActive);
     });
-    if (idleTimeoutMs > 0) {
-      // fires after idleTimeoutMs without a frame; a session with a quiet long stream stays
-      session.setTimeout(idleTimeoutMs, () => { if (s.active === 0) this.retire(s, true); });
-    }
     // an idle session must not keep a draining worker alive
     session.unref();
     return s;

@@ -123,8 +123,17 @@ class Http2View implements RequestView {
   }
 }
 
+/** A downstream connection: where it came from, and how many streams it has open now. */
+interface DownSession {
+  readonly info: ConnectionInfo;
+  readonly session: http2.ServerHttp2Session;
+  active: number;
+  /** When `active` last fell to 0 (performance.now()). */
+  idleSince: number;
+}
+
 let pendingInfo: ConnectionInfo | null = null;
-const sessionInfo = new WeakMap<http2.Http2Session, ConnectionInfo>();
+const downSessions = new WeakMap<http2.Http2Session, DownSession>();
 const servers = new WeakMap<WorkerRuntime, http2.Http2Server>();
 
 function serverFor(rt: WorkerRuntime): http2.Http2Server {
@@ -138,20 +147,33 @@ function serverFor(rt: WorkerRuntime): http2.Http2Server {
     // MB a session may buffer before Node refuses new streams on it (Node's default is 10)
     maxSessionMemory: 32,
   });
+  // A connection is idle when it has had no stream for http.idleTimeoutMs (Envoy's meaning). A sweep
+  // finds those; Node's session timer would be re-armed by every frame, several times per request.
+  const live = new Set<DownSession>();
+  const sweep = setInterval(() => {
+    const limit = rt.current().config.http.idleTimeoutMs;
+    const now = performance.now();
+    for (const d of live) if (d.active === 0 && now - d.idleSince >= limit && !d.session.closed) d.session.close();
+  }, Math.max(50, Math.min(1000, http.idleTimeoutMs / 4)));
+  sweep.unref();
   server.on('session', (session: http2.ServerHttp2Session) => {
-    if (pendingInfo) sessionInfo.set(session, pendingInfo);
+    if (pendingInfo) {
+      const d: DownSession = { info: pendingInfo, session, active: 0, idleSince: performance.now() };
+      downSessions.set(session, d);
+      live.add(d);
+      session.on('close', () => live.delete(d));
+    }
     const drainer = { drain: () => { if (!session.closed) session.close(); } };
     rt.connections.add(drainer);
     session.on('close', () => rt.connections.delete(drainer));
     session.on('error', () => session.destroy());
-    session.setTimeout(rt.current().config.http.idleTimeoutMs, () => session.close());
     if (rt.draining) session.close();
   });
   server.on('stream', (stream, headers) => {
-    const info = sessionInfo.get(stream.session as http2.ServerHttp2Session);
-    if (!info) { reset(stream); return; }
+    const d = downSessions.get(stream.session as http2.ServerHttp2Session);
+    if (!d) { reset(stream); return; }
     try {
-      new Http2Exchange(rt, rt.current(), info, stream, headers).start();
+      new Http2Exchange(rt, rt.current(), d, stream, headers).start();
     } catch (err) {
       rt.logError(err as Error, 'http2 stream');
       reset(stream);
@@ -301,13 +323,17 @@ class Http2Exchange implements Http1ResponseSink {
   private conn: Http1Connection | null = null;
   private reqFraming: Framing = { kind: 'none' };
 
+  private readonly info: ConnectionInfo;
+
   constructor(
     private readonly rt: WorkerRuntime,
     private readonly cfg: CompiledConfig,
-    private readonly info: ConnectionInfo,
+    private readonly down: DownSession,
     private readonly stream: http2.ServerHttp2Stream,
     private readonly headers: http2.IncomingHttpHeaders,
   ) {
+    const info = down.info;
+    this.info = info;
     this.protocol = isGrpc(headers[HTTP2_HEADER_CONTENT_TYPE]) ? 'grpc' : 'http2';
     this.view = new Http2View(this.protocol, info, stream, headers);
     this.start0 = cfg.accessLog.enabled ? performance.now() : 0;
@@ -326,6 +352,7 @@ class Http2Exchange implements Http1ResponseSink {
     const s = this.stream as DownStream;
     s[kExchange] = this;
     s.on('close', onDownClose);
+    this.down.active++;
     s.on('error', noop);
     this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
   }
@@ -410,7 +437,6 @@ class Http2Exchange implements Http1ResponseSink {
     this.up = up;
     this.countUpstream();
     up.on('response', onUpResponse);
-    up.on('trailers', onUpTrailers);
     up.on('data', onUpData);
     up.on('end', onUpEnd);
     up.on('error', noop);
@@ -437,7 +463,10 @@ class Http2Exchange implements Http1ResponseSink {
     try {
       this.stream.respond(h, endNow ? RESPOND_END : trailers ? RESPOND_TRAILERS : RESPOND_BODY);
     } catch { reset(this.stream); }
-    if (trailers) this.stream.on('wantTrailers', onDownWantTrailers);
+    if (trailers) {
+      up.on('trailers', onUpTrailers);
+      this.stream.on('wantTrailers', onDownWantTrailers);
+    }
     if (endNow) this.finish();
   }
 
@@ -668,6 +697,8 @@ class Http2Exchange implements Http1ResponseSink {
   }
 
   onDownstreamClose(): void {
+    const d = this.down;
+    if (--d.active === 0) d.idleSince = performance.now();
     if (this.finished) return;
     this.dropUpstream();
     this.finish();

@@ -85,7 +85,8 @@ export class WorkerRuntime {
   readonly connections = new Set<{ drain(): void }>();
   draining = false;
 
-  constructor(readonly shared: SharedState) {
+  /** `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread. */
+  constructor(readonly shared: SharedState, private readonly gaugeRow = -1) {
     this.pools = new UpstreamPools(() => this.current());
   }
 
@@ -96,7 +97,7 @@ export class WorkerRuntime {
     const snap = this.shared.readConfig<ConfigSnapshot>();
     if (!snap) throw new Error('no config published');
     if (!this.stats || snap.value.statKeys.length !== this.statKeysLength) {
-      this.stats = new Stats(this.shared, snap.value.statKeys);
+      this.stats = new Stats(this.shared, snap.value.statKeys, this.gaugeRow);
       this.statKeysLength = snap.value.statKeys.length;
     }
     this.compiled = new CompiledConfig(snap.seq, snap.value.config, this.stats, c ?? undefined);

@@ -5,7 +5,7 @@
  * are that connection's business.
  */
 import net from 'node:net';
-import { BroadcastChannel } from 'node:worker_threads';
+import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { SharedState } from '../shared/shared-state';
 import { CONTROL_CHANNEL, type ConnectionTask, type ControlMessage } from './messages';
@@ -16,7 +16,8 @@ import { loadNative } from '../listener/native';
 
 const data = workerData as { shared: SharedArrayBuffer; control?: string };
 const shared = new SharedState(data.shared);
-const rt = new WorkerRuntime(shared);
+// gauges this worker raises live in its own row: if it dies, the main thread zeroes them
+const rt = new WorkerRuntime(shared, shared.claimGaugeRow(threadId));
 const native = loadNative();
 if (shared.draining) rt.draining = true;
 

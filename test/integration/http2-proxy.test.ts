@@ -404,6 +404,42 @@ t.test('upstream sessions: retry past a dead endpoint, the peer stream limit, id
   t.equal(st.get('sluice_downstream_rq_xx_total{protocol="http2",class="5xx"}'), 0, 'no request failed');
 });
 
+t.test('an idle client connection is closed after http.idleTimeoutMs; a slow stream keeps it open', async (t) => {
+  const up = await h2Upstream((stream, headers) => {
+    stream.on('error', () => {});
+    const delay = headers[':path'] === '/slow' ? 900 : 0;
+    setTimeout(() => { if (!stream.destroyed) { stream.respond({ ':status': 200 }); stream.end('late but fine'); } }, delay);
+  });
+  const s = await startSluice({
+    http: { idleTimeoutMs: 300 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
+    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
+  });
+  t.teardown(async () => { await s.stop(); await up.close(); });
+  const session = http2.connect(`http://127.0.0.1:${s.port('app')}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  let streamDone = false;
+  let goawayDuringStream = false;
+  const goaway = new Promise<void>((r) => session.once('goaway', () => { goawayDuringStream = !streamDone; r(); }));
+  const closed = new Promise<void>((r) => session.once('close', () => r()));
+  // a stream open three times the idle timeout: the connection is not idle meanwhile
+  const req = session.request({ ':path': '/slow' });
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (d: string) => { body += d; });
+  const [h] = await once(req, 'response') as [http2.IncomingHttpHeaders];
+  await once(req, 'end');
+  streamDone = true;
+  t.equal(h[':status'], 200);
+  t.equal(body, 'late but fine');
+  t.equal(goawayDuringStream, false, 'no GOAWAY while the stream was open');
+  // then nothing: Sluice sends GOAWAY and the connection ends (the test's own timeout bounds this)
+  await goaway;
+  await closed;
+  t.pass('idle connection closed by Sluice');
+});
+
 t.test('counters for h2 and gRPC-looking requests', async (t) => {
   const up = await h2Upstream((stream, headers) => {
     if (String(headers['content-type']).startsWith('application/grpc')) {

@@ -169,11 +169,10 @@ t.test('a worker killed under load: its connections fail, others and new ones wo
   await fdsBackTo(t, 'after the crash and the load');
   const st = await stats(started.admin);
   t.equal(st.get('sluice_downstream_cx_active{listener="app"}'), 0, 'no connection left open');
-  // Gauges a dead worker had raised stay raised: it never ran the code that lowers them.
-  const leakTodo = { todo: 'worker-owned gauges need per-worker slots that main zeroes when a worker dies (stats.ts/shared-state.ts)' };
-  t.equal(st.get('sluice_upstream_cx_active{cluster="web"}'), 0, 'no upstream connection counted open', leakTodo);
-  t.equal(st.get('sluice_downstream_rq_active{protocol="http1"}'), 0, 'no request counted in flight', leakTodo);
-  t.equal(st.get('sluice_upstream_rq_active{cluster="web"}'), 0, 'no upstream request counted in flight', leakTodo);
+  // Gauges a dead worker had raised are zeroed by the main thread: it never ran the code that lowers them.
+  t.equal(st.get('sluice_upstream_cx_active{cluster="web"}'), 0, 'no upstream connection counted open');
+  t.equal(st.get('sluice_downstream_rq_active{protocol="http1"}'), 0, 'no request counted in flight');
+  t.equal(st.get('sluice_upstream_rq_active{cluster="web"}'), 0, 'no upstream request counted in flight');
   t.equal(st.get('sluice_worker_restarts_total'), 1);
   t.equal(st.get('sluice_handoff_failed_total'), 0, 'no connection was dropped by the main thread');
 });

@@ -118,10 +118,14 @@ export class DubboFrame extends DubboHeader {
   }
 }
 
+/** Big-endian uint32 at o (the caller knows 4 bytes are there): several times cheaper than readUInt32BE. */
+function u32(buf: Buffer, o: number): number {
+  return buf[o] * 0x100_0000 + ((buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]);
+}
+
 /** Parses the 16 header bytes at `offset` (no checks; the caller knows 16 bytes are there). */
 export function parseHeader(buf: Buffer, offset = 0): DubboHeader {
-  return new DubboHeader(buf[offset + 2], buf[offset + 3], buf.readUInt32BE(offset + 4),
-    buf.readUInt32BE(offset + 8), buf.readUInt32BE(offset + 12));
+  return new DubboHeader(buf[offset + 2], buf[offset + 3], u32(buf, offset + 4), u32(buf, offset + 8), u32(buf, offset + 12));
 }
 
 /** Sniffing: 'dubbo' on 0xda 0xbb, 'more' while fewer than 2 bytes decide nothing, else 'no'. */
@@ -148,8 +152,14 @@ export function rewriteId(raw: Buffer, id: bigint | number): void {
 
 /** Writes a new request id given as two unsigned 32-bit halves (the cheapest form). */
 export function rewriteIdParts(raw: Buffer, idHi: number, idLo: number): void {
-  raw.writeUInt32BE(idHi >>> 0, 4);
-  raw.writeUInt32BE(idLo >>> 0, 8);
+  raw[4] = idHi >>> 24;
+  raw[5] = idHi >>> 16;
+  raw[6] = idHi >>> 8;
+  raw[7] = idHi;
+  raw[8] = idLo >>> 24;
+  raw[9] = idLo >>> 16;
+  raw[10] = idLo >>> 8;
+  raw[11] = idLo;
 }
 
 // ---- limits ------------------------------------------------------------------------------------
@@ -199,7 +209,7 @@ export function checkHeader(buf: Buffer, offset: number, limits: DubboLimits): n
   if (n >= 2 && buf[offset + 1] !== DUBBO_MAGIC_LOW) return badMagic(buf[offset], buf[offset + 1]);
   if (n < DUBBO_HEADER_LENGTH) return 0;
   const flag = buf[offset + 2];
-  const bodyLength = buf.readUInt32BE(offset + 12);
+  const bodyLength = u32(buf, offset + 12);
   if ((limits.serializationMask & (1 << (flag & SERIALIZATION_MASK))) === 0) {
     const h = parseHeader(buf, offset);
     return new DubboProtocolError(DubboErrorCode.SERIALIZATION,
@@ -231,11 +241,16 @@ export function decodeFrame(buf: Buffer, offset = 0, limits: DubboLimits = DEFAU
   const total = checkHeader(buf, offset, limits);
   if (typeof total !== 'number') return total;
   if (total === 0 || buf.length - offset < total) return null;
-  return frameAt(buf.subarray(offset, offset + total));
+  return frameAt(slice(buf, offset, total));
+}
+
+/** buf[offset, offset + total) without a new view when that is all of buf (subarray is not free). */
+function slice(buf: Buffer, offset: number, total: number): Buffer {
+  return offset === 0 && total === buf.length ? buf : buf.subarray(offset, offset + total);
 }
 
 function frameAt(raw: Buffer): DubboFrame {
-  return new DubboFrame(raw, raw[2], raw[3], raw.readUInt32BE(4), raw.readUInt32BE(8), raw.length - DUBBO_HEADER_LENGTH);
+  return new DubboFrame(raw, raw[2], raw[3], u32(raw, 4), u32(raw, 8), raw.length - DUBBO_HEADER_LENGTH);
 }
 
 // ---- incremental splitter ------------------------------------------------------------------------
@@ -327,7 +342,7 @@ export class DubboFrameDecoder {
         this.frameLength = total;
         return;
       }
-      const raw = buf.subarray(off, off + total);
+      const raw = slice(buf, off, total);
       off += total;
       this.emit(frameAt(raw));
       if (this.dead) return;

@@ -22,7 +22,7 @@
  * accessors cannot throw.
  */
 import { SluiceError } from '../../errors';
-import { DubboFrame, DubboHeader, SERIALIZATION_HESSIAN2 } from './dubbo-frame';
+import { DUBBO_HEADER_LENGTH, DubboFrame, DubboHeader, SERIALIZATION_HESSIAN2 } from './dubbo-frame';
 import { DubboErrorCode, DubboProtocolError, ERR_DUBBO_INVALID_OPTION } from './dubbo-errors';
 import { Hessian2Reader } from './hessian2-reader';
 import { newDecoder } from './hessian-js';
@@ -31,7 +31,9 @@ export class DubboRequest {
   /** The frame this view reads, when built with fromFrame. */
   readonly frame: DubboFrame | null;
   readonly header: DubboHeader | null;
-  readonly body: Buffer;
+  /** Bytes holding the body (the frame's raw bytes when built from a frame), and where the body starts. */
+  private readonly buf: Buffer;
+  private readonly bodyStart: number;
   /** Dubbo protocol version written by the caller (e.g. "2.0.2"); '' when null. */
   readonly dubboVersion: string;
   /** Service path: the interface name, e.g. "org.apache.dubbo.demo.DemoService". */
@@ -48,11 +50,12 @@ export class DubboRequest {
   private scanError: DubboProtocolError | null = null;
   private args: unknown[] | null = null;
 
-  private constructor(body: Buffer, frame: DubboFrame | null, header: DubboHeader | null) {
+  private constructor(buf: Buffer, bodyStart: number, frame: DubboFrame | null, header: DubboHeader | null) {
     this.frame = frame;
     this.header = header;
-    this.body = body;
-    const r = new Hessian2Reader(body, 0, body.length, header);
+    this.buf = buf;
+    this.bodyStart = bodyStart;
+    const r = new Hessian2Reader(buf, bodyStart, buf.length, header);
     this.dubboVersion = r.readStringOrNull() ?? '';
     this.service = r.readStringOrNull() ?? '';
     this.version = r.readStringOrNull() ?? '';
@@ -76,12 +79,17 @@ export class DubboRequest {
       throw new DubboProtocolError(DubboErrorCode.SERIALIZATION,
         `cannot read a body with serialization id ${frame.serialization} (only Hessian2, id 2)`, frame);
     }
-    return new DubboRequest(frame.body, frame, frame);
+    return new DubboRequest(frame.raw, DUBBO_HEADER_LENGTH, frame, frame);
   }
 
   /** View of a Hessian2 request body alone (header optional, used in errors). Throws like fromFrame. */
   static fromBody(body: Buffer, header: DubboHeader | null = null): DubboRequest {
-    return new DubboRequest(body, null, header);
+    return new DubboRequest(body, 0, null, header);
+  }
+
+  /** The Hessian2 body. */
+  get body(): Buffer {
+    return this.frame !== null ? this.frame.body : this.buf;
   }
 
   /** The `group` attachment (routing: service group), or undefined. Throws like attachment(). */
@@ -118,7 +126,7 @@ export class DubboRequest {
       if (count < 0) {
         throw new DubboProtocolError(DubboErrorCode.BAD_BODY, `bad parameter types descriptor ${JSON.stringify(this.paramTypes.slice(0, 200))}`, this.header);
       }
-      const r = new Hessian2Reader(this.body, this.argsStart, this.body.length, this.header);
+      const r = new Hessian2Reader(this.buf, this.argsStart, this.buf.length, this.header);
       for (let i = 0; i < count; i++) r.skipValue();
       this.argsEnd = r.pos;
       const map = new Map<string, string>();
@@ -162,7 +170,7 @@ export class DubboRequest {
     const count = countParamTypes(this.paramTypes);
     const values: unknown[] = [];
     try {
-      const d = newDecoder(this.body.subarray(this.argsStart, this.argsEnd));
+      const d = newDecoder(this.buf.subarray(this.argsStart, this.argsEnd));
       for (let i = 0; i < count; i++) values.push(d.read(withType));
     } catch (e) {
       throw new DubboProtocolError(DubboErrorCode.BAD_BODY, `arguments do not decode: ${(e as Error)?.message ?? String(e)}`, this.header);

@@ -19,7 +19,7 @@
  * could not have written, and nothing else.
  */
 import { SluiceError } from '../../errors';
-import { DubboFrame, DubboStatus, SERIALIZATION_HESSIAN2, isHeartbeat } from './dubbo-frame';
+import { DUBBO_HEADER_LENGTH, DubboFrame, DubboStatus, SERIALIZATION_HESSIAN2, isHeartbeat } from './dubbo-frame';
 import { DubboErrorCode, DubboProtocolError, ERR_DUBBO_INVALID_OPTION } from './dubbo-errors';
 import { Hessian2Reader } from './hessian2-reader';
 import { newDecoder } from './hessian-js';
@@ -80,15 +80,16 @@ export class DubboResponse {
   /** Error message of a non-OK response (null when the sender wrote null); null for an OK one. */
   errorMessage(): string | null {
     if (this.isOk) return null;
-    const r = new Hessian2Reader(this.frame.body, 0, this.frame.body.length, this.frame);
-    return r.readStringOrNull();
+    const raw = this.frame.raw;
+    return new Hessian2Reader(raw, DUBBO_HEADER_LENGTH, raw.length, this.frame).readStringOrNull();
   }
 
   /** Response type (DubboResponseType) of an OK, non-event response. Throws on anything else. */
   responseType(): DubboResponseType {
     if (this.type >= 0) return this.type as DubboResponseType;
     if (!this.isOk || this.isEvent) this.fail(`no response type: ${this.isEvent ? 'event' : `status ${this.status}`}`);
-    const r = new Hessian2Reader(this.frame.body, 0, this.frame.body.length, this.frame);
+    const raw = this.frame.raw;
+    const r = new Hessian2Reader(raw, DUBBO_HEADER_LENGTH, raw.length, this.frame);
     const t = r.readInt();
     if (t < 0 || t > 5) this.fail(`unknown response type ${t}`);
     this.type = t;
@@ -124,12 +125,12 @@ export class DubboResponse {
   }
 
   private decodeValue(withType: boolean): unknown {
-    const body = this.frame.body;
+    const raw = this.frame.raw;
     // step over it first: proves the value is well formed and bounds what hessian.js gets to read
-    const r = new Hessian2Reader(body, this.valueStart, body.length, this.frame);
+    const r = new Hessian2Reader(raw, this.valueStart, raw.length, this.frame);
     r.skipValue();
     try {
-      return newDecoder(body.subarray(this.valueStart, r.pos)).read(withType);
+      return newDecoder(raw.subarray(this.valueStart, r.pos)).read(withType);
     } catch (e) {
       return this.fail(`response value does not decode: ${(e as Error)?.message ?? String(e)}`);
     }
@@ -157,8 +158,8 @@ export class DubboResponse {
       if (this.isOk && !this.isEvent) {
         const t = this.responseType();
         if (t >= DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS) {
-          const body = this.frame.body;
-          const r = new Hessian2Reader(body, this.valueStart, body.length, this.frame);
+          const raw = this.frame.raw;
+          const r = new Hessian2Reader(raw, this.valueStart, raw.length, this.frame);
           if (t !== DubboResponseType.NULL_VALUE_WITH_ATTACHMENTS) r.skipValue();
           r.readStringMap(map);
         }

@@ -63,6 +63,39 @@ const FIXED_SIZE = (() => {
 /** Node's Buffer has latin1Slice (untyped); it is the cheapest way to turn ASCII bytes into a string. */
 type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
 
+/**
+ * Short ASCII strings (service names, methods, versions, attachment keys and values) repeat from call to
+ * call; turning bytes into a JS string is the dominant cost of the lazy views. A small direct-mapped table
+ * per thread returns the string made last time for the same bytes (compared in full: a hash collision
+ * only evicts). Memory is fixed: INTERN_SLOTS * INTERN_MAX bytes plus one string per slot.
+ */
+const INTERN_SLOTS = 1024;
+const INTERN_MAX = 64;
+const internBytes = new Uint8Array(INTERN_SLOTS * INTERN_MAX);
+const internLen = new Uint8Array(INTERN_SLOTS);
+const internStr: string[] = new Array<string>(INTERN_SLOTS).fill('');
+
+/** The string of ASCII bytes buf[start, end), from the table when the same bytes were seen last time. */
+function asciiString(buf: Buffer, start: number, end: number): string {
+  const n = end - start;
+  if (n === 0) return '';
+  if (n > INTERN_MAX) return (buf as LatinBuffer).latin1Slice(start, end);
+  let h = n;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i], 0x0100_0193);
+  const slot = (h ^ (h >>> 15)) & (INTERN_SLOTS - 1);
+  const base = slot * INTERN_MAX;
+  if (internLen[slot] === n) {
+    let i = 0;
+    while (i < n && internBytes[base + i] === buf[start + i]) i++;
+    if (i === n) return internStr[slot];
+  }
+  const str = (buf as LatinBuffer).latin1Slice(start, end);
+  for (let i = 0; i < n; i++) internBytes[base + i] = buf[start + i];
+  internLen[slot] = n;
+  internStr[slot] = str;
+  return str;
+}
+
 /** Bytes of a long string checked with the native isAscii before falling back to the per-char walk. */
 const ASCII_PROBE_MIN = 64;
 
@@ -237,7 +270,7 @@ export class Hessian2Reader {
       const units = this.chunkLength(tag);
       const start = this.pos;
       const text = this.skipChars(units)
-        ? (this.buf as LatinBuffer).latin1Slice(start, this.pos)
+        ? asciiString(this.buf, start, this.pos)
         : decodeUtf8(this.buf, start, this.pos);
       if (tag !== 0x52) return out === '' ? text : out + text;
       out += text;

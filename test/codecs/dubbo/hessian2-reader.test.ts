@@ -213,3 +213,21 @@ t.test('typed reads: strings, ints, scalars as strings, string maps', async (t) 
   t.throws(() => new Hessian2Reader(bytes(0x79)).readStringMap(new Map()), { code: 'ERR_DUBBO_BAD_BODY' });
   t.throws(() => new Hessian2Reader(bytes(0x48, s('k'), s('v'))).readStringMap(new Map()), { code: 'ERR_DUBBO_BAD_BODY' }, 'unterminated');
 });
+
+t.test('short strings come from a per-thread table: never another string than the bytes say', async (t) => {
+  // 5000 distinct short strings through a 1024-slot table: many collisions and evictions
+  const strs = Array.from({ length: 5000 }, (_, k) => `k${k.toString(36)}${'x'.repeat(k % 50)}`);
+  const bufs = strs.map((str) => hjs(str));
+  let wrong = 0;
+  for (let round = 0; round < 3; round++) {
+    for (let k = 0; k < strs.length; k++) {
+      const j = (k * 7919 + round * 13) % strs.length;
+      if (new Hessian2Reader(bufs[j]).readStringOrNull() !== strs[j]) wrong++;
+    }
+  }
+  t.equal(wrong, 0);
+  // same length, same hash inputs except one byte
+  t.equal(new Hessian2Reader(s('group')).readStringOrNull(), 'group');
+  t.equal(new Hessian2Reader(s('grouq')).readStringOrNull(), 'grouq');
+  t.equal(new Hessian2Reader(s('group')).readStringOrNull(), 'group');
+});
