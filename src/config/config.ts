@@ -21,6 +21,7 @@ export interface ListenerConfig {
   direction: Direction;
   capture: boolean;
   cluster?: string;
+  protocol: 'auto' | 'tcp';
 }
 
 export interface RouteConfig {
@@ -75,7 +76,7 @@ export interface SluiceConfig {
     upstreamIdleTimeoutMs: number;
     via: string;
   };
-  tcp: { sniffTimeoutMs: number; connectTimeoutMs: number; idleTimeoutMs: number };
+  tcp: { sniffTimeoutMs: number; opaquePorts: number[]; connectTimeoutMs: number; idleTimeoutMs: number };
   accessLog: { enabled: boolean; path: string; sampleRate: number };
   drain: { timeoutMs: number };
   logLevel: string;

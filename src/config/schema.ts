@@ -74,6 +74,8 @@ export const configSchema = {
           capture: { type: 'boolean', default: false },
           /** Where traffic goes when no route matches; explicit listeners usually name one. */
           cluster: { type: 'string' },
+          /** `tcp`: no protocol detection, every connection is opaque TCP (e.g. a database port). */
+          protocol: { enum: ['auto', 'tcp'], default: 'auto' },
         },
       },
     },
@@ -190,8 +192,23 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        /** How long to wait for a client's first bytes before treating it as opaque TCP. */
-        sniffTimeoutMs: duration(100),
+        /**
+         * How long to wait for a client's first bytes before treating the connection as opaque
+         * TCP. Long enough that a slow or busy HTTP client is never mistaken for opaque TCP (and
+         * so skips routing and filters); server-speaks-first protocols on ports not listed in
+         * opaquePorts wait this long for their banner.
+         */
+        sniffTimeoutMs: duration(1000),
+        /**
+         * Original destination ports that are opaque TCP without detection: server-speaks-first
+         * protocols (SMTP, MySQL) and others Sluice does not parse.
+         */
+        opaquePorts: {
+          type: 'array',
+          items: { type: 'integer', minimum: 1, maximum: 65535 },
+          uniqueItems: true,
+          default: [25, 587, 3306, 4444, 5432, 6379, 9300, 11211],
+        },
         connectTimeoutMs: duration(5000),
         idleTimeoutMs: duration(3_600_000),
       },

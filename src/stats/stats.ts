@@ -22,6 +22,7 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_downstream_cx_total', kind: 'counter', by: 'listener', help: 'Connections accepted' },
   { name: 'sluice_downstream_cx_active', kind: 'gauge', by: 'listener', help: 'Connections open now' },
   { name: 'sluice_downstream_cx_protocol_total', kind: 'counter', by: 'listener_protocol', help: 'Connections by detected protocol' },
+  { name: 'sluice_downstream_cx_sniff_timeout_total', kind: 'counter', by: 'listener', help: 'Connections that said nothing recognisable within tcp.sniffTimeoutMs (opaque TCP)' },
   { name: 'sluice_downstream_protocol_error_total', kind: 'counter', by: 'protocol', help: 'Connections or requests refused for malformed input' },
   { name: 'sluice_downstream_rq_total', kind: 'counter', by: 'protocol', help: 'Requests received' },
   { name: 'sluice_downstream_rq_active', kind: 'gauge', by: 'protocol', help: 'Requests in flight' },

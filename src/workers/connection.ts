@@ -56,6 +56,15 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     dispatch(rt, rt.current(), socket, info, verdict, early);
   };
 
+  // a port known to carry opaque (often server-speaks-first) traffic: nothing to wait for
+  const l = info.listener.config;
+  if (l.protocol === 'tcp' || (info.dst !== null && cfg.opaquePorts.has(info.dst.port))) {
+    decided = true;
+    stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tcp')]);
+    dispatch(rt, cfg, socket, info, 'tcp', null);
+    return;
+  }
+
   const chunks: Buffer[] = [];
   let length = 0;
   const onReadable = () => {
@@ -74,6 +83,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     decide('tcp', length ? Buffer.concat(chunks, length) : null);
   };
   const timer = setTimeout(() => {
+    stats.inc(info.listener.sniffTimeout);
     if (length) socket.unshift(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length));
     decide('tcp');
   }, cfg.config.tcp.sniffTimeoutMs);

@@ -25,6 +25,7 @@ export interface ListenerRuntime {
   config: ListenerConfig;
   cxTotal: number;
   cxActive: number;
+  sniffTimeout: number;
   /** Indexed like PROTOCOLS. */
   cxProtocol: number[];
 }
@@ -37,6 +38,8 @@ export class CompiledConfig {
   readonly protocolStats = new Map<Protocol, ProtocolStats>();
   /** Stats for traffic sent to original destinations and to the local application. */
   readonly passthroughStats: ClusterStats;
+  /** Original destination ports that skip protocol detection. */
+  readonly opaquePorts: ReadonlySet<number>;
   readonly inboundStats: ClusterStats;
   readonly accessLog: AccessLog;
 
@@ -49,6 +52,7 @@ export class CompiledConfig {
         config: l,
         cxTotal: stats.slot('sluice_downstream_cx_total', { listener: l.name }),
         cxActive: stats.slot('sluice_downstream_cx_active', { listener: l.name }),
+        sniffTimeout: stats.slot('sluice_downstream_cx_sniff_timeout_total', { listener: l.name }),
         cxProtocol: PROTOCOLS.map((p) => stats.slot('sluice_downstream_cx_protocol_total', { listener: l.name, protocol: p })),
       });
     }
@@ -62,6 +66,7 @@ export class CompiledConfig {
         rqClass: [-1, ...RESPONSE_CLASSES.map((c) => stats.slot('sluice_downstream_rq_xx_total', { protocol: p, class: c }))],
       });
     }
+    this.opaquePorts = new Set(config.tcp.opaquePorts);
     this.passthroughStats = clusterStats(stats, 'original_dst');
     this.inboundStats = clusterStats(stats, 'inbound_local');
     this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs);

@@ -57,8 +57,8 @@ t.test('an empty document gets every default', async (t) => {
     admin: { address: '127.0.0.1:15000' },
     workers: { threads: 0, maxConnectionsPerWorker: 100_000 },
     listeners: [
-      { name: 'outbound', address: '0.0.0.0:15001', direction: 'outbound', capture: true },
-      { name: 'inbound', address: '0.0.0.0:15006', direction: 'inbound', capture: true },
+      { name: 'outbound', address: '0.0.0.0:15001', direction: 'outbound', capture: true, protocol: 'auto' },
+      { name: 'inbound', address: '0.0.0.0:15006', direction: 'inbound', capture: true, protocol: 'auto' },
     ],
     routes: [],
     clusters: [],
@@ -67,7 +67,7 @@ t.test('an empty document gets every default', async (t) => {
       maxHeaderBytes: 65536, maxHeaders: 100, headerTimeoutMs: 10_000, idleTimeoutMs: 300_000,
       requestTimeoutMs: 15_000, upstreamIdleTimeoutMs: 60_000, via: '1.1 sluice',
     },
-    tcp: { sniffTimeoutMs: 100, connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000 },
+    tcp: { sniffTimeoutMs: 1000, opaquePorts: [25, 587, 3306, 4444, 5432, 6379, 9300, 11211], connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000 },
     accessLog: { enabled: false, path: 'stdout', sampleRate: 1 },
     drain: { timeoutMs: 15_000 },
     logLevel: 'info',
@@ -79,7 +79,7 @@ t.test('nested defaults: listeners, clusters, endpoints, routes', async (t) => {
   const c = buildConfig(base({
     routes: [{ match: { path: { prefix: '/x' } }, action: { directResponse: { status: 200 } } }],
   }));
-  t.same(c.listeners[0], { name: 'app', address: '127.0.0.1:9001', direction: 'outbound', capture: false, cluster: 'web' });
+  t.same(c.listeners[0], { name: 'app', address: '127.0.0.1:9001', direction: 'outbound', capture: false, cluster: 'web', protocol: 'auto' });
   const cl = c.clusters[0];
   t.equal(cl.protocol, 'auto');
   t.equal(cl.lbPolicy, 'round_robin');

@@ -139,7 +139,10 @@ export function matchDubbo(buf: Buffer, offset = 0): 'dubbo' | 'more' | 'no' {
 
 // ---- ids ---------------------------------------------------------------------------------------
 
-/** Writes a new request id into a frame's header, in place (bytes 4..11 of `raw`). */
+/**
+ * Writes a new request id into a frame's header, in place (bytes 4..11 of `raw`). A DubboFrame object keeps
+ * the id it was decoded with (idHi/idLo/id): keep it as the caller's id while the upstream sees the new one.
+ */
 export function rewriteId(raw: Buffer, id: bigint | number): void {
   if (typeof id === 'number') {
     if (!Number.isSafeInteger(id) || id < 0) throw invalidOption(`request id must be a non-negative safe integer, got ${id}`);

@@ -97,7 +97,7 @@ function asciiString(buf: Buffer, start: number, end: number): string {
 }
 
 /** Bytes of a long string checked with the native isAscii before falling back to the per-char walk. */
-const ASCII_PROBE_MIN = 64;
+const ASCII_PROBE_MIN = 512;
 
 export class Hessian2Reader {
   readonly buf: Buffer;
