@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { captureCheck } from './capture-check';
 import { ConfigError, SluiceError } from './errors';
 import { injectYaml } from './inject/inject';
+import { parseAddress } from './net/address';
 import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/config';
 import { Sluice } from './sluice';
 import { log } from './log';
@@ -129,6 +130,13 @@ export async function main(argv: string[]): Promise<number | undefined> {
     }
   }
   if (cmd === 'start') {
+    const health = flags.opts['--health-address'];
+    if (health !== undefined) {
+      try { parseAddress(health); } catch (err) {
+        process.stderr.write(`sluice: --health-address: ${(err as Error).message}\n`);
+        return 2;
+      }
+    }
     let config: SluiceConfig;
     try {
       config = flags.opts['--config'] ? loadConfigFile(flags.opts['--config']) : defaultConfig();

@@ -132,7 +132,8 @@ export class Sluice {
     // the bound addresses, not the configured ones: port 0 means "any", and whoever started us wants to know which
     const bound = (a: { address: string; port: number } | null, fallback: string) => (a ? formatAddress(a.address, a.port) : fallback);
     const listeners = Object.fromEntries(opts.config.listeners.map((l) => [l.name, bound(s.listenerAddress(l.name), l.address)]));
-    log.info({ listeners, admin: bound(s.adminAddress(), opts.config.admin.address), workers: s.threads, capture: s.captureAvailable }, 'sluice started');
+    const health = opts.healthAddress ? bound(s.admin.healthAddress(), opts.healthAddress) : undefined;
+    log.info({ listeners, admin: bound(s.adminAddress(), opts.config.admin.address), health, workers: s.threads, capture: s.captureAvailable }, 'sluice started');
     return s;
   }
 

@@ -5,10 +5,12 @@
 import type { CompiledConfig } from '../workers/runtime';
 import { Http1Pool, type PoolLimits } from './http1-pool';
 import { Http2Pool } from './http2-pool';
+import { DubboPool } from './dubbo-pool';
 
 export class UpstreamPools {
   private readonly h1 = new Map<string, Http1Pool>();
   private readonly h2 = new Map<string, Http2Pool>();
+  private readonly dub = new Map<string, DubboPool>();
 
   constructor(private readonly config: () => CompiledConfig) {}
 
@@ -30,8 +32,18 @@ export class UpstreamPools {
     return p;
   }
 
+  dubbo(host: string, port: number, key: string): DubboPool {
+    let p = this.dub.get(key);
+    if (!p) {
+      p = new DubboPool(host, port, this.config().stats);
+      this.dub.set(key, p);
+    }
+    return p;
+  }
+
   closeIdle(): void {
     for (const p of this.h1.values()) p.closeIdle();
     for (const p of this.h2.values()) p.close();
+    for (const p of this.dub.values()) p.closeIdle();
   }
 }

@@ -96,7 +96,7 @@ class Http2View implements RequestView {
   readonly service: string;
   readonly method: string;
   readonly path: string;
-  constructor(readonly protocol: RequestProtocol, private readonly info: ConnectionInfo, private readonly stream: http2.ServerHttp2Stream,
+  constructor(readonly protocol: RequestProtocol, private readonly info: ConnectionInfo, private readonly peer: Peer,
     private readonly headers: http2.IncomingHttpHeaders) {
     const path = pathOf(String(headers[HTTP2_HEADER_PATH] ?? '/'));
     this.path = path;
@@ -113,10 +113,7 @@ class Http2View implements RequestView {
   get direction() { return this.info.listener.config.direction; }
   get listener() { return this.info.listener.config.name; }
   get destination() { return this.info.dst; }
-  get source(): Peer {
-    const sock = this.stream.session?.socket;
-    return { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 };
-  }
+  get source(): Peer { return this.peer; }
   header(name: string): string | undefined {
     const v = this.headers[name];
     return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
@@ -126,13 +123,15 @@ class Http2View implements RequestView {
 /** A downstream connection: where it came from, and how many streams it has open now. */
 interface DownSession {
   readonly info: ConnectionInfo;
+  readonly peer: Peer;
   readonly session: http2.ServerHttp2Session;
   active: number;
   /** When `active` last fell to 0 (performance.now()). */
   idleSince: number;
 }
 
-let pendingInfo: ConnectionInfo | null = null;
+/** The connection being handed to the HTTP/2 server, for its 'session' event (emitted synchronously). */
+let pending: { info: ConnectionInfo; peer: Peer } | null = null;
 const downSessions = new WeakMap<http2.Http2Session, DownSession>();
 const servers = new WeakMap<WorkerRuntime, http2.Http2Server>();
 
@@ -157,8 +156,8 @@ function serverFor(rt: WorkerRuntime): http2.Http2Server {
   }, Math.max(50, Math.min(1000, http.idleTimeoutMs / 4)));
   sweep.unref();
   server.on('session', (session: http2.ServerHttp2Session) => {
-    if (pendingInfo) {
-      const d: DownSession = { info: pendingInfo, session, active: 0, idleSince: performance.now() };
+    if (pending) {
+      const d: DownSession = { info: pending.info, peer: pending.peer, session, active: 0, idleSince: performance.now() };
       downSessions.set(session, d);
       live.add(d);
       session.on('close', () => live.delete(d));
@@ -188,11 +187,12 @@ export function serveHttp2(rt: WorkerRuntime, socket: net.Socket, info: Connecti
   // without this, sockets the client left stay in CLOSE_WAIT
   socket.allowHalfOpen = false;
   const server = serverFor(rt);
-  pendingInfo = info;
+  // once per connection, while the socket is surely open (the access log may ask after it closed)
+  pending = { info, peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 } };
   try {
     server.emit('connection', socket);
   } finally {
-    pendingInfo = null;
+    pending = null;
   }
 }
 
@@ -335,7 +335,7 @@ class Http2Exchange implements Http1ResponseSink {
     const info = down.info;
     this.info = info;
     this.protocol = isGrpc(headers[HTTP2_HEADER_CONTENT_TYPE]) ? 'grpc' : 'http2';
-    this.view = new Http2View(this.protocol, info, stream, headers);
+    this.view = new Http2View(this.protocol, info, down.peer, headers);
     this.start0 = cfg.accessLog.enabled ? performance.now() : 0;
     this.via = cfg.config.http.via;
     const te = headers.te;
@@ -505,14 +505,15 @@ class Http2Exchange implements Http1ResponseSink {
     const rst = up.rstCode;
     const us = up[kUpSession];
     if (!this.responded) {
+      // safe to send again only if the upstream surely did not process it: never connected, or refused
       const refused = rst === NGHTTP2_REFUSED_STREAM;
-      const connectFailed = !us.connected || us.session.destroyed;
-      if ((refused || connectFailed) && this.mayRetry(refused)) {
+      const neverConnected = !us.connected;
+      if ((refused || neverConnected) && this.mayRetry(refused)) {
         this.upstreamDone();
-        this.connect(connectFailed ? this.endpoint ?? undefined : undefined);
+        this.connect(neverConnected ? this.endpoint ?? undefined : undefined);
         return;
       }
-      this.failBeforeResponse(connectFailed ? 'upstream_connect_failed' : 'upstream_reset');
+      this.failBeforeResponse(neverConnected || us.session.destroyed ? 'upstream_connect_failed' : 'upstream_reset');
       return;
     }
     // cut off mid-response: reset the client's stream too
