@@ -58,8 +58,12 @@ export class DubboUpstreamCall {
   }
   /** The connection's socket took the bytes without queueing beyond its buffer. */
   writable = true;
+  /** `cb` once the socket drains, or closes (calls on it fail then; the caller must not stay paused). */
   onDrain(cb: () => void): void {
-    this.conn.socket.once('drain', cb);
+    const s = this.conn.socket;
+    const done = () => { s.removeListener('drain', done); s.removeListener('close', done); cb(); };
+    s.on('drain', done);
+    s.on('close', done);
   }
 }
 

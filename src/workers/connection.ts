@@ -13,6 +13,7 @@ import type { CompiledConfig, ListenerRuntime, WorkerRuntime } from './runtime';
 import { proxyTcp } from './tcp-proxy';
 import { Http1Session } from './http1-session';
 import { serveHttp2 } from './http2-session';
+import { DubboSession } from './dubbo-session';
 
 export interface ConnectionInfo {
   listener: ListenerRuntime;
@@ -104,7 +105,11 @@ function dispatch(
     serveHttp2(rt, socket, info);
     return;
   }
-  // TLS and Dubbo pass through as opaque TCP until their codecs land.
+  if (verdict === 'dubbo') {
+    new DubboSession(rt, socket, info).start();
+    return;
+  }
+  // TLS passes through as opaque TCP until its termination lands.
   const target = passthroughTarget(cfg, info);
   if (!target) {
     socket.destroy();

@@ -7,14 +7,18 @@
  *   stream ─▶ filter chain ─▶ Http2Pool session.request() ─▶ upstream (h2)
  *                        └──▶ Http1Pool connection ─────────▶ upstream (h1)
  *
- * Trailers (gRPC status) are carried end to end; resets are passed on as resets,
- * so a cut-off response is never mistaken for a complete one.
+ * Trailers (gRPC status) are carried end to end; resets are passed on as resets
+ * in both directions, so a cut-off response or upload is never mistaken for a
+ * complete one. Requests that surely never reached an upstream (it could not be
+ * connected, or it refused the stream) are tried again, up to MAX_ATTEMPTS.
  *
- * This is the hot path. Node's streams cost far more than our own code, so each
- * exchange adds as little as it can: stream listeners are module-level
+ * This is the hot path, and Node's HTTP/2 streams cost far more than our code.
+ * Each exchange adds as little as it can: stream listeners are module-level
  * functions that find their exchange through a symbol on the stream (no
  * closures per stream), header objects are forwarded without copies (Node
- * copies them anyway), trailers are waited for only when they can come.
+ * copies them anyway), trailers are waited for only when they can come, idle
+ * connections are found by a sweep instead of Node's per-frame session timer,
+ * and Node 20's costly AsyncResource#bind() is replaced (see below).
  */
 import { AsyncResource } from 'node:async_hooks';
 import http2 from 'node:http2';

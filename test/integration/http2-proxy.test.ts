@@ -144,6 +144,7 @@ t.test('h2 downstream to an HTTP/1.1 upstream (protocol http1)', async (t) => {
     });
   });
   const s = await startSluice({
+    workers: { threads: 1 }, // one worker: starts faster, and nothing here needs two
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'legacy' }],
     clusters: [{ name: 'legacy', protocol: 'http1', endpoints: [`127.0.0.1:${up.port}`] }],
   });
@@ -208,6 +209,7 @@ t.test('an upstream that resets mid-response gives the client a stream error, no
     }));
   });
   const s = await startSluice({
+    workers: { threads: 1 }, // one worker: starts faster, and nothing here needs two
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
     clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
   });
@@ -254,6 +256,7 @@ t.test('a client that gives up mid-upload: the upstream never sees a complete re
     req.on('close', () => record({ path: String(req.url), body, complete }));
   });
   const s = await startSluice({
+    workers: { threads: 1 }, // one worker: starts faster, and nothing here needs two
     listeners: [{ name: 'app', address: '127.0.0.1:0' }],
     routes: [
       { match: { path: { prefix: '/h2' } }, action: { cluster: 'h2' } },
@@ -291,6 +294,7 @@ t.test('local failure replies for plain h2: no route, refused, timeout', async (
   const silent = await h2Upstream(() => { /* never answers */ });
   const refused = await closedPort();
   const s = await startSluice({
+    workers: { threads: 1 }, // one worker: starts faster, and nothing here needs two
     listeners: [{ name: 'app', address: '127.0.0.1:0' }],
     routes: [
       { match: { path: { prefix: '/refused' } }, action: { cluster: 'dead' } },
@@ -348,6 +352,7 @@ t.test('upstream sessions: retry past a dead endpoint, the peer stream limit, id
   (up.server as http2.Http2Server).updateSettings({ maxConcurrentStreams: 2 });
   const dead = await closedPort();
   const s = await startSluice({
+    workers: { threads: 1 }, // one worker: starts faster, and nothing here needs two
     http: { upstreamIdleTimeoutMs: 300 },
     listeners: [
       { name: 'app', address: '127.0.0.1:0', cluster: 'live' },
@@ -411,6 +416,7 @@ t.test('an idle client connection is closed after http.idleTimeoutMs; a slow str
     setTimeout(() => { if (!stream.destroyed) { stream.respond({ ':status': 200 }); stream.end('late but fine'); } }, delay);
   });
   const s = await startSluice({
+    workers: { threads: 1 }, // one worker: starts faster, and nothing here needs two
     http: { idleTimeoutMs: 300 },
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
     clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
