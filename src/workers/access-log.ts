@@ -24,8 +24,12 @@ export interface AccessRecord {
   source: string;
 }
 
+/** Buffered lines reach the file at least this often, however quiet the proxy. */
+const FLUSH_INTERVAL_MS = 1000;
+
 export class AccessLog {
   private readonly logger: Logger | null;
+  private readonly timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: { enabled: boolean; path: string; sampleRate: number }) {
     this.logger = opts.enabled
@@ -34,6 +38,17 @@ export class AccessLog {
           pino.destination({ dest: opts.path === 'stdout' ? 1 : opts.path, sync: false, minLength: 4096, mkdir: true }),
         )
       : null;
+    if (this.logger) {
+      const logger = this.logger;
+      this.timer = setInterval(() => logger.flush(), FLUSH_INTERVAL_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** A config without this log replaced it: write what is buffered and stop the timer. */
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.logger?.flush();
   }
 
   get enabled(): boolean {

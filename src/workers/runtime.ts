@@ -73,7 +73,7 @@ export class CompiledConfig {
     this.chain = new FilterChain([this.router]);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog);
-    if (!same) previous?.accessLog.flush();
+    if (!same) previous?.accessLog.close();
   }
 
   protocol(p: Protocol): ProtocolStats {
@@ -119,5 +119,6 @@ export class WorkerRuntime {
     this.draining = true;
     for (const c of [...this.connections]) c.drain();
     this.pools.closeIdle();
+    this.compiled?.accessLog.flush();
   }
 }

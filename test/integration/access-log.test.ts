@@ -1,0 +1,36 @@
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { get, httpUpstream, startSluice, waitFor } from '../helpers/harness';
+
+t.test('one JSON line per request, written without waiting for a full buffer', async (t) => {
+  const up = await httpUpstream((req, res) => { res.statusCode = req.url === '/missing' ? 404 : 200; res.end('hello'); });
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'sluice-access-')), 'access.log');
+  const s = await startSluice({
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
+    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
+    accessLog: { enabled: true, path: file },
+  });
+  t.teardown(async () => { await s.stop(); await up.close(); });
+  const base = `http://127.0.0.1:${s.port('app')}`;
+  t.equal((await get(`${base}/ok?x=1`)).status, 200);
+  t.equal((await get(`${base}/missing`)).status, 404);
+  // two short lines are far below the write buffer: the periodic flush must bring them out
+  const lines = await waitFor(() => {
+    if (!existsSync(file)) return null;
+    const l = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    return l.length >= 2 ? l : null;
+  }, 10_000, 'two access log lines');
+  const recs = lines.map((l) => JSON.parse(l));
+  const ok = recs.find((r) => r.path === '/ok');
+  const missing = recs.find((r) => r.path === '/missing');
+  t.ok(ok && missing, 'a line for each request');
+  t.match(ok, {
+    protocol: 'http1', direction: 'outbound', listener: 'app', method: 'GET', path: '/ok', service: '127.0.0.1',
+    status: 200, upstream: `127.0.0.1:${up.port}`, bytesOut: 5, source: '127.0.0.1',
+  });
+  t.type(ok.durationMs, 'number');
+  t.type(ok.time, 'string');
+  t.equal(missing.status, 404);
+});
