@@ -7,7 +7,9 @@
 import type net from 'node:net';
 import { sniff, type Sniffed } from '../codecs/sniff';
 import { PROTOCOLS, type Protocol } from '../stats/stats';
-import type { ClusterStats } from '../upstream/cluster';
+import type { LocalReply } from '../filters/filter';
+import type { RouteTarget } from '../filters/router';
+import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import type { OriginalDst } from './messages';
 import type { CompiledConfig, ListenerRuntime, WorkerRuntime } from './runtime';
 import { proxyTcp } from './tcp-proxy';
@@ -35,6 +37,41 @@ export function passthroughTarget(cfg: CompiledConfig, info: ConnectionInfo): { 
     if (c && ep) return { host: ep.host, port: ep.port, cstats: c.stats };
   }
   return null;
+}
+
+export interface UpstreamChoice {
+  host: string;
+  port: number;
+  /** `host:port`, the pool key. */
+  key: string;
+  cstats: ClusterStats;
+  /** The cluster endpoint, or null for the original destination / local app. */
+  endpoint: Endpoint | null;
+}
+
+const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
+const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
+
+/**
+ * Where a routed request goes, whatever its protocol: an endpoint of the route's cluster
+ * (avoiding `avoid` when there is a choice), or the connection's passthrough target.
+ * A local reply when there is neither.
+ */
+export function chooseUpstream(
+  cfg: CompiledConfig, info: ConnectionInfo, target: Exclude<RouteTarget, { kind: 'direct' }>, avoid?: Endpoint,
+): UpstreamChoice | LocalReply {
+  if (target.kind === 'cluster') {
+    const ep = target.cluster.pick(target.labelsKey, avoid);
+    if (!ep) return NO_HEALTHY_UPSTREAM;
+    return { host: ep.host, port: ep.port, key: ep.key, cstats: target.cluster.stats, endpoint: ep };
+  }
+  const t = passthroughTarget(cfg, info);
+  if (!t) return NO_ROUTE;
+  return { host: t.host, port: t.port, key: `${t.host}:${t.port}`, cstats: t.cstats, endpoint: null };
+}
+
+export function isLocalReply(c: UpstreamChoice | LocalReply): c is LocalReply {
+  return (c as LocalReply).status !== undefined;
 }
 
 export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {

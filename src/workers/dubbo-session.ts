@@ -21,7 +21,7 @@ import type { Peer, RequestView } from '../filters/request-view';
 import type { RouteTarget } from '../filters/router';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import type { DubboCallSink, DubboFailure, DubboPoolLimits, DubboUpstreamCall } from '../upstream/dubbo-pool';
-import { passthroughTarget, type ConnectionInfo } from './connection';
+import { chooseUpstream, isLocalReply, type ConnectionInfo } from './connection';
 import type { CompiledConfig, WorkerRuntime } from './runtime';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
@@ -260,22 +260,13 @@ class DubboCall implements DubboCallSink {
 
   private connect(avoid?: Endpoint): void {
     const target = this.target!;
-    let host: string;
-    let port: number;
-    if (target.kind === 'cluster') {
-      const ep = target.cluster.pick(target.labelsKey, avoid);
-      if (!ep) { this.localReply({ status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream' }); return; }
-      this.endpoint = ep;
-      this.cstats = target.cluster.stats;
-      host = ep.host; port = ep.port; this.upstreamKey = ep.key;
-    } else if (target.kind === 'passthrough') {
-      const t = passthroughTarget(this.cfg, this.session.info);
-      if (!t) { this.localReply({ status: 404, reason: 'no_route', body: 'no route' }); return; }
-      this.cstats = t.cstats;
-      host = t.host; port = t.port; this.upstreamKey = `${host}:${port}`;
-    } else {
-      return;
-    }
+    if (target.kind === 'direct') return;
+    const choice = chooseUpstream(this.cfg, this.session.info, target, avoid);
+    if (isLocalReply(choice)) { this.localReply(choice); return; }
+    this.endpoint = choice.endpoint;
+    this.cstats = choice.cstats;
+    this.upstreamKey = choice.key;
+    const { host, port } = choice;
     this.attempts++;
     const c = this.cfg.config;
     const cluster = target.kind === 'cluster' ? target.cluster.config : undefined;

@@ -32,7 +32,7 @@ import type { RouteTarget } from '../filters/router';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import type { AcquireError, Http1Connection, Http1ResponseSink } from '../upstream/http1-pool';
 import type { UpstreamSession } from '../upstream/http2-pool';
-import { passthroughTarget, type ConnectionInfo } from './connection';
+import { chooseUpstream, isLocalReply, type ConnectionInfo } from './connection';
 import type { CompiledConfig, WorkerRuntime } from './runtime';
 
 const {
@@ -370,25 +370,14 @@ class Http2Exchange implements Http1ResponseSink {
 
   private connect(avoid?: Endpoint): void {
     const target = this.target!;
-    let host: string;
-    let port: number;
-    let upstreamProtocol: 'http1' | 'http2' = 'http2';
-    if (target.kind === 'cluster') {
-      const ep = target.cluster.pick(target.labelsKey, avoid);
-      if (!ep) { this.localReply({ status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' }); return; }
-      this.endpoint = ep;
-      this.cstats = target.cluster.stats;
-      host = ep.host; port = ep.port; this.upstreamKey = ep.key;
-      if (target.cluster.config.protocol === 'http1') upstreamProtocol = 'http1';
-    } else {
-      const t = passthroughTarget(this.cfg, this.info);
-      if (!t) {
-        this.localReply({ status: 404, reason: 'no_route', body: 'no route\n' });
-        return;
-      }
-      this.cstats = t.cstats;
-      host = t.host; port = t.port; this.upstreamKey = `${host}:${port}`;
-    }
+    if (target.kind === 'direct') return;
+    const choice = chooseUpstream(this.cfg, this.info, target, avoid);
+    if (isLocalReply(choice)) { this.localReply(choice); return; }
+    this.endpoint = choice.endpoint;
+    this.cstats = choice.cstats;
+    this.upstreamKey = choice.key;
+    const { host, port } = choice;
+    const upstreamProtocol = target.kind === 'cluster' && target.cluster.config.protocol === 'http1' ? 'http1' : 'http2';
     this.attempts++;
     if (upstreamProtocol === 'http2') this.forwardH2(host, port);
     else this.forwardH1(host, port);
