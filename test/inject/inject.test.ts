@@ -119,3 +119,33 @@ t.test('the schema check can fail: a container without a name is invalid', async
   delete d.spec.template.spec.initContainers[1].name;
   t.throws(() => new Deployment(d).validate());
 });
+
+t.test('the sluice inject command: file in, manifest out, errors as exit codes', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { BIN } = await import('../helpers/harness');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-inject-'));
+  const file = path.join(dir, 'deploy.yaml');
+  writeFileSync(file, deployment);
+  const ok = spawnSync(process.execPath, [BIN, 'inject', '-f', file, '--image', 'registry.local/sluice:2', '--config-map', 'sluice-config'], { encoding: 'utf8' });
+  t.equal(ok.status, 0, ok.stderr);
+  t.match(ok.stderr, /1 workload\(s\) injected/);
+  const [d] = docs(ok.stdout);
+  new Deployment(d).validate();
+  const proxy = d.spec.template.spec.initContainers[1];
+  t.equal(proxy.image, 'registry.local/sluice:2');
+  t.same(proxy.args, ['start', '--config', '/etc/sluice/sluice.yaml', '--health-address', '0.0.0.0:15020']);
+  t.same(d.spec.template.spec.volumes, [{ name: 'sluice-config', configMap: { name: 'sluice-config' } }]);
+  // stdin works too
+  const piped = spawnSync(process.execPath, [BIN, 'inject'], { input: deployment, encoding: 'utf8' });
+  t.equal(piped.status, 0);
+  t.equal(docs(piped.stdout).length, 1);
+  const missing = spawnSync(process.execPath, [BIN, 'inject', '-f', path.join(dir, 'nope.yaml')], { encoding: 'utf8' });
+  t.equal(missing.status, 1);
+  t.match(missing.stderr, /cannot read .*nope\.yaml: ENOENT/);
+  const bad = spawnSync(process.execPath, [BIN, 'inject'], { input: 'kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: b}]\n', encoding: 'utf8' });
+  t.equal(bad.status, 1);
+  t.match(bad.stderr, /hostNetwork pods cannot be captured/);
+});
