@@ -4,7 +4,9 @@
  *
  *   node dist/bench/load.js [--quick] [--scenario NAME[,NAME]] [--threads N] [--node-floor] [--out FILE]
  *
- * Scenarios: http1-keepalive, http1-single-connection, http2, memory-idle.
+ * Scenarios: http1-keepalive, http1-single-connection, http2, memory-idle, dubbo-header, dubbo-attachment.
+ * The dubbo scenarios compare direct and Sluice only (nginx and haproxy do not speak Dubbo): the load
+ * is bench/load/dubbo-load.ts against bench/load/dubbo-provider.ts (see bench/lib/configs.ts).
  * Besides throughput and latency it reports each proxy's CPU time per request (user + system of
  * the proxy's process tree, read from /proc), which is steadier than throughput on a shared machine.
  * --node-floor adds a minimal node:http2 proxy to the http2 scenario: the floor for any proxy built
@@ -18,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { h2load, wrk, type LoadResult } from './lib/clients';
 import { BODY, proxyHaproxy, proxyNginx, sluiceConfig, upstreamNginx, type Ports } from './lib/configs';
+import { dubboCall, dubboLoad, DUBBO_FRAME_BYTES, type DubboLoadResult } from './load/dubbo-load';
 import {
   freePorts, httpGet, killAllStartedSync, startChild, stopAllStarted, stopChild, treeCpuMicros, treeRssKiB, waitFor,
   withOpenFileLimit, type Child,
@@ -27,13 +30,18 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const SLUICE_BIN = path.join(ROOT, 'bin', 'sluice.js');
 const IDLE_CLIENT = path.join(__dirname, 'load', 'idle-client.js');
 const NODE_H2_PROXY = path.join(__dirname, 'load', 'node-h2-proxy.js');
+const DUBBO_PROVIDER = path.join(__dirname, 'load', 'dubbo-provider.js');
 const RESULTS = path.join(ROOT, 'bench', 'results');
 const NGINX = '/usr/sbin/nginx';
 const HAPROXY = '/usr/sbin/haproxy';
 
-export const SCENARIOS = ['http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle'] as const;
+export const SCENARIOS = ['http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment'] as const;
 export type ScenarioName = typeof SCENARIOS[number];
 type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2';
+/** What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an attachment. */
+type Kind = 'h1' | 'h2' | 'dubbo-header' | 'dubbo-attachment';
+/** The value each Dubbo provider port answers with (its name), so a row shows who answered. */
+const DUBBO_VALUE: Record<'dubbo-header' | 'dubbo-attachment', string> = { 'dubbo-header': 'plain', 'dubbo-attachment': 'group2' };
 const TARGETS: TargetName[] = ['direct', 'sluice', 'nginx', 'haproxy'];
 
 export interface Options { quick: boolean; scenarios: ScenarioName[]; threads: number; out: string; nodeFloor: boolean }
@@ -155,7 +163,8 @@ interface Stack {
   haproxy?: Child;
   sluiceAdmin: string;
   nodeFloor?: { child: Child; port: number };
-  /** `target/h1` or `target/h2` → why that proxy cannot be measured with that protocol. */
+  dubboProvider?: Child;
+  /** `target/h1`, `target/h2` or `target/dubbo` → why that proxy cannot be measured with that protocol. */
   broken: Map<string, string>;
 }
 
@@ -172,21 +181,32 @@ async function startNginx(name: string, dir: string, conf: string): Promise<Chil
   return startChild(name, NGINX, ['-p', dir, '-c', file, '-e', path.join(dir, `${name}-error.log`)]);
 }
 
-function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice', h2 = true): Child {
+function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice', h2 = true, dubbo = false): Child {
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, sluiceConfig(ports, threads, { h2 }));
+  writeFileSync(file, sluiceConfig(ports, threads, { h2, dubbo }));
   const [cmd, args] = withOpenFileLimit(65536, process.execPath, [SLUICE_BIN, 'start', '--config', file]);
   return startChild(name, cmd, args, { pidFile: path.join(dir, `${name}.pid`) });
 }
 
 async function startStack(dir: string, opts: Options): Promise<Stack> {
-  const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2] = await freePorts(9);
-  const ports: Ports = { up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2 };
+  const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
+    dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment] = await freePorts(13);
+  const ports: Ports = {
+    up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
+    dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
+  };
+  const dubbo = opts.scenarios.some((s) => s.startsWith('dubbo-'));
   const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
   const stack: Stack = { dir, ports, upstream, sluiceAdmin: `http://127.0.0.1:${sluiceAdmin}`, broken: new Map() };
   await waitForwarding(`http://127.0.0.1:${up1}/`, 10_000, upstream);
   await waitFor('h2c upstream', () => h2Get(`http://127.0.0.1:${up2}`), 10_000, upstream);
-  stack.sluice = startSluice(dir, ports, opts.threads);
+  if (dubbo) {
+    stack.dubboProvider = startChild('dubbo-provider', process.execPath,
+      [DUBBO_PROVIDER, `${DUBBO_VALUE['dubbo-header']}:${dubboPlain}`, `${DUBBO_VALUE['dubbo-attachment']}:${dubboGroup2}`]);
+    const dp = stack.dubboProvider;
+    await waitFor('Dubbo provider', async () => await dubboCall('127.0.0.1', dubboPlain, 1000) === DUBBO_VALUE['dubbo-header'], 10_000, dp);
+  }
+  stack.sluice = startSluice(dir, ports, opts.threads, 'sluice', true, dubbo);
   stack.nginx = await startNginx('nginx-proxy', dir, proxyNginx(dir, ports));
   const hcfg = path.join(dir, 'haproxy.cfg');
   writeFileSync(hcfg, proxyHaproxy(ports));
@@ -198,7 +218,7 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
     stack.nodeFloor = { child, port };
   }
   // a proxy that fails to answer is reported in its rows; the others still run
-  const checks: [TargetName, boolean, Child, () => Promise<unknown>][] = [
+  const checks: [TargetName, boolean, Child, () => Promise<unknown>, string?][] = [
     ['sluice', false, stack.sluice, () => waitForwarding(`http://127.0.0.1:${sluiceH1}/`, 20_000, stack.sluice)],
     ['sluice', true, stack.sluice, () => waitFor('Sluice h2c', () => h2Get(`http://127.0.0.1:${sluiceH2}`), 10_000, stack.sluice)],
     ['nginx', false, stack.nginx, () => waitForwarding(`http://127.0.0.1:${nginxH1}/`, 10_000, stack.nginx)],
@@ -206,20 +226,33 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
     ['haproxy', false, stack.haproxy, () => waitForwarding(`http://127.0.0.1:${haproxyH1}/`, 10_000, stack.haproxy)],
     ['haproxy', true, stack.haproxy, () => waitFor('haproxy h2c', () => h2Get(`http://127.0.0.1:${haproxyH2}`), 10_000, stack.haproxy)],
   ];
+  if (dubbo) {
+    // both routes must pick the provider port they name before anything is measured
+    const dubboReady = async () => await dubboCall('127.0.0.1', sluiceDubboHeader, 1000) === DUBBO_VALUE['dubbo-header']
+      && await dubboCall('127.0.0.1', sluiceDubboAttachment, 1000) === DUBBO_VALUE['dubbo-attachment'];
+    checks.push(['sluice', false, stack.sluice, () => waitFor('Sluice Dubbo routes', dubboReady, 10_000, stack.sluice), 'dubbo']);
+  }
   if (stack.nodeFloor) {
     const nf = stack.nodeFloor;
     checks.push(['node-http2', true, nf.child, () => waitFor('node-http2 h2c', () => h2Get(`http://127.0.0.1:${nf.port}`), 10_000, nf.child)]);
   }
-  for (const [t, h2, child, check] of checks) {
+  for (const [t, h2, child, check, kind] of checks) {
     try { await check(); } catch (err) {
-      stack.broken.set(`${t}/${h2 ? 'h2' : 'h1'}`, `not ready: ${(err as Error).message.split('\n')[0]}; last error line: ${child.errorLines().last || tail(child.output(), 500)}`);
+      stack.broken.set(`${t}/${kind ?? (h2 ? 'h2' : 'h1')}`, `not ready: ${(err as Error).message.split('\n')[0]}; last error line: ${child.errorLines().last || tail(child.output(), 500)}`);
     }
   }
   return stack;
 }
 
-function targetOf(stack: Stack, t: TargetName, h2: boolean): { url: string; proc: Child | undefined } {
+function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc: Child | undefined } {
   const p = stack.ports;
+  const h2 = kind === 'h2';
+  if (kind === 'dubbo-header' || kind === 'dubbo-attachment') {
+    const header = kind === 'dubbo-header';
+    if (t === 'direct') return { url: `dubbo://127.0.0.1:${header ? p.dubboPlain : p.dubboGroup2}`, proc: stack.dubboProvider };
+    if (t === 'sluice') return { url: `dubbo://127.0.0.1:${header ? p.sluiceDubboHeader : p.sluiceDubboAttachment}`, proc: stack.sluice };
+    return { url: '', proc: undefined };
+  }
   switch (t) {
     case 'direct': return { url: `http://127.0.0.1:${h2 ? p.up2 : p.up1}/`, proc: stack.upstream };
     case 'sluice': return { url: `http://127.0.0.1:${h2 ? p.sluiceH2 : p.sluiceH1}/`, proc: stack.sluice };
@@ -242,6 +275,8 @@ const WATCHED = [
   /sluice_handoff_failed_total/,
   // the load here is all HTTP: a connection sniffed as anything else skipped the HTTP path
   /sluice_downstream_cx_protocol_total\{.*protocol="(tcp|tls|dubbo)"/,
+  // the dubbo scenarios: calls Sluice refused or could not complete
+  /sluice_downstream_rq_(rate_limited|overflow)_total/,
 ];
 
 async function sluiceStats(admin: string): Promise<Map<string, number> | null> {
@@ -264,12 +299,13 @@ function upstreamCx(row: Row, cluster: string, before: Map<string, number> | nul
 }
 
 /** Watched series that moved. `silentConnections`: connections expected to close without a byte (sniffed as tcp). */
-function statsDelta(before: Map<string, number> | null, after: Map<string, number> | null, silentConnections = 0): string[] {
+function statsDelta(before: Map<string, number> | null, after: Map<string, number> | null, silentConnections = 0, dubbo = false): string[] {
   if (!before || !after) return [];
   const out: string[] = [];
   for (const [k, v] of after) {
     const d = v - (before.get(k) ?? 0);
     if (d === 0 || !WATCHED.some((re) => re.test(k))) continue;
+    if (dubbo && k.startsWith('sluice_downstream_cx_protocol_total') && k.includes('protocol="dubbo"')) continue;
     if (silentConnections && d <= silentConnections && /protocol="tcp"/.test(k)) continue;
     out.push(`${k} +${d}`);
   }
@@ -295,15 +331,16 @@ type Driver = (url: string, warm: boolean) => Promise<LoadResult>;
 const WRK_PROBE_CONNECTIONS = 1;
 
 async function measure(
-  ctx: Ctx, scenario: ScenarioName, h2: boolean, drive: Driver, notes: Partial<Record<TargetName, string>> = {},
+  ctx: Ctx, scenario: ScenarioName, kind: Kind, drive: Driver, notes: Partial<Record<TargetName, string>> = {},
   targets = TARGETS, silentConnections = 0,
 ): Promise<void> {
   let direct: Row | undefined;
+  const dubbo = kind.startsWith('dubbo-');
   for (const t of targets) {
-    const { url, proc } = targetOf(ctx.stack, t, h2);
+    const { url, proc } = targetOf(ctx.stack, t, kind);
     const row: Row = { scenario, target: t, note: notes[t] };
     ctx.rows.push(row);
-    const broken = ctx.stack.broken.get(`${t}/${h2 ? 'h2' : 'h1'}`);
+    const broken = ctx.stack.broken.get(`${t}/${dubbo ? 'dubbo' : kind}`);
     if (!proc || !proc.alive() || broken) {
       row.error = broken ?? `${t} is not running${proc ? `: ${tail(proc.output())}` : ''}`;
       if (t === 'sluice') ctx.problems.push(`${scenario}: Sluice could not be measured: ${row.error}`);
@@ -326,9 +363,9 @@ async function measure(
       }
       if (t === 'sluice') {
         const after = await sluiceStats(ctx.stack.sluiceAdmin);
-        upstreamCx(row, h2 ? 'up_h2' : 'up_h1', before, after);
+        upstreamCx(row, kind === 'h2' ? 'up_h2' : kind === 'h1' ? 'up_h1' : kind === 'dubbo-header' ? 'dubbo_plain' : 'dubbo_groups', before, after);
         row.note = [row.note, `upstream cx: ${row.upstreamCxOpened} opened, ${row.upstreamCxActive} open`].filter(Boolean).join('; ');
-        const d = statsDelta(before, after, silentConnections);
+        const d = statsDelta(before, after, silentConnections, dubbo);
         if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice (load tool output follows)\n${r.raw.trim()}`);
         if (d.length) ctx.problems.push(`${scenario}: Sluice counters moved: ${d.join(', ')}`);
         if (!proc.alive()) ctx.problems.push(`${scenario}: Sluice exited during the run: ${tail(proc.output(), 4000)}`);
@@ -342,20 +379,20 @@ async function measure(
 
 async function http1KeepAlive(ctx: Ctx): Promise<void> {
   const seconds = ctx.opts.quick ? 3 : 10;
-  await measure(ctx, 'http1-keepalive', false, (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
+  await measure(ctx, 'http1-keepalive', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
     {}, TARGETS, WRK_PROBE_CONNECTIONS);
 }
 
 async function http1SingleConnection(ctx: Ctx): Promise<void> {
   const seconds = ctx.opts.quick ? 2 : 5;
-  await measure(ctx, 'http1-single-connection', false, (url, warm) => wrk(url, { threads: 1, connections: 1, seconds: warm ? 1 : seconds }),
+  await measure(ctx, 'http1-single-connection', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 1, seconds: warm ? 1 : seconds }),
     {}, TARGETS, WRK_PROBE_CONNECTIONS);
 }
 
 async function http2Scenario(ctx: Ctx): Promise<void> {
   const n = ctx.opts.quick ? 20_000 : 100_000;
   const logFile = path.join(ctx.stack.dir, 'h2load.log');
-  await measure(ctx, 'http2', true,
+  await measure(ctx, 'http2', 'h2',
     (url, warm) => h2load(url, { requests: warm ? 5000 : n, clients: 10, streams: 10, logFile, timeoutMs: 90_000 }),
     {
       direct: 'h2c upstream', sluice: 'h2c → h2c upstream', nginx: 'h2c → HTTP/1.1 upstream (nginx cannot proxy HTTP/2)', haproxy: 'h2c → h2c upstream',
@@ -364,11 +401,39 @@ async function http2Scenario(ctx: Ctx): Promise<void> {
     ctx.opts.nodeFloor ? [...TARGETS, 'node-http2'] : TARGETS);
 }
 
+/** Dubbo calls in flight, over this many connections (a consumer's few multiplexed connections). */
+const DUBBO_INFLIGHT = 64;
+const DUBBO_CONNECTIONS = 4;
+
+async function dubboScenario(ctx: Ctx, scenario: 'dubbo-header' | 'dubbo-attachment'): Promise<void> {
+  const seconds = ctx.opts.quick ? 2 : 5;
+  const answered = new Map<string, DubboLoadResult>();
+  const drive: Driver = async (url, warm) => {
+    const r = await dubboLoad({ host: '127.0.0.1', port: Number(new URL(url).port), connections: DUBBO_CONNECTIONS, inflight: DUBBO_INFLIGHT, seconds: warm ? 1 : seconds });
+    if (!warm) answered.set(url, r);
+    return r;
+  };
+  const how = scenario === 'dubbo-header'
+    ? 'route on the interface (service) only'
+    : 'route on attachment type=transfer → endpoints labelled group=Group_2';
+  await measure(ctx, scenario, scenario, drive, { direct: 'provider, no proxy', sluice: how }, ['direct', 'sluice']);
+  const want = DUBBO_VALUE[scenario];
+  for (const row of ctx.rows.filter((r) => r.scenario === scenario && !r.error)) {
+    const r = answered.get(targetOf(ctx.stack, row.target, scenario).url);
+    if (!r) continue;
+    const who = Object.entries(r.values).map(([v, n]) => `${v} ×${n}`).join(', ');
+    row.note = [row.note, `${DUBBO_FRAME_BYTES}-byte calls, ${DUBBO_INFLIGHT} in flight over ${DUBBO_CONNECTIONS} connections, answered by ${who || 'nobody'}`,
+      r.firstError ? `first error: ${r.firstError}` : ''].filter(Boolean).join('; ');
+    const wrong = Object.keys(r.values).filter((v) => v !== want);
+    if (row.target === 'sluice' && wrong.length) ctx.problems.push(`${scenario}: calls through Sluice were answered by ${wrong.join(', ')}, not only by ${want}`);
+  }
+}
+
 const IDLE_CONNECTIONS = 10_000;
 
 async function memoryIdle(ctx: Ctx, who: TargetName[]): Promise<void> {
   for (const t of who) {
-    let { url, proc } = targetOf(ctx.stack, t, false);
+    let { url, proc } = targetOf(ctx.stack, t, 'h1');
     let admin = ctx.stack.sluiceAdmin;
     const row: Row = { scenario: 'memory-idle', target: t };
     ctx.rows.push(row);
@@ -479,7 +544,8 @@ export function formatTable(report: Report): string {
     }
   }
   out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
-    'for direct, in parentheses, the upstream nginx\'s own. p50 +ms: p50 minus direct p50.');
+    'for direct, in parentheses, the upstream nginx\'s own (dubbo: the provider\'s). p50 +ms: p50 minus direct p50.',
+    'dubbo: req/s are calls/s; non2xx counts calls answered with a status other than OK.');
   return out.join('\n');
 }
 
@@ -517,6 +583,7 @@ export async function main(argv: string[]): Promise<number> {
       sluice: `node bin/sluice.js start, workers.threads ${opts.threads} (plus the main thread that accepts), explicit listeners, cluster protocol auto, access log off, tcp.sniffTimeoutMs 5000`,
       nginx: 'worker_processes 1, upstream keepalive 256, proxy_http_version 1.1, access_log off',
       haproxy: 'nbthread 1, -db (one process), http-reuse always, h2: proto h2 on bind and server',
+      'dubbo-provider': 'bench/load/dubbo-provider.ts: one node process, two ports, answers every call with a small string (its name); load from bench/load/dubbo-load.ts (dubbo scenarios only)',
     },
   };
   process.stdout.write(`Sluice load benchmarks  ${report.date}\n` +
@@ -548,6 +615,8 @@ export async function main(argv: string[]): Promise<number> {
       // nginx as a baseline; haproxy is left out: it needs two fds per connection and the
       // machine's hard limit (20000) keeps it under 10,000 connections
       'memory-idle': () => memoryIdle(c, opts.quick ? ['sluice'] : ['sluice', 'nginx']),
+      'dubbo-header': () => dubboScenario(c, 'dubbo-header'),
+      'dubbo-attachment': () => dubboScenario(c, 'dubbo-attachment'),
     };
     for (const sc of opts.scenarios) {
       const s0 = Date.now();

@@ -9,6 +9,13 @@
  * Each proxy has one worker (nginx worker_processes 1, haproxy nbthread 1, Sluice workers.threads
  * as asked), keeps upstream connections alive and pools them, and logs no requests.
  * nginx cannot speak HTTP/2 to an upstream: its h2 listener proxies to the HTTP/1.1 port.
+ *
+ * Dubbo (only when a dubbo scenario runs; nginx and haproxy do not speak it):
+ *
+ *   dubbo-load ──▶ direct ─────────────────────────────────────────────▶ provider :dubboPlain / :dubboGroup2
+ *              ──▶ sluice :dubboHeader     route service = interface ──▶ dubbo_plain  (:dubboPlain)
+ *              ──▶ sluice :dubboAttachment route type=transfer ───────▶ dubbo_groups, labels group=Group_2
+ *                                                                       (:dubboPlain unlabelled, :dubboGroup2)
  */
 import YAML from 'yaml';
 
@@ -20,7 +27,13 @@ export interface Ports {
   sluiceH1: number; sluiceH2: number; sluiceAdmin: number;
   nginxH1: number; nginxH2: number;
   haproxyH1: number; haproxyH2: number;
+  /** Dubbo: the provider's two ports and Sluice's two listeners (see the diagram above). */
+  dubboPlain?: number; dubboGroup2?: number;
+  sluiceDubboHeader?: number; sluiceDubboAttachment?: number;
 }
+
+/** The interface every Dubbo bench call names (bench/load/dubbo-load.ts sends it). */
+export const DUBBO_BENCH_SERVICE = 'org.sluice.bench.PaymentService';
 
 const NGINX_COMMON = (dir: string, name: string) => `
 worker_processes 1;
@@ -118,7 +131,7 @@ backend be_h2
 `;
 }
 
-export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean } = { h2: true }): string {
+export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; dubbo?: boolean } = { h2: true }): string {
   const listeners: unknown[] = [{ name: 'h1', address: `127.0.0.1:${p.sluiceH1}`, cluster: 'up_h1' }];
   const clusters: unknown[] = [{ name: 'up_h1', protocol: 'auto', endpoints: [`127.0.0.1:${p.up1}`] }];
   if (opts.h2 !== false) {
@@ -126,10 +139,26 @@ export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean } =
     // auto: the downstream speaks h2, so the upstream is spoken to in h2
     clusters.push({ name: 'up_h2', protocol: 'auto', endpoints: [`127.0.0.1:${p.up2}`] });
   }
+  const routes: unknown[] = [];
+  if (opts.dubbo) {
+    if (!p.dubboPlain || !p.dubboGroup2 || !p.sluiceDubboHeader || !p.sluiceDubboAttachment) throw new Error('dubbo ports missing');
+    // no default cluster on these listeners: a call that no route matches is refused (and counted)
+    listeners.push({ name: 'dubbo_header', address: `127.0.0.1:${p.sluiceDubboHeader}` });
+    listeners.push({ name: 'dubbo_attachment', address: `127.0.0.1:${p.sluiceDubboAttachment}` });
+    routes.push(
+      { name: 'dubbo-interface', match: { listener: 'dubbo_header', service: DUBBO_BENCH_SERVICE }, action: { cluster: 'dubbo_plain' } },
+      { name: 'dubbo-transfer', match: { listener: 'dubbo_attachment', headers: { type: 'transfer' } }, action: { cluster: 'dubbo_groups', labels: { group: 'Group_2' } } },
+    );
+    clusters.push(
+      { name: 'dubbo_plain', endpoints: [`127.0.0.1:${p.dubboPlain}`] },
+      { name: 'dubbo_groups', endpoints: [`127.0.0.1:${p.dubboPlain}`, { address: `127.0.0.1:${p.dubboGroup2}`, labels: { group: 'Group_2' } }] },
+    );
+  }
   return YAML.stringify({
     admin: { address: `127.0.0.1:${p.sluiceAdmin}` },
     workers: { threads },
     listeners,
+    routes,
     clusters,
     accessLog: { enabled: false },
     // A connection whose first bytes take longer than the sniff timeout is proxied as opaque TCP.

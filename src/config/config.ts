@@ -77,6 +77,7 @@ export interface SluiceConfig {
     via: string;
   };
   tcp: { sniffTimeoutMs: number; opaquePorts: number[]; connectTimeoutMs: number; idleTimeoutMs: number };
+  dubbo: { maxBodyBytes: number; serializations: number[]; maxCallsPerConnection: number };
   accessLog: { enabled: boolean; path: string; sampleRate: number };
   drain: { timeoutMs: number };
   logLevel: string;

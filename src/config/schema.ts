@@ -213,6 +213,19 @@ export const configSchema = {
         idleTimeoutMs: duration(3_600_000),
       },
     },
+    dubbo: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** A frame whose header announces a larger body is refused before any of it is buffered (Dubbo's own default). */
+        maxBodyBytes: { type: 'integer', minimum: 1024, maximum: 1_073_741_824, default: 8 * 1024 * 1024 },
+        /** Serialization ids accepted; 2 is Hessian2, the only one Sluice can read attachments from. */
+        serializations: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 31 }, minItems: 1, uniqueItems: true, default: [2] },
+        /** Calls in flight on one downstream connection; more are refused with status 100. */
+        maxCallsPerConnection: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 1000 },
+      },
+    },
     accessLog: {
       type: 'object',
       additionalProperties: false,

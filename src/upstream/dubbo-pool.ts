@@ -42,6 +42,8 @@ export interface DubboPoolLimits {
   /** Close a connection with no calls in flight after this long without a call. */
   idleTimeoutMs: number;
   maxBodyBytes?: number;
+  /** Serialization ids accepted in responses (the same set as from callers). */
+  serializations?: readonly number[];
 }
 
 interface Pending {
@@ -90,7 +92,7 @@ export class DubboUpstream {
     this.decoder = new DubboFrameDecoder({
       onFrame: (f) => this.onFrame(f),
       onError: (e) => this.onDecodeError(e),
-    }, { maxBodyBytes: limits.maxBodyBytes });
+    }, { maxBodyBytes: limits.maxBodyBytes, serializations: limits.serializations });
     const s = net.connect({ host, port, noDelay: true });
     this.socket = s;
     this.connectTimer = setTimeout(() => { this.connectTimer = null; s.destroy(); }, limits.connectTimeoutMs);

@@ -79,15 +79,18 @@ export class DubboSession {
   private readonly calls = new Set<DubboCall>();
   private peerCache: Peer | null = null;
   private draining = false;
+  private maxCalls = MAX_DUBBO_CALLS_IN_FLIGHT;
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
 
   start(): void {
+    const dubbo = this.rt.current().config.dubbo;
+    this.maxCalls = dubbo.maxCallsPerConnection;
     this.decoder = new DubboFrameDecoder({
       onFrame: (f) => this.onFrame(f),
       onError: (e) => this.onDecodeError(e),
-    });
+    }, { maxBodyBytes: dubbo.maxBodyBytes, serializations: dubbo.serializations });
     const s = this.socket;
     s.on('data', (d: Buffer) => this.onData(d));
     s.on('end', () => this.onEnd());
@@ -145,7 +148,7 @@ export class DubboSession {
       return;
     }
     const cfg = this.rt.current();
-    if (this.calls.size >= MAX_DUBBO_CALLS_IN_FLIGHT) {
+    if (this.calls.size >= this.maxCalls) {
       const p = cfg.protocol('dubbo');
       cfg.stats.inc(p.rqTotal);
       cfg.stats.inc(p.rqClass[5]);
@@ -273,6 +276,8 @@ class DubboCall implements DubboCallSink {
     const limits: DubboPoolLimits = {
       connectTimeoutMs: cluster?.connectTimeoutMs ?? c.tcp.connectTimeoutMs,
       idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
+      maxBodyBytes: c.dubbo.maxBodyBytes,
+      serializations: c.dubbo.serializations,
     };
     const pool = this.session.rt.pools.dubbo(host, port, this.upstreamKey);
     const { stats } = this.cfg;

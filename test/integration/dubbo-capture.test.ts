@@ -149,6 +149,8 @@ t.test('Dubbo in a captured pod', async (t) => {
       'the captured connection was detected as Dubbo');
     t.equal((s.get('sluice_downstream_rq_total{protocol="dubbo"}') ?? 0) - rq0, 1, 'one Dubbo request');
     t.ok((s.get('sluice_downstream_cx_total{listener="outbound"}') ?? 0) >= 1, 'went through the outbound listener');
+    const up = 'sluice_upstream_rq_total{cluster="original_dst"}';
+    t.equal((s.get(up) ?? 0) - (s0.get(up) ?? 0), 1, 'Sluice sent it on to the original destination');
   });
 
   await t.test('inbound: a consumer without a sidecar reaches the pod\'s provider through Sluice', async (t) => {
@@ -164,5 +166,7 @@ t.test('Dubbo in a captured pod', async (t) => {
     t.equal((s.get('sluice_downstream_cx_total{listener="inbound"}') ?? 0) - in0, 1, 'one inbound connection');
     t.ok((s.get('sluice_downstream_cx_protocol_total{listener="inbound",protocol="dubbo"}') ?? 0) >= 1,
       'detected as Dubbo on the inbound listener');
+    const up = 'sluice_upstream_rq_total{cluster="inbound_local"}';
+    t.equal((s.get(up) ?? 0) - (s0.get(up) ?? 0), 1, 'Sluice sent it on to the local application');
   });
 });
