@@ -21,7 +21,8 @@ import { Listeners } from './listener/listeners';
 import { loadNative, nativeLoadError } from './listener/native';
 import { SharedState } from './shared/shared-state';
 import { StatsRegistry, Stats } from './stats/stats';
-import { CONTROL_CHANNEL, type ConfigSnapshot, type ControlMessage } from './workers/messages';
+import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from './workers/messages';
+import { RpcStatsTable } from './stats/rpc-stats';
 import { WorkerRuntime } from './workers/runtime';
 import { serveConnection } from './workers/connection';
 
@@ -55,6 +56,8 @@ export class Sluice {
    */
   private readonly controlName = `${CONTROL_CHANNEL}:${++instances}`;
   private readonly control = new BroadcastChannel(this.controlName);
+  /** Per interface and method RPC stats, summed from the workers' deltas. */
+  readonly rpcStats = new RpcStatsTable(rpcChannelName(this.controlName));
   private localRuntime: WorkerRuntime | null = null;
   private config: SluiceConfig;
   private version = 0;
@@ -235,7 +238,7 @@ export class Sluice {
   private unwatch: () => void = () => {};
 
   private serveLocally(socket: import('node:net').Socket, listenerName: string, dst: { address: string; port: number } | null): void {
-    this.localRuntime ??= new WorkerRuntime(this.shared);
+    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName));
     const rt = this.localRuntime;
     const listener = rt.current().listeners.get(listenerName);
     if (!listener) { socket.destroy(); return; }
@@ -275,6 +278,7 @@ export class Sluice {
       if (this.listeners.active > 0) log.warn({ open: this.listeners.active }, 'drain timeout: closing remaining connections');
       await this.pool.destroy().catch(() => {});
       this.control.close();
+      this.rpcStats.close();
       await this.admin.close();
       log.info('sluice stopped');
     })();

@@ -106,7 +106,7 @@ export class AdminServer {
         else this.send(res, 200, 'ready\n');
         return;
       case 'GET /stats':
-        this.send(res, 200, s.registry.render(s.shared), 'text/plain; version=0.0.4; charset=utf-8');
+        this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
         return;
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: s.currentConfig });

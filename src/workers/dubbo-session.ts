@@ -364,6 +364,8 @@ class DubboCall implements DubboCallSink {
     stats.dec(this.pstats.rqActive);
     if (this.status) stats.inc(this.pstats.rqClass[classOf(this.status)]);
     this.upstreamDone();
+    const v = this.view;
+    if (v) this.session.rt.rpcStats?.record(v.service, v.method, this.frame.twoWay ? this.status : 'oneway', performance.now() - this.start0);
     if (this.cfg.accessLog.enabled) this.log();
     this.session.callFinished(this);
   }

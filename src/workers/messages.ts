@@ -31,3 +31,8 @@ export interface ConfigSnapshot {
 export type ControlMessage = { type: 'drain' };
 
 export const CONTROL_CHANNEL = 'sluice-control';
+
+/** Per-method RPC stats deltas travel on a channel of their own, beside the control channel. */
+export function rpcChannelName(control: string): string {
+  return `${control}:rpc`;
+}

@@ -14,6 +14,7 @@ import { UpstreamPools } from '../upstream/upstream-pools';
 import type { ConfigSnapshot } from './messages';
 import { AccessLog } from './access-log';
 import { log } from '../log';
+import { RpcStatsCollector } from '../stats/rpc-stats';
 
 export interface ProtocolStats {
   rqTotal: number; rqActive: number; protocolError: number; noRoute: number; timeout: number;
@@ -90,8 +91,15 @@ export class WorkerRuntime {
   readonly connections = new Set<{ drain(): void }>();
   draining = false;
 
-  /** `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread. */
-  constructor(readonly shared: SharedState, private readonly gaugeRow = -1) {
+  /** Per interface and method counts of RPC protocols, sent to the main thread. */
+  readonly rpcStats: RpcStatsCollector | null;
+
+  /**
+   * `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread.
+   * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable).
+   */
+  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string) {
+    this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
     this.pools = new UpstreamPools(() => this.current());
   }
 
@@ -120,5 +128,6 @@ export class WorkerRuntime {
     for (const c of [...this.connections]) c.drain();
     this.pools.closeIdle();
     this.compiled?.accessLog.flush();
+    this.rpcStats?.flush();
   }
 }

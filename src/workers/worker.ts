@@ -8,7 +8,7 @@ import net from 'node:net';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { SharedState } from '../shared/shared-state';
-import { CONTROL_CHANNEL, type ConnectionTask, type ControlMessage } from './messages';
+import { CONTROL_CHANNEL, rpcChannelName, type ConnectionTask, type ControlMessage } from './messages';
 import { WorkerRuntime } from './runtime';
 import { serveConnection } from './connection';
 import { log } from '../log';
@@ -17,7 +17,7 @@ import { loadNative } from '../listener/native';
 const data = workerData as { shared: SharedArrayBuffer; control?: string };
 const shared = new SharedState(data.shared);
 // gauges this worker raises live in its own row: if it dies, the main thread zeroes them
-const rt = new WorkerRuntime(shared, shared.claimGaugeRow(threadId));
+const rt = new WorkerRuntime(shared, shared.claimGaugeRow(threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL));
 const native = loadNative();
 if (shared.draining) rt.draining = true;
 
