@@ -228,7 +228,9 @@ t.test('calls, attachment routing shared with HTTP, heartbeats, concurrency', as
     let right = 0;
     for (let i = 0; i < n; i++) if (answers[i].status === 20 && /^g[12]:slow:/.test(String(answers[i].value)) && String(answers[i].value).endsWith(`:n${i}`)) right++;
     t.equal(right, n, 'every answer matches its call');
-    const st = await stats(s.admin);
+    // counters are bumped by the worker just after it wrote each answer: wait for the last one
+    const done = (m: Map<string, number>) => (m.get('sluice_downstream_rq_xx_total{protocol="dubbo",class="2xx"}') ?? 0) - (st0.get('sluice_downstream_rq_xx_total{protocol="dubbo",class="2xx"}') ?? 0) >= n;
+    const st = await waitFor(async () => { const m = await stats(s.admin); return done(m) ? m : null; }, 5000, 'all calls counted').catch(() => stats(s.admin));
     const delta = (k: string) => (st.get(k) ?? 0) - (st0.get(k) ?? 0);
     // one connection per endpoint was open already; under this load at most one more each
     t.ok(delta('sluice_upstream_cx_total{cluster="c"}') <= 2, 'multiplexed: at most 2 connections per endpoint');
