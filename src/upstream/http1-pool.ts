@@ -10,6 +10,7 @@ import { Http1Decoder, type Http1Handler, type Http1Head } from '../codecs/http1
 import type { ProtocolError } from '../errors';
 import { log } from '../log';
 import type { Stats } from '../stats/stats';
+import type { ClusterConfig, SluiceConfig } from '../config/config';
 import type { ClusterStats } from './cluster';
 
 export interface Http1ResponseSink {
@@ -38,6 +39,22 @@ export interface PoolLimits {
   idleTimeoutMs: number;
   maxHeaderBytes: number;
   maxHeaders: number;
+}
+
+/**
+ * The pool limits for a request to `cluster` (or to an original destination, when undefined).
+ * Built per request from the config the request started under; the Envoy circuit-breaker
+ * defaults (1024) apply to original destinations.
+ */
+export function poolLimits(config: SluiceConfig, cluster: ClusterConfig | undefined): PoolLimits {
+  return {
+    maxConnections: cluster?.maxConnectionsPerEndpoint ?? 1024,
+    maxPending: cluster?.maxPendingRequests ?? 1024,
+    connectTimeoutMs: cluster?.connectTimeoutMs ?? config.tcp.connectTimeoutMs,
+    idleTimeoutMs: config.http.upstreamIdleTimeoutMs,
+    maxHeaderBytes: config.http.maxHeaderBytes,
+    maxHeaders: config.http.maxHeaders,
+  };
 }
 
 export type AcquireError = 'connect_failed' | 'connect_timeout' | 'overflow';

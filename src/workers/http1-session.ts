@@ -20,7 +20,7 @@ import type { LocalReply } from '../filters/filter';
 import { hostOnly, pathOf, type Peer, type RequestView } from '../filters/request-view';
 import type { RouteTarget } from '../filters/router';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
-import type { AcquireError, Http1Connection, Http1ResponseSink, PoolLimits } from '../upstream/http1-pool';
+import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
 import { chooseUpstream, isLocalReply, type ConnectionInfo } from './connection';
 import type { CompiledConfig, WorkerRuntime } from './runtime';
 
@@ -322,16 +322,7 @@ class Http1Exchange implements Http1ResponseSink {
     this.upstreamKey = choice.key;
     const { host, port } = choice;
     this.attempts++;
-    const c = this.cfg.config;
-    const cluster = target.kind === 'cluster' ? target.cluster.config : undefined;
-    const limits: PoolLimits = {
-      maxConnections: cluster?.maxConnectionsPerEndpoint ?? 1024,
-      maxPending: cluster?.maxPendingRequests ?? 1024,
-      connectTimeoutMs: cluster?.connectTimeoutMs ?? c.tcp.connectTimeoutMs,
-      idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
-      maxHeaderBytes: c.http.maxHeaderBytes,
-      maxHeaders: c.http.maxHeaders,
-    };
+    const limits = poolLimits(this.cfg.config, target.kind === 'cluster' ? target.cluster.config : undefined);
     const pool = this.session.rt.pools.http1(host, port, this.upstreamKey, limits);
     pool.acquire((err, conn) => this.onAcquired(err, conn), limits, this.cstats);
   }

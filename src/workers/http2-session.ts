@@ -30,7 +30,7 @@ import type { LocalReply } from '../filters/filter';
 import { hostOnly, pathOf, type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
 import type { RouteTarget } from '../filters/router';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
-import type { AcquireError, Http1Connection, Http1ResponseSink } from '../upstream/http1-pool';
+import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
 import type { UpstreamSession } from '../upstream/http2-pool';
 import { chooseUpstream, isLocalReply, type ConnectionInfo } from './connection';
 import type { CompiledConfig, WorkerRuntime } from './runtime';
@@ -566,16 +566,7 @@ class Http2Exchange implements Http1ResponseSink {
   // ── HTTP/1.1 upstream ────────────────────────────────────────────────────
 
   private forwardH1(host: string, port: number): void {
-    const c = this.cfg.config;
-    const cluster = this.target?.kind === 'cluster' ? this.target.cluster.config : undefined;
-    const limits = {
-      maxConnections: cluster?.maxConnectionsPerEndpoint ?? 1024,
-      maxPending: cluster?.maxPendingRequests ?? 1024,
-      connectTimeoutMs: cluster?.connectTimeoutMs ?? c.tcp.connectTimeoutMs,
-      idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
-      maxHeaderBytes: c.http.maxHeaderBytes,
-      maxHeaders: c.http.maxHeaders,
-    };
+    const limits = poolLimits(this.cfg.config, this.target?.kind === 'cluster' ? this.target.cluster.config : undefined);
     const pool = this.rt.pools.http1(host, port, this.upstreamKey, limits);
     this.stream.pause();
     pool.acquire((err, conn) => this.onAcquired(err, conn), limits, this.cstats!);
