@@ -1,54 +1,116 @@
 /**
- * HTTP/2 (h2c) sessions to one endpoint, owned by one worker, shared by every
- * stream to that endpoint. One session normally carries everything (one TCP
- * connection batches best); another opens only when every open one is at the
- * peer's SETTINGS_MAX_CONCURRENT_STREAMS, so requests never queue silently
- * behind a peer's limit.
+ * HTTP/2 (h2c) connections to one endpoint, owned by one worker, shared by
+ * every stream to that endpoint, on Sluice's own HTTP/2 codec. One connection
+ * normally carries everything (one TCP connection batches best); another opens
+ * only when every open one is at the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
+ * so requests never queue silently behind a peer's limit.
  *
- *   acquire() ─▶ first open session with a free stream slot ─▶ stream
- *            └─▶ none: open a session (counted in upstream_cx_total)
- *   release() ◀─ the stream closed
+ *   acquire() ─▶ first open connection with a free stream slot ─▶ request()
+ *            └─▶ none: open one (counted in upstream_cx_total)
+ *   release() ◀─ the stream ended, either way
  *
- * A session that errors, closes, is sent GOAWAY, or has used up its stream ids
- * stops taking streams; the ones already on it finish or fail on their own.
- * A session without streams for the idle timeout is closed by a sweep, not by
- * Node's session timer: that one is re-armed by every frame, which costs a
- * timer-list update several times per request on the hot path.
+ * A connection that fails, closes, is sent GOAWAY, or has used up its stream
+ * ids stops taking streams; the ones already on it finish or fail on their own.
+ * A connection without streams for the idle timeout is closed by a sweep.
  */
-import http2 from 'node:http2';
 import net from 'node:net';
+import { Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream } from '../codecs/http2/http2-connection';
 import type { Stats } from '../stats/stats';
 import type { ClusterStats } from './cluster';
 
-/**
- * Client stream ids are odd and stop at 2^31-1; a session that has opened this
- * many streams is retired before Node would refuse the next one.
- */
-const MAX_STREAMS_PER_SESSION = 1_000_000_000;
 /** Until the peer's SETTINGS arrive, assume the least RFC 9113 (5.1.2) recommends: a burst must not queue behind a smaller limit. */
 const INITIAL_STREAM_LIMIT = 100;
 
-export class UpstreamSession {
-  /** Streams open on this session now. */
+export const UPSTREAM_H2_OPTIONS: Http2Options = {
+  maxConcurrentStreams: 0,
+  initialWindow: 1 << 20,
+  connectionWindow: 16 << 20,
+  maxHeaderListSize: 256 * 1024,
+  maxHeaderCount: 1000,
+};
+
+export class UpstreamSession implements Http2ConnectionHost {
+  /** Streams open on this connection now. */
   active = 0;
-  /** Streams ever opened. */
-  opened = 0;
-  limit = INITIAL_STREAM_LIMIT;
   /** Takes no new streams (error, GOAWAY, closed, ids used up). */
   retired = false;
   connected = false;
+  closed = false;
   /** When `active` last fell to 0 (performance.now()). */
   idleSince = performance.now();
+  readonly conn: Http2Connection;
+  readonly socket: net.Socket;
+  private readonly timer: NodeJS.Timeout;
 
-  constructor(readonly session: http2.ClientHttp2Session) {}
+  constructor(private readonly pool: Http2Pool, host: string, port: number, private readonly cstats: ClusterStats, connectTimeoutMs: number) {
+    this.conn = new Http2Connection(false, this, UPSTREAM_H2_OPTIONS);
+    const socket = net.connect({ host, port, noDelay: true });
+    this.socket = socket;
+    const stats = pool.stats;
+    stats.inc(cstats.cxTotal);
+    this.timer = setTimeout(() => { if (!this.connected) socket.destroy(); }, connectTimeoutMs);
+    socket.once('connect', () => {
+      this.connected = true;
+      clearTimeout(this.timer);
+      stats.inc(cstats.cxActive);
+    });
+    socket.on('data', (d: Buffer) => this.conn.receive(d));
+    socket.on('drain', () => this.conn.onDrain());
+    socket.on('error', () => {});
+    socket.once('close', () => this.onSocketClose());
+    // an idle connection must not keep a draining worker alive
+    socket.unref();
+  }
 
-  /** One stream opened by acquire() closed. */
+  get limit(): number {
+    return this.conn.settled ? Math.max(1, this.conn.peerMaxStreams) : INITIAL_STREAM_LIMIT;
+  }
+
+  /** Can take one more stream now. */
+  get open(): boolean {
+    return !this.retired && !this.conn.goingAway && this.active < this.limit && this.conn.idsLeft > 0;
+  }
+
+  /** One stream opened on this connection ended. */
   release(): void {
     if (--this.active === 0) this.idleSince = performance.now();
   }
+
+  write(data: Buffer): boolean {
+    return this.socket.write(data);
+  }
+
+  writeMany(data: Buffer[]): boolean {
+    return writeAll(this.socket, data);
+  }
+
+  onStream(s: Http2Stream): void {
+    // a client is never sent requests; the codec refuses them before this
+    this.conn.reset(s, 0x1);
+  }
+
+  onEnd(): void {
+    this.pool.retire(this);
+    this.socket.end();
+    // a peer that does not close its side is not waited for
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  onGoaway(): void { this.pool.retire(this); }
+
+  onIdle(): void {}
+
+  private onSocketClose(): void {
+    clearTimeout(this.timer);
+    this.closed = true;
+    if (this.connected) this.pool.stats.dec(this.cstats.cxActive);
+    else this.pool.stats.inc(this.cstats.cxConnectFail);
+    this.pool.retire(this);
+    this.conn.destroy();
+  }
 }
 
-/** Pools with sessions, swept for idle ones by one timer per thread. */
+/** Pools with connections, swept for idle ones by one timer per thread. */
 const sweptPools = new Set<Http2Pool>();
 let sweeper: NodeJS.Timeout | null = null;
 
@@ -62,50 +124,17 @@ export class Http2Pool {
   private sessions: UpstreamSession[] = [];
   private idleTimeoutMs = 0;
 
-  constructor(readonly host: string, readonly port: number, private readonly stats: Stats) {}
+  constructor(readonly host: string, readonly port: number, readonly stats: Stats) {}
 
-  /** A session with a free stream slot; the caller opens one stream on it and calls its release() when that stream closes. */
+  /** A connection with a free stream slot; the caller opens one stream on it and calls its release() when that stream ends. */
   acquire(cstats: ClusterStats, connectTimeoutMs: number, idleTimeoutMs = 0): UpstreamSession {
     this.idleTimeoutMs = idleTimeoutMs;
     const list = this.sessions;
     for (let i = 0; i < list.length; i++) {
       const s = list[i];
-      if (s.active < s.limit && !s.retired && !s.session.closed && !s.session.destroyed) return this.take(s);
+      if (s.open) { s.active++; return s; }
     }
-    return this.take(this.open(cstats, connectTimeoutMs, idleTimeoutMs));
-  }
-
-  private take(s: UpstreamSession): UpstreamSession {
-    s.active++;
-    if (++s.opened >= MAX_STREAMS_PER_SESSION) this.retire(s, true);
-    return s;
-  }
-
-  /** Closes sessions that have had no stream for the idle timeout. */
-  closeIdle(now: number): void {
-    const limit = this.idleTimeoutMs;
-    if (limit <= 0) return;
-    for (const s of [...this.sessions]) if (s.active === 0 && now - s.idleSince >= limit) this.retire(s, true);
-  }
-
-  private retire(s: UpstreamSession, close: boolean): void {
-    if (s.retired) return;
-    s.retired = true;
-    const i = this.sessions.indexOf(s);
-    if (i >= 0) this.sessions.splice(i, 1);
-    if (this.sessions.length === 0) sweptPools.delete(this);
-    // close() is graceful: streams on the session finish, no new ones start
-    if (close && !s.session.closed && !s.session.destroyed) s.session.close();
-  }
-
-  private open(cstats: ClusterStats, connectTimeoutMs: number, idleTimeoutMs: number): UpstreamSession {
-    const authority = this.host.includes(':') ? `http://[${this.host}]:${this.port}` : `http://${this.host}:${this.port}`;
-    const session = http2.connect(authority, {
-      settings: { enablePush: false },
-      peerMaxConcurrentStreams: INITIAL_STREAM_LIMIT,
-      createConnection: () => net.connect({ host: this.host, port: this.port, noDelay: true }),
-    });
-    const s = new UpstreamSession(session);
+    const s = new UpstreamSession(this, this.host, this.port, cstats, connectTimeoutMs);
     this.sessions.push(s);
     if (idleTimeoutMs > 0) {
       sweptPools.add(this);
@@ -114,34 +143,33 @@ export class Http2Pool {
         sweeper.unref();
       }
     }
-    this.stats.inc(cstats.cxTotal);
-    const timer = setTimeout(() => { if (!s.connected) session.destroy(new Error('connect timeout')); }, connectTimeoutMs);
-    session.once('connect', () => {
-      s.connected = true;
-      clearTimeout(timer);
-      this.stats.inc(cstats.cxActive);
-    });
-    session.on('remoteSettings', (settings: http2.Settings) => {
-      const max = settings.maxConcurrentStreams;
-      if (max !== undefined) s.limit = Math.max(1, max);
-    });
-    session.on('error', () => {
-      if (!s.connected) this.stats.inc(cstats.cxConnectFail);
-      this.retire(s, false);
-    });
-    session.on('goaway', () => this.retire(s, false));
-    session.once('close', () => {
-      clearTimeout(timer);
-      this.retire(s, false);
-      if (s.connected) this.stats.dec(cstats.cxActive);
-    });
-    // an idle session must not keep a draining worker alive
-    session.unref();
+    s.active++;
     return s;
   }
 
-  /** Closes every session gracefully (drain, or the endpoint left the config). */
+  /** Closes connections that have had no stream for the idle timeout. */
+  closeIdle(now: number): void {
+    const limit = this.idleTimeoutMs;
+    if (limit <= 0) return;
+    for (const s of [...this.sessions]) if (s.active === 0 && now - s.idleSince >= limit) this.close1(s);
+  }
+
+  retire(s: UpstreamSession): void {
+    if (s.retired) return;
+    s.retired = true;
+    const i = this.sessions.indexOf(s);
+    if (i >= 0) this.sessions.splice(i, 1);
+    if (this.sessions.length === 0) sweptPools.delete(this);
+  }
+
+  private close1(s: UpstreamSession): void {
+    this.retire(s);
+    // graceful: GOAWAY, streams on it finish, then the socket ends
+    if (!s.closed) s.conn.shutdown();
+  }
+
+  /** Closes every connection gracefully (drain, or the endpoint left the config). */
   close(): void {
-    for (const s of [...this.sessions]) this.retire(s, true);
+    for (const s of [...this.sessions]) this.close1(s);
   }
 }

@@ -1,31 +1,27 @@
 /**
- * Downstream HTTP/2 (h2c prior knowledge, gRPC included). Node's HTTP/2 stack
- * does the framing; each stream runs through the filter chain and goes to an
- * upstream HTTP/2 session (the default: captured HTTP/2 stays HTTP/2) or, for
- * clusters that say `protocol: http1`, to an HTTP/1.1 connection.
+ * Downstream HTTP/2 (h2c prior knowledge, gRPC included) on Sluice's own
+ * HTTP/2 codec. Each stream runs through the filter chain and goes to an
+ * upstream HTTP/2 connection (the default: captured HTTP/2 stays HTTP/2) or,
+ * for clusters that say `protocol: http1`, to an HTTP/1.1 connection.
  *
- *   stream ─▶ filter chain ─▶ Http2Pool session.request() ─▶ upstream (h2)
- *                        └──▶ Http1Pool connection ─────────▶ upstream (h1)
+ *   stream ─▶ filter chain ─▶ Http2Pool connection.request() ─▶ upstream (h2)
+ *                        └──▶ Http1Pool connection ────────────▶ upstream (h1)
  *
- * Trailers (gRPC status) are carried end to end; resets are passed on as resets
- * in both directions, so a cut-off response or upload is never mistaken for a
- * complete one. Requests that surely never reached an upstream (it could not be
- * connected, or it refused the stream) are tried again, up to MAX_ATTEMPTS.
- *
- * This is the hot path, and Node's HTTP/2 streams cost far more than our code.
- * Each exchange adds as little as it can: stream listeners are module-level
- * functions that find their exchange through a symbol on the stream (no
- * closures per stream), header objects are forwarded without copies (Node
- * copies them anyway), trailers are waited for only when they can come, idle
- * connections are found by a sweep instead of Node's per-frame session timer,
- * and Node 20's costly AsyncResource#bind() is replaced (see below).
+ * Header lists pass through as the flat arrays the HPACK decoder made, with
+ * `via` added. Bodies are passed on chunk by chunk; a chunk's flow-control
+ * window is given back to the sender only once the other side has taken it,
+ * so a slow reader slows the writer down instead of filling memory.
+ * Trailers (gRPC status) are carried end to end; resets are passed on as
+ * resets in both directions, so a cut-off response or upload is never
+ * mistaken for a complete one. Requests that surely never reached an upstream
+ * (it could not be connected, or it refused the stream) are tried again, up to
+ * MAX_ATTEMPTS.
  */
-import { AsyncResource } from 'node:async_hooks';
-import http2 from 'node:http2';
 import type net from 'node:net';
-import { Readable, addAbortSignal } from 'node:stream';
 import type { Http1Head } from '../codecs/http1/http1-decoder';
 import { chunkParts, isHopByHop, lastChunk, type Framing } from '../codecs/http1/http1-encoder';
+import { H2Error } from '../codecs/http2/frames';
+import { Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream, type Http2StreamHandler } from '../codecs/http2/http2-connection';
 import type { LocalReply } from '../filters/filter';
 import { hostOnly, pathOf, type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
 import type { RouteTarget } from '../filters/router';
@@ -35,50 +31,10 @@ import type { UpstreamSession } from '../upstream/http2-pool';
 import { chooseUpstream, isLocalReply, type ConnectionInfo } from './connection';
 import type { CompiledConfig, WorkerRuntime } from './runtime';
 
-const {
-  HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE,
-  NGHTTP2_REFUSED_STREAM,
-} = http2.constants;
-
-/**
- * Node 20's AsyncResource#bind() wraps both accessors of the deprecated `asyncResource`
- * property (DEP0172) with util.deprecate() on every call, and deprecate() sets the
- * prototype of each function it makes: slow in itself and bad for V8's caches
- * (nodejs/node#58218, fixed in later release lines by nodejs/node#58928).
- * ClientHttp2Session#request() binds once per stream, and on this path that cost
- * about a fifth of a worker's CPU. Where the slow form is present, bind() is
- * replaced by the same function without the deprecate() wrappers: same async
- * scope, `this`, `length` and `asyncResource`; only the one-time warning on
- * reading `asyncResource` is gone.
- */
-export function installFastAsyncResourceBind(): boolean {
-  const proto = AsyncResource.prototype as unknown as { bind: (fn: unknown, thisArg?: unknown) => unknown };
-  if (proto.bind.name === 'fastBind') return false;
-  const probe = new AsyncResource('SluiceProbe').bind(() => {});
-  const get = Object.getOwnPropertyDescriptor(probe, 'asyncResource')?.get;
-  if (!get || Object.getPrototypeOf(get) === Function.prototype) return false; // nothing to fix here
-  proto.bind = function fastBind(this: AsyncResource, fn: unknown, thisArg?: unknown): unknown {
-    if (typeof fn !== 'function') {
-      throw Object.assign(new TypeError(`The "fn" argument must be of type function. Received ${typeof fn}`), { code: 'ERR_INVALID_ARG_TYPE' });
-    }
-    const f = fn as (...args: unknown[]) => unknown;
-    const resource = this;
-    const bound = thisArg === undefined
-      ? function (this: unknown, ...args: unknown[]) { return resource.runInAsyncScope(f, this, ...args); }
-      : resource.runInAsyncScope.bind(resource, f, thisArg);
-    let self = resource;
-    Object.defineProperties(bound, {
-      length: { configurable: true, enumerable: false, value: f.length, writable: false },
-      asyncResource: { configurable: true, enumerable: true, get: () => self, set: (v: AsyncResource) => { self = v; } },
-    });
-    return bound;
-  };
-  return true;
-}
-installFastAsyncResourceBind();
-
 /** Tries per request when an upstream cannot be reached or refuses the stream before it was processed. */
 const MAX_ATTEMPTS = 3;
+/** Streams a client may have open on one connection. */
+const MAX_CONCURRENT_STREAMS = 1000;
 
 /** HTTP status → gRPC status, as gRPC's own HTTP mapping has it. */
 function grpcStatusFor(status: number): number {
@@ -92,8 +48,22 @@ function grpcStatusFor(status: number): number {
   }
 }
 
-function isGrpc(contentType: unknown): boolean {
-  return typeof contentType === 'string' && contentType.startsWith('application/grpc');
+function isGrpc(contentType: string | undefined): boolean {
+  return contentType !== undefined && contentType.startsWith('application/grpc');
+}
+
+/** The value of a field in a flat list, or undefined. */
+function field(f: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < f.length; i += 2) if (f[i] === name) return f[i + 1];
+  return undefined;
+}
+
+/** Adds our `via` to a flat field list in place (after any `via` already there). */
+function addVia(f: string[], via: string): void {
+  for (let i = 0; i < f.length; i += 2) {
+    if (f[i] === 'via') { f[i + 1] = `${f[i + 1]}, ${via}`; return; }
+  }
+  f.push('via', via);
 }
 
 class Http2View implements RequestView {
@@ -101,8 +71,8 @@ class Http2View implements RequestView {
   readonly method: string;
   readonly path: string;
   constructor(readonly protocol: RequestProtocol, private readonly info: ConnectionInfo, private readonly peer: Peer,
-    private readonly headers: http2.IncomingHttpHeaders) {
-    const path = pathOf(String(headers[HTTP2_HEADER_PATH] ?? '/'));
+    private readonly s: Http2Stream) {
+    const path = pathOf(s.path);
     this.path = path;
     if (protocol === 'grpc') {
       // /package.Service/Method
@@ -110,195 +80,157 @@ class Http2View implements RequestView {
       this.service = slash > 0 ? path.slice(1, slash) : path.slice(1);
       this.method = slash > 0 ? path.slice(slash + 1) : '';
     } else {
-      this.service = hostOnly(String(headers[HTTP2_HEADER_AUTHORITY] ?? headers.host ?? ''));
-      this.method = String(headers[HTTP2_HEADER_METHOD] ?? '');
+      this.service = hostOnly(s.authority);
+      this.method = s.method;
     }
   }
   get direction() { return this.info.listener.config.direction; }
   get listener() { return this.info.listener.config.name; }
   get destination() { return this.info.dst; }
   get source(): Peer { return this.peer; }
-  header(name: string): string | undefined {
-    const v = this.headers[name];
-    return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : String(v);
-  }
+  header(name: string): string | undefined { return this.s.header(name); }
 }
 
-/** A downstream connection: where it came from, and how many streams it has open now. */
-interface DownSession {
-  readonly info: ConnectionInfo;
-  readonly peer: Peer;
-  readonly session: http2.ServerHttp2Session;
-  active: number;
-  /** When `active` last fell to 0 (performance.now()). */
-  idleSince: number;
-}
-
-/** The connection being handed to the HTTP/2 server, for its 'session' event (emitted synchronously). */
-let pending: { info: ConnectionInfo; peer: Peer } | null = null;
-const downSessions = new WeakMap<http2.Http2Session, DownSession>();
-const servers = new WeakMap<WorkerRuntime, http2.Http2Server>();
-
-function serverFor(rt: WorkerRuntime): http2.Http2Server {
-  let server = servers.get(rt);
-  if (server) return server;
-  const http = rt.current().config.http;
-  server = http2.createServer({
-    maxHeaderListPairs: http.maxHeaders,
-    maxSendHeaderBlockLength: http.maxHeaderBytes,
-    settings: { maxHeaderListSize: http.maxHeaderBytes, maxConcurrentStreams: 1000, enablePush: false },
-    // MB a session may buffer before Node refuses new streams on it (Node's default is 10)
-    maxSessionMemory: 32,
-  });
-  // A connection is idle when it has had no stream for http.idleTimeoutMs (Envoy's meaning). A sweep
-  // finds those; Node's session timer would be re-armed by every frame, several times per request.
-  const live = new Set<DownSession>();
-  const sweep = setInterval(() => {
-    const limit = rt.current().config.http.idleTimeoutMs;
-    const now = performance.now();
-    for (const d of live) if (d.active === 0 && now - d.idleSince >= limit && !d.session.closed) d.session.close();
-  }, Math.max(50, Math.min(1000, http.idleTimeoutMs / 4)));
-  sweep.unref();
-  server.on('session', (session: http2.ServerHttp2Session) => {
-    if (pending) {
-      const d: DownSession = { info: pending.info, peer: pending.peer, session, active: 0, idleSince: performance.now() };
-      downSessions.set(session, d);
-      live.add(d);
-      session.on('close', () => live.delete(d));
-    }
-    const drainer = { drain: () => { if (!session.closed) session.close(); } };
-    rt.connections.add(drainer);
-    session.on('close', () => rt.connections.delete(drainer));
-    session.on('error', () => session.destroy());
-    if (rt.draining) session.close();
-  });
-  server.on('stream', (stream, headers) => {
-    const d = downSessions.get(stream.session as http2.ServerHttp2Session);
-    if (!d) { reset(stream); return; }
-    try {
-      new Http2Exchange(rt, rt.current(), d, stream, headers).start();
-    } catch (err) {
-      rt.logError(err as Error, 'http2 stream');
-      reset(stream);
-    }
-  });
-  server.on('sessionError', () => {});
-  servers.set(rt, server);
-  return server;
-}
-
-export function serveHttp2(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
-  // without this, sockets the client left stay in CLOSE_WAIT
-  socket.allowHalfOpen = false;
-  const server = serverFor(rt);
-  // once per connection, while the socket is surely open (the access log may ask after it closed)
-  pending = { info, peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 } };
-  try {
-    server.emit('connection', socket);
-  } finally {
-    pending = null;
-  }
-}
-
-const FAILED = new Error('reset by sluice');
-/** An AbortError: Node resets a stream destroyed with one with CANCEL; Node exports no way to build one. */
-const CANCELLED: Error = (() => {
-  const ac = new AbortController();
-  ac.abort();
-  const r = new Readable({ read() {} });
-  r.on('error', () => {});
-  addAbortSignal(ac.signal, r);
-  return r.errored ?? new Error('cancelled');
-})();
-
-/**
- * Resets a stream: RST_STREAM with INTERNAL_ERROR, or CANCEL when we give up on it.
- * Not close(code): on a stream whose writable side is open, Node's close() ends
- * that side first, so the peer gets END_STREAM, a clean end of a message that was
- * cut off, and the RST_STREAM after it (if at all) comes too late to matter.
- */
-function reset(s: http2.Http2Stream, cancel = false): void {
-  if (!s.destroyed) s.destroy(cancel ? CANCELLED : FAILED);
-}
-
-/**
- * True when a stream's 'end' came from END_STREAM. Node also pushes an end into
- * the readable side of a stream it destroys (RST_STREAM received, session or
- * socket gone), and that end must not pass for a complete message.
- */
-function endedCleanly(s: http2.Http2Stream): boolean {
-  return !s.destroyed && !s.aborted;
-}
-
-/** h2 request headers → the flat HTTP/1 list, pseudo-headers and connection-specific fields left out. */
-function toFlat(headers: http2.IncomingHttpHeaders): string[] {
+/** h2 request fields → the flat HTTP/1 list, pseudo-headers and connection-specific fields left out, cookies joined. */
+function toFlat(f: readonly string[]): string[] {
   const out: string[] = [];
-  for (const name of Object.keys(headers)) {
+  let cookie: string | undefined;
+  for (let i = 0; i < f.length; i += 2) {
+    const name = f[i];
     if (name.charCodeAt(0) === 58 /* : */ || isHopByHop(name)) continue;
-    const v = headers[name];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) {
-      if (name === 'set-cookie') for (const x of v) out.push(name, x);
-      else out.push(name, v.join(name === 'cookie' ? '; ' : ', '));
-    } else {
-      out.push(name, String(v));
-    }
+    if (name === 'cookie') { cookie = cookie === undefined ? f[i + 1] : `${cookie}; ${f[i + 1]}`; continue; }
+    out.push(name, f[i + 1]);
   }
+  if (cookie !== undefined) out.push('cookie', cookie);
   return out;
 }
 
-/** Response headers for HTTP/2: names lower-cased, connection-specific fields dropped. */
-function fromFlat(status: number, flat: readonly string[], tokens: readonly string[], via: string): http2.OutgoingHttpHeaders {
-  const out: http2.OutgoingHttpHeaders = { [HTTP2_HEADER_STATUS]: status };
+/** HTTP/1 response fields → HTTP/2: names lower-cased, connection-specific fields dropped, `via` added. */
+function fromFlat(status: number, flat: readonly string[], tokens: readonly string[], via: string): string[] {
+  const out: string[] = [':status', String(status)];
+  let viaSeen = false;
   for (let i = 0; i < flat.length; i += 2) {
     const name = flat[i].toLowerCase();
     if (isHopByHop(name) && name !== 'content-length') continue;
     if (tokens.includes(name)) continue;
-    const prev = out[name];
-    if (prev === undefined) out[name] = flat[i + 1];
-    else if (Array.isArray(prev)) prev.push(flat[i + 1]);
-    else out[name] = [String(prev), flat[i + 1]];
+    let value = flat[i + 1];
+    if (name === 'via' && via && !viaSeen) { viaSeen = true; value = `${value}, ${via}`; }
+    out.push(name, value);
   }
-  if (via) out.via = out.via ? `${out.via}, ${via}` : via;
+  if (via && !viaSeen) out.push('via', via);
   return out;
 }
 
-// ── stream listeners ─────────────────────────────────────────────────────────
-// Shared by every exchange: `this` is the stream, the exchange hangs off it.
+// ── downstream connections ───────────────────────────────────────────────────
 
-const kExchange = Symbol('sluice.http2.exchange');
-const kUpSession = Symbol('sluice.http2.upstreamSession');
-type DownStream = http2.ServerHttp2Stream & { [kExchange]: Http2Exchange };
-type UpStream = http2.ClientHttp2Stream & { [kExchange]: Http2Exchange; [kUpSession]: UpstreamSession };
+const SERVER_OPTIONS = (cfg: CompiledConfig): Http2Options => ({
+  maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
+  initialWindow: 1 << 20,
+  connectionWindow: 16 << 20,
+  maxHeaderListSize: cfg.config.http.maxHeaderBytes,
+  maxHeaderCount: cfg.config.http.maxHeaders,
+});
 
-function noop(): void {}
-function onDownClose(this: DownStream): void { this[kExchange].onDownstreamClose(); }
-function onDownData(this: DownStream, d: Buffer): void { this[kExchange].onRequestData(d); }
-function onDownEnd(this: DownStream): void { this[kExchange].onRequestEnd(); }
-function onDownDrain(this: DownStream): void { this[kExchange].onDownstreamDrain(); }
-function onDownWantTrailers(this: DownStream): void { this[kExchange].sendTrailers(); }
-function onUpResponse(this: UpStream, h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader): void { this[kExchange].onUpResponse(this, h); }
-function onUpTrailers(this: UpStream, t: http2.IncomingHttpHeaders): void { const x = this[kExchange]; if (x.up === this) x.trailers = t; }
-function onUpData(this: UpStream, d: Buffer): void { this[kExchange].onUpData(this, d); }
-function onUpEnd(this: UpStream): void { this[kExchange].onUpEnd(this); }
-function onUpClose(this: UpStream): void { this[kUpSession].release(); this[kExchange].onUpClose(this); }
-function onUpDrain(this: UpStream): void { this[kExchange].onUpstreamDrain(); }
+/** A downstream connection: its socket, its codec, where it came from. */
+class Http2Downstream implements Http2ConnectionHost {
+  readonly conn: Http2Connection;
+  readonly peer: Peer;
+  private readonly drainer = { drain: () => this.conn.shutdown() };
 
-// The priority fields are Node's defaults. Given, they spare request() adding them to its copy of
-// the options, which costs it several microseconds a stream on Node 20.
-const REQUEST_END = { endStream: true, weight: 16, parent: 0, exclusive: false };
-const REQUEST_BODY = { endStream: false, weight: 16, parent: 0, exclusive: false };
-const RESPOND_END = { endStream: true };
-const RESPOND_BODY = { endStream: false };
-const RESPOND_TRAILERS = { endStream: false, waitForTrailers: true };
+  constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
+    // the access log may ask after the socket closed
+    this.peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    this.conn = new Http2Connection(true, this, SERVER_OPTIONS(rt.current()));
+  }
+
+  start(): void {
+    const { socket, rt } = this;
+    socket.allowHalfOpen = false;
+    socket.on('data', (d: Buffer) => this.conn.receive(d));
+    socket.on('drain', () => this.conn.onDrain());
+    socket.once('close', () => {
+      live(this.rt).delete(this);
+      rt.connections.delete(this.drainer);
+      this.conn.destroy();
+    });
+    live(rt).add(this);
+    rt.connections.add(this.drainer);
+    if (rt.draining) this.conn.shutdown();
+  }
+
+  write(data: Buffer): boolean { return this.socket.write(data); }
+  writeMany(data: Buffer[]): boolean { return writeAll(this.socket, data); }
+
+  onStream(s: Http2Stream): void {
+    const rt = this.rt;
+    try {
+      new Http2Exchange(rt, rt.current(), this, s).start();
+    } catch (err) {
+      rt.logError(err as Error, 'http2 stream');
+      this.conn.reset(s, H2Error.INTERNAL_ERROR);
+    }
+  }
+
+  onEnd(): void {
+    this.socket.end();
+    // a client that does not close its side is not waited for
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  onGoaway(): void {}
+  onIdle(): void {}
+}
+
+/** Open downstream connections per runtime, swept for idle ones (no stream for http.idleTimeoutMs, Envoy's meaning). */
+const lives = new WeakMap<WorkerRuntime, Set<Http2Downstream>>();
+
+function live(rt: WorkerRuntime): Set<Http2Downstream> {
+  let set = lives.get(rt);
+  if (set) return set;
+  const s = new Set<Http2Downstream>();
+  set = s;
+  lives.set(rt, s);
+  const every = rt.current().config.http.idleTimeoutMs;
+  const sweep = setInterval(() => {
+    const limit = rt.current().config.http.idleTimeoutMs;
+    const now = performance.now();
+    for (const d of s) if (d.conn.active === 0 && now - d.conn.idleSince >= limit) d.conn.shutdown();
+  }, Math.max(50, Math.min(1000, every / 4)));
+  sweep.unref();
+  return s;
+}
+
+export function serveHttp2(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
+  new Http2Downstream(rt, socket, info).start();
+}
+
+// ── stream handlers ──────────────────────────────────────────────────────────
+// Shared by every exchange: the exchange is the stream's ctx.
+
+const DOWN: Http2StreamHandler = {
+  onResponse() {},
+  onData(s, d, end) { (s.ctx as Http2Exchange).onRequestData(d, end); },
+  onTrailers(s, f) { (s.ctx as Http2Exchange).onRequestTrailers(f); },
+  onReset(s) { (s.ctx as Http2Exchange).onDownstreamReset(); },
+  onWritable(s) { (s.ctx as Http2Exchange).onDownstreamWritable(); },
+  onClose(s) { (s.ctx as Http2Exchange).onDownstreamClose(); },
+};
+
+const UP: Http2StreamHandler = {
+  onResponse(s, f, status, end) { (s.ctx as Http2Exchange).onUpResponse(s, f, status, end); },
+  onData(s, d, end) { (s.ctx as Http2Exchange).onUpData(s, d, end); },
+  onTrailers(s, f) { (s.ctx as Http2Exchange).onUpTrailers(s, f); },
+  onReset(s, code, remote) { (s.ctx as Http2Exchange).onUpReset(s, code, remote); },
+  onWritable(s) { (s.ctx as Http2Exchange).onUpWritable(s); },
+  onClose(s) { (s.ctx as Http2Exchange).onUpClose(s); },
+};
 
 class Http2Exchange implements Http1ResponseSink {
   private readonly view: Http2View;
   private readonly protocol: RequestProtocol;
   private readonly start0: number;
   private readonly via: string;
-  /** The client said `te: trailers` (every gRPC client does). */
-  private readonly acceptsTrailers: boolean;
+  private readonly conn: Http2Connection;
   private target: RouteTarget | null = null;
   private cstats: ClusterStats | null = null;
   private endpoint: Endpoint | null = null;
@@ -306,6 +238,8 @@ class Http2Exchange implements Http1ResponseSink {
   private timer: NodeJS.Timeout | null = null;
   private upstreamActive = false;
   private responded = false;
+  /** The response's end (END_STREAM or trailers) went to the client. */
+  private responseEnded = false;
   private finished = false;
   private status = 0;
   private reason: string | undefined = undefined;
@@ -314,37 +248,34 @@ class Http2Exchange implements Http1ResponseSink {
   private attempts = 0;
   /** The request had no body, or its body has fully arrived. */
   private requestEnded: boolean;
-  private bodyHooked = false;
-  private viaAdded = false;
-  /** The downstream stream is paused until the upstream drains (request body). */
-  private downPaused = false;
-  /** What is paused until the downstream drains (response body): the h2 upstream stream or the h1 socket. */
-  private pausedUp: http2.ClientHttp2Stream | net.Socket | null = null;
+  /** Request body and trailers that came before an upstream was ready for them. */
+  private early: Buffer[] | null = null;
+  private earlyTrailers: string[] | null = null;
+  private earlyBytes = 0;
+  /** Request bytes passed upstream but not yet taken there: the client's window for them is owed. */
+  private owedDown = 0;
+  /** Response bytes passed to the client but not yet taken: the upstream's window for them is owed. */
+  private owedUp = 0;
   // h2 upstream
-  up: http2.ClientHttp2Stream | null = null;
-  trailers: http2.IncomingHttpHeaders | null = null;
+  private up: Http2Stream | null = null;
+  private us: UpstreamSession | null = null;
   // h1 upstream
-  private conn: Http1Connection | null = null;
+  private h1: Http1Connection | null = null;
   private reqFraming: Framing = { kind: 'none' };
-
-  private readonly info: ConnectionInfo;
+  private h1Paused = false;
 
   constructor(
     private readonly rt: WorkerRuntime,
     private readonly cfg: CompiledConfig,
-    private readonly down: DownSession,
-    private readonly stream: http2.ServerHttp2Stream,
-    private readonly headers: http2.IncomingHttpHeaders,
+    private readonly down: Http2Downstream,
+    private readonly stream: Http2Stream,
   ) {
-    const info = down.info;
-    this.info = info;
-    this.protocol = isGrpc(headers[HTTP2_HEADER_CONTENT_TYPE]) ? 'grpc' : 'http2';
-    this.view = new Http2View(this.protocol, info, down.peer, headers);
+    this.conn = down.conn;
+    this.protocol = isGrpc(stream.contentType || undefined) ? 'grpc' : 'http2';
+    this.view = new Http2View(this.protocol, down.info, down.peer, stream);
     this.start0 = cfg.accessLog.enabled ? performance.now() : 0;
     this.via = cfg.config.http.via;
-    const te = headers.te;
-    this.acceptsTrailers = typeof te === 'string' && te.includes('trailers');
-    this.requestEnded = stream.readableEnded || stream.endAfterHeaders;
+    this.requestEnded = stream.remoteEnded;
   }
 
   private get pstats() { return this.cfg.protocol(this.protocol); }
@@ -353,15 +284,14 @@ class Http2Exchange implements Http1ResponseSink {
     const { stats } = this.cfg;
     stats.inc(this.pstats.rqTotal);
     stats.inc(this.pstats.rqActive);
-    const s = this.stream as DownStream;
-    s[kExchange] = this;
-    s.on('close', onDownClose);
-    this.down.active++;
-    s.on('error', noop);
+    const s = this.stream;
+    s.ctx = this;
+    s.handler = DOWN;
     this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
   }
 
   private route(target: RouteTarget): void {
+    if (this.finished) return;
     this.target = target;
     if (target.kind === 'direct') { this.localReply({ status: target.status, reason: 'direct_response', body: target.body }); return; }
     this.timer = setTimeout(() => this.onTimeout(), target.timeoutMs);
@@ -371,7 +301,7 @@ class Http2Exchange implements Http1ResponseSink {
   private connect(avoid?: Endpoint): void {
     const target = this.target!;
     if (target.kind === 'direct') return;
-    const choice = chooseUpstream(this.cfg, this.info, target, avoid);
+    const choice = chooseUpstream(this.cfg, this.down.info, target, avoid);
     if (isLocalReply(choice)) { this.localReply(choice); return; }
     this.endpoint = choice.endpoint;
     this.cstats = choice.cstats;
@@ -410,152 +340,190 @@ class Http2Exchange implements Http1ResponseSink {
     const t = this.target;
     const connectTimeoutMs = t?.kind === 'cluster' ? t.cluster.config.connectTimeoutMs : this.cfg.config.tcp.connectTimeoutMs;
     const us = this.rt.pools.http2(host, port, this.upstreamKey).acquire(this.cstats!, connectTimeoutMs, this.cfg.config.http.upstreamIdleTimeoutMs);
-    // Node's request() copies the headers and rejects connection-specific ones; nghttp2 never lets them in from a client
-    const out = this.headers;
-    if (this.via && !this.viaAdded) {
-      this.viaAdded = true;
-      const prev = out.via;
-      out.via = prev === undefined ? this.via : `${String(prev)}, ${this.via}`;
-    }
-    let up: UpStream;
-    try {
-      up = us.session.request(out, this.requestEnded ? REQUEST_END : REQUEST_BODY) as UpStream;
-    } catch {
+    const fields = this.stream.fields;
+    if (this.via && this.attempts === 1) addVia(fields, this.via);
+    const endNow = this.requestEnded && this.early === null && this.earlyTrailers === null;
+    const up = us.conn.request(fields, endNow, UP, this);
+    if (up === null) {
       us.release();
       this.failBeforeResponse('upstream_connect_failed');
       return;
     }
-    up[kExchange] = this;
-    up[kUpSession] = us;
     this.up = up;
+    this.us = us;
     this.countUpstream();
-    up.on('response', onUpResponse);
-    up.on('data', onUpData);
-    up.on('end', onUpEnd);
-    up.on('error', noop);
-    up.on('close', onUpClose);
-    if (!this.requestEnded && !this.bodyHooked) {
-      this.bodyHooked = true;
-      this.stream.on('data', onDownData);
-      this.stream.on('end', onDownEnd);
+    if (!endNow) this.flushEarly();
+  }
+
+  /** Body that arrived before the upstream stream was open. */
+  private flushEarly(): void {
+    const early = this.early;
+    this.early = null;
+    this.earlyBytes = 0;
+    if (early !== null) {
+      for (let i = 0; i < early.length; i++) this.forwardBody(early[i], this.requestEnded && this.earlyTrailers === null && i === early.length - 1);
+    } else if (this.requestEnded && this.earlyTrailers === null) {
+      this.forwardBody(Buffer.alloc(0), true);
+    }
+    if (this.earlyTrailers !== null) {
+      const t = this.earlyTrailers;
+      this.earlyTrailers = null;
+      this.forwardTrailers(t);
     }
   }
 
-  onUpResponse(up: http2.ClientHttp2Stream, h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader): void {
+  onUpResponse(up: Http2Stream, f: string[], status: number, end: boolean): void {
     if (this.finished || this.up !== up) return;
-    const status = Number(h[HTTP2_HEADER_STATUS]);
-    if (status < 200) return;
     this.status = status;
     this.responded = true;
-    // Node hands us a fresh object and respond() copies it again: add to it in place
-    const via = this.via;
-    if (via) { const prev = h.via; h.via = prev === undefined ? via : `${String(prev)}, ${via}`; }
-    const endNow = up.endAfterHeaders;
-    // waiting for trailers costs a round through JS and a frame; do it only when trailers can come
-    const trailers = !endNow && (this.acceptsTrailers || h.trailer !== undefined || isGrpc(h[HTTP2_HEADER_CONTENT_TYPE]));
-    try {
-      this.stream.respond(h, endNow ? RESPOND_END : trailers ? RESPOND_TRAILERS : RESPOND_BODY);
-    } catch { reset(this.stream); }
-    if (trailers) {
-      up.on('trailers', onUpTrailers);
-      this.stream.on('wantTrailers', onDownWantTrailers);
-    }
-    if (endNow) this.finish();
+    if (this.via) addVia(f, this.via);
+    this.conn.respond(this.stream, f, end);
+    if (end) this.responseDone();
   }
 
-  sendTrailers(): void {
-    // none came: Node sends an empty DATA frame with END_STREAM
-    this.stream.sendTrailers(this.trailers ?? {});
-  }
-
-  onUpData(up: http2.ClientHttp2Stream, d: Buffer): void {
-    if (this.up !== up) return;
+  onUpData(up: Http2Stream, d: Buffer, end: boolean): void {
+    if (this.up !== up || this.finished) return;
     this.bytesOut += d.length;
-    if (!this.stream.write(d) && this.pausedUp === null) {
-      this.pausedUp = up;
-      up.pause();
-      this.stream.once('drain', onDownDrain);
+    if (this.conn.writeData(this.stream, d, end)) up.conn.consumed(up, d.length);
+    else this.owedUp += d.length;
+    if (end) this.responseDone();
+  }
+
+  onUpTrailers(up: Http2Stream, f: string[]): void {
+    if (this.up !== up || this.finished) return;
+    this.conn.writeTrailers(this.stream, f);
+    this.responseDone();
+  }
+
+  onDownstreamWritable(): void {
+    const up = this.up;
+    if (up !== null && this.owedUp > 0) {
+      const n = this.owedUp;
+      this.owedUp = 0;
+      up.conn.consumed(up, n);
     }
+    if (this.h1Paused && this.h1 !== null) { this.h1Paused = false; this.h1.socket.resume(); }
   }
 
-  onDownstreamDrain(): void {
-    const p = this.pausedUp;
-    this.pausedUp = null;
-    p?.resume();
+  onUpWritable(up: Http2Stream): void {
+    if (this.up !== up) return;
+    const n = this.owedDown;
+    this.owedDown = 0;
+    this.conn.consumed(this.stream, n);
   }
 
-  onUpEnd(up: http2.ClientHttp2Stream): void {
-    // Node also ends the readable side of a stream that was reset or whose session died;
-    // only an end that came with END_STREAM after a response is complete ('close' handles the rest)
-    if (this.finished || this.up !== up || !this.responded || !endedCleanly(up)) return;
-    if (!this.stream.destroyed) this.stream.end();
-    this.finish();
+  onUpClose(up: Http2Stream): void {
+    if (this.up !== up) return;
+    this.releaseUp();
   }
 
-  onUpClose(up: UpStream): void {
-    if (this.finished || this.up !== up) return;
-    this.up = null;
-    const rst = up.rstCode;
-    const us = up[kUpSession];
+  onUpReset(up: Http2Stream, code: number, remote: boolean): void {
+    if (this.up !== up) return;
+    const us = this.us!;
+    this.releaseUp();
+    if (this.finished) return;
     if (!this.responded) {
       // safe to send again only if the upstream surely did not process it: never connected, or refused
-      const refused = rst === NGHTTP2_REFUSED_STREAM;
+      const refused = remote && code === H2Error.REFUSED_STREAM;
       const neverConnected = !us.connected;
       if ((refused || neverConnected) && this.mayRetry(refused)) {
         this.upstreamDone();
         this.connect(neverConnected ? this.endpoint ?? undefined : undefined);
         return;
       }
-      this.failBeforeResponse(neverConnected || us.session.destroyed ? 'upstream_connect_failed' : 'upstream_reset');
+      this.failBeforeResponse(neverConnected ? 'upstream_connect_failed' : 'upstream_reset');
+      return;
+    }
+    if (this.responseEnded) {
+      // the response is whole; the upstream only stopped reading the request (RFC 9113 8.1)
+      this.conn.stopStream(this.stream);
       return;
     }
     // cut off mid-response: reset the client's stream too
     this.cfg.stats.inc(this.cstats!.rqReset);
     this.reason = 'upstream_reset';
-    reset(this.stream);
+    this.conn.reset(this.stream, H2Error.INTERNAL_ERROR);
+    this.finish();
+  }
+
+  private releaseUp(): void {
+    const up = this.up;
+    const us = this.us;
+    this.up = null;
+    this.us = null;
+    // the upstream connection's window must not shrink by what its closed stream still had in flight
+    if (up !== null && this.owedUp > 0) { up.conn.consumed(up, this.owedUp); this.owedUp = 0; }
+    us?.release();
+  }
+
+  private responseDone(): void {
+    this.responseEnded = true;
+    // the client's stream closes (and the exchange finishes) once its request has ended too
+    if (!this.requestEnded) return;
     this.finish();
   }
 
   // ── request body, either upstream ───────────────────────────────────────
 
-  onRequestData(d: Buffer): void {
+  onRequestData(d: Buffer, end: boolean): void {
     this.bytesIn += d.length;
-    const up = this.up;
-    if (up !== null) {
-      if (!up.write(d) && !this.downPaused) {
-        this.downPaused = true;
-        this.stream.pause();
-        up.once('drain', onUpDrain);
-      }
+    if (end) this.requestEnded = true;
+    if (this.up === null && this.h1 === null) {
+      if (this.finished) { this.conn.consumed(this.stream, d.length); return; }
+      // no upstream yet: kept (the client's window bounds it) until there is one
+      if (d.length > 0) (this.early ??= []).push(d);
+      this.earlyBytes += d.length;
       return;
     }
-    const conn = this.conn;
-    if (conn === null) return; // the upstream is gone; the exchange is ending
+    this.forwardBody(d, end);
+  }
+
+  onRequestTrailers(f: string[]): void {
+    this.requestEnded = true;
+    if (this.up === null && this.h1 === null) {
+      if (!this.finished) this.earlyTrailers = f;
+      return;
+    }
+    this.forwardTrailers(f);
+  }
+
+  private forwardBody(d: Buffer, end: boolean): void {
+    const up = this.up;
+    if (up !== null) {
+      if (up.conn.writeData(up, d, end)) this.conn.consumed(this.stream, d.length);
+      else this.owedDown += d.length;
+      return;
+    }
+    const conn = this.h1;
+    if (conn === null) return;
     const sock = conn.socket;
-    let ok: boolean;
-    if (this.reqFraming.kind === 'chunked') { const p = chunkParts(d); sock.write(p[0]); sock.write(p[1]); ok = sock.write(p[2]); }
-    else ok = sock.write(d);
-    if (!ok && !this.downPaused) {
-      this.downPaused = true;
-      this.stream.pause();
-      sock.once('drain', () => this.onUpstreamDrain());
+    let ok = true;
+    if (d.length > 0) {
+      if (this.reqFraming.kind === 'chunked') { const p = chunkParts(d); sock.write(p[0]); sock.write(p[1]); ok = sock.write(p[2]); }
+      else ok = sock.write(d);
+    }
+    if (ok) this.conn.consumed(this.stream, d.length);
+    else this.owedDown += d.length;
+    if (end) {
+      if (this.reqFraming.kind === 'chunked') sock.write(lastChunk(null));
+      conn.requestDone = true;
     }
   }
 
-  onUpstreamDrain(): void {
-    this.downPaused = false;
-    this.stream.resume();
+  private forwardTrailers(f: string[]): void {
+    const up = this.up;
+    if (up !== null) { up.conn.writeTrailers(up, f); return; }
+    const conn = this.h1;
+    if (conn === null) return;
+    if (this.reqFraming.kind === 'chunked') conn.socket.write(lastChunk(f));
+    conn.requestDone = true;
   }
 
-  onRequestEnd(): void {
-    // a client that reset its stream or dropped the connection must not look like a complete upload
-    if (!endedCleanly(this.stream)) return;
-    this.requestEnded = true;
-    if (this.up !== null) { this.up.end(); return; }
-    const conn = this.conn;
-    if (conn === null) return;
-    if (this.reqFraming.kind === 'chunked') conn.socket.write(lastChunk(null));
-    conn.requestDone = true;
+  /** The HTTP/1 upstream drained after a request-body write returned false. */
+  onUpstreamDrain(): void {
+    const n = this.owedDown;
+    this.owedDown = 0;
+    if (n > 0 && !this.finished) this.conn.consumed(this.stream, n);
   }
 
   private failBeforeResponse(reason: 'upstream_connect_failed' | 'upstream_reset'): void {
@@ -568,7 +536,6 @@ class Http2Exchange implements Http1ResponseSink {
   private forwardH1(host: string, port: number): void {
     const limits = poolLimits(this.cfg.config, this.target?.kind === 'cluster' ? this.target.cluster.config : undefined);
     const pool = this.rt.pools.http1(host, port, this.upstreamKey, limits);
-    this.stream.pause();
     pool.acquire((err, conn) => this.onAcquired(err, conn), limits, this.cstats!);
   }
 
@@ -582,79 +549,76 @@ class Http2Exchange implements Http1ResponseSink {
         : { status: 503, reason: 'upstream_connect_failed', body: 'upstream connect failed\n' });
       return;
     }
-    this.conn = conn;
+    this.h1 = conn;
     this.countUpstream();
-    const h = this.headers;
-    const method = String(h[HTTP2_HEADER_METHOD]);
-    conn.start(this, method);
-    const endStream = this.requestEnded;
-    const cl = h['content-length'];
-    this.reqFraming = endStream ? { kind: cl !== undefined ? 'length' : 'none', length: 0 } as Framing
-      : cl !== undefined && /^\d+$/.test(String(cl)) ? { kind: 'length', length: Number(cl) } : { kind: 'chunked' };
-    let head = `${method} ${String(h[HTTP2_HEADER_PATH])} HTTP/1.1\r\nhost: ${String(h[HTTP2_HEADER_AUTHORITY] ?? h.host ?? this.upstreamKey)}\r\n`;
-    const flat = toFlat(h);
+    const s = this.stream;
+    conn.start(this, s.method);
+    const bodyless = this.requestEnded && this.early === null;
+    const cl = s.contentLength;
+    this.reqFraming = bodyless ? { kind: cl >= 0 ? 'length' : 'none', length: 0 } as Framing
+      : cl >= 0 ? { kind: 'length', length: cl } : { kind: 'chunked' };
+    let head = `${s.method} ${s.path} HTTP/1.1\r\nhost: ${s.authority || this.upstreamKey}\r\n`;
+    const flat = toFlat(s.fields);
+    let prevVia: string | undefined;
     for (let i = 0; i < flat.length; i += 2) {
-      if (flat[i] === 'te' || flat[i] === 'host' || flat[i] === 'via') continue;
-      head += `${flat[i]}: ${flat[i + 1]}\r\n`;
+      const name = flat[i];
+      if (name === 'via') { prevVia = prevVia === undefined ? flat[i + 1] : `${prevVia}, ${flat[i + 1]}`; continue; }
+      if (name === 'te' || name === 'host') continue;
+      head += `${name}: ${flat[i + 1]}\r\n`;
     }
     const via = this.via;
-    if (via) head += `via: ${h.via ? `${String(h.via)}, ` : ''}${via}\r\n`;
-    else if (h.via) head += `via: ${String(h.via)}\r\n`;
+    if (via) head += `via: ${prevVia !== undefined ? `${prevVia}, ` : ''}${via}\r\n`;
+    else if (prevVia !== undefined) head += `via: ${prevVia}\r\n`;
     if (this.reqFraming.kind === 'length') head += `content-length: ${this.reqFraming.length}\r\n`;
     else if (this.reqFraming.kind === 'chunked') head += 'transfer-encoding: chunked\r\n';
     conn.socket.write(head + '\r\n', 'latin1');
-    if (endStream) { conn.requestDone = true; return; }
-    if (!this.bodyHooked) {
-      this.bodyHooked = true;
-      this.stream.on('data', onDownData);
-      this.stream.on('end', onDownEnd);
-    }
-    this.stream.resume();
+    if (bodyless && this.earlyTrailers === null) { conn.requestDone = true; return; }
+    this.flushEarly();
   }
 
   onResponseHead(h: Http1Head): void {
     if (h.status < 200 || this.finished) return;
     this.status = h.status;
     this.responded = true;
-    const noBody = this.headers[HTTP2_HEADER_METHOD] === 'HEAD' || h.status === 204 || h.status === 304;
-    const out = fromFlat(h.status, h.headers, h.connectionTokens, this.via);
-    const trailers = !noBody && (this.acceptsTrailers || out.trailer !== undefined || isGrpc(out[HTTP2_HEADER_CONTENT_TYPE]));
-    try {
-      this.stream.respond(out, noBody ? RESPOND_END : trailers ? RESPOND_TRAILERS : RESPOND_BODY);
-    } catch { reset(this.stream); }
-    if (trailers) this.stream.on('wantTrailers', onDownWantTrailers);
+    const noBody = this.stream.method === 'HEAD' || h.status === 204 || h.status === 304;
+    this.conn.respond(this.stream, fromFlat(h.status, h.headers, h.connectionTokens, this.via), noBody);
+    if (noBody) this.responseEnded = true;
   }
 
   onResponseBody(chunk: Buffer): void {
     this.bytesOut += chunk.length;
-    if (this.stream.destroyed) return;
-    if (!this.stream.write(chunk) && this.conn && this.pausedUp === null) {
-      const sock = this.conn.socket;
-      this.pausedUp = sock;
-      sock.pause();
-      this.stream.once('drain', onDownDrain);
+    if (this.finished || this.responseEnded) return;
+    if (!this.conn.writeData(this.stream, chunk, false) && this.h1 !== null && !this.h1Paused) {
+      this.h1Paused = true;
+      this.h1.socket.pause();
     }
   }
 
   onResponseEnd(trailers: string[] | null): void {
-    if (trailers) {
-      const t: http2.IncomingHttpHeaders = {};
-      for (let i = 0; i < trailers.length; i += 2) t[trailers[i].toLowerCase()] = trailers[i + 1];
-      this.trailers = t;
-    }
     // the pool may hand this connection to the next request now: it must not stay paused on our account
-    const paused = this.pausedUp;
-    if (paused !== null) { this.pausedUp = null; paused.resume(); }
-    const conn = this.conn;
-    this.conn = null;
+    const conn = this.h1;
+    this.h1 = null;
+    if (conn !== null && this.h1Paused) { this.h1Paused = false; conn.socket.resume(); }
     if (conn && !conn.requestDone) conn.abandon();
-    if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
-    this.finish();
+    if (this.finished) return;
+    if (!this.responseEnded) {
+      if (trailers !== null && trailers.length > 0) {
+        const t: string[] = [];
+        for (let i = 0; i < trailers.length; i += 2) {
+          const name = trailers[i].toLowerCase();
+          if (!isHopByHop(name)) t.push(name, trailers[i + 1]);
+        }
+        this.conn.writeTrailers(this.stream, t);
+      } else {
+        this.conn.writeData(this.stream, Buffer.alloc(0), true);
+      }
+    }
+    this.responseDone();
   }
 
   onUpstreamError(kind: 'reset' | 'protocol'): void {
-    this.conn = null;
-    this.pausedUp = null;
+    this.h1 = null;
+    this.h1Paused = false;
     if (this.finished) return;
     this.cfg.stats.inc(this.cstats!.rqReset);
     if (!this.responded) {
@@ -664,7 +628,7 @@ class Http2Exchange implements Http1ResponseSink {
       return;
     }
     this.reason = 'upstream_reset';
-    reset(this.stream);
+    this.conn.reset(this.stream, H2Error.INTERNAL_ERROR);
     this.finish();
   }
 
@@ -677,26 +641,44 @@ class Http2Exchange implements Http1ResponseSink {
     this.dropUpstream();
     if (!this.responded) { this.localReply({ status: 504, reason: 'upstream_timeout', body: 'upstream request timeout\n' }); return; }
     this.reason = 'upstream_timeout';
-    reset(this.stream);
+    this.conn.reset(this.stream, H2Error.INTERNAL_ERROR);
     this.finish();
   }
 
-  onDownstreamClose(): void {
-    const d = this.down;
-    if (--d.active === 0) d.idleSince = performance.now();
+  /** The client reset its stream, or its connection went away. */
+  onDownstreamReset(): void {
     if (this.finished) return;
     this.dropUpstream();
     this.finish();
   }
 
+  /** Both sides of the client's stream ended cleanly. */
+  onDownstreamClose(): void {
+    this.requestEnded = true;
+    if (this.responseEnded) this.finish();
+  }
+
   private dropUpstream(): void {
     const up = this.up;
-    this.up = null;
-    if (up) reset(up, true);
-    const conn = this.conn;
-    this.conn = null;
-    this.pausedUp = null;
+    if (up !== null) {
+      up.conn.reset(up, H2Error.CANCEL);
+      this.releaseUp();
+    }
+    const conn = this.h1;
+    this.h1 = null;
+    if (conn !== null && this.h1Paused) conn.socket.resume();
+    this.h1Paused = false;
     conn?.abandon();
+    this.dropEarly();
+  }
+
+  /** Request bytes held or owed are given back to the client's connection window: nobody will take them now. */
+  private dropEarly(): void {
+    const n = this.earlyBytes + this.owedDown;
+    this.early = null;
+    this.earlyBytes = 0;
+    this.owedDown = 0;
+    if (n > 0) this.conn.consumed(this.stream, n);
   }
 
   private localReply(r: LocalReply): void {
@@ -707,19 +689,22 @@ class Http2Exchange implements Http1ResponseSink {
     // the router says no_route itself; counted here so every path to a 404 counts once
     if (r.reason === 'no_route') this.cfg.stats.inc(this.pstats.noRoute);
     const s = this.stream;
-    if (!s.destroyed && !s.headersSent) {
-      try {
-        if (this.protocol === 'grpc') {
-          s.respond({
-            [HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusFor(r.status)),
-            'grpc-message': encodeURIComponent((r.body ?? r.reason).trim()), 'x-sluice-reason': r.reason,
-          }, RESPOND_END);
-        } else {
-          const body = Buffer.from(r.body ?? '', 'utf8');
-          s.respond({ [HTTP2_HEADER_STATUS]: r.status, 'content-type': 'text/plain', 'content-length': body.length, 'x-sluice-reason': r.reason });
-          s.end(body);
-        }
-      } catch { reset(s); }
+    const conn = this.conn;
+    if (!s.closed && !s.headersSent) {
+      if (this.protocol === 'grpc') {
+        conn.respond(s, [
+          ':status', '200', 'content-type', 'application/grpc', 'grpc-status', String(grpcStatusFor(r.status)),
+          'grpc-message', encodeURIComponent((r.body ?? r.reason).trim()), 'x-sluice-reason', r.reason,
+        ], true);
+      } else {
+        const body = Buffer.from(r.body ?? '', 'utf8');
+        conn.respond(s, [':status', String(r.status), 'content-type', 'text/plain', 'content-length', String(body.length), 'x-sluice-reason', r.reason], false);
+        conn.writeData(s, body, true);
+      }
+      // the rest of the request is not needed
+      if (!this.requestEnded) conn.stopStream(s);
+    } else if (!s.closed) {
+      conn.reset(s, H2Error.INTERNAL_ERROR);
     }
     this.finish();
   }
@@ -727,6 +712,7 @@ class Http2Exchange implements Http1ResponseSink {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropEarly();
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     const { stats } = this.cfg;
     const ps = this.pstats;

@@ -4,69 +4,17 @@
  * from /proc while the bytes go through. Each side stalls for a while in the middle of the
  * transfer; a proxy that buffered instead of pausing its other side would grow by hundreds of MB.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import t, { type Test } from 'tap';
-import { httpUpstream, run, spawnSluice, waitFor, writeConfig } from '../helpers/harness';
+import t from 'tap';
+import { httpUpstream, run } from '../helpers/harness';
+import { MB, rssBytes, spawnClient, startChild, watchRss } from '../helpers/streaming';
 
 const GiB = 1 << 30;
 const STALL_AFTER = 64 << 20;
 const STALL_MS = 1500;
 const MAX_GROWTH = 150 << 20;
-
-function rssBytes(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : 0;
-}
-
-/** Samples a process's RSS until stopped; reports the peak. */
-function watchRss(pid: number): { stop(): number } {
-  let peak = rssBytes(pid);
-  const timer = setInterval(() => { try { peak = Math.max(peak, rssBytes(pid)); } catch { /* exited */ } }, 25);
-  return { stop: () => { clearInterval(timer); try { peak = Math.max(peak, rssBytes(pid)); } catch { /* exited */ } return peak; } };
-}
-
-const MB = (n: number) => `${(n / (1 << 20)).toFixed(1)} MB`;
-
-/** A program we started, with its pid, so that the test can stop and continue it. */
-function spawnClient(cmd: string, args: string[], timeoutMs: number): { pid: number; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (d) => { stdout += d; });
-  p.stderr.on('data', (d) => { stderr += d; });
-  const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-  const done = once(p, 'exit').then(([code]) => { clearTimeout(timer); return { code: code as number | null, stdout, stderr }; });
-  return { pid: p.pid!, done };
-}
-
-interface Proxy { port: number; pid: number }
-
-/** Sluice through the real CLI, in its own process, in front of `upstreamPort`. */
-async function startChild(t: Test, upstreamPort: number): Promise<Proxy> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-stream-'));
-  const cfgFile = writeConfig({
-    admin: { address: '127.0.0.1:0' },
-    workers: { threads: 2 },
-    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
-    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${upstreamPort}`] }],
-    http: { requestTimeoutMs: 120_000 },
-  }, dir);
-  const child = spawnSluice(['start', '--config', cfgFile]);
-  t.teardown(async () => {
-    if (child.proc.exitCode === null) { child.proc.kill('SIGTERM'); await child.exited; }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const started = await waitFor(() => child.output().split('\n').map((l) => { try { return JSON.parse(l); } catch { return null; } })
-    .find((j) => j?.msg === 'sluice started'), 20_000, 'sluice to start');
-  const port = Number(String(started.listeners.app).split(':').pop());
-  // warm both workers, the pool and the JIT before the baseline is taken
-  for (let i = 0; i < 4; i++) t.equal((await run('curl', ['-sS', `http://127.0.0.1:${port}/warm`])).stdout, 'warm');
-  return { port, pid: child.proc.pid! };
-}
 
 t.test('1 GiB upload (curl -T, Content-Length; then 512 MiB chunked) to an upstream that stalls: every byte arrives, memory stays flat', async (t) => {
   let stalls = 0;

@@ -3,12 +3,10 @@
  * HTTP/1.1 upstream, resets, local failure replies and counters. Clients are
  * curl, h2load and Node's own HTTP/2 client (for exact control of framing).
  */
-import { AsyncLocalStorage, AsyncResource, executionAsyncId } from 'node:async_hooks';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import t from 'tap';
-import { installFastAsyncResourceBind } from '../../src/workers/http2-session';
 import { h2Upstream, httpUpstream, run, startSluice, stats, waitFor } from '../helpers/harness';
 
 const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
@@ -483,25 +481,4 @@ t.test('counters for h2 and gRPC-looking requests', async (t) => {
   t.equal(st.get('sluice_upstream_rq_xx_total{cluster="web",class="4xx"}'), 1);
   t.ok((st.get('sluice_upstream_cx_total{cluster="web"}') ?? 0) <= 2, 'upstream sessions are shared, not one per request');
   t.equal(st.get('sluice_downstream_cx_protocol_total{listener="app",protocol="http2"}'), 5);
-});
-
-t.test('the AsyncResource#bind() replacement (Node 20 workaround) keeps bind semantics', async (t) => {
-  installFastAsyncResourceBind(); // already installed by the import; a second call changes nothing
-  if (Number(process.versions.node.split('.')[0]) === 20) t.equal(AsyncResource.prototype.bind.name, 'fastBind', 'installed on Node 20');
-  const als = new AsyncLocalStorage<string>();
-  const resource = als.run('ctx-1', () => new AsyncResource('Test'));
-  function probe(this: unknown, a: number, b: number) { return { store: als.getStore(), id: executionAsyncId(), self: this, sum: a + b }; }
-  const bound = resource.bind(probe);
-  const receiver = { r: 1 };
-  const out = als.run('other', () => bound.call(receiver, 2, 3));
-  t.equal(out.store, 'ctx-1', 'runs in the context the resource was made in');
-  t.equal(out.id, resource.asyncId(), 'inside the resource\'s async scope');
-  t.equal(out.self, receiver, '`this` of the call passes through');
-  t.equal(out.sum, 5);
-  t.equal(bound.length, 2);
-  t.equal((bound as unknown as { asyncResource: AsyncResource }).asyncResource, resource);
-  const withThis = (resource.bind as unknown as (fn: typeof probe, thisArg: unknown) => typeof probe).call(resource, probe, receiver);
-  t.equal(withThis(1, 1).self, receiver, 'thisArg is bound');
-  t.equal(AsyncResource.bind(function two(x: number) { return x * 2; })(21), 42, 'the static form works too');
-  t.throws(() => resource.bind(42 as unknown as () => void), { code: 'ERR_INVALID_ARG_TYPE' });
 });

@@ -1,0 +1,100 @@
+/**
+ * HTTP/2 bodies stream through Sluice under flow control: a 256 MiB upload to
+ * an upstream that stops reading for a while, and a 256 MiB download to a
+ * client that stops reading (curl, SIGSTOPped). Sluice gives a sender window
+ * back only as the other side takes the data, so its memory must stay flat; a
+ * proxy that kept crediting windows would buffer hundreds of MB.
+ */
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { h2Upstream, run } from '../helpers/harness';
+import { MB, rssBytes, spawnClient, startChild, watchRss } from '../helpers/streaming';
+
+const SIZE = 256 << 20;
+const STALL_AFTER = 32 << 20;
+const STALL_MS = 1500;
+const MAX_GROWTH = 120 << 20;
+
+t.test('256 MiB h2 upload to an upstream that stalls: every byte arrives, memory stays flat', async (t) => {
+  let stalls = 0;
+  const up = await h2Upstream((stream, headers) => {
+    if (headers[':path'] !== '/up') { stream.respond({ ':status': 200 }); stream.end('warm'); return; }
+    let n = 0;
+    let stalled = false;
+    stream.on('data', (d: Buffer) => {
+      n += d.length;
+      if (!stalled && n >= STALL_AFTER) {
+        stalled = true;
+        stalls++;
+        stream.pause();
+        setTimeout(() => stream.resume(), STALL_MS);
+      }
+    });
+    stream.on('end', () => { stream.respond({ ':status': 200 }); stream.end(String(n)); });
+  });
+  t.teardown(() => up.close());
+  const sluice = await startChild(t, up.port, 'http2');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-h2-upload-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'upload.bin');
+  writeFileSync(file, '');
+  truncateSync(file, SIZE);
+
+  const base = rssBytes(sluice.pid);
+  const rss = watchRss(sluice.pid);
+  const t0 = Date.now();
+  const r = await run('curl', ['-sS', '--fail', '--http2-prior-knowledge', '-T', file, `http://127.0.0.1:${sluice.port}/up`], 90_000);
+  const ms = Date.now() - t0;
+  const peak = rss.stop();
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, String(SIZE), 'the upstream counted every byte');
+  t.equal(stalls, 1, 'the upstream did stall');
+  t.comment(`h2 upload: ${ms} ms (${STALL_MS} ms of it stalled); Sluice RSS ${MB(base)} → peak ${MB(peak)}`);
+  t.ok(peak - base < MAX_GROWTH, `RSS grew by ${MB(peak - base)} (limit ${MB(MAX_GROWTH)})`);
+});
+
+t.test('256 MiB h2 download to a client that stalls: every byte arrives, memory stays flat', async (t) => {
+  const chunk = Buffer.alloc(1 << 20, 0x5a);
+  let client: { pid: number } | null = null;
+  let stalled = false;
+  const up = await h2Upstream((stream, headers) => {
+    if (headers[':path'] !== '/down') { stream.respond({ ':status': 200 }); stream.end('warm'); return; }
+    stream.respond({ ':status': 200, 'content-length': String(SIZE), 'content-type': 'application/octet-stream' });
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < SIZE) {
+        const n = Math.min(chunk.length, SIZE - sent);
+        sent += n;
+        if (!stalled && sent >= STALL_AFTER && client) {
+          stalled = true;
+          const pid = client.pid;
+          process.kill(pid, 'SIGSTOP');
+          setTimeout(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }, STALL_MS);
+        }
+        if (!stream.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { stream.once('drain', pump); return; }
+      }
+      stream.end();
+    };
+    pump();
+  });
+  t.teardown(() => up.close());
+  const sluice = await startChild(t, up.port, 'http2');
+
+  const base = rssBytes(sluice.pid);
+  const rss = watchRss(sluice.pid);
+  const t0 = Date.now();
+  const c = spawnClient('curl', ['-sS', '--fail', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{size_download}',
+    `http://127.0.0.1:${sluice.port}/down`], 90_000);
+  client = c;
+  t.teardown(() => { try { process.kill(c.pid, 'SIGCONT'); } catch { /* gone */ } });
+  const r = await c.done;
+  const ms = Date.now() - t0;
+  const peak = rss.stop();
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, String(SIZE), 'the client got every byte');
+  t.ok(stalled, 'the client did stall');
+  t.comment(`h2 download: ${ms} ms (${STALL_MS} ms of it stalled); Sluice RSS ${MB(base)} → peak ${MB(peak)}`);
+  t.ok(peak - base < MAX_GROWTH, `RSS grew by ${MB(peak - base)} (limit ${MB(MAX_GROWTH)})`);
+});
