@@ -247,8 +247,10 @@ export class HpackDecoder {
     let over = false;
     this.tooLarge = false;
 
-    // Size updates: only before the first field (RFC 7541 §4.2), possibly more than one.
-    while (p < end && (src[p] & 0xe0) === 0x20) {
+    // Size updates: only before the first field, and at most two: the smallest size since the last
+    // block, then the final one (RFC 7541 §4.2).
+    for (let updates = 0; p < end && (src[p] & 0xe0) === 0x20; updates++) {
+      if (updates === 2) throw new HpackError('more than two dynamic table size updates');
       let size = src[p++] & 0x1f;
       if (size === 0x1f) {
         size = readIntTail(src, p, end, 0x1f);
