@@ -30,6 +30,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const SLUICE_BIN = path.join(ROOT, 'bin', 'sluice.js');
 const IDLE_CLIENT = path.join(__dirname, 'load', 'idle-client.js');
 const NODE_H2_PROXY = path.join(__dirname, 'load', 'node-h2-proxy.js');
+const HTTP2_PROXY_BASELINE = path.join(__dirname, 'load', 'http2-proxy-baseline.js');
 const DUBBO_PROVIDER = path.join(__dirname, 'load', 'dubbo-provider.js');
 const RESULTS = path.join(ROOT, 'bench', 'results');
 const NGINX = '/usr/sbin/nginx';
@@ -37,7 +38,7 @@ const HAPROXY = '/usr/sbin/haproxy';
 
 export const SCENARIOS = ['http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment'] as const;
 export type ScenarioName = typeof SCENARIOS[number];
-type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2';
+type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy';
 /** What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an attachment. */
 type Kind = 'h1' | 'h2' | 'dubbo-header' | 'dubbo-attachment';
 /** The value each Dubbo provider port answers with (its name), so a row shows who answered. */
@@ -163,6 +164,7 @@ interface Stack {
   haproxy?: Child;
   sluiceAdmin: string;
   nodeFloor?: { child: Child; port: number };
+  http2Proxy?: { child: Child; port: number };
   dubboProvider?: Child;
   /** `target/h1`, `target/h2` or `target/dubbo` → why that proxy cannot be measured with that protocol. */
   broken: Map<string, string>;
@@ -216,6 +218,8 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
     const [port] = await freePorts(1);
     const child = startChild('node-http2', process.execPath, [NODE_H2_PROXY, String(port), String(up2)]);
     stack.nodeFloor = { child, port };
+    const [port2] = await freePorts(1);
+    stack.http2Proxy = { child: startChild('http2-proxy', process.execPath, [HTTP2_PROXY_BASELINE, String(port2), String(ports.up1)]), port: port2 };
   }
   // a proxy that fails to answer is reported in its rows; the others still run
   const checks: [TargetName, boolean, Child, () => Promise<unknown>, string?][] = [
@@ -235,6 +239,10 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
   if (stack.nodeFloor) {
     const nf = stack.nodeFloor;
     checks.push(['node-http2', true, nf.child, () => waitFor('node-http2 h2c', () => h2Get(`http://127.0.0.1:${nf.port}`), 10_000, nf.child)]);
+  }
+  if (stack.http2Proxy) {
+    const hp = stack.http2Proxy;
+    checks.push(['http2-proxy', true, hp.child, () => waitFor('http2-proxy h2c', () => h2Get(`http://127.0.0.1:${hp.port}`), 10_000, hp.child)]);
   }
   for (const [t, h2, child, check, kind] of checks) {
     try { await check(); } catch (err) {
@@ -259,6 +267,7 @@ function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc:
     case 'nginx': return { url: `http://127.0.0.1:${h2 ? p.nginxH2 : p.nginxH1}/`, proc: stack.nginx };
     case 'haproxy': return { url: `http://127.0.0.1:${h2 ? p.haproxyH2 : p.haproxyH1}/`, proc: stack.haproxy };
     case 'node-http2': return { url: `http://127.0.0.1:${stack.nodeFloor?.port ?? 0}/`, proc: stack.nodeFloor?.child };
+    case 'http2-proxy': return { url: `http://127.0.0.1:${stack.http2Proxy?.port ?? 0}/`, proc: stack.http2Proxy?.child };
   }
 }
 
@@ -396,9 +405,10 @@ async function http2Scenario(ctx: Ctx): Promise<void> {
     (url, warm) => h2load(url, { requests: warm ? 5000 : n, clients: 10, streams: 10, logFile, timeoutMs: 90_000 }),
     {
       direct: 'h2c upstream', sluice: 'h2c → h2c upstream', nginx: 'h2c → HTTP/1.1 upstream (nginx cannot proxy HTTP/2)', haproxy: 'h2c → h2c upstream',
-      'node-http2': 'h2c → h2c, a bare node:http2 proxy (the floor)',
+      'node-http2': 'h2c → h2c, a bare node:http2 proxy',
+      'http2-proxy': 'h2c → HTTP/1.1 upstream, node:http2 server + the http2-proxy library',
     },
-    ctx.opts.nodeFloor ? [...TARGETS, 'node-http2'] : TARGETS);
+    ctx.opts.nodeFloor ? [...TARGETS, 'node-http2', 'http2-proxy'] : TARGETS);
 }
 
 /** Dubbo calls in flight, over this many connections (a consumer's few multiplexed connections). */
@@ -580,6 +590,7 @@ export async function main(argv: string[]): Promise<number> {
     targets: {
       upstream: 'nginx, worker_processes 1, return 200 with a 100-byte body (HTTP/1.1 port and h2c port)',
       'node-http2': 'bench/load/node-h2-proxy.ts: node:http2 server + one node:http2 client session, nothing else (only with --node-floor)',
+      'http2-proxy': 'bench/load/http2-proxy-baseline.ts: node:http2 server + http2-proxy to the HTTP/1.1 upstream, keep-alive agent (only with --node-floor)',
       sluice: `node bin/sluice.js start, workers.threads ${opts.threads} (plus the main thread that accepts), explicit listeners, cluster protocol auto, access log off, tcp.sniffTimeoutMs 5000`,
       nginx: 'worker_processes 1, upstream keepalive 256, proxy_http_version 1.1, access_log off',
       haproxy: 'nbthread 1, -db (one process), http-reuse always, h2: proto h2 on bind and server',

@@ -100,6 +100,9 @@ export class UpstreamSession implements Http2ConnectionHost {
 
   onIdle(): void {}
 
+  /** An upstream that breaks the protocol fails its streams (counted as resets by their exchanges). */
+  onProtocolError(): void {}
+
   private onSocketClose(): void {
     clearTimeout(this.timer);
     this.closed = true;

@@ -179,6 +179,10 @@ class Http2Downstream implements Http2ConnectionHost {
 
   onGoaway(): void {}
   onIdle(): void {}
+
+  onProtocolError(): void {
+    this.rt.current().stats.inc(this.rt.current().protocol('http2').protocolError);
+  }
 }
 
 /** Open downstream connections per runtime, swept for idle ones (no stream for http.idleTimeoutMs, Envoy's meaning). */

@@ -56,6 +56,8 @@ export interface Http2ConnectionHost {
   onGoaway(lastStreamId: number, code: number): void;
   /** The number of open streams fell to zero. */
   onIdle(): void;
+  /** The peer broke the protocol: a stream was reset (`stream`) or the connection is ending, with this code. */
+  onProtocolError(code: number, reason: string, stream: boolean): void;
 }
 
 export interface Http2Options {
@@ -438,7 +440,7 @@ export class Http2Connection {
     }
     st.fields = fields;
     const bad = checkRequest(fields, st);
-    if (bad !== null) { this.streamError(st, H2Error.PROTOCOL_ERROR); return; }
+    if (bad !== null) { this.streamError(st, H2Error.PROTOCOL_ERROR, bad); return; }
     if (endStream) {
       st.remoteEnded = true;
       if (st.contentLength > 0) { this.streamError(st, H2Error.PROTOCOL_ERROR); return; }
@@ -783,8 +785,9 @@ export class Http2Connection {
   }
 
   /** A stream error found by our checks: reset it and tell its owner. */
-  private streamError(s: Http2Stream, code: number): void {
+  private streamError(s: Http2Stream, code: number, reason = 'stream error'): void {
     if (s.closed) return;
+    this.host.onProtocolError(code, reason, true);
     this.rst(s.id, code);
     this.terminate(s, code, false);
   }
@@ -828,6 +831,7 @@ export class Http2Connection {
   /** A connection error: GOAWAY with its code, every stream reset. */
   fail(code: number, reason: string): void {
     if (this.closed) return;
+    this.host.onProtocolError(code, reason, false);
     this.queue(goawayFrame(this.isServer ? this.lastPeerStream : 0, code, reason));
     this.end(code, reason);
   }

@@ -40,6 +40,7 @@ function pair(serverOpts: Partial<Http2Options> = {}, clientOpts: Partial<Http2O
     onEnd(code, reason) { ended.push(`server ${code} ${reason}`); },
     onGoaway(last, code) { serverEv.list.push(`goaway ${last} ${code}`); },
     onIdle() {},
+    onProtocolError(code, reason, stream) { serverEv.list.push(`protocol-error ${code}${stream ? ' stream' : ''}`); },
   };
   const clientHost: Http2ConnectionHost = {
     write(b) { toServer.push(b); return true; },
@@ -48,6 +49,7 @@ function pair(serverOpts: Partial<Http2Options> = {}, clientOpts: Partial<Http2O
     onEnd(code, reason) { ended.push(`client ${code} ${reason}`); },
     onGoaway(last, code) { clientEv.list.push(`goaway ${last} ${code}`); },
     onIdle() {},
+    onProtocolError(code, reason, stream) { clientEv.list.push(`protocol-error ${code}${stream ? ' stream' : ''}`); },
   };
   const server = new Http2Connection(true, serverHost, { ...OPTS, ...serverOpts });
   const client = new Http2Connection(false, clientHost, { ...OPTS, ...clientOpts });
