@@ -435,6 +435,12 @@ class Http2Exchange implements Http1ResponseSink {
         this.connect(neverConnected ? this.endpoint ?? undefined : undefined);
         return;
       }
+      if (code === H2Error.PROTOCOL_ERROR && !remote) {
+        // our codec refused what the upstream sent
+        this.cfg.stats.inc(this.cstats!.rqReset);
+        this.localReply({ status: 502, reason: 'upstream_reset', body: 'upstream sent an invalid response\n' });
+        return;
+      }
       this.failBeforeResponse(neverConnected ? 'upstream_connect_failed' : 'upstream_reset');
       return;
     }

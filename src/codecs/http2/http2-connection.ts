@@ -73,8 +73,11 @@ export interface Http2Options {
   maxHeaderCount: number;
 }
 
-/** Replies to the peer's control frames (SETTINGS ACK, PING ACK) beyond this many buffered bytes: it is not reading. */
-const MAX_BUFFERED_CONTROL = 1 << 20;
+/**
+ * Replies to the peer's control frames (SETTINGS ACK, PING ACK) that may pile up while the
+ * socket does not drain; beyond that the peer is sending them without reading ours.
+ */
+const MAX_CONTROL_WHILE_FULL = 1000;
 /** Data buffered for the socket above which writes report backpressure. */
 const SOCKET_HIGH_WATER = 256 * 1024;
 /** Streams a peer may reset before their end beyond those it lets finish (rapid reset). */
@@ -188,12 +191,15 @@ export class Http2Connection {
   /** Streams waiting for the socket to drain. */
   private readonly waiting = new Set<Http2Stream>();
   private socketFull = false;
+  private controlWhileFull = 0;
   // output batching
   private out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
   private resetAllowance = RESET_ALLOWANCE;
+  /** Streams opened by the read being parsed, not yet given to the host. */
+  private undispatched: Http2Stream[] = [];
   private readonly recentResets: number[] = [];
 
   constructor(readonly isServer: boolean, private readonly host: Http2ConnectionHost, private readonly opts: Http2Options) {
@@ -242,6 +248,7 @@ export class Http2Connection {
   /** The socket drained: streams that were told to wait may write again. */
   onDrain(): void {
     this.socketFull = false;
+    this.controlWhileFull = 0;
     if (this.waiting.size === 0) return;
     const list = [...this.waiting];
     this.waiting.clear();
@@ -280,6 +287,7 @@ export class Http2Connection {
       this.frame(type, flags, id, payload);
       if (this.closed) return;
     }
+    this.dispatch();
     if (off === buf.length) this.buf = EMPTY;
     else {
       buf = buf.subarray(off);
@@ -351,6 +359,7 @@ export class Http2Connection {
       this.streamError(s, H2Error.PROTOCOL_ERROR);
       return;
     }
+    if (s.handler === NO_HANDLER) this.dispatch();
     if (end) s.remoteEnded = true;
     s.handler.onData(s, data, end);
     if (end) this.maybeClose(s);
@@ -445,7 +454,16 @@ export class Http2Connection {
       st.remoteEnded = true;
       if (st.contentLength > 0) { this.streamError(st, H2Error.PROTOCOL_ERROR); return; }
     }
-    this.host.onStream(st);
+    // handed on once this read is parsed: a stream the same read resets never reaches an upstream
+    this.undispatched.push(st);
+  }
+
+  /** Hands the streams opened by the current read to the host, except those already gone. */
+  private dispatch(): void {
+    const list = this.undispatched;
+    if (list.length === 0) return;
+    this.undispatched = [];
+    for (let i = 0; i < list.length; i++) if (!list[i].closed) this.host.onStream(list[i]);
   }
 
   /** HEADERS on a stream we know: a client's response, 1xx, or trailers either way. */
@@ -474,6 +492,7 @@ export class Http2Connection {
     // trailers
     if (!endStream || checkTrailers(fields) !== null) { this.streamError(s, H2Error.PROTOCOL_ERROR); return; }
     if (s.contentLength >= 0 && !s.noBody && s.received !== s.contentLength) { this.streamError(s, H2Error.PROTOCOL_ERROR); return; }
+    if (s.handler === NO_HANDLER) this.dispatch();
     s.remoteEnded = true;
     s.handler.onTrailers(s, fields);
     this.maybeClose(s);
@@ -595,7 +614,7 @@ export class Http2Connection {
 
   /** A reply to a control frame; a peer that sends them without reading ours is cut off. */
   private control(b: Buffer): void {
-    if (this.outBytes > MAX_BUFFERED_CONTROL || (this.socketFull && this.outBytes > 0)) {
+    if (this.socketFull && ++this.controlWhileFull > MAX_CONTROL_WHILE_FULL) {
       this.fail(H2Error.ENHANCE_YOUR_CALM, 'control frames not read');
       return;
     }
