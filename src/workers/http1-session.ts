@@ -598,7 +598,7 @@ class Http1Exchange implements Http1ResponseSink {
     const bodyLeft = !this.requestEnded && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
     this.responseStarted = true;
-    this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter));
+    this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter, h.method === 'HEAD'));
     this.finish();
   }
 

@@ -353,6 +353,8 @@ class Http2Exchange implements Http1ResponseSink {
       this.failBeforeResponse('upstream_connect_failed');
       return;
     }
+    // a response to HEAD has no body, whatever its content-length says (RFC 9110 9.3.2)
+    if (this.stream.method === 'HEAD') up.noBody = true;
     this.up = up;
     this.us = us;
     this.countUpstream();
@@ -708,8 +710,9 @@ class Http2Exchange implements Http1ResponseSink {
         ], true);
       } else {
         const body = Buffer.from(r.body ?? '', 'utf8');
-        conn.respond(s, [':status', String(r.status), 'content-type', 'text/plain', 'content-length', String(body.length), 'x-sluice-reason', r.reason], false);
-        conn.writeData(s, body, true);
+        const headOnly = s.method === 'HEAD';
+        conn.respond(s, [':status', String(r.status), 'content-type', 'text/plain', 'content-length', String(body.length), 'x-sluice-reason', r.reason], headOnly);
+        if (!headOnly) conn.writeData(s, body, true);
       }
       // the rest of the request is not needed
       if (!this.requestEnded) conn.stopStream(s);

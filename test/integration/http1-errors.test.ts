@@ -562,6 +562,25 @@ t.test('HTTP/1.1 error paths and edge cases', async (t) => {
     t.notOk(c.closed);
   });
 
+  await t.test('HEAD answered by Sluice itself (no route, dead upstream) carries no body either', async (t) => {
+    const c = await RawConn.open(app);
+    t.teardown(() => c.destroy());
+    c.write('HEAD /nowhere HTTP/1.1\r\nHost: a\r\n\r\nHEAD /dead HTTP/1.1\r\nHost: a\r\n\r\nGET /web/len HTTP/1.1\r\nHost: a\r\n\r\n');
+    const nr = await c.response({ noBody: true });
+    t.equal(nr.status, 404);
+    t.equal(header(nr, 'x-sluice-reason'), 'no_route');
+    t.equal(header(nr, 'content-length'), String('no route\n'.length), 'the length of the body a GET would get');
+    const dead = await c.response({ noBody: true });
+    t.equal(dead.status, 503);
+    t.equal(header(dead, 'x-sluice-reason'), 'upstream_connect_failed');
+    // a body after either HEAD reply would be read here as the next status line
+    const get = await c.response();
+    t.equal(get.statusLine, 'HTTP/1.1 200 OK');
+    t.equal(get.body.toString(), 'hello world');
+    t.equal(c.unread, 0);
+    t.notOk(c.closed);
+  });
+
   await t.test('Upgrade: after 101 the connection is a tunnel both ways', async (t) => {
     const c = await RawConn.open(app);
     t.teardown(() => c.destroy());

@@ -56,7 +56,7 @@ export interface RequestHead {
   te: string;
 }
 
-/** Content-Length as a number, -1 when it is not one plain decimal (a list of equal values is accepted). */
+/** Content-Length as a number; negative when it is not one plain decimal (a list, even of equal values, is refused). */
 function parseLength(v: string): number {
   if (v.length === 0 || v.length > 15) return -2;
   let n = 0;
