@@ -14,7 +14,7 @@
  * A connection without streams for the idle timeout is closed by a sweep.
  */
 import net from 'node:net';
-import { Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream } from '../codecs/http2/http2-connection';
+import { CONNECTION_WINDOW, Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream } from '../codecs/http2/http2-connection';
 import type { Stats } from '../stats/stats';
 import type { ClusterStats } from './cluster';
 
@@ -24,7 +24,7 @@ const INITIAL_STREAM_LIMIT = 100;
 export const UPSTREAM_H2_OPTIONS: Http2Options = {
   maxConcurrentStreams: 0,
   initialWindow: 1 << 20,
-  connectionWindow: 16 << 20,
+  connectionWindow: CONNECTION_WINDOW,
   maxHeaderListSize: 256 * 1024,
   maxHeaderCount: 1000,
 };

@@ -21,7 +21,7 @@ import type net from 'node:net';
 import type { Http1Head } from '../codecs/http1/http1-decoder';
 import { chunkParts, isHopByHop, lastChunk, type Framing } from '../codecs/http1/http1-encoder';
 import { H2Error } from '../codecs/http2/frames';
-import { Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream, type Http2StreamHandler } from '../codecs/http2/http2-connection';
+import { CONNECTION_WINDOW, Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream, type Http2StreamHandler } from '../codecs/http2/http2-connection';
 import type { LocalReply } from '../filters/filter';
 import { hostOnly, pathOf, type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
 import type { RouteTarget } from '../filters/router';
@@ -126,7 +126,7 @@ function fromFlat(status: number, flat: readonly string[], tokens: readonly stri
 const SERVER_OPTIONS = (cfg: CompiledConfig): Http2Options => ({
   maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
   initialWindow: 1 << 20,
-  connectionWindow: 16 << 20,
+  connectionWindow: CONNECTION_WINDOW,
   maxHeaderListSize: cfg.config.http.maxHeaderBytes,
   maxHeaderCount: cfg.config.http.maxHeaders,
 });
@@ -256,6 +256,8 @@ class Http2Exchange implements Http1ResponseSink {
   private early: Buffer[] | null = null;
   private earlyTrailers: string[] | null = null;
   private earlyBytes = 0;
+  /** Request trailers went to an upstream: the request cannot be sent again. */
+  private trailersSent = false;
   /** Request bytes passed upstream but not yet taken there: the client's window for them is owed. */
   private owedDown = 0;
   /** Response bytes passed to the client but not yet taken: the upstream's window for them is owed. */
@@ -334,7 +336,7 @@ class Http2Exchange implements Http1ResponseSink {
   /** Another attempt is allowed after a connect failure (another endpoint) or a refused stream (not processed). */
   private mayRetry(refused: boolean): boolean {
     const t = this.target;
-    return t !== null && t.kind === 'cluster' && this.attempts < MAX_ATTEMPTS && this.bytesIn === 0
+    return t !== null && t.kind === 'cluster' && this.attempts < MAX_ATTEMPTS && this.bytesIn === 0 && !this.trailersSent
       && (refused || t.cluster.endpoints.length > 1);
   }
 
@@ -421,6 +423,7 @@ class Http2Exchange implements Http1ResponseSink {
   onUpClose(up: Http2Stream): void {
     if (this.up !== up) return;
     this.releaseUp();
+    this.stopRequestIfUnwanted();
   }
 
   onUpReset(up: Http2Stream, code: number, remote: boolean): void {
@@ -471,8 +474,18 @@ class Http2Exchange implements Http1ResponseSink {
   private responseDone(): void {
     this.responseEnded = true;
     // the client's stream closes (and the exchange finishes) once its request has ended too
-    if (!this.requestEnded) return;
+    if (!this.requestEnded) { this.stopRequestIfUnwanted(); return; }
     this.finish();
+  }
+
+  /**
+   * The response is complete and no upstream is left to take the rest of the request:
+   * the client is told to stop sending (RST_STREAM NO_ERROR after our END_STREAM).
+   */
+  private stopRequestIfUnwanted(): void {
+    if (!this.responseEnded || this.requestEnded || this.finished || this.up !== null || this.h1 !== null) return;
+    this.dropEarly();
+    this.conn.stopStream(this.stream);
   }
 
   // ── request body, either upstream ───────────────────────────────────────
@@ -481,7 +494,7 @@ class Http2Exchange implements Http1ResponseSink {
     this.bytesIn += d.length;
     if (end) this.requestEnded = true;
     if (this.up === null && this.h1 === null) {
-      if (this.finished) { this.conn.consumed(this.stream, d.length); return; }
+      if (this.finished || this.responseEnded) { this.conn.consumed(this.stream, d.length); return; }
       // no upstream yet: kept (the client's window bounds it) until there is one
       if (d.length > 0) (this.early ??= []).push(d);
       this.earlyBytes += d.length;
@@ -523,6 +536,7 @@ class Http2Exchange implements Http1ResponseSink {
   }
 
   private forwardTrailers(f: string[]): void {
+    this.trailersSent = true;
     const up = this.up;
     if (up !== null) { up.conn.writeTrailers(up, f); return; }
     const conn = this.h1;
@@ -726,6 +740,12 @@ class Http2Exchange implements Http1ResponseSink {
     if (this.finished) return;
     this.finished = true;
     this.dropEarly();
+    const up = this.up;
+    if (up !== null && !up.localEnded) {
+      // the response is whole but our request never finished going up: free the stream and its slot
+      up.conn.reset(up, H2Error.CANCEL);
+      this.releaseUp();
+    }
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     const { stats } = this.cfg;
     const ps = this.pstats;

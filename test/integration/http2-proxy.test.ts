@@ -482,3 +482,36 @@ t.test('counters for h2 and gRPC-looking requests', async (t) => {
   t.ok((st.get('sluice_upstream_cx_total{cluster="web"}') ?? 0) <= 2, 'upstream sessions are shared, not one per request');
   t.equal(st.get('sluice_downstream_cx_protocol_total{listener="app",protocol="http2"}'), 5);
 });
+
+t.test('an upstream that answers before reading the upload: the client gets the response and is told to stop sending', async (t) => {
+  // h1: answers at once and never reads the body; h2: answers, then resets the request side with NO_ERROR
+  const h1 = await httpUpstream((req, res) => { res.end('early'); });
+  const h2 = await h2Upstream((stream) => {
+    stream.respond({ ':status': 200, 'content-length': '5' });
+    stream.end('early');
+  });
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'h1', address: '127.0.0.1:0', cluster: 'h1' }, { name: 'h2', address: '127.0.0.1:0', cluster: 'h2' }],
+    clusters: [
+      { name: 'h1', protocol: 'http1', endpoints: [`127.0.0.1:${h1.port}`] },
+      { name: 'h2', protocol: 'http2', endpoints: [`127.0.0.1:${h2.port}`] },
+    ],
+    http: { requestTimeoutMs: 5000 },
+  });
+  t.teardown(async () => { await s.stop(); await h1.close(); await h2.close(); });
+  // four times the 1 MiB stream window: without the stop, the upload would stall until the route timeout
+  const body = Array.from({ length: 64 }, () => Buffer.alloc(64 * 1024, 0x61));
+  for (const name of ['h1', 'h2']) {
+    const t0 = Date.now();
+    const r = await h2request(s.port(name), { ':method': 'POST', ':path': '/upload' }, body, 8000);
+    t.equal(r.status, 200, `${name}: status`);
+    t.equal(r.body, 'early', `${name}: body`);
+    t.ok(r.ended, `${name}: the response ended cleanly (END_STREAM)`);
+    t.equal(r.rstCode, 0, `${name}: no error code (RST_STREAM NO_ERROR at most)`);
+    t.ok(Date.now() - t0 < 4000, `${name}: done long before the 5 s route timeout (${Date.now() - t0} ms)`);
+  }
+  const st = await stats(s.admin);
+  t.equal(st.get('sluice_upstream_rq_timeout_total{cluster="h1"}') ?? 0, 0);
+  t.equal(st.get('sluice_upstream_rq_timeout_total{cluster="h2"}') ?? 0, 0);
+});

@@ -130,7 +130,7 @@ export function checkResponse(f: readonly string[]): { status: number; contentLe
     if (name.charCodeAt(0) === 58) {
       if (regular || name !== ':status' || status !== -1 || value.length !== 3) return { status: -1, contentLength, error: `invalid pseudo-header ${name}` };
       status = parseLength(value);
-      if (status < 100 || status > 999) return { status: -1, contentLength, error: 'invalid :status' };
+      if (status < 100 || status > 599) return { status: -1, contentLength, error: 'invalid :status' };
       continue;
     }
     regular = true;

@@ -74,6 +74,14 @@ export interface Http2Options {
 }
 
 /**
+ * The connection receive window Sluice advertises. Memory is bounded by the stream windows
+ * (each stream holds at most one window of data its other side has not taken); the connection
+ * window is set high so that streams whose readers stall cannot use it up and freeze the other
+ * streams of a shared connection.
+ */
+export const CONNECTION_WINDOW = 1 << 30;
+
+/**
  * Replies to the peer's control frames (SETTINGS ACK, PING ACK) that may pile up while the
  * socket does not drain; beyond that the peer is sending them without reading ours.
  */
@@ -198,12 +206,15 @@ export class Http2Connection {
   private flushScheduled = false;
   private readonly flushBound = (): void => this.flush();
   private resetAllowance = RESET_ALLOWANCE;
+  /** Consumed bytes after which the connection window is topped up. */
+  private readonly connUpdateAt: number;
   /** Streams opened by the read being parsed, not yet given to the host. */
   private undispatched: Http2Stream[] = [];
   private readonly recentResets: number[] = [];
 
   constructor(readonly isServer: boolean, private readonly host: Http2ConnectionHost, private readonly opts: Http2Options) {
     this.decoder = new HpackDecoder(4096, opts.maxHeaderListSize);
+    this.connUpdateAt = Math.min(opts.connectionWindow >>> 1, 4 << 20);
     this.prefaceLeft = isServer ? PREFACE.length : 0;
     const settings: Array<[number, number]> = [
       [Setting.INITIAL_WINDOW_SIZE, opts.initialWindow],
@@ -222,6 +233,8 @@ export class Http2Connection {
   // ── output ───────────────────────────────────────────────────────────────
 
   private queue(b: Buffer): void {
+    // after the end (GOAWAY already written), handlers of the streams being reset may still answer: dropped
+    if (this.closed) return;
     this.out.push(b);
     this.outBytes += b.length;
     if (!this.flushScheduled) {
@@ -630,7 +643,7 @@ export class Http2Connection {
 
   private giveBack(s: Http2Stream | null, n: number): void {
     this.recvUnacked += n;
-    if (this.recvUnacked >= this.opts.connectionWindow >>> 1) {
+    if (this.recvUnacked >= this.connUpdateAt) {
       this.queue(windowUpdateFrame(0, this.recvUnacked));
       this.recvWindow += this.recvUnacked;
       this.recvUnacked = 0;

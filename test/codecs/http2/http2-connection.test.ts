@@ -216,3 +216,14 @@ t.test('connection errors: bad frames end the connection with GOAWAY and the rig
     t.ok(p.server.closed);
   }
 });
+
+t.test('a response status outside 100-599 is malformed', async (t) => {
+  const p = pair();
+  const cev: Events = { list: [], data: new Map(), trailers: new Map() };
+  p.client.request(GET, true, recorder(cev), null);
+  p.pump();
+  p.server.respond(p.serverStreams[0], [':status', '600'], true);
+  p.pump();
+  t.same(cev.list, [`reset 1 ${H2Error.PROTOCOL_ERROR}`], 'the stream is reset, never seen as a response');
+  t.ok(p.clientEv.list.includes(`protocol-error ${H2Error.PROTOCOL_ERROR} stream`), 'and counted as a protocol error');
+});
