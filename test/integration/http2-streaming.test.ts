@@ -5,11 +5,13 @@
  * back only as the other side takes the data, so its memory must stay flat; a
  * proxy that kept crediting windows would buffer hundreds of MB.
  */
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { h2Upstream, run } from '../helpers/harness';
+import { h2Upstream, run, startSluice, stats } from '../helpers/harness';
 import { MB, rssBytes, spawnClient, startChild, watchRss } from '../helpers/streaming';
 
 const SIZE = 256 << 20;
@@ -97,4 +99,49 @@ t.test('256 MiB h2 download to a client that stalls: every byte arrives, memory 
   t.ok(stalled, 'the client did stall');
   t.comment(`h2 download: ${ms} ms (${STALL_MS} ms of it stalled); Sluice RSS ${MB(base)} → peak ${MB(peak)}`);
   t.ok(peak - base < MAX_GROWTH, `RSS grew by ${MB(peak - base)} (limit ${MB(MAX_GROWTH)})`);
+});
+
+t.test('clients that stop reading do not freeze other streams on the shared upstream connection', async (t) => {
+  const big = Buffer.alloc(2 << 20, 1);
+  // an upstream that lets Sluice's streams buffer (Node's default would refuse new streams first)
+  const srv = http2.createServer({ maxSessionMemory: 1000 });
+  srv.on('stream', (st, h) => { st.on('error', () => {}); st.respond({ ':status': 200 }); st.end(h[':path'] === '/small' ? 'small' : big); });
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as { port: number }).port;
+  const s = await startSluice({
+    workers: { threads: 1 },
+    http: { requestTimeoutMs: 8000 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'c' }],
+    clusters: [{ name: 'c', protocol: 'http2', endpoints: [`127.0.0.1:${port}`] }],
+  });
+  const url = `http://127.0.0.1:${s.port('app')}`;
+  const clients: http2.ClientHttp2Session[] = [];
+  t.teardown(async () => { for (const c of clients) c.destroy(); await s.stop(); srv.close(); });
+  // 24 clients each hold 2 MiB responses they never read: 24 × 1 MiB stream windows of the one upstream connection
+  const started: Promise<unknown>[] = [];
+  for (let i = 0; i < 24; i++) {
+    const c = http2.connect(url);
+    c.on('error', () => {});
+    clients.push(c);
+    const r = c.request({ ':path': '/big' });
+    r.on('error', () => {});
+    started.push(once(r, 'response'));
+  }
+  await Promise.all(started);
+  const c = http2.connect(url);
+  clients.push(c);
+  const r = c.request({ ':path': '/small' });
+  // the stalled streams hold their windows until the 8 s route timeout; this must not wait for that
+  const giveUp = setTimeout(() => r.close(http2.constants.NGHTTP2_CANCEL), 4000);
+  let body = '';
+  r.setEncoding('utf8');
+  r.on('data', (d: string) => { body += d; });
+  r.on('error', () => {});
+  await once(r, 'close');
+  clearTimeout(giveUp);
+  t.equal(body, 'small', 'the other stream got its whole response');
+  t.equal(r.rstCode, 0, 'without being cancelled');
+  const st = await stats(s.admin);
+  t.equal(st.get('sluice_upstream_cx_total{cluster="c"}'), 1, 'all on one shared upstream connection');
 });
