@@ -194,12 +194,20 @@ function live(rt: WorkerRuntime): Set<Http2Downstream> {
   const s = new Set<Http2Downstream>();
   set = s;
   lives.set(rt, s);
-  const every = rt.current().config.http.idleTimeoutMs;
+  const { idleTimeoutMs, headerTimeoutMs } = rt.current().config.http;
   const sweep = setInterval(() => {
-    const limit = rt.current().config.http.idleTimeoutMs;
+    const cfg = rt.current();
+    const { idleTimeoutMs: idle, headerTimeoutMs: header } = cfg.config.http;
     const now = performance.now();
-    for (const d of s) if (d.conn.active === 0 && now - d.conn.idleSince >= limit) d.conn.shutdown();
-  }, Math.max(50, Math.min(1000, every / 4)));
+    for (const d of s) {
+      const c = d.conn;
+      // a client that started a header block (or the connection) and does not finish it: slowloris
+      if (c.headersPendingSince > 0 && now - c.headersPendingSince >= header) {
+        cfg.stats.inc(cfg.protocol('http2').timeout);
+        c.fail(H2Error.NO_ERROR, 'header timeout');
+      } else if (c.active === 0 && now - c.idleSince >= idle) c.shutdown();
+    }
+  }, Math.max(50, Math.min(1000, idleTimeoutMs / 4, headerTimeoutMs / 4)));
   sweep.unref();
   return s;
 }

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import t from 'tap';
+import { H2Client, headersFrame, hpack, requestFields } from '../helpers/h2-frames';
 import { h2Upstream, httpUpstream, run, startSluice, stats, waitFor } from '../helpers/harness';
 
 const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
@@ -514,4 +515,39 @@ t.test('an upstream that answers before reading the upload: the client gets the 
   const st = await stats(s.admin);
   t.equal(st.get('sluice_upstream_rq_timeout_total{cluster="h1"}') ?? 0, 0);
   t.equal(st.get('sluice_upstream_rq_timeout_total{cluster="h2"}') ?? 0, 0);
+});
+
+t.test('http.headerTimeoutMs: a header block (or a connection start) that never completes is closed', async (t) => {
+  const up = await h2Upstream((stream) => { stream.respond({ ':status': 200 }); stream.end('ok'); });
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
+    clusters: [{ name: 'web', protocol: 'http2', endpoints: [`127.0.0.1:${up.port}`] }],
+    http: { headerTimeoutMs: 300 },
+  });
+  t.teardown(async () => { await s.stop(); await up.close(); });
+  const port = s.port('app');
+  // HEADERS without END_HEADERS, and no CONTINUATION ever
+  const slow = await H2Client.connect(port);
+  t.teardown(() => slow.destroy());
+  await slow.handshake();
+  slow.send(headersFrame(1, hpack(requestFields('GET', '/')), { endStream: true, endHeaders: false }));
+  const end = await slow.ended(5000);
+  t.ok(end.closed, 'connection closed');
+  t.equal(end.goaway?.code, 0, 'GOAWAY NO_ERROR first');
+  // the preface and nothing more: no SETTINGS
+  const mute = await H2Client.connect(port);
+  t.teardown(() => mute.destroy());
+  mute.send(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'));
+  t.ok((await mute.ended(5000)).closed, 'a connection that never sends SETTINGS is closed too');
+  // a connection that finished its header blocks is not affected, however long it stays
+  const ok = await H2Client.connect(port);
+  t.teardown(() => ok.destroy());
+  await ok.handshake();
+  t.equal((await ok.get('/a')).status, 200);
+  await new Promise((r) => setTimeout(r, 800));
+  t.equal((await ok.get('/b')).status, 200, 'still served after several header timeouts');
+  const st = await stats(s.admin);
+  t.equal(st.get('sluice_downstream_rq_timeout_total{protocol="http2"}'), 2);
+  t.equal(st.get('sluice_downstream_protocol_error_total{protocol="http2"}') ?? 0, 0, 'a slow client is not a protocol error');
 });

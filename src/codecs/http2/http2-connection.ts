@@ -177,6 +177,11 @@ export class Http2Connection {
   closed = false;
   /** The peer's first SETTINGS arrived. */
   settled = false;
+  /**
+   * Server: since when (performance.now()) a header block, or the preface and first SETTINGS,
+   * has been arriving without being complete; 0 when nothing is pending. For http.headerTimeoutMs.
+   */
+  headersPendingSince = 0;
 
   private readonly decoder: HpackDecoder;
   private readonly encoder = new HpackEncoder();
@@ -216,6 +221,7 @@ export class Http2Connection {
     this.decoder = new HpackDecoder(4096, opts.maxHeaderListSize);
     this.connUpdateAt = Math.min(opts.connectionWindow >>> 1, 4 << 20);
     this.prefaceLeft = isServer ? PREFACE.length : 0;
+    if (isServer) this.headersPendingSince = performance.now();
     const settings: Array<[number, number]> = [
       [Setting.INITIAL_WINDOW_SIZE, opts.initialWindow],
       [Setting.MAX_HEADER_LIST_SIZE, opts.maxHeaderListSize],
@@ -400,6 +406,7 @@ export class Http2Connection {
     this.hbStream = id;
     this.hbChunks = [Buffer.from(fragment)];
     this.hbLength = fragment.length;
+    if (this.isServer) this.headersPendingSince = performance.now();
   }
 
   private hbSelfDependent = false;
@@ -414,6 +421,7 @@ export class Http2Connection {
       const block = Buffer.concat(this.hbChunks, this.hbLength);
       this.hbStream = 0;
       this.hbChunks = [];
+      this.headersPendingSince = 0;
       this.headerBlock(id, block);
     }
   }
@@ -579,7 +587,7 @@ export class Http2Connection {
         default: // unknown settings are ignored
       }
     }
-    this.settled = true;
+    if (!this.settled) { this.settled = true; if (this.hbStream === 0) this.headersPendingSince = 0; }
     this.control(SETTINGS_ACK);
   }
 
@@ -860,10 +868,10 @@ export class Http2Connection {
     if (this.active === 0) this.end(H2Error.NO_ERROR, 'shutdown');
   }
 
-  /** A connection error: GOAWAY with its code, every stream reset. */
+  /** A connection error (or, with NO_ERROR, a close of our own): GOAWAY with its code, every stream reset. */
   fail(code: number, reason: string): void {
     if (this.closed) return;
-    this.host.onProtocolError(code, reason, false);
+    if (code !== H2Error.NO_ERROR) this.host.onProtocolError(code, reason, false);
     this.queue(goawayFrame(this.isServer ? this.lastPeerStream : 0, code, reason));
     this.end(code, reason);
   }
