@@ -15,12 +15,11 @@
  * when other work shares the machine.
  * DESIGN.md quotes the prototype: 2.5 µs vs 4 µs (small), 20 µs vs 280 µs (large).
  */
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { Bench } from 'tinybench';
 import { DubboFrame, DubboRequest, countParamTypes, decodeFrame, encodeRequest } from '../../src/codecs/dubbo';
 import { newDecoder } from '../../src/codecs/dubbo/hessian-js';
+import { commit, cpuNow } from '../lib/run-info';
 
 const BATCH = 50;
 
@@ -87,27 +86,6 @@ const TASKS: Array<[string, (raw: Buffer) => void]> = [
   }],
 ];
 
-/** The commit, read from .git without running git (SLUICE_COMMIT overrides). */
-function commit(): string {
-  if (process.env.SLUICE_COMMIT) return process.env.SLUICE_COMMIT;
-  try {
-    const git = path.resolve(__dirname, '..', '..', '..', '.git');
-    let head = readFileSync(path.join(git, 'HEAD'), 'utf8').trim();
-    if (head.startsWith('ref: ')) {
-      const ref = head.slice(5);
-      try {
-        head = readFileSync(path.join(git, ref), 'utf8').trim();
-      } catch {
-        const line = readFileSync(path.join(git, 'packed-refs'), 'utf8').split('\n').find((l) => l.endsWith(` ${ref}`));
-        head = line ? line.split(' ')[0] : 'unknown';
-      }
-    }
-    return head.slice(0, 12);
-  } catch {
-    return 'unknown';
-  }
-}
-
 export interface MicroResult {
   task: string;
   /** Wall-clock µs per frame (performance.now). */
@@ -117,12 +95,6 @@ export interface MicroResult {
   framesPerSecond: number;
   rme: number;
   samples: number;
-}
-
-/** Process CPU time (user + system) in ms, as a tinybench clock. */
-function cpuNow(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
 }
 
 async function run(quick: boolean, cpuClock: boolean, cases: Array<[string, Buffer]>) {

@@ -17,12 +17,11 @@
  * decoder and through a bit-at-a-time walk of the code tree built from the same table.
  * Each task call handles BATCH blocks; the table reports ns per block, wall clock and CPU time.
  */
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { Bench } from 'tinybench';
 import { HpackDecoder, HpackEncoder } from '../../src/codecs/http2/hpack';
 import { EOS, HUFFMAN_CODES, HUFFMAN_LENGTHS, huffmanDecode, huffmanEncode } from '../../src/codecs/http2/huffman';
+import { commit, cpuNow } from '../lib/run-info';
 
 const BATCH = 100;
 
@@ -181,32 +180,6 @@ function checkFixtures(): void {
   const d = new HpackDecoder();
   const e = new HpackEncoder();
   for (const l of ENCODE_LISTS) same(d.decode(e.encode(l)), l, 'encode');
-}
-
-/** The commit, read from .git without running git (SLUICE_COMMIT overrides). */
-function commit(): string {
-  if (process.env.SLUICE_COMMIT) return process.env.SLUICE_COMMIT;
-  try {
-    const git = path.resolve(__dirname, '..', '..', '..', '.git');
-    let head = readFileSync(path.join(git, 'HEAD'), 'utf8').trim();
-    if (head.startsWith('ref: ')) {
-      const ref = head.slice(5);
-      try {
-        head = readFileSync(path.join(git, ref), 'utf8').trim();
-      } catch {
-        const line = readFileSync(path.join(git, 'packed-refs'), 'utf8').split('\n').find((l) => l.endsWith(` ${ref}`));
-        head = line ? line.split(' ')[0] : 'unknown';
-      }
-    }
-    return head.slice(0, 12);
-  } catch {
-    return 'unknown';
-  }
-}
-
-function cpuNow(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
 }
 
 async function run(quick: boolean, cpuClock: boolean) {

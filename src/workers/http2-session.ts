@@ -52,12 +52,6 @@ function isGrpc(contentType: string | undefined): boolean {
   return contentType !== undefined && contentType.startsWith('application/grpc');
 }
 
-/** The value of a field in a flat list, or undefined. */
-function field(f: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < f.length; i += 2) if (f[i] === name) return f[i + 1];
-  return undefined;
-}
-
 /** Adds our `via` to a flat field list in place (after any `via` already there). */
 function addVia(f: string[], via: string): void {
   for (let i = 0; i < f.length; i += 2) {

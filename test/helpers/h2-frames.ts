@@ -350,6 +350,38 @@ export class HpackDecoder {
 export interface Frame { type: number; flags: number; streamId: number; payload: Buffer }
 export interface GoAway { lastStreamId: number; code: number; debug: string }
 
+/** What a DATA or HEADERS frame carries once its padding (and a HEADERS frame's priority fields) are taken off. */
+export function frameContent(f: Frame): Buffer {
+  const p = f.payload;
+  let off = 0;
+  let end = p.length;
+  if (f.flags & Flag.PADDED) { end -= p[0]; off = 1; }
+  if (f.type === FrameType.HEADERS && (f.flags & Flag.PRIORITY)) off += 5;
+  return p.subarray(off, Math.max(off, end));
+}
+
+export interface HeaderBlock { streamId: number; block: Buffer; endStream: boolean }
+
+/** Joins a HEADERS frame and its CONTINUATION frames into one header block. */
+export class HeaderBlocks {
+  private open: { streamId: number; parts: Buffer[]; endStream: boolean } | null = null;
+
+  /** Feeds a HEADERS or CONTINUATION frame; returns the block once its END_HEADERS came. */
+  push(f: Frame): HeaderBlock | null {
+    if (f.type === FrameType.HEADERS) {
+      this.open = { streamId: f.streamId, parts: [frameContent(f)], endStream: (f.flags & Flag.END_STREAM) !== 0 };
+    } else if (this.open && this.open.streamId === f.streamId) {
+      this.open.parts.push(f.payload);
+    } else {
+      return null;
+    }
+    if (!(f.flags & Flag.END_HEADERS)) return null;
+    const b = this.open;
+    this.open = null;
+    return { streamId: b.streamId, block: Buffer.concat(b.parts), endStream: b.endStream };
+  }
+}
+
 export interface StreamState {
   /** Decoded field blocks in order: response headers (maybe 1xx first), then trailers. */
   blocks: Array<Array<[string, string]>>;
@@ -407,7 +439,7 @@ export class H2Client {
   private nextId = 1;
   private autoAck = false;
   private pending: Buffer = Buffer.alloc(0);
-  private block: { streamId: number; parts: Buffer[]; endStream: boolean } | null = null;
+  private readonly blocks = new HeaderBlocks();
   private readonly decoder = new HpackDecoder();
   private readonly waiters = new Set<() => void>();
 
@@ -596,27 +628,15 @@ export class H2Client {
         if (this.autoAck) this.send(settingsAck());
         this.serverSettingsSeen = true;
         break;
-      case FrameType.HEADERS: {
-        let off = 0;
-        let end = p.length;
-        if (f.flags & Flag.PADDED) { end -= p[0]; off = 1; }
-        if (f.flags & Flag.PRIORITY) off += 5;
-        this.block = { streamId: f.streamId, parts: [p.subarray(off, Math.max(off, end))], endStream: (f.flags & Flag.END_STREAM) !== 0 };
-        if (f.flags & Flag.END_HEADERS) this.endBlock();
+      case FrameType.HEADERS:
+      case FrameType.CONTINUATION: {
+        const b = this.blocks.push(f);
+        if (b) this.endBlock(b);
         break;
       }
-      case FrameType.CONTINUATION:
-        if (this.block && this.block.streamId === f.streamId) {
-          this.block.parts.push(p);
-          if (f.flags & Flag.END_HEADERS) this.endBlock();
-        }
-        break;
       case FrameType.DATA: {
         const s = this.stream(f.streamId);
-        let off = 0;
-        let end = p.length;
-        if (f.flags & Flag.PADDED) { end -= p[0]; off = 1; }
-        s.data.push(p.subarray(off, Math.max(off, end)));
+        s.data.push(frameContent(f));
         if (f.flags & Flag.END_STREAM) s.ended = true;
         break;
       }
@@ -638,12 +658,10 @@ export class H2Client {
     }
   }
 
-  private endBlock(): void {
-    const b = this.block!;
-    this.block = null;
+  private endBlock(b: HeaderBlock): void {
     const s = this.stream(b.streamId);
     try {
-      s.blocks.push(this.decoder.decode(Buffer.concat(b.parts)));
+      s.blocks.push(this.decoder.decode(b.block));
     } catch (err) {
       this.hpackError ??= err as Error;
     }

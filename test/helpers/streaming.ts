@@ -63,3 +63,29 @@ export async function startChild(t: Test, upstreamPort: number, protocol: 'auto'
   return { port, pid: child.proc.pid! };
 }
 
+/** A client to stop once, partway through a download. */
+export interface Stall { after: number; ms: number; client: { pid: number } | null; done: boolean }
+
+/**
+ * Writes `size` bytes to `out` in 1 MiB chunks, with backpressure. Once `stall.after` bytes are
+ * out, the client the test started is stopped (SIGSTOP) for `stall.ms`, once per Stall.
+ */
+export function pumpStalling(out: NodeJS.WritableStream, size: number, stall: Stall): void {
+  const chunk = Buffer.alloc(1 << 20, 0x5a);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < size) {
+      const n = Math.min(chunk.length, size - sent);
+      sent += n;
+      if (!stall.done && sent >= stall.after && stall.client) {
+        stall.done = true;
+        const pid = stall.client.pid;
+        process.kill(pid, 'SIGSTOP');
+        setTimeout(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }, stall.ms);
+      }
+      if (!out.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { out.once('drain', pump); return; }
+    }
+    out.end();
+  };
+  pump();
+}

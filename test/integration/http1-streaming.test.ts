@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { httpUpstream, run } from '../helpers/harness';
-import { MB, rssBytes, spawnClient, startChild, watchRss } from '../helpers/streaming';
+import { MB, pumpStalling, rssBytes, spawnClient, startChild, watchRss, type Stall } from '../helpers/streaming';
 
 const GiB = 1 << 30;
 const STALL_AFTER = 64 << 20;
@@ -71,29 +71,12 @@ t.test('1 GiB upload (curl -T, Content-Length; then 512 MiB chunked) to an upstr
 });
 
 t.test('1 GiB download to a client that stalls: every byte arrives, memory stays flat', async (t) => {
-  const chunk = Buffer.alloc(1 << 20, 0x5a);
-  let client: { pid: number } | null = null;
-  let stalled = false;
+  // the client stops reading for a while (SIGSTOP to the curl this test started)
+  const stall: Stall = { after: STALL_AFTER, ms: STALL_MS, client: null, done: false };
   const up = await httpUpstream((req, res) => {
     if (req.url !== '/down') { res.end('warm'); return; }
     res.writeHead(200, { 'content-length': String(GiB), 'content-type': 'application/octet-stream' });
-    let sent = 0;
-    const pump = () => {
-      while (sent < GiB) {
-        const n = Math.min(chunk.length, GiB - sent);
-        sent += n;
-        if (!stalled && sent >= STALL_AFTER && client) {
-          // the client stops reading for a while (SIGSTOP to the curl this test started)
-          stalled = true;
-          const pid = client.pid;
-          process.kill(pid, 'SIGSTOP');
-          setTimeout(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }, STALL_MS);
-        }
-        if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { res.once('drain', pump); return; }
-      }
-      res.end();
-    };
-    pump();
+    pumpStalling(res, GiB, stall);
   });
   t.teardown(() => up.close());
   const sluice = await startChild(t, up.port);
@@ -102,14 +85,14 @@ t.test('1 GiB download to a client that stalls: every byte arrives, memory stays
   const rss = watchRss(sluice.pid);
   const t0 = Date.now();
   const c = spawnClient('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download}', `http://127.0.0.1:${sluice.port}/down`], 60_000);
-  client = c;
+  stall.client = c;
   t.teardown(() => { try { process.kill(c.pid, 'SIGCONT'); } catch { /* gone */ } });
   const r = await c.done;
   const ms = Date.now() - t0;
   const peak = rss.stop();
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout, String(GiB), 'the client got every byte');
-  t.ok(stalled, 'the client did stall');
+  t.ok(stall.done, 'the client did stall');
   t.comment(`download: ${ms} ms (${STALL_MS} ms of it stalled); Sluice RSS ${MB(base0)} → peak ${MB(peak)}`);
   t.ok(peak - base0 < MAX_GROWTH, `RSS grew by ${MB(peak - base0)} (limit ${MB(MAX_GROWTH)})`);
 });

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { h2Upstream, run, startSluice, stats } from '../helpers/harness';
-import { MB, rssBytes, spawnClient, startChild, watchRss } from '../helpers/streaming';
+import { MB, pumpStalling, rssBytes, spawnClient, startChild, watchRss, type Stall } from '../helpers/streaming';
 
 const SIZE = 256 << 20;
 const STALL_AFTER = 32 << 20;
@@ -58,28 +58,11 @@ t.test('256 MiB h2 upload to an upstream that stalls: every byte arrives, memory
 });
 
 t.test('256 MiB h2 download to a client that stalls: every byte arrives, memory stays flat', async (t) => {
-  const chunk = Buffer.alloc(1 << 20, 0x5a);
-  let client: { pid: number } | null = null;
-  let stalled = false;
+  const stall: Stall = { after: STALL_AFTER, ms: STALL_MS, client: null, done: false };
   const up = await h2Upstream((stream, headers) => {
     if (headers[':path'] !== '/down') { stream.respond({ ':status': 200 }); stream.end('warm'); return; }
     stream.respond({ ':status': 200, 'content-length': String(SIZE), 'content-type': 'application/octet-stream' });
-    let sent = 0;
-    const pump = (): void => {
-      while (sent < SIZE) {
-        const n = Math.min(chunk.length, SIZE - sent);
-        sent += n;
-        if (!stalled && sent >= STALL_AFTER && client) {
-          stalled = true;
-          const pid = client.pid;
-          process.kill(pid, 'SIGSTOP');
-          setTimeout(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }, STALL_MS);
-        }
-        if (!stream.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { stream.once('drain', pump); return; }
-      }
-      stream.end();
-    };
-    pump();
+    pumpStalling(stream, SIZE, stall);
   });
   t.teardown(() => up.close());
   const sluice = await startChild(t, up.port, 'http2');
@@ -89,14 +72,14 @@ t.test('256 MiB h2 download to a client that stalls: every byte arrives, memory 
   const t0 = Date.now();
   const c = spawnClient('curl', ['-sS', '--fail', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{size_download}',
     `http://127.0.0.1:${sluice.port}/down`], 90_000);
-  client = c;
+  stall.client = c;
   t.teardown(() => { try { process.kill(c.pid, 'SIGCONT'); } catch { /* gone */ } });
   const r = await c.done;
   const ms = Date.now() - t0;
   const peak = rss.stop();
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout, String(SIZE), 'the client got every byte');
-  t.ok(stalled, 'the client did stall');
+  t.ok(stall.done, 'the client did stall');
   t.comment(`h2 download: ${ms} ms (${STALL_MS} ms of it stalled); Sluice RSS ${MB(base)} → peak ${MB(peak)}`);
   t.ok(peak - base < MAX_GROWTH, `RSS grew by ${MB(peak - base)} (limit ${MB(MAX_GROWTH)})`);
 });

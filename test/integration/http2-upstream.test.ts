@@ -22,7 +22,7 @@ import { startSluice, stats, waitFor, type RunningSluice } from '../helpers/harn
 import {
   ErrorCode, Flag, FrameType, H2Client, HpackDecoder, PREFACE, Setting, dataFrame, describeResult, errorName, frame,
   continuationFrame, goawayFrame, headersFrame, hpack, rstStreamFrame, settingsAck, settingsFrame, typeName, windowUpdateFrame,
-  type Field, type Frame, type GoAway,
+  HeaderBlocks, frameContent, type Field, type Frame, type GoAway, type HeaderBlock,
 } from '../helpers/h2-frames';
 
 // ── a hand-made h2c upstream ─────────────────────────────────────────────────
@@ -91,7 +91,7 @@ class FakeConn {
   prefaceOk: boolean | null = null;
   private pending: Buffer = Buffer.alloc(0);
   private prefaceLeft = PREFACE.length;
-  private block: { id: number; parts: Buffer[]; endStream: boolean } | null = null;
+  private readonly assembler = new HeaderBlocks();
   private readonly decoder = new HpackDecoder();
 
   constructor(readonly server: FakeH2Server, readonly socket: net.Socket, readonly index: number) {
@@ -236,30 +236,19 @@ class FakeConn {
         this.send(settingsAck());
         break;
       }
-      case FrameType.HEADERS: {
-        let off = 0;
-        let end = p.length;
-        if (f.flags & Flag.PADDED) { end -= p[0]; off = 1; }
-        if (f.flags & Flag.PRIORITY) off += 5;
-        this.block = { id: f.streamId, parts: [p.subarray(off, end)], endStream: (f.flags & Flag.END_STREAM) !== 0 };
-        if (f.flags & Flag.END_HEADERS) this.endBlock();
+      case FrameType.HEADERS:
+      case FrameType.CONTINUATION: {
+        const b = this.assembler.push(f);
+        if (b) this.endBlock(b);
         break;
       }
-      case FrameType.CONTINUATION:
-        if (this.block && this.block.id === f.streamId) {
-          this.block.parts.push(p);
-          if (f.flags & Flag.END_HEADERS) this.endBlock();
-        }
-        break;
       case FrameType.DATA: {
         const s = this.stream(f.streamId);
         const end = (f.flags & Flag.END_STREAM) !== 0;
         s.recvWindow -= p.length;
         this.recvWindow -= p.length;
         if (s.recvWindow < 0 || this.recvWindow < 0) this.overReceived += p.length;
-        let data = p;
-        if (f.flags & Flag.PADDED) data = p.subarray(1, p.length - p[0]);
-        s.data.push(data);
+        s.data.push(frameContent(f));
         if (end) s.remoteEnded = true;
         if (this.server.opts.autoGrant !== undefined && p.length > 0) {
           // give the window back as soon as the data is in (a reader that keeps up)
@@ -292,28 +281,26 @@ class FakeConn {
     }
   }
 
-  private endBlock(): void {
-    const b = this.block!;
-    this.block = null;
+  private endBlock(b: HeaderBlock): void {
     let fields: Array<[string, string]>;
     try {
-      fields = this.decoder.decode(Buffer.concat(b.parts));
+      fields = this.decoder.decode(b.block);
     } catch (err) {
       this.hpackError ??= err as Error;
       return;
     }
-    const whole = Buffer.concat(b.parts);
-    this.blocks.push({ id: b.id, first: whole.length ? whole[0] : -1, afterAck: this.settingsAcks > 0 });
-    const s = this.stream(b.id);
+    const id = b.streamId;
+    this.blocks.push({ id, first: b.block.length ? b.block[0] : -1, afterAck: this.settingsAcks > 0 });
+    const s = this.stream(id);
     if (b.endStream) s.remoteEnded = true;
-    if (this.server.requests.some((r) => r.conn === this && r.id === b.id)) { // request trailers
+    if (this.server.requests.some((r) => r.conn === this && r.id === id)) { // request trailers
       if (b.endStream) this.server.onBodyEnd(this, s);
       return;
     }
     this.maxOpen = Math.max(this.maxOpen, this.openStreams);
-    const req: UpRequest = { conn: this, id: b.id, fields, path: fields.find(([n]) => n === ':path')?.[1] ?? '' };
+    const req: UpRequest = { conn: this, id, fields, path: fields.find(([n]) => n === ':path')?.[1] ?? '' };
     this.server.requests.push(req);
-    if (this.server.opts.autoGrant) this.grant(b.id, this.server.opts.autoGrant);
+    if (this.server.opts.autoGrant) this.grant(id, this.server.opts.autoGrant);
     try {
       this.server.onRequest(req);
     } catch (err) {

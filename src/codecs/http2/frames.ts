@@ -122,9 +122,3 @@ export function headersFrames(streamId: number, block: Buffer, endStream: boolea
   }
   return b;
 }
-
-export function errorName(code: number): string {
-  return ['NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED',
-    'FRAME_SIZE_ERROR', 'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM',
-    'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED'][code] ?? `0x${code.toString(16)}`;
-}

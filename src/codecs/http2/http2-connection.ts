@@ -193,6 +193,8 @@ export class Http2Connection {
   private hbChunks: Buffer[] = [];
   private hbLength = 0;
   private hbEndStream = false;
+  /** The HEADERS frame of the block gave the stream a dependency on itself (a stream error, after decoding). */
+  private hbSelfDependent = false;
   // flow control
   private sendWindow = DEFAULT_WINDOW;
   private recvWindow = DEFAULT_WINDOW;
@@ -275,9 +277,6 @@ export class Http2Connection {
       if (!s.closed && s.wantWritable && s.pendingBytes === 0) { s.wantWritable = false; s.handler.onWritable(s); }
     }
   }
-
-  /** Bytes queued here and not yet handed to the socket. */
-  get buffered(): number { return this.outBytes; }
 
   // ── input ────────────────────────────────────────────────────────────────
 
@@ -408,8 +407,6 @@ export class Http2Connection {
     this.hbLength = fragment.length;
     if (this.isServer) this.headersPendingSince = performance.now();
   }
-
-  private hbSelfDependent = false;
 
   private onContinuation(flags: number, id: number, p: Buffer): void {
     if (this.hbStream === 0 || id !== this.hbStream) { this.fail(H2Error.PROTOCOL_ERROR, 'unexpected CONTINUATION'); return; }
