@@ -4,20 +4,50 @@
  *   16 03 ..                          TLS handshake record
  *   da bb ..                          Dubbo 2 magic
  *   PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n  HTTP/2 prior-knowledge preface (gRPC included)
- *   TOKEN SP                          an HTTP/1.x method
+ *   PRI * HTTP/2.0 ... (then wrong)   HTTP/2 too: a broken preface, which the HTTP/2 codec answers with GOAWAY
+ *   [ws] 1*tchar WS                   HTTP/1.x: a token, then anything a lenient server splits words on
  *   anything else                     opaque TCP
  *
- * `more` means the bytes so far fit a protocol but are not enough to decide.
+ * Sniffing is part of the security boundary: bytes called opaque reach the upstream without
+ * routes or filters, so whatever some HTTP server somewhere would take for a request line must
+ * be called HTTP here, and go through Sluice's strict decoder (which refuses the odd forms).
+ * Lenient servers skip leading whitespace and split the request line on any whitespace (Python's
+ * str.split takes \v \f \x1c-\x1f \x85 \xa0 too, and a CR not followed by LF), accept lower-case
+ * and unknown methods, and do not bound the method's length. So:
+ * - leading CR, LF and other whitespace are skipped (RFC 9112 §2.2 asks servers to ignore empty
+ *   lines before a request), up to MAX_LEADING bytes; more than that is handed to the decoder;
+ * - any token (RFC 9110 tchar, any case, any length) followed by such whitespace is HTTP/1; a token
+ *   longer than MAX_TOKEN without a decision is HTTP/1 too (the decoder refuses it, the upstream never sees it);
+ * - a token followed by CRLF or LF alone (`QUIT\r\n`) is not a request line anywhere: opaque.
+ *
+ * `more` means the bytes so far fit a protocol but are not enough to decide: the caller waits,
+ * under the HTTP header timeout once a byte has arrived.
  */
 export type Sniffed = 'http1' | 'http2' | 'tls' | 'dubbo' | 'tcp' | 'more';
 
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-const MAX_METHOD = 20;
+/** "PRI * HTTP/2.0": once this much matches, the client speaks HTTP/2 whatever follows. */
+const H2_PREFACE_LINE = 14;
+/** Leading whitespace skipped before the decision; beyond it the bytes go to the HTTP/1 decoder, which refuses them. */
+export const MAX_LEADING = 64;
+/** A token this long without whitespace is handed to the HTTP/1 decoder rather than waited on. */
+export const MAX_TOKEN = 64;
+/** Bytes a caller needs to keep for a decision: every `more` is decided within this many. */
+export const MAX_SNIFF_BYTES = MAX_LEADING + MAX_TOKEN + 2;
 
-// RFC 9110 tchar, the alphabet of a method token; real methods are upper case letters and '-'.
-function isMethodChar(c: number): boolean {
-  return (c >= 0x41 && c <= 0x5a) || c === 0x2d || c === 0x5f;
-}
+const CR = 0x0d;
+const LF = 0x0a;
+
+/** RFC 9110 tchar. */
+const TCHAR = new Uint8Array(256);
+for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
+for (const ch of "!#$%&'*+-.^_`|~") TCHAR[ch.charCodeAt(0)] = 1;
+
+/** Whitespace some HTTP/1 server splits a request line on (CR and LF are handled apart). */
+const WS = new Uint8Array(256);
+for (const c of [0x09, 0x0b, 0x0c, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0]) WS[c] = 1;
 
 export function sniff(buf: Buffer): Sniffed {
   const n = buf.length;
@@ -27,12 +57,35 @@ export function sniff(buf: Buffer): Sniffed {
   if (b0 === 0xda) return n < 2 ? 'more' : buf[1] === 0xbb ? 'dubbo' : 'tcp';
   if (b0 === 0x50 /* P */) {
     const m = Math.min(n, H2_PREFACE.length);
-    if (buf.compare(H2_PREFACE, 0, m, 0, m) === 0) return n >= H2_PREFACE.length ? 'http2' : 'more';
+    let same = 0;
+    while (same < m && buf[same] === H2_PREFACE[same]) same++;
+    if (same === H2_PREFACE.length) return 'http2';
+    if (same >= H2_PREFACE_LINE) return same === m ? 'more' : 'http2';
+    if (same === m) return 'more';
+    // diverged inside "PRI * HTTP/2.0": an HTTP/1 request line with the method PRI, or not HTTP at all
   }
-  for (let i = 0; i < n && i <= MAX_METHOD; i++) {
-    const c = buf[i];
-    if (c === 0x20) return i > 0 ? 'http1' : 'tcp';
-    if (!isMethodChar(c)) return 'tcp';
+  let i = 0;
+  while (i < n && (WS[buf[i]] === 1 || buf[i] === CR || buf[i] === LF)) {
+    if (++i > MAX_LEADING) return 'http1';
   }
-  return n > MAX_METHOD ? 'tcp' : 'more';
+  if (i === n) return 'more';
+  const start = i;
+  while (i < n && TCHAR[buf[i]] === 1) {
+    if (++i - start > MAX_TOKEN) return 'http1';
+  }
+  if (i === start) return 'tcp';
+  if (i === n) return 'more';
+  const c = buf[i];
+  if (WS[c] === 1) return 'http1';
+  if (c === CR) {
+    // CR LF ends a line (`QUIT\r\n`); a CR inside a line is whitespace to some servers
+    if (i + 1 === n) return 'more';
+    return buf[i + 1] === LF ? 'tcp' : 'http1';
+  }
+  return 'tcp';
+}
+
+/** Bytes that `sniff` called `more` and that may still become an HTTP/1 request or the HTTP/2 preface (not TLS, not Dubbo). */
+export function mayBeHttp(buf: Buffer): boolean {
+  return buf.length > 0 && buf[0] !== 0x16 && buf[0] !== 0xda && sniff(buf.length > MAX_SNIFF_BYTES ? buf.subarray(0, MAX_SNIFF_BYTES) : buf) === 'more';
 }

@@ -21,7 +21,8 @@ export interface ListenerConfig {
   direction: Direction;
   capture: boolean;
   cluster?: string;
-  protocol: 'auto' | 'tcp';
+  protocol: 'auto' | 'http' | 'dubbo' | 'tcp';
+  opaque: 'passthrough' | 'refuse';
 }
 
 export interface RouteConfig {
@@ -75,6 +76,9 @@ export interface SluiceConfig {
     requestTimeoutMs: number;
     upstreamIdleTimeoutMs: number;
     via: string;
+    normalizePath: boolean;
+    mergeSlashes: boolean;
+    escapedSlashes: 'reject' | 'keep' | 'unescape';
   };
   tcp: { sniffTimeoutMs: number; opaquePorts: number[]; connectTimeoutMs: number; idleTimeoutMs: number };
   dubbo: { maxBodyBytes: number; serializations: number[]; maxCallsPerConnection: number };
@@ -256,6 +260,9 @@ function semanticIssues(c: Obj): ConfigIssue[] {
       listenerNames.add(name);
     }
     bind(`/listeners/${i}/address`, checkAddress(issues, `/listeners/${i}/address`, l.address, true));
+    if (l.protocol === 'tcp' && l.opaque === 'refuse') {
+      issues.push({ path: `/listeners/${i}/opaque`, message: 'refuse would refuse every connection of a protocol: tcp listener' });
+    }
     const cluster = str(l.cluster);
     if (cluster !== undefined && !clusters.has(cluster)) {
       issues.push({ path: `/listeners/${i}/cluster`, message: `unknown cluster "${cluster}"` });

@@ -74,8 +74,19 @@ export const configSchema = {
           capture: { type: 'boolean', default: false },
           /** Where traffic goes when no route matches; explicit listeners usually name one. */
           cluster: { type: 'string' },
-          /** `tcp`: no protocol detection, every connection is opaque TCP (e.g. a database port). */
-          protocol: { enum: ['auto', 'tcp'], default: 'auto' },
+          /**
+           * What the listener speaks. `auto`: detected per connection (HTTP/1, HTTP/2, Dubbo, TLS,
+           * else opaque TCP); `http`: HTTP/1 or HTTP/2 only; `dubbo`: Dubbo only; `tcp`: no
+           * detection, every connection is opaque TCP (e.g. a database port). With `http` and
+           * `dubbo` anything else is refused: nothing falls back to opaque TCP.
+           */
+          protocol: { enum: ['auto', 'http', 'dubbo', 'tcp'], default: 'auto' },
+          /**
+           * `auto` listeners: what happens to a connection that is no protocol Sluice speaks (or
+           * says nothing within tcp.sniffTimeoutMs). `passthrough`: proxied as opaque TCP, without
+           * routes or filters; `refuse`: closed and counted.
+           */
+          opaque: { enum: ['passthrough', 'refuse'], default: 'passthrough' },
         },
       },
     },
@@ -185,6 +196,21 @@ export const configSchema = {
         upstreamIdleTimeoutMs: duration(60_000),
         /** The value of the Via header Sluice adds; empty to add none. */
         via: { type: 'string', default: '1.1 sluice' },
+        /**
+         * Paths are normalised before routes see them, and forwarded as normalised (RFC 3986:
+         * percent-encoded unreserved characters decoded, dot segments removed), so `/./admin`
+         * and `/%61dmin` meet the rules written for `/admin`.
+         */
+        normalizePath: { type: 'boolean', default: true },
+        /** `//a///b` becomes `/a/b` before matching and forwarding. */
+        mergeSlashes: { type: 'boolean', default: true },
+        /**
+         * `%2F` and `%5C` (encoded slash and backslash) in a path: `reject` answers 400 (an
+         * upstream that decodes them would see another path than the routes did); `keep` leaves
+         * them encoded (routes match the encoded form); `unescape` decodes them to `/` before
+         * matching and forwarding.
+         */
+        escapedSlashes: { enum: ['reject', 'keep', 'unescape'], default: 'reject' },
       },
     },
     tcp: {

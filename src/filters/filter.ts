@@ -11,6 +11,7 @@ export type FilterStatus = typeof CONTINUE | typeof STOP;
 
 /** Why Sluice answered instead of the upstream; sent as the `x-sluice-reason` header. */
 export type LocalReason =
+  | 'bad_request'
   | 'no_route'
   | 'upstream_connect_failed'
   | 'upstream_timeout'

@@ -31,33 +31,3 @@ export interface RequestView {
   /** A request header (HTTP) or attachment (Dubbo), by lower-case name. */
   header(name: string): string | undefined;
 }
-
-/** Host header value without port, lower case; IPv6 literals lose their brackets. */
-export function hostOnly(authority: string): string {
-  if (authority.charCodeAt(0) === 91 /* [ */) {
-    const end = authority.indexOf(']');
-    return (end > 0 ? authority.slice(1, end) : authority).toLowerCase();
-  }
-  const colon = authority.indexOf(':');
-  return (colon < 0 ? authority : authority.slice(0, colon)).toLowerCase();
-}
-
-/** Path part of a request target (origin-form or absolute-form), without the query. */
-export function pathOf(target: string): string {
-  let start = 0;
-  if (target.charCodeAt(0) !== 47 /* / */) {
-    const scheme = target.indexOf('://');
-    if (scheme > 0) {
-      // the authority ends at the first '/', '?' or '#'; no path after it means '/'
-      let i = scheme + 3;
-      for (; i < target.length; i++) {
-        const c = target.charCodeAt(i);
-        if (c === 47 || c === 63 /* ? */ || c === 35 /* # */) break;
-      }
-      if (i >= target.length || target.charCodeAt(i) !== 47) return '/';
-      start = i;
-    }
-  }
-  const q = target.indexOf('?', start);
-  return q < 0 ? (start === 0 ? target : target.slice(start)) : target.slice(start, q);
-}

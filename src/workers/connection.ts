@@ -5,7 +5,7 @@
  * in the same tick, so the codec sees the stream from its first byte.
  */
 import type net from 'node:net';
-import { sniff, type Sniffed } from '../codecs/sniff';
+import { MAX_SNIFF_BYTES, mayBeHttp, sniff, type Sniffed } from '../codecs/sniff';
 import { PROTOCOLS, type Protocol } from '../stats/stats';
 import type { LocalReply } from '../filters/filter';
 import type { RouteTarget } from '../filters/router';
@@ -20,9 +20,9 @@ import { DubboSession } from './dubbo-session';
 export interface ConnectionInfo {
   listener: ListenerRuntime;
   dst: OriginalDst | null;
+  /** When the client's first byte arrived (performance.now()): the HTTP header timeout counts from it. */
+  firstByteAt?: number;
 }
-
-const MAX_SNIFF_BYTES = 64;
 
 /** Where opaque bytes (and unrouted requests) go: original destination, local app, or the listener's cluster. */
 export function passthroughTarget(cfg: CompiledConfig, info: ConnectionInfo): { host: string; port: number; cstats: ClusterStats } | null {
@@ -81,50 +81,99 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   stats.inc(info.listener.cxTotal);
   socket.on('error', () => socket.destroy());
   socket.setNoDelay(true);
+  const l = info.listener.config;
+
+  // a port known to carry opaque (often server-speaks-first) traffic: nothing to wait for
+  const declaredOpaque = l.protocol === 'tcp'
+    || (l.protocol === 'auto' && l.opaque === 'passthrough' && info.dst !== null && cfg.opaquePorts.has(info.dst.port));
+  if (declaredOpaque || l.protocol === 'dubbo') {
+    const verdict = declaredOpaque ? 'tcp' : 'dubbo';
+    stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
+    dispatch(rt, cfg, socket, info, verdict, null);
+    return;
+  }
 
   let decided = false;
-  const decide = (verdict: Exclude<Sniffed, 'more'>, early: Buffer | null = null) => {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  const decide = (verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null) => {
     if (decided) return;
     decided = true;
     clearTimeout(timer);
     socket.removeListener('readable', onReadable);
     socket.removeListener('end', onEnd);
-    const proto: Protocol = verdict;
-    stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(proto)]);
-    dispatch(rt, rt.current(), socket, info, verdict, early);
+    const now = rt.current();
+    const accepted = verdict === 'http1' || verdict === 'http2'
+      || (l.protocol === 'auto' && (verdict === 'dubbo' || l.opaque === 'passthrough'));
+    if (verdict === 'refuse' || !accepted) {
+      // not a protocol this listener takes: nothing of it reaches an upstream
+      now.stats.inc(info.listener.cxRefused);
+      socket.destroy();
+      return;
+    }
+    now.stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
+    dispatch(rt, now, socket, info, verdict, early);
   };
 
-  // a port known to carry opaque (often server-speaks-first) traffic: nothing to wait for
-  const l = info.listener.config;
-  if (l.protocol === 'tcp' || (info.dst !== null && cfg.opaquePorts.has(info.dst.port))) {
-    decided = true;
-    stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tcp')]);
-    dispatch(rt, cfg, socket, info, 'tcp', null);
-    return;
-  }
+  /**
+   * Before the first byte: a client that stays silent for tcp.sniffTimeoutMs is opaque (a
+   * server-speaks-first protocol), or, on an `http` listener, has http.headerTimeoutMs to begin.
+   * After it: bytes that may still become a request wait under http.headerTimeoutMs, from the
+   * first byte, and are then refused, never passed on: a slow HTTP client must not skip the
+   * routes, and a slowloris must not hold the connection longer than an HTTP one could.
+   */
+  const onTimeout = () => {
+    if (length === 0) {
+      if (l.protocol === 'http') {
+        rt.current().stats.inc(info.listener.cxHeaderTimeout);
+        decide('refuse');
+        return;
+      }
+      rt.current().stats.inc(info.listener.sniffTimeout);
+      decide('tcp');
+      return;
+    }
+    const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
+    chunks.length = 0;
+    if (mayBeHttp(head)) {
+      rt.current().stats.inc(info.listener.cxHeaderTimeout);
+      decide('refuse');
+      return;
+    }
+    rt.current().stats.inc(info.listener.sniffTimeout);
+    socket.unshift(head);
+    decide('tcp');
+  };
+  let timer = setTimeout(onTimeout, l.protocol === 'http' ? cfg.config.http.headerTimeoutMs : cfg.config.tcp.sniffTimeoutMs);
 
-  const chunks: Buffer[] = [];
-  let length = 0;
   const onReadable = () => {
     let chunk: Buffer | null;
+    const first = length === 0;
     while ((chunk = socket.read()) !== null) { chunks.push(chunk); length += chunk.length; }
     if (length === 0) return;
     const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
-    const v = sniff(head.subarray(0, MAX_SNIFF_BYTES));
-    if (v === 'more' && length < MAX_SNIFF_BYTES) return;
+    let v = sniff(head.length > MAX_SNIFF_BYTES ? head.subarray(0, MAX_SNIFF_BYTES) : head);
+    if (v === 'more' && length >= MAX_SNIFF_BYTES) v = 'http1'; // cannot happen by sniff's bounds; the strict decoder decides
+    if (v === 'more') {
+      if (first) {
+        info.firstByteAt = performance.now();
+        clearTimeout(timer);
+        timer = setTimeout(onTimeout, rt.current().config.http.headerTimeoutMs);
+      }
+      return;
+    }
+    if (info.firstByteAt === undefined) info.firstByteAt = performance.now();
     chunks.length = 0;
     socket.unshift(head);
-    decide(v === 'more' ? 'tcp' : v);
+    decide(v);
   };
   const onEnd = () => {
-    // the client half-closed before saying enough: whatever it sent goes through as opaque bytes
-    decide('tcp', length ? Buffer.concat(chunks, length) : null);
+    // the client half-closed before saying enough: it cannot be a request any more
+    if (length === 0) { decide('tcp'); return; }
+    const head = Buffer.concat(chunks, length);
+    chunks.length = 0;
+    decide('tcp', head);
   };
-  const timer = setTimeout(() => {
-    stats.inc(info.listener.sniffTimeout);
-    if (length) socket.unshift(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length));
-    decide('tcp');
-  }, cfg.config.tcp.sniffTimeoutMs);
   socket.once('close', () => clearTimeout(timer));
   socket.on('readable', onReadable);
   socket.once('end', onEnd);

@@ -17,7 +17,8 @@ import {
 } from '../codecs/http1/http1-encoder';
 import type { ProtocolError } from '../errors';
 import type { LocalReply } from '../filters/filter';
-import { hostOnly, pathOf, type Peer, type RequestView } from '../filters/request-view';
+import { type Peer, type RequestView } from '../filters/request-view';
+import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type PathPolicy, type Target } from '../codecs/http-target';
 import type { RouteTarget } from '../filters/router';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
@@ -31,12 +32,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
-  readonly service: string;
-  readonly path: string;
   readonly method: string;
-  constructor(private readonly session: Http1Session, readonly head: Http1Head) {
-    this.service = hostOnly(head.host);
-    this.path = pathOf(head.target);
+  constructor(private readonly session: Http1Session, readonly head: Http1Head, readonly service: string, readonly path: string) {
     this.method = head.method;
   }
   get direction() { return this.session.info.listener.config.direction; }
@@ -50,6 +47,34 @@ class Http1View implements RequestView {
     }
     return undefined;
   }
+}
+
+interface Http1Target {
+  authority: Authority;
+  target: Target;
+}
+
+/**
+ * The authority and path a request is routed on, which are also what is forwarded: an
+ * absolute-form target's authority wins over Host (RFC 9112 §3.2.2), and goes upstream as
+ * Host with the origin-form rest. A reason string when the request is refused.
+ */
+function resolveTarget(head: Http1Head, policy: PathPolicy): Http1Target | string {
+  let authority = head.host;
+  let rest = head.target;
+  const c = rest.charCodeAt(0);
+  if (c !== 47 /* / */ && rest !== '*') {
+    const abs = splitAbsolute(rest);
+    if (!abs) return 'an unsupported request target';
+    if (abs.authority === '') return 'an absolute-form target without a host';
+    authority = abs.authority;
+    rest = abs.rest;
+  }
+  const a = parseAuthority(authority);
+  if (!a) return authority === head.host ? 'an invalid Host header' : 'an invalid authority in the request target';
+  const t = normalizeTarget(rest, policy);
+  if (typeof t === 'string') return t;
+  return { authority: a, target: t };
 }
 
 export class Http1Session implements Http1Handler {
@@ -140,7 +165,14 @@ export class Http1Session implements Http1Handler {
    */
   private headerPending(): void {
     if (this.headerTimer || this.exchange || this.closing || this.decoder.idle) return;
-    this.headerTimer = setTimeout(onHeaderTimeout, this.rt.current().config.http.headerTimeoutMs, this);
+    let ms = this.rt.current().config.http.headerTimeoutMs;
+    const first = this.info.firstByteAt;
+    if (first !== undefined) {
+      // the first request's head began while the protocol was being recognised
+      this.info.firstByteAt = undefined;
+      ms = Math.max(1, ms - (performance.now() - first));
+    }
+    this.headerTimer = setTimeout(onHeaderTimeout, ms, this);
   }
 
   /** @internal */
@@ -195,7 +227,12 @@ export class Http1Session implements Http1Handler {
     const ex = this.exchange;
     if (!ex) return true;
     ex.onRequestEnd(trailers);
-    if (ex.finished) { this.exchange = null; return this.afterExchange(ex); }
+    if (ex.finished) {
+      this.exchange = null;
+      const more = this.afterExchange(ex);
+      if (more && !ex.tunnel) this.decoder.cancelUpgrade();
+      return more;
+    }
     return false; // hold pipelined requests until this response is done
   }
 
@@ -226,6 +263,8 @@ export class Http1Session implements Http1Handler {
     this.exchange = null;
     if (this.afterExchange(ex)) {
       this.socket.resume();
+      // an upgrade the upstream declined: the next request follows on the same connection
+      this.decoder.cancelUpgrade();
       this.decoder.resume();
       this.headerPending();
     }
@@ -279,8 +318,12 @@ class Http1Exchange implements Http1ResponseSink {
   /** 101: the connection is now a tunnel to the upstream. */
   tunnel = false;
 
+  private readonly resolved: Http1Target | string;
+
   constructor(private readonly session: Http1Session, private readonly cfg: CompiledConfig, private readonly head: Http1Head) {
-    this.view = new Http1View(session, head);
+    const r = resolveTarget(head, cfg.config.http);
+    this.resolved = r;
+    this.view = typeof r === 'string' ? new Http1View(session, head, '', '') : new Http1View(session, head, r.authority.host, r.target.path);
   }
 
   private get pstats() { return this.cfg.protocol('http1'); }
@@ -291,6 +334,11 @@ class Http1Exchange implements Http1ResponseSink {
     stats.inc(this.pstats.rqActive);
     if (this.head.upgrade && this.head.method === 'CONNECT') {
       this.localReply({ status: 501, reason: 'no_route', body: 'CONNECT is not supported\n' });
+      return;
+    }
+    if (typeof this.resolved === 'string') {
+      this.cfg.stats.inc(this.pstats.protocolError);
+      this.localReply({ status: 400, reason: 'bad_request', body: `${this.resolved}\n` });
       return;
     }
     this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
@@ -356,8 +404,9 @@ class Http1Exchange implements Http1ResponseSink {
     else framing = { kind: 'none' };
     this.reqFraming = framing;
     const upgrade = h.upgrade ? this.view.header('upgrade') : undefined;
+    const r = this.resolved as Http1Target;
     const head = encodeRequestHead({
-      method: h.method, target: h.target, host: h.host || this.upstreamKey, headers: h.headers,
+      method: h.method, target: r.target.forward, host: r.authority.canonical || this.upstreamKey, headers: h.headers,
       connectionTokens: h.connectionTokens, framing, via: this.cfg.config.http.via, upgrade,
     });
     const sock = conn.socket;

@@ -23,7 +23,8 @@ import { chunkParts, isHopByHop, lastChunk, type Framing } from '../codecs/http1
 import { H2Error } from '../codecs/http2/frames';
 import { CONNECTION_WINDOW, Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream, type Http2StreamHandler } from '../codecs/http2/http2-connection';
 import type { LocalReply } from '../filters/filter';
-import { hostOnly, pathOf, type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
+import { type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
+import { normalizeTarget, parseAuthority, type Authority, type PathPolicy, type Target } from '../codecs/http-target';
 import type { RouteTarget } from '../filters/router';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
@@ -63,18 +64,15 @@ function addVia(f: string[], via: string): void {
 class Http2View implements RequestView {
   readonly service: string;
   readonly method: string;
-  readonly path: string;
   constructor(readonly protocol: RequestProtocol, private readonly info: ConnectionInfo, private readonly peer: Peer,
-    private readonly s: Http2Stream) {
-    const path = pathOf(s.path);
-    this.path = path;
+    private readonly s: Http2Stream, host: string, readonly path: string) {
     if (protocol === 'grpc') {
       // /package.Service/Method
       const slash = path.indexOf('/', 1);
       this.service = slash > 0 ? path.slice(1, slash) : path.slice(1);
       this.method = slash > 0 ? path.slice(slash + 1) : '';
     } else {
-      this.service = hostOnly(s.authority);
+      this.service = host;
       this.method = s.method;
     }
   }
@@ -83,6 +81,38 @@ class Http2View implements RequestView {
   get destination() { return this.info.dst; }
   get source(): Peer { return this.peer; }
   header(name: string): string | undefined { return this.s.header(name); }
+}
+
+interface Http2Target {
+  authority: Authority;
+  target: Target;
+}
+
+/**
+ * The authority and path a stream is routed on and forwarded with. `:authority` (or `host`
+ * without it) must be a valid authority, and a `host` beside `:authority` must name the same
+ * one (RFC 9113 §8.3.1): an upstream reading the other would be reached past the routes.
+ */
+function resolveTarget(s: Http2Stream, policy: PathPolicy): Http2Target | string {
+  const a = parseAuthority(s.authority);
+  if (!a) return 'an invalid :authority';
+  const host = s.header('host');
+  if (host !== undefined && host !== s.authority) {
+    const h = parseAuthority(host);
+    if (!h || h.canonical !== a.canonical) return 'host and :authority differ';
+  }
+  const t = normalizeTarget(s.path, policy);
+  if (typeof t === 'string') return t;
+  return { authority: a, target: t };
+}
+
+/** Puts the routed :path and authority into a field list, in place. */
+function rewriteTarget(f: string[], r: Http2Target): void {
+  for (let i = 0; i < f.length; i += 2) {
+    const name = f[i];
+    if (name === ':path') f[i + 1] = r.target.forward;
+    else if (name === ':authority' || name === 'host') f[i + 1] = r.authority.canonical;
+  }
 }
 
 /** h2 request fields → the flat HTTP/1 list, pseudo-headers and connection-specific fields left out, cookies joined. */
@@ -233,6 +263,7 @@ const UP: Http2StreamHandler = {
 
 class Http2Exchange implements Http1ResponseSink {
   private readonly view: Http2View;
+  private readonly resolved: Http2Target | string;
   private readonly protocol: RequestProtocol;
   private readonly start0: number;
   private readonly via: string;
@@ -280,7 +311,11 @@ class Http2Exchange implements Http1ResponseSink {
   ) {
     this.conn = down.conn;
     this.protocol = isGrpc(stream.contentType || undefined) ? 'grpc' : 'http2';
-    this.view = new Http2View(this.protocol, down.info, down.peer, stream);
+    const r = resolveTarget(stream, cfg.config.http);
+    this.resolved = r;
+    this.view = typeof r === 'string'
+      ? new Http2View(this.protocol, down.info, down.peer, stream, '', '')
+      : new Http2View(this.protocol, down.info, down.peer, stream, r.authority.host, r.target.path);
     this.start0 = cfg.accessLog.enabled ? performance.now() : 0;
     this.via = cfg.config.http.via;
     this.requestEnded = stream.remoteEnded;
@@ -295,6 +330,11 @@ class Http2Exchange implements Http1ResponseSink {
     const s = this.stream;
     s.ctx = this;
     s.handler = DOWN;
+    if (typeof this.resolved === 'string') {
+      this.cfg.stats.inc(this.pstats.protocolError);
+      this.localReply({ status: 400, reason: 'bad_request', body: `${this.resolved}\n` });
+      return;
+    }
     this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
   }
 
@@ -349,7 +389,10 @@ class Http2Exchange implements Http1ResponseSink {
     const connectTimeoutMs = t?.kind === 'cluster' ? t.cluster.config.connectTimeoutMs : this.cfg.config.tcp.connectTimeoutMs;
     const us = this.rt.pools.http2(host, port, this.upstreamKey).acquire(this.cstats!, connectTimeoutMs, this.cfg.config.http.upstreamIdleTimeoutMs);
     const fields = this.stream.fields;
-    if (this.via && this.attempts === 1) addVia(fields, this.via);
+    if (this.attempts === 1) {
+      rewriteTarget(fields, this.resolved as Http2Target);
+      if (this.via) addVia(fields, this.via);
+    }
     const endNow = this.requestEnded && this.early === null && this.earlyTrailers === null;
     const up = us.conn.request(fields, endNow, UP, this);
     if (up === null) {
@@ -585,7 +628,8 @@ class Http2Exchange implements Http1ResponseSink {
     const cl = s.contentLength;
     this.reqFraming = bodyless ? { kind: cl >= 0 ? 'length' : 'none', length: 0 } as Framing
       : cl >= 0 ? { kind: 'length', length: cl } : { kind: 'chunked' };
-    let head = `${s.method} ${s.path} HTTP/1.1\r\nhost: ${s.authority || this.upstreamKey}\r\n`;
+    const r = this.resolved as Http2Target;
+    let head = `${s.method} ${r.target.forward} HTTP/1.1\r\nhost: ${r.authority.canonical || this.upstreamKey}\r\n`;
     const flat = toFlat(s.fields);
     let prevVia: string | undefined;
     for (let i = 0; i < flat.length; i += 2) {

@@ -27,6 +27,10 @@ export interface ListenerRuntime {
   cxTotal: number;
   cxActive: number;
   sniffTimeout: number;
+  /** Bytes that may still become an HTTP request did not complete within http.headerTimeoutMs. */
+  cxHeaderTimeout: number;
+  /** Not a protocol the listener takes (opaque: refuse, protocol: http). */
+  cxRefused: number;
   /** Indexed like PROTOCOLS. */
   cxProtocol: number[];
 }
@@ -54,6 +58,8 @@ export class CompiledConfig {
         cxTotal: stats.slot('sluice_downstream_cx_total', { listener: l.name }),
         cxActive: stats.slot('sluice_downstream_cx_active', { listener: l.name }),
         sniffTimeout: stats.slot('sluice_downstream_cx_sniff_timeout_total', { listener: l.name }),
+        cxHeaderTimeout: stats.slot('sluice_downstream_cx_header_timeout_total', { listener: l.name }),
+        cxRefused: stats.slot('sluice_downstream_cx_refused_total', { listener: l.name }),
         cxProtocol: PROTOCOLS.map((p) => stats.slot('sluice_downstream_cx_protocol_total', { listener: l.name, protocol: p })),
       });
     }

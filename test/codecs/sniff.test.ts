@@ -2,7 +2,7 @@
  * Protocol recognition from first bytes: every row of the DESIGN.md table, with fragments.
  */
 import t from 'tap';
-import { H2_PREFACE, sniff, type Sniffed } from '../../src/codecs/sniff';
+import { H2_PREFACE, MAX_SNIFF_BYTES, mayBeHttp, sniff, type Sniffed } from '../../src/codecs/sniff';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
@@ -39,12 +39,15 @@ t.test('HTTP/2 prior knowledge: the full preface, arriving in any fragments', as
   t.equal(sniff(b('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')), 'http2');
 });
 
-t.test('PRI followed by something else is not HTTP/2', async (t) => {
-  // diverging after "PRI " leaves an HTTP/1 request line with the method PRI: the HTTP/1 codec
-  // answers it (an HTTP/2.0 version is refused there), rather than an HTTP/2 server hanging
+t.test('PRI followed by something else', async (t) => {
+  // diverging inside "PRI * HTTP/2.0" leaves an HTTP/1 request line with the method PRI, which
+  // the HTTP/1 codec answers; diverging after it is a broken HTTP/2 preface, answered with GOAWAY
   t.equal(sniff(b('PRI /x HTTP/1.1\r\n')), 'http1');
   t.equal(sniff(b('PRI * HTTP/1.1\r\n\r\n')), 'http1');
-  t.equal(sniff(b('PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n')), 'http1', 'a corrupted preface');
+  t.equal(sniff(b('PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n')), 'http2', 'a corrupted preface goes to the HTTP/2 codec');
+  t.equal(sniff(b('PRI * HTTP/2.0\r\n\r\nSM\r\n\rQ')), 'http2', 'wrong in its last byte');
+  t.equal(sniff(b('PRI * HTTP/2.0 ')), 'http2');
+  t.equal(sniff(b('PRI * HTTP/2.0')), 'more');
   t.equal(sniff(b('PRIX')), 'more', 'still a possible method token');
   t.equal(sniff(b('PRIX / HTTP/1.1')), 'http1');
   t.equal(sniff(b('PRI\r\n')), 'tcp');
@@ -62,29 +65,62 @@ t.test('HTTP/1.x: a method token then a space', async (t) => {
   t.equal(sniff(b('GE')), 'more');
 });
 
+t.test('whatever a lenient server would read as a request line is HTTP/1', async (t) => {
+  // these reach Sluice's strict decoder (which refuses the odd ones), never an upstream as opaque bytes
+  const cases: Array<[string, string]> = [
+    ['lowercase method', 'get /admin HTTP/1.1\r\n'],
+    ['mixed case method', 'Get /admin HTTP/1.1\r\n'],
+    ['unknown method', 'FROB /admin HTTP/1.1\r\n'],
+    ['digits as a method', '123 /admin'],
+    ['tab after the method', 'GET\t/admin HTTP/1.1\r\n'],
+    ['vertical tab', 'GET\x0b/admin HTTP/1.1\r\n'],
+    ['form feed', 'GET\x0c/admin HTTP/1.1\r\n'],
+    ['unit separator (Python splits on it)', 'GET\x1f/admin HTTP/1.1\r\n'],
+    ['NEL', 'GET\x85/admin HTTP/1.1\r\n'],
+    ['NBSP', 'GET\xa0/admin HTTP/1.1\r\n'],
+    ['a CR inside the line', 'GET\r/admin HTTP/1.1\r\n'],
+    ['leading empty line', '\r\nGET /admin HTTP/1.1\r\n'],
+    ['leading empty lines', '\r\n\r\n\r\nGET /admin HTTP/1.1\r\n'],
+    ['leading bare LF', '\nGET /admin HTTP/1.1\r\n'],
+    ['leading space', ' GET /admin HTTP/1.1\r\n'],
+    ['leading tab', '\tGET /admin HTTP/1.1\r\n'],
+    ['a long method', `${'A'.repeat(40)} /admin HTTP/1.1\r\n`],
+    ['a token longer than any method', 'A'.repeat(65)],
+    ['endless leading whitespace', '\r\n'.repeat(40)],
+  ];
+  for (const [name, s] of cases) t.equal(sniff(b(s)), 'http1', name);
+  t.equal(sniff(b('\r\n')), 'more', 'an empty line: a request may follow');
+  t.equal(sniff(b('\r\nGE')), 'more');
+  t.equal(sniff(b('GET\r')), 'more', 'a CR: the next byte decides');
+  t.equal(sniff(b('A'.repeat(64))), 'more', 'up to MAX_TOKEN a token may still be a method');
+});
+
 t.test('anything else is opaque TCP', async (t) => {
   const cases: Array<[string, Buffer, Sniffed]> = [
-    ['lowercase method', b('get / HTTP/1.1\r\n'), 'tcp'],
-    ['mixed case method', b('Get / HTTP/1.1\r\n'), 'tcp'],
-    ['leading space', b(' GET /'), 'tcp'],
-    ['method then CR', b('GET\r\n'), 'tcp'],
-    ['digits', b('123 abc'), 'tcp'],
+    ['a token then CRLF is no request line', b('QUIT\r\n'), 'tcp'],
+    ['a token then LF', b('QUIT\n'), 'tcp'],
+    ['method then CR LF', b('GET\r\n'), 'tcp'],
+    ['slash right after the token', b('GET/admin HTTP/1.1\r\n'), 'tcp'],
     ['MySQL server greeting', hex('4a 00 00 00 0a 38 2e 30 2e 33 33 00'), 'tcp'],
     ['Redis inline', b('*1\r\n$4\r\nPING\r\n'), 'tcp'],
     ['SSH banner', b('SSH-2.0-OpenSSH_9.6\r\n'), 'tcp'],
     ['SSLv2 hello', hex('80 2e 01 00 02'), 'tcp'],
+    ['PostgreSQL startup', hex('00 00 00 08 04 d2 16 2f'), 'tcp'],
     ['NUL', hex('00'), 'tcp'],
     ['0xff', hex('ff'), 'tcp'],
+    ['whitespace then binary', hex('20 00'), 'tcp'],
   ];
   for (const [name, buf, want] of cases) t.equal(sniff(buf), want, name);
 });
 
-t.test('a very long token is not a method', async (t) => {
-  t.equal(sniff(b('A'.repeat(20))), 'more', '20 letters: the longest method we wait for');
-  t.equal(sniff(b(`${'A'.repeat(20)} / HTTP/1.1`)), 'http1');
-  t.equal(sniff(b('A'.repeat(21))), 'tcp');
-  t.equal(sniff(b(`${'A'.repeat(21)} / HTTP/1.1`)), 'tcp');
-  t.equal(sniff(b('A'.repeat(4096))), 'tcp');
+t.test('mayBeHttp: what is worth waiting for under the header timeout', async (t) => {
+  t.equal(mayBeHttp(b('GE')), true);
+  t.equal(mayBeHttp(b('\r\n')), true);
+  t.equal(mayBeHttp(b('PRI * HTTP/2.0\r\n')), true);
+  t.equal(mayBeHttp(hex('16')), false, 'one byte of TLS');
+  t.equal(mayBeHttp(hex('da')), false, 'one byte of Dubbo');
+  t.equal(mayBeHttp(b('GET ')), false, 'decided already');
+  t.equal(mayBeHttp(b('\x00')), false);
 });
 
 t.test('sniff is pure and never throws on any byte', async (t) => {
@@ -92,6 +128,11 @@ t.test('sniff is pure and never throws on any byte', async (t) => {
   for (let i = 0; i < 256; i++) {
     const v = sniff(Buffer.from([i]));
     t.ok(['more', 'tcp'].includes(v), `byte ${i}: ${v}`);
+    for (let j = 0; j < 256; j++) sniff(Buffer.from([i, j]));
+  }
+  // every prefix that is `more` is decided within MAX_SNIFF_BYTES
+  for (const s of ['\r\n'.repeat(100), ' '.repeat(200), 'A'.repeat(200), `${' '.repeat(64)}${'A'.repeat(64)}\r\r`]) {
+    t.not(sniff(b(s).subarray(0, MAX_SNIFF_BYTES)), 'more', JSON.stringify(s.slice(0, 8)));
   }
   const buf = b('GET / HTTP/1.1\r\n');
   const copy = Buffer.from(buf);

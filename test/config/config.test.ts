@@ -57,8 +57,8 @@ t.test('an empty document gets every default', async (t) => {
     admin: { address: '127.0.0.1:15000' },
     workers: { threads: 0, maxConnectionsPerWorker: 100_000 },
     listeners: [
-      { name: 'outbound', address: '0.0.0.0:15001', direction: 'outbound', capture: true, protocol: 'auto' },
-      { name: 'inbound', address: '0.0.0.0:15006', direction: 'inbound', capture: true, protocol: 'auto' },
+      { name: 'outbound', address: '0.0.0.0:15001', direction: 'outbound', capture: true, protocol: 'auto', opaque: 'passthrough' },
+      { name: 'inbound', address: '0.0.0.0:15006', direction: 'inbound', capture: true, protocol: 'auto', opaque: 'passthrough' },
     ],
     routes: [],
     clusters: [],
@@ -66,6 +66,7 @@ t.test('an empty document gets every default', async (t) => {
     http: {
       maxHeaderBytes: 65536, maxHeaders: 100, headerTimeoutMs: 10_000, idleTimeoutMs: 300_000,
       requestTimeoutMs: 15_000, upstreamIdleTimeoutMs: 60_000, via: '1.1 sluice',
+      normalizePath: true, mergeSlashes: true, escapedSlashes: 'reject',
     },
     tcp: { sniffTimeoutMs: 1000, opaquePorts: [25, 587, 3306, 4444, 5432, 6379, 9300, 11211], connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000 },
     dubbo: { maxBodyBytes: 8 * 1024 * 1024, serializations: [2], maxCallsPerConnection: 1000 },
@@ -80,7 +81,7 @@ t.test('nested defaults: listeners, clusters, endpoints, routes', async (t) => {
   const c = buildConfig(base({
     routes: [{ match: { path: { prefix: '/x' } }, action: { directResponse: { status: 200 } } }],
   }));
-  t.same(c.listeners[0], { name: 'app', address: '127.0.0.1:9001', direction: 'outbound', capture: false, cluster: 'web', protocol: 'auto' });
+  t.same(c.listeners[0], { name: 'app', address: '127.0.0.1:9001', direction: 'outbound', capture: false, cluster: 'web', protocol: 'auto', opaque: 'passthrough' });
   const cl = c.clusters[0];
   t.equal(cl.protocol, 'auto');
   t.equal(cl.lbPolicy, 'round_robin');
@@ -128,6 +129,11 @@ t.test('unknown fields, top-level and nested', async (t) => {
     clusters: [{ name: 'web', endpoints: [{ address: '127.0.0.1:8080', lables: { a: 'b' } }] }],
   }), '/clusters/0/endpoints/0/lables', /not a known field/);
   refuses(t, base({ routes: [{ match: { host: 'x' }, action: { passthrough: true } }] }), '/routes/0/match/host', /not a known field/);
+  refuses(t, base({ listeners: [{ name: 'app', address: '127.0.0.1:9001', cluster: 'web', protocol: 'grpc' }] }), '/listeners/0/protocol', /must be one of auto, http, dubbo, tcp/);
+  refuses(t, base({ listeners: [{ name: 'app', address: '127.0.0.1:9001', cluster: 'web', opaque: 'drop' }] }), '/listeners/0/opaque', /must be one of passthrough, refuse/);
+  refuses(t, base({ listeners: [{ name: 'app', address: '127.0.0.1:9001', cluster: 'web', protocol: 'tcp', opaque: 'refuse' }] }), '/listeners/0/opaque', /would refuse every connection/);
+  refuses(t, base({ http: { escapedSlashes: 'decode' } }), '/http/escapedSlashes', /must be one of reject, keep, unescape/);
+  refuses(t, base({ http: { normalizePath: 'yes' } }), '/http/normalizePath', /must be boolean/);
   refuses(t, base({ routes: [{ match: { path: { suffix: '/x' } }, action: { passthrough: true } }] }), '/routes/0/match/path/suffix', /not a known field/);
 });
 

@@ -55,6 +55,7 @@ t.before(async () => {
     listeners: [{ name: 'tcp', address: '127.0.0.1:0', cluster: 'backend' }],
     clusters: [{ name: 'backend', endpoints: [`127.0.0.1:${up.port}`] }],
     tcp: { sniffTimeoutMs: 100 },
+    http: { headerTimeoutMs: 500 },
   });
   port = s.port('tcp');
 });
@@ -106,18 +107,33 @@ t.test('server speaks first: a banner reaches a client that has said nothing', a
   t.equal(await protocolCount('tcp'), before + 1, 'silence until the sniff timeout: tcp');
 });
 
-t.test('client bytes that look like the start of an HTTP method still pass after the sniff timeout', async (t) => {
-  // "HELO" fits a method token, so the sniffer waits for more; nothing more comes until the reply
+t.test('a client-first text protocol line passes at once', async (t) => {
+  // "HELO x\r\n" is a token, a space: it could be a request line, so it goes to the HTTP decoder;
+  // "QUIT\r\n" (a token and CRLF) is no request line anywhere: opaque at once
   up.set((sock) => {
     sock.setEncoding('latin1');
-    sock.once('data', (d: string) => sock.end(`250 got ${d}\r\n`));
+    sock.once('data', (d: string) => sock.end(`250 got ${d}`));
   });
   const before = await protocolCount('tcp');
   const c = client(port);
+  c.s.write('QUIT\r\n');
+  const r = await c.closed;
+  t.equal(r.data.toString('latin1'), '250 got QUIT\r\n');
+  t.equal(await protocolCount('tcp'), before + 1);
+});
+
+t.test('bytes that may still become an HTTP request never pass as opaque', async (t) => {
+  // "HELO" fits a method token: it waits under http.headerTimeoutMs, then the connection is
+  // closed; passing it on after the sniff timeout would let a slow request skip the routes
+  let reached = 0;
+  up.set((sock) => { reached++; sock.destroy(); });
+  const hdrBefore = (await stats(s.admin)).get('sluice_downstream_cx_header_timeout_total{listener="tcp"}') ?? 0;
+  const c = client(port);
   c.s.write('HELO');
   const r = await c.closed;
-  t.equal(r.data.toString('latin1'), '250 got HELO\r\n', 'the held-back bytes reached the upstream, then the reply came back');
-  t.equal(await protocolCount('tcp'), before + 1);
+  t.equal(r.data.length, 0, 'no answer');
+  t.equal(reached, 0, 'nothing reached the upstream');
+  t.equal((await stats(s.admin)).get('sluice_downstream_cx_header_timeout_total{listener="tcp"}'), hdrBefore + 1, 'counted');
 });
 
 t.test('half-close: the client ends its side, the upstream still answers, then closes', async (t) => {

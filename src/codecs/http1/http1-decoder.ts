@@ -288,6 +288,17 @@ export class Http1Decoder {
   }
 
   /**
+   * The upgrade a request asked for did not happen (its answer was not 101): the connection is
+   * still HTTP/1.1 (RFC 9110 §7.8), so the bytes after that request are parsed as requests again.
+   */
+  cancelUpgrade(): void {
+    if (!this.stopped || this.dead) return;
+    this.stopped = false;
+    if (this.closed) this.eofPending = true;
+    if (!this.paused && !this.executing) this.drain(null);
+  }
+
+  /**
    * Response decoder: announce the method of the next request sent on this connection. Calls are
    * queued FIFO (one per request, pipelining-safe); each final (non-1xx) response consumes one.
    */
