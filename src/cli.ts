@@ -15,6 +15,9 @@ import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/confi
 import { Sluice } from './sluice';
 import { log } from './log';
 
+/** `sluice inject` wrote its output but passed some workloads through uninjected. */
+const INJECT_SKIPPED_EXIT = 3;
+
 /** Each command's usage, as `sluice <command> --help` prints it. */
 const COMMAND_USAGE: Record<string, string> = {
   start: `  sluice start [--config FILE] [--health-address ADDR:PORT]
@@ -28,7 +31,10 @@ const COMMAND_USAGE: Record<string, string> = {
         check that iptables capture works (run by the init container before the proxy starts)
 `,
   inject: `  sluice inject [-f FILE|-] [--image IMAGE] [--config-map NAME]
-        add the capture init container and the proxy sidecar to Kubernetes manifests (stdout)
+        add the capture init container and the proxy sidecar to Kubernetes manifests (stdout);
+        exit 0: every workload injected (or opted out); 1: input unreadable or not YAML,
+        nothing written; ${INJECT_SKIPPED_EXIT}: written, but some workloads could not be injected
+        (each named on stderr, passed through unchanged)
 `,
 };
 
@@ -156,8 +162,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       }
       const out = injectYaml(text, { image: flags.opts['--image'], configMap: flags.opts['--config-map'] });
       process.stdout.write(out.yaml);
-      process.stderr.write(`sluice inject: ${out.injected} workload(s) injected\n`);
-      return 0;
+      for (const s of out.skipped) process.stderr.write(`sluice inject: warning: skipped, passed through unchanged: ${s.message}\n`);
+      const skipped = out.skipped.length ? `, ${out.skipped.length} skipped` : '';
+      process.stderr.write(`sluice inject: ${out.injected} workload(s) injected${skipped}\n`);
+      return out.skipped.length ? INJECT_SKIPPED_EXIT : 0;
     }
   } catch (err) {
     if (err instanceof UsageError) { process.stderr.write(`sluice: ${err.message}\n`); return 2; }
