@@ -3,8 +3,10 @@
  * sluice validate FILE           check a config; print every error with its path
  * sluice capture-check           init container: does iptables capture work?
  * sluice inject                  add Sluice to Kubernetes manifests
+ * sluice --version               print the version; sluice <command> --help: one command's usage
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { captureCheck } from './capture-check';
 import { ConfigError, SluiceError } from './errors';
 import { injectYaml } from './inject/inject';
@@ -13,17 +15,44 @@ import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/confi
 import { Sluice } from './sluice';
 import { log } from './log';
 
-const USAGE = `usage:
-  sluice start [--config FILE] [--health-address ADDR:PORT]
+/** `sluice inject` wrote its output but passed some workloads through uninjected. */
+const INJECT_SKIPPED_EXIT = 3;
+
+/** Each command's usage, as `sluice <command> --help` prints it. */
+const COMMAND_USAGE: Record<string, string> = {
+  start: `  sluice start [--config FILE] [--health-address ADDR:PORT]
         run the proxy; without --config, the embedded default (capture outbound :15001,
         inbound :15006, admin 127.0.0.1:15000); --health-address also serves GET /ready there
-  sluice validate FILE
+`,
+  validate: `  sluice validate FILE
         check a config file and print every error with its path
-  sluice capture-check [--port 15001] [--probe ADDR:PORT] [--proxy-uid 1337] [--timeout-ms 3000]
+`,
+  'capture-check': `  sluice capture-check [--port 15001] [--probe ADDR:PORT] [--proxy-uid 1337] [--timeout-ms 3000]
         check that iptables capture works (run by the init container before the proxy starts)
-  sluice inject [-f FILE|-] [--image IMAGE] [--config-map NAME]
-        add the capture init container and the proxy sidecar to Kubernetes manifests (stdout)
+`,
+  inject: `  sluice inject [-f FILE|-] [--image IMAGE] [--config-map NAME]
+        add the capture init container and the proxy sidecar to Kubernetes manifests (stdout);
+        exit 0: every workload injected (or opted out); 1: input unreadable or not YAML,
+        nothing written; ${INJECT_SKIPPED_EXIT}: written, but some workloads could not be injected
+        (each named on stderr, passed through unchanged)
+`,
+};
+
+const USAGE = `usage:
+${Object.values(COMMAND_USAGE).join('')}  sluice --version
+        print the version
+  sluice <command> --help
+        print the usage of one command
 `;
+
+/** The version in package.json (two levels up from dist/src/cli.js, as in the image). */
+function packageVersion(): string {
+  const file = path.join(__dirname, '..', '..', 'package.json');
+  const pkg: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  const version = typeof pkg === 'object' && pkg !== null ? (pkg as { version?: unknown }).version : undefined;
+  if (typeof version !== 'string') throw new Error(`${file} has no version`);
+  return version;
+}
 
 /** Options each command takes; the value says whether it takes an argument. */
 const OPTIONS: Record<string, Record<string, boolean>> = {
@@ -33,7 +62,7 @@ const OPTIONS: Record<string, Record<string, boolean>> = {
   inject: { '-f': true, '--file': true, '--image': true, '--config-map': true },
 };
 
-interface Flags { opts: Record<string, string>; rest: string[]; error?: string }
+interface Flags { opts: Record<string, string>; rest: string[]; error?: string; help?: boolean }
 
 function parseFlags(cmd: string, args: string[]): Flags {
   const known = OPTIONS[cmd] ?? {};
@@ -44,6 +73,7 @@ function parseFlags(cmd: string, args: string[]): Flags {
     let value: string | undefined;
     const eq = a.indexOf('=');
     if (a.startsWith('--') && eq > 0) { value = a.slice(eq + 1); a = a.slice(0, eq); }
+    if (value === undefined && (a === '--help' || a === '-h')) return { opts, rest, help: true };
     if (a in known) {
       if (value === undefined) {
         if (i + 1 >= args.length) return { opts, rest, error: `${a} needs a value` };
@@ -75,14 +105,37 @@ function readInput(file: string): string {
 export async function main(argv: string[]): Promise<number | undefined> {
   const [cmd, ...args] = argv;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    if (cmd === 'help' && args[0] !== undefined) {
+      if (!(args[0] in COMMAND_USAGE)) {
+        process.stderr.write(`sluice: unknown command "${args[0]}"\n${USAGE}`);
+        return 2;
+      }
+      process.stdout.write(`usage:\n${COMMAND_USAGE[args[0]]}`);
+      return 0;
+    }
     process.stdout.write(USAGE);
     return cmd ? 0 : 2;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    let version: string;
+    try {
+      version = packageVersion();
+    } catch (err) {
+      process.stderr.write(`sluice: cannot read the version: ${(err as Error).message}\n`);
+      return 1;
+    }
+    process.stdout.write(`sluice ${version}\n`);
+    return 0;
   }
   if (!(cmd in OPTIONS)) {
     process.stderr.write(`sluice: unknown command "${cmd}"\n${USAGE}`);
     return 2;
   }
   const flags = parseFlags(cmd, args);
+  if (flags.help) {
+    process.stdout.write(`usage:\n${COMMAND_USAGE[cmd]}`);
+    return 0;
+  }
   if (flags.error) {
     process.stderr.write(`sluice: ${flags.error}\n${USAGE}`);
     return 2;
@@ -109,8 +162,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       }
       const out = injectYaml(text, { image: flags.opts['--image'], configMap: flags.opts['--config-map'] });
       process.stdout.write(out.yaml);
-      process.stderr.write(`sluice inject: ${out.injected} workload(s) injected\n`);
-      return 0;
+      for (const s of out.skipped) process.stderr.write(`sluice inject: warning: skipped, passed through unchanged: ${s.message}\n`);
+      const skipped = out.skipped.length ? `, ${out.skipped.length} skipped` : '';
+      process.stderr.write(`sluice inject: ${out.injected} workload(s) injected${skipped}\n`);
+      return out.skipped.length ? INJECT_SKIPPED_EXIT : 0;
     }
   } catch (err) {
     if (err instanceof UsageError) { process.stderr.write(`sluice: ${err.message}\n`); return 2; }

@@ -1,8 +1,9 @@
 /**
  * `sluice inject`: add Sluice to Kubernetes workloads.
  *
- * For every Pod, and every Deployment, StatefulSet, DaemonSet, ReplicaSet or
- * Job pod template, in a YAML stream of one or more documents:
+ * For every Pod, and every Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
+ * CronJob pod template, in a YAML stream of one or more documents (items of a
+ * `kind: List`, or of any `...List`, included):
  *
  *   initContainers: [ sluice-init   (capture rules: NET_ADMIN + NET_RAW only, runs once),
  *                     sluice-proxy  (restartPolicy: Always — a native sidecar: the app
@@ -11,7 +12,10 @@
  *
  * Capture options come from pod annotations (sluice.io/...). Other documents pass
  * through untouched; a template that says sluice.io/inject: "false" is left alone;
- * injecting twice gives the same result as once.
+ * injecting twice gives the same result as once. A workload that cannot be injected
+ * (hostNetwork, a container running as the proxy's uid or gid, a bad annotation, no
+ * containers) is passed through unchanged and reported in `skipped`; the rest are
+ * injected. A stream that is not YAML, or a document that is not an object, is an error.
  */
 import YAML from 'yaml';
 import { SluiceError } from '../errors';
@@ -21,6 +25,20 @@ export const PROXY_UID = 1337;
 export const HEALTH_PORT = 15020;
 
 const TEMPLATE_KINDS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job']);
+
+/** A workload passed through without injection, and why. */
+export interface Skipped {
+  /** `document 2 (Deployment payments)`, `document 1 (List) item 3 (Job backup)` */
+  where: string;
+  code: string;
+  message: string;
+}
+
+export interface InjectResult {
+  yaml: string;
+  injected: number;
+  skipped: Skipped[];
+}
 
 /** Pod annotation → the capture script's environment variable. */
 export const CAPTURE_ANNOTATIONS: Readonly<Record<string, string>> = {
@@ -118,6 +136,31 @@ function proxyContainer(image: string, annotations: Obj, opts: InjectOptions): O
   return c;
 }
 
+/**
+ * The capture rules exempt the proxy's uid and gid (iptables --uid-owner / --gid-owner): a
+ * container of the workload running as either would have its traffic bypass the proxy without
+ * a word. A container's own securityContext wins over the pod's, as in Kubernetes.
+ */
+function checkIdentity(spec: Obj, where: string): void {
+  const pod = isObj(spec.securityContext) ? spec.securityContext : {};
+  const own = [
+    ...(Array.isArray(spec.initContainers) ? spec.initContainers : []).filter((c) => !(isObj(c) && (c.name === 'sluice-init' || c.name === 'sluice-proxy'))),
+    ...(spec.containers as unknown[]),
+  ];
+  for (const c of own) {
+    const sc = isObj(c) && isObj(c.securityContext) ? c.securityContext : {};
+    const name = isObj(c) ? String(c.name) : '?';
+    for (const [field, what] of [['runAsUser', 'uid'], ['runAsGroup', 'gid']] as const) {
+      const fromContainer = sc[field] !== undefined && sc[field] !== null;
+      const value = fromContainer ? sc[field] : pod[field];
+      if (Number(value) !== PROXY_UID) continue;
+      const source = fromContainer ? `its securityContext.${field}` : `the pod's securityContext.${field}`;
+      throw new SluiceError(what === 'uid' ? 'ERR_INJECT_UID' : 'ERR_INJECT_GID',
+        `${where}: container "${name}" would run as ${what} ${PROXY_UID} (${source}), whose traffic is exempt from capture; give it another ${what}`);
+    }
+  }
+}
+
 /** Injects into one pod spec (with its metadata, for annotations), in place. */
 function injectPod(meta: Obj, spec: Obj, opts: InjectOptions, where: string): boolean {
   const annotations = isObj(meta.annotations) ? meta.annotations : {};
@@ -125,11 +168,7 @@ function injectPod(meta: Obj, spec: Obj, opts: InjectOptions, where: string): bo
   if (spec.hostNetwork === true) throw new SluiceError('ERR_INJECT_HOST_NETWORK', `${where}: hostNetwork pods cannot be captured (the rules would apply to the node)`);
   const containers = Array.isArray(spec.containers) ? spec.containers : null;
   if (!containers || containers.length === 0) throw new SluiceError('ERR_INJECT_NO_CONTAINERS', `${where}: has no containers`);
-  for (const c of containers) {
-    if (isObj(c) && isObj(c.securityContext) && c.securityContext.runAsUser === PROXY_UID) {
-      throw new SluiceError('ERR_INJECT_UID', `${where}: container "${String(c.name)}" runs as uid ${PROXY_UID}, whose traffic is exempt from capture`);
-    }
-  }
+  checkIdentity(spec, where);
   const image = opts.image ?? DEFAULT_IMAGE;
   const own = (Array.isArray(spec.initContainers) ? spec.initContainers : [])
     .filter((c) => !(isObj(c) && (c.name === 'sluice-init' || c.name === 'sluice-proxy')));
@@ -142,31 +181,77 @@ function injectPod(meta: Obj, spec: Obj, opts: InjectOptions, where: string): bo
   return true;
 }
 
-/** Injects into every workload of a YAML stream; returns the new stream. */
-export function injectYaml(text: string, opts: InjectOptions = {}): { yaml: string; injected: number } {
+function podTemplate(spec: unknown, where: string, at: string): { meta: Obj; spec: Obj } {
+  const template = isObj(spec) ? spec.template : undefined;
+  if (!isObj(template) || !isObj(template.spec)) throw new SluiceError('ERR_INJECT_SHAPE', `${where}: has no ${at}.template.spec`);
+  if (!isObj(template.metadata)) template.metadata = {};
+  return { meta: template.metadata as Obj, spec: template.spec };
+}
+
+/**
+ * Injects into one Kubernetes object, in place; returns how many pod specs it injected.
+ * Throws SluiceError when the workload cannot be injected (the caller keeps the original).
+ */
+function injectObject(value: Obj, opts: InjectOptions, where: string): number {
+  const kind = str(value.kind);
+  if (kind === 'Pod') {
+    if (!isObj(value.spec)) throw new SluiceError('ERR_INJECT_SHAPE', `${where}: has no spec`);
+    if (!isObj(value.metadata)) value.metadata = {};
+    return injectPod(value.metadata as Obj, value.spec, opts, where) ? 1 : 0;
+  }
+  if (kind && TEMPLATE_KINDS.has(kind)) {
+    const t = podTemplate(value.spec, where, 'spec');
+    return injectPod(t.meta, t.spec, opts, where) ? 1 : 0;
+  }
+  if (kind === 'CronJob') {
+    const jobTemplate = isObj(value.spec) ? value.spec.jobTemplate : undefined;
+    if (!isObj(jobTemplate)) throw new SluiceError('ERR_INJECT_SHAPE', `${where}: has no spec.jobTemplate`);
+    const t = podTemplate(jobTemplate.spec, where, 'spec.jobTemplate.spec');
+    return injectPod(t.meta, t.spec, opts, where) ? 1 : 0;
+  }
+  return 0;
+}
+
+function describe(value: Obj): string {
+  const kind = str(value.kind);
+  const name = isObj(value.metadata) ? str(value.metadata.name) : undefined;
+  return name === undefined ? kind ?? 'no kind' : `${kind ?? 'no kind'} ${name}`;
+}
+
+/** Injects into every workload of a YAML stream; returns the new stream and what was skipped. */
+export function injectYaml(text: string, opts: InjectOptions = {}): InjectResult {
   const docs = YAML.parseAllDocuments(text);
   let injected = 0;
+  const skipped: Skipped[] = [];
+  // Works on a copy: a workload that fails half way is passed through exactly as it came.
+  const attempt = (value: Obj, where: string): Obj => {
+    const copy = structuredClone(value);
+    try {
+      injected += injectObject(copy, opts, where);
+      return copy;
+    } catch (err) {
+      if (!(err instanceof SluiceError)) throw err;
+      skipped.push({ where, code: err.code, message: err.message });
+      return value;
+    }
+  };
   const out: string[] = [];
   docs.forEach((doc, i) => {
     if (doc.errors.length) throw new SluiceError('ERR_INJECT_YAML', `document ${i + 1}: ${doc.errors[0].message}`);
-    const value: unknown = doc.toJS();
+    let value: unknown = doc.toJS();
     if (value === null || value === undefined) return;
     if (!isObj(value)) throw new SluiceError('ERR_INJECT_YAML', `document ${i + 1}: not a Kubernetes object`);
+    const where = `document ${i + 1} (${describe(value)})`;
     const kind = str(value.kind);
-    const name = isObj(value.metadata) ? str(value.metadata.name) ?? '?' : '?';
-    const where = `document ${i + 1} (${kind ?? 'no kind'} ${name})`;
-    if (kind === 'Pod') {
-      if (!isObj(value.spec)) throw new SluiceError('ERR_INJECT_SHAPE', `${where}: has no spec`);
-      if (!isObj(value.metadata)) value.metadata = {};
-      if (injectPod(value.metadata as Obj, value.spec, opts, where)) injected++;
-    } else if (kind && TEMPLATE_KINDS.has(kind)) {
-      const spec = value.spec;
-      const template = isObj(spec) ? spec.template : undefined;
-      if (!isObj(template) || !isObj(template.spec)) throw new SluiceError('ERR_INJECT_SHAPE', `${where}: has no spec.template.spec`);
-      if (!isObj(template.metadata)) template.metadata = {};
-      if (injectPod(template.metadata as Obj, template.spec, opts, where)) injected++;
+    if (kind !== undefined && kind.endsWith('List') && Array.isArray(value.items)) {
+      value.items = value.items.map((item: unknown, j: number) => {
+        if (!isObj(item)) throw new SluiceError('ERR_INJECT_YAML', `${where}: item ${j + 1} is not a Kubernetes object`);
+        return attempt(item, `${where} item ${j + 1} (${describe(item)})`);
+      });
+    } else {
+      value = attempt(value, where);
     }
     out.push(YAML.stringify(value, { lineWidth: 0 }));
   });
-  return { yaml: out.join('---\n'), injected };
+  return { yaml: out.join('---\n'), injected, skipped };
 }

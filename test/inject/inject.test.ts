@@ -106,12 +106,28 @@ t.test('sluice.io/inject: "false" leaves the workload alone', async (t) => {
   t.same(docs(out.yaml)[0], docs(src)[0]);
 });
 
-t.test('bad input is refused with a clear error', async (t) => {
-  t.throws(() => injectYaml(deployment.replace('"3306,6379"', '"3306;rm -rf"')), { code: 'ERR_INJECT_ANNOTATION', message: /exclude-outbound-ports/ });
-  t.throws(() => injectYaml('kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: b}]\n'), { code: 'ERR_INJECT_HOST_NETWORK' });
-  t.throws(() => injectYaml('kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: b, securityContext: {runAsUser: 1337}}]\n'), { code: 'ERR_INJECT_UID' });
-  t.throws(() => injectYaml('kind: Deployment\nmetadata: {name: d}\nspec: {}\n'), { code: 'ERR_INJECT_SHAPE' });
+t.test('a workload that cannot be injected is skipped with its reason, unchanged', async (t) => {
+  const cases: [string, string, RegExp][] = [
+    [deployment.replace('"3306,6379"', '"3306;rm -rf"'), 'ERR_INJECT_ANNOTATION', /exclude-outbound-ports/],
+    ['kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: b}]\n', 'ERR_INJECT_HOST_NETWORK', /hostNetwork/],
+    ['kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: b, securityContext: {runAsUser: 1337}}]\n', 'ERR_INJECT_UID', /container "a" would run as uid 1337/],
+    ['kind: Pod\nmetadata: {name: p}\nspec:\n  containers: []\n', 'ERR_INJECT_NO_CONTAINERS', /has no containers/],
+    ['kind: Deployment\nmetadata: {name: d}\nspec: {}\n', 'ERR_INJECT_SHAPE', /has no spec\.template\.spec/],
+  ];
+  for (const [src, code, message] of cases) {
+    const out = injectYaml(src);
+    t.equal(out.injected, 0, code);
+    t.equal(out.skipped.length, 1, code);
+    t.equal(out.skipped[0].code, code);
+    t.match(out.skipped[0].message, message);
+    t.same(docs(out.yaml), docs(src), `${code}: passed through exactly as it came`);
+  }
+});
+
+t.test('a stream that is not YAML, or not objects, is an error', async (t) => {
   t.throws(() => injectYaml('kind: Pod\n  bad: [\n'), { code: 'ERR_INJECT_YAML' });
+  t.throws(() => injectYaml('just a string\n'), { code: 'ERR_INJECT_YAML', message: /document 1: not a Kubernetes object/ });
+  t.throws(() => injectYaml('kind: List\nitems: [ 3 ]\n'), { code: 'ERR_INJECT_YAML', message: /item 1 is not a Kubernetes object/ });
 });
 
 t.test('the schema check can fail: a container without a name is invalid', async (t) => {
@@ -145,7 +161,12 @@ t.test('the sluice inject command: file in, manifest out, errors as exit codes',
   const missing = spawnSync(process.execPath, [BIN, 'inject', '-f', path.join(dir, 'nope.yaml')], { encoding: 'utf8' });
   t.equal(missing.status, 1);
   t.match(missing.stderr, /cannot read .*nope\.yaml: ENOENT/);
-  const bad = spawnSync(process.execPath, [BIN, 'inject'], { input: 'kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: b}]\n', encoding: 'utf8' });
+  const host = spawnSync(process.execPath, [BIN, 'inject'], { input: 'kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: b}]\n', encoding: 'utf8' });
+  t.equal(host.status, 3, 'written, but a workload was skipped');
+  t.match(host.stderr, /hostNetwork pods cannot be captured/);
+  t.equal(docs(host.stdout)[0].spec.initContainers, undefined, 'passed through without the proxy');
+  const bad = spawnSync(process.execPath, [BIN, 'inject'], { input: 'kind: Pod\n  bad: [\n', encoding: 'utf8' });
   t.equal(bad.status, 1);
-  t.match(bad.stderr, /hostNetwork pods cannot be captured/);
+  t.equal(bad.stdout, '', 'nothing written');
+  t.match(bad.stderr, /sluice inject: document 1: /);
 });
