@@ -1010,6 +1010,8 @@ export class Http2Connection {
     this.goingAway = true;
     this.hbChunks = [];
     this.hbStream = 0;
+    // nothing is pending any more: the host's header timer must not count this connection as slow
+    this.headersPendingSince = 0;
     this.flush();
     const list = [...this.streams.values()];
     for (const s of list) this.terminate(s, code === H2Error.NO_ERROR ? H2Error.CANCEL : code, false);
