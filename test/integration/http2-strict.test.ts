@@ -301,6 +301,15 @@ const connCases: ConnCase[] = [
       return [windowUpdateFrame(id, MAX_WINDOW - 65535), settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 65536]])];
     },
   },
+  {
+    name: 'one SETTINGS frame whose INITIAL_WINDOW_SIZE entries pass through a value that overflows a window, then come back (6.5.3, 6.9.2)',
+    code: ErrorCode.FLOW_CONTROL_ERROR,
+    send: (c) => {
+      // the entries are processed in order (6.5.3): the second one overflows, whatever the third says
+      const id = openHeld(c, 'window-settings-through');
+      return [windowUpdateFrame(id, MAX_WINDOW - 65535), settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 65535], [Setting.INITIAL_WINDOW_SIZE, 65536], [Setting.INITIAL_WINDOW_SIZE, 65535]])];
+    },
+  },
   { name: 'PING with length 7 (6.7)', code: ErrorCode.FRAME_SIZE_ERROR, send: () => [frame(FrameType.PING, 0, 0, Buffer.alloc(7))] },
   { name: 'PING on stream 1 (6.7)', code: ErrorCode.PROTOCOL_ERROR, send: () => [frame(FrameType.PING, 0, 1, Buffer.alloc(8))] },
   { name: 'HEADERS on stream 0 (6.2)', code: ErrorCode.PROTOCOL_ERROR, send: () => [headersFrame(0, hpack(fields('GET', '/s0', 's0')), { endStream: true })] },

@@ -2,11 +2,93 @@
  * Field checks of RFC 9113 section 8: what makes an HTTP/2 request, response
  * or trailer section malformed. A malformed message is a stream error
  * (PROTOCOL_ERROR); the connection goes on.
+ *
+ * Pseudo-headers of a request (RFC 9113 8.3.1, RFC 3986, RFC 9110); what passes
+ * can be written into an HTTP/1.1 request line and Host field as it is:
+ *
+ *   :method    = token                                    (CONNECT refused: Sluice does not tunnel)
+ *   :scheme    = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+ *   :path      = "/" *( pchar / "/" / "?" )  (origin-form: path-absolute [ "?" query ])
+ *              / "*"                                      (OPTIONS only)
+ *   pchar      = unreserved / pct-encoded / sub-delims / ":" / "@"
+ *   unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
+ *   sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
+ *   pct-encoded= "%" HEXDIG HEXDIG
+ *   :authority = host [ ":" port ], no userinfo ("@"):  *( unreserved / pct-encoded / sub-delims / ":" / "[" / "]" ),
+ *                not empty; a Host field, if any, must say the same
+ *
+ * So no space, control character, DEL, octet above 0x7e, "#", or any of  " < > [ \ ] ^ ` { | }
+ * in a path.
  */
 
 /** tchar (RFC 9110 5.6.2) without upper-case letters: HTTP/2 field names are lower case. */
 const NAME_CHAR = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") NAME_CHAR[c.charCodeAt(0)] = 1;
+
+const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+/** tchar, upper case included: a method is a token. */
+const TOKEN_CHAR = new Uint8Array(128);
+for (const c of `!#$%&'*+-.^_\`|~${ALNUM}`) TOKEN_CHAR[c.charCodeAt(0)] = 1;
+/** pchar / "/" / "?" without "%", which is checked with the two hex digits after it. */
+const PATH_CHAR = new Uint8Array(128);
+for (const c of `-._~!$&'()*+,;=:@/?${ALNUM}`) PATH_CHAR[c.charCodeAt(0)] = 1;
+/** reg-name / IPv4address / IP-literal / port, without "%". */
+const AUTHORITY_CHAR = new Uint8Array(128);
+for (const c of `-._~!$&'()*+,;=:[]${ALNUM}`) AUTHORITY_CHAR[c.charCodeAt(0)] = 1;
+const SCHEME_CHAR = new Uint8Array(128);
+for (const c of `+-.${ALNUM}`) SCHEME_CHAR[c.charCodeAt(0)] = 1;
+
+function isHex(c: number): boolean {
+  return (c >= 48 && c <= 57) || ((c | 0x20) >= 97 && (c | 0x20) <= 102);
+}
+
+/** Every char in `table`, or "%" and two hex digits. */
+function onlyChars(v: string, table: Uint8Array): boolean {
+  const n = v.length;
+  for (let i = 0; i < n; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 128 && table[c] === 1) continue;
+    if (c === 37 /* % */ && i + 2 < n && isHex(v.charCodeAt(i + 1)) && isHex(v.charCodeAt(i + 2))) { i += 2; continue; }
+    return false;
+  }
+  return true;
+}
+
+export function validMethod(m: string): boolean {
+  if (m.length === 0) return false;
+  for (let i = 0; i < m.length; i++) {
+    const c = m.charCodeAt(i);
+    if (c >= 128 || TOKEN_CHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+export function validScheme(s: string): boolean {
+  if (s.length === 0) return false;
+  const first = s.charCodeAt(0) | 0x20;
+  if (first < 97 || first > 122) return false;
+  for (let i = 1; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 128 || SCHEME_CHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+/** Origin-form (RFC 9112 3.2.1: absolute-path [ "?" query ]), or "*" for OPTIONS. */
+export function validPath(p: string, method: string): boolean {
+  if (p === '*') return method === 'OPTIONS';
+  return p.charCodeAt(0) === 47 /* / */ && onlyChars(p, PATH_CHAR);
+}
+
+/** host [ ":" port ] with no userinfo. */
+export function validAuthority(a: string): boolean {
+  return a.length > 0 && onlyChars(a, AUTHORITY_CHAR);
+}
+
+/** Host names compare without regard to case (RFC 3986 3.2.2). */
+function sameAuthority(a: string, b: string): boolean {
+  return a.length === b.length && (a === b || a.toLowerCase() === b.toLowerCase());
+}
 
 /** Names already checked: the same few come again and again, as the same strings out of the HPACK table. */
 const goodNames = new Set<string>();
@@ -75,6 +157,7 @@ function parseLength(v: string): number {
 export function checkRequest(f: readonly string[], head: RequestHead): string | null {
   let regular = false;
   let method: string | undefined; let scheme: string | undefined; let path: string | undefined; let authority: string | undefined;
+  let host: string | undefined;
   for (let i = 0; i < f.length; i += 2) {
     const name = f[i];
     const value = f[i + 1];
@@ -102,15 +185,23 @@ export function checkRequest(f: readonly string[], head: RequestHead): string | 
         break;
       }
       case 'content-type': head.contentType = value; break;
-      case 'host': if (authority === undefined) authority = value; break;
+      case 'host': if (host !== undefined) return 'duplicate host'; host = value; break;
       default:
     }
   }
   if (method === undefined) return 'missing :method';
+  if (!validMethod(method)) return 'invalid :method';
   if (method === 'CONNECT') return 'CONNECT is not supported';
   if (scheme === undefined || scheme.length === 0) return 'missing :scheme';
+  if (!validScheme(scheme)) return 'invalid :scheme';
   if (path === undefined || path.length === 0) return 'missing :path';
-  if (path.charCodeAt(0) !== 47 /* / */ && !(path === '*' && method === 'OPTIONS')) return 'invalid :path';
+  if (!validPath(path, method)) return 'invalid :path';
+  if (authority !== undefined && !validAuthority(authority)) return 'invalid :authority';
+  if (host !== undefined) {
+    if (!validAuthority(host)) return 'invalid host';
+    if (authority === undefined) authority = host;
+    else if (!sameAuthority(host, authority)) return 'host differs from :authority';
+  }
   head.method = method;
   head.scheme = scheme;
   head.path = path;

@@ -14,9 +14,26 @@
  * stream until WINDOW_UPDATE opens them.
  *
  * Peer misbehaviour is answered, never thrown: a stream error resets that
- * stream, a connection error sends GOAWAY and ends the connection. Floods are
- * bounded: header blocks (CONTINUATION), control-frame replies that the peer
- * does not read, and streams the peer opens and resets at once (CVE-2023-44487).
+ * stream, a connection error sends GOAWAY and ends the connection. Every frame
+ * a peer can send in a loop without asking for real work is bounded, and past
+ * the bound the connection ends with GOAWAY ENHANCE_YOUR_CALM:
+ *
+ *   flood                                        bound (per connection)
+ *   HEADERS + CONTINUATION (CVE-2024-27316 kin)  512 frames and maxHeaderListSize + 1 KiB
+ *                                                (+ 9 octets a frame) per header block
+ *   empty DATA/HEADERS/CONTINUATION (9518)       10 in a row that carry and end nothing
+ *   PRIORITY (9513)                              100 per stream opened, +100
+ *   WINDOW_UPDATE, tiny or zero (9511)           5 + 2 × (streams opened + 10 × DATA frames sent)
+ *   SETTINGS (9515, CVE-2020-11080)              32 entries a frame; 100 frames + 1 per stream opened
+ *   streams reset or refused (44487, 9514)       200 more than the streams that ended cleanly
+ *   replies not read: PING/SETTINGS ACK,         1000 queued while the socket does not drain
+ *     RST_STREAM (9512, 9515, 9514)
+ *   any frames not read (9517)                   10000 queued while the socket does not drain
+ *
+ * The ratios are Envoy's (max_inbound_priority_frames_per_stream,
+ * max_inbound_window_update_frames_per_data_frame_sent, max_outbound_frames,
+ * max_outbound_control_frames); the CONTINUATION count is the one Envoy gives
+ * nghttp2. None needs a clock.
  */
 import { HpackDecoder, HpackEncoder, HpackError } from './hpack';
 import {
@@ -82,10 +99,37 @@ export interface Http2Options {
 export const CONNECTION_WINDOW = 1 << 30;
 
 /**
- * Replies to the peer's control frames (SETTINGS ACK, PING ACK) that may pile up while the
+ * Replies to the peer's frames (SETTINGS ACK, PING ACK, RST_STREAM) that may pile up while the
  * socket does not drain; beyond that the peer is sending them without reading ours.
  */
 const MAX_CONTROL_WHILE_FULL = 1000;
+/**
+ * Frames of any kind queued while the socket does not drain. Data waits for its stream's
+ * writer (one chunk per stream at most), so only a peer that keeps asking without reading
+ * (requests whose responses it never takes) gets near this.
+ */
+const MAX_OUTBOUND_WHILE_FULL = 10_000;
+/**
+ * Frames one header block may take (HEADERS and its CONTINUATIONs). Senders fill frames up to
+ * SETTINGS_MAX_FRAME_SIZE, so the largest header list Sluice can be configured for (1 MiB) takes
+ * 65 of 16 KiB; 512 is what Envoy allows nghttp2, and lets a 60 KiB list come in 128-octet pieces.
+ */
+const MAX_HEADER_BLOCK_FRAMES = 512;
+/**
+ * Payload a header block may have beyond SETTINGS_MAX_HEADER_LIST_SIZE: HPACK encodes a field in
+ * fewer octets than the 32 the list size adds for it, but for padding and table size updates.
+ */
+const HEADER_BLOCK_SLACK = 1024;
+/** Frames in a row that carry nothing and end nothing (Envoy allows 1; a careless writer may send a few). */
+const MAX_EMPTY_FRAMES = 10;
+/** PRIORITY frames allowed per stream opened (and for the connection itself). */
+const PRIORITY_PER_STREAM = 100;
+/** WINDOW_UPDATE frames allowed per DATA frame sent. */
+const WINDOW_UPDATES_PER_DATA = 10;
+/** SETTINGS frames (ACKs included) allowed beyond one per stream opened. */
+const SETTINGS_ALLOWANCE = 100;
+/** Entries in one SETTINGS frame (nghttp2's default since CVE-2020-11080; a peer needs 7 at most). */
+const MAX_SETTINGS_ENTRIES = 32;
 /** Data buffered for the socket above which writes report backpressure. */
 const SOCKET_HIGH_WATER = 256 * 1024;
 /** Streams a peer may reset before their end beyond those it lets finish (rapid reset). */
@@ -191,7 +235,12 @@ export class Http2Connection {
   // header block being assembled (HEADERS + CONTINUATION)
   private hbStream = 0;
   private hbChunks: Buffer[] = [];
+  /** Field block octets of the block so far. */
   private hbLength = 0;
+  /** Frames of the block so far, and their octets, frame headers and padding included. */
+  private hbFrames = 0;
+  private hbBytes = 0;
+  private readonly hbBudget: number;
   private hbEndStream = false;
   /** The HEADERS frame of the block gave the stream a dependency on itself (a stream error, after decoding). */
   private hbSelfDependent = false;
@@ -207,6 +256,15 @@ export class Http2Connection {
   private readonly waiting = new Set<Http2Stream>();
   private socketFull = false;
   private controlWhileFull = 0;
+  private outWhileFull = 0;
+  // flood accounting (see the table at the top)
+  /** Streams opened on this connection, by either side. */
+  private opened = 0;
+  private dataFramesSent = 0;
+  private emptyRun = 0;
+  private priorityFrames = 0;
+  private windowUpdates = 0;
+  private settingsFrames = 0;
   // output batching
   private out: Buffer[] = [];
   private outBytes = 0;
@@ -222,6 +280,7 @@ export class Http2Connection {
   constructor(readonly isServer: boolean, private readonly host: Http2ConnectionHost, private readonly opts: Http2Options) {
     this.decoder = new HpackDecoder(4096, opts.maxHeaderListSize);
     this.connUpdateAt = Math.min(opts.connectionWindow >>> 1, 4 << 20);
+    this.hbBudget = opts.maxHeaderListSize + HEADER_BLOCK_SLACK + FRAME_HEADER * MAX_HEADER_BLOCK_FRAMES;
     this.prefaceLeft = isServer ? PREFACE.length : 0;
     if (isServer) this.headersPendingSince = performance.now();
     const settings: Array<[number, number]> = [
@@ -240,9 +299,18 @@ export class Http2Connection {
 
   // ── output ───────────────────────────────────────────────────────────────
 
-  private queue(b: Buffer): void {
+  /** Queues `frames` frames (0 for the payload of a DATA frame whose header was queued apart). */
+  private queue(b: Buffer, frames = 1): void {
     // after the end (GOAWAY already written), handlers of the streams being reset may still answer: dropped
     if (this.closed) return;
+    if (this.socketFull && frames > 0 && (this.outWhileFull += frames) > MAX_OUTBOUND_WHILE_FULL) {
+      this.fail(H2Error.ENHANCE_YOUR_CALM, 'frames not read');
+      return;
+    }
+    this.push(b);
+  }
+
+  private push(b: Buffer): void {
     this.out.push(b);
     this.outBytes += b.length;
     if (!this.flushScheduled) {
@@ -270,6 +338,7 @@ export class Http2Connection {
   onDrain(): void {
     this.socketFull = false;
     this.controlWhileFull = 0;
+    this.outWhileFull = 0;
     if (this.waiting.size === 0) return;
     const list = [...this.waiting];
     this.waiting.clear();
@@ -351,6 +420,8 @@ export class Http2Connection {
       if (p.length < 1 || p[0] >= p.length) { this.fail(H2Error.PROTOCOL_ERROR, 'invalid padding'); return; }
       data = p.subarray(1, p.length - p[0]);
     }
+    const end = (flags & Flag.END_STREAM) !== 0;
+    if (!this.emptyFrame(data.length === 0 && !end)) return;
     // the whole frame counts against the connection window, padding included
     this.recvWindow -= p.length;
     if (this.recvWindow < 0) { this.fail(H2Error.FLOW_CONTROL_ERROR, 'connection window exceeded'); return; }
@@ -358,7 +429,7 @@ export class Http2Connection {
     if (s === undefined) {
       if (this.isIdle(id)) { this.fail(H2Error.PROTOCOL_ERROR, 'DATA on idle stream'); return; }
       this.giveBack(null, p.length);
-      if (!this.recentResets.includes(id)) this.rst(id, H2Error.STREAM_CLOSED);
+      if (!this.recentResets.includes(id)) this.rst(id, H2Error.STREAM_CLOSED, true);
       return;
     }
     if (s.remoteEnded || !s.gotHeaders) {
@@ -371,12 +442,13 @@ export class Http2Connection {
     // padding is consumed at once
     if (p.length !== data.length) this.giveBack(s, p.length - data.length);
     s.received += data.length;
-    const end = (flags & Flag.END_STREAM) !== 0;
     if (s.contentLength >= 0 && !s.noBody && (s.received > s.contentLength || (end && s.received !== s.contentLength))) {
       this.giveBack(null, data.length);
       this.streamError(s, H2Error.PROTOCOL_ERROR);
       return;
     }
+    // nothing to pass on (padding only, or an empty frame): the owner hears of data, not of frames
+    if (data.length === 0 && !end) return;
     if (s.handler === NO_HANDLER) this.dispatch();
     if (end) s.remoteEnded = true;
     s.handler.onData(s, data, end);
@@ -400,21 +472,32 @@ export class Http2Connection {
       this.hbSelfDependent = true;
     }
     const fragment = p.subarray(start, end);
+    const endHeaders = (flags & Flag.END_HEADERS) !== 0;
+    if (!this.emptyFrame(fragment.length === 0 && !endHeaders)) return;
     this.hbEndStream = (flags & Flag.END_STREAM) !== 0;
-    if (flags & Flag.END_HEADERS) { this.headerBlock(id, fragment); return; }
+    if (endHeaders) { this.headerBlock(id, fragment); return; }
     this.hbStream = id;
-    this.hbChunks = [Buffer.from(fragment)];
+    this.hbChunks = fragment.length > 0 ? [Buffer.from(fragment)] : [];
     this.hbLength = fragment.length;
+    this.hbFrames = 1;
+    this.hbBytes = FRAME_HEADER + p.length;
     if (this.isServer) this.headersPendingSince = performance.now();
   }
 
   private onContinuation(flags: number, id: number, p: Buffer): void {
     if (this.hbStream === 0 || id !== this.hbStream) { this.fail(H2Error.PROTOCOL_ERROR, 'unexpected CONTINUATION'); return; }
-    this.hbLength += p.length;
-    // a block larger than any header list we accept: no point buffering it (CONTINUATION flood)
-    if (this.hbLength > this.opts.maxHeaderListSize + 1024) { this.fail(H2Error.ENHANCE_YOUR_CALM, 'header block too large'); return; }
-    this.hbChunks.push(Buffer.from(p));
-    if (flags & Flag.END_HEADERS) {
+    const endHeaders = (flags & Flag.END_HEADERS) !== 0;
+    if (!this.emptyFrame(p.length === 0 && !endHeaders)) return;
+    // a block larger than any header list we accept, or cut into more pieces than any sender
+    // needs: no point buffering it (CONTINUATION flood); frame headers count, so empty frames do too
+    this.hbBytes += FRAME_HEADER + p.length;
+    if (++this.hbFrames > MAX_HEADER_BLOCK_FRAMES) { this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many CONTINUATION frames'); return; }
+    if (this.hbBytes > this.hbBudget) { this.fail(H2Error.ENHANCE_YOUR_CALM, 'header block too large'); return; }
+    if (p.length > 0) {
+      this.hbChunks.push(Buffer.from(p));
+      this.hbLength += p.length;
+    }
+    if (endHeaders) {
       const block = Buffer.concat(this.hbChunks, this.hbLength);
       this.hbStream = 0;
       this.hbChunks = [];
@@ -451,9 +534,10 @@ export class Http2Connection {
       return;
     }
     this.lastPeerStream = id;
+    this.opened++;
     if (this.goingAway) return; // after our GOAWAY: ignored, the client retries it elsewhere
-    if (selfDependent) { this.rst(id, H2Error.PROTOCOL_ERROR); return; }
-    if (this.active >= this.opts.maxConcurrentStreams) { this.rst(id, H2Error.REFUSED_STREAM); return; }
+    if (selfDependent) { this.refuse(id, H2Error.PROTOCOL_ERROR); return; }
+    if (this.active >= this.opts.maxConcurrentStreams) { this.refuse(id, H2Error.REFUSED_STREAM); return; }
     const st = new Http2Stream(id, this, this.peerInitialWindow, this.opts.initialWindow);
     st.gotHeaders = true;
     this.streams.set(id, st);
@@ -518,13 +602,15 @@ export class Http2Connection {
 
   private onPriority(id: number, p: Buffer): void {
     if (id === 0) { this.fail(H2Error.PROTOCOL_ERROR, 'PRIORITY on stream 0'); return; }
+    // Sluice keeps no priority tree, so a PRIORITY frame costs little, but it asks for nothing either
+    if (++this.priorityFrames > PRIORITY_PER_STREAM * (1 + this.opened)) { this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many PRIORITY frames'); return; }
     if (p.length !== 5) { this.rstOrStreamError(id, H2Error.FRAME_SIZE_ERROR); return; }
     if ((p.readUInt32BE(0) & 0x7fffffff) === id) this.rstOrStreamError(id, H2Error.PROTOCOL_ERROR);
   }
 
   private rstOrStreamError(id: number, code: number): void {
     const s = this.streams.get(id);
-    if (s) this.streamError(s, code); else this.rst(id, code);
+    if (s) this.streamError(s, code); else this.rst(id, code, true);
   }
 
   private onRstStream(id: number, p: Buffer): void {
@@ -552,11 +638,16 @@ export class Http2Connection {
 
   private onSettings(flags: number, id: number, p: Buffer): void {
     if (id !== 0) { this.fail(H2Error.PROTOCOL_ERROR, 'SETTINGS on a stream'); return; }
+    if (++this.settingsFrames > SETTINGS_ALLOWANCE + this.opened) { this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many SETTINGS frames'); return; }
     if (flags & Flag.ACK) {
       if (p.length !== 0) this.fail(H2Error.FRAME_SIZE_ERROR, 'SETTINGS ACK with payload');
       return;
     }
     if (p.length % 6 !== 0) { this.fail(H2Error.FRAME_SIZE_ERROR, 'SETTINGS length'); return; }
+    if (p.length > 6 * MAX_SETTINGS_ENTRIES) { this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many settings in one frame'); return; }
+    // INITIAL_WINDOW_SIZE changes every open stream: applied once per frame, not once per entry
+    let windowTo = -1;
+    let windowMax = -1;
     for (let o = 0; o < p.length; o += 6) {
       const key = p.readUInt16BE(o);
       const value = p.readUInt32BE(o + 2);
@@ -568,13 +659,8 @@ export class Http2Connection {
         case Setting.MAX_CONCURRENT_STREAMS: this.peerMaxStreams = value; break;
         case Setting.INITIAL_WINDOW_SIZE: {
           if (value > MAX_WINDOW) { this.fail(H2Error.FLOW_CONTROL_ERROR, 'INITIAL_WINDOW_SIZE too large'); return; }
-          const delta = value - this.peerInitialWindow;
-          this.peerInitialWindow = value;
-          for (const s of this.streams.values()) {
-            s.sendWindow += delta;
-            if (s.sendWindow > MAX_WINDOW) { this.fail(H2Error.FLOW_CONTROL_ERROR, 'stream window overflow'); return; }
-          }
-          if (delta > 0) this.unblock();
+          windowTo = value;
+          if (value > windowMax) windowMax = value;
           break;
         }
         case Setting.MAX_FRAME_SIZE:
@@ -583,6 +669,17 @@ export class Http2Connection {
           break;
         default: // unknown settings are ignored
       }
+    }
+    if (windowTo >= 0 && (windowTo !== this.peerInitialWindow || windowMax !== this.peerInitialWindow)) {
+      // the windows are checked at the largest value the frame set, as if applied entry by entry
+      const grow = windowMax - this.peerInitialWindow;
+      const delta = windowTo - this.peerInitialWindow;
+      this.peerInitialWindow = windowTo;
+      for (const s of this.streams.values()) {
+        if (s.sendWindow + grow > MAX_WINDOW) { this.fail(H2Error.FLOW_CONTROL_ERROR, 'stream window overflow'); return; }
+        s.sendWindow += delta;
+      }
+      if (delta > 0) this.unblock();
     }
     if (!this.settled) { this.settled = true; if (this.hbStream === 0) this.headersPendingSince = 0; }
     this.control(SETTINGS_ACK);
@@ -611,6 +708,11 @@ export class Http2Connection {
 
   private onWindowUpdate(id: number, p: Buffer): void {
     if (p.length !== 4) { this.fail(H2Error.FRAME_SIZE_ERROR, 'WINDOW_UPDATE length'); return; }
+    // credit is wanted for data we send: a peer granting it frame after frame for nothing is flooding
+    if (++this.windowUpdates > 5 + 2 * (this.opened + WINDOW_UPDATES_PER_DATA * this.dataFramesSent)) {
+      this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many WINDOW_UPDATE frames');
+      return;
+    }
     const inc = p.readUInt32BE(0) & 0x7fffffff;
     if (id === 0) {
       if (inc === 0) { this.fail(H2Error.PROTOCOL_ERROR, 'WINDOW_UPDATE of 0'); return; }
@@ -630,7 +732,7 @@ export class Http2Connection {
     if (s.pendingBytes > 0 || s.pendingTrailers || s.pendingEnd) this.drainStream(s);
   }
 
-  /** A reply to a control frame; a peer that sends them without reading ours is cut off. */
+  /** A reply to a peer's frame; a peer that sends them without reading ours is cut off. */
   private control(b: Buffer): void {
     if (this.socketFull && ++this.controlWhileFull > MAX_CONTROL_WHILE_FULL) {
       this.fail(H2Error.ENHANCE_YOUR_CALM, 'control frames not read');
@@ -683,6 +785,7 @@ export class Http2Connection {
     s.headersSent = true;
     this.streams.set(id, s);
     this.active++;
+    this.opened++;
     this.queue(headersFrames(id, this.encoder.encode(fields), endStream, this.peerMaxFrame));
     if (endStream) s.localEnded = true;
     return s;
@@ -739,14 +842,15 @@ export class Http2Connection {
       if (room <= 0) return off;
       const last = off + room === total;
       const flags = last && endStream ? Flag.END_STREAM : 0;
+      this.dataFramesSent++;
       this.queue(frameHeader(room, FrameType.DATA, flags, s.id));
-      this.queue(off === 0 && last ? data : data.subarray(off, off + room));
+      this.queue(off === 0 && last ? data : data.subarray(off, off + room), 0);
       this.sendWindow -= room;
       s.sendWindow -= room;
       off += room;
     }
     if (endStream) {
-      if (total === 0) this.queue(frameHeader(0, FrameType.DATA, Flag.END_STREAM, s.id));
+      if (total === 0) { this.dataFramesSent++; this.queue(frameHeader(0, FrameType.DATA, Flag.END_STREAM, s.id)); }
       this.localEnd(s);
     }
     return off;
@@ -815,18 +919,44 @@ export class Http2Connection {
     this.remove(s);
   }
 
-  private rst(id: number, code: number): void {
+  /** `reply`: the reset answers a frame of the peer's, and counts as a reply it must read. */
+  private rst(id: number, code: number, reply = false): void {
     this.recentResets.push(id);
     if (this.recentResets.length > RECENT_RESETS) this.recentResets.shift();
-    this.queue(rstStreamFrame(id, code));
+    if (reply) this.control(rstStreamFrame(id, code)); else this.queue(rstStreamFrame(id, code));
+  }
+
+  /**
+   * A stream the peer got reset or refused. Like a stream it resets itself, it spends the reset
+   * allowance: a peer that sends nothing but bad or surplus requests is cut off.
+   */
+  private chargeReset(): boolean {
+    if (!this.isServer || --this.resetAllowance >= 0) return true;
+    this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many streams reset');
+    return false;
+  }
+
+  /** A new stream refused before it was made. */
+  private refuse(id: number, code: number): void {
+    this.rst(id, code, true);
+    this.chargeReset();
   }
 
   /** A stream error found by our checks: reset it and tell its owner. */
   private streamError(s: Http2Stream, code: number, reason = 'stream error'): void {
     if (s.closed) return;
     this.host.onProtocolError(code, reason, true);
-    this.rst(s.id, code);
+    this.rst(s.id, code, true);
     this.terminate(s, code, false);
+    this.chargeReset();
+  }
+
+  /** Frames that carry nothing and end nothing: a few in a row are harmless, a run of them is a flood. */
+  private emptyFrame(empty: boolean): boolean {
+    if (!empty) { this.emptyRun = 0; return true; }
+    if (++this.emptyRun <= MAX_EMPTY_FRAMES) return true;
+    this.fail(H2Error.ENHANCE_YOUR_CALM, 'too many empty frames');
+    return false;
   }
 
   private terminate(s: Http2Stream, code: number, remote: boolean): void {
@@ -861,7 +991,7 @@ export class Http2Connection {
   shutdown(): void {
     if (this.closed || this.goingAway) return;
     this.goingAway = true;
-    this.queue(goawayFrame(this.isServer ? this.lastPeerStream : 0, H2Error.NO_ERROR));
+    this.push(goawayFrame(this.isServer ? this.lastPeerStream : 0, H2Error.NO_ERROR));
     if (this.active === 0) this.end(H2Error.NO_ERROR, 'shutdown');
   }
 
@@ -869,7 +999,8 @@ export class Http2Connection {
   fail(code: number, reason: string): void {
     if (this.closed) return;
     if (code !== H2Error.NO_ERROR) this.host.onProtocolError(code, reason, false);
-    this.queue(goawayFrame(this.isServer ? this.lastPeerStream : 0, code, reason));
+    // past any bound on queued frames: the GOAWAY is the one frame that must go out
+    this.push(goawayFrame(this.isServer ? this.lastPeerStream : 0, code, reason));
     this.end(code, reason);
   }
 
@@ -878,6 +1009,9 @@ export class Http2Connection {
     this.closed = true;
     this.goingAway = true;
     this.hbChunks = [];
+    this.hbStream = 0;
+    // nothing is pending any more: the host's header timer must not count this connection as slow
+    this.headersPendingSince = 0;
     this.flush();
     const list = [...this.streams.values()];
     for (const s of list) this.terminate(s, code === H2Error.NO_ERROR ? H2Error.CANCEL : code, false);

@@ -227,3 +227,14 @@ t.test('a response status outside 100-599 is malformed', async (t) => {
   t.same(cev.list, [`reset 1 ${H2Error.PROTOCOL_ERROR}`], 'the stream is reset, never seen as a response');
   t.ok(p.clientEv.list.includes(`protocol-error ${H2Error.PROTOCOL_ERROR} stream`), 'and counted as a protocol error');
 });
+
+t.test('a header block cut off by a bound leaves nothing pending for the header timer', async (t) => {
+  const p = pair();
+  p.pump();
+  const cont = Buffer.from([0, 0, 1, FrameType.CONTINUATION, 0, 0, 0, 0, 1, 0x00]);
+  p.server.receive(Buffer.from([0, 0, 1, FrameType.HEADERS, 1, 0, 0, 0, 1, 0x82]));
+  t.ok(p.server.headersPendingSince > 0, 'HEADERS without END_HEADERS: a header block is pending');
+  p.server.receive(Buffer.concat(Array.from({ length: 600 }, () => cont)));
+  t.ok(p.ended.some((e) => e.startsWith(`server ${H2Error.ENHANCE_YOUR_CALM} `)), `600 CONTINUATION frames: ENHANCE_YOUR_CALM (${p.ended})`);
+  t.equal(p.server.headersPendingSince, 0, 'nothing pending once the connection ended');
+});
