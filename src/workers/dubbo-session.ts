@@ -169,7 +169,10 @@ export class DubboSession {
 
   private waitingForUpstream = false;
 
-  /** A provider connection is backed up: stop reading calls until it drains (one listener, not one per call). */
+  /**
+   * A call could not be written at once (its provider connection is backed up, connecting or on probation):
+   * stop reading calls until it is out (one listener, not one per call).
+   */
   pauseFor(call: DubboUpstreamCall): void {
     if (this.waitingForUpstream) return;
     this.waitingForUpstream = true;
@@ -278,6 +281,9 @@ class DubboCall implements DubboCallSink {
       idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
       maxBodyBytes: c.dubbo.maxBodyBytes,
       serializations: c.dubbo.serializations,
+      probeAfterMs: c.dubbo.upstreamProbeAfterMs,
+      probeTimeoutMs: c.dubbo.upstreamProbeTimeoutMs,
+      maxConsecutiveTimeouts: c.dubbo.upstreamMaxConsecutiveTimeouts,
     };
     const pool = this.session.rt.pools.dubbo(host, port, this.upstreamKey);
     const { stats } = this.cfg;
@@ -287,13 +293,14 @@ class DubboCall implements DubboCallSink {
     if (this.endpoint) this.endpoint.active++;
     const f = this.frame;
     const call = pool.send(f.raw, f.twoWay, f.idHi, f.idLo, f.twoWay ? this : null, limits, this.cstats);
+    // the call waits in the pool or behind the socket's buffer: read no more calls until it is out (one-way ones too)
+    if (!call.writable) this.session.pauseFor(call);
     if (!f.twoWay) {
-      // one-way: nothing comes back; done once handed to the connection
+      // one-way: nothing comes back; done once handed to the pool
       this.finish();
       return;
     }
     this.upstream = call;
-    if (!call.writable) this.session.pauseFor(call);
   }
 
   onResponse(raw: Buffer, status: number): void {
@@ -330,6 +337,10 @@ class DubboCall implements DubboCallSink {
   onTimeout(): void {
     this.timer = null;
     if (this.finished) return;
+    // told apart from a cancel: a timeout counts against the upstream connection's health
+    const up = this.upstream;
+    this.upstream = null;
+    up?.timedOut();
     if (this.cstats) this.cfg.stats.inc(this.cstats.rqTimeout);
     this.cfg.stats.inc(this.pstats.timeout);
     this.localReply({ status: 504, reason: 'upstream_timeout', body: `upstream timeout after ${this.target && 'timeoutMs' in this.target ? this.target.timeoutMs : 0} ms` });
