@@ -81,7 +81,10 @@ export interface SluiceConfig {
     escapedSlashes: 'reject' | 'keep' | 'unescape';
   };
   tcp: { sniffTimeoutMs: number; opaquePorts: number[]; connectTimeoutMs: number; idleTimeoutMs: number };
-  dubbo: { maxBodyBytes: number; serializations: number[]; maxCallsPerConnection: number };
+  dubbo: {
+    maxBodyBytes: number; serializations: number[]; maxCallsPerConnection: number;
+    upstreamProbeAfterMs: number; upstreamProbeTimeoutMs: number; upstreamMaxConsecutiveTimeouts: number;
+  };
   accessLog: { enabled: boolean; path: string; sampleRate: number };
   drain: { timeoutMs: number };
   logLevel: string;

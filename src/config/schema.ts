@@ -250,6 +250,16 @@ export const configSchema = {
         serializations: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 31 }, minItems: 1, uniqueItems: true, default: [2] },
         /** Calls in flight on one downstream connection; more are refused with status 100. */
         maxCallsPerConnection: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 1000 },
+        /**
+         * Health of multiplexed upstream connections (src/upstream/dubbo-pool.ts). A connection with calls
+         * pending that has received nothing for upstreamProbeAfterMs gets a heartbeat; if nothing at all comes
+         * back within upstreamProbeTimeoutMs, or upstreamMaxConsecutiveTimeouts calls in a row time out on it
+         * with no response in between, it is replaced: no new calls, calls not yet written move to another
+         * connection, and it closes once the calls written to it have ended.
+         */
+        upstreamProbeAfterMs: duration(1000, 100),
+        upstreamProbeTimeoutMs: duration(2000, 100),
+        upstreamMaxConsecutiveTimeouts: { type: 'integer', minimum: 1, maximum: 10_000, default: 3 },
       },
     },
     accessLog: {

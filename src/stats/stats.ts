@@ -40,6 +40,8 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_upstream_rq_timeout_total', kind: 'counter', by: 'cluster', help: 'Upstream requests that timed out' },
   { name: 'sluice_upstream_rq_reset_total', kind: 'counter', by: 'cluster', help: 'Upstream responses cut off by the upstream' },
   { name: 'sluice_upstream_rq_pending_overflow_total', kind: 'counter', by: 'cluster', help: 'Requests refused because the pending queue was full' },
+  { name: 'sluice_upstream_cx_replaced_total', kind: 'counter', by: 'cluster', help: 'Multiplexed upstream connections taken out of use because they stopped answering (calls timed out, heartbeat unanswered)' },
+  { name: 'sluice_upstream_rq_moved_total', kind: 'counter', by: 'cluster', help: 'Calls moved off an upstream connection that stopped answering, before they were written to it' },
   { name: 'sluice_worker_restarts_total', kind: 'counter', by: 'none', help: 'Workers that died and were replaced' },
   { name: 'sluice_handoff_failed_total', kind: 'counter', by: 'none', help: 'Connections the main thread could not hand to a worker' },
   { name: 'sluice_config_reload_total', kind: 'counter', by: 'none', help: 'Configs applied after startup' },

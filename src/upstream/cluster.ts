@@ -34,6 +34,8 @@ interface Subset {
 export interface ClusterStats {
   cxTotal: number; cxActive: number; cxConnectFail: number;
   rqTotal: number; rqActive: number; rqTimeout: number; rqReset: number; rqPendingOverflow: number;
+  /** Dubbo: connections replaced because they stopped answering, and calls moved off them unsent. */
+  cxReplaced: number; rqMoved: number;
   /** Indexed by status / 100. */
   rqClass: number[];
 }
@@ -49,6 +51,8 @@ export function clusterStats(stats: Stats, name: string): ClusterStats {
     rqTimeout: s('sluice_upstream_rq_timeout_total'),
     rqReset: s('sluice_upstream_rq_reset_total'),
     rqPendingOverflow: s('sluice_upstream_rq_pending_overflow_total'),
+    cxReplaced: s('sluice_upstream_cx_replaced_total'),
+    rqMoved: s('sluice_upstream_rq_moved_total'),
     rqClass: [-1, 1, 2, 3, 4, 5].map((c) => (c < 0 ? -1 : stats.slot('sluice_upstream_rq_xx_total', { cluster: name, class: `${c}xx` }))),
   };
 }

@@ -10,11 +10,17 @@
  * providers answer. Every refused or failed two-way call gets a Dubbo response with a
  * status byte, so the caller's client raises an error instead of waiting for its timeout.
  * A malformed frame (bad magic, oversized body, unknown serialization) closes this connection only.
+ *
+ * Drain (SIGTERM, POST /drain): as a Dubbo provider does on shutdown, Sluice sends the consumer a
+ * READONLY event, so that it sends no new calls here, and a heartbeat right behind it as a fence:
+ * the consumer answers the heartbeat after it has seen the event, so once the answer arrives every
+ * call it sent before has arrived too. Calls received are answered; the connection closes when
+ * none is left and the fence is passed (or READONLY_FENCE_MS went by without an answer).
  */
 import type net from 'node:net';
 import {
-  DubboFrameDecoder, DubboRequest, DubboStatus, encodeHeartbeatResponse, encodeResponse, isHeartbeat, localReply,
-  type DubboFrame, type DubboProtocolError,
+  DubboFrameDecoder, DubboRequest, DubboStatus, encodeHeartbeatRequest, encodeHeartbeatResponse, encodeReadonlyEvent,
+  encodeResponse, isHeartbeat, localReply, type DubboFrame, type DubboProtocolError,
 } from '../codecs/dubbo';
 import type { LocalReply } from '../filters/filter';
 import type { Peer, RequestView } from '../filters/request-view';
@@ -27,6 +33,18 @@ import type { CompiledConfig, WorkerRuntime } from './runtime';
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;
 const MAX_CONNECT_ATTEMPTS = 3;
+/**
+ * How long a draining connection waits for the consumer to answer the heartbeat sent behind the READONLY
+ * event before it closes (once idle) anyway: consumers that do not answer heartbeats must not hold a drain
+ * until drain.timeoutMs.
+ */
+export const READONLY_FENCE_MS = 2000;
+/** Ids of the two requests Sluice sends a consumer on drain (Sluice's own id space towards the consumer). */
+const READONLY_EVENT_ID = 0x7fff_fffe;
+const FENCE_ID = 0x7fff_ffff;
+const FENCE_NONE = 0;
+const FENCE_WAITING = 1;
+const FENCE_PASSED = 2;
 
 /** Status byte for each reason Sluice answers a call itself. */
 function statusFor(r: LocalReply): number {
@@ -79,6 +97,10 @@ export class DubboSession {
   private readonly calls = new Set<DubboCall>();
   private peerCache: Peer | null = null;
   private draining = false;
+  /** READONLY sent: FENCE_WAITING until the consumer answers the heartbeat behind it. */
+  private fence = FENCE_NONE;
+  private fenceTimer: NodeJS.Timeout | null = null;
+  private inputEnded = false;
   private maxCalls = MAX_DUBBO_CALLS_IN_FLIGHT;
   closed = false;
 
@@ -98,7 +120,7 @@ export class DubboSession {
     s.on('timeout', () => { if (this.calls.size === 0) s.destroy(); });
     s.setTimeout(this.rt.current().config.http.idleTimeoutMs);
     this.rt.connections.add(this);
-    if (this.rt.draining) this.draining = true;
+    if (this.rt.draining) this.drain();
   }
 
   peer(): Peer {
@@ -122,12 +144,14 @@ export class DubboSession {
   private onEnd(): void {
     // calls already read are still answered; then the connection closes
     this.decoder.destroy();
-    if (this.calls.size === 0) this.closeSoon();
-    else this.draining = true;
+    this.inputEnded = true;
+    this.draining = true;
+    this.closeIfDone();
   }
 
   private onClose(): void {
     this.closed = true;
+    if (this.fenceTimer) { clearTimeout(this.fenceTimer); this.fenceTimer = null; }
     this.decoder?.destroy();
     this.rt.connections.delete(this);
     for (const c of [...this.calls]) c.downstreamGone();
@@ -142,7 +166,11 @@ export class DubboSession {
   }
 
   private onFrame(f: DubboFrame): void {
-    if (!f.isRequest) return; // a response to nothing we asked (Sluice sends no heartbeats downstream)
+    if (!f.isRequest) {
+      // the consumer's answer to the heartbeat behind the READONLY event; nothing else is asked of it
+      if (f.isEvent && this.fence === FENCE_WAITING && f.safeId === FENCE_ID) this.fencePassed();
+      return;
+    }
     if (f.isEvent) {
       if (isHeartbeat(f) && f.twoWay) this.write(encodeHeartbeatResponse(f));
       return;
@@ -164,12 +192,15 @@ export class DubboSession {
   /** @internal */
   callFinished(c: DubboCall): void {
     this.calls.delete(c);
-    if (this.draining && this.calls.size === 0) this.closeSoon();
+    this.closeIfDone();
   }
 
   private waitingForUpstream = false;
 
-  /** A provider connection is backed up: stop reading calls until it drains (one listener, not one per call). */
+  /**
+   * A call could not be written at once (its provider connection is backed up, connecting or on probation):
+   * stop reading calls until it is out (one listener, not one per call).
+   */
   pauseFor(call: DubboUpstreamCall): void {
     if (this.waitingForUpstream) return;
     this.waitingForUpstream = true;
@@ -192,8 +223,30 @@ export class DubboSession {
 
   drain(): void {
     this.draining = true;
-    if (this.calls.size === 0) this.closeSoon();
+    if (this.fence === FENCE_NONE && !this.inputEnded && !this.closed && !this.socket.destroyed) {
+      this.fence = FENCE_WAITING;
+      this.write(encodeReadonlyEvent(READONLY_EVENT_ID));
+      this.write(encodeHeartbeatRequest(FENCE_ID, true));
+      this.fenceTimer = setTimeout(onFenceTimeout, READONLY_FENCE_MS, this);
+    }
+    this.closeIfDone();
   }
+
+  /** @internal the consumer answered the heartbeat behind the READONLY event, or did not in time. */
+  fencePassed(): void {
+    if (this.fence !== FENCE_WAITING) return;
+    this.fence = FENCE_PASSED;
+    if (this.fenceTimer) { clearTimeout(this.fenceTimer); this.fenceTimer = null; }
+    this.closeIfDone();
+  }
+
+  private closeIfDone(): void {
+    if (this.draining && this.calls.size === 0 && (this.fence !== FENCE_WAITING || this.inputEnded)) this.closeSoon();
+  }
+}
+
+function onFenceTimeout(s: DubboSession): void {
+  s.fencePassed();
 }
 
 function onCallTimeout(c: DubboCall): void {
@@ -278,6 +331,9 @@ class DubboCall implements DubboCallSink {
       idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
       maxBodyBytes: c.dubbo.maxBodyBytes,
       serializations: c.dubbo.serializations,
+      probeAfterMs: c.dubbo.upstreamProbeAfterMs,
+      probeTimeoutMs: c.dubbo.upstreamProbeTimeoutMs,
+      maxConsecutiveTimeouts: c.dubbo.upstreamMaxConsecutiveTimeouts,
     };
     const pool = this.session.rt.pools.dubbo(host, port, this.upstreamKey);
     const { stats } = this.cfg;
@@ -287,13 +343,14 @@ class DubboCall implements DubboCallSink {
     if (this.endpoint) this.endpoint.active++;
     const f = this.frame;
     const call = pool.send(f.raw, f.twoWay, f.idHi, f.idLo, f.twoWay ? this : null, limits, this.cstats);
+    // the call waits in the pool or behind the socket's buffer: read no more calls until it is out (one-way ones too)
+    if (!call.writable) this.session.pauseFor(call);
     if (!f.twoWay) {
-      // one-way: nothing comes back; done once handed to the connection
+      // one-way: nothing comes back; done once handed to the pool
       this.finish();
       return;
     }
     this.upstream = call;
-    if (!call.writable) this.session.pauseFor(call);
   }
 
   onResponse(raw: Buffer, status: number): void {
@@ -330,6 +387,10 @@ class DubboCall implements DubboCallSink {
   onTimeout(): void {
     this.timer = null;
     if (this.finished) return;
+    // told apart from a cancel: a timeout counts against the upstream connection's health
+    const up = this.upstream;
+    this.upstream = null;
+    up?.timedOut();
     if (this.cstats) this.cfg.stats.inc(this.cstats.rqTimeout);
     this.cfg.stats.inc(this.pstats.timeout);
     this.localReply({ status: 504, reason: 'upstream_timeout', body: `upstream timeout after ${this.target && 'timeoutMs' in this.target ? this.target.timeoutMs : 0} ms` });

@@ -69,7 +69,10 @@ t.test('an empty document gets every default', async (t) => {
       normalizePath: true, mergeSlashes: true, escapedSlashes: 'reject',
     },
     tcp: { sniffTimeoutMs: 1000, opaquePorts: [25, 587, 3306, 4444, 5432, 6379, 9300, 11211], connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000 },
-    dubbo: { maxBodyBytes: 8 * 1024 * 1024, serializations: [2], maxCallsPerConnection: 1000 },
+    dubbo: {
+      maxBodyBytes: 8 * 1024 * 1024, serializations: [2], maxCallsPerConnection: 1000,
+      upstreamProbeAfterMs: 1000, upstreamProbeTimeoutMs: 2000, upstreamMaxConsecutiveTimeouts: 3,
+    },
     accessLog: { enabled: false, path: 'stdout', sampleRate: 1 },
     drain: { timeoutMs: 15_000 },
     logLevel: 'info',

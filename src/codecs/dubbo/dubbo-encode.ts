@@ -17,6 +17,10 @@
  * - heartbeat: HeaderExchangeHandler / HeartbeatTimerTask send an event request whose data is null, encoded
  *   by encodeEventData as Hessian2 'N'; the answer is an event response, status OK, body 'N'
  *   (CodecSupport.isHeartBeat compares the payload with the serialized null).
+ * - readonly event: HeaderExchangeServer.sendChannelReadOnlyEvent, on a provider's graceful shutdown: an event
+ *   request, one-way, whose data is Request.READONLY_EVENT ("R"), encoded by encodeEventData as the Hessian2
+ *   string "R" (01 52). The consumer's HeaderExchangeHandler.handlerEvent marks the channel read-only
+ *   (channel.readonly) and sends no more calls on it; nothing is answered.
  *
  * Strings are written the way Java's Hessian2Output.writeString does: chunks of at most 0x8000 UTF-16 units
  * ('R' for non-final chunks, never ending a chunk on a high surrogate), the final chunk as [x00-x1f],
@@ -326,6 +330,19 @@ export function localReply(id: DubboId, status: number, message: string, seriali
 export function encodeHeartbeatRequest(id: DubboId, twoWay = true): Buffer {
   const flag = FLAG_REQUEST | (twoWay ? FLAG_TWOWAY : 0) | FLAG_EVENT | SERIALIZATION_HESSIAN2;
   return encodeFrame(flag, 0, id, NULL_BODY);
+}
+
+/** Request.READONLY_EVENT: the data of the event a provider sends to each consumer when it shuts down. */
+export const READONLY_EVENT = 'R';
+const READONLY_BODY = Buffer.from([0x01, 0x52]); // Hessian2 compact string "R"
+
+/**
+ * The READONLY event (HeaderExchangeServer.sendChannelReadOnlyEvent): request + event flags, one-way, body the
+ * Hessian2 string "R". A Dubbo consumer stops sending new calls on the connection and keeps waiting for the
+ * answers to the calls it already sent.
+ */
+export function encodeReadonlyEvent(id: DubboId): Buffer {
+  return encodeFrame(FLAG_REQUEST | FLAG_EVENT | SERIALIZATION_HESSIAN2, 0, id, READONLY_BODY);
 }
 
 /** Heartbeat response: event flag, status OK, body Hessian2 null. */

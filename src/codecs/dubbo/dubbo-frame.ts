@@ -378,3 +378,11 @@ function isLimits(o: DubboDecoderOptions | DubboLimits): o is DubboLimits {
 export function isHeartbeat(frame: DubboFrame): boolean {
   return frame.isEvent && frame.bodyLength === 1 && frame.raw[DUBBO_HEADER_LENGTH] === 0x4e;
 }
+
+/**
+ * A READONLY event (Request.READONLY_EVENT): an event request whose body is the Hessian2 string "R", sent by a
+ * provider that is shutting down (HeaderExchangeHandler.handlerEvent compares the decoded data with "R").
+ */
+export function isReadonlyEvent(frame: DubboFrame): boolean {
+  return frame.isEvent && frame.isRequest && frame.bodyLength === 2 && frame.raw[DUBBO_HEADER_LENGTH] === 0x01 && frame.raw[DUBBO_HEADER_LENGTH + 1] === 0x52;
+}

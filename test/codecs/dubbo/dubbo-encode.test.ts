@@ -6,8 +6,8 @@
 import t from 'tap';
 import {
   DubboFrame, DubboRequest, DubboStatus, decodeFrame, encodeErrorResponse, encodeFrame, encodeHeartbeatRequest,
-  encodeHeartbeatResponse, encodeRequest, encodeResponse, hessian2String, isHeartbeat, isSupportResponseAttachment,
-  localReply, parseHeader,
+  encodeHeartbeatResponse, encodeReadonlyEvent, encodeRequest, encodeResponse, hessian2String, isHeartbeat, isReadonlyEvent,
+  isSupportResponseAttachment, localReply, parseHeader,
 } from '../../../src/codecs/dubbo';
 import { hessian } from './fixtures';
 
@@ -43,6 +43,22 @@ t.test('heartbeats: event flag, body Hessian2 null', async (t) => {
   t.same(encodeHeartbeatRequest(1, false), hex('da bb a2 00  00 00 00 00 00 00 00 01  00 00 00 01  4e'));
   t.same(encodeHeartbeatResponse(1), hex('da bb 22 14  00 00 00 00 00 00 00 01  00 00 00 01  4e'));
   t.ok(isHeartbeat(decodeFrame(encodeHeartbeatRequest(2n ** 64n - 1n)) as DubboFrame));
+});
+
+t.test('READONLY event: one-way event request, data the Hessian2 string "R" (sendChannelReadOnlyEvent)', async (t) => {
+  // flag 0xa2: request 0x80 | event 0x20 | Hessian2, no two-way bit; body writeObject("R") = 01 52
+  t.same(encodeReadonlyEvent(9), hex('da bb a2 00  00 00 00 00 00 00 00 09  00 00 00 02  01 52'));
+  const f = decodeFrame(encodeReadonlyEvent(9)) as DubboFrame;
+  t.ok(isReadonlyEvent(f));
+  t.notOk(isHeartbeat(f), 'not a heartbeat: nothing is answered');
+  t.equal(new hessian.DecoderV2(f.body).read(), 'R', 'the event data reads back as "R"');
+  t.notOk(isReadonlyEvent(decodeFrame(encodeHeartbeatRequest(9, false)) as DubboFrame), 'a heartbeat is not a readonly event');
+  // an event response carrying "R" is not the request a provider sends
+  t.notOk(isReadonlyEvent(decodeFrame(encodeFrame(0x22, 20, 9, Buffer.from([0x01, 0x52]))) as DubboFrame));
+  // dubbo-remoting, as a consumer, reads it as an event ("heartbeat" packet) whose data is "R"
+  const Request = require('dubbo-remoting/lib/protocol/request');
+  const got = Request.decode(encodeReadonlyEvent(9));
+  t.same([got.packetType, got.data, got.packetId], ['heartbeat', 'R', 9]);
 });
 
 t.test('requests: header flags and a body hessian.js reads as DecodeableRpcInvocation does', async (t) => {

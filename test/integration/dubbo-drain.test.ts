@@ -1,0 +1,58 @@
+/**
+ * Drain, as Dubbo providers do it on shutdown: every downstream Dubbo connection gets a READONLY
+ * event (an event request whose data is "R", one-way), so the consumer sends no new calls on it;
+ * calls already received are answered; then the connection closes. Real Sluice, real consumers
+ * (dubbo-remoting, reacting to "R" as Dubbo's HeaderExchangeHandler does), POST /drain.
+ */
+import http from 'node:http';
+import t from 'tap';
+import { startSluice } from '../helpers/harness';
+import { Consumer, rawProvider, str, waitEvent } from './dubbo-peers';
+
+function post(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent: false }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function closed(c: Consumer, ms: number): Promise<unknown> {
+  return c.closed ? Promise.resolve() : waitEvent(c.events, 'close', ms);
+}
+
+t.test('POST /drain: READONLY event to every consumer, calls in flight answered, then each connection closes', async (t) => {
+  const p = await rawProvider({ holdMethod: 'hold' });
+  const s = await startSluice({
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'c' }],
+    clusters: [{ name: 'c', endpoints: [`127.0.0.1:${p.port}`] }],
+    http: { requestTimeoutMs: 30_000 },
+    drain: { timeoutMs: 30_000 },
+  });
+  const busy = await Consumer.connect(s.port('app'));
+  const idle = await Consumer.connect(s.port('app'));
+  // a consumer that does not answer heartbeats still gets closed, a little later
+  const mute = await Consumer.connect(s.port('app'), { answerHeartbeats: false });
+  t.teardown(async () => { for (const c of [busy, idle, mute]) c.close(); await s.stop(); await p.close(); });
+
+  // (each worker has its own provider connection: the answer starts with that connection's index)
+  t.match(await idle.call('hello', [str('i')]), { status: 20, value: /^\d:hello:i$/ });
+  t.match(await mute.call('hello', [str('m')]), { status: 20, value: /^\d:hello:m$/ });
+  const held = busy.call('hold', [str('h')]);
+  await waitEvent(p.events, 'call', 10_000, (_c: unknown, m: string) => m === 'hold');
+
+  t.equal(await post(`${s.admin}/drain`), 202);
+  await waitEvent(busy.events, 'readonly', 10_000);
+  t.notOk(busy.closed, 'the connection with a call in flight stays open');
+
+  await closed(idle, 10_000);
+  t.same(idle.log, ['answer 1000', 'readonly', 'heartbeat', 'close'], 'idle: READONLY, then closed once it answered the heartbeat behind it');
+  await closed(mute, 10_000);
+  t.same(mute.log, ['answer 1000', 'readonly', 'heartbeat', 'close'], 'a consumer that does not answer heartbeats is closed too');
+
+  t.notOk(busy.closed, 'still open while its call is in flight');
+  p.release();
+  t.match(await held, { status: 20, value: /^\d:hold:h$/ }, 'the call received before the drain is answered');
+  await closed(busy, 10_000);
+  t.same(busy.log, ['readonly', 'heartbeat', 'answer 1000', 'close'], 'READONLY first, the answer, then the close');
+});
