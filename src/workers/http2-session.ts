@@ -25,6 +25,7 @@ import { CONNECTION_WINDOW, Http2Connection, writeAll, type Http2ConnectionHost,
 import type { LocalReply } from '../filters/filter';
 import { hostOnly, pathOf, type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
 import type { RouteTarget } from '../filters/router';
+import { grpcStatusIn, httpStatusOfGrpc } from '../stats/stats';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
 import type { UpstreamSession } from '../upstream/http2-pool';
@@ -248,6 +249,8 @@ class Http2Exchange implements Http1ResponseSink {
   private responseEnded = false;
   private finished = false;
   private status = 0;
+  /** The grpc-status the upstream sent (trailers, or a trailers-only response), -1 while none. */
+  private grpcStatus = -1;
   private reason: string | undefined = undefined;
   private bytesIn = 0;
   private bytesOut = 0;
@@ -281,7 +284,7 @@ class Http2Exchange implements Http1ResponseSink {
     this.conn = down.conn;
     this.protocol = isGrpc(stream.contentType || undefined) ? 'grpc' : 'http2';
     this.view = new Http2View(this.protocol, down.info, down.peer, stream);
-    this.start0 = cfg.accessLog.enabled ? performance.now() : 0;
+    this.start0 = performance.now();
     this.via = cfg.config.http.via;
     this.requestEnded = stream.remoteEnded;
   }
@@ -386,6 +389,7 @@ class Http2Exchange implements Http1ResponseSink {
     if (this.finished || this.up !== up) return;
     this.status = status;
     this.responded = true;
+    if (end && this.protocol === 'grpc') this.grpcStatus = grpcStatusIn(f);
     if (this.via) addVia(f, this.via);
     this.conn.respond(this.stream, f, end);
     if (end) this.responseDone();
@@ -401,6 +405,7 @@ class Http2Exchange implements Http1ResponseSink {
 
   onUpTrailers(up: Http2Stream, f: string[]): void {
     if (this.up !== up || this.finished) return;
+    this.grpcStatus = grpcStatusIn(f);
     this.conn.writeTrailers(this.stream, f);
     this.responseDone();
   }
@@ -629,6 +634,7 @@ class Http2Exchange implements Http1ResponseSink {
     if (conn !== null && this.h1Paused) { this.h1Paused = false; conn.socket.resume(); }
     if (conn && !conn.requestDone) conn.abandon();
     if (this.finished) return;
+    this.grpcStatus = grpcStatusIn(trailers);
     if (!this.responseEnded) {
       if (trailers !== null && trailers.length > 0) {
         const t: string[] = [];
@@ -752,9 +758,21 @@ class Http2Exchange implements Http1ResponseSink {
     const { stats } = this.cfg;
     const ps = this.pstats;
     stats.dec(ps.rqActive);
-    const cls = (this.status / 100) | 0;
-    if (this.status) stats.inc(ps.rqClass[cls]);
-    if (this.cstats && this.upstreamActive && this.responded) stats.inc(this.cstats.rqClass[cls]);
+    // a response the upstream (or its timeout) cut off is a reset or a timeout, not also a 2xx
+    const cut = this.responded && (this.reason === 'upstream_reset' || this.reason === 'upstream_timeout');
+    let status = this.status;
+    if (this.protocol === 'grpc' && !cut) {
+      // counted by the grpc-status the client got: sent by the upstream, ours for a local reply or a
+      // response without one (gRPC's HTTP mapping), CANCELLED when the client left before the end
+      const ended = this.responseEnded || (this.reason !== undefined && !this.responded);
+      const code = this.grpcStatus >= 0 ? this.grpcStatus : ended ? grpcStatusFor(status) : 1;
+      stats.grpcStatus(code);
+      status = httpStatusOfGrpc(code);
+    }
+    const cls = cut ? 0 : (status / 100) | 0;
+    if (cls) stats.inc(ps.rqClass[cls]);
+    if (this.cstats && this.upstreamActive && this.responded && cls) stats.inc(this.cstats.rqClass[cls]);
+    stats.requestDone(this.protocol, (performance.now() - this.start0) / 1000, this.bytesIn, this.bytesOut);
     this.upstreamDone();
     if (this.cfg.accessLog.enabled) {
       const v = this.view;
