@@ -61,7 +61,7 @@ export interface ClusterConfig {
 }
 
 export interface SluiceConfig {
-  admin: { address: string };
+  admin: { address: string; tokenFile?: string };
   workers: { threads: number; maxConnectionsPerWorker: number };
   listeners: ListenerConfig[];
   routes: RouteConfig[];

@@ -43,6 +43,12 @@ export const configSchema = {
       default: {},
       properties: {
         address: { ...address, default: '127.0.0.1:15000' },
+        /**
+         * The bearer token that POST /config, POST /drain and /debug/* require. Read from this file;
+         * a file that does not exist is created (0600) with a new random token. Unset: a new token
+         * in a fresh 0700 directory under the temp directory, its path logged at start-up.
+         */
+        tokenFile: { type: 'string', minLength: 1 },
       },
     },
     workers: {

@@ -146,6 +146,8 @@ t.test('wrong types', async (t) => {
 
 t.test('ranges and required fields', async (t) => {
   refuses(t, base({ accessLog: { sampleRate: 2 } }), '/accessLog/sampleRate', /<= 1/);
+  refuses(t, base({ admin: { address: '127.0.0.1:0', tokenFile: '' } }), '/admin/tokenFile', /fewer than 1/);
+  refuses(t, base({ admin: { address: '127.0.0.1:0', tokenFile: 7 } }), '/admin/tokenFile', /must be string/);
   refuses(t, base({ tcp: { sniffTimeoutMs: 0 } }), '/tcp/sniffTimeoutMs', />= 1/);
   refuses(t, base({ http: { maxHeaderBytes: 10 } }), '/http/maxHeaderBytes', />= 1024/);
   refuses(t, base({ routes: [{ action: { directResponse: { status: 99 } } }] }), '/routes/0/action/directResponse/status', />= 200/);

@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
@@ -18,10 +18,28 @@ import { Sluice } from '../../src/sluice';
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'sluice.js');
 
-/** A config document with every listener and the admin on port 0 unless given. */
+/**
+ * The admin token of every Sluice a test starts through withTestDefaults, and the file (0600)
+ * that holds it: POST requests to the admin API must carry it (see adminPost).
+ */
+export const ADMIN_TOKEN = 'sluice-test-admin-token-0123456789abcdef';
+export const ADMIN_TOKEN_FILE = path.join(os.tmpdir(), `sluice-test-admin-${process.pid}`, 'token');
+
+function adminTokenFile(): string {
+  if (!existsSync(ADMIN_TOKEN_FILE)) {
+    mkdirSync(path.dirname(ADMIN_TOKEN_FILE), { recursive: true, mode: 0o700 });
+    writeFileSync(ADMIN_TOKEN_FILE, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
+  }
+  return ADMIN_TOKEN_FILE;
+}
+
+/** `authorization` header for POST requests to the admin API. */
+export const ADMIN_AUTH = `Bearer ${ADMIN_TOKEN}`;
+
+/** A config document with every listener and the admin on port 0 unless given, the admin with the test token. */
 export function withTestDefaults(doc: Record<string, unknown>): Record<string, unknown> {
   return {
-    admin: { address: '127.0.0.1:0' },
+    admin: { address: '127.0.0.1:0', tokenFile: adminTokenFile() },
     workers: { threads: 2 },
     ...doc,
   };
@@ -144,6 +162,23 @@ export async function get(url: string): Promise<{ status: number; headers: http.
     });
     req.on('error', reject);
     req.setTimeout(10_000, () => req.destroy(new Error(`GET ${url} timed out`)));
+  });
+}
+
+/** POST to an admin path with the test token (ADMIN_TOKEN), or with `auth` instead (null: none). */
+export async function adminPost(admin: string, pathname: string, body = '', auth: string | null = ADMIN_AUTH): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/yaml' };
+    if (auth !== null) headers.authorization = auth;
+    const req = http.request(`${admin}${pathname}`, { method: 'POST', agent: false, headers }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error(`POST ${admin}${pathname} timed out`)));
+    req.end(body);
   });
 }
 
