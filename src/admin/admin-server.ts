@@ -17,7 +17,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseConfigText } from '../config/config';
 import { ConfigError, SluiceError } from '../errors';
-import { log } from '../log';
+import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { Sluice } from '../sluice';
 import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
@@ -35,6 +35,7 @@ export class AdminServer {
       this.handle(req, res).catch((err) => this.send(res, 500, `${(err as Error).message}\n`));
     });
     this.server.keepAliveTimeout = 5000;
+    countProcessLogDrops((n) => sluice.stats.add(sluice.stats.slot('sluice_log_lines_dropped_total', { log: 'process' }), n));
   }
 
   async listen(address: string): Promise<void> {

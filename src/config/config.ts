@@ -78,7 +78,7 @@ export interface SluiceConfig {
   };
   tcp: { sniffTimeoutMs: number; opaquePorts: number[]; connectTimeoutMs: number; idleTimeoutMs: number };
   dubbo: { maxBodyBytes: number; serializations: number[]; maxCallsPerConnection: number };
-  accessLog: { enabled: boolean; path: string; sampleRate: number };
+  accessLog: { enabled: boolean; path: string; sampleRate: number; bufferBytes: number };
   drain: { timeoutMs: number };
   logLevel: string;
 }

@@ -242,6 +242,8 @@ export const configSchema = {
         path: { type: 'string', minLength: 1, default: 'stdout' },
         /** Fraction of requests logged, 0 to 1. */
         sampleRate: { type: 'number', minimum: 0, maximum: 1, default: 1 },
+        /** Bytes of lines a thread holds while the destination is not taking them; beyond it lines are dropped. */
+        bufferBytes: { type: 'integer', minimum: 4096, maximum: 1 << 30, default: 1 << 20 },
       },
     },
     drain: {

@@ -30,9 +30,10 @@ export type RequestProtocol = (typeof REQUEST_PROTOCOLS)[number];
 export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
 /** gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED); anything else counts as 2 (UNKNOWN). */
 export const GRPC_STATUS_COUNT = 17;
+export const LOGS = ['access', 'process'] as const;
 
 type Kind = 'counter' | 'gauge' | 'histogram';
-type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status';
+type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log';
 interface Family { name: string; kind: Kind; help: string; by: By; buckets?: readonly number[] }
 
 /** Every stat Sluice has. Tests assert these full names. */
@@ -65,6 +66,7 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_config_reload_total', kind: 'counter', by: 'none', help: 'Configs applied after startup' },
   { name: 'sluice_config_reload_failed_total', kind: 'counter', by: 'none', help: 'Configs refused' },
   { name: 'sluice_capture_active', kind: 'gauge', by: 'none', help: '1 when transparent capture (original destination recovery) is available' },
+  { name: 'sluice_log_lines_dropped_total', kind: 'counter', by: 'log', help: 'Log lines dropped because the destination did not take them (buffer full, destination gone, or still held when the drain ended)' },
 ];
 
 const FAMILY = new Map(FAMILIES.map((f) => [f.name, f]));
@@ -95,6 +97,7 @@ export class StatsRegistry {
       if (f.by === 'protocol') for (const p of PROTOCOLS) this.add(series(f.name, { protocol: p }));
       if (f.by === 'protocol_class') for (const p of PROTOCOLS) for (const c of RESPONSE_CLASSES) this.add(series(f.name, { protocol: p, class: c }));
       if (f.by === 'grpc_status') for (let c = 0; c < GRPC_STATUS_COUNT; c++) this.add(series(f.name, { grpc_status: String(c) }));
+      if (f.by === 'log') for (const l of LOGS) this.add(series(f.name, { log: l }));
       if (f.by === 'request_protocol') {
         for (const p of REQUEST_PROTOCOLS) {
           if (f.kind === 'histogram') this.addHistogram(f, { protocol: p });

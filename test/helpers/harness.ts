@@ -76,8 +76,12 @@ export interface ChildSluice {
   exited: Promise<number | null>;
 }
 
-/** Sluice as its own process, through the real CLI. */
-export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string } = {}): ChildSluice {
+/**
+ * Sluice as its own process, through the real CLI. `unread`: stdout and stderr are read only up
+ * to the "sluice started" line, then never again (pipes nobody reads); a test may read them
+ * later through `proc.stdout` / `proc.stderr`.
+ */
+export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string; unread?: boolean } = {}): ChildSluice {
   const cmd = opts.netns ? 'ip' : process.execPath;
   const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, BIN, ...args] : [BIN, ...args];
   const proc = spawn(cmd, argv, {
@@ -87,8 +91,14 @@ export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  proc.stdout!.on('data', (d) => { out += d; });
-  proc.stderr!.on('data', (d) => { out += d; });
+  const onData = (d: Buffer) => {
+    out += d;
+    if (opts.unread && /"msg":"sluice started"\}\n/.test(out)) {
+      for (const s of [proc.stdout!, proc.stderr!]) { s.removeListener('data', onData); s.pause(); }
+    }
+  };
+  proc.stdout!.on('data', onData);
+  proc.stderr!.on('data', onData);
   const exited = once(proc, 'exit').then(([code]) => code as number | null);
   return { proc, output: () => out, exited };
 }

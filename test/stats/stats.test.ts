@@ -94,4 +94,5 @@ t.test('the exposition of every family passes promtool check metrics', async (t)
   t.equal(r.stdout + r.stderr, '', 'no lint problems');
   t.equal(r.code, 0);
   t.match(text, '# TYPE sluice_downstream_rq_duration_seconds histogram\n');
+  t.match(text, '# TYPE sluice_log_lines_dropped_total counter\nsluice_log_lines_dropped_total{log="access"} 0\nsluice_log_lines_dropped_total{log="process"} 0\n');
 });
