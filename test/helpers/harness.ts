@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
@@ -29,6 +29,7 @@ function adminTokenFile(): string {
   if (!existsSync(ADMIN_TOKEN_FILE)) {
     mkdirSync(path.dirname(ADMIN_TOKEN_FILE), { recursive: true, mode: 0o700 });
     writeFileSync(ADMIN_TOKEN_FILE, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
+    process.once('exit', () => rmSync(path.dirname(ADMIN_TOKEN_FILE), { recursive: true, force: true }));
   }
   return ADMIN_TOKEN_FILE;
 }
