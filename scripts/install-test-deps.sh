@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests drive for real: iptables rules in network namespaces,
-# curl / h2load / wrk as independent clients. Idempotent; needs root (or sudo).
+# curl / h2load / wrk as independent clients, promtool (package prometheus) to lint /stats.
+# Idempotent; needs root (or sudo).
 set -euo pipefail
-pkgs=(iptables iproute2 curl nghttp2-client wrk procps)
+pkgs=(iptables iproute2 curl nghttp2-client wrk procps prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

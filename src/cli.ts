@@ -13,7 +13,7 @@ import { injectYaml } from './inject/inject';
 import { parseAddress } from './net/address';
 import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/config';
 import { Sluice } from './sluice';
-import { log } from './log';
+import { flushLogs, log } from './log';
 
 /** `sluice inject` wrote its output but passed some workloads through uninjected. */
 const INJECT_SKIPPED_EXIT = 3;
@@ -202,12 +202,16 @@ export async function main(argv: string[]): Promise<number | undefined> {
     let sluice: Sluice | undefined;
     let stopRequested = false;
     let stopping = false;
+    // Logging never holds the exit: log lines a reader does not take within a second are dropped.
+    const exit = (code: number) => { void flushLogs(1000).finally(() => process.exit(code)); };
     const stop = () => {
       stopRequested = true;
       if (stopping || !sluice) return; // during start-up: stop as soon as it is up
       stopping = true;
       log.info('draining');
-      sluice.stop().then(() => process.exit(0), (err) => { log.error({ err }, 'stop failed'); process.exit(1); });
+      // a stop that cannot finish (a bug) must not leave a process that neither serves nor exits
+      setTimeout(() => { log.error('stop did not finish 5 s after the drain timeout: exiting'); exit(1); }, sluice.currentConfig.drain.timeoutMs + 5000);
+      sluice.stop().then(() => exit(0), (err) => { log.error({ err }, 'stop failed'); exit(1); });
     };
     // Installed before start-up (booting the workers takes a moment): a SIGTERM then still
     // means a clean stop with exit code 0, not death by signal.

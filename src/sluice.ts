@@ -25,6 +25,7 @@ import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessa
 import { RpcStatsTable } from './stats/rpc-stats';
 import { WorkerRuntime } from './workers/runtime';
 import { serveConnection } from './workers/connection';
+import { flushWorkerLogs } from './workers/log-flush';
 
 export interface StartOptions {
   config: SluiceConfig;
@@ -276,6 +277,7 @@ export class Sluice {
         clearTimeout(timer);
       }
       if (this.listeners.active > 0) log.warn({ open: this.listeners.active }, 'drain timeout: closing remaining connections');
+      await flushWorkerLogs(this.pool); // a stopped worker would lose the log lines it holds
       await this.pool.destroy().catch(() => {});
       this.control.close();
       this.rpcStats.close();

@@ -7,42 +7,60 @@
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
  *   POST /config        replace the config (YAML body); 400 with every error if invalid
  *   POST /drain         stop accepting, drain open connections, exit
+ *
+ * Reading is open to anyone who reaches the address; every POST (and so every change, /debug
+ * included) needs `Authorization: Bearer <token>`, the token from admin.tokenFile (admin-token.ts).
+ * The health address (`--health-address`, reachable from outside the pod) serves GET /ready and
+ * GET /stats only, for kubelet probes and Prometheus.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseConfigText } from '../config/config';
-import { ConfigError } from '../errors';
+import { ConfigError, SluiceError } from '../errors';
+import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { Sluice } from '../sluice';
+import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
 
 const MAX_BODY = 4 << 20;
 
 export class AdminServer {
   private readonly server: http.Server;
-  /** GET /ready alone, on an address kubelet can reach (the admin API stays on loopback). */
+  /** GET /ready and GET /stats, on an address kubelet and Prometheus can reach (the admin API stays on loopback). */
   private health: http.Server | null = null;
+  private token: AdminToken | null = null;
 
   constructor(private readonly sluice: Sluice, private readonly opts: { debugEndpoints: boolean }) {
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err) => this.send(res, 500, `${(err as Error).message}\n`));
     });
     this.server.keepAliveTimeout = 5000;
+    countProcessLogDrops((n) => sluice.stats.add(sluice.stats.slot('sluice_log_lines_dropped_total', { log: 'process' }), n));
   }
 
-  listen(address: string): Promise<void> {
+  async listen(address: string): Promise<void> {
     const { host, port } = parseAddress(address);
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port }, () => { this.server.removeListener('error', reject); resolve(); });
+    this.token = loadAdminToken(this.sluice.currentConfig.admin.tokenFile);
+    if (this.token.readableByOthers) log.warn({ tokenFile: this.token.file }, 'the admin token file can be read by other users: make it 0600');
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.code ?? err.message;
+        reject(new SluiceError('ERR_ADMIN_LISTEN', `cannot listen on the admin address ${address} (admin.address): ${why}`));
+      });
+      this.server.listen({ host, port }, () => { this.server.removeAllListeners('error'); resolve(); });
     });
+    log.info({ tokenFile: this.token.file }, 'admin API: POST requests need "authorization: Bearer <the token in tokenFile>"');
   }
 
   listenHealth(address: string): Promise<void> {
     const { host, port } = parseAddress(address);
     const server = http.createServer((req, res) => {
-      if (req.method === 'GET' && req.url === '/ready') {
+      const path = (req.url ?? '').split('?')[0];
+      if (req.method === 'GET' && path === '/ready') {
         if (this.sluice.draining) this.send(res, 503, 'draining\n');
         else this.send(res, 200, 'ready\n');
+      } else if (req.method === 'GET' && path === '/stats') {
+        this.sendStats(res);
       } else {
         this.send(res, 404, 'not found\n');
       }
@@ -70,7 +88,12 @@ export class AdminServer {
       if (!srv.listening) { r(); return; }
       srv.close(() => r());
       srv.closeAllConnections();
-    }))).then(() => undefined);
+    }))).then(() => removeAdminToken(this.token));
+  }
+
+  private sendStats(res: http.ServerResponse): void {
+    const s = this.sluice;
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
   }
 
   private send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
@@ -100,13 +123,19 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const s = this.sluice;
     const route = `${req.method} ${url.pathname}`;
+    if (req.method !== 'GET' && req.method !== 'HEAD' && !bearerMatches(req.headers.authorization, this.token?.token ?? '')) {
+      req.resume();
+      res.setHeader('www-authenticate', 'Bearer realm="sluice admin"');
+      this.send(res, 401, `${req.method} needs "authorization: Bearer <token>", the token in ${this.token?.file ?? 'admin.tokenFile'}\n`);
+      return;
+    }
     switch (route) {
       case 'GET /ready':
         if (s.draining) this.send(res, 503, 'draining\n');
         else this.send(res, 200, 'ready\n');
         return;
       case 'GET /stats':
-        this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
+        this.sendStats(res);
         return;
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: s.currentConfig });

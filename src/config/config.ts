@@ -62,7 +62,7 @@ export interface ClusterConfig {
 }
 
 export interface SluiceConfig {
-  admin: { address: string };
+  admin: { address: string; tokenFile?: string };
   workers: { threads: number; maxConnectionsPerWorker: number };
   listeners: ListenerConfig[];
   routes: RouteConfig[];
@@ -85,7 +85,7 @@ export interface SluiceConfig {
     maxBodyBytes: number; serializations: number[]; maxCallsPerConnection: number;
     upstreamProbeAfterMs: number; upstreamProbeTimeoutMs: number; upstreamMaxConsecutiveTimeouts: number;
   };
-  accessLog: { enabled: boolean; path: string; sampleRate: number };
+  accessLog: { enabled: boolean; path: string; sampleRate: number; bufferBytes: number };
   drain: { timeoutMs: number };
   logLevel: string;
 }

@@ -43,6 +43,12 @@ export const configSchema = {
       default: {},
       properties: {
         address: { ...address, default: '127.0.0.1:15000' },
+        /**
+         * The bearer token that POST /config, POST /drain and /debug/* require. Read from this file;
+         * a file that does not exist is created (0600) with a new random token. Unset: a new token
+         * in a fresh 0700 directory under the temp directory, its path logged at start-up.
+         */
+        tokenFile: { type: 'string', minLength: 1 },
       },
     },
     workers: {
@@ -272,6 +278,8 @@ export const configSchema = {
         path: { type: 'string', minLength: 1, default: 'stdout' },
         /** Fraction of requests logged, 0 to 1. */
         sampleRate: { type: 'number', minimum: 0, maximum: 1, default: 1 },
+        /** Bytes of lines a thread holds while the destination is not taking them; beyond it lines are dropped. */
+        bufferBytes: { type: 'integer', minimum: 4096, maximum: 1 << 30, default: 1 << 20 },
       },
     },
     drain: {

@@ -1,5 +1,5 @@
 /**
- * RPC stats per interface and method: calls, calls by status, latency histogram.
+ * RPC stats per interface and method: calls, calls by status, duration histogram (seconds).
  *
  * Which interfaces and methods exist is not known in advance (any that a caller
  * names), so these series cannot have fixed slots in shared memory. Each worker
@@ -12,10 +12,7 @@
  *   worker: record() ─▶ RpcStatsCollector ──delta (BroadcastChannel, 1 s)──▶ RpcStatsTable ─▶ /stats
  */
 import { BroadcastChannel } from 'node:worker_threads';
-import { series } from './stats';
-
-/** Upper bounds of the latency buckets, in ms (Prometheus `le`). */
-export const LATENCY_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
+import { DURATION_BUCKETS, series } from './stats';
 export const MAX_RPC_SERIES = 2000;
 const FLUSH_MS = 1000;
 
@@ -25,7 +22,8 @@ export interface RpcCell {
   statuses: Record<string, number>;
   /** one count per bucket, plus +Inf last */
   buckets: number[];
-  sumMs: number;
+  /** seconds */
+  sum: number;
 }
 
 export type RpcDelta = Record<string, RpcCell>;
@@ -39,7 +37,7 @@ function key(iface: string, method: string): string {
 const OTHER = key('other', 'other');
 
 function emptyCell(): RpcCell {
-  return { calls: 0, statuses: {}, buckets: new Array(LATENCY_BUCKETS_MS.length + 1).fill(0), sumMs: 0 };
+  return { calls: 0, statuses: {}, buckets: new Array(DURATION_BUCKETS.length + 1).fill(0), sum: 0 };
 }
 
 /** Worker side: counts, and sends deltas to the main thread. */
@@ -56,8 +54,11 @@ export class RpcStatsCollector {
     this.timer.unref();
   }
 
-  /** `status`: the response status (Dubbo: 20 OK, 31 timeout...), or 'oneway' for a call with no response. */
-  record(iface: string, method: string, status: number | string, ms: number): void {
+  /**
+   * `status`: the response status (Dubbo: 20 OK, 31 timeout...), or 'oneway' for a call with no response.
+   * `seconds`: from the call's arrival to its response.
+   */
+  record(iface: string, method: string, status: number | string, seconds: number): void {
     let k = key(iface, method);
     if (!this.known.has(k)) {
       if (this.known.size >= MAX_RPC_SERIES) k = OTHER;
@@ -69,9 +70,9 @@ export class RpcStatsCollector {
     const s = String(status);
     cell.statuses[s] = (cell.statuses[s] ?? 0) + 1;
     let b = 0;
-    while (b < LATENCY_BUCKETS_MS.length && ms > LATENCY_BUCKETS_MS[b]) b++;
+    while (b < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[b]) b++;
     cell.buckets[b]++;
-    cell.sumMs += ms;
+    cell.sum += seconds;
   }
 
   flush(): void {
@@ -113,7 +114,7 @@ export class RpcStatsTable {
       cell.calls += d.calls;
       for (const [s, n] of Object.entries(d.statuses)) cell.statuses[s] = (cell.statuses[s] ?? 0) + n;
       d.buckets.forEach((n, i) => { cell!.buckets[i] += n; });
-      cell.sumMs += d.sumMs;
+      cell.sum += d.sum;
     }
   }
 
@@ -124,21 +125,22 @@ export class RpcStatsTable {
       const p = `sluice_${protocol}`;
       let calls = `# HELP ${p}_rq_total Calls by interface and method\n# TYPE ${p}_rq_total counter\n`;
       let statuses = `# HELP ${p}_rq_status_total Calls by interface, method and response status\n# TYPE ${p}_rq_status_total counter\n`;
-      let hist = `# HELP ${p}_rq_time_ms Call latency in ms, from request to response\n# TYPE ${p}_rq_time_ms histogram\n`;
+      const h = `${p}_rq_duration_seconds`;
+      let hist = `# HELP ${h} Call duration in seconds, from request to response\n# TYPE ${h} histogram\n`;
       for (const [k, cell] of table) {
         const [iface, method] = k.split('\u0000');
         const labels = { interface: iface, method };
         calls += `${series(`${p}_rq_total`, labels)} ${cell.calls}\n`;
         for (const [s, n] of Object.entries(cell.statuses)) statuses += `${series(`${p}_rq_status_total`, { ...labels, status: s })} ${n}\n`;
         let cumulative = 0;
-        LATENCY_BUCKETS_MS.forEach((le, i) => {
+        DURATION_BUCKETS.forEach((le, i) => {
           cumulative += cell.buckets[i];
-          hist += `${series(`${p}_rq_time_ms_bucket`, { ...labels, le: String(le) })} ${cumulative}\n`;
+          hist += `${series(`${h}_bucket`, { ...labels, le: String(le) })} ${cumulative}\n`;
         });
-        cumulative += cell.buckets[LATENCY_BUCKETS_MS.length];
-        hist += `${series(`${p}_rq_time_ms_bucket`, { ...labels, le: '+Inf' })} ${cumulative}\n`;
-        hist += `${series(`${p}_rq_time_ms_sum`, labels)} ${Math.round(cell.sumMs * 1000) / 1000}\n`;
-        hist += `${series(`${p}_rq_time_ms_count`, labels)} ${cell.calls}\n`;
+        cumulative += cell.buckets[DURATION_BUCKETS.length];
+        hist += `${series(`${h}_bucket`, { ...labels, le: '+Inf' })} ${cumulative}\n`;
+        hist += `${series(`${h}_sum`, labels)} ${Math.round(cell.sum * 1e6) / 1e6}\n`;
+        hist += `${series(`${h}_count`, labels)} ${cell.calls}\n`;
       }
       out += calls + statuses + hist;
     }

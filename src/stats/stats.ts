@@ -1,11 +1,21 @@
 /**
- * Stats: counters and gauges in shared memory, named once here.
+ * Stats: counters, gauges and histograms in shared memory, named once here.
  *
  * A series is a Prometheus series string, e.g. `sluice_upstream_rq_total{cluster="a"}`.
  * The main thread allocates one slot per series (append-only, so a slot never
  * changes meaning across config reloads) and ships the list of series with the
  * config; workers resolve the slots they need once per config and then only do
  * `Atomics.add` on the hot path.
+ *
+ * A histogram is a run of consecutive slots, allocated together:
+ *
+ *   base + 0 .. base + B-1   requests that fell in bucket i (≤ le[i], > le[i-1]), not cumulative
+ *   base + B                 requests above the last bound (+Inf)
+ *   base + B + 1             sum of the observed values, in millionths (µs for seconds)
+ *
+ * An observation is two Atomics.add (its bucket and the sum). /stats makes the buckets cumulative
+ * and takes `_count` from the +Inf bucket, so a scrape never shows a count that disagrees with
+ * its buckets, and every worker's observations add up like counters do.
  */
 import type { SharedState } from '../shared/shared-state';
 import { MAX_COUNTERS } from '../shared/shared-state';
@@ -13,9 +23,18 @@ import { MAX_COUNTERS } from '../shared/shared-state';
 export const PROTOCOLS = ['http1', 'http2', 'grpc', 'tls', 'dubbo', 'tcp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 export const RESPONSE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+/** Protocols made of requests (or calls), which get durations and byte counts. */
+export const REQUEST_PROTOCOLS = ['http1', 'http2', 'grpc', 'dubbo'] as const;
+export type RequestProtocol = (typeof REQUEST_PROTOCOLS)[number];
+/** Upper bounds of the duration buckets, in seconds (Prometheus `le`). */
+export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+/** gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED); anything else counts as 2 (UNKNOWN). */
+export const GRPC_STATUS_COUNT = 17;
+export const LOGS = ['access', 'process'] as const;
 
-type Kind = 'counter' | 'gauge';
-interface Family { name: string; kind: Kind; help: string; by: 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' }
+type Kind = 'counter' | 'gauge' | 'histogram';
+type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log';
+interface Family { name: string; kind: Kind; help: string; by: By; buckets?: readonly number[] }
 
 /** Every stat Sluice has. Tests assert these full names. */
 export const FAMILIES: readonly Family[] = [
@@ -28,7 +47,11 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_downstream_protocol_error_total', kind: 'counter', by: 'protocol', help: 'Connections or requests refused for malformed input' },
   { name: 'sluice_downstream_rq_total', kind: 'counter', by: 'protocol', help: 'Requests received' },
   { name: 'sluice_downstream_rq_active', kind: 'gauge', by: 'protocol', help: 'Requests in flight' },
-  { name: 'sluice_downstream_rq_xx_total', kind: 'counter', by: 'protocol_class', help: 'Responses sent, by class' },
+  { name: 'sluice_downstream_rq_xx_total', kind: 'counter', by: 'protocol_class', help: 'Responses sent, by class (gRPC: by the class of the grpc-status mapped to HTTP; a response cut off mid-way counts in none)' },
+  { name: 'sluice_downstream_rq_grpc_status_total', kind: 'counter', by: 'grpc_status', help: 'gRPC calls by the grpc-status the client got (1 CANCELLED when the client went away first; calls cut off by the upstream count in none)' },
+  { name: 'sluice_downstream_rq_duration_seconds', kind: 'histogram', by: 'request_protocol', buckets: DURATION_BUCKETS, help: 'Time from the start of a request to the end of its response, in seconds' },
+  { name: 'sluice_downstream_rq_rx_bytes_total', kind: 'counter', by: 'request_protocol', help: 'Request body bytes received from clients (Dubbo: request frames)' },
+  { name: 'sluice_downstream_rq_tx_bytes_total', kind: 'counter', by: 'request_protocol', help: 'Response body bytes from upstreams sent to clients (Dubbo: response frames)' },
   { name: 'sluice_downstream_rq_no_route_total', kind: 'counter', by: 'protocol', help: 'Requests with no route' },
   { name: 'sluice_downstream_rq_timeout_total', kind: 'counter', by: 'protocol', help: 'Requests that hit a header or idle timeout' },
   { name: 'sluice_upstream_cx_total', kind: 'counter', by: 'cluster', help: 'Upstream connections opened' },
@@ -36,7 +59,7 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_upstream_cx_connect_fail_total', kind: 'counter', by: 'cluster', help: 'Upstream connect failures' },
   { name: 'sluice_upstream_rq_total', kind: 'counter', by: 'cluster', help: 'Requests sent upstream' },
   { name: 'sluice_upstream_rq_active', kind: 'gauge', by: 'cluster', help: 'Upstream requests in flight' },
-  { name: 'sluice_upstream_rq_xx_total', kind: 'counter', by: 'cluster_class', help: 'Upstream responses, by class' },
+  { name: 'sluice_upstream_rq_xx_total', kind: 'counter', by: 'cluster_class', help: 'Upstream responses, by class (gRPC: by the class of the grpc-status mapped to HTTP; a response cut off mid-way counts in none)' },
   { name: 'sluice_upstream_rq_timeout_total', kind: 'counter', by: 'cluster', help: 'Upstream requests that timed out' },
   { name: 'sluice_upstream_rq_reset_total', kind: 'counter', by: 'cluster', help: 'Upstream responses cut off by the upstream' },
   { name: 'sluice_upstream_rq_pending_overflow_total', kind: 'counter', by: 'cluster', help: 'Requests refused because the pending queue was full' },
@@ -47,6 +70,7 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_config_reload_total', kind: 'counter', by: 'none', help: 'Configs applied after startup' },
   { name: 'sluice_config_reload_failed_total', kind: 'counter', by: 'none', help: 'Configs refused' },
   { name: 'sluice_capture_active', kind: 'gauge', by: 'none', help: '1 when transparent capture (original destination recovery) is available' },
+  { name: 'sluice_log_lines_dropped_total', kind: 'counter', by: 'log', help: 'Log lines dropped because the destination did not take them (buffer full, destination gone, or still held when the drain ended)' },
 ];
 
 const FAMILY = new Map(FAMILIES.map((f) => [f.name, f]));
@@ -57,16 +81,33 @@ export function series(name: string, labels?: Record<string, string>): string {
   return `${name}{${parts.join(',')}}`;
 }
 
+/** The series of a histogram's first bucket: where its run of slots starts. */
+function firstBucket(name: string, buckets: readonly number[], labels?: Record<string, string>): string {
+  return series(`${name}_bucket`, { ...labels, le: String(buckets[0]) });
+}
+
+interface HistogramSeries { name: string; labels: Record<string, string>; base: number; buckets: readonly number[] }
+
 /** Main thread: the append-only list of series. */
 export class StatsRegistry {
   readonly keys: string[] = [];
   private readonly index = new Map<string, number>();
+  /** Histograms by the slot their run starts at. */
+  private readonly histograms = new Map<number, HistogramSeries>();
 
   constructor() {
     for (const f of FAMILIES) {
       if (f.by === 'none') this.add(f.name);
       if (f.by === 'protocol') for (const p of PROTOCOLS) this.add(series(f.name, { protocol: p }));
       if (f.by === 'protocol_class') for (const p of PROTOCOLS) for (const c of RESPONSE_CLASSES) this.add(series(f.name, { protocol: p, class: c }));
+      if (f.by === 'grpc_status') for (let c = 0; c < GRPC_STATUS_COUNT; c++) this.add(series(f.name, { grpc_status: String(c) }));
+      if (f.by === 'log') for (const l of LOGS) this.add(series(f.name, { log: l }));
+      if (f.by === 'request_protocol') {
+        for (const p of REQUEST_PROTOCOLS) {
+          if (f.kind === 'histogram') this.addHistogram(f, { protocol: p });
+          else this.add(series(f.name, { protocol: p }));
+        }
+      }
     }
   }
 
@@ -79,6 +120,21 @@ export class StatsRegistry {
       this.index.set(key, i);
     }
     return i;
+  }
+
+  /** A histogram's slots: one per bucket, +Inf, then the sum, consecutive. */
+  private addHistogram(f: Family, labels: Record<string, string>): void {
+    const buckets = f.buckets!;
+    const base = this.keys.length;
+    const keys = [
+      ...buckets.map((le) => series(`${f.name}_bucket`, { ...labels, le: String(le) })),
+      series(`${f.name}_bucket`, { ...labels, le: '+Inf' }),
+      series(`${f.name}_sum`, labels),
+    ];
+    keys.forEach((k, i) => {
+      if (this.add(k) !== base + i) throw new Error(`histogram ${k} is not in one run of slots`);
+    });
+    this.histograms.set(base, { name: f.name, labels, base, buckets });
   }
 
   addListener(name: string): void {
@@ -98,13 +154,23 @@ export class StatsRegistry {
   /** Prometheus text exposition, summed across workers by construction. */
   render(shared: SharedState): string {
     const byFamily = new Map<string, string[]>();
-    this.keys.forEach((key, i) => {
-      const brace = key.indexOf('{');
-      const fam = brace < 0 ? key : key.slice(0, brace);
+    const linesOf = (fam: string) => {
       let lines = byFamily.get(fam);
       if (!lines) byFamily.set(fam, (lines = []));
-      lines.push(`${key} ${isGaugeSeries(key) ? shared.gauge(i) : Atomics.load(shared.counters, i)}`);
-    });
+      return lines;
+    };
+    for (let i = 0; i < this.keys.length; i++) {
+      const h = this.histograms.get(i);
+      if (h) {
+        renderHistogram(h, shared, linesOf(h.name));
+        i += h.buckets.length + 1; // past +Inf and the sum
+        continue;
+      }
+      const key = this.keys[i];
+      const brace = key.indexOf('{');
+      const fam = brace < 0 ? key : key.slice(0, brace);
+      linesOf(fam).push(`${key} ${isGaugeSeries(key) ? shared.gauge(i) : Atomics.load(shared.counters, i)}`);
+    }
     let out = '';
     for (const [fam, lines] of byFamily) {
       const f = FAMILY.get(fam);
@@ -115,10 +181,60 @@ export class StatsRegistry {
   }
 }
 
+function renderHistogram(h: HistogramSeries, shared: SharedState, out: string[]): void {
+  let cumulative = 0n;
+  const b = h.buckets.length;
+  for (let i = 0; i <= b; i++) {
+    cumulative += Atomics.load(shared.counters, h.base + i);
+    out.push(`${series(`${h.name}_bucket`, { ...h.labels, le: i < b ? String(h.buckets[i]) : '+Inf' })} ${cumulative}`);
+  }
+  const sum = Number(Atomics.load(shared.counters, h.base + b + 1)) / 1e6;
+  out.push(`${series(`${h.name}_sum`, h.labels)} ${sum}`);
+  out.push(`${series(`${h.name}_count`, h.labels)} ${cumulative}`);
+}
+
 /** Any thread: resolve series once, bump them on the hot path. */
 export function isGaugeSeries(key: string): boolean {
   const brace = key.indexOf('{');
   return FAMILY.get(brace < 0 ? key : key.slice(0, brace))?.kind === 'gauge';
+}
+
+/** One histogram's run of slots; observe() is two Atomics.add. A missing histogram (base -1) ignores everything. */
+export class Histogram {
+  constructor(private readonly counters: BigInt64Array, readonly base: number, private readonly buckets: readonly number[]) {}
+
+  observe(v: number): void {
+    if (this.base < 0) return;
+    const b = this.buckets;
+    let i = 0;
+    while (i < b.length && v > b[i]) i++;
+    Atomics.add(this.counters, this.base + i, 1n);
+    Atomics.add(this.counters, this.base + b.length + 1, BigInt(Math.round(v * 1e6)));
+  }
+}
+
+/** What a finished request adds to, per protocol; resolved once per Stats. */
+interface RequestSlots { duration: Histogram; rx: number; tx: number }
+
+/** gRPC status → the HTTP status it is charged as (Envoy's table): OK 200, UNAVAILABLE 503, ... */
+const GRPC_TO_HTTP = [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401];
+
+export function httpStatusOfGrpc(code: number): number {
+  return GRPC_TO_HTTP[code] ?? 500;
+}
+
+/** The grpc-status in a flat field list (name, value, ...), as a code 0-16; -1 when there is none. */
+export function grpcStatusIn(fields: readonly string[] | null): number {
+  if (!fields) return -1;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i];
+    if (name.length === 11 && name.toLowerCase() === 'grpc-status') {
+      const v = fields[i + 1];
+      const code = /^\d{1,3}$/.test(v) ? Number(v) : 2;
+      return code < GRPC_STATUS_COUNT ? code : 2;
+    }
+  }
+  return -1;
 }
 
 export class Stats {
@@ -127,6 +243,8 @@ export class Stats {
   private readonly rowed: Uint8Array;
   private readonly gauges: Uint8Array;
   private readonly base: number;
+  private requestSlots: Record<RequestProtocol, RequestSlots> | null = null;
+  private grpcSlots: number[] | null = null;
 
   /** `row`: the worker's gauge row (SharedState.claimGaugeRow), or -1 to write gauges in common. */
   constructor(private readonly shared: SharedState, keys: readonly string[], row = -1) {
@@ -141,6 +259,34 @@ export class Stats {
     return this.index.get(series(name, labels)) ?? -1;
   }
 
+  /** A histogram family's series with these labels (without `le`). */
+  histogram(name: string, labels?: Record<string, string>): Histogram {
+    const buckets = FAMILY.get(name)?.buckets ?? [0];
+    return new Histogram(this.shared.counters, this.index.get(firstBucket(name, buckets, labels)) ?? -1, buckets);
+  }
+
+  /** A request (or RPC) is over: its duration and body bytes, counted for its protocol. */
+  requestDone(protocol: RequestProtocol, seconds: number, rxBytes: number, txBytes: number): void {
+    const r = (this.requestSlots ??= this.resolveRequestSlots())[protocol];
+    r.duration.observe(seconds);
+    if (rxBytes > 0) this.add(r.rx, rxBytes);
+    if (txBytes > 0) this.add(r.tx, txBytes);
+  }
+
+  /** A gRPC call ended with this status (0-16) as the client saw it. */
+  grpcStatus(code: number): void {
+    const slots = (this.grpcSlots ??= Array.from({ length: GRPC_STATUS_COUNT }, (_, c) => this.slot('sluice_downstream_rq_grpc_status_total', { grpc_status: String(c) })));
+    this.inc(slots[code] ?? slots[2]);
+  }
+
+  private resolveRequestSlots(): Record<RequestProtocol, RequestSlots> {
+    const of = (protocol: RequestProtocol): RequestSlots => ({
+      duration: this.histogram('sluice_downstream_rq_duration_seconds', { protocol }),
+      rx: this.slot('sluice_downstream_rq_rx_bytes_total', { protocol }),
+      tx: this.slot('sluice_downstream_rq_tx_bytes_total', { protocol }),
+    });
+    return { http1: of('http1'), http2: of('http2'), grpc: of('grpc'), dubbo: of('dubbo') };
+  }
   inc(slot: number): void {
     if (slot < 0) return;
     if (this.rowed[slot] === 1) Atomics.add(this.shared.gaugeRows, this.base + slot, 1n);

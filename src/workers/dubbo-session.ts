@@ -264,6 +264,8 @@ class DubboCall implements DubboCallSink {
   private attempts = 0;
   private upstreamActive = false;
   private status = 0;
+  /** Bytes of the response frame passed back to the caller. */
+  private bytesOut = 0;
   private localReason: string | undefined;
   private view: DubboView | null = null;
   private readonly start0 = performance.now();
@@ -357,6 +359,7 @@ class DubboCall implements DubboCallSink {
     if (this.finished) return;
     this.upstream = null;
     this.status = status;
+    this.bytesOut = raw.length;
     if (this.cstats) this.cfg.stats.inc(this.cstats.rqClass[classOf(status)]);
     this.session.write(raw);
     this.finish();
@@ -424,9 +427,11 @@ class DubboCall implements DubboCallSink {
     const { stats } = this.cfg;
     stats.dec(this.pstats.rqActive);
     if (this.status) stats.inc(this.pstats.rqClass[classOf(this.status)]);
+    const seconds = (performance.now() - this.start0) / 1000;
+    stats.requestDone('dubbo', seconds, this.frame.raw.length, this.bytesOut);
     this.upstreamDone();
     const v = this.view;
-    if (v) this.session.rt.rpcStats?.record(v.service, v.method, this.frame.twoWay ? this.status : 'oneway', performance.now() - this.start0);
+    if (v) this.session.rt.rpcStats?.record(v.service, v.method, this.frame.twoWay ? this.status : 'oneway', seconds);
     if (this.cfg.accessLog.enabled) this.log();
     this.session.callFinished(this);
   }

@@ -657,11 +657,12 @@ class Http1Exchange implements Http1ResponseSink {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     const { stats } = this.cfg;
     stats.dec(this.pstats.rqActive);
-    const cls = (this.status / 100) | 0;
-    if (this.status) stats.inc(this.pstats.rqClass[cls]);
-    if (this.cstats && this.upHead) {
-      stats.inc(this.cstats.rqClass[cls]);
-    }
+    // a response the upstream (or its timeout) cut off is a reset or a timeout, not also a 2xx
+    const cut = this.upHead !== null && (this.localReason === 'upstream_reset' || this.localReason === 'upstream_timeout');
+    const cls = cut ? 0 : (this.status / 100) | 0;
+    if (cls) stats.inc(this.pstats.rqClass[cls]);
+    if (this.cstats && this.upHead && cls) stats.inc(this.cstats.rqClass[cls]);
+    stats.requestDone('http1', (performance.now() - this.start0) / 1000, this.bytesIn, this.bytesOut);
     this.upstreamDone();
     if (this.cfg.accessLog.enabled) this.log();
     if (!this.session.closed) this.session.exchangeFinished(this);

@@ -26,6 +26,7 @@ import type { LocalReply } from '../filters/filter';
 import { type Peer, type RequestView, type RequestProtocol } from '../filters/request-view';
 import { normalizeTarget, parseAuthority, type Authority, type PathPolicy, type Target } from '../codecs/http-target';
 import type { RouteTarget } from '../filters/router';
+import { grpcStatusIn, httpStatusOfGrpc } from '../stats/stats';
 import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
 import type { UpstreamSession } from '../upstream/http2-pool';
@@ -279,6 +280,8 @@ class Http2Exchange implements Http1ResponseSink {
   private responseEnded = false;
   private finished = false;
   private status = 0;
+  /** The grpc-status the upstream sent (trailers, or a trailers-only response), -1 while none. */
+  private grpcStatus = -1;
   private reason: string | undefined = undefined;
   private bytesIn = 0;
   private bytesOut = 0;
@@ -316,7 +319,7 @@ class Http2Exchange implements Http1ResponseSink {
     this.view = typeof r === 'string'
       ? new Http2View(this.protocol, down.info, down.peer, stream, '', '')
       : new Http2View(this.protocol, down.info, down.peer, stream, r.authority.host, r.target.path);
-    this.start0 = cfg.accessLog.enabled ? performance.now() : 0;
+    this.start0 = performance.now();
     this.via = cfg.config.http.via;
     this.requestEnded = stream.remoteEnded;
   }
@@ -429,6 +432,7 @@ class Http2Exchange implements Http1ResponseSink {
     if (this.finished || this.up !== up) return;
     this.status = status;
     this.responded = true;
+    if (end && this.protocol === 'grpc') this.grpcStatus = grpcStatusIn(f);
     if (this.via) addVia(f, this.via);
     this.conn.respond(this.stream, f, end);
     if (end) this.responseDone();
@@ -444,6 +448,7 @@ class Http2Exchange implements Http1ResponseSink {
 
   onUpTrailers(up: Http2Stream, f: string[]): void {
     if (this.up !== up || this.finished) return;
+    this.grpcStatus = grpcStatusIn(f);
     this.conn.writeTrailers(this.stream, f);
     this.responseDone();
   }
@@ -673,6 +678,7 @@ class Http2Exchange implements Http1ResponseSink {
     if (conn !== null && this.h1Paused) { this.h1Paused = false; conn.socket.resume(); }
     if (conn && !conn.requestDone) conn.abandon();
     if (this.finished) return;
+    this.grpcStatus = grpcStatusIn(trailers);
     if (!this.responseEnded) {
       if (trailers !== null && trailers.length > 0) {
         const t: string[] = [];
@@ -796,9 +802,21 @@ class Http2Exchange implements Http1ResponseSink {
     const { stats } = this.cfg;
     const ps = this.pstats;
     stats.dec(ps.rqActive);
-    const cls = (this.status / 100) | 0;
-    if (this.status) stats.inc(ps.rqClass[cls]);
-    if (this.cstats && this.upstreamActive && this.responded) stats.inc(this.cstats.rqClass[cls]);
+    // a response the upstream (or its timeout) cut off is a reset or a timeout, not also a 2xx
+    const cut = this.responded && (this.reason === 'upstream_reset' || this.reason === 'upstream_timeout');
+    let status = this.status;
+    if (this.protocol === 'grpc' && !cut) {
+      // counted by the grpc-status the client got: sent by the upstream, ours for a local reply or a
+      // response without one (gRPC's HTTP mapping), CANCELLED when the client left before the end
+      const ended = this.responseEnded || (this.reason !== undefined && !this.responded);
+      const code = this.grpcStatus >= 0 ? this.grpcStatus : ended ? grpcStatusFor(status) : 1;
+      stats.grpcStatus(code);
+      status = httpStatusOfGrpc(code);
+    }
+    const cls = cut ? 0 : (status / 100) | 0;
+    if (cls) stats.inc(ps.rqClass[cls]);
+    if (this.cstats && this.upstreamActive && this.responded && cls) stats.inc(this.cstats.rqClass[cls]);
+    stats.requestDone(this.protocol, (performance.now() - this.start0) / 1000, this.bytesIn, this.bytesOut);
     this.upstreamDone();
     if (this.cfg.accessLog.enabled) {
       const v = this.view;

@@ -79,7 +79,7 @@ export class CompiledConfig {
     this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs);
     this.chain = new FilterChain([this.router]);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
-    this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog);
+    this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
     if (!same) previous?.accessLog.close();
   }
 

@@ -73,7 +73,7 @@ t.test('an empty document gets every default', async (t) => {
       maxBodyBytes: 8 * 1024 * 1024, serializations: [2], maxCallsPerConnection: 1000,
       upstreamProbeAfterMs: 1000, upstreamProbeTimeoutMs: 2000, upstreamMaxConsecutiveTimeouts: 3,
     },
-    accessLog: { enabled: false, path: 'stdout', sampleRate: 1 },
+    accessLog: { enabled: false, path: 'stdout', sampleRate: 1, bufferBytes: 1 << 20 },
     drain: { timeoutMs: 15_000 },
     logLevel: 'info',
   });
@@ -155,6 +155,11 @@ t.test('wrong types', async (t) => {
 
 t.test('ranges and required fields', async (t) => {
   refuses(t, base({ accessLog: { sampleRate: 2 } }), '/accessLog/sampleRate', /<= 1/);
+  refuses(t, base({ accessLog: { bufferBytes: 100 } }), '/accessLog/bufferBytes', />= 4096/);
+  refuses(t, base({ accessLog: { bufferBytes: 2 ** 31 } }), '/accessLog/bufferBytes', /<= 1073741824/);
+  refuses(t, base({ accessLog: { bufferBytes: 1.5e4 + 0.5 } }), '/accessLog/bufferBytes', /must be integer/);
+  refuses(t, base({ admin: { address: '127.0.0.1:0', tokenFile: '' } }), '/admin/tokenFile', /fewer than 1/);
+  refuses(t, base({ admin: { address: '127.0.0.1:0', tokenFile: 7 } }), '/admin/tokenFile', /must be string/);
   refuses(t, base({ tcp: { sniffTimeoutMs: 0 } }), '/tcp/sniffTimeoutMs', />= 1/);
   refuses(t, base({ http: { maxHeaderBytes: 10 } }), '/http/maxHeaderBytes', />= 1024/);
   refuses(t, base({ routes: [{ action: { directResponse: { status: 99 } } }] }), '/routes/0/action/directResponse/status', />= 200/);

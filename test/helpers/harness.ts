@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
@@ -18,10 +18,29 @@ import { Sluice } from '../../src/sluice';
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'sluice.js');
 
-/** A config document with every listener and the admin on port 0 unless given. */
+/**
+ * The admin token of every Sluice a test starts through withTestDefaults, and the file (0600)
+ * that holds it: POST requests to the admin API must carry it (see adminPost).
+ */
+export const ADMIN_TOKEN = 'sluice-test-admin-token-0123456789abcdef';
+export const ADMIN_TOKEN_FILE = path.join(os.tmpdir(), `sluice-test-admin-${process.pid}`, 'token');
+
+function adminTokenFile(): string {
+  if (!existsSync(ADMIN_TOKEN_FILE)) {
+    mkdirSync(path.dirname(ADMIN_TOKEN_FILE), { recursive: true, mode: 0o700 });
+    writeFileSync(ADMIN_TOKEN_FILE, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
+    process.once('exit', () => rmSync(path.dirname(ADMIN_TOKEN_FILE), { recursive: true, force: true }));
+  }
+  return ADMIN_TOKEN_FILE;
+}
+
+/** `authorization` header for POST requests to the admin API. */
+export const ADMIN_AUTH = `Bearer ${ADMIN_TOKEN}`;
+
+/** A config document with every listener and the admin on port 0 unless given, the admin with the test token. */
 export function withTestDefaults(doc: Record<string, unknown>): Record<string, unknown> {
   return {
-    admin: { address: '127.0.0.1:0' },
+    admin: { address: '127.0.0.1:0', tokenFile: adminTokenFile() },
     workers: { threads: 2 },
     ...doc,
   };
@@ -58,8 +77,12 @@ export interface ChildSluice {
   exited: Promise<number | null>;
 }
 
-/** Sluice as its own process, through the real CLI. */
-export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string } = {}): ChildSluice {
+/**
+ * Sluice as its own process, through the real CLI. `unread`: stdout and stderr are read only up
+ * to the "sluice started" line, then never again (pipes nobody reads); a test may read them
+ * later through `proc.stdout` / `proc.stderr`.
+ */
+export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string; unread?: boolean } = {}): ChildSluice {
   const cmd = opts.netns ? 'ip' : process.execPath;
   const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, BIN, ...args] : [BIN, ...args];
   const proc = spawn(cmd, argv, {
@@ -69,8 +92,14 @@ export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  proc.stdout!.on('data', (d) => { out += d; });
-  proc.stderr!.on('data', (d) => { out += d; });
+  const onData = (d: Buffer) => {
+    out += d;
+    if (opts.unread && /"msg":"sluice started"\}\n/.test(out)) {
+      for (const s of [proc.stdout!, proc.stderr!]) { s.removeListener('data', onData); s.pause(); }
+    }
+  };
+  proc.stdout!.on('data', onData);
+  proc.stderr!.on('data', onData);
   const exited = once(proc, 'exit').then(([code]) => code as number | null);
   return { proc, output: () => out, exited };
 }
@@ -144,6 +173,23 @@ export async function get(url: string): Promise<{ status: number; headers: http.
     });
     req.on('error', reject);
     req.setTimeout(10_000, () => req.destroy(new Error(`GET ${url} timed out`)));
+  });
+}
+
+/** POST to an admin path with the test token (ADMIN_TOKEN), or with `auth` instead (null: none). */
+export async function adminPost(admin: string, pathname: string, body = '', auth: string | null = ADMIN_AUTH): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/yaml' };
+    if (auth !== null) headers.authorization = auth;
+    const req = http.request(`${admin}${pathname}`, { method: 'POST', agent: false, headers }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error(`POST ${admin}${pathname} timed out`)));
+    req.end(body);
   });
 }
 

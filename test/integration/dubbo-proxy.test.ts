@@ -178,16 +178,16 @@ t.test('calls, attachment routing shared with HTTP, heartbeats, concurrency', as
     const a = await c.call('hello', [str('x')]);
     t.equal(a.status, 20);
     t.match(String(a.value), /^g[12]:hello:x$/);
-    // per interface and method: calls, status, latency histogram (sent by the worker about once a second)
+    // per interface and method: calls, status, duration histogram (sent by the worker about once a second)
     const labels = `interface="${SERVICE}",method="hello"`;
     const st = await waitFor(async () => {
       const m = await stats(s.admin);
       return (m.get(`sluice_dubbo_rq_total{${labels}}`) ?? 0) >= 1 ? m : null;
     }, 10_000, 'per-method dubbo stats');
     t.equal(st.get(`sluice_dubbo_rq_status_total{${labels},status="20"}`), st.get(`sluice_dubbo_rq_total{${labels}}`));
-    t.equal(st.get(`sluice_dubbo_rq_time_ms_count{${labels}}`), st.get(`sluice_dubbo_rq_total{${labels}}`));
-    t.equal(st.get(`sluice_dubbo_rq_time_ms_bucket{${labels},le="+Inf"}`), st.get(`sluice_dubbo_rq_total{${labels}}`));
-    t.ok((st.get(`sluice_dubbo_rq_time_ms_sum{${labels}}`) ?? -1) > 0, 'latency summed');
+    t.equal(st.get(`sluice_dubbo_rq_duration_seconds_count{${labels}}`), st.get(`sluice_dubbo_rq_total{${labels}}`));
+    t.equal(st.get(`sluice_dubbo_rq_duration_seconds_bucket{${labels},le="+Inf"}`), st.get(`sluice_dubbo_rq_total{${labels}}`));
+    t.ok((st.get(`sluice_dubbo_rq_duration_seconds_sum{${labels}}`) ?? -1) > 0, 'durations summed, in seconds');
   });
 
   t.test('attachment type=transfer goes to Group_2 only; the same rule routes HTTP', async (t) => {

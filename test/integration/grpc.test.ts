@@ -272,11 +272,20 @@ t.test('gRPC through Sluice: unary, server/client/bidi streaming, metadata, erro
     // unary ×3, server-stream ×3 (one cancelled), client-stream, bidi, routed, unrouted, refused ×2
     t.equal(st.get('sluice_downstream_rq_total{protocol="grpc"}'), 12);
     t.equal(st.get('sluice_downstream_rq_total{protocol="http2"}'), 0, 'gRPC is not counted as plain http2');
-    t.equal(st.get('sluice_downstream_rq_xx_total{protocol="grpc",class="2xx"}'), 9, 'gRPC errors still ride on HTTP 200');
-    t.equal(st.get('sluice_downstream_rq_xx_total{protocol="grpc",class="4xx"}'), 1, 'no route');
-    t.equal(st.get('sluice_downstream_rq_xx_total{protocol="grpc",class="5xx"}'), 2, 'upstream refused');
+    // counted by grpc-status, each charged to the class of its HTTP mapping (Envoy's), not as HTTP 200
+    const g = (code: number) => st.get(`sluice_downstream_rq_grpc_status_total{grpc_status="${code}"}`) ?? 0;
+    t.equal(g(grpc.status.OK), 6, 'unary ×2, server-stream, client-stream, bidi, routed');
+    t.equal(g(grpc.status.NOT_FOUND), 1, 'the unary error');
+    t.equal(g(grpc.status.RESOURCE_EXHAUSTED), 1, 'the server stream that failed');
+    t.equal(g(grpc.status.CANCELLED), 1, 'the server stream the client cancelled');
+    t.equal(g(grpc.status.UNIMPLEMENTED), 1, 'no route');
+    t.equal(g(grpc.status.UNAVAILABLE), 2, 'upstream refused');
+    t.equal(st.get('sluice_downstream_rq_xx_total{protocol="grpc",class="2xx"}'), 6, 'only the OK calls are 2xx');
+    t.equal(st.get('sluice_downstream_rq_xx_total{protocol="grpc",class="4xx"}'), 3, 'NOT_FOUND 404, RESOURCE_EXHAUSTED 429, CANCELLED 499');
+    t.equal(st.get('sluice_downstream_rq_xx_total{protocol="grpc",class="5xx"}'), 3, 'UNIMPLEMENTED 501, UNAVAILABLE 503 ×2');
     t.equal(st.get('sluice_upstream_rq_total{cluster="echo"}'), 9);
-    t.equal(st.get('sluice_upstream_rq_xx_total{cluster="echo",class="2xx"}'), 9);
+    t.equal(st.get('sluice_upstream_rq_xx_total{cluster="echo",class="2xx"}'), 6);
+    t.equal(st.get('sluice_upstream_rq_xx_total{cluster="echo",class="4xx"}'), 3);
     t.equal(st.get('sluice_upstream_rq_active{cluster="echo"}'), 0);
     t.ok((st.get('sluice_upstream_cx_connect_fail_total{cluster="dead"}') ?? 0) >= 1);
     t.equal(st.get('sluice_downstream_rq_no_route_total{protocol="grpc"}'), 1);

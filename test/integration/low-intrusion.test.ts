@@ -38,13 +38,13 @@ t.test('one local port per upstream service, through the real CLI', async (t) =>
   t.equal(st.get('sluice_upstream_rq_total{cluster="orders"}'), 1);
   t.equal(st.get('sluice_upstream_rq_total{cluster="accounts"}'), 1);
 
-  // the health address serves /ready and nothing else
+  // the health address serves /ready and /stats (for kubelet and Prometheus), nothing else
   const line = child.output().split('\n').find((l) => l.includes('"sluice started"'))!;
   const health = (JSON.parse(line) as { health: string }).health;
   t.match(health, /^127\.0\.0\.1:\d+$/);
   t.equal((await get(`http://${health}/ready`)).status, 200);
-  t.equal((await get(`http://${health}/stats`)).status, 404, 'the admin API is not exposed on the health address');
-  t.equal((await get(`http://${health}/config_dump`)).status, 404);
+  t.equal((await get(`http://${health}/config_dump`)).status, 404, 'the rest of the admin API is not exposed on the health address');
+  t.equal((await get(`http://${health}/clusters`)).status, 404);
 
   child.proc.kill('SIGTERM');
   t.equal(await child.exited, 0);

@@ -9,7 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
-import { get, httpUpstream, run, startSluice, stats, waitFor, withTestDefaults, writeConfig, type RunningSluice, type Upstream } from '../helpers/harness';
+import { adminPost, get, httpUpstream, run, startSluice, stats, waitFor, withTestDefaults, writeConfig, type RunningSluice, type Upstream } from '../helpers/harness';
 
 interface Named { up: Upstream; started: number; finished: number; inFlight: Set<number> }
 
@@ -54,17 +54,8 @@ async function counter(s: RunningSluice, name: string): Promise<number> {
   return (await stats(s.admin)).get(name) ?? 0;
 }
 
-async function postConfig(s: RunningSluice, body: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${s.admin}/config`, { method: 'POST', agent: false, headers: { 'content-type': 'application/yaml' } }, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+function postConfig(s: RunningSluice, body: string): Promise<{ status: number; body: string }> {
+  return adminPost(s.admin, '/config', body);
 }
 
 t.test('a watched file: valid changes apply, invalid ones are refused and the old config serves on', async (t) => {

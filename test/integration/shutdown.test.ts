@@ -9,7 +9,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import t from 'tap';
-import { get, httpUpstream, run, spawnSluice, startSluice, waitFor, withTestDefaults, writeConfig, type ChildSluice } from '../helpers/harness';
+import { ADMIN_AUTH, get, httpUpstream, run, spawnSluice, startSluice, waitFor, withTestDefaults, writeConfig, type ChildSluice } from '../helpers/harness';
 import { sluiceStarted } from '../helpers/netns';
 
 /** An upstream that holds /slow* requests until release() (the test decides when responses go out). */
@@ -112,7 +112,7 @@ t.test('SIGTERM with requests in flight: they complete, new connections are refu
   t.pass('the listener is closed: new connections are refused');
   t.equal((await get(`${admin}/ready`)).status, 503, 'admin says draining');
   // a config pushed now must not reopen the listeners the drain closed
-  const push = await run('curl', ['-sS', '-X', 'POST', '--data-binary', `@${file}`, '-w', '\n%{http_code}', `${admin}/config`]);
+  const push = await run('curl', ['-sS', '-X', 'POST', '-H', `authorization: ${ADMIN_AUTH}`, '--data-binary', `@${file}`, '-w', '\n%{http_code}', `${admin}/config`]);
   t.match(push.stdout, /"ERR_DRAINING"[\s\S]*\n400$/, 'POST /config refused while draining');
   t.equal(await refused(port), true, 'still refused after the push');
   await waitFor(() => goaway !== null, 10_000, 'GOAWAY on the HTTP/2 session');

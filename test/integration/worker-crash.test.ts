@@ -8,7 +8,7 @@
  */
 import net from 'node:net';
 import t, { type Test } from 'tap';
-import { httpUpstream, openFds, run, spawnSluice, stats, waitFor, withTestDefaults, writeConfig, type ChildSluice, type Upstream } from '../helpers/harness';
+import { ADMIN_AUTH, httpUpstream, openFds, run, spawnSluice, stats, waitFor, withTestDefaults, writeConfig, type ChildSluice, type Upstream } from '../helpers/harness';
 import { sluiceStarted, type StartedSluice } from '../helpers/netns';
 
 /** A keep-alive HTTP/1.1 connection that sends one request at a time and reads a content-length response. */
@@ -204,6 +204,6 @@ t.test('10,000 connections, one request each, 50 at a time: descriptors come bac
 });
 
 async function fetchPost(url: string): Promise<number> {
-  const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', url], 10_000);
+  const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-H', `authorization: ${ADMIN_AUTH}`, url], 10_000);
   return Number(r.stdout);
 }
