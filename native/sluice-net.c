@@ -7,6 +7,10 @@
  *       connection was not redirected (no conntrack NAT entry).
  *   dup(fd) -> fd       a second descriptor for the same open socket, CLOEXEC
  *   close(fd)           close a descriptor the caller owns
+ *   fdLimit(max) -> { soft, hard }
+ *       RLIMIT_NOFILE, with the soft limit first raised to min(hard, max)
+ *       when it is lower (as Go's runtime does): a proxy needs descriptors
+ *       for both sides of every connection
  *
  * Errors are thrown as JS errors with code = errno name, so callers can
  * tell EBADF (bug) from ENOENT (not redirected).
@@ -21,6 +25,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/resource.h>
 
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
@@ -136,11 +141,38 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return u;
 }
 
+static napi_value fd_limit(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double max = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_double(env, argv[0], &max) != napi_ok || max < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "fdLimit(max): max must be a non-negative number");
+    return NULL;
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return throw_errno(env, "getrlimit", errno);
+  rlim_t want = rl.rlim_max;
+  if (want == RLIM_INFINITY || (double)want > max) want = (rlim_t)max;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+    struct rlimit raised = { want, rl.rlim_max };
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl.rlim_cur = want;
+  }
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_create_double(env, rl.rlim_cur == RLIM_INFINITY ? max : (double)rl.rlim_cur, &v);
+  napi_set_named_property(env, obj, "soft", v);
+  napi_create_double(env, rl.rlim_max == RLIM_INFINITY ? max : (double)rl.rlim_max, &v);
+  napi_set_named_property(env, obj, "hard", v);
+  return obj;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL },
     { "dup", NULL, dup_fd, NULL, NULL, NULL, napi_default, NULL },
     { "close", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL },
+    { "fdLimit", NULL, fd_limit, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

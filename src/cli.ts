@@ -204,26 +204,32 @@ export async function main(argv: string[]): Promise<number | undefined> {
     let stopping = false;
     // Logging never holds the exit: log lines a reader does not take within a second are dropped.
     const exit = (code: number) => { void flushLogs(1000).finally(() => process.exit(code)); };
+    // SIGTERM and POST /drain keep serving for drain.periodMs (the orchestrator is still routing
+    // traffic here); SIGINT is someone at a terminal: no period.
+    let periodMs: number | undefined;
     const stop = () => {
       stopRequested = true;
       if (stopping || !sluice) return; // during start-up: stop as soon as it is up
       stopping = true;
-      log.info('draining');
+      const { drain } = sluice.currentConfig;
+      const period = periodMs ?? drain.periodMs;
+      log.info({ periodMs: period, timeoutMs: drain.timeoutMs }, 'draining');
       // a stop that cannot finish (a bug) must not leave a process that neither serves nor exits
-      setTimeout(() => { log.error('stop did not finish 5 s after the drain timeout: exiting'); exit(1); }, sluice.currentConfig.drain.timeoutMs + 5000);
-      sluice.stop().then(() => exit(0), (err) => { log.error({ err }, 'stop failed'); exit(1); });
+      setTimeout(() => { log.error('stop did not finish 5 s after the drain timeout: exiting'); exit(1); }, period + drain.timeoutMs + 5000);
+      sluice.stop(drain.timeoutMs, period).then(() => exit(0), (err) => { log.error({ err }, 'stop failed'); exit(1); });
     };
+    const interrupt = () => { periodMs ??= 0; stop(); };
     // Installed before start-up (booting the workers takes a moment): a SIGTERM then still
     // means a clean stop with exit code 0, not death by signal.
     process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    process.on('SIGINT', interrupt);
     try {
       sluice = await Sluice.start({
         config, configPath: flags.opts['--config'], healthAddress: flags.opts['--health-address'], debugEndpoints: process.env.SLUICE_DEBUG_ENDPOINTS === '1', onStopRequest: stop,
       });
     } catch (err) {
       process.removeListener('SIGTERM', stop);
-      process.removeListener('SIGINT', stop);
+      process.removeListener('SIGINT', interrupt);
       process.stderr.write(`sluice: ${(err as Error).message}\n`);
       return 1;
     }

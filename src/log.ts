@@ -270,3 +270,39 @@ export async function flushLogs(ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   for (const s of [...sinks]) await s.drainAsync(deadline);
 }
+
+/**
+ * A warning that can come once per connection under overload: logged at its first occurrence,
+ * then at most once per interval with the count of occurrences since, never once per event.
+ */
+export class LogEvery {
+  private count = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private last = 0;
+
+  constructor(private readonly msg: string, private readonly intervalMs = 10_000) {}
+
+  private fields: Record<string, unknown> = {};
+
+  note(fields: Record<string, unknown> = {}): void {
+    this.count++;
+    this.fields = fields;
+    const now = Date.now();
+    if (this.timer) return;
+    if (now - this.last >= this.intervalMs) {
+      this.flush(fields);
+      return;
+    }
+    this.timer = setTimeout(() => { this.timer = null; this.flush(fields); }, this.intervalMs - (now - this.last));
+    this.timer.unref();
+  }
+
+  /** Log the occurrences counted since the last line now (at a stop, say). */
+  flush(fields: Record<string, unknown> = this.fields): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (this.count === 0) return;
+    log.warn({ ...fields, count: this.count, intervalMs: this.intervalMs }, this.msg);
+    this.count = 0;
+    this.last = Date.now();
+  }
+}

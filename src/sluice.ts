@@ -7,7 +7,7 @@
  *   admin, config watch, stats render                 ▲
  *                 └──────── SharedArrayBuffer: fd slots, counters, config mailbox ─────────┘
  */
-import { watchFile, unwatchFile } from 'node:fs';
+import { readdirSync, watchFile, unwatchFile } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BroadcastChannel } from 'node:worker_threads';
@@ -19,7 +19,7 @@ import { log } from './log';
 import { formatAddress } from './net/address';
 import { Listeners } from './listener/listeners';
 import { loadNative, nativeLoadError } from './listener/native';
-import { SharedState } from './shared/shared-state';
+import { MAX_FD, SharedState } from './shared/shared-state';
 import { StatsRegistry, Stats } from './stats/stats';
 import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from './workers/messages';
 import { RpcStatsTable } from './stats/rpc-stats';
@@ -43,6 +43,21 @@ export interface StartOptions {
 
 let instances = 0;
 
+/** Descriptors kept free beyond the connections: admin requests, config reads, log files, name lookups. */
+const FD_HEADROOM = 32;
+
+/**
+ * How many connections may be open at once with `limit` descriptors: what is left after the
+ * ones open now (listeners, workers, the process's own), and two per connection (the client's
+ * and, usually, one upstream). Infinity when the limit or the open count is unknown.
+ */
+export function connectionBudget(limit: number): number {
+  if (!Number.isFinite(limit)) return Infinity;
+  let open: number;
+  try { open = readdirSync('/proc/self/fd').length; } catch { return Infinity; }
+  return Math.max(1, Math.floor((limit - open - FD_HEADROOM) / 2));
+}
+
 export class Sluice {
   readonly shared = new SharedState();
   readonly registry = new StatsRegistry();
@@ -64,7 +79,11 @@ export class Sluice {
   private version = 0;
   private readonly threads: number;
   private stopping: Promise<void> | null = null;
+  /** Every listener accepts and every worker booted: /ready may say so. */
+  private started = false;
   readonly captureAvailable: boolean;
+  /** RLIMIT_NOFILE after raising the soft limit to the hard one (Infinity when unknown). */
+  readonly fdLimit: number;
 
   private constructor(private readonly opts: StartOptions) {
     this.config = opts.config;
@@ -72,6 +91,7 @@ export class Sluice {
     this.publish(opts.config);
     const native = loadNative();
     this.captureAvailable = native !== null;
+    this.fdLimit = typeof native?.fdLimit === 'function' ? native.fdLimit(MAX_FD).soft : Infinity;
     if (!native) {
       log.warn({ err: nativeLoadError()?.message }, 'native addon not loaded: transparent capture is off, connections are served on the main thread');
     }
@@ -115,6 +135,7 @@ export class Sluice {
         opened: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
         closed: (name) => this.stats.dec(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
         handoffFailed: () => this.stats.inc(this.stats.slot('sluice_handoff_failed_total')),
+        overflow: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_overflow_total', { listener: name })),
       },
     );
     this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
@@ -128,6 +149,8 @@ export class Sluice {
       await s.workersBooted();
       await s.listeners.apply(opts.config);
       if (opts.healthAddress) await s.admin.listenHealth(opts.healthAddress);
+      s.listeners.budget = connectionBudget(s.fdLimit);
+      s.started = true;
     } catch (err) {
       await s.stop(0);
       throw err;
@@ -173,6 +196,15 @@ export class Sluice {
 
   get draining(): boolean {
     return this.shared.draining;
+  }
+
+  /** Why /ready says no (`starting`, `draining`, `workers starting`), or null when ready. */
+  notReady(): string | null {
+    if (this.shared.draining) return 'draining';
+    if (!this.started) return 'starting';
+    // a worker that died is being replaced: connections queue until it serves
+    if (this.pool.threads.length < this.threads) return 'workers starting';
+    return null;
   }
 
   listenerAddress(name: string) {
@@ -260,17 +292,28 @@ export class Sluice {
   }
 
   /**
-   * Graceful stop: close listeners, ask workers to drain (HTTP/1 answers with
-   * `connection: close`, HTTP/2 sends GOAWAY, idle connections close), wait for
-   * open connections up to the drain timeout, then stop the workers.
+   * Graceful stop, in two parts. For `periodMs` the listeners keep accepting while every client
+   * is told to go elsewhere (HTTP/1 responses carry `connection: close`, HTTP/2 connections get
+   * a two-step GOAWAY, Dubbo consumers READONLY) and /ready answers 503. Then the listeners
+   * close, connections with nothing in flight close, and the rest get up to `drainTimeoutMs` to
+   * finish before the workers stop.
    */
-  stop(drainTimeoutMs = this.config.drain.timeoutMs): Promise<void> {
+  stop(drainTimeoutMs = this.config.drain.timeoutMs, periodMs = this.config.drain.periodMs): Promise<void> {
     this.stopping ??= (async () => {
       this.unwatch();
+      // /ready says no from now on, so the endpoint is taken out of service; until that has
+      // propagated, clients keep coming: they are served and told to go elsewhere
       this.shared.draining = true;
-      await this.listeners.closeAll();
       this.control.postMessage({ type: 'drain' } satisfies ControlMessage);
       this.localRuntime?.drain();
+      if (periodMs > 0) {
+        log.info({ periodMs }, 'draining: still accepting for the drain period');
+        await new Promise<void>((r) => { setTimeout(r, periodMs); });
+      }
+      await this.listeners.closeAll();
+      this.shared.closingIdle = true;
+      this.control.postMessage({ type: 'close-idle' } satisfies ControlMessage);
+      this.localRuntime?.closeIdle();
       if (this.listeners.active > 0 && drainTimeoutMs > 0) {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.listeners.idle(), new Promise<void>((r) => { timer = setTimeout(r, drainTimeoutMs); })]);
@@ -282,7 +325,7 @@ export class Sluice {
       this.control.close();
       this.rpcStats.close();
       await this.admin.close();
-      log.info('sluice stopped');
+      if (this.started) log.info('sluice stopped');
     })();
     return this.stopping;
   }

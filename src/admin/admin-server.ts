@@ -1,7 +1,7 @@
 /**
  * Admin API, on loopback by default.
  *
- *   GET  /ready         200 while serving, 503 while draining
+ *   GET  /ready         200 once every listener accepts and every worker serves; 503 starting / draining
  *   GET  /stats         Prometheus text: every counter, summed over all workers
  *   GET  /config_dump   the config in force (JSON)
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
@@ -57,8 +57,7 @@ export class AdminServer {
     const server = http.createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
       if (req.method === 'GET' && path === '/ready') {
-        if (this.sluice.draining) this.send(res, 503, 'draining\n');
-        else this.send(res, 200, 'ready\n');
+        this.readiness(res);
       } else if (req.method === 'GET' && path === '/stats') {
         this.sendStats(res);
       } else {
@@ -96,6 +95,13 @@ export class AdminServer {
     this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
   }
 
+  /** 200 only once every listener accepts and every worker serves, and until the drain begins. */
+  private readiness(res: http.ServerResponse): void {
+    const why = this.sluice.notReady();
+    if (why) this.send(res, 503, `${why}\n`);
+    else this.send(res, 200, 'ready\n');
+  }
+
   private send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
     res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
     res.end(body);
@@ -131,8 +137,7 @@ export class AdminServer {
     }
     switch (route) {
       case 'GET /ready':
-        if (s.draining) this.send(res, 503, 'draining\n');
-        else this.send(res, 200, 'ready\n');
+        this.readiness(res);
         return;
       case 'GET /stats':
         this.sendStats(res);

@@ -23,6 +23,8 @@
  * `more` means the bytes so far fit a protocol but are not enough to decide: the caller waits,
  * under the HTTP header timeout once a byte has arrived.
  */
+import { TCHAR } from './http1/http1-decoder';
+
 export type Sniffed = 'http1' | 'http2' | 'tls' | 'dubbo' | 'tcp' | 'more';
 
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -38,12 +40,6 @@ export const MAX_SNIFF_BYTES = MAX_LEADING + MAX_TOKEN + 2;
 const CR = 0x0d;
 const LF = 0x0a;
 
-/** RFC 9110 tchar. */
-const TCHAR = new Uint8Array(256);
-for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
-for (const ch of "!#$%&'*+-.^_`|~") TCHAR[ch.charCodeAt(0)] = 1;
 
 /** Whitespace some HTTP/1 server splits a request line on (CR and LF are handled apart). */
 const WS = new Uint8Array(256);

@@ -86,7 +86,7 @@ export interface SluiceConfig {
     upstreamProbeAfterMs: number; upstreamProbeTimeoutMs: number; upstreamMaxConsecutiveTimeouts: number;
   };
   accessLog: { enabled: boolean; path: string; sampleRate: number; bufferBytes: number };
-  drain: { timeoutMs: number };
+  drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
 }
 

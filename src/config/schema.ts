@@ -287,6 +287,13 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
+        /**
+         * After SIGTERM or POST /drain: how long the listeners keep accepting while /ready says
+         * 503 and every client is told to go elsewhere, so that requests sent before the
+         * endpoint removal reached them are served (Istio's terminationDrainDuration).
+         */
+        periodMs: duration(5000, 0),
+        /** After the drain period: how long open connections get to finish before they are closed. */
         timeoutMs: duration(15_000),
       },
     },

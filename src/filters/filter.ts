@@ -14,6 +14,7 @@ export type LocalReason =
   | 'bad_request'
   | 'no_route'
   | 'upstream_connect_failed'
+  | 'upstream_dns_failed'
   | 'upstream_timeout'
   | 'upstream_reset'
   | 'overflow'

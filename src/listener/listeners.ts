@@ -17,7 +17,7 @@ import net from 'node:net';
 import os from 'node:os';
 import type { ListenerConfig, SluiceConfig } from '../config/config';
 import { SluiceError } from '../errors';
-import { log } from '../log';
+import { LogEvery, log } from '../log';
 import { parseAddress } from '../net/address';
 import { MAX_FD, type SharedState } from '../shared/shared-state';
 import type { NativeNet } from './native';
@@ -65,7 +65,15 @@ export interface ListenerEvents {
   opened(listener: string): void;
   closed(listener: string): void;
   handoffFailed(): void;
+  /** A connection closed at once: the process is at its descriptor budget. */
+  overflow(listener: string): void;
 }
+
+/**
+ * Refusals past the descriptor budget: one warning per interval with the count, not one per
+ * connection (a flood of them is exactly when a log must not cost a line each).
+ */
+const refusedAtLimit = new LogEvery('at the file descriptor limit: new connections are closed at once');
 
 export class Listeners {
   private readonly servers = new Map<string, { server: net.Server; config: ListenerConfig }>();
@@ -73,6 +81,12 @@ export class Listeners {
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private stopping = false;
+  /**
+   * Open connections allowed at once, from the descriptor limit (Sluice.start sets it): each
+   * needs one descriptor, and most one more upstream. Past it a new connection is closed at
+   * once instead of taking the process to EMFILE, where accepts stall and clients hang.
+   */
+  budget = Infinity;
 
   constructor(
     private readonly shared: SharedState,
@@ -136,7 +150,15 @@ export class Listeners {
     });
   }
 
+  /** Close a connection we cannot serve: at once, counted, logged once per interval. */
+  private refuse(l: ListenerConfig, socket: net.Socket, why: string): void {
+    socket.destroy();
+    this.events.overflow(l.name);
+    refusedAtLimit.note({ listener: l.name, open: this.inFlight, budget: this.budget, why });
+  }
+
   private onConnection(l: ListenerConfig, socket: net.Socket, server: net.Server): void {
+    if (this.inFlight >= this.budget) { this.refuse(l, socket, 'budget'); return; }
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
     let dst: OriginalDst | null = null;
     if (l.capture && this.native && fd >= 0) {
@@ -162,6 +184,8 @@ export class Listeners {
     try {
       dupFd = this.native.dup(fd);
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EMFILE' || code === 'ENFILE') { this.refuse(l, socket, code); return; }
       log.error({ err }, 'dup failed; connection dropped');
       this.events.handoffFailed();
       socket.destroy();
@@ -230,6 +254,7 @@ export class Listeners {
   /** Stop accepting. Open connections are not touched. */
   async closeAll(): Promise<void> {
     this.stopping = true;
+    refusedAtLimit.flush();
     const closing = [...this.servers.values()].map((e) => new Promise<void>((r) => e.server.close(() => r())));
     this.servers.clear();
     await Promise.all(closing);

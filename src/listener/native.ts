@@ -10,6 +10,8 @@ export interface NativeNet {
   originalDst(fd: number): { address: string; port: number; family: 4 | 6 } | null;
   dup(fd: number): number;
   close(fd: number): void;
+  /** RLIMIT_NOFILE, the soft limit raised to min(hard, max) first. */
+  fdLimit(max: number): { soft: number; hard: number };
 }
 
 let cached: NativeNet | null | undefined;

@@ -34,6 +34,7 @@ const ROW_OWNER = 16;
 const C_CONFIG_SEQ = 0;
 const C_CONFIG_LEN = 1;
 const C_DRAINING = 2;
+const C_CLOSING_IDLE = 3;
 
 const FD_OFFSET = CONTROL_WORDS * 4;
 const COUNTER_OFFSET = FD_OFFSET + MAX_FD * 4; // multiple of 8
@@ -119,6 +120,15 @@ export class SharedState {
 
   set draining(v: boolean) {
     Atomics.store(this.control, C_DRAINING, v ? 1 : 0);
+  }
+
+  /** The drain period is over: idle connections close (a worker started now must know too). */
+  get closingIdle(): boolean {
+    return Atomics.load(this.control, C_CLOSING_IDLE) === 1;
+  }
+
+  set closingIdle(v: boolean) {
+    Atomics.store(this.control, C_CLOSING_IDLE, v ? 1 : 0);
   }
 
   // ── config mailbox (single writer: the main thread) ──────────────────────

@@ -39,7 +39,7 @@
  * A connection that fails before it connects fails its calls as `connect_failed` (none was
  * sent); one lost later fails its written calls as `reset`, and moves its queued ones once.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import {
   DubboFrameDecoder, encodeHeartbeatRequest, encodeHeartbeatResponse, isHeartbeat, rewriteIdParts,
   type DubboFrame, type DubboProtocolError,
@@ -47,6 +47,7 @@ import {
 import { log } from '../log';
 import type { Stats } from '../stats/stats';
 import type { ClusterStats } from './cluster';
+import { dial, isDnsFailure } from './dial';
 
 export const DUBBO_HEARTBEAT_MS = 30_000;
 /** Connections per endpoint per worker, not counting retired ones; a second opens only when the first is busy or on probation. */
@@ -63,9 +64,10 @@ export const DEFAULT_MAX_CONSECUTIVE_TIMEOUTS = 3;
 
 /**
  * `connect_failed`: the call never reached the provider (no connection, or it was still queued when
- * the connection was lost for good): safe to try elsewhere. `reset`: lost after it was written.
+ * the connection was lost for good): safe to try elsewhere; `dns_failed` the same, the provider's
+ * name did not resolve. `reset`: lost after it was written.
  */
-export type DubboFailure = 'connect_failed' | 'reset' | 'bad_response';
+export type DubboFailure = 'connect_failed' | 'dns_failed' | 'reset' | 'bad_response';
 
 export interface DubboCallSink {
   /** The response frame, its id already the caller's. `raw` may share memory with a socket chunk. */
@@ -200,7 +202,7 @@ export class DubboUpstream {
       onFrame: (f) => this.onFrame(f),
       onError: (e) => this.onDecodeError(e),
     }, { maxBodyBytes: limits.maxBodyBytes, serializations: limits.serializations });
-    const s = net.connect({ host, port, noDelay: true });
+    const s = dial(host, port);
     this.socket = s;
     this.connectTimer = setTimeout(() => { this.connectTimer = null; s.destroy(); }, limits.connectTimeoutMs);
     s.once('connect', () => {
@@ -230,7 +232,10 @@ export class DubboUpstream {
       }
     });
     s.on('end', () => s.destroy());
-    s.on('error', () => s.destroy());
+    s.on('error', (err) => {
+      if (!this.connected && isDnsFailure(err)) this.failure = 'dns_failed';
+      s.destroy();
+    });
     s.on('close', () => this.onClose());
   }
 
@@ -462,7 +467,7 @@ export class DubboUpstream {
       }
     }
     for (const call of failed) {
-      const why: DubboFailure = call.state === QUEUED ? 'connect_failed' : this.failure;
+      const why: DubboFailure = call.state === QUEUED ? (this.failure === 'dns_failed' ? 'dns_failed' : 'connect_failed') : this.failure;
       call.state = DONE;
       call.release();
       try {

@@ -5,13 +5,14 @@
  * connection (most recently used first, so idle ones age out), opens a new
  * one under the connection limit, or queues the caller under the pending limit.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from '../codecs/http1/http1-decoder';
 import type { ProtocolError } from '../errors';
 import { log } from '../log';
 import type { Stats } from '../stats/stats';
 import type { ClusterConfig, SluiceConfig } from '../config/config';
 import type { ClusterStats } from './cluster';
+import { dial, dialFailure } from './dial';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
@@ -57,7 +58,7 @@ export function poolLimits(config: SluiceConfig, cluster: ClusterConfig | undefi
   };
 }
 
-export type AcquireError = 'connect_failed' | 'connect_timeout' | 'overflow';
+export type AcquireError = 'connect_failed' | 'dns_failed' | 'connect_timeout' | 'overflow';
 export type AcquireCallback = (err: AcquireError | null, conn: Http1Connection | null) => void;
 
 export class Http1Connection implements Http1Handler {
@@ -244,7 +245,7 @@ export class Http1Pool {
     this.total++;
     this.connecting++;
     this.stats.inc(cstats.cxTotal);
-    const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
+    const socket = dial(this.host, this.port);
     let settled = false;
     const timer = setTimeout(() => fail('connect_timeout'), this.limits.connectTimeoutMs);
     const fail = (why: AcquireError) => {
@@ -258,7 +259,7 @@ export class Http1Pool {
       cb(why, null);
       this.serveWaiters();
     };
-    socket.once('error', () => fail('connect_failed'));
+    socket.once('error', (err) => fail(dialFailure(err)));
     socket.once('connect', () => {
       if (settled) return;
       settled = true;

@@ -13,10 +13,11 @@
  * ids stops taking streams; the ones already on it finish or fail on their own.
  * A connection without streams for the idle timeout is closed by a sweep.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { CONNECTION_WINDOW, Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream } from '../codecs/http2/http2-connection';
 import type { Stats } from '../stats/stats';
 import type { ClusterStats } from './cluster';
+import { dial, isDnsFailure } from './dial';
 
 /** Until the peer's SETTINGS arrive, assume the least RFC 9113 (5.1.2) recommends: a burst must not queue behind a smaller limit. */
 const INITIAL_STREAM_LIMIT = 100;
@@ -35,6 +36,8 @@ export class UpstreamSession implements Http2ConnectionHost {
   /** Takes no new streams (error, GOAWAY, closed, ids used up). */
   retired = false;
   connected = false;
+  /** It never connected because the endpoint's name did not resolve. */
+  dnsFailed = false;
   closed = false;
   /** When `active` last fell to 0 (performance.now()). */
   idleSince = performance.now();
@@ -44,7 +47,7 @@ export class UpstreamSession implements Http2ConnectionHost {
 
   constructor(private readonly pool: Http2Pool, host: string, port: number, private readonly cstats: ClusterStats, connectTimeoutMs: number) {
     this.conn = new Http2Connection(false, this, UPSTREAM_H2_OPTIONS);
-    const socket = net.connect({ host, port, noDelay: true });
+    const socket = dial(host, port);
     this.socket = socket;
     const stats = pool.stats;
     stats.inc(cstats.cxTotal);
@@ -56,7 +59,7 @@ export class UpstreamSession implements Http2ConnectionHost {
     });
     socket.on('data', (d: Buffer) => this.conn.receive(d));
     socket.on('drain', () => this.conn.onDrain());
-    socket.on('error', () => {});
+    socket.on('error', (err) => { if (!this.connected && isDnsFailure(err)) this.dnsFailed = true; });
     socket.once('close', () => this.onSocketClose());
     // an idle connection must not keep a draining worker alive
     socket.unref();

@@ -55,7 +55,8 @@ function statusFor(r: LocalReply): number {
     case 'overflow': return DubboStatus.SERVER_THREADPOOL_EXHAUSTED_ERROR;
     case 'denied': return DubboStatus.BAD_REQUEST;
     case 'upstream_timeout': return DubboStatus.SERVER_TIMEOUT;
-    case 'upstream_connect_failed': return DubboStatus.SERVICE_ERROR;
+    case 'upstream_connect_failed':
+    case 'upstream_dns_failed': return DubboStatus.SERVICE_ERROR;
     case 'upstream_reset': return DubboStatus.SERVER_ERROR;
     default: return r.status < 500 && r.status >= 400 ? DubboStatus.BAD_REQUEST : DubboStatus.SERVICE_ERROR;
   }
@@ -232,6 +233,11 @@ export class DubboSession {
     this.closeIfDone();
   }
 
+  /** Dubbo has no idle connection to keep for the drain period: READONLY already sends consumers elsewhere. */
+  closeIdle(): void {
+    this.drain();
+  }
+
   /** @internal the consumer answered the heartbeat behind the READONLY event, or did not in time. */
   fencePassed(): void {
     if (this.fence !== FENCE_WAITING) return;
@@ -368,14 +374,16 @@ class DubboCall implements DubboCallSink {
   onFailure(why: DubboFailure): void {
     this.upstream = null;
     if (this.finished) return;
-    if (why === 'connect_failed') {
+    if (why === 'connect_failed' || why === 'dns_failed') {
       this.upstreamDone();
       const t = this.target!;
       if (t.kind === 'cluster' && t.cluster.endpoints.length > 1 && this.attempts < MAX_CONNECT_ATTEMPTS) {
         this.connect(this.endpoint ?? undefined);
         return;
       }
-      this.localReply({ status: 503, reason: 'upstream_connect_failed', body: `upstream connect failed (${this.upstreamKey})` });
+      this.localReply(why === 'dns_failed'
+        ? { status: 503, reason: 'upstream_dns_failed', body: `upstream name lookup failed (${this.upstreamKey})` }
+        : { status: 503, reason: 'upstream_connect_failed', body: `upstream connect failed (${this.upstreamKey})` });
       return;
     }
     if (this.cstats) this.cfg.stats.inc(this.cstats.rqReset);

@@ -105,6 +105,7 @@ export class Http1Session implements Http1Handler {
     s.setTimeout(http.idleTimeoutMs);
     this.rt.connections.add(this);
     if (this.rt.draining) this.draining = true;
+    if (this.rt.closingIdle) this.closeIdle();
   }
 
   /** Bytes the decoder holds after an upgrade request (sent before the 101 came back). */
@@ -196,7 +197,12 @@ export class Http1Session implements Http1Handler {
     this.socket.destroySoon?.();
   }
 
+  /** The next response says `connection: close`; an idle connection stays open for the client's next request. */
   drain(): void {
+    this.draining = true;
+  }
+
+  closeIdle(): void {
     this.draining = true;
     if (!this.exchange && this.decoder.idle) this.closeSoon();
   }
@@ -382,6 +388,7 @@ class Http1Exchange implements Http1ResponseSink {
       const retry = err !== 'overflow' && t.kind === 'cluster' && t.cluster.endpoints.length > 1 && this.attempts < MAX_CONNECT_ATTEMPTS;
       if (retry) { this.connect(this.endpoint ?? undefined); return; }
       if (err === 'overflow') this.localReply({ status: 503, reason: 'overflow', body: 'upstream overflow\n' });
+      else if (err === 'dns_failed') this.localReply({ status: 503, reason: 'upstream_dns_failed', body: 'upstream name lookup failed\n' });
       else this.localReply({ status: 503, reason: 'upstream_connect_failed', body: 'upstream connect failed\n' });
       return;
     }

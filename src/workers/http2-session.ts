@@ -31,8 +31,13 @@ import type { ClusterStats, Endpoint } from '../upstream/cluster';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from '../upstream/http1-pool';
 import type { UpstreamSession } from '../upstream/http2-pool';
 import { chooseUpstream, isLocalReply, type ConnectionInfo } from './connection';
-import type { CompiledConfig, WorkerRuntime } from './runtime';
+import type { CompiledConfig, DrainableConnection, WorkerRuntime } from './runtime';
 
+/**
+ * Between the two GOAWAYs of a drain: long enough for every request a client sent before it saw
+ * the first to arrive (Envoy's drain_timeout plays this part, 5 s by default).
+ */
+const DRAIN_GOAWAY_DELAY_MS = 1000;
 /** Tries per request when an upstream cannot be reached or refuses the stream before it was processed. */
 const MAX_ATTEMPTS = 3;
 /** Streams a client may have open on one connection. */
@@ -160,7 +165,8 @@ const SERVER_OPTIONS = (cfg: CompiledConfig): Http2Options => ({
 class Http2Downstream implements Http2ConnectionHost {
   readonly conn: Http2Connection;
   readonly peer: Peer;
-  private readonly drainer = { drain: () => this.conn.shutdown() };
+  private readonly drainer: DrainableConnection = { drain: () => this.drain(), closeIdle: () => this.conn.shutdown() };
+  private drainTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
     // the access log may ask after the socket closed
@@ -176,11 +182,22 @@ class Http2Downstream implements Http2ConnectionHost {
     socket.once('close', () => {
       live(this.rt).delete(this);
       rt.connections.delete(this.drainer);
+      if (this.drainTimer) clearTimeout(this.drainTimer);
       this.conn.destroy();
     });
     live(rt).add(this);
     rt.connections.add(this.drainer);
-    if (rt.draining) this.conn.shutdown();
+    // a connection opened during the drain period is told after its first stream (onStream):
+    // a GOAWAY before any request would send a client round in circles
+    if (rt.closingIdle) this.conn.shutdown();
+  }
+
+  /** The two-step GOAWAY (Http2Connection.drainGracefully); the final one DRAIN_GOAWAY_DELAY_MS later. */
+  private drain(): void {
+    if (this.conn.drainNotified || this.conn.goingAway) return;
+    this.conn.drainGracefully();
+    this.drainTimer = setTimeout(() => { this.drainTimer = null; this.conn.shutdown(); }, DRAIN_GOAWAY_DELAY_MS);
+    this.drainTimer.unref();
   }
 
   write(data: Buffer): boolean { return this.socket.write(data); }
@@ -189,6 +206,7 @@ class Http2Downstream implements Http2ConnectionHost {
   onStream(s: Http2Stream): void {
     const rt = this.rt;
     try {
+      if (rt.draining) this.drain();
       new Http2Exchange(rt, rt.current(), this, s).start();
     } catch (err) {
       rt.logError(err as Error, 'http2 stream');
@@ -496,7 +514,7 @@ class Http2Exchange implements Http1ResponseSink {
         this.localReply({ status: 502, reason: 'upstream_reset', body: 'upstream sent an invalid response\n' });
         return;
       }
-      this.failBeforeResponse(neverConnected ? 'upstream_connect_failed' : 'upstream_reset');
+      this.failBeforeResponse(neverConnected ? (us.dnsFailed ? 'upstream_dns_failed' : 'upstream_connect_failed') : 'upstream_reset');
       return;
     }
     if (this.responseEnded) {
@@ -602,9 +620,11 @@ class Http2Exchange implements Http1ResponseSink {
     if (n > 0 && !this.finished) this.conn.consumed(this.stream, n);
   }
 
-  private failBeforeResponse(reason: 'upstream_connect_failed' | 'upstream_reset'): void {
+  private failBeforeResponse(reason: 'upstream_connect_failed' | 'upstream_dns_failed' | 'upstream_reset'): void {
     if (reason === 'upstream_reset') this.cfg.stats.inc(this.cstats!.rqReset);
-    this.localReply({ status: 503, reason, body: reason === 'upstream_reset' ? 'upstream reset before response\n' : 'upstream connect failed\n' });
+    const body = reason === 'upstream_reset' ? 'upstream reset before response\n'
+      : reason === 'upstream_dns_failed' ? 'upstream name lookup failed\n' : 'upstream connect failed\n';
+    this.localReply({ status: 503, reason, body });
   }
 
   // ── HTTP/1.1 upstream ────────────────────────────────────────────────────
@@ -620,9 +640,8 @@ class Http2Exchange implements Http1ResponseSink {
     if (err || !conn) {
       const t = this.target!;
       if (err !== 'overflow' && t.kind === 'cluster' && t.cluster.endpoints.length > 1 && this.attempts < MAX_ATTEMPTS) { this.connect(this.endpoint ?? undefined); return; }
-      this.localReply(err === 'overflow'
-        ? { status: 503, reason: 'overflow', body: 'upstream overflow\n' }
-        : { status: 503, reason: 'upstream_connect_failed', body: 'upstream connect failed\n' });
+      if (err === 'overflow') this.localReply({ status: 503, reason: 'overflow', body: 'upstream overflow\n' });
+      else this.failBeforeResponse(err === 'dns_failed' ? 'upstream_dns_failed' : 'upstream_connect_failed');
       return;
     }
     this.h1 = conn;

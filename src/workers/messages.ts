@@ -3,7 +3,7 @@
  *
  *   main ──ConnectionTask──▶ worker   (piscina task; resolves when the connection closes)
  *   main ──ConfigSnapshot──▶ all      (shared-memory mailbox, read by seq number)
- *   main ──ControlMessage──▶ all      (BroadcastChannel: drain)
+ *   main ──ControlMessage──▶ all      (BroadcastChannel: drain, close-idle)
  */
 import type { SluiceConfig } from '../config/config';
 
@@ -28,7 +28,12 @@ export interface ConfigSnapshot {
   statKeys: string[];
 }
 
-export type ControlMessage = { type: 'drain' };
+/**
+ * `drain`: tell every client to go elsewhere (HTTP/1 `connection: close` on the next response,
+ * HTTP/2 GOAWAY, Dubbo READONLY) while still serving; `close-idle`: the drain period is over,
+ * connections with nothing in flight close.
+ */
+export type ControlMessage = { type: 'drain' } | { type: 'close-idle' };
 
 export const CONTROL_CHANNEL = 'sluice-control';
 

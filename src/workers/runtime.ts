@@ -88,14 +88,25 @@ export class CompiledConfig {
   }
 }
 
+/** What the drain asks of a downstream connection. */
+export interface DrainableConnection {
+  /** Tell the client to go elsewhere (after the response in flight, or at once where the protocol can). */
+  drain(): void;
+  /** Close now if nothing is in flight; otherwise once it is done. */
+  closeIdle(): void;
+}
+
 export class WorkerRuntime {
   readonly pools: UpstreamPools;
   private compiled: CompiledConfig | null = null;
   private statKeysLength = -1;
   private stats: Stats | null = null;
   /** Open downstream connections, for drain. */
-  readonly connections = new Set<{ drain(): void }>();
+  readonly connections = new Set<DrainableConnection>();
+  /** Clients are being told to go elsewhere; connections still serve. */
   draining = false;
+  /** The drain period is over: a connection closes as soon as it has nothing in flight. */
+  closingIdle = false;
 
   /** Per interface and method counts of RPC protocols, sent to the main thread. */
   readonly rpcStats: RpcStatsCollector | null;
@@ -128,10 +139,21 @@ export class WorkerRuntime {
     log.error({ err, where }, 'internal error on a connection');
   }
 
+  /** The drain begins: every connection tells its client to go elsewhere, and keeps serving. */
   drain(): void {
     if (this.draining) return;
     this.draining = true;
     for (const c of [...this.connections]) c.drain();
+    this.compiled?.accessLog.flush();
+    this.rpcStats?.flush();
+  }
+
+  /** The drain period is over: connections with nothing in flight close, and so do idle upstream connections. */
+  closeIdle(): void {
+    this.drain();
+    if (this.closingIdle) return;
+    this.closingIdle = true;
+    for (const c of [...this.connections]) c.closeIdle();
     this.pools.closeIdle();
     this.compiled?.accessLog.flush();
     this.rpcStats?.flush();

@@ -2,7 +2,8 @@
  * Opaque TCP: bytes both ways, half-closes passed on, backpressure by pipe.
  * Used for anything Sluice does not speak, and for server-speaks-first protocols.
  */
-import net from 'node:net';
+import type net from 'node:net';
+import { dial } from '../upstream/dial';
 import type { Stats } from '../stats/stats';
 import type { ClusterStats } from '../upstream/cluster';
 
@@ -21,7 +22,7 @@ export function proxyTcp(
   early: Buffer | null = null,
 ): void {
   stats.inc(target.cstats.cxTotal);
-  const up = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
+  const up = dial(target.host, target.port, { allowHalfOpen: true });
   let connected = false;
   const timer = setTimeout(() => { if (!connected) up.destroy(new Error('connect timeout')); }, opts.connectTimeoutMs);
   const closeBoth = () => { down.destroy(); up.destroy(); };

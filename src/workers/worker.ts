@@ -20,11 +20,13 @@ const shared = new SharedState(data.shared);
 const rt = new WorkerRuntime(shared, shared.claimGaugeRow(threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL));
 const native = loadNative();
 if (shared.draining) rt.draining = true;
+if (shared.closingIdle) rt.closingIdle = true;
 
 const control = new BroadcastChannel(data.control ?? CONTROL_CHANNEL);
 control.onmessage = (ev) => {
   const msg = (ev as unknown as { data: ControlMessage }).data;
   if (msg.type === 'drain') rt.drain();
+  else if (msg.type === 'close-idle') rt.closeIdle();
 };
 // the channel must not keep an otherwise idle worker alive
 (control as unknown as { unref(): void }).unref();

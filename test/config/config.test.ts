@@ -74,7 +74,7 @@ t.test('an empty document gets every default', async (t) => {
       upstreamProbeAfterMs: 1000, upstreamProbeTimeoutMs: 2000, upstreamMaxConsecutiveTimeouts: 3,
     },
     accessLog: { enabled: false, path: 'stdout', sampleRate: 1, bufferBytes: 1 << 20 },
-    drain: { timeoutMs: 15_000 },
+    drain: { periodMs: 5000, timeoutMs: 15_000 },
     logLevel: 'info',
   });
   t.same(parseConfigText(''), c, 'an empty file is the same as {}');

@@ -61,7 +61,7 @@ export async function startSluice(doc: Record<string, unknown>, opts: { configPa
     sluice,
     admin: `http://127.0.0.1:${a.port}`,
     port: (name) => sluice.listenerAddress(name)!.port,
-    stop: () => sluice.stop(1000),
+    stop: () => sluice.stop(1000, 0),
   };
 }
 
@@ -82,9 +82,14 @@ export interface ChildSluice {
  * to the "sluice started" line, then never again (pipes nobody reads); a test may read them
  * later through `proc.stdout` / `proc.stderr`.
  */
-export function spawnSluice(args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string; unread?: boolean } = {}): ChildSluice {
-  const cmd = opts.netns ? 'ip' : process.execPath;
-  const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, BIN, ...args] : [BIN, ...args];
+export function spawnSluice(
+  args: string[],
+  opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; netns?: string; unread?: boolean; wrap?: string[] } = {},
+): ChildSluice {
+  // `wrap`: a command that runs Sluice (prlimit --nofile=N:N --, say)
+  const node = [...(opts.wrap ?? []), process.execPath, BIN, ...args];
+  const cmd = opts.netns ? 'ip' : node[0];
+  const argv = opts.netns ? ['netns', 'exec', opts.netns, ...node] : node.slice(1);
   const proc = spawn(cmd, argv, {
     env: { ...process.env, SLUICE_DEBUG_ENDPOINTS: '1', ...opts.env },
     uid: opts.uid,
@@ -193,16 +198,20 @@ export async function adminPost(admin: string, pathname: string, body = '', auth
   });
 }
 
-/** Parses /stats into series → value. */
-export async function stats(admin: string): Promise<Map<string, number>> {
-  const { body } = await get(`${admin}/stats`);
+/** Parses Prometheus text into series → value. */
+export function parseStats(text: string): Map<string, number> {
   const out = new Map<string, number>();
-  for (const line of body.split('\n')) {
+  for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
     const sp = line.lastIndexOf(' ');
     out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
   }
   return out;
+}
+
+/** Parses /stats into series → value. */
+export async function stats(admin: string): Promise<Map<string, number>> {
+  return parseStats((await get(`${admin}/stats`)).body);
 }
 
 /** Open file descriptors of a process (this one by default). */

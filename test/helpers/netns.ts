@@ -139,13 +139,5 @@ export async function sluiceStarted(child: { output(): string; proc: ChildProces
   }, timeoutMs, 'the "sluice started" log line');
 }
 
-/** Parses Prometheus text into series → value (for /stats fetched with curl inside a namespace). */
-export function parseStats(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const sp = line.lastIndexOf(' ');
-    out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-  }
-  return out;
-}
+/** Parses Prometheus text (for /stats fetched with curl inside a namespace). */
+export { parseStats } from './harness';

@@ -172,4 +172,5 @@ t.test('an admin address in use stops start-up with an error that names it', asy
   const child = spawnSluice(['start', '--config', file]);
   t.equal(await child.exited, 1, 'exit 1');
   t.match(child.output(), `sluice: cannot listen on the admin address 127.0.0.1:${port} (admin.address): the port is in use`);
+  t.notMatch(child.output(), /sluice stopped/, 'what never started is not said to have stopped');
 });

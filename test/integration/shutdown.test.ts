@@ -68,7 +68,7 @@ t.test('SIGTERM with requests in flight: they complete, new connections are refu
   const file = writeConfig(withTestDefaults({
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
     clusters: [{ name: 'web', protocol: 'http1', endpoints: [`127.0.0.1:${hold.up.port}`] }],
-    drain: { timeoutMs: 20_000 },
+    drain: { periodMs: 0, timeoutMs: 20_000 },
   }));
   const child = spawnSluice(['start', '--config', file]);
   t.teardown(async () => { await killIfRunning(child); await hold.up.close(); });
@@ -143,7 +143,7 @@ t.test('a connection open past drain.timeoutMs is cut and the process still exit
   const file = writeConfig(withTestDefaults({
     listeners: [{ name: 'tcp', address: '127.0.0.1:0', cluster: 'echo' }],
     clusters: [{ name: 'echo', endpoints: [`127.0.0.1:${echoPort}`] }],
-    drain: { timeoutMs: 1500 },
+    drain: { periodMs: 0, timeoutMs: 1500 },
   }));
   const child = spawnSluice(['start', '--config', file]);
   t.teardown(async () => { await killIfRunning(child); echo.close(); });

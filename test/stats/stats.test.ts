@@ -4,17 +4,7 @@ import path from 'node:path';
 import t from 'tap';
 import { SharedState } from '../../src/shared/shared-state';
 import { DURATION_BUCKETS, grpcStatusIn, httpStatusOfGrpc, Stats, StatsRegistry } from '../../src/stats/stats';
-import { run } from '../helpers/harness';
-
-function parse(text: string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const sp = line.lastIndexOf(' ');
-    m.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-  }
-  return m;
-}
+import { parseStats as parse, run } from '../helpers/harness';
 
 t.test('a histogram lives in shared slots: observations of every thread add up', async (t) => {
   const shared = new SharedState();

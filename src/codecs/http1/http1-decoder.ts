@@ -77,8 +77,8 @@ const MAX_LEADING_CRLF = 4;
 const MAX_CHUNK_EXT_BYTES = 16 * 1024;
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-/** RFC 9110 tchar. */
-const TCHAR = new Uint8Array(256);
+/** RFC 9110 tchar (1 where the byte may be part of a token). */
+export const TCHAR = new Uint8Array(256);
 for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
 for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
 for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;

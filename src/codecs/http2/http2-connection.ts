@@ -214,6 +214,8 @@ export class Http2Connection {
   private nextId = 1;
   /** GOAWAY was sent or received: no new streams. */
   goingAway = false;
+  /** The first GOAWAY of a graceful drain was sent; streams are still taken until the final one. */
+  drainNotified = false;
   /** performance.now() when `active` last fell to 0. */
   idleSince = performance.now();
   /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS. */
@@ -986,6 +988,20 @@ export class Http2Connection {
   }
 
   // ── connection end ───────────────────────────────────────────────────────
+
+  /**
+   * The first of two GOAWAYs (RFC 9113 §6.8): one that still takes every stream (2^31-1), so
+   * requests already on their way are not refused; the client opens no new streams after it.
+   * The host sends the final one (shutdown(), naming the last stream that arrived) a while
+   * later. Not on the PING round trip alone: a client sends its PING ACK ahead of HEADERS it
+   * had queued (nghttp2 writes control frames first), and those would be refused.
+   */
+  drainGracefully(): void {
+    if (!this.isServer) { this.shutdown(); return; }
+    if (this.closed || this.goingAway || this.drainNotified) return;
+    this.drainNotified = true;
+    this.push(goawayFrame(0x7fffffff, H2Error.NO_ERROR));
+  }
 
   /** Graceful: GOAWAY, streams already open finish, then the connection ends. */
   shutdown(): void {
