@@ -111,9 +111,6 @@ const badPaths: Array<[string, string]> = [
   ['DEL (0x7f)', '/a\x7fb'],
   ['an octet above 0x7f (0xe9)', '/caf\xe9'],
   ['a fragment ("#")', '/a#top'],
-  ...['"', '<', '>', '\\', '^', '`', '{', '|', '}', '[', ']'].map((c): [string, string] => [`"${c}"`, `/a${c}b`]),
-  ['"%" without two hex digits', '/a%zz'],
-  ['"%" at the end with one hex digit', '/a%4'],
   ['no leading "/"', 'target/x'],
   ['absolute-form', 'http://sluice.test/x'],
   ['"*" with GET (OPTIONS only)', '*'],
@@ -169,6 +166,11 @@ const good: Good[] = [
   {
     name: 'every pchar, pct-encodings and a query with "/" and "?"', path: "/a%20b/%7E:@!$&'()*+,;=-._~?q=/x?y&z=%41",
     forwarded: "/a%20b/~:@!$&'()*+,;=-._~?q=/x?y&z=%41", host: 'sluice.test',
+  },
+  {
+    // what HTTP/1 takes in a request-target, HTTP/2 takes too: clients send these raw in queries
+    name: 'visible ASCII that RFC 3986 would escape, in the path and the query', path: '/a|b{c}[d]^e?q={"x":[1]}|`<>^',
+    host: 'sluice.test',
   },
   { name: 'a method that is any token', method: 'PURGE', path: '/purge', host: 'sluice.test' },
   { name: 'an authority with a port', path: '/port', authority: 'sluice.test:8080', host: 'sluice.test:8080' },

@@ -8,17 +8,17 @@
  *
  *   :method    = token                                    (CONNECT refused: Sluice does not tunnel)
  *   :scheme    = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
- *   :path      = "/" *( pchar / "/" / "?" )  (origin-form: path-absolute [ "?" query ])
+ *   :path      = "/" *( %x21-22 / %x24-7E )   (origin-form, what an HTTP/1 request-target may hold; no "#")
  *              / "*"                                      (OPTIONS only)
- *   pchar      = unreserved / pct-encoded / sub-delims / ":" / "@"
- *   unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
- *   sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
- *   pct-encoded= "%" HEXDIG HEXDIG
  *   :authority = host [ ":" port ], no userinfo ("@"):  *( unreserved / pct-encoded / sub-delims / ":" / "[" / "]" ),
  *                not empty; a Host field, if any, must say the same
+ *   unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
+ *   sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
  *
- * So no space, control character, DEL, octet above 0x7e, "#", or any of  " < > [ \ ] ^ ` { | }
- * in a path.
+ * So no space, control character, DEL, octet above 0x7e or "#" in a path: the same characters
+ * the HTTP/1 decoder takes in a request-target, so that one request is refused or taken alike
+ * whichever version carries it. Clients send | { } [ ] ^ " raw in queries; the path's canonical
+ * form (escapes, dot segments, backslashes) is the business of codecs/http-target.ts, for both.
  */
 
 /** tchar (RFC 9110 5.6.2) without upper-case letters: HTTP/2 field names are lower case. */
@@ -29,9 +29,9 @@ const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 /** tchar, upper case included: a method is a token. */
 const TOKEN_CHAR = new Uint8Array(128);
 for (const c of `!#$%&'*+-.^_\`|~${ALNUM}`) TOKEN_CHAR[c.charCodeAt(0)] = 1;
-/** pchar / "/" / "?" without "%", which is checked with the two hex digits after it. */
+/** Visible ASCII but "#", "%" included (its escapes are checked with the path, codecs/http-target.ts). */
 const PATH_CHAR = new Uint8Array(128);
-for (const c of `-._~!$&'()*+,;=:@/?${ALNUM}`) PATH_CHAR[c.charCodeAt(0)] = 1;
+for (let c = 0x21; c <= 0x7e; c++) if (c !== 0x23) PATH_CHAR[c] = 1;
 /** reg-name / IPv4address / IP-literal / port, without "%". */
 const AUTHORITY_CHAR = new Uint8Array(128);
 for (const c of `-._~!$&'()*+,;=:[]${ALNUM}`) AUTHORITY_CHAR[c.charCodeAt(0)] = 1;
@@ -77,7 +77,12 @@ export function validScheme(s: string): boolean {
 /** Origin-form (RFC 9112 3.2.1: absolute-path [ "?" query ]), or "*" for OPTIONS. */
 export function validPath(p: string, method: string): boolean {
   if (p === '*') return method === 'OPTIONS';
-  return p.charCodeAt(0) === 47 /* / */ && onlyChars(p, PATH_CHAR);
+  if (p.charCodeAt(0) !== 47 /* / */) return false;
+  for (let i = 1; i < p.length; i++) {
+    const c = p.charCodeAt(i);
+    if (c >= 128 || PATH_CHAR[c] === 0) return false;
+  }
+  return true;
 }
 
 /** host [ ":" port ] with no userinfo. */

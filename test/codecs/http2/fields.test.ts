@@ -19,14 +19,15 @@ const req = (extra: Array<[string, string]> = [], over: Record<string, string | 
   return [...out, ...extra];
 };
 
-t.test(':path: origin-form of RFC 3986 characters, or * for OPTIONS', async (t) => {
-  for (const p of ['/', '/a/b/c', '/a%20b', '/%7e%7E', "/:@!$&'()*+,;=-._~", '/x?', '/x?a=1&b=/c?d', '/?', '//double']) {
+t.test(':path: origin-form of what an HTTP/1 request-target may hold, or * for OPTIONS', async (t) => {
+  for (const p of ['/', '/a/b/c', '/a%20b', '/%7e%7E', "/:@!$&'()*+,;=-._~", '/x?', '/x?a=1&b=/c?d', '/?', '//double',
+    '/x?q={"a":[1]}|^`<>', '/%zz', '/\\']) {
+    // what the path's canonical form makes of escapes and backslashes is decided by codecs/http-target.ts, for HTTP/1 too
     t.ok(validPath(p, 'GET'), `${JSON.stringify(p)} passes`);
   }
   t.ok(validPath('*', 'OPTIONS'), '* for OPTIONS');
   t.notOk(validPath('*', 'GET'), '* for GET');
-  const bad = ['', 'a', '*x', 'http://a/b', '/a b', '/a\tb', '/\x00', '/\x1f', '/\x7f', '/\x80', '/\xff', '/é', '/#', '/a#b',
-    '/"', '/<', '/>', '/\\', '/^', '/`', '/{', '/|', '/}', '/[', '/]', '/%', '/%4', '/%4g', '/%g4', '/x?%zz'];
+  const bad = ['', 'a', '*x', 'http://a/b', '/a b', '/a\tb', '/\x00', '/\x1f', '/\x7f', '/\x80', '/\xff', '/é', '/#', '/a#b'];
   for (const p of bad) t.notOk(validPath(p, 'GET'), `${JSON.stringify(p)} is refused`);
 });
 
