@@ -38,7 +38,7 @@ async function start(t: Test, accessLog: Record<string, unknown>): Promise<{ chi
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
     clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
     accessLog: { enabled: true, path: 'stdout', ...accessLog },
-    drain: { timeoutMs: DRAIN_MS },
+    drain: { periodMs: 0, timeoutMs: DRAIN_MS }, // no drain period: the exit itself is what is measured
   }));
   const child = spawnSluice(['start', '--config', file], { unread: true });
   t.teardown(async () => {
