@@ -7,12 +7,12 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { captureCheck } from './capture-check';
+import { captureCheck } from './deploy/capture-check';
 import { ConfigError, SluiceError } from './errors';
-import { injectYaml } from './inject/inject';
+import { injectYaml } from './deploy/inject';
 import { parseAddress } from './net/address';
 import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/config';
-import { Sluice } from './sluice';
+import { Sluice } from './main/sluice';
 import { flushLogs, log } from './log';
 
 /** `sluice inject` wrote its output but passed some workloads through uninjected. */

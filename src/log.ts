@@ -16,7 +16,7 @@
  * - On the way out, every sink of a thread writes what it holds, waiting at most a given time in
  *   all for a slow reader (drainLogs in a worker, flushLogs in the main thread); whatever is left
  *   then is counted as dropped. A worker is asked to do so just before it is stopped
- *   (workers/log-flush.ts), since a terminated thread runs no code of its own.
+ *   (worker/log-flush.ts), since a terminated thread runs no code of its own.
  */
 import fs from 'node:fs';
 import path from 'node:path';

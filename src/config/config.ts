@@ -9,7 +9,7 @@ import { configSchema } from './schema';
 import { ConfigError, type ConfigIssue } from '../errors';
 import { isIP } from 'node:net';
 import { parseAddress, parseHost, type HostPort } from '../net/address';
-import { compileMatchRegex } from '../filters/router';
+import { compileMatchRegex } from '../exchange/router';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };

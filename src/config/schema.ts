@@ -257,7 +257,7 @@ export const configSchema = {
         /** Calls in flight on one downstream connection; more are refused with status 100. */
         maxCallsPerConnection: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 1000 },
         /**
-         * Health of multiplexed upstream connections (src/upstream/dubbo-pool.ts). A connection with calls
+         * Health of multiplexed upstream connections (src/protocols/dubbo/dubbo-pool.ts). A connection with calls
          * pending that has received nothing for upstreamProbeAfterMs gets a heartbeat; if nothing at all comes
          * back within upstreamProbeTimeoutMs, or upstreamMaxConsecutiveTimeouts calls in a row time out on it
          * with no response in between, it is replaced: no new calls, calls not yet written move to another

@@ -2,10 +2,10 @@
  * Every upstream pool of a worker, by endpoint. Pools outlive configs, so a
  * reload keeps its warm connections to endpoints that did not change.
  */
-import type { CompiledConfig } from '../workers/runtime';
-import { Http1Pool, type PoolLimits } from './http1-pool';
-import { Http2Pool } from './http2-pool';
-import { DubboPool } from './dubbo-pool';
+import type { CompiledConfig } from '../worker/runtime';
+import { Http1Pool, type PoolLimits } from '../protocols/http1/http1-pool';
+import { Http2Pool } from '../protocols/http2/http2-pool';
+import { DubboPool } from '../protocols/dubbo/dubbo-pool';
 
 export class UpstreamPools {
   private readonly h1 = new Map<string, Http1Pool>();

@@ -18,7 +18,7 @@
  *   |                   Frame Payload (0...)                      ...
  *   +---------------------------------------------------------------+
  *
- * Independent of src/codecs/http2 on purpose: the suite checks that code.
+ * Independent of src/protocols/http2 on purpose: the suite checks that code.
  */
 import net from 'node:net';
 

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { buildConfig } from '../../src/config/config';
-import { Sluice } from '../../src/sluice';
+import { Sluice } from '../../src/main/sluice';
 
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'sluice.js');

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import net from 'node:net';
-import { encodeRequest } from '../../src/codecs/dubbo';
+import { encodeRequest } from '../../src/protocols/dubbo';
 import { get, httpUpstream, startSluice, waitFor } from '../helpers/harness';
 
 t.test('one JSON line per request, written without waiting for a full buffer', async (t) => {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { buildConfig } from '../../src/config/config';
-import { Sluice } from '../../src/sluice';
+import { Sluice } from '../../src/main/sluice';
 import {
   ADMIN_AUTH, ADMIN_TOKEN, adminPost, get, httpUpstream, run, spawnSluice, startSluice, stats, waitFor, withTestDefaults, writeConfig,
 } from '../helpers/harness';

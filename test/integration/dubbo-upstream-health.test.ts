@@ -9,7 +9,7 @@
 import { EventEmitter, once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import t from 'tap';
-import { encodeFrame, hessian2String } from '../../src/codecs/dubbo';
+import { encodeFrame, hessian2String } from '../../src/protocols/dubbo';
 import { startSluice, stats, waitFor, type RunningSluice } from '../helpers/harness';
 import { Consumer, rawProvider, remoting, str, waitEvent } from './dubbo-peers';
 

@@ -7,7 +7,7 @@
  * loosely (this process holds Sluice's workers too). After every case a fresh
  * connection still gets 200, and the worker never dies.
  *
- * The bounds themselves are in src/codecs/http2/http2-connection.ts; the cases
+ * The bounds themselves are in src/protocols/http2/http2-connection.ts; the cases
  * stay well past them, so a change of a bound within reason does not break them.
  * Legitimate traffic near the bounds (a large header list in many CONTINUATION
  * frames) must keep working, and is checked here too.

@@ -1,6 +1,6 @@
 /**
- * Sluice's HTTP/2 upstream side (src/upstream/http2-pool.ts, the h2 half of
- * src/workers/http2-session.ts, on src/codecs/http2/http2-connection.ts)
+ * Sluice's HTTP/2 upstream side (src/protocols/http2/http2-pool.ts, the h2 half of
+ * src/protocols/http2/http2-session.ts, on src/protocols/http2/http2-connection.ts)
  * against an h2c upstream that misbehaves or does something unusual.
  *
  *   node:http2 client ──h2c──▶ Sluice (listener app → cluster up, protocol http2) ──h2c──▶ FakeH2Server

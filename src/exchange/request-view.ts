@@ -1,0 +1,33 @@
+/**
+ * The protocol-neutral view of a request that every filter and route sees.
+ * Codecs fill it; nothing here touches a socket.
+ */
+import type { Direction } from '../config/config';
+import type { OriginalDst } from '../shared/messages';
+
+export type RequestProtocol = 'http1' | 'http2' | 'grpc' | 'dubbo';
+
+export interface Peer {
+  address: string;
+  port: number;
+  /** mTLS identity, once TLS termination lands. */
+  identity?: string;
+  app?: string;
+}
+
+export interface RequestView {
+  readonly protocol: RequestProtocol;
+  readonly direction: Direction;
+  readonly listener: string;
+  readonly source: Peer;
+  /** The connection's original destination; null when it was not redirected. */
+  readonly destination: OriginalDst | null;
+  /** HTTP: Host / :authority without the port; gRPC: package.Service; Dubbo: interface. */
+  readonly service: string;
+  /** HTTP: the request method; gRPC and Dubbo: the RPC method. */
+  readonly method: string;
+  /** HTTP: the path without query; gRPC: /package.Service/Method. */
+  readonly path: string;
+  /** A request header (HTTP) or attachment (Dubbo), by lower-case name. */
+  header(name: string): string | undefined;
+}

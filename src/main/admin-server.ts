@@ -1,0 +1,191 @@
+/**
+ * Admin API, on loopback by default.
+ *
+ *   GET  /ready         200 once every listener accepts and every worker serves; 503 starting / draining
+ *   GET  /stats         Prometheus text: every counter, summed over all workers
+ *   GET  /config_dump   the config in force (JSON)
+ *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
+ *   POST /config        replace the config (YAML body); 400 with every error if invalid
+ *   POST /drain         stop accepting, drain open connections, exit
+ *
+ * Reading is open to anyone who reaches the address; every POST (and so every change, /debug
+ * included) needs `Authorization: Bearer <token>`, the token from admin.tokenFile (admin-token.ts).
+ * The health address (`--health-address`, reachable from outside the pod) serves GET /ready and
+ * GET /stats only, for kubelet probes and Prometheus.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseConfigText } from '../config/config';
+import { ConfigError, SluiceError } from '../errors';
+import { countProcessLogDrops, log } from '../log';
+import { parseAddress } from '../net/address';
+import type { Sluice } from './sluice';
+import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
+
+const MAX_BODY = 4 << 20;
+
+export class AdminServer {
+  private readonly server: http.Server;
+  /** GET /ready and GET /stats, on an address kubelet and Prometheus can reach (the admin API stays on loopback). */
+  private health: http.Server | null = null;
+  private token: AdminToken | null = null;
+
+  constructor(private readonly sluice: Sluice, private readonly opts: { debugEndpoints: boolean }) {
+    this.server = http.createServer((req, res) => {
+      this.handle(req, res).catch((err) => this.send(res, 500, `${(err as Error).message}\n`));
+    });
+    this.server.keepAliveTimeout = 5000;
+    countProcessLogDrops((n) => sluice.stats.add(sluice.stats.slot('sluice_log_lines_dropped_total', { log: 'process' }), n));
+  }
+
+  async listen(address: string): Promise<void> {
+    const { host, port } = parseAddress(address);
+    this.token = loadAdminToken(this.sluice.currentConfig.admin.tokenFile);
+    if (this.token.readableByOthers) log.warn({ tokenFile: this.token.file }, 'the admin token file can be read by other users: make it 0600');
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.code ?? err.message;
+        reject(new SluiceError('ERR_ADMIN_LISTEN', `cannot listen on the admin address ${address} (admin.address): ${why}`));
+      });
+      this.server.listen({ host, port }, () => { this.server.removeAllListeners('error'); resolve(); });
+    });
+    log.info({ tokenFile: this.token.file }, 'admin API: POST requests need "authorization: Bearer <the token in tokenFile>"');
+  }
+
+  listenHealth(address: string): Promise<void> {
+    const { host, port } = parseAddress(address);
+    const server = http.createServer((req, res) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (req.method === 'GET' && path === '/ready') {
+        this.readiness(res);
+      } else if (req.method === 'GET' && path === '/stats') {
+        this.sendStats(res);
+      } else {
+        this.send(res, 404, 'not found\n');
+      }
+    });
+    this.health = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`health address ${address}: ${err.code ?? err.message}`)));
+      server.listen({ host, port }, () => { server.removeAllListeners('error'); resolve(); });
+    });
+  }
+
+  address(): AddressInfo | null {
+    const a = this.server.address();
+    return a && typeof a === 'object' ? a : null;
+  }
+
+  healthAddress(): AddressInfo | null {
+    const a = this.health?.address();
+    return a && typeof a === 'object' ? a : null;
+  }
+
+  close(): Promise<void> {
+    const servers = [this.server, ...(this.health ? [this.health] : [])];
+    return Promise.all(servers.map((srv) => new Promise<void>((r) => {
+      if (!srv.listening) { r(); return; }
+      srv.close(() => r());
+      srv.closeAllConnections();
+    }))).then(() => removeAdminToken(this.token));
+  }
+
+  private sendStats(res: http.ServerResponse): void {
+    const s = this.sluice;
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
+  }
+
+  /** 200 only once every listener accepts and every worker serves, and until the drain begins. */
+  private readiness(res: http.ServerResponse): void {
+    const why = this.sluice.notReady();
+    if (why) this.send(res, 503, `${why}\n`);
+    else this.send(res, 200, 'ready\n');
+  }
+
+  private send(res: http.ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  private json(res: http.ServerResponse, status: number, value: unknown): void {
+    this.send(res, status, JSON.stringify(value, null, 2) + '\n', 'application/json');
+  }
+
+  private readBody(req: http.IncomingMessage): Promise<string | null> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let n = 0;
+      req.on('data', (c: Buffer) => {
+        n += c.length;
+        if (n > MAX_BODY) { resolve(null); req.destroy(); return; }
+        chunks.push(c);
+      });
+      req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      req.on('error', reject);
+    });
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const s = this.sluice;
+    const route = `${req.method} ${url.pathname}`;
+    if (req.method !== 'GET' && req.method !== 'HEAD' && !bearerMatches(req.headers.authorization, this.token?.token ?? '')) {
+      req.resume();
+      res.setHeader('www-authenticate', 'Bearer realm="sluice admin"');
+      this.send(res, 401, `${req.method} needs "authorization: Bearer <token>", the token in ${this.token?.file ?? 'admin.tokenFile'}\n`);
+      return;
+    }
+    switch (route) {
+      case 'GET /ready':
+        this.readiness(res);
+        return;
+      case 'GET /stats':
+        this.sendStats(res);
+        return;
+      case 'GET /config_dump':
+        this.json(res, 200, { version: s.configVersion, config: s.currentConfig });
+        return;
+      case 'GET /clusters': {
+        const value = (name: string, cluster: string) => s.stats.get(s.stats.slot(name, { cluster }));
+        this.json(res, 200, {
+          clusters: s.currentConfig.clusters.map((c) => ({
+            name: c.name,
+            protocol: c.protocol,
+            lbPolicy: c.lbPolicy,
+            endpoints: c.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, health: 'healthy' })),
+            stats: {
+              upstream_cx_active: value('sluice_upstream_cx_active', c.name),
+              upstream_rq_active: value('sluice_upstream_rq_active', c.name),
+              upstream_rq_total: value('sluice_upstream_rq_total', c.name),
+              upstream_cx_connect_fail_total: value('sluice_upstream_cx_connect_fail_total', c.name),
+            },
+          })),
+        });
+        return;
+      }
+      case 'POST /config': {
+        const body = await this.readBody(req);
+        if (body === null) { this.send(res, 413, 'config too large\n'); return; }
+        try {
+          await s.applyConfig(parseConfigText(body, 'pushed config'));
+          this.json(res, 200, { version: s.configVersion });
+        } catch (err) {
+          s.configRefused(err);
+          if (err instanceof ConfigError) this.json(res, 400, { error: err.code, issues: err.issues });
+          else this.json(res, 400, { error: (err as { code?: string }).code ?? 'ERR', message: (err as Error).message });
+        }
+        return;
+      }
+      case 'POST /drain':
+        this.send(res, 202, 'draining\n');
+        s.requestStop();
+        return;
+      case 'POST /debug/kill_worker':
+        if (this.opts.debugEndpoints) { this.send(res, s.killWorker() ? 200 : 409, 'ok\n'); return; }
+        break;
+      default:
+        break;
+    }
+    this.send(res, 404, 'not found\n');
+  }
+}

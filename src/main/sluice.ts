@@ -1,0 +1,332 @@
+/**
+ * The main thread: config, listeners, the worker pool, admin. It accepts and
+ * hands off; workers do the data path.
+ *
+ *                 main thread                                     worker threads (piscina)
+ *   listeners ─▶ accept (paused) ─▶ originalDst, dup ─▶ pool.run ─▶ sniff ▶ codec ▶ filters ▶ upstream
+ *   admin, config watch, stats render                 ▲
+ *                 └──────── SharedArrayBuffer: fd slots, counters, config mailbox ─────────┘
+ */
+import { readdirSync, watchFile, unwatchFile } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BroadcastChannel } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { loadConfigFile, type SluiceConfig } from '../config/config';
+import { AdminServer } from './admin-server';
+import { ConfigError, SluiceError } from '../errors';
+import { log } from '../log';
+import { formatAddress } from '../net/address';
+import { Listeners } from './listeners';
+import { loadNative, nativeLoadError } from '../net/native';
+import { MAX_FD, SharedState } from '../shared/shared-state';
+import { StatsRegistry, Stats } from '../stats/stats';
+import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from '../shared/messages';
+import { RpcStatsTable } from '../stats/rpc-stats';
+import { WorkerRuntime } from '../worker/runtime';
+import { serveConnection } from '../worker/connection';
+import { flushWorkerLogs } from '../worker/log-flush';
+
+export interface StartOptions {
+  config: SluiceConfig;
+  /** Watched for changes when given. */
+  configPath?: string;
+  /** Poll interval for the config file. */
+  watchIntervalMs?: number;
+  /** Allow POST /debug/kill_worker (tests). */
+  debugEndpoints?: boolean;
+  /** What POST /drain does; the CLI exits after the drain. Default: stop(). */
+  onStopRequest?: () => void;
+  /** Serve GET /ready (and nothing else) here too, e.g. 0.0.0.0:15020 for kubelet probes. */
+  healthAddress?: string;
+}
+
+let instances = 0;
+
+/** Descriptors kept free beyond the connections: admin requests, config reads, log files, name lookups. */
+const FD_HEADROOM = 32;
+
+/**
+ * How many connections may be open at once with `limit` descriptors: what is left after the
+ * ones open now (listeners, workers, the process's own), and two per connection (the client's
+ * and, usually, one upstream). Infinity when the limit or the open count is unknown.
+ */
+export function connectionBudget(limit: number): number {
+  if (!Number.isFinite(limit)) return Infinity;
+  let open: number;
+  try { open = readdirSync('/proc/self/fd').length; } catch { return Infinity; }
+  return Math.max(1, Math.floor((limit - open - FD_HEADROOM) / 2));
+}
+
+export class Sluice {
+  readonly shared = new SharedState();
+  readonly registry = new StatsRegistry();
+  private statsView: Stats;
+  private statsKeys = 0;
+  private readonly pool: Piscina;
+  private readonly listeners: Listeners;
+  private readonly admin: AdminServer;
+  /**
+   * BroadcastChannel names are process-wide: one per instance, or stopping one Sluice (tests run
+   * several in a process) would drain the workers of every other.
+   */
+  private readonly controlName = `${CONTROL_CHANNEL}:${++instances}`;
+  private readonly control = new BroadcastChannel(this.controlName);
+  /** Per interface and method RPC stats, summed from the workers' deltas. */
+  readonly rpcStats = new RpcStatsTable(rpcChannelName(this.controlName));
+  private localRuntime: WorkerRuntime | null = null;
+  private config: SluiceConfig;
+  private version = 0;
+  private readonly threads: number;
+  private stopping: Promise<void> | null = null;
+  /** Every listener accepts and every worker booted: /ready may say so. */
+  private started = false;
+  readonly captureAvailable: boolean;
+  /** RLIMIT_NOFILE after raising the soft limit to the hard one (Infinity when unknown). */
+  readonly fdLimit: number;
+
+  private constructor(private readonly opts: StartOptions) {
+    this.config = opts.config;
+    this.statsView = new Stats(this.shared, this.registry.keys);
+    this.publish(opts.config);
+    const native = loadNative();
+    this.captureAvailable = native !== null;
+    this.fdLimit = typeof native?.fdLimit === 'function' ? native.fdLimit(MAX_FD).soft : Infinity;
+    if (!native) {
+      log.warn({ err: nativeLoadError()?.message }, 'native addon not loaded: transparent capture is off, connections are served on the main thread');
+    }
+    this.threads = opts.config.workers.threads || Math.max(1, os.availableParallelism());
+    this.pool = new Piscina({
+      filename: path.join(__dirname, '..', 'worker', 'worker.js'),
+      minThreads: this.threads,
+      maxThreads: this.threads,
+      idleTimeout: Infinity, // piscina skips its idle timer; a huge number would overflow setTimeout
+      concurrentTasksPerWorker: opts.config.workers.maxConnectionsPerWorker,
+      // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
+      atomics: 'disabled',
+      workerData: { shared: this.shared.buffer, control: this.controlName },
+    });
+    // A dead Worker reports threadId -1 and piscina hands out a new wrapper per event, so
+    // remember the ids of live workers and, when one goes, free the rows of those gone.
+    const threadIds = new Set<number>();
+    this.pool.on('workerCreate', (worker: { id: number }) => threadIds.add(worker.id));
+    this.pool.on('workerDestroy', () => {
+      // its share of the in-flight gauges went with it
+      setImmediate(() => {
+        const live = new Set(this.pool.threads.map((w) => w.threadId));
+        for (const id of threadIds) {
+          if (live.has(id)) continue;
+          threadIds.delete(id);
+          this.shared.releaseGaugeRow(id);
+        }
+      });
+      if (this.stopping) return;
+      // piscina starts a replacement; the dead worker's connections are gone with it
+      this.stats.inc(this.stats.slot('sluice_worker_restarts_total'));
+      log.error('a worker exited; its connections were closed and a new worker replaces it');
+    });
+    this.pool.on('error', (err) => log.error({ err }, 'worker pool error'));
+    this.listeners = new Listeners(
+      this.shared,
+      this.pool,
+      native,
+      (socket, listener, dst) => this.serveLocally(socket, listener, dst),
+      {
+        opened: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
+        closed: (name) => this.stats.dec(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
+        handoffFailed: () => this.stats.inc(this.stats.slot('sluice_handoff_failed_total')),
+        overflow: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_overflow_total', { listener: name })),
+      },
+    );
+    this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
+  }
+
+  static async start(opts: StartOptions): Promise<Sluice> {
+    const s = new Sluice(opts);
+    try {
+      s.stats.set(s.stats.slot('sluice_capture_active'), s.captureAvailable ? 1 : 0);
+      await s.admin.listen(opts.config.admin.address);
+      await s.workersBooted();
+      await s.listeners.apply(opts.config);
+      if (opts.healthAddress) await s.admin.listenHealth(opts.healthAddress);
+      s.listeners.budget = connectionBudget(s.fdLimit);
+      s.started = true;
+    } catch (err) {
+      await s.stop(0);
+      throw err;
+    }
+    if (opts.configPath) s.watch(opts.configPath, opts.watchIntervalMs ?? 500);
+    // the bound addresses, not the configured ones: port 0 means "any", and whoever started us wants to know which
+    const bound = (a: { address: string; port: number } | null, fallback: string) => (a ? formatAddress(a.address, a.port) : fallback);
+    const listeners = Object.fromEntries(opts.config.listeners.map((l) => [l.name, bound(s.listenerAddress(l.name), l.address)]));
+    const health = opts.healthAddress ? bound(s.admin.healthAddress(), opts.healthAddress) : undefined;
+    log.info({ listeners, admin: bound(s.adminAddress(), opts.config.admin.address), health, workers: s.threads, capture: s.captureAvailable }, 'sluice started');
+    return s;
+  }
+
+  /**
+   * Stats resolved against every series registered so far. A Stats object indexes the series it
+   * was built with; listeners and clusters add series on each publish, so rebuild when that grew.
+   */
+  get stats(): Stats {
+    if (this.statsKeys !== this.registry.keys.length) {
+      this.statsView = new Stats(this.shared, this.registry.keys);
+      this.statsKeys = this.registry.keys.length;
+    }
+    return this.statsView;
+  }
+
+  /**
+   * Resolves once every worker has loaded and answered a no-op task (fd -1). Until then a
+   * connection would sit in a worker's queue for as long as the thread takes to boot; better
+   * to open the listeners only when connections can be served, and to fail start-up loudly if a
+   * worker cannot boot at all. The balancer gives each of these concurrent pings an idle worker.
+   */
+  private async workersBooted(): Promise<void> {
+    await Promise.all(Array.from({ length: this.threads }, () => this.pool.run({ fd: -1, token: 0, listener: '', dst: null })));
+  }
+
+  get currentConfig(): SluiceConfig {
+    return this.config;
+  }
+
+  get configVersion(): number {
+    return this.version;
+  }
+
+  get draining(): boolean {
+    return this.shared.draining;
+  }
+
+  /** Why /ready says no (`starting`, `draining`, `workers starting`), or null when ready. */
+  notReady(): string | null {
+    if (this.shared.draining) return 'draining';
+    if (!this.started) return 'starting';
+    // a worker that died is being replaced: connections queue until it serves
+    if (this.pool.threads.length < this.threads) return 'workers starting';
+    return null;
+  }
+
+  listenerAddress(name: string) {
+    return this.listeners.address(name);
+  }
+
+  adminAddress() {
+    return this.admin.address();
+  }
+
+  get activeConnections(): number {
+    return this.listeners.active;
+  }
+
+  private publish(config: SluiceConfig): void {
+    for (const l of config.listeners) this.registry.addListener(l.name);
+    for (const c of config.clusters) this.registry.addCluster(c.name);
+    this.registry.addCluster('original_dst');
+    this.registry.addCluster('inbound_local');
+    const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
+    this.shared.publishConfig(snap);
+  }
+
+  /** Replace the config as a whole or not at all. */
+  async applyConfig(config: SluiceConfig): Promise<void> {
+    // a config applied while draining would reopen the listeners the drain just closed
+    if (this.stopping) throw new SluiceError('ERR_DRAINING', 'draining: config changes are refused');
+    const previous = this.config;
+    this.publish(config);
+    try {
+      await this.listeners.apply(config);
+      if (config.admin.address !== previous.admin.address) log.warn('admin address changes take effect on restart');
+    } catch (err) {
+      this.publish(previous);
+      await this.listeners.apply(previous).catch(() => {});
+      throw err;
+    }
+    this.config = config;
+    this.stats.inc(this.stats.slot('sluice_config_reload_total'));
+    log.info({ version: this.version }, 'config applied');
+  }
+
+  /** Count and log a refused config; the last good one keeps serving. */
+  configRefused(err: unknown): void {
+    this.stats.inc(this.stats.slot('sluice_config_reload_failed_total'));
+    log.error({ err: err instanceof ConfigError ? err.message : String(err) }, 'config refused; the previous config keeps serving');
+  }
+
+  private watch(file: string, intervalMs: number): void {
+    let busy = Promise.resolve();
+    watchFile(file, { interval: intervalMs, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size) return;
+      busy = busy.then(async () => {
+        try {
+          await this.applyConfig(loadConfigFile(file));
+        } catch (err) {
+          this.configRefused(err);
+        }
+      });
+    });
+    this.unwatch = () => unwatchFile(file);
+  }
+
+  private unwatch: () => void = () => {};
+
+  private serveLocally(socket: import('node:net').Socket, listenerName: string, dst: { address: string; port: number } | null): void {
+    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName));
+    const rt = this.localRuntime;
+    const listener = rt.current().listeners.get(listenerName);
+    if (!listener) { socket.destroy(); return; }
+    serveConnection(rt, socket, { listener, dst });
+  }
+
+  requestStop(): void {
+    if (this.opts.onStopRequest) this.opts.onStopRequest();
+    else void this.stop();
+  }
+
+  /** Test hook: end a worker thread abruptly, as a crash would. */
+  killWorker(): boolean {
+    const w = this.pool.threads[0];
+    if (!w) return false;
+    void w.terminate();
+    return true;
+  }
+
+  /**
+   * Graceful stop, in two parts. For `periodMs` the listeners keep accepting while every client
+   * is told to go elsewhere (HTTP/1 responses carry `connection: close`, HTTP/2 connections get
+   * a two-step GOAWAY, Dubbo consumers READONLY) and /ready answers 503. Then the listeners
+   * close, connections with nothing in flight close, and the rest get up to `drainTimeoutMs` to
+   * finish before the workers stop.
+   */
+  stop(drainTimeoutMs = this.config.drain.timeoutMs, periodMs = this.config.drain.periodMs): Promise<void> {
+    this.stopping ??= (async () => {
+      this.unwatch();
+      // /ready says no from now on, so the endpoint is taken out of service; until that has
+      // propagated, clients keep coming: they are served and told to go elsewhere
+      this.shared.draining = true;
+      this.control.postMessage({ type: 'drain' } satisfies ControlMessage);
+      this.localRuntime?.drain();
+      if (periodMs > 0) {
+        log.info({ periodMs }, 'draining: still accepting for the drain period');
+        await new Promise<void>((r) => { setTimeout(r, periodMs); });
+      }
+      await this.listeners.closeAll();
+      this.shared.closingIdle = true;
+      this.control.postMessage({ type: 'close-idle' } satisfies ControlMessage);
+      this.localRuntime?.closeIdle();
+      if (this.listeners.active > 0 && drainTimeoutMs > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([this.listeners.idle(), new Promise<void>((r) => { timer = setTimeout(r, drainTimeoutMs); })]);
+        clearTimeout(timer);
+      }
+      if (this.listeners.active > 0) log.warn({ open: this.listeners.active }, 'drain timeout: closing remaining connections');
+      await flushWorkerLogs(this.pool); // a stopped worker would lose the log lines it holds
+      await this.pool.destroy().catch(() => {});
+      this.control.close();
+      this.rpcStats.close();
+      await this.admin.close();
+      if (this.started) log.info('sluice stopped');
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,317 @@
+/**
+ * Keep-alive HTTP/1.1 connections to one endpoint, owned by one worker.
+ *
+ * A connection serves one exchange at a time. `acquire` hands out an idle
+ * connection (most recently used first, so idle ones age out), opens a new
+ * one under the connection limit, or queues the caller under the pending limit.
+ */
+import type net from 'node:net';
+import { Http1Decoder, type Http1Handler, type Http1Head } from './http1-decoder';
+import type { ProtocolError } from '../../errors';
+import { log } from '../../log';
+import type { Stats } from '../../stats/stats';
+import type { ClusterConfig, SluiceConfig } from '../../config/config';
+import type { ClusterStats } from '../../upstream/cluster';
+import { dial, dialFailure } from '../../upstream/dial';
+
+export interface Http1ResponseSink {
+  onResponseHead(head: Http1Head): void;
+  onResponseBody(chunk: Buffer): void;
+  /** The final response is complete. */
+  onResponseEnd(trailers: string[] | null): void;
+  /** The connection failed before the response completed. `started`: response bytes were received. */
+  onUpstreamError(kind: 'reset' | 'protocol', started: boolean, err?: Error): void;
+  /** 101 accepted: the connection is now a tunnel; `rest` are bytes after the head. */
+  onUpgrade?(socket: net.Socket, rest: Buffer): void;
+  /** The upstream socket drained after a request-body write returned false. */
+  onUpstreamDrain?(): void;
+  /**
+   * Around each read from the upstream: everything one read produces (head, body,
+   * end) can go to the client in one write instead of one per piece.
+   */
+  batchStart?(): void;
+  batchEnd?(): void;
+}
+
+export interface PoolLimits {
+  maxConnections: number;
+  maxPending: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxHeaders: number;
+}
+
+/**
+ * The pool limits for a request to `cluster` (or to an original destination, when undefined).
+ * Built per request from the config the request started under; the Envoy circuit-breaker
+ * defaults (1024) apply to original destinations.
+ */
+export function poolLimits(config: SluiceConfig, cluster: ClusterConfig | undefined): PoolLimits {
+  return {
+    maxConnections: cluster?.maxConnectionsPerEndpoint ?? 1024,
+    maxPending: cluster?.maxPendingRequests ?? 1024,
+    connectTimeoutMs: cluster?.connectTimeoutMs ?? config.tcp.connectTimeoutMs,
+    idleTimeoutMs: config.http.upstreamIdleTimeoutMs,
+    maxHeaderBytes: config.http.maxHeaderBytes,
+    maxHeaders: config.http.maxHeaders,
+  };
+}
+
+export type AcquireError = 'connect_failed' | 'dns_failed' | 'connect_timeout' | 'overflow';
+export type AcquireCallback = (err: AcquireError | null, conn: Http1Connection | null) => void;
+
+export class Http1Connection implements Http1Handler {
+  readonly socket: net.Socket;
+  private readonly decoder: Http1Decoder;
+  private sink: Http1ResponseSink | null = null;
+  private head: Http1Head | null = null;
+  private responseStarted = false;
+  /** Set when the request is fully written; a response that ends before that makes the connection unusable. */
+  requestDone = false;
+  /** Served at least one exchange before the current one. */
+  reused = false;
+  closed = false;
+  /** Became a tunnel after 101: no longer counted by the pool. */
+  detached = false;
+  /** In the pool's idle list. */
+  parked = false;
+  private keepAlive = true;
+
+  constructor(
+    private readonly pool: Http1Pool,
+    socket: net.Socket,
+    private readonly stats: Stats,
+    private readonly cstats: ClusterStats,
+    limits: PoolLimits,
+  ) {
+    this.socket = socket;
+    this.decoder = new Http1Decoder('response', this, { maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders });
+    socket.on('data', (d: Buffer) => {
+      if (!this.sink) { this.destroy(); return; } // bytes nobody asked for: the connection is out of step
+      this.responseStarted = true;
+      const sink = this.sink;
+      try {
+        sink.batchStart?.();
+        this.decoder.push(d);
+        sink.batchEnd?.();
+      } catch (err) {
+        this.bug(err as Error);
+      }
+    });
+    socket.on('end', () => {
+      try {
+        if (this.sink) this.decoder.end();
+      } catch (err) {
+        this.bug(err as Error);
+      }
+      this.destroy();
+    });
+    socket.on('error', () => this.destroy());
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.sink?.onUpstreamDrain?.());
+    // Set once: any read or write re-arms it, so it fires only after idleTimeoutMs without traffic.
+    // An exchange waiting on a slow upstream ignores it (the route timeout covers that).
+    socket.setTimeout(limits.idleTimeoutMs);
+    socket.on('timeout', () => { if (!this.sink) this.destroy(); });
+  }
+
+  /** A bug of ours surfaced in a response callback: lose this exchange, never the worker. */
+  private bug(err: Error): void {
+    log.error({ err, where: 'http1 upstream connection' }, 'internal error on a connection');
+    this.destroy();
+  }
+
+  start(sink: Http1ResponseSink, method: string): void {
+    this.sink = sink;
+    this.head = null;
+    this.responseStarted = false;
+    this.requestDone = false;
+    this.decoder.expectResponseTo(method);
+  }
+
+  /** The exchange gives up on this connection (timeout, downstream gone). */
+  abandon(): void {
+    this.sink = null;
+    this.destroy();
+  }
+
+  destroy(): void {
+    if (!this.closed) this.socket.destroy();
+  }
+
+  onHead(head: Http1Head): void {
+    this.head = head;
+    if (head.status >= 200 || head.status === 101) this.keepAlive = head.keepAlive;
+    this.sink?.onResponseHead(head);
+  }
+
+  onBody(chunk: Buffer): void {
+    this.sink?.onResponseBody(chunk);
+  }
+
+  onMessageEnd(trailers: string[] | null): boolean {
+    const head = this.head!;
+    const sink = this.sink;
+    if (head.status < 200 && head.status !== 101) { this.head = null; return true; }
+    if (head.status === 101) {
+      this.sink = null;
+      const rest = this.decoder.takeRemainder();
+      this.socket.removeAllListeners('data');
+      this.socket.removeAllListeners('end');
+      this.socket.setTimeout(0); // a tunnel's idle time is the session's business
+      this.detached = true;
+      this.pool.detach();
+      if (sink?.onUpgrade) sink.onUpgrade(this.socket, rest);
+      else this.socket.destroy();
+      return false;
+    }
+    this.sink = null;
+    const reusable = this.keepAlive && this.requestDone && !this.closed && this.decoder.bufferedBytes === 0;
+    if (reusable) {
+      // Idle before the sink hears of the end, so that a request it unblocks (the next pipelined
+      // one) reuses this connection instead of opening another. Waiters are served only after the
+      // sink is done with it (it still reads requestDone).
+      this.reused = true;
+      this.socket.resume(); // the sink may have paused it for backpressure
+      this.pool.park(this);
+      sink?.onResponseEnd(trailers);
+      this.pool.settle(this);
+    } else {
+      sink?.onResponseEnd(trailers);
+      this.destroy();
+    }
+    return true;
+  }
+
+  onError(err: ProtocolError): void {
+    const sink = this.sink;
+    this.sink = null;
+    this.destroy();
+    sink?.onUpstreamError('protocol', true, err);
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    this.stats.dec(this.cstats.cxActive);
+    if (!this.detached) this.pool.remove(this);
+    const sink = this.sink;
+    this.sink = null;
+    sink?.onUpstreamError('reset', this.responseStarted);
+  }
+}
+
+interface Waiter { cb: AcquireCallback; cstats: ClusterStats }
+
+export class Http1Pool {
+  private readonly idle: Http1Connection[] = [];
+  private readonly waiters: Waiter[] = [];
+  private total = 0;
+  private connecting = 0;
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    private readonly stats: Stats,
+    private limits: PoolLimits,
+  ) {}
+
+  get size(): number { return this.total; }
+  get idleCount(): number { return this.idle.length; }
+
+  acquire(cb: AcquireCallback, limits: PoolLimits, cstats: ClusterStats): void {
+    this.limits = limits;
+    while (this.idle.length) {
+      const c = this.idle.pop()!;
+      c.parked = false;
+      // destroyed by its idle timer or an upstream FIN, its 'close' not delivered yet
+      if (c.closed || c.socket.destroyed) continue;
+      cb(null, c);
+      return;
+    }
+    if (this.total < limits.maxConnections) {
+      this.connect(cb, cstats);
+      return;
+    }
+    if (this.waiters.length >= limits.maxPending) {
+      this.stats.inc(cstats.rqPendingOverflow);
+      cb('overflow', null);
+      return;
+    }
+    this.waiters.push({ cb, cstats });
+  }
+
+  private connect(cb: AcquireCallback, cstats: ClusterStats): void {
+    this.total++;
+    this.connecting++;
+    this.stats.inc(cstats.cxTotal);
+    const socket = dial(this.host, this.port);
+    let settled = false;
+    const timer = setTimeout(() => fail('connect_timeout'), this.limits.connectTimeoutMs);
+    const fail = (why: AcquireError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      this.connecting--;
+      this.total--;
+      this.stats.inc(cstats.cxConnectFail);
+      socket.destroy();
+      cb(why, null);
+      this.serveWaiters();
+    };
+    socket.once('error', (err) => fail(dialFailure(err)));
+    socket.once('connect', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      this.connecting--;
+      socket.removeAllListeners('error');
+      this.stats.inc(cstats.cxActive);
+      const conn = new Http1Connection(this, socket, this.stats, cstats, this.limits);
+      cb(null, conn);
+    });
+  }
+
+  /** A connection free for the next exchange: idle, most recently used last. */
+  park(c: Http1Connection): void {
+    c.parked = true;
+    this.idle.push(c);
+  }
+
+  /** After park(): hand the connection to a waiter if nobody took it meanwhile. */
+  settle(c: Http1Connection): void {
+    if (!c.parked || c.closed || this.waiters.length === 0) return;
+    const i = this.idle.lastIndexOf(c);
+    if (i >= 0) this.idle.splice(i, 1);
+    c.parked = false;
+    this.waiters.shift()!.cb(null, c);
+  }
+
+  /** A connection that closed, whatever its state. */
+  remove(c: Http1Connection): void {
+    if (c.parked) {
+      c.parked = false;
+      const i = this.idle.indexOf(c);
+      if (i >= 0) this.idle.splice(i, 1);
+    }
+    this.total--;
+    this.serveWaiters();
+  }
+
+  /** A connection that became a tunnel: no longer ours to count. */
+  detach(): void {
+    this.total--;
+    this.serveWaiters();
+  }
+
+  private serveWaiters(): void {
+    while (this.waiters.length && this.total < this.limits.maxConnections) {
+      const w = this.waiters.shift()!;
+      this.connect(w.cb, w.cstats);
+    }
+  }
+
+  closeIdle(): void {
+    for (const c of this.idle.splice(0)) c.destroy();
+  }
+}

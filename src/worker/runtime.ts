@@ -1,0 +1,161 @@
+/**
+ * What a worker keeps: the compiled config (rebuilt when the shared mailbox
+ * has a newer one), upstream pools (kept across configs), stats, access log.
+ * Nothing here is tied to a thread: the main thread builds one too when it has
+ * to serve connections itself.
+ */
+import type { ListenerConfig, SluiceConfig } from '../config/config';
+import { FilterChain } from '../exchange/chain';
+import { Router } from '../exchange/router';
+import type { SharedState } from '../shared/shared-state';
+import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol } from '../stats/stats';
+import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
+import { UpstreamPools } from '../upstream/upstream-pools';
+import type { ConfigSnapshot } from '../shared/messages';
+import { AccessLog } from '../stats/access-log';
+import { log } from '../log';
+import { RpcStatsCollector } from '../stats/rpc-stats';
+
+export interface ProtocolStats {
+  rqTotal: number; rqActive: number; protocolError: number; noRoute: number; timeout: number;
+  /** Indexed by status / 100. */
+  rqClass: number[];
+}
+
+export interface ListenerRuntime {
+  config: ListenerConfig;
+  cxTotal: number;
+  cxActive: number;
+  sniffTimeout: number;
+  /** Bytes that may still become an HTTP request did not complete within http.headerTimeoutMs. */
+  cxHeaderTimeout: number;
+  /** Not a protocol the listener takes (opaque: refuse, protocol: http). */
+  cxRefused: number;
+  /** Indexed like PROTOCOLS. */
+  cxProtocol: number[];
+}
+
+export class CompiledConfig {
+  readonly clusters = new Map<string, ClusterRuntime>();
+  readonly listeners = new Map<string, ListenerRuntime>();
+  readonly router: Router;
+  readonly chain: FilterChain;
+  readonly protocolStats = new Map<Protocol, ProtocolStats>();
+  /** Stats for traffic sent to original destinations and to the local application. */
+  readonly passthroughStats: ClusterStats;
+  /** Original destination ports that skip protocol detection. */
+  readonly opaquePorts: ReadonlySet<number>;
+  readonly inboundStats: ClusterStats;
+  readonly accessLog: AccessLog;
+
+  constructor(readonly seq: number, readonly config: SluiceConfig, readonly stats: Stats, previous?: CompiledConfig) {
+    for (const c of config.clusters) this.clusters.set(c.name, new ClusterRuntime(c, stats));
+    const lmap = new Map<string, ListenerConfig>();
+    for (const l of config.listeners) {
+      lmap.set(l.name, l);
+      this.listeners.set(l.name, {
+        config: l,
+        cxTotal: stats.slot('sluice_downstream_cx_total', { listener: l.name }),
+        cxActive: stats.slot('sluice_downstream_cx_active', { listener: l.name }),
+        sniffTimeout: stats.slot('sluice_downstream_cx_sniff_timeout_total', { listener: l.name }),
+        cxHeaderTimeout: stats.slot('sluice_downstream_cx_header_timeout_total', { listener: l.name }),
+        cxRefused: stats.slot('sluice_downstream_cx_refused_total', { listener: l.name }),
+        cxProtocol: PROTOCOLS.map((p) => stats.slot('sluice_downstream_cx_protocol_total', { listener: l.name, protocol: p })),
+      });
+    }
+    for (const p of PROTOCOLS) {
+      this.protocolStats.set(p, {
+        rqTotal: stats.slot('sluice_downstream_rq_total', { protocol: p }),
+        rqActive: stats.slot('sluice_downstream_rq_active', { protocol: p }),
+        protocolError: stats.slot('sluice_downstream_protocol_error_total', { protocol: p }),
+        noRoute: stats.slot('sluice_downstream_rq_no_route_total', { protocol: p }),
+        timeout: stats.slot('sluice_downstream_rq_timeout_total', { protocol: p }),
+        rqClass: [-1, ...RESPONSE_CLASSES.map((c) => stats.slot('sluice_downstream_rq_xx_total', { protocol: p, class: c }))],
+      });
+    }
+    this.opaquePorts = new Set(config.tcp.opaquePorts);
+    this.passthroughStats = clusterStats(stats, 'original_dst');
+    this.inboundStats = clusterStats(stats, 'inbound_local');
+    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs);
+    this.chain = new FilterChain([this.router]);
+    const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
+    this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
+    if (!same) previous?.accessLog.close();
+  }
+
+  protocol(p: Protocol): ProtocolStats {
+    return this.protocolStats.get(p)!;
+  }
+}
+
+/** What the drain asks of a downstream connection. */
+export interface DrainableConnection {
+  /** Tell the client to go elsewhere (after the response in flight, or at once where the protocol can). */
+  drain(): void;
+  /** Close now if nothing is in flight; otherwise once it is done. */
+  closeIdle(): void;
+}
+
+export class WorkerRuntime {
+  readonly pools: UpstreamPools;
+  private compiled: CompiledConfig | null = null;
+  private statKeysLength = -1;
+  private stats: Stats | null = null;
+  /** Open downstream connections, for drain. */
+  readonly connections = new Set<DrainableConnection>();
+  /** Clients are being told to go elsewhere; connections still serve. */
+  draining = false;
+  /** The drain period is over: a connection closes as soon as it has nothing in flight. */
+  closingIdle = false;
+
+  /** Per interface and method counts of RPC protocols, sent to the main thread. */
+  readonly rpcStats: RpcStatsCollector | null;
+
+  /**
+   * `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread.
+   * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable).
+   */
+  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string) {
+    this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
+    this.pools = new UpstreamPools(() => this.current());
+  }
+
+  /** The latest config; cheap when nothing changed (one atomic load). */
+  current(): CompiledConfig {
+    const c = this.compiled;
+    if (c && c.seq === this.shared.configSeq) return c;
+    const snap = this.shared.readConfig<ConfigSnapshot>();
+    if (!snap) throw new Error('no config published');
+    if (!this.stats || snap.value.statKeys.length !== this.statKeysLength) {
+      this.stats = new Stats(this.shared, snap.value.statKeys, this.gaugeRow);
+      this.statKeysLength = snap.value.statKeys.length;
+    }
+    this.compiled = new CompiledConfig(snap.seq, snap.value.config, this.stats, c ?? undefined);
+    return this.compiled;
+  }
+
+  /** A bug of ours surfaced on a connection: logged, and only that connection is lost. */
+  logError(err: Error, where: string): void {
+    log.error({ err, where }, 'internal error on a connection');
+  }
+
+  /** The drain begins: every connection tells its client to go elsewhere, and keeps serving. */
+  drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    for (const c of [...this.connections]) c.drain();
+    this.compiled?.accessLog.flush();
+    this.rpcStats?.flush();
+  }
+
+  /** The drain period is over: connections with nothing in flight close, and so do idle upstream connections. */
+  closeIdle(): void {
+    this.drain();
+    if (this.closingIdle) return;
+    this.closingIdle = true;
+    for (const c of [...this.connections]) c.closeIdle();
+    this.pools.closeIdle();
+    this.compiled?.accessLog.flush();
+    this.rpcStats?.flush();
+  }
+}
