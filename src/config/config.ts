@@ -9,7 +9,7 @@ import { configSchema } from './schema';
 import { ConfigError, type ConfigIssue } from '../errors';
 import { isIP } from 'node:net';
 import { parseAddress, parseHost, type HostPort } from '../net/address';
-import { compileMatchRegex } from '../exchange/router';
+import { compileMatchRegex } from './match';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -86,6 +86,7 @@ export interface SluiceConfig {
     upstreamProbeAfterMs: number; upstreamProbeTimeoutMs: number; upstreamMaxConsecutiveTimeouts: number;
   };
   accessLog: { enabled: boolean; path: string; sampleRate: number; bufferBytes: number };
+  filters: string[];
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
 }

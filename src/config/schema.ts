@@ -2,6 +2,11 @@
  * The config schema, and with it every default, written down once.
  * Unknown keys are refused everywhere, so a typo is an error, not a silent no-op.
  */
+import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
+
+/** Each filter adds its sections to a route, and to a route's action. */
+const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
+const filterActionProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.actionSchema ?? {}));
 
 const duration = (def: number, min = 1) => ({ type: 'integer', minimum: min, maximum: 86_400_000, default: def });
 /** `host:port` or `[v6]:port`; the form is checked in config.ts, which says what is wrong with it. */
@@ -139,10 +144,22 @@ export const configSchema = {
                 },
               },
               timeoutMs: { type: 'integer', minimum: 1, maximum: 86_400_000 },
+              ...filterActionProps,
             },
           },
+          ...filterRouteProps,
         },
       },
+    },
+    /**
+     * The filters every request runs through, in order, by name. A route's section for a filter
+     * (its `fault:`, `retry:`, ...) takes effect only if the filter is listed.
+     */
+    filters: {
+      type: 'array',
+      items: FILTER_MODULES.length > 0 ? { enum: FILTER_MODULES.map((m) => m.name) } : { type: 'string', not: {} },
+      uniqueItems: true,
+      default: DEFAULT_FILTERS,
     },
     clusters: {
       type: 'array',

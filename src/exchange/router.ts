@@ -8,29 +8,34 @@
  * computed up front (no allocation on the request path).
  */
 import type { HeaderMatch, ListenerConfig, RouteConfig, StringMatch } from '../config/config';
+import { compileMatchRegex, labelsKey } from '../config/match';
 import type { ClusterRuntime } from '../upstream/cluster';
-import { CONTINUE, STOP, type FilterContext, type FilterFactory, type FilterStatus, type StreamFilter } from './filter';
-import type { StreamContext } from './chain';
+import type { Filter, UpstreamTarget } from './filter';
 import type { RequestView } from './request-view';
 
+/** What a route does with a request. */
 export type RouteTarget =
-  | { kind: 'cluster'; cluster: ClusterRuntime; labelsKey: string; timeoutMs: number; route: string }
-  | { kind: 'passthrough'; timeoutMs: number; route: string }
-  | { kind: 'direct'; status: number; body: string; route: string };
+  | { kind: 'cluster'; target: UpstreamTarget }
+  | { kind: 'passthrough'; target: UpstreamTarget }
+  | { kind: 'direct'; status: number; body: string };
+
+/** A filter of the chain with its compiled part of one route (null for a global filter on a route that does not configure it). */
+export interface RouteFilter {
+  readonly filter: Filter;
+  readonly state: unknown;
+}
+
+/** A matched route: where the request goes, in how long, through which filters. */
+export interface Route {
+  readonly name: string;
+  readonly target: RouteTarget;
+  readonly timeoutMs: number;
+  /** The filters this route's requests run through, in chain order. */
+  readonly filters: readonly RouteFilter[];
+}
 
 type Matcher = (v: string) => boolean;
 type ViewTest = (view: RequestView) => boolean;
-
-/**
- * A route regex matches the whole value (like Envoy's `safe_regex`), not a substring.
- * Config validation compiles with this same function, so what loads also compiles here.
- */
-export function compileMatchRegex(source: string, ignoreCase = false): RegExp {
-  // compiled alone first: `a)|(b` is invalid, but wrapped it compiles and escapes the anchors
-  const flags = ignoreCase ? 'i' : '';
-  new RegExp(source, flags);
-  return new RegExp(`^(?:${source})$`, flags);
-}
 
 function stringMatcher(m: string | StringMatch): Matcher {
   if (typeof m === 'string') return (v) => v === m;
@@ -63,43 +68,42 @@ function headerMatcher(name: string, m: HeaderMatch): ViewTest {
   };
 }
 
-/** The subset key of a label set: the same labels in any order give the same key. */
-export function labelsKey(labels: Record<string, string> | undefined): string {
-  if (!labels) return '';
-  return Object.keys(labels).sort().map((k) => `${k}=${labels[k]}`).join(',');
-}
-
 interface CompiledRoute {
-  name: string;
   test: ViewTest;
-  target: RouteTarget;
+  route: Route;
 }
 
 const always: ViewTest = () => true;
 
-export class Router implements FilterFactory {
-  readonly name = 'router';
+export class Router {
   private readonly routes: CompiledRoute[];
-  private readonly filter: StreamFilter;
-  /** Per listener: the target when no route matched (cluster listener), if any. */
-  private readonly listenerDefault = new Map<string, RouteTarget>();
+  /** Per listener: the route when nothing matched (a listener with a cluster), if any. */
+  private readonly listenerDefault = new Map<string, Route>();
   private readonly captureListeners = new Set<string>();
-  private readonly passthrough: RouteTarget;
+  private readonly passthrough: Route;
+  /** The global filters alone: what a request meets when no route matched, or on a fallback route. */
+  readonly globalFilters: readonly RouteFilter[];
 
   constructor(
     routes: readonly RouteConfig[],
     clusters: ReadonlyMap<string, ClusterRuntime>,
     listeners: ReadonlyMap<string, ListenerConfig>,
     private readonly defaultTimeoutMs: number,
+    private readonly filters: readonly Filter[] = [],
   ) {
+    this.globalFilters = filters.filter((f) => f.global).map((filter) => ({ filter, state: null }));
     this.routes = routes.map((r, i) => this.compile(r, i, clusters));
-    this.passthrough = { kind: 'passthrough', timeoutMs: defaultTimeoutMs, route: 'passthrough' };
+    const passthrough: UpstreamTarget = { kind: 'passthrough', cluster: null, subset: '' };
+    this.passthrough = { name: 'passthrough', target: { kind: 'passthrough', target: passthrough }, timeoutMs: defaultTimeoutMs, filters: this.globalFilters };
     for (const [name, l] of listeners) {
       const cluster = l.cluster !== undefined ? clusters.get(l.cluster) : undefined;
-      if (cluster) this.listenerDefault.set(name, { kind: 'cluster', cluster, labelsKey: '', timeoutMs: defaultTimeoutMs, route: 'listener_default' });
+      if (cluster) {
+        this.listenerDefault.set(name, {
+          name: 'listener_default', target: { kind: 'cluster', target: { kind: 'cluster', cluster, subset: '' } }, timeoutMs: defaultTimeoutMs, filters: this.globalFilters,
+        });
+      }
       if (l.capture) this.captureListeners.add(name);
     }
-    this.filter = { onRequest: (ctx) => this.onRequest(ctx) };
   }
 
   private compile(r: RouteConfig, i: number, clusters: ReadonlyMap<string, ClusterRuntime>): CompiledRoute {
@@ -123,15 +127,17 @@ export class Router implements FilterFactory {
     const timeoutMs = r.action.timeoutMs ?? this.defaultTimeoutMs;
     let target: RouteTarget;
     if (r.action.directResponse) {
-      target = { kind: 'direct', status: r.action.directResponse.status, body: r.action.directResponse.body ?? '', route: name };
+      target = { kind: 'direct', status: r.action.directResponse.status, body: r.action.directResponse.body ?? '' };
     } else if (r.action.cluster !== undefined) {
-      const cluster = clusters.get(r.action.cluster);
-      if (!cluster) throw new Error(`route ${name}: unknown cluster "${r.action.cluster}" (config validation missed it)`);
-      const key = labelsKey(r.action.labels);
-      cluster.prepareSubset(key, r.action.labels);
-      target = { kind: 'cluster', cluster, labelsKey: key, timeoutMs, route: name };
+      target = { kind: 'cluster', target: clusterTarget(clusters, r.action.cluster, r.action.labels, name) };
     } else {
-      target = { kind: 'passthrough', timeoutMs, route: name };
+      // a split (or a passthrough): the split filter picks the cluster per request
+      target = { kind: 'passthrough', target: { kind: 'passthrough', cluster: null, subset: '' } };
+    }
+    const routeFilters: RouteFilter[] = [];
+    for (const filter of this.filters) {
+      const state = filter.compileRoute ? filter.compileRoute(r as unknown as Record<string, unknown>, name) : null;
+      if (state !== null || filter.global) routeFilters.push({ filter, state });
     }
     let test: ViewTest;
     if (tests.length === 0) test = always;
@@ -140,32 +146,27 @@ export class Router implements FilterFactory {
       const n = tests.length;
       test = (v) => { for (let j = 0; j < n; j++) if (!tests[j](v)) return false; return true; };
     }
-    return { name, test, target };
-  }
-
-  create(): StreamFilter {
-    return this.filter;
+    return { test, route: { name, target, timeoutMs, filters: routeFilters } };
   }
 
   /**
-   * The first matching route's target; else, on a capture listener with an original
-   * destination, passthrough; else the listener's cluster. null = no route. The order is
-   * the one opaque TCP follows too (passthroughTarget in worker/connection.ts).
+   * The first matching route; else, on a capture listener with an original destination,
+   * passthrough; else the listener's cluster. null = no route. The order is the one opaque
+   * TCP follows too (passthroughTarget in worker/connection.ts).
    */
-  resolve(view: RequestView): RouteTarget | null {
+  resolve(view: RequestView): Route | null {
     const routes = this.routes;
-    for (let i = 0; i < routes.length; i++) if (routes[i].test(view)) return routes[i].target;
+    for (let i = 0; i < routes.length; i++) if (routes[i].test(view)) return routes[i].route;
     if (view.destination && this.captureListeners.has(view.listener)) return this.passthrough;
     return this.listenerDefault.get(view.listener) ?? null;
   }
+}
 
-  private onRequest(ctx: FilterContext): FilterStatus {
-    const target = this.resolve(ctx.view);
-    if (!target) {
-      ctx.reply({ status: 404, reason: 'no_route', body: 'no route\n' });
-      return STOP;
-    }
-    (ctx as StreamContext).target = target;
-    return CONTINUE;
-  }
+/** A cluster (and a label subset of it) as a target; the subset is prepared once. */
+export function clusterTarget(clusters: ReadonlyMap<string, ClusterRuntime>, clusterName: string, labels: Readonly<Record<string, string>> | undefined, routeName: string): UpstreamTarget {
+  const cluster = clusters.get(clusterName);
+  if (!cluster) throw new Error(`route ${routeName}: unknown cluster "${clusterName}" (config validation missed it)`);
+  const subset = labelsKey(labels);
+  cluster.prepareSubset(subset, labels);
+  return { kind: 'cluster', cluster, subset };
 }

@@ -29,6 +29,10 @@ export interface AccessRecord {
   bytesOut: number;
   durationMs: number;
   source: string;
+  /** Attempts at an upstream, when there was more than one. */
+  attempts?: number;
+  /** What filters noted (a fault injected, a mirror, a split's choice). */
+  [note: string]: string | number | undefined;
 }
 
 export interface AccessLogOptions {

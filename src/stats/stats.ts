@@ -34,10 +34,10 @@ export const LOGS = ['access', 'process'] as const;
 
 type Kind = 'counter' | 'gauge' | 'histogram';
 type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log';
-interface Family { name: string; kind: Kind; help: string; by: By; buckets?: readonly number[] }
+export interface Family { name: string; kind: Kind; help: string; by: By; buckets?: readonly number[] }
 
-/** Every stat Sluice has. Tests assert these full names. */
-export const FAMILIES: readonly Family[] = [
+/** Every stat of the core. Filters declare theirs (declareFamilies); tests assert these full names. */
+export const FAMILIES: Family[] = [
   { name: 'sluice_downstream_cx_total', kind: 'counter', by: 'listener', help: 'Connections accepted' },
   { name: 'sluice_downstream_cx_active', kind: 'gauge', by: 'listener', help: 'Connections open now' },
   { name: 'sluice_downstream_cx_protocol_total', kind: 'counter', by: 'listener_protocol', help: 'Connections by detected protocol' },
@@ -64,6 +64,9 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_upstream_rq_reset_total', kind: 'counter', by: 'cluster', help: 'Upstream responses cut off by the upstream' },
   { name: 'sluice_upstream_rq_pending_overflow_total', kind: 'counter', by: 'cluster', help: 'Requests refused because the pending queue was full' },
   { name: 'sluice_upstream_cx_replaced_total', kind: 'counter', by: 'cluster', help: 'Multiplexed upstream connections taken out of use because they stopped answering (calls timed out, heartbeat unanswered)' },
+  { name: 'sluice_upstream_rq_retry_total', kind: 'counter', by: 'cluster', help: 'Attempts after the first (retries), by the cluster of the failed attempt' },
+  { name: 'sluice_upstream_rq_mirror_total', kind: 'counter', by: 'cluster', help: 'Copies of requests sent to this cluster as a mirror' },
+  { name: 'sluice_upstream_rq_mirror_dropped_total', kind: 'counter', by: 'cluster', help: 'Mirror copies given up because the mirror fell behind (its answer is never waited for)' },
   { name: 'sluice_upstream_rq_moved_total', kind: 'counter', by: 'cluster', help: 'Calls moved off an upstream connection that stopped answering, before they were written to it' },
   { name: 'sluice_worker_restarts_total', kind: 'counter', by: 'none', help: 'Workers that died and were replaced' },
   { name: 'sluice_downstream_cx_overflow_total', kind: 'counter', by: 'listener', help: 'Connections closed at once because the process was at its file descriptor budget' },
@@ -75,6 +78,19 @@ export const FAMILIES: readonly Family[] = [
 ];
 
 const FAMILY = new Map(FAMILIES.map((f) => [f.name, f]));
+
+/**
+ * Stats a module declares for itself (a filter's, in its own folder). Called when the module
+ * loads, before any registry is made: every thread loads the same modules, so every thread
+ * knows the same families.
+ */
+export function declareFamilies(list: readonly Family[]): void {
+  for (const f of list) {
+    if (FAMILY.has(f.name)) continue;
+    FAMILIES.push(f);
+    FAMILY.set(f.name, f);
+  }
+}
 
 export function series(name: string, labels?: Record<string, string>): string {
   if (!labels) return name;

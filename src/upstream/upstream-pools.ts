@@ -2,7 +2,7 @@
  * Every upstream pool of a worker, by endpoint. Pools outlive configs, so a
  * reload keeps its warm connections to endpoints that did not change.
  */
-import type { CompiledConfig } from '../worker/runtime';
+import type { Stats } from '../stats/stats';
 import { Http1Pool, type PoolLimits } from '../protocols/http1/http1-pool';
 import { Http2Pool } from '../protocols/http2/http2-pool';
 import { DubboPool } from '../protocols/dubbo/dubbo-pool';
@@ -12,12 +12,13 @@ export class UpstreamPools {
   private readonly h2 = new Map<string, Http2Pool>();
   private readonly dub = new Map<string, DubboPool>();
 
-  constructor(private readonly config: () => CompiledConfig) {}
+  /** `stats`: the stats of the config in force (pools outlive configs). */
+  constructor(private readonly stats: () => Stats) {}
 
   http1(host: string, port: number, key: string, limits: PoolLimits): Http1Pool {
     let p = this.h1.get(key);
     if (!p) {
-      p = new Http1Pool(host, port, this.config().stats, limits);
+      p = new Http1Pool(host, port, this.stats(), limits);
       this.h1.set(key, p);
     }
     return p;
@@ -26,7 +27,7 @@ export class UpstreamPools {
   http2(host: string, port: number, key: string): Http2Pool {
     let p = this.h2.get(key);
     if (!p) {
-      p = new Http2Pool(host, port, this.config().stats);
+      p = new Http2Pool(host, port, this.stats());
       this.h2.set(key, p);
     }
     return p;
@@ -35,7 +36,7 @@ export class UpstreamPools {
   dubbo(host: string, port: number, key: string): DubboPool {
     let p = this.dub.get(key);
     if (!p) {
-      p = new DubboPool(host, port, this.config().stats);
+      p = new DubboPool(host, port, this.stats());
       this.dub.set(key, p);
     }
     return p;

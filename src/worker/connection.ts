@@ -7,72 +7,12 @@
 import type net from 'node:net';
 import { MAX_SNIFF_BYTES, mayBeHttp, sniff, type Sniffed } from '../protocols/sniff';
 import { PROTOCOLS, type Protocol } from '../stats/stats';
-import type { LocalReply } from '../exchange/filter';
-import type { RouteTarget } from '../exchange/router';
-import type { ClusterStats, Endpoint } from '../upstream/cluster';
-import type { OriginalDst } from '../shared/messages';
-import type { CompiledConfig, ListenerRuntime, WorkerRuntime } from './runtime';
+import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from './runtime';
 import { proxyTcp } from '../protocols/tcp/tcp-proxy';
 import { Http1Session } from '../protocols/http1/http1-session';
 import { serveHttp2 } from '../protocols/http2/http2-session';
 import { DubboSession } from '../protocols/dubbo/dubbo-session';
 
-export interface ConnectionInfo {
-  listener: ListenerRuntime;
-  dst: OriginalDst | null;
-  /** When the client's first byte arrived (performance.now()): the HTTP header timeout counts from it. */
-  firstByteAt?: number;
-}
-
-/** Where opaque bytes (and unrouted requests) go: original destination, local app, or the listener's cluster. */
-export function passthroughTarget(cfg: CompiledConfig, info: ConnectionInfo): { host: string; port: number; cstats: ClusterStats } | null {
-  const l = info.listener.config;
-  if (l.capture && info.dst) {
-    if (l.direction === 'inbound') return { host: cfg.config.inbound.applicationAddress, port: info.dst.port, cstats: cfg.inboundStats };
-    return { host: info.dst.address, port: info.dst.port, cstats: cfg.passthroughStats };
-  }
-  if (l.cluster !== undefined) {
-    const c = cfg.clusters.get(l.cluster);
-    const ep = c?.pick('');
-    if (c && ep) return { host: ep.host, port: ep.port, cstats: c.stats };
-  }
-  return null;
-}
-
-export interface UpstreamChoice {
-  host: string;
-  port: number;
-  /** `host:port`, the pool key. */
-  key: string;
-  cstats: ClusterStats;
-  /** The cluster endpoint, or null for the original destination / local app. */
-  endpoint: Endpoint | null;
-}
-
-const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
-const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
-
-/**
- * Where a routed request goes, whatever its protocol: an endpoint of the route's cluster
- * (avoiding `avoid` when there is a choice), or the connection's passthrough target.
- * A local reply when there is neither.
- */
-export function chooseUpstream(
-  cfg: CompiledConfig, info: ConnectionInfo, target: Exclude<RouteTarget, { kind: 'direct' }>, avoid?: Endpoint,
-): UpstreamChoice | LocalReply {
-  if (target.kind === 'cluster') {
-    const ep = target.cluster.pick(target.labelsKey, avoid);
-    if (!ep) return NO_HEALTHY_UPSTREAM;
-    return { host: ep.host, port: ep.port, key: ep.key, cstats: target.cluster.stats, endpoint: ep };
-  }
-  const t = passthroughTarget(cfg, info);
-  if (!t) return NO_ROUTE;
-  return { host: t.host, port: t.port, key: `${t.host}:${t.port}`, cstats: t.cstats, endpoint: null };
-}
-
-export function isLocalReply(c: UpstreamChoice | LocalReply): c is LocalReply {
-  return (c as LocalReply).status !== undefined;
-}
 
 export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
   const cfg = rt.current();
@@ -196,7 +136,7 @@ function dispatch(
     return;
   }
   // TLS passes through as opaque TCP until its termination lands.
-  const target = passthroughTarget(cfg, info);
+  const target = cfg.passthrough({ listener: info.listener.config.name, destination: info.dst });
   if (!target) {
     socket.destroy();
     return;

@@ -5,13 +5,15 @@
  * to serve connections itself.
  */
 import type { ListenerConfig, SluiceConfig } from '../config/config';
-import { FilterChain } from '../exchange/chain';
 import { Router } from '../exchange/router';
+import type { ExchangeEnv } from '../exchange/exchange';
+import type { RequestView } from '../exchange/request-view';
+import { createFilters } from '../filters';
 import type { SharedState } from '../shared/shared-state';
 import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol } from '../stats/stats';
 import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
 import { UpstreamPools } from '../upstream/upstream-pools';
-import type { ConfigSnapshot } from '../shared/messages';
+import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
 import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
 import { RpcStatsCollector } from '../stats/rpc-stats';
@@ -35,11 +37,18 @@ export interface ListenerRuntime {
   cxProtocol: number[];
 }
 
-export class CompiledConfig {
+/** A connection a worker serves: its listener, and where it was going. */
+export interface ConnectionInfo {
+  listener: ListenerRuntime;
+  dst: OriginalDst | null;
+  /** When the client's first byte arrived (performance.now()): the HTTP header timeout counts from it. */
+  firstByteAt?: number;
+}
+
+export class CompiledConfig implements ExchangeEnv {
   readonly clusters = new Map<string, ClusterRuntime>();
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly router: Router;
-  readonly chain: FilterChain;
   readonly protocolStats = new Map<Protocol, ProtocolStats>();
   /** Stats for traffic sent to original destinations and to the local application. */
   readonly passthroughStats: ClusterStats;
@@ -48,7 +57,10 @@ export class CompiledConfig {
   readonly inboundStats: ClusterStats;
   readonly accessLog: AccessLog;
 
-  constructor(readonly seq: number, readonly config: SluiceConfig, readonly stats: Stats, previous?: CompiledConfig) {
+  constructor(
+    readonly seq: number, readonly config: SluiceConfig, readonly stats: Stats,
+    readonly pools: UpstreamPools, readonly rpcStats: RpcStatsCollector | null, previous?: CompiledConfig,
+  ) {
     for (const c of config.clusters) this.clusters.set(c.name, new ClusterRuntime(c, stats));
     const lmap = new Map<string, ListenerConfig>();
     for (const l of config.listeners) {
@@ -76,8 +88,8 @@ export class CompiledConfig {
     this.opaquePorts = new Set(config.tcp.opaquePorts);
     this.passthroughStats = clusterStats(stats, 'original_dst');
     this.inboundStats = clusterStats(stats, 'inbound_local');
-    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs);
-    this.chain = new FilterChain([this.router]);
+    const filters = createFilters(config.filters, { stats, clusters: this.clusters, random: Math.random });
+    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
     if (!same) previous?.accessLog.close();
@@ -85,6 +97,27 @@ export class CompiledConfig {
 
   protocol(p: Protocol): ProtocolStats {
     return this.protocolStats.get(p)!;
+  }
+
+  /**
+   * Where a request or opaque bytes go without a cluster of their own: the original destination
+   * (outbound capture), the local application at the original port (inbound capture), else an
+   * endpoint of the listener's cluster.
+   */
+  passthrough(view: Pick<RequestView, 'listener' | 'destination'>): { host: string; port: number; cstats: ClusterStats } | null {
+    const l = this.listeners.get(view.listener)?.config;
+    if (!l) return null;
+    const dst = view.destination;
+    if (l.capture && dst) {
+      if (l.direction === 'inbound') return { host: this.config.inbound.applicationAddress, port: dst.port, cstats: this.inboundStats };
+      return { host: dst.address, port: dst.port, cstats: this.passthroughStats };
+    }
+    if (l.cluster !== undefined) {
+      const c = this.clusters.get(l.cluster);
+      const ep = c?.pick('');
+      if (c && ep) return { host: ep.host, port: ep.port, cstats: c.stats };
+    }
+    return null;
   }
 }
 
@@ -117,7 +150,7 @@ export class WorkerRuntime {
    */
   constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
-    this.pools = new UpstreamPools(() => this.current());
+    this.pools = new UpstreamPools(() => this.current().stats);
   }
 
   /** The latest config; cheap when nothing changed (one atomic load). */
@@ -130,7 +163,7 @@ export class WorkerRuntime {
       this.stats = new Stats(this.shared, snap.value.statKeys, this.gaugeRow);
       this.statKeysLength = snap.value.statKeys.length;
     }
-    this.compiled = new CompiledConfig(snap.seq, snap.value.config, this.stats, c ?? undefined);
+    this.compiled = new CompiledConfig(snap.seq, snap.value.config, this.stats, this.pools, this.rpcStats, c ?? undefined);
     return this.compiled;
   }
 

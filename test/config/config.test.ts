@@ -5,6 +5,7 @@
 import t, { type Test } from 'tap';
 import { buildConfig, defaultConfig, DEFAULT_CONFIG_YAML, parseConfigText, type SluiceConfig } from '../../src/config/config';
 import { ConfigError, type ConfigIssue } from '../../src/errors';
+import { DEFAULT_FILTERS } from '../../src/filters';
 
 type Doc = Record<string, unknown>;
 
@@ -75,6 +76,7 @@ t.test('an empty document gets every default', async (t) => {
     },
     accessLog: { enabled: false, path: 'stdout', sampleRate: 1, bufferBytes: 1 << 20 },
     drain: { periodMs: 5000, timeoutMs: 15_000 },
+    filters: [...DEFAULT_FILTERS],
     logLevel: 'info',
   });
   t.same(parseConfigText(''), c, 'an empty file is the same as {}');

@@ -5,10 +5,9 @@
  */
 import t from 'tap';
 import { buildConfig, type ListenerConfig } from '../../src/config/config';
-import { FilterChain } from '../../src/exchange/chain';
-import { CONTINUE, STOP, type FilterContext, type LocalReply, type StreamFilter } from '../../src/exchange/filter';
+import { labelsKey } from '../../src/config/match';
 import { type RequestView } from '../../src/exchange/request-view';
-import { Router, labelsKey, type RouteTarget } from '../../src/exchange/router';
+import { Router, type Route, type RouteTarget } from '../../src/exchange/router';
 import { SharedState } from '../../src/shared/shared-state';
 import { Stats, StatsRegistry } from '../../src/stats/stats';
 import { ClusterRuntime } from '../../src/upstream/cluster';
@@ -76,8 +75,14 @@ function makeRouter(routes: Doc[], extra: Doc = {}) {
   const clusters = new Map(config.clusters.map((c) => [c.name, new ClusterRuntime(c, stats)]));
   const listeners = new Map<string, ListenerConfig>(config.listeners.map((l) => [l.name, l]));
   const router = new Router(config.routes, clusters, listeners, config.http.requestTimeoutMs);
-  const route = (v: RequestView): string | null => router.resolve(v)?.route ?? null;
+  const route = (v: RequestView): string | null => router.resolve(v)?.name ?? null;
   return { router, clusters, route };
+}
+
+/** The cluster target of a route that has one. */
+function clusterOf(route: Route) {
+  const t = route.target as Extract<RouteTarget, { kind: 'cluster' }>;
+  return t.target;
 }
 
 /** One direct-response route per name, matching `match`. */
@@ -196,29 +201,30 @@ t.test('the seed example: header type=transfer → cluster X, group Group_2 endp
     { name: 'rest', match: { service: 'x.local' }, action: { cluster: 'X' } },
   ]);
   const pickFrom = (v: RequestView, n: number) => {
-    const target = router.resolve(v) as Extract<RouteTarget, { kind: 'cluster' }>;
+    const route = router.resolve(v)!;
+    const target = clusterOf(route);
     const seen = new Map<string, number>();
     for (let i = 0; i < n; i++) {
-      const ep = target.cluster.pick(target.labelsKey)!;
+      const ep = target.cluster!.pick(target.subset)!;
       seen.set(ep.key, (seen.get(ep.key) ?? 0) + 1);
     }
-    return { target, seen };
+    return { route, target, seen };
   };
   const http = pickFrom(view({ service: 'x.local', headers: { type: 'transfer' } }), 100);
-  t.equal(http.target.route, 'transfer');
+  t.equal(http.route.name, 'transfer');
   t.equal(http.target.cluster, clusters.get('X'));
-  t.equal(http.target.timeoutMs, 2000);
-  t.equal(http.target.labelsKey, labelsKey({ group: 'Group_2' }));
+  t.equal(http.route.timeoutMs, 2000);
+  t.equal(http.target.subset, labelsKey({ group: 'Group_2' }));
   t.same([...http.seen.keys()].sort(), ['127.0.0.1:9102', '127.0.0.1:9103'], 'only the Group_2 endpoints');
   t.same([...http.seen.values()], [50, 50], 'spread evenly between them');
   // the same rule, a Dubbo call with attachment type=transfer
   const dubbo = pickFrom(view({ protocol: 'dubbo', service: 'com.acme.TransferService', method: 'transfer', path: '', headers: { type: 'transfer' } }), 20);
-  t.equal(dubbo.target.route, 'transfer');
+  t.equal(dubbo.route.name, 'transfer');
   t.same([...dubbo.seen.keys()].sort(), ['127.0.0.1:9102', '127.0.0.1:9103']);
   // without the header: every endpoint of X, with the default request timeout
   const rest = pickFrom(view({ service: 'x.local' }), 40);
-  t.equal(rest.target.route, 'rest');
-  t.equal(rest.target.timeoutMs, 15_000);
+  t.equal(rest.route.name, 'rest');
+  t.equal(rest.route.timeoutMs, 15_000);
   t.same([...rest.seen.keys()].sort(), ['127.0.0.1:9101', '127.0.0.1:9102', '127.0.0.1:9103', '127.0.0.1:9104']);
 });
 
@@ -226,28 +232,28 @@ t.test('label keys do not depend on the order labels are written in', async (t) 
   t.equal(labelsKey({ zone: 'b', group: 'Group_2' }), labelsKey({ group: 'Group_2', zone: 'b' }));
   t.equal(labelsKey(undefined), '');
   const { router } = makeRouter([{ match: {}, action: { cluster: 'X', labels: { zone: 'b', group: 'Group_2' } } }]);
-  const target = router.resolve(view()) as Extract<RouteTarget, { kind: 'cluster' }>;
-  for (let i = 0; i < 5; i++) t.equal(target.cluster.pick(target.labelsKey)!.key, '127.0.0.1:9103');
+  const target = clusterOf(router.resolve(view())!);
+  for (let i = 0; i < 5; i++) t.equal(target.cluster!.pick(target.subset)!.key, '127.0.0.1:9103');
 });
 
 t.test('no route matched: passthrough, listener cluster, or nothing', async (t) => {
   const { router, clusters } = makeRouter([named('only', { path: { exact: '/only' } })]);
   const dst = { address: '10.1.1.1', port: 80 };
   const out = router.resolve(view({ listener: 'outbound', path: '/x', destination: dst }));
-  t.match(out, { kind: 'passthrough', route: 'passthrough', timeoutMs: 15_000 }, 'capture listener with an original destination');
-  t.match(router.resolve(view({ listener: 'inbound', direction: 'inbound', path: '/x', destination: dst })), { kind: 'passthrough' });
+  t.match(out, { name: 'passthrough', target: { kind: 'passthrough' }, timeoutMs: 15_000 }, 'capture listener with an original destination');
+  t.match(router.resolve(view({ listener: 'inbound', direction: 'inbound', path: '/x', destination: dst })), { target: { kind: 'passthrough' } });
   t.equal(router.resolve(view({ listener: 'outbound', path: '/x', destination: null })), null, 'not redirected: nowhere to pass it to');
-  const app = router.resolve(view({ listener: 'app', path: '/x', destination: dst }));
-  t.match(app, { kind: 'cluster', route: 'listener_default', labelsKey: '', timeoutMs: 15_000 });
-  t.equal((app as Extract<RouteTarget, { kind: 'cluster' }>).cluster, clusters.get('web'));
+  const app = router.resolve(view({ listener: 'app', path: '/x', destination: dst }))!;
+  t.match(app, { name: 'listener_default', target: { kind: 'cluster', target: { subset: '' } }, timeoutMs: 15_000 });
+  t.equal(clusterOf(app).cluster, clusters.get('web'));
   t.equal(router.resolve(view({ listener: 'bare', path: '/x', destination: null })), null, 'explicit listener without a cluster');
-  t.equal(router.resolve(view({ listener: 'app', path: '/only' }))?.route, 'only', 'routes still come first');
+  t.equal(router.resolve(view({ listener: 'app', path: '/only' }))?.name, 'only', 'routes still come first');
   // a capture listener that also names a cluster: redirected traffic passes through, the rest goes to the cluster
   const { router: both } = makeRouter([], {
     listeners: [...LISTENERS.filter((l) => l.name !== 'outbound'), { name: 'outbound', address: '127.0.0.1:15001', capture: true, cluster: 'web' }],
   });
-  t.match(both.resolve(view({ listener: 'outbound', destination: dst })), { kind: 'passthrough' });
-  t.match(both.resolve(view({ listener: 'outbound' })), { kind: 'cluster', route: 'listener_default' });
+  t.match(both.resolve(view({ listener: 'outbound', destination: dst })), { target: { kind: 'passthrough' } });
+  t.match(both.resolve(view({ listener: 'outbound' })), { name: 'listener_default', target: { kind: 'cluster' } });
 });
 
 t.test('route actions: direct response, passthrough, timeouts', async (t) => {
@@ -256,51 +262,9 @@ t.test('route actions: direct response, passthrough, timeouts', async (t) => {
     { name: 'dr-empty', match: { path: { exact: '/dr0' } }, action: { directResponse: { status: 204 } } },
     { name: 'pt', match: { path: { exact: '/pt' } }, action: { passthrough: true, timeoutMs: 123 } },
   ]);
-  t.same(router.resolve(view({ path: '/dr' })), { kind: 'direct', status: 503, body: 'down\n', route: 'dr' });
-  t.same(router.resolve(view({ path: '/dr0' })), { kind: 'direct', status: 204, body: '', route: 'dr-empty' });
-  t.same(router.resolve(view({ path: '/pt' })), { kind: 'passthrough', timeoutMs: 123, route: 'pt' });
+  t.match(router.resolve(view({ path: '/dr' })), { name: 'dr', target: { kind: 'direct', status: 503, body: 'down\n' } });
+  t.match(router.resolve(view({ path: '/dr0' })), { name: 'dr-empty', target: { kind: 'direct', status: 204, body: '' } });
+  t.match(router.resolve(view({ path: '/pt' })), { name: 'pt', target: { kind: 'passthrough' }, timeoutMs: 123 });
   const { router: unnamed } = makeRouter([{ match: {}, action: { passthrough: true } }]);
-  t.equal(unnamed.resolve(view())?.route, 'routes[0]', 'an unnamed route is named by its index');
-});
-
-t.test('as a filter: CONTINUE with the target, or a 404 no_route reply', async (t) => {
-  const { router } = makeRouter([named('only', { path: { exact: '/only' } })]);
-  const chain = new FilterChain([router]);
-  const results: Array<[LocalReply | null, RouteTarget | null]> = [];
-  chain.run(view({ listener: 'bare', path: '/only', destination: null }), (r, target) => results.push([r, target]));
-  chain.run(view({ listener: 'bare', path: '/x', destination: null }), (r, target) => results.push([r, target]));
-  t.equal(results.length, 2, 'done is called synchronously, once per request');
-  t.equal(results[0][0], null);
-  t.equal(results[0][1]?.route, 'only');
-  t.same(results[1], [{ status: 404, reason: 'no_route', body: 'no route\n' }, null]);
-});
-
-t.test('filter chain: stop and resume later, resume inside onRequest, double resume', async (t) => {
-  const { router } = makeRouter([named('only', {})]);
-  const calls: string[] = [];
-  let later: FilterContext | null = null;
-  const factory = (name: string, f: (ctx: FilterContext) => number) => ({
-    name,
-    create: (): StreamFilter => ({ onRequest: (ctx) => { calls.push(name); return f(ctx) as 0 | 1; } }),
-  });
-  const asyncStop = factory('async', (ctx) => { later = ctx; return STOP; });
-  const syncResume = factory('sync', (ctx) => { ctx.resume(); return STOP; });
-  const plain = factory('plain', () => CONTINUE);
-  const done: Array<RouteTarget | null> = [];
-  new FilterChain([syncResume, asyncStop, plain, router]).run(view(), (_r, target) => done.push(target));
-  t.same(calls, ['sync', 'async'], 'a synchronous resume continues once; the async filter holds the chain');
-  t.equal(done.length, 0);
-  later!.resume();
-  later!.resume();
-  t.same(calls, ['sync', 'async', 'plain'], 'no filter runs twice, none is skipped');
-  t.equal(done.length, 1, 'done once, despite the second resume');
-  t.equal(done[0]?.route, 'only');
-  // a reply after a stop ends the chain; a late resume is ignored
-  const replies: Array<LocalReply | null> = [];
-  let held: FilterContext | null = null;
-  const hold = factory('hold', (ctx) => { held = ctx; return STOP; });
-  new FilterChain([hold, router]).run(view(), (r) => replies.push(r));
-  held!.reply({ status: 429, reason: 'rate_limited' });
-  held!.resume();
-  t.same(replies, [{ status: 429, reason: 'rate_limited' }]);
+  t.equal(unnamed.resolve(view())?.name, 'routes[0]', 'an unnamed route is named by its index');
 });

@@ -26,6 +26,11 @@ import { DUBBO_HEADER_LENGTH, DubboFrame, DubboHeader, SERIALIZATION_HESSIAN2 } 
 import { DubboErrorCode, DubboProtocolError, ERR_DUBBO_INVALID_OPTION } from './dubbo-errors';
 import { Hessian2Reader } from './hessian2-reader';
 import { newDecoder } from './hessian-js';
+import { encodeFrame, hessian2String } from './dubbo-encode';
+
+/** Hessian2 untyped map start and end. */
+const MAP_START = Buffer.from([0x48]);
+const MAP_END = Buffer.from([0x5a]);
 
 export class DubboRequest {
   /** The frame this view reads, when built with fromFrame. */
@@ -139,6 +144,28 @@ export class DubboRequest {
       this.scanError = err;
       return err;
     }
+  }
+
+  /**
+   * The call's frame with its attachments changed: `set` entries replace or add, `remove` names
+   * go; every other entry (structured values included) is copied as it was, and the arguments
+   * are not touched. The id is the frame's. Throws like attachment() on a body that cannot be read.
+   */
+  withAttachments(set: ReadonlyArray<readonly [string, string]>, remove: readonly string[]): Buffer {
+    const err = this.scanAttachments();
+    if (err !== null) throw err;
+    const header = this.frame;
+    if (header === null) throw new SluiceError(ERR_DUBBO_INVALID_OPTION, 'withAttachments needs a request built from a frame');
+    const drop = new Set<string>(remove);
+    for (const [k] of set) drop.add(k);
+    const r = new Hessian2Reader(this.buf, this.argsEnd, this.buf.length, this.header);
+    const kept = r.atEnd() ? [] : r.mapEntries();
+    const parts: Buffer[] = [this.buf.subarray(this.bodyStart, this.argsEnd), MAP_START];
+    for (const e of kept) if (e.key === null || !drop.has(e.key)) parts.push(this.buf.subarray(e.start, e.end));
+    for (const [k, v] of set) parts.push(hessian2String(k), hessian2String(v));
+    parts.push(MAP_END);
+    const body = Buffer.concat(parts);
+    return encodeFrame(header.raw[2], header.raw[3], header, body);
   }
 
   /** Parameter types as Java names ("java.lang.String", "int", "long[]"). Throws on a bad descriptor. */

@@ -22,13 +22,12 @@ import {
   DubboFrameDecoder, DubboRequest, DubboStatus, encodeHeartbeatRequest, encodeHeartbeatResponse, encodeReadonlyEvent,
   encodeResponse, isHeartbeat, localReply, type DubboFrame, type DubboProtocolError,
 } from '.';
-import type { LocalReply } from '../../exchange/filter';
+import { Exchange, type AttemptFactory, type Downstream, type ResponseHead } from '../../exchange/exchange';
+import type { LocalReply, OutcomeClass } from '../../exchange/outcome';
 import type { Peer, RequestView } from '../../exchange/request-view';
-import type { RouteTarget } from '../../exchange/router';
-import type { ClusterStats, Endpoint } from '../../upstream/cluster';
-import type { DubboCallSink, DubboFailure, DubboPoolLimits, DubboUpstreamCall } from './dubbo-pool';
-import { chooseUpstream, isLocalReply, type ConnectionInfo } from '../../worker/connection';
-import type { CompiledConfig, WorkerRuntime } from '../../worker/runtime';
+import type { DubboUpstreamCall } from './dubbo-pool';
+import { DubboAttempt, type DubboCallForm } from './dubbo-upstream';
+import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;
@@ -57,7 +56,7 @@ function statusFor(r: LocalReply): number {
     case 'upstream_timeout': return DubboStatus.SERVER_TIMEOUT;
     case 'upstream_connect_failed':
     case 'upstream_dns_failed': return DubboStatus.SERVICE_ERROR;
-    case 'upstream_reset': return DubboStatus.SERVER_ERROR;
+    case 'upstream_reset': return r.status === 502 ? DubboStatus.BAD_RESPONSE : DubboStatus.SERVER_ERROR;
     default: return r.status < 500 && r.status >= 400 ? DubboStatus.BAD_REQUEST : DubboStatus.SERVICE_ERROR;
   }
 }
@@ -95,7 +94,7 @@ class DubboView implements RequestView {
 
 export class DubboSession {
   private decoder!: DubboFrameDecoder;
-  private readonly calls = new Set<DubboCall>();
+  private readonly calls = new Set<DubboCallDownstream>();
   private peerCache: Peer | null = null;
   private draining = false;
   /** READONLY sent: FENCE_WAITING until the consumer answers the heartbeat behind it. */
@@ -155,7 +154,7 @@ export class DubboSession {
     if (this.fenceTimer) { clearTimeout(this.fenceTimer); this.fenceTimer = null; }
     this.decoder?.destroy();
     this.rt.connections.delete(this);
-    for (const c of [...this.calls]) c.downstreamGone();
+    for (const c of [...this.calls]) c.x.onDownstreamGone();
   }
 
   private onDecodeError(err: DubboProtocolError): void {
@@ -184,14 +183,32 @@ export class DubboSession {
       if (f.twoWay) this.write(localReply(f, DubboStatus.SERVER_THREADPOOL_EXHAUSTED_ERROR, 'sluice: too many calls in flight on this connection'));
       return;
     }
-    new DubboCall(this, cfg, f).start();
+    let req: DubboRequest;
+    let bad: Error | null = null;
+    try {
+      req = DubboRequest.fromFrame(f);
+      bad = req.scanAttachments();
+    } catch (err) {
+      bad = err as Error;
+      req = null as unknown as DubboRequest;
+    }
+    if (bad) {
+      // the frame itself was well delimited: only this call is refused, the connection stays
+      const p = cfg.protocol('dubbo');
+      cfg.stats.inc(p.rqTotal);
+      cfg.stats.inc(p.protocolError);
+      cfg.stats.inc(p.rqClass[4]);
+      cfg.stats.requestDone('dubbo', 0, f.raw.length, 0);
+      if (f.twoWay) this.write(localReply(f, DubboStatus.BAD_REQUEST, `sluice: bad request body: ${bad.message}`));
+      return;
+    }
+    const call = new DubboCallDownstream(this, cfg, f, req);
+    if (f.twoWay) this.calls.add(call);
+    call.x.start();
   }
 
   /** @internal */
-  track(c: DubboCall): void { this.calls.add(c); }
-
-  /** @internal */
-  callFinished(c: DubboCall): void {
+  callFinished(c: DubboCallDownstream): void {
     this.calls.delete(c);
     this.closeIfDone();
   }
@@ -255,211 +272,83 @@ function onFenceTimeout(s: DubboSession): void {
   s.fencePassed();
 }
 
-function onCallTimeout(c: DubboCall): void {
-  c.onTimeout();
-}
+/** One call: the exchange's downstream side, in Dubbo form. */
+class DubboCallDownstream implements Downstream, DubboCallForm {
+  readonly x: Exchange;
+  readonly view: DubboView;
+  readonly upstreams = DUBBO_UPSTREAMS;
+  readonly requestEnded = true;
+  readonly request: DubboCallForm = this;
 
-/** One call and its response. */
-class DubboCall implements DubboCallSink {
-  private target: RouteTarget | null = null;
-  private cstats: ClusterStats | null = null;
-  private endpoint: Endpoint | null = null;
-  private upstreamKey = '';
-  private upstream: DubboUpstreamCall | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private attempts = 0;
-  private upstreamActive = false;
-  private status = 0;
-  /** Bytes of the response frame passed back to the caller. */
-  private bytesOut = 0;
-  private localReason: string | undefined;
-  private view: DubboView | null = null;
-  private readonly start0 = performance.now();
-  finished = false;
-
-  constructor(private readonly session: DubboSession, private readonly cfg: CompiledConfig, private readonly frame: DubboFrame) {}
-
-  private get pstats() { return this.cfg.protocol('dubbo'); }
-
-  start(): void {
-    const { stats } = this.cfg;
-    stats.inc(this.pstats.rqTotal);
-    stats.inc(this.pstats.rqActive);
-    if (this.frame.twoWay) this.session.track(this);
-    let req: DubboRequest;
-    try {
-      req = DubboRequest.fromFrame(this.frame);
-    } catch (err) {
-      this.badRequest(err as Error);
-      return;
-    }
-    const scanErr = req.scanAttachments();
-    if (scanErr) { this.badRequest(scanErr); return; }
-    this.view = new DubboView(this.session, req);
-    this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
+  constructor(private readonly session: DubboSession, cfg: CompiledConfig, readonly frame: DubboFrame, readonly req: DubboRequest) {
+    this.view = new DubboView(session, req);
+    this.x = new Exchange(cfg, this);
+    this.x.countFrames(frame.raw.length, 0);
   }
 
-  private badRequest(err: Error): void {
-    // the frame itself was well delimited: only this call is refused, the connection stays
-    this.cfg.stats.inc(this.pstats.protocolError);
-    this.reply(DubboStatus.BAD_REQUEST, `sluice: bad request body: ${err.message}`, 'bad_request');
+  pauseFor(call: DubboUpstreamCall): void {
+    this.session.pauseFor(call);
   }
 
-  private route(target: RouteTarget): void {
-    this.target = target;
-    if (target.kind === 'direct') {
-      if (target.status >= 200 && target.status < 300) {
-        this.status = DubboStatus.OK;
-        this.localReason = 'direct_response';
-        if (this.frame.twoWay) this.session.write(encodeResponse({ id: this.frame, value: target.body }));
-        this.finish();
-        return;
-      }
-      this.localReply({ status: target.status, reason: 'direct_response', body: target.body });
-      return;
-    }
-    if (this.frame.twoWay) this.timer = setTimeout(onCallTimeout, target.timeoutMs, this);
-    this.connect();
-  }
+  consumed(): void {}
+  pauseRequest(): void {}
+  resumeRequest(): void {}
 
-  private connect(avoid?: Endpoint): void {
-    const target = this.target!;
-    if (target.kind === 'direct') return;
-    const choice = chooseUpstream(this.cfg, this.session.info, target, avoid);
-    if (isLocalReply(choice)) { this.localReply(choice); return; }
-    this.endpoint = choice.endpoint;
-    this.cstats = choice.cstats;
-    this.upstreamKey = choice.key;
-    const { host, port } = choice;
-    this.attempts++;
-    const c = this.cfg.config;
-    const cluster = target.kind === 'cluster' ? target.cluster.config : undefined;
-    const limits: DubboPoolLimits = {
-      connectTimeoutMs: cluster?.connectTimeoutMs ?? c.tcp.connectTimeoutMs,
-      idleTimeoutMs: c.http.upstreamIdleTimeoutMs,
-      maxBodyBytes: c.dubbo.maxBodyBytes,
-      serializations: c.dubbo.serializations,
-      probeAfterMs: c.dubbo.upstreamProbeAfterMs,
-      probeTimeoutMs: c.dubbo.upstreamProbeTimeoutMs,
-      maxConsecutiveTimeouts: c.dubbo.upstreamMaxConsecutiveTimeouts,
-    };
-    const pool = this.session.rt.pools.dubbo(host, port, this.upstreamKey);
-    const { stats } = this.cfg;
-    stats.inc(this.cstats.rqTotal);
-    stats.inc(this.cstats.rqActive);
-    this.upstreamActive = true;
-    if (this.endpoint) this.endpoint.active++;
-    const f = this.frame;
-    const call = pool.send(f.raw, f.twoWay, f.idHi, f.idLo, f.twoWay ? this : null, limits, this.cstats);
-    // the call waits in the pool or behind the socket's buffer: read no more calls until it is out (one-way ones too)
-    if (!call.writable) this.session.pauseFor(call);
-    if (!f.twoWay) {
-      // one-way: nothing comes back; done once handed to the pool
-      this.finish();
-      return;
-    }
-    this.upstream = call;
-  }
-
-  onResponse(raw: Buffer, status: number): void {
-    if (this.finished) return;
-    this.upstream = null;
-    this.status = status;
-    this.bytesOut = raw.length;
-    if (this.cstats) this.cfg.stats.inc(this.cstats.rqClass[classOf(status)]);
+  respond(head: ResponseHead): void {
+    const raw = head.form as Buffer;
+    this.x.countFrames(0, raw.length);
     this.session.write(raw);
-    this.finish();
   }
 
-  onFailure(why: DubboFailure): void {
-    this.upstream = null;
-    if (this.finished) return;
-    if (why === 'connect_failed' || why === 'dns_failed') {
-      this.upstreamDone();
-      const t = this.target!;
-      if (t.kind === 'cluster' && t.cluster.endpoints.length > 1 && this.attempts < MAX_CONNECT_ATTEMPTS) {
-        this.connect(this.endpoint ?? undefined);
-        return;
-      }
-      this.localReply(why === 'dns_failed'
-        ? { status: 503, reason: 'upstream_dns_failed', body: `upstream name lookup failed (${this.upstreamKey})` }
-        : { status: 503, reason: 'upstream_connect_failed', body: `upstream connect failed (${this.upstreamKey})` });
-      return;
-    }
-    if (this.cstats) this.cfg.stats.inc(this.cstats.rqReset);
-    if (why === 'bad_response') {
-      this.reply(DubboStatus.BAD_RESPONSE, `sluice: invalid response from upstream ${this.upstreamKey}`, 'upstream_reset');
-      return;
-    }
-    this.localReply({ status: 503, reason: 'upstream_reset', body: `upstream connection lost (${this.upstreamKey})` });
+  write(): boolean { return true; }
+  trailers(): void {}
+
+  abort(): void {
+    // a Dubbo answer is one frame: nothing is ever cut off half way
   }
 
-  /** @internal */
-  onTimeout(): void {
-    this.timer = null;
-    if (this.finished) return;
-    // told apart from a cancel: a timeout counts against the upstream connection's health
-    const up = this.upstream;
-    this.upstream = null;
-    up?.timedOut();
-    if (this.cstats) this.cfg.stats.inc(this.cstats.rqTimeout);
-    this.cfg.stats.inc(this.pstats.timeout);
-    this.localReply({ status: 504, reason: 'upstream_timeout', body: `upstream timeout after ${this.target && 'timeoutMs' in this.target ? this.target.timeoutMs : 0} ms` });
-  }
-
-  downstreamGone(): void {
-    if (this.finished) return;
-    this.finish();
-  }
-
-  private localReply(r: LocalReply): void {
-    if (r.reason === 'no_route') this.cfg.stats.inc(this.pstats.noRoute);
-    this.reply(statusFor(r), `sluice: ${r.reason}${r.body ? `: ${r.body.trim()}` : ''}`, r.reason);
-  }
-
-  private reply(status: number, message: string, reason: string): void {
-    if (this.finished) return;
-    this.status = status;
-    this.localReason = reason;
+  localReply(r: LocalReply): number {
+    const status = r.dubboStatus ?? statusFor(r);
+    const message = status === DubboStatus.BAD_RESPONSE && r.reason === 'upstream_reset'
+      ? 'sluice: invalid response from upstream'
+      : `sluice: ${r.reason}${r.body ? `: ${r.body.trim()}` : ''}`;
     if (this.frame.twoWay) this.session.write(localReply(this.frame, status, message));
-    this.finish();
+    return status;
   }
 
-  private finish(): void {
-    if (this.finished) return;
-    this.finished = true;
-    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
-    const up = this.upstream;
-    this.upstream = null;
-    up?.cancel();
-    const { stats } = this.cfg;
-    stats.dec(this.pstats.rqActive);
-    if (this.status) stats.inc(this.pstats.rqClass[classOf(this.status)]);
-    const seconds = (performance.now() - this.start0) / 1000;
-    stats.requestDone('dubbo', seconds, this.frame.raw.length, this.bytesOut);
-    this.upstreamDone();
-    const v = this.view;
-    if (v) this.session.rt.rpcStats?.record(v.service, v.method, this.frame.twoWay ? this.status : 'oneway', seconds);
-    if (this.cfg.accessLog.enabled) this.log();
+  /** A 2xx direct response is a normal return of its body (a string) to the consumer's stub. */
+  directSuccess(_status: number, body: string): number {
+    if (this.frame.twoWay) this.session.write(encodeResponse({ id: this.frame, value: body }));
+    return DubboStatus.OK;
+  }
+
+  done(): void {
     this.session.callFinished(this);
   }
 
-  private upstreamDone(): void {
-    if (!this.upstreamActive) return;
-    this.upstreamActive = false;
-    this.cfg.stats.dec(this.cstats!.rqActive);
-    if (this.endpoint) this.endpoint.active--;
+  statusClass(status: number): number {
+    return status === 0 ? 0 : classOf(status);
   }
 
-  private log(): void {
-    const v = this.view;
-    const s = this.session;
-    this.cfg.accessLog.write({
-      protocol: 'dubbo', direction: s.info.listener.config.direction, listener: s.info.listener.config.name,
-      method: v?.method ?? '', path: v?.path ?? '', service: v?.service ?? '',
-      status: this.status, reason: this.localReason, route: this.target?.route, upstream: this.upstreamKey || undefined,
-      bytesIn: this.frame.raw.length, bytesOut: 0, durationMs: Math.round((performance.now() - this.start0) * 1000) / 1000,
-      source: s.peer().address,
-    });
+  classify(status: number): OutcomeClass {
+    return classifyDubboStatus(status);
   }
 }
+
+/** Dubbo statuses as health and limiters see them (who is at fault). */
+function classifyDubboStatus(status: number): OutcomeClass {
+  switch (status) {
+    case DubboStatus.OK: return 'success';
+    case DubboStatus.BAD_REQUEST:
+    case DubboStatus.CLIENT_ERROR:
+    case DubboStatus.CLIENT_TIMEOUT:
+    case DubboStatus.SERVICE_NOT_FOUND: return 'caller_error';
+    case DubboStatus.SERVER_THREADPOOL_EXHAUSTED_ERROR: return 'overloaded';
+    default: return 'upstream_error';
+  }
+}
+
+/** How a Dubbo call reaches a provider: a Dubbo attempt, always. */
+const DUBBO_UPSTREAMS: AttemptFactory = {
+  open: (x, to, sink) => new DubboAttempt(x, to, sink),
+};

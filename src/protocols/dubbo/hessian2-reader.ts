@@ -558,6 +558,33 @@ export class Hessian2Reader {
    * whose key is not a string or whose value is not a scalar (see readScalarAsString) are stepped over.
    * Later duplicates win, as in a Java HashMap.
    */
+  /**
+   * The entries of the map at the cursor, each with its key (null when the key is not a string)
+   * and the byte range of the key and value together; the cursor ends after the map. An absent
+   * map (N) has none.
+   */
+  mapEntries(): Array<{ key: string | null; start: number; end: number }> {
+    const out: Array<{ key: string | null; start: number; end: number }> = [];
+    if (this.pos >= this.end) this.fail('expected map, got end of body');
+    const tag = this.buf[this.pos];
+    if (tag === 0x4e) { this.pos++; return out; }
+    if (tag !== 0x48 && tag !== 0x4d) this.fail(`expected map, got tag 0x${tag.toString(16)}`);
+    this.pos++;
+    if (tag === 0x4d) this.skipType();
+    this.refCount++;
+    for (;;) {
+      if (this.pos >= this.end) this.fail('truncated map');
+      const start = this.pos;
+      const k = this.buf[this.pos];
+      if (k === 0x5a) { this.pos++; return out; }
+      let key: string | null = null;
+      if (Hessian2Reader.isStringTag(k)) key = this.readStringValue();
+      else this.skipValue();
+      this.skipValue();
+      out.push({ key, start, end: this.pos });
+    }
+  }
+
   readStringMap(into: Map<string, string>): void {
     if (this.pos >= this.end) this.fail('expected map, got end of body');
     const tag = this.buf[this.pos];

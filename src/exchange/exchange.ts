@@ -1,0 +1,960 @@
+/**
+ * One request's life, whatever its protocol.
+ *
+ *   Downstream (adapter) ──▶ Exchange ──▶ filters.onRequest ─▶ route target ─▶ endpoint
+ *        ▲                      │                                               │
+ *        │                      ├── Attempt (adapter over a pool) ◀─────────────┘
+ *        │                      │     connect, per-try timeout, failure ─▶ retry or reply
+ *        └── respond / write ◀──┴── response head ─▶ filters.onResponseHead ─▶ body, trailers
+ *                                └─▶ finish: stats, access log, filters.onComplete
+ *
+ * Each protocol supplies two small adapters: its downstream side (an HTTP/1 request, an HTTP/2
+ * stream, a Dubbo call: how it reads the request, writes the response, renders a local reply)
+ * and its upstream side (an attempt over its pool: how it sends the request and reports the
+ * answer or the failure, in the vocabulary of outcome.ts). Everything else is here, once:
+ * filters, routing, the choice of an endpoint, attempts and retries, timeouts, the mapping of a
+ * failure to a reply, flow control between the two sides, mirroring, stats and the access log.
+ *
+ * Flow control is credit: a request chunk the attempt took (write() true) is given back to the
+ * client at once (Downstream.consumed, an HTTP/2 WINDOW_UPDATE), one it queued only when the
+ * attempt drains (onUpstreamWritable); meanwhile the client is paused (HTTP/1 stops reading).
+ * The response goes the same way the other direction. Memory stays bounded by the windows.
+ *
+ * Retries: the default policy tries again only where the request surely never reached an
+ * upstream (no connection, a refused stream, a stale keep-alive connection for a request that
+ * can be repeated), on another endpoint when there is one, at most twice more; a route's retry
+ * policy (the retry filter) widens that. A request whose body was sent can be sent again only
+ * while the body is kept (RETRY_BODY_BYTES), and never once its response began.
+ */
+import type { SluiceConfig } from '../config/config';
+import type { ProtocolStats } from '../worker/runtime';
+import type { AccessLog, AccessRecord } from '../stats/access-log';
+import { grpcStatusIn, httpStatusOfGrpc, type Stats } from '../stats/stats';
+import type { RpcStatsCollector } from '../stats/rpc-stats';
+import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
+import type { UpstreamPools } from '../upstream/upstream-pools';
+import {
+  CONTINUE, type Completion, type FilterStatus, type HeaderOps, type RequestContext, type ResponseContext, type RetryPolicy,
+  type UpstreamTarget,
+} from './filter';
+import {
+  NO_HEALTHY_UPSTREAM, NO_ROUTE, classifyGrpcStatus, neverSent, replyForFailure,
+  type FailureKind, type LocalReply, type OutcomeClass,
+} from './outcome';
+import type { RequestView } from './request-view';
+import type { Route, RouteFilter, Router } from './router';
+
+/** Request body kept for sending it again on a retry; a longer body cannot be retried once sent. */
+export const RETRY_BODY_BYTES = 64 * 1024;
+/** Request body held while no upstream connection is ready yet; past it the client is paused. */
+const EARLY_BODY_BYTES = 64 * 1024;
+/** Attempts by the default policy (the first and two more), as before retry policies existed. */
+const DEFAULT_ATTEMPTS = 3;
+
+/** What the exchange needs of the config it started under (a worker's CompiledConfig). */
+export interface ExchangeEnv {
+  readonly config: SluiceConfig;
+  readonly stats: Stats;
+  readonly router: Router;
+  readonly accessLog: AccessLog;
+  readonly pools: UpstreamPools;
+  readonly rpcStats: RpcStatsCollector | null;
+  protocol(p: RequestView['protocol']): ProtocolStats;
+  /** Where a request with no cluster goes: the original destination, the local application, or the listener's cluster. */
+  passthrough(view: RequestView): { host: string; port: number; cstats: ClusterStats } | null;
+}
+
+/** An upstream to try: an endpoint of a cluster, or a passthrough address. */
+export interface UpstreamChoice {
+  readonly host: string;
+  readonly port: number;
+  /** `host:port`, the pool key. */
+  readonly key: string;
+  readonly cstats: ClusterStats;
+  readonly cluster: ClusterRuntime | null;
+  /** The cluster endpoint, or null for a passthrough target. */
+  readonly endpoint: Endpoint | null;
+}
+
+/** A response head as an attempt delivers it: the status, and its protocol form for the downstream side to convert. */
+export interface ResponseHead {
+  /** HTTP status, or the Dubbo status byte. */
+  readonly status: number;
+  /** The grpc-status in the head (a trailers-only response), else -1. */
+  readonly grpcStatus: number;
+  /** The upstream's own form of the head; the downstream side knows the forms of its family. */
+  readonly form: unknown;
+}
+
+/** The client side of one exchange. */
+export interface Downstream {
+  readonly view: RequestView;
+  /** How this request reaches an upstream (the protocol family's attempts). */
+  readonly upstreams: AttemptFactory;
+  /** The whole request is in (no body, or its end arrived). */
+  readonly requestEnded: boolean;
+  /** The request's own form, for attempts and mirrors (an HTTP/1 head, an HTTP/2 stream, a Dubbo frame). */
+  readonly request: unknown;
+  /** Credit for `n` request bytes an upstream took (HTTP/2: WINDOW_UPDATE). */
+  consumed(n: number): void;
+  /** Stop reading request body for now (HTTP/1: pause the socket); resumeRequest() undoes it. */
+  pauseRequest(): void;
+  resumeRequest(): void;
+  /** 1xx responses to pass on, where the client's protocol has them. */
+  informational?(form: unknown): void;
+  respond(head: ResponseHead, end: boolean, edits: HeaderOps[] | null): void;
+  /** A body chunk; false when the client is not taking more now (onDownstreamWritable follows). */
+  write(chunk: Buffer, end: boolean): boolean;
+  trailers(fields: string[]): void;
+  /** The response is cut off: the client must see it so (a reset stream or connection). */
+  abort(): void;
+  /** Answer locally, in the protocol's form; returns the status the client got (HTTP, or Dubbo's byte). */
+  localReply(r: LocalReply): number;
+  /** A 2xx direct response where the protocol has its own form for it (a Dubbo value); else undefined and localReply is used. */
+  directSuccess?(status: number, body: string): number | undefined;
+  /** Around one read from the upstream (start true, then false): HTTP/1 corks the socket. */
+  batch?(start: boolean): void;
+  /** An HTTP/1 upgrade the upstream accepted: the connection becomes a tunnel to `socket`. */
+  upgrade?(socket: import('node:net').Socket, rest: Buffer): void;
+  /** The exchange is over (the response complete, or given up): serve the next request, free the stream. */
+  done(x: Exchange): void;
+  /** The response-class (1-5) and outcome of a status the client got; 0 = none. */
+  statusClass(status: number): number;
+  classify(status: number): OutcomeClass;
+}
+
+/** Makes attempts (and mirror copies) of a request in the protocol family of its downstream side. */
+export interface AttemptFactory {
+  /** An attempt, not started yet: its events may come during start(), and the sink must know it by then. */
+  open(x: Exchange, to: UpstreamChoice, sink: AttemptSink): Attempt;
+}
+
+/** One try at an upstream. Events come back to the sink (the exchange, or a mirror). */
+export interface Attempt {
+  /** Acquire a connection and send the request head (and the end, for a request that is its head alone). */
+  start(): void;
+  /** A request body chunk; false when queued beyond what the upstream takes now (sink.onUpstreamWritable follows). */
+  write(chunk: Buffer, end: boolean): boolean;
+  trailers(fields: string[]): void;
+  /** Credit for `n` response bytes the client took. */
+  consumed(n: number): void;
+  pauseResponse(): void;
+  resumeResponse(): void;
+  /** Give up on it (the client left, a retry; `timedOut`: its time ran out): reset the stream, abandon the connection. */
+  cancel(timedOut?: boolean): void;
+  /** The response is complete and the exchange is done with it (the attempt may free its stream). */
+  release(): void;
+}
+
+export interface AttemptSink {
+  /** The attempt has a connection and sent the request head; body may follow. */
+  onAttemptReady(a: Attempt): void;
+  onInformational?(a: Attempt, form: unknown): void;
+  onResponseHead(a: Attempt, head: ResponseHead, end: boolean): void;
+  onResponseBody(a: Attempt, chunk: Buffer, end: boolean): void;
+  onResponseTrailers(a: Attempt, fields: string[]): void;
+  /** The attempt failed before its response was complete; `started`: some of the response was received. */
+  onAttemptFailed(a: Attempt, kind: FailureKind, started: boolean): void;
+  onUpstreamWritable(a: Attempt): void;
+  onUpgrade?(a: Attempt, socket: import('node:net').Socket, rest: Buffer): void;
+  /** The request went out and nothing will come back (a one-way Dubbo call). */
+  onNoResponse?(a: Attempt): void;
+  /** Around one read from the upstream: what it produces can go to the client in one write. */
+  onBatch?(a: Attempt, start: boolean): void;
+}
+
+/** What the default policy retries: the request never reached an upstream. */
+const DEFAULT_RETRY: RetryPolicy = {
+  retries: DEFAULT_ATTEMPTS - 1,
+  perTryTimeoutMs: 0,
+  retryOn: (kind) => kind === 'connect_failed' || kind === 'dns_failed' || kind === 'refused' || kind === 'stale',
+  retryOnStatus: () => false,
+  backoffMs: () => 0,
+  admit: () => true,
+  neverSentOnly: true,
+};
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+function onRouteTimeout(x: Exchange): void { x.onTimeout(false); }
+function onTryTimeout(x: Exchange): void { x.onTimeout(true); }
+
+/** A mirror: a copy of the request to another cluster, bounded, its answer dropped. */
+class Mirror implements AttemptSink {
+  attempt: Attempt | null = null;
+  private ready = false;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  dead = false;
+  constructor(private readonly x: Exchange, private readonly limit: number, private readonly dropped: () => void) {}
+  start(to: UpstreamChoice): void {
+    this.attempt = this.x.down.upstreams.open(this.x, to, this);
+    this.attempt.start();
+  }
+  /** A request chunk for the copy: held while the mirror is not ready, dropped (mirror and all) past the limit. */
+  write(chunk: Buffer, end: boolean): void {
+    if (this.dead) return;
+    if (!this.ready) {
+      this.heldBytes += chunk.length;
+      if (this.heldBytes > this.limit) { this.kill(); return; }
+      this.held.push(chunk);
+      if (end) this.held.push(EMPTY_END);
+      return;
+    }
+    // a mirror that cannot keep up is dropped, never waited for
+    if (!this.attempt!.write(chunk, end)) this.kill();
+  }
+  trailers(fields: string[]): void {
+    if (!this.dead && this.ready) this.attempt!.trailers(fields);
+  }
+  kill(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.held = [];
+    this.attempt?.cancel();
+    this.dropped();
+  }
+  onAttemptReady(): void {
+    this.ready = true;
+    const held = this.held;
+    this.held = [];
+    for (let i = 0; i < held.length; i++) {
+      const c = held[i];
+      if (c === EMPTY_END) continue;
+      const end = i + 1 < held.length && held[i + 1] === EMPTY_END;
+      if (!this.attempt!.write(c, end)) { this.kill(); return; }
+    }
+    if (held.length === 0 && this.x.requestEnded && this.x.bytesIn === 0) return; // the head ended it
+  }
+  onResponseHead(a: Attempt, _h: ResponseHead, end: boolean): void { if (end) this.finish(a); }
+  onResponseBody(a: Attempt, _c: Buffer, end: boolean): void { a.consumed(_c.length); if (end) this.finish(a); }
+  onResponseTrailers(a: Attempt): void { this.finish(a); }
+  onAttemptFailed(): void { this.dead = true; }
+  onUpstreamWritable(): void {}
+  private finish(a: Attempt): void { this.dead = true; a.release(); }
+}
+
+const EMPTY_END = Buffer.alloc(0);
+
+export class Exchange implements AttemptSink {
+  readonly start0 = performance.now();
+  route: Route | null = null;
+  private filterIndex = 0;
+  /** The current filter stopped; its resume() continues the chain. */
+  private stoppedAt = -1;
+  private inFilter = false;
+  private resumedInFilter = false;
+  private upstreamTarget: UpstreamTarget | null = null;
+  private retry: RetryPolicy = DEFAULT_RETRY;
+  requestEdits: HeaderOps[] | null = null;
+  private responseEdits: HeaderOps[] | null = null;
+  private mirrors: Mirror[] | null = null;
+  private notes: Record<string, string | number> | null = null;
+  private timers: NodeJS.Timeout[] | null = null;
+
+  private attempt: Attempt | null = null;
+  /** The attempt has a connection and the request head went out. */
+  private attemptReady = false;
+  attempts = 0;
+  private choice: UpstreamChoice | null = null;
+  private upstreamCounted = false;
+  private routeTimer: NodeJS.Timeout | null = null;
+  private tryTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  requestEnded: boolean;
+  private reqTrailers: string[] | null = null;
+  /** Request body not yet written to the current attempt. */
+  private early: Buffer[] = [];
+  private earlyBytes = 0;
+  /** Request body written to attempts, kept for a retry while it fits RETRY_BODY_BYTES; null once it did not. */
+  private sent: Buffer[] | null = [];
+  private sentBytes = 0;
+  private trailersSent = false;
+  private owedDown = 0;
+  private owedUp = 0;
+  private requestPaused = false;
+
+  responseStarted = false;
+  responseEnded = false;
+  finished = false;
+  status = 0;
+  grpcStatus = -1;
+  reason: string | undefined;
+  bytesIn = 0;
+  bytesOut = 0;
+  /** Bytes of messages that are not bodies (a Dubbo call and its answer are frames), for stats and the log. */
+  private frameIn = 0;
+  private frameOut = 0;
+
+  /** A protocol whose messages are whole frames counts them here. */
+  countFrames(inBytes: number, outBytes: number): void {
+    this.frameIn += inBytes;
+    this.frameOut += outBytes;
+  }
+
+  constructor(readonly env: ExchangeEnv, readonly down: Downstream) {
+    this.requestEnded = down.requestEnded;
+  }
+
+  get view(): RequestView { return this.down.view; }
+  private get pstats(): ProtocolStats { return this.env.protocol(this.down.view.protocol); }
+
+  // ── request filters ────────────────────────────────────────────────────────
+
+  start(): void {
+    const { stats } = this.env;
+    const ps = this.pstats;
+    stats.inc(ps.rqTotal);
+    stats.inc(ps.rqActive);
+    const route = this.env.router.resolve(this.down.view);
+    this.route = route;
+    this.runFilters();
+  }
+
+  /** A request refused before routing and filters (a target that cannot be made canonical, CONNECT): counted, answered. */
+  refuse(r: LocalReply): void {
+    const { stats } = this.env;
+    const ps = this.pstats;
+    stats.inc(ps.rqTotal);
+    stats.inc(ps.rqActive);
+    if (r.reason === 'bad_request') stats.inc(ps.protocolError);
+    this.localReply(r);
+  }
+
+  private get filters(): readonly RouteFilter[] {
+    return this.route ? this.route.filters : this.env.router.globalFilters;
+  }
+
+  private runFilters(): void {
+    const fs = this.filters;
+    while (this.filterIndex < fs.length) {
+      if (this.finished) return;
+      const f = fs[this.filterIndex];
+      if (f.filter.onRequest) {
+        this.inFilter = true;
+        this.resumedInFilter = false;
+        let status: FilterStatus;
+        try {
+          status = f.filter.onRequest(this.requestContext, f.state);
+        } finally {
+          this.inFilter = false;
+        }
+        if (this.finished) return;
+        if (status !== CONTINUE && !this.resumedInFilter) { this.stoppedAt = this.filterIndex; return; }
+      }
+      this.filterIndex++;
+    }
+    if (!this.finished) this.forward();
+  }
+
+  private resumeFilters(): void {
+    if (this.finished) return;
+    if (this.inFilter) { this.resumedInFilter = true; return; }
+    if (this.stoppedAt !== this.filterIndex) return; // not stopped, or a second resume()
+    this.stoppedAt = -1;
+    this.filterIndex++;
+    this.runFilters();
+  }
+
+  private readonly requestContext: RequestContext = ((x: Exchange): RequestContext => ({
+    get view() { return x.down.view; },
+    get routeName() { return x.route?.name ?? null; },
+    reply: (r) => { if (!x.finished && !x.responseStarted) x.localReply(r); },
+    resume: () => x.resumeFilters(),
+    setTarget: (t) => { x.upstreamTarget = t; },
+    editRequest: (ops) => { (x.requestEdits ??= []).push(ops); },
+    editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
+    mirror: (cluster) => x.addMirror(cluster),
+    setRetryPolicy: (p) => { x.retry = p; },
+    after: (ms, fn) => {
+      const timer = setTimeout(() => { if (!x.finished) fn(); }, ms);
+      (x.timers ??= []).push(timer);
+    },
+    note: (k, v) => { (x.notes ??= {})[k] = v; },
+  }))(this);
+
+  // ── routing and attempts ───────────────────────────────────────────────────
+
+  private forward(): void {
+    const route = this.route;
+    if (!route) { this.localReply(NO_ROUTE); return; }
+    const t = route.target;
+    if (t.kind === 'direct') {
+      this.reason = 'direct_response';
+      if (t.status >= 200 && t.status < 300 && this.down.directSuccess) {
+        const s = this.down.directSuccess(t.status, t.body);
+        if (s !== undefined) { this.status = s; this.responseStarted = true; this.finish(); return; }
+      }
+      this.localReply({ status: t.status, reason: 'direct_response', body: t.body });
+      return;
+    }
+    if (!this.upstreamTarget) this.upstreamTarget = t.target;
+    this.startMirrors();
+    // like Envoy's route timeout: from the end of the request, so a slow upload is not an upstream timeout
+    if (this.requestEnded) this.armRouteTimer();
+    this.tryUpstream(undefined);
+  }
+
+  private armRouteTimer(): void {
+    if (this.routeTimer || this.finished || !this.route) return;
+    this.routeTimer = setTimeout(onRouteTimeout, this.route.timeoutMs, this);
+  }
+
+  /** Where the next attempt goes: an endpoint of the target's cluster (avoiding `avoid` when there is a choice), or passthrough. */
+  private choose(avoid: Endpoint | undefined): UpstreamChoice | LocalReply {
+    const t = this.upstreamTarget!;
+    if (t.kind === 'cluster' && t.cluster) {
+      const ep = t.cluster.pick(t.subset, avoid);
+      if (!ep) return NO_HEALTHY_UPSTREAM;
+      return { host: ep.host, port: ep.port, key: ep.key, cstats: t.cluster.stats, cluster: t.cluster, endpoint: ep };
+    }
+    const p = this.env.passthrough(this.down.view);
+    if (!p) return NO_ROUTE;
+    return { host: p.host, port: p.port, key: `${p.host}:${p.port}`, cstats: p.cstats, cluster: null, endpoint: null };
+  }
+
+  private tryUpstream(avoid: Endpoint | undefined): void {
+    if (this.finished) return;
+    const choice = this.choose(avoid);
+    if ((choice as LocalReply).reason !== undefined) { this.localReply(choice as LocalReply); return; }
+    const c = choice as UpstreamChoice;
+    this.choice = c;
+    this.attempts++;
+    this.attemptReady = false;
+    if (this.retry.perTryTimeoutMs > 0) {
+      if (this.tryTimer) clearTimeout(this.tryTimer);
+      this.tryTimer = setTimeout(onTryTimeout, this.retry.perTryTimeoutMs, this);
+    }
+    const a = this.down.upstreams.open(this, c, this);
+    this.attempt = a;
+    a.start();
+  }
+
+  onNoResponse(a: Attempt): void {
+    if (a !== this.attempt || this.finished) return;
+    this.oneWay = true;
+    this.responseStarted = true;
+    this.responseDone();
+  }
+
+  onBatch(a: Attempt, start: boolean): void {
+    // the end of a batch goes through even when the exchange finished inside it: the client's socket must be uncorked
+    if (start) {
+      if (a !== this.attempt || this.finished || this.batching) return;
+      this.batching = true;
+      this.down.batch?.(true);
+    } else if (this.batching) {
+      this.batching = false;
+      this.down.batch?.(false);
+    }
+  }
+
+  private batching = false;
+
+  /** The request head alone is the whole request: an attempt sends it with the end (no body, no trailers). */
+  get headOnly(): boolean {
+    return this.requestEnded && this.bytesIn === 0 && this.reqTrailers === null;
+  }
+
+  onAttemptReady(a: Attempt): void {
+    if (a !== this.attempt || this.finished) return;
+    this.attemptReady = true;
+    this.countUpstream();
+    if (this.headOnly) return;
+    // what an earlier attempt was sent goes again first (kept whole, or a retry was not allowed), then what waited
+    let ended = false;
+    const sent = this.wrote ? this.sent : null;
+    const early = this.early;
+    this.early = [];
+    const n = this.earlyBytes;
+    this.earlyBytes = 0;
+    if (sent) {
+      const last = early.length === 0 && this.requestEnded && this.reqTrailers === null;
+      for (let i = 0; i < sent.length; i++) a.write(sent[i], last && i === sent.length - 1);
+      ended = last && sent.length > 0;
+    }
+    this.wrote = true;
+    const endBody = this.requestEnded && this.reqTrailers === null;
+    for (let i = 0; i < early.length; i++) this.writeUp(early[i], endBody && i === early.length - 1);
+    if (early.length > 0) ended = endBody;
+    if (endBody && !ended) this.writeUp(EMPTY_END, true);
+    if (this.reqTrailers !== null) { this.trailersSent = true; a.trailers(this.reqTrailers); }
+    if (n > 0 && this.requestPaused && this.owedDown === 0) { this.requestPaused = false; this.down.resumeRequest(); }
+  }
+
+  /** Some of the request body (or its trailers) went to an attempt. */
+  private wrote = false;
+
+  private countUpstream(): void {
+    const c = this.choice!;
+    this.upstreamCounted = true;
+    const { stats } = this.env;
+    stats.inc(c.cstats.rqTotal);
+    stats.inc(c.cstats.rqActive);
+    if (c.endpoint) c.endpoint.active++;
+  }
+
+  private uncountUpstream(): void {
+    if (!this.upstreamCounted) return;
+    this.upstreamCounted = false;
+    const c = this.choice!;
+    this.env.stats.dec(c.cstats.rqActive);
+    if (c.endpoint) c.endpoint.active--;
+  }
+
+  /**
+   * One request chunk to the current attempt. It is kept for a retry while the body fits
+   * RETRY_BODY_BYTES and the policy may send a request again after it went out.
+   */
+  private writeUp(chunk: Buffer, end: boolean): void {
+    const a = this.attempt!;
+    this.wrote = true;
+    if (this.sent !== null && chunk.length > 0) {
+      if (!this.retry.neverSentOnly && this.sentBytes + chunk.length <= RETRY_BODY_BYTES) {
+        this.sent.push(chunk);
+        this.sentBytes += chunk.length;
+      } else {
+        this.sent = null;
+      }
+    }
+    const ok = a.write(chunk, end);
+    if (ok) { if (chunk.length > 0) this.down.consumed(chunk.length); return; }
+    this.owedDown += chunk.length;
+    if (!this.requestPaused) { this.requestPaused = true; this.down.pauseRequest(); }
+  }
+
+  // ── the request body ───────────────────────────────────────────────────────
+
+  onRequestBody(chunk: Buffer, end: boolean): void {
+    this.bytesIn += chunk.length;
+    if (end) this.requestEnded = true;
+    const mirrors = this.mirrors;
+    if (mirrors) for (let i = 0; i < mirrors.length; i++) mirrors[i].write(chunk, end);
+    if (this.finished || this.responseEnded) {
+      // answered already: nobody takes the rest
+      this.down.consumed(chunk.length);
+      return;
+    }
+    if (this.attempt === null || !this.attemptReady) {
+      if (chunk.length > 0) this.early.push(chunk);
+      this.earlyBytes += chunk.length;
+      if (this.earlyBytes > EARLY_BODY_BYTES && !this.requestPaused) { this.requestPaused = true; this.down.pauseRequest(); }
+      if (end) this.requestEndedNow();
+      return;
+    }
+    this.writeUp(chunk, end);
+    if (end) this.requestEndedNow();
+  }
+
+  onRequestTrailers(fields: string[]): void {
+    this.requestEnded = true;
+    this.reqTrailers = fields;
+    const mirrors = this.mirrors;
+    if (mirrors) for (let i = 0; i < mirrors.length; i++) mirrors[i].trailers(fields);
+    if (this.finished || this.responseEnded) return;
+    if (this.attempt !== null && this.attemptReady) {
+      this.wrote = true;
+      this.trailersSent = true;
+      this.attempt.trailers(fields);
+    }
+    this.requestEndedNow();
+  }
+
+  /** The request's end arrived with its head (no body), or now. */
+  onRequestEnd(): void {
+    if (this.requestEnded) return;
+    this.onRequestBody(EMPTY_END, true);
+  }
+
+  private requestEndedNow(): void {
+    this.requestEnded = true;
+    if (this.upstreamTarget !== null) this.armRouteTimer();
+  }
+
+  onUpstreamWritable(a: Attempt): void {
+    if (a !== this.attempt) return;
+    const n = this.owedDown;
+    this.owedDown = 0;
+    if (n > 0 && !this.finished) this.down.consumed(n);
+    if (this.requestPaused) { this.requestPaused = false; this.down.resumeRequest(); }
+  }
+
+  onDownstreamWritable(): void {
+    const a = this.attempt;
+    if (a === null) return;
+    const n = this.owedUp;
+    this.owedUp = 0;
+    if (n > 0) a.consumed(n);
+    a.resumeResponse();
+  }
+
+  /** The client went away (its stream reset, its connection closed). */
+  onDownstreamGone(): void {
+    if (this.finished) return;
+    this.dropAttempt();
+    this.reason ??= this.responseStarted ? undefined : 'downstream_gone';
+    this.finish();
+  }
+
+  // ── the response ───────────────────────────────────────────────────────────
+
+  onInformational(a: Attempt, form: unknown): void {
+    if (a === this.attempt && !this.finished) this.down.informational?.(form);
+  }
+
+  onResponseHead(a: Attempt, head: ResponseHead, end: boolean): void {
+    if (a !== this.attempt || this.finished) return;
+    // an answer the retry policy tries again (a 503, a gRPC UNAVAILABLE in a trailers-only response)
+    if (this.retry.retryOnStatus(head.status, head.grpcStatus) && this.mayRetry('reset', false)) {
+      this.attempt = null;
+      this.uncountUpstream();
+      a.cancel();
+      this.scheduleRetry(undefined);
+      return;
+    }
+    const route = this.route;
+    if (route) {
+      const fs = route.filters;
+      for (let i = 0; i < fs.length; i++) {
+        const f = fs[i];
+        if (!f.filter.onResponseHead) continue;
+        const rc = this.responseContext(head);
+        f.filter.onResponseHead(rc, f.state);
+        if (this.finished || this.responseStarted) { a.cancel(); return; } // replaced by a local reply
+      }
+    }
+    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
+    this.status = head.status;
+    if (head.grpcStatus >= 0) this.grpcStatus = head.grpcStatus;
+    this.responseStarted = true;
+    this.upstreamAnswered = true;
+    this.down.respond(head, end, this.responseEdits);
+    if (end) this.responseDone();
+  }
+
+  private responseContext(head: ResponseHead): ResponseContext {
+    const x = this;
+    return {
+      view: this.down.view,
+      routeName: this.route?.name ?? null,
+      status: head.status,
+      grpcStatus: head.grpcStatus,
+      outcome: head.grpcStatus >= 0 ? classifyGrpcStatus(head.grpcStatus) : this.down.classify(head.status),
+      reply: (r) => { if (!x.finished && !x.responseStarted) { x.dropAttempt(); x.localReply(r); } },
+      editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
+      note: (k, v) => { (x.notes ??= {})[k] = v; },
+    };
+  }
+
+  onResponseBody(a: Attempt, chunk: Buffer, end: boolean): void {
+    if (a !== this.attempt || this.finished) return;
+    this.bytesOut += chunk.length;
+    if (this.down.write(chunk, end)) a.consumed(chunk.length);
+    else { this.owedUp += chunk.length; a.pauseResponse(); }
+    if (end) this.responseDone();
+  }
+
+  onResponseTrailers(a: Attempt, fields: string[]): void {
+    if (a !== this.attempt || this.finished) return;
+    const g = grpcStatusIn(fields);
+    if (g >= 0) this.grpcStatus = g;
+    this.down.trailers(fields);
+    this.responseDone();
+  }
+
+  onUpgrade(a: Attempt, socket: import('node:net').Socket, rest: Buffer): void {
+    if (a !== this.attempt || this.finished) { socket.destroy(); return; }
+    this.attempt = null;
+    this.responseEnded = true;
+    // the connection is the tunnel's before the exchange is counted done (its done() must not serve a next request)
+    this.down.upgrade!(socket, rest);
+    this.finish();
+  }
+
+  private responseDone(): void {
+    this.responseEnded = true;
+    this.finish();
+  }
+
+  // ── failures, retries, timeouts ────────────────────────────────────────────
+
+  onAttemptFailed(a: Attempt, kind: FailureKind, started: boolean): void {
+    if (a !== this.attempt || this.finished) return;
+    const c = this.choice!;
+    this.attempt = null;
+    this.uncountUpstream();
+    if (!this.responseStarted) {
+      if (this.mayRetry(kind, started)) {
+        // a failed connection is tried elsewhere when the cluster has another endpoint; a refused stream may go to the same one
+        const avoid = kind === 'connect_failed' || kind === 'dns_failed' ? c.endpoint ?? undefined : kind === 'refused' || kind === 'stale' ? undefined : c.endpoint ?? undefined;
+        this.scheduleRetry(avoid);
+        return;
+      }
+      this.countFailure(kind, c);
+      this.localReply(replyForFailure(kind));
+      return;
+    }
+    // the response is partly sent: the client must see it cut off, never a clean end
+    this.countFailure(kind === 'timeout' ? 'timeout' : 'reset', c);
+    this.reason = kind === 'timeout' ? 'upstream_timeout' : 'upstream_reset';
+    this.down.abort();
+    this.finish();
+  }
+
+  private countFailure(kind: FailureKind, c: UpstreamChoice): void {
+    const { stats } = this.env;
+    if (kind === 'timeout') stats.inc(c.cstats.rqTimeout);
+    else if (kind === 'reset' || kind === 'stale' || kind === 'refused' || kind === 'protocol_error') stats.inc(c.cstats.rqReset);
+  }
+
+  /**
+   * Whether another attempt may follow this failure: never once the response began, within
+   * the policy's count, only to a cluster, and only if the request can be sent again whole
+   * (nothing of its body went out, or all of it was kept).
+   */
+  private mayRetry(kind: FailureKind, started: boolean): boolean {
+    const p = this.retry;
+    if (started || this.responseStarted || kind === 'overflow') return false;
+    const t = this.upstreamTarget;
+    if (!t || t.kind !== 'cluster' || !t.cluster) return false;
+    if (this.wrote && this.sent === null) return false;
+    if (kind === 'stale') {
+      // a keep-alive connection the upstream closed as we sent: once, for a request that can be repeated
+      if (this.retriedStale || this.wrote || !IDEMPOTENT.has(this.down.view.method)) return false;
+      this.retriedStale = true;
+      return true;
+    }
+    if (this.attempts > p.retries || !p.retryOn(kind)) return false;
+    if (p.neverSentOnly && !neverSent(kind)) return false;
+    // the default policy tries a failed connection again only on another endpoint
+    if ((kind === 'connect_failed' || kind === 'dns_failed') && p === DEFAULT_RETRY && t.cluster.subsetEndpoints(t.subset).length <= 1) return false;
+    return p.admit(t.cluster);
+  }
+
+  private retriedStale = false;
+
+  private scheduleRetry(avoid: Endpoint | undefined): void {
+    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
+    // what the failed attempt owed the client is given back: the body it took is kept in `sent`
+    if (this.owedDown > 0) { this.down.consumed(this.owedDown); this.owedDown = 0; }
+    this.attemptReady = false;
+    this.trailersSent = false;
+    const delay = this.retry.backoffMs(this.attempts + 1);
+    this.env.stats.inc(this.retrySlot());
+    if (delay <= 0) { this.tryUpstream(avoid); return; }
+    this.retryTimer = setTimeout(() => { this.retryTimer = null; this.tryUpstream(avoid); }, delay);
+  }
+
+  private retrySlot(): number {
+    return this.choice ? this.choice.cstats.rqRetry : -1;
+  }
+
+  /** The route's time ran out (`perTry`: only this attempt's). */
+  onTimeout(perTry: boolean): void {
+    if (perTry) this.tryTimer = null; else this.routeTimer = null;
+    if (this.finished) return;
+    const a = this.attempt;
+    if (perTry && a !== null && !this.responseStarted) {
+      // the attempt is given up; the policy may try another
+      this.attempt = null;
+      this.uncountUpstream();
+      a.cancel(true);
+      if (this.mayRetry('timeout', false)) { this.scheduleRetry(this.choice?.endpoint ?? undefined); return; }
+      if (this.choice) this.env.stats.inc(this.choice.cstats.rqTimeout);
+      this.localReply(replyForFailure('timeout'));
+      return;
+    }
+    if (perTry) return; // the response began: the route's own timeout still bounds it
+    if (this.choice) this.env.stats.inc(this.choice.cstats.rqTimeout);
+    this.timedOut = true;
+    this.dropAttempt(true);
+    if (!this.responseStarted) { this.localReply(replyForFailure('timeout')); return; }
+    this.reason = 'upstream_timeout';
+    this.down.abort();
+    this.finish();
+  }
+
+  /** The attempt (if any) is given up. */
+  private dropAttempt(timedOut = false): void {
+    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+    const a = this.attempt;
+    this.attempt = null;
+    this.uncountUpstream();
+    a?.cancel(timedOut);
+    this.early = [];
+    this.earlyBytes = 0;
+  }
+
+  /** Answer locally (once), in the downstream's protocol form. */
+  localReply(r: LocalReply): void {
+    if (this.finished) return;
+    this.dropAttempt();
+    if (r.reason === 'no_route') this.env.stats.inc(this.pstats.noRoute);
+    this.reason = r.reason;
+    this.responseStarted = true;
+    if (r.grpcStatus !== undefined) this.grpcStatus = r.grpcStatus;
+    this.status = this.down.localReply(r);
+    this.responseEnded = true;
+    this.finish();
+  }
+
+  // ── the end ────────────────────────────────────────────────────────────────
+
+  private timedOut = false;
+  /** The response came from an upstream (not Sluice's own). */
+  private upstreamAnswered = false;
+
+  /** The exchange is over: everything is counted once, here. */
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.routeTimer) { clearTimeout(this.routeTimer); this.routeTimer = null; }
+    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
+    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+    if (this.timers) { for (const t of this.timers) clearTimeout(t); this.timers = null; }
+    const a = this.attempt;
+    if (a !== null) {
+      this.attempt = null;
+      if (this.responseEnded) a.release(); else a.cancel();
+    }
+    this.early = [];
+    const n = this.earlyBytes + this.owedDown;
+    this.earlyBytes = 0;
+    this.owedDown = 0;
+    if (n > 0) this.down.consumed(n);
+    const { stats } = this.env;
+    const view = this.down.view;
+    const ps = this.pstats;
+    stats.dec(ps.rqActive);
+    // a response the upstream (or its timeout) cut off is a reset or a timeout, not also a 2xx
+    const cut = this.responseStarted && !this.responseEnded && (this.reason === 'upstream_reset' || this.reason === 'upstream_timeout');
+    let status = this.status;
+    let outcome: OutcomeClass;
+    if (view.protocol === 'grpc' && !cut) {
+      // by the grpc-status the client got: the upstream's, ours for a local reply or an answer
+      // without one (gRPC's HTTP mapping), CANCELLED when the client left before the end
+      const code = this.grpcStatus >= 0 ? this.grpcStatus : this.responseEnded ? grpcOfHttp(status) : 1;
+      stats.grpcStatus(code);
+      status = httpStatusOfGrpc(code);
+      outcome = classifyGrpcStatus(code);
+    } else {
+      outcome = this.outcome(cut);
+    }
+    if (this.reason !== undefined && this.reason !== 'upstream_reset' && this.reason !== 'upstream_timeout' && !this.responseStartedUpstream()) {
+      outcome = isLocalOrigin(this.reason) ? 'local_origin_error' : this.reason === 'downstream_gone' ? 'cancelled' : 'local';
+    }
+    const cls = cut ? 0 : this.down.statusClass(status);
+    if (cls) {
+      stats.inc(ps.rqClass[cls]);
+      // the upstream's answer, by the same class the client's counts it in
+      if (this.upstreamAnswered && this.choice) stats.inc(this.choice.cstats.rqClass[cls]);
+    }
+    const seconds = (performance.now() - this.start0) / 1000;
+    stats.requestDone(view.protocol, seconds, this.bytesIn + this.frameIn, this.bytesOut + this.frameOut);
+    this.uncountUpstream();
+    const mirrors = this.mirrors;
+    if (mirrors) for (const m of mirrors) if (!m.dead && m.attempt && this.requestEnded) { /* the copy finishes on its own */ }
+    if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
+    const route = this.route;
+    if (route) {
+      const fs = route.filters;
+      let completion: Completion | null = null;
+      for (let i = 0; i < fs.length; i++) {
+        const f = fs[i];
+        if (!f.filter.onComplete) continue;
+        completion ??= this.completion(outcome, seconds);
+        f.filter.onComplete(completion, f.state);
+      }
+    }
+    if (this.env.accessLog.enabled) this.log(seconds);
+    this.down.done(this);
+  }
+
+  /** Dubbo one-way calls get no answer: their stats say so. */
+  oneWay = false;
+
+  private responseStartedUpstream(): boolean {
+    return this.reason === undefined;
+  }
+
+  private outcome(cut: boolean): OutcomeClass {
+    if (cut) return 'local_origin_error';
+    if (!this.responseStarted) return 'cancelled';
+    return this.down.classify(this.status);
+  }
+
+  private completion(outcome: OutcomeClass, seconds: number): Completion {
+    const c = this.choice;
+    return {
+      view: this.down.view,
+      routeName: this.route?.name ?? null,
+      outcome,
+      status: this.status,
+      grpcStatus: this.grpcStatus,
+      durationMs: seconds * 1000,
+      bytesIn: this.bytesIn + this.frameIn,
+      bytesOut: this.bytesOut + this.frameOut,
+      endpoint: c?.key,
+      cluster: c?.cluster ?? null,
+      attempts: this.attempts,
+      reason: this.reason,
+    };
+  }
+
+  private log(seconds: number): void {
+    const v = this.down.view;
+    const rec: AccessRecord = {
+      protocol: v.protocol, direction: v.direction, listener: v.listener, method: v.method, path: v.path, service: v.service,
+      status: this.status, reason: this.reason === 'downstream_gone' ? undefined : this.reason, route: this.route?.name,
+      upstream: this.choice?.key, bytesIn: this.bytesIn + this.frameIn, bytesOut: this.bytesOut + this.frameOut,
+      durationMs: Math.round(seconds * 1e6) / 1000, source: v.source.address,
+    };
+    if (this.attempts > 1) rec.attempts = this.attempts;
+    if (this.notes) Object.assign(rec, this.notes);
+    this.env.accessLog.write(rec);
+  }
+
+  // ── mirrors ────────────────────────────────────────────────────────────────
+
+  private pendingMirrors: ClusterRuntime[] | null = null;
+
+  private addMirror(cluster: ClusterRuntime): void {
+    (this.pendingMirrors ??= []).push(cluster);
+  }
+
+  private startMirrors(): void {
+    const list = this.pendingMirrors;
+    if (!list) return;
+    this.pendingMirrors = null;
+    for (const cluster of list) {
+      const ep = cluster.pick('');
+      if (!ep) continue;
+      const m = new Mirror(this, MIRROR_BUFFER_BYTES, () => this.env.stats.inc(cluster.stats.rqMirrorDropped));
+      (this.mirrors ??= []).push(m);
+      this.env.stats.inc(cluster.stats.rqMirror);
+      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null });
+    }
+  }
+}
+
+/** Request body a mirror may hold before its connection is ready; past it the copy is dropped. */
+export const MIRROR_BUFFER_BYTES = 256 * 1024;
+
+/** gRPC's own mapping of an HTTP status, for an answer that carried no grpc-status. */
+function grpcOfHttp(status: number): number {
+  switch (status) {
+    case 200: return 2; // a 200 without grpc-status: UNKNOWN
+    case 400: return 13;
+    case 401: return 16;
+    case 403: return 7;
+    case 404: return 12;
+    case 429: case 502: case 503: case 504: return 14;
+    default: return 2;
+  }
+}
+
+function isLocalOrigin(reason: string): boolean {
+  return reason === 'upstream_connect_failed' || reason === 'upstream_dns_failed' || reason === 'upstream_timeout'
+    || reason === 'upstream_reset' || reason === 'overflow' || reason === 'no_healthy_upstream';
+}

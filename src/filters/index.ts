@@ -1,0 +1,29 @@
+/**
+ * The filters Sluice has, by name. The config lists which run and in which order (`filters`);
+ * each filter's route section, checks and stats come from its own folder.
+ */
+import type { Filter, FilterEnv } from '../exchange/filter';
+import { declareFamilies } from '../stats/stats';
+import type { FilterModule } from './module';
+
+/** Every built-in filter, in the default order of the chain. */
+export const FILTER_MODULES: readonly FilterModule[] = [];
+
+for (const m of FILTER_MODULES) declareFamilies(m.stats);
+
+export const DEFAULT_FILTERS: readonly string[] = FILTER_MODULES.map((m) => m.name);
+
+const BY_NAME = new Map(FILTER_MODULES.map((m) => [m.name, m]));
+
+export function filterModule(name: string): FilterModule | undefined {
+  return BY_NAME.get(name);
+}
+
+/** The chain a config names, created for one config on one thread. */
+export function createFilters(names: readonly string[], env: FilterEnv): Filter[] {
+  return names.map((n) => {
+    const m = BY_NAME.get(n);
+    if (!m) throw new Error(`unknown filter "${n}" (config validation missed it)`);
+    return m.create(env);
+  });
+}
