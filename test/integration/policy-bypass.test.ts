@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import t, { type Test } from 'tap';
+import { encodeRequest } from '../../src/codecs/dubbo';
 import { H2Client, PREFACE, ErrorCode, requestFields, settingsFrame, type StreamResult } from '../helpers/h2-frames';
 import { startSluice, stats, waitFor, type RunningSluice } from '../helpers/harness';
 
@@ -220,6 +221,19 @@ t.test('a slowloris is timed out from its first byte', async (t) => {
     t.equal(await c.closedWithin(3000), true, 'closed after http.headerTimeoutMs');
   });
   t.equal(await stat('sluice_downstream_cx_header_timeout_total{listener="app"}'), hdrBefore + 1, 'counted');
+});
+
+t.test('a pause after Dubbo\'s first magic byte: refused, not passed on as opaque bytes', async (t) => {
+  // as opaque TCP the rest of this call would reach the provider past every Dubbo route
+  const call = encodeRequest({ id: 1, service: 'com.example.AdminService', method: 'get' });
+  const before = await stat('sluice_downstream_cx_header_timeout_total{listener="app"}');
+  await untouched(t, 'da, a pause, then the rest of the frame', async () => {
+    const c = await Raw.open(sluice.port('app'));
+    c.send(call.subarray(0, 1));
+    t.equal(await c.closedWithin(3000), true, 'closed after http.headerTimeoutMs');
+    c.send(call.subarray(1));
+  });
+  t.equal(await stat('sluice_downstream_cx_header_timeout_total{listener="app"}'), before + 1, 'counted as a header timeout');
 });
 
 t.test('unrecognised traffic on a listener that refuses it', async (t) => {
