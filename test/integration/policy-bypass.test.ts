@@ -312,7 +312,8 @@ t.test('paths are normalised before routing and forwarded normalised', async (t)
     await untouched(t, `HTTP/1 ${p}`, async () => { t.same(await h1(port, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`), [403], p); });
     await untouched(t, `HTTP/2 ${p}`, async () => { t.equal((await h2(port, requestFields('GET', p))).status, 403, p); });
   }
-  for (const p of ['/admin%2Fx', '/x%2F..%2Fadmin', '/public/..;/admin', '/a%zz', '/x\\..\\admin']) {
+  // /;x/admin: a servlet container drops the parameters and merges the slashes, and serves /admin
+  for (const p of ['/admin%2Fx', '/x%2F..%2Fadmin', '/public/..;/admin', '/;x/admin', '/a%zz', '/x\\..\\admin']) {
     await untouched(t, `HTTP/1 ${p}`, async () => { t.same(await h1(port, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`), [400], p); });
     await untouched(t, `HTTP/2 ${p}`, async () => { refused(t, await h2(port, requestFields('GET', p)), p); });
   }
