@@ -29,6 +29,19 @@ const MAX_CONNECT_ATTEMPTS = 3;
 /** Request body bytes held while no upstream connection is ready yet. */
 const MAX_EARLY_BODY = 64 * 1024;
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/** Also left out of a request whose h2c upgrade is not forwarded. */
+const H2C_FIELDS = ['http2-settings'];
+
+/**
+ * The Upgrade value a request is forwarded with, or undefined. An upgrade to h2c is never
+ * forwarded: the tunnel that a 101 opens would carry HTTP/2 requests that no route sees (RFC 9113
+ * deprecates it; Sluice speaks HTTP/2 itself). Such a request goes upstream as a plain request.
+ */
+function forwardedUpgrade(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  for (const token of value.split(',')) if (token.trim().toLowerCase() === 'h2c') return undefined;
+  return value;
+}
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
@@ -323,6 +336,10 @@ class Http1Exchange implements Http1ResponseSink {
   closeAfter = false;
   /** 101: the connection is now a tunnel to the upstream. */
   tunnel = false;
+  /** The Upgrade value sent upstream; a 101 opens a tunnel only when there is one. */
+  private upgrade: string | undefined = undefined;
+  /** The upstream answered 101 to a request that asked for no upgrade it may grant. */
+  private unaskedSwitch = false;
 
   private readonly resolved: Http1Target | string;
 
@@ -410,11 +427,14 @@ class Http1Exchange implements Http1ResponseSink {
     else if (h.contentLength >= 0) framing = { kind: 'length', length: h.contentLength };
     else framing = { kind: 'none' };
     this.reqFraming = framing;
-    const upgrade = h.upgrade ? this.view.header('upgrade') : undefined;
+    const asked = h.upgrade ? this.view.header('upgrade') : undefined;
+    const upgrade = forwardedUpgrade(asked);
+    this.upgrade = upgrade;
     const r = this.resolved as Http1Target;
     const head = encodeRequestHead({
       method: h.method, target: r.target.forward, host: r.authority.canonical || this.upstreamKey, headers: h.headers,
-      connectionTokens: h.connectionTokens, framing, via: this.cfg.config.http.via, upgrade,
+      connectionTokens: upgrade === asked ? h.connectionTokens : h.connectionTokens.concat(H2C_FIELDS),
+      framing, via: this.cfg.config.http.via, upgrade,
     });
     const sock = conn.socket;
     sock.cork();
@@ -494,6 +514,11 @@ class Http1Exchange implements Http1ResponseSink {
       }
       return;
     }
+    if (h.status === 101 && this.upgrade === undefined) {
+      // a tunnel nobody asked for would carry the client's next bytes past the routes
+      this.unaskedSwitch = true;
+      return;
+    }
     this.upHead = h;
     this.status = h.status;
     this.responseStarted = true;
@@ -556,6 +581,13 @@ class Http1Exchange implements Http1ResponseSink {
   }
 
   onUpgrade(up: net.Socket, rest: Buffer): void {
+    if (this.unaskedSwitch) {
+      this.conn = null;
+      up.destroy();
+      this.cfg.stats.inc(this.cstats!.rqReset);
+      this.localReply({ status: 502, reason: 'upstream_reset', body: 'upstream switched protocols unasked\n' });
+      return;
+    }
     const session = this.session;
     const down = session.socket;
     this.conn = null;
