@@ -295,6 +295,15 @@ class DubboCall implements DubboCallSink {
     }
     const scanErr = req.scanAttachments();
     if (scanErr) { this.badRequest(scanErr); return; }
+    // A provider finds the service to run by the `path` attachment, which overrides the service
+    // path written before the arguments (DecodeableRpcInvocation puts the attachments over it).
+    // Routes see the latter, so a call naming two services would meet the routes of one and run
+    // the other: refused, as HTTP/2 refuses a host beside :authority that names another.
+    const path = req.attachment('path');
+    if (path !== undefined && path !== req.service) {
+      this.badRequest(new Error(`the path attachment ${JSON.stringify(path.slice(0, 200))} names another service than the call (${JSON.stringify(req.service.slice(0, 200))})`));
+      return;
+    }
     this.view = new DubboView(this.session, req);
     this.cfg.chain.run(this.view, (reply, target) => (reply ? this.localReply(reply) : this.route(target!)));
   }
