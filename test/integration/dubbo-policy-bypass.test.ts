@@ -1,35 +1,49 @@
 /**
  * Ways to get a Dubbo call past a route that denies an interface or a method, tried with
- * hand-written frames against a running Sluice. The provider decodes calls with dubbo-remoting,
- * which, like Java's DecodeableRpcInvocation, lets the `path` attachment override the service
- * path written before the arguments, and records the service it would run and the method.
+ * hand-written frames against a running Sluice. The provider reads each call the way Java Dubbo
+ * 2.7's DecodeableRpcInvocation and DubboProtocol.getInvoker do (with hessian.js, independent of
+ * Sluice's reader): as many arguments as ReflectUtils.DESC_PATTERN finds in the descriptor, then
+ * the attachments, whose `path` overrides the service path written before the arguments; and it
+ * records the service it would run and the method.
  */
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { encodeRequest } from '../../src/codecs/dubbo';
-import { bytes, frame, hmap, s } from '../codecs/dubbo/fixtures';
+import { encodeRequest, encodeResponse } from '../../src/codecs/dubbo';
+import { bytes, frame, hessian, hmap, i, s } from '../codecs/dubbo/fixtures';
 import { startSluice, type RunningSluice } from '../helpers/harness';
-
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const remoting: any = require('dubbo-remoting');
 
 const PUBLIC = 'com.example.PublicService';
 const ADMIN = 'com.example.AdminService';
 
+const IDENT = '[_$a-zA-Z][_$a-zA-Z0-9]*';
+const CLASS_DESC = `L${IDENT}(?:\\/${IDENT})*;`;
+/** ReflectUtils.DESC_PATTERN, used with find(): what does not match is skipped. */
+const DESC_PATTERN = new RegExp(`[VZBCDFIJS]|${CLASS_DESC}|\\[+(?:[VZBCDFIJS]|${CLASS_DESC})`, 'g');
+
 /** What the provider was asked to run: `<service>#<method>`. */
 const ran: string[] = [];
 const provider = net.createServer((sock) => {
-  const enc = remoting.encoder({});
-  const dec = remoting.decoder({});
-  enc.pipe(sock);
-  sock.pipe(dec);
+  let buf = Buffer.alloc(0);
   sock.on('error', () => sock.destroy());
-  dec.on('error', () => sock.destroy());
-  dec.on('heartbeat', (hb: any) => enc.writeHeartbeatAck(hb));
-  dec.on('request', (req: any) => {
-    ran.push(`${String(req.data.serverSignature).split(':')[0]}#${req.data.methodName}`);
-    enc.writeResponse(req, { appResponse: { $class: 'java.lang.String', $: 'ok' }, isError: false });
+  sock.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    while (buf.length >= 16 && buf.length >= 16 + buf.readUInt32BE(12)) {
+      const f = buf.subarray(0, 16 + buf.readUInt32BE(12));
+      buf = buf.subarray(f.length);
+      if ((f[2] & 0x20) !== 0) continue; // events: heartbeats are Sluice's business here
+      const dec = new hessian.DecoderV2(f.subarray(16));
+      dec.read(); // dubbo version
+      let path = dec.read() as string;
+      dec.read(); // version
+      const method = dec.read() as string;
+      const desc = String(dec.read());
+      for (let n = desc.match(DESC_PATTERN)?.length ?? 0; n > 0; n--) dec.read();
+      const attachments = dec.read() as Record<string, unknown> | null;
+      if (attachments && typeof attachments.path === 'string') path = attachments.path;
+      ran.push(`${path}#${method}`);
+      sock.write(encodeResponse({ id: f.readBigUInt64BE(4), value: 'ok' }));
+    }
   });
 });
 
@@ -114,4 +128,13 @@ t.test('spellings of a denied interface or method meet the route', async (t) => 
     ['the method as a chunked string', rawCall(s(PUBLIC), chunked('delete', 'All'))],
   ];
   for (const [what, f] of cases) await notRun(t, what, f, /direct_response/);
+});
+
+t.test('arguments are counted as Java counts them, so the attachments are the ones the provider reads', async (t) => {
+  // Java finds `I` and `Ljava/util/Map;` in this descriptor and reads two arguments; counted as one
+  // class name, the second argument (a map saying path=PUBLIC) would pass for the attachments,
+  // while the provider reads the map behind it, which says path=ADMIN
+  const body = bytes(s('2.0.2'), s(PUBLIC), s('0.0.0'), s('get'), s('Lx.I.Ljava/util/Map;'),
+    i(0), hmap([['path', PUBLIC]]), hmap([['path', ADMIN]]));
+  await notRun(t, 'a descriptor Java reads otherwise', frame(0xc2, 0, nextId++, body), /parameter types descriptor/);
 });
