@@ -21,7 +21,8 @@
  * - a token followed by CRLF or LF alone (`QUIT\r\n`) is not a request line anywhere: opaque.
  *
  * `more` means the bytes so far fit a protocol but are not enough to decide: the caller waits,
- * under the HTTP header timeout once a byte has arrived.
+ * under the HTTP header timeout once a byte has arrived, and refuses what is still undecided then
+ * (mayBeRouted), TLS's first byte excepted.
  */
 import { TCHAR } from './http1/http1-decoder';
 
@@ -81,7 +82,13 @@ export function sniff(buf: Buffer): Sniffed {
   return 'tcp';
 }
 
-/** Bytes that `sniff` called `more` and that may still become an HTTP/1 request or the HTTP/2 preface (not TLS, not Dubbo). */
-export function mayBeHttp(buf: Buffer): boolean {
-  return buf.length > 0 && buf[0] !== 0x16 && buf[0] !== 0xda && sniff(buf.length > MAX_SNIFF_BYTES ? buf.subarray(0, MAX_SNIFF_BYTES) : buf) === 'more';
+/**
+ * Bytes that `sniff` called `more` and that may still become a protocol routes apply to: an
+ * HTTP/1 request, the HTTP/2 preface, or a Dubbo frame (its first magic byte alone). Only TLS's
+ * first byte is not: TLS is opaque whichever way it is decided. Bytes for which this is true must
+ * never be passed on as opaque TCP, or a client that pauses after them skips the routes.
+ */
+export function mayBeRouted(buf: Buffer): boolean {
+  if (buf.length === 0 || buf[0] === 0x16) return false;
+  return sniff(buf.length > MAX_SNIFF_BYTES ? buf.subarray(0, MAX_SNIFF_BYTES) : buf) === 'more';
 }

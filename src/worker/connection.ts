@@ -5,7 +5,7 @@
  * in the same tick, so the codec sees the stream from its first byte.
  */
 import type net from 'node:net';
-import { MAX_SNIFF_BYTES, mayBeHttp, sniff, type Sniffed } from '../protocols/sniff';
+import { MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../protocols/sniff';
 import { PROTOCOLS, type Protocol } from '../stats/stats';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from './runtime';
 import { proxyTcp } from '../protocols/tcp/tcp-proxy';
@@ -58,9 +58,10 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   /**
    * Before the first byte: a client that stays silent for tcp.sniffTimeoutMs is opaque (a
    * server-speaks-first protocol), or, on an `http` listener, has http.headerTimeoutMs to begin.
-   * After it: bytes that may still become a request wait under http.headerTimeoutMs, from the
-   * first byte, and are then refused, never passed on: a slow HTTP client must not skip the
-   * routes, and a slowloris must not hold the connection longer than an HTTP one could.
+   * After it: bytes that may still become a request (HTTP, or Dubbo's first magic byte) wait
+   * under http.headerTimeoutMs, from the first byte, and are then refused, never passed on: a
+   * slow client must not skip the routes, and a slowloris must not hold the connection longer
+   * than an HTTP one could.
    */
   const onTimeout = () => {
     if (length === 0) {
@@ -75,7 +76,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     }
     const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
     chunks.length = 0;
-    if (mayBeHttp(head)) {
+    if (mayBeRouted(head)) {
       rt.current().stats.inc(info.listener.cxHeaderTimeout);
       decide('refuse');
       return;

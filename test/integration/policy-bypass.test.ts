@@ -6,9 +6,11 @@
  */
 import { once } from 'node:events';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import t, { type Test } from 'tap';
-import { H2Client, PREFACE, ErrorCode, requestFields, settingsFrame, type StreamResult } from '../helpers/h2-frames';
+import { encodeRequest } from '../../src/protocols/dubbo';
+import { H2Client, PREFACE, ErrorCode, headersFrame, hpack, requestFields, settingsFrame, type StreamResult } from '../helpers/h2-frames';
 import { startSluice, stats, waitFor, type RunningSluice } from '../helpers/harness';
 
 // ── upstream ────────────────────────────────────────────────────────────────
@@ -22,6 +24,9 @@ const upstream = http.createServer((req, res) => {
   req.on('end', () => {
     // bodies end with a newline: Raw counts responses by status lines at the start of a line
     if (req.url === '/ws') { res.writeHead(200, { 'content-length': 3 }); res.end('no\n'); return; }
+    // an endpoint that switches protocols unasked (a status taken from the request, say); what
+    // follows on the connection is read as HTTP/1 requests again
+    if (req.url === '/switch') { req.socket.write('HTTP/1.1 101 Switching Protocols\r\n\r\n'); return; }
     res.writeHead(200, { 'content-length': 3 });
     res.end('ok\n');
   });
@@ -29,24 +34,50 @@ const upstream = http.createServer((req, res) => {
 upstream.on('connection', () => { upstreamConnections++; });
 upstream.keepAliveTimeout = 30_000;
 
+/**
+ * An upstream that takes any `Upgrade: h2c` (as lenient servers do, without looking for
+ * HTTP2-Settings in Connection) and serves HTTP/2 behind the 101. It records what it gets either way.
+ */
+const h2cSeen: string[] = [];
+const h2Behind = http2.createServer();
+h2Behind.on('stream', (s, h) => { h2cSeen.push(`h2 ${String(h[':path'])}`); s.respond({ ':status': 200 }); s.end('ok\n'); });
+const lenient = http.createServer((req, res) => {
+  h2cSeen.push(`h1 ${req.url} http2-settings=${req.headers['http2-settings'] ?? 'none'}`);
+  res.writeHead(200, { 'content-length': 3 });
+  res.end('ok\n');
+});
+lenient.on('upgrade', (req: http.IncomingMessage, sock: net.Socket, head: Buffer) => {
+  h2cSeen.push(`upgrade ${req.url} ${String(req.headers.upgrade)}`);
+  if (String(req.headers.upgrade).toLowerCase() !== 'h2c') { sock.destroy(); return; }
+  sock.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+  if (head.length) sock.unshift(head);
+  h2Behind.emit('connection', sock);
+});
+
 let sluice: RunningSluice;
 
 t.before(async () => {
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
   const up = `127.0.0.1:${(upstream.address() as net.AddressInfo).port}`;
+  lenient.listen(0, '127.0.0.1');
+  await once(lenient, 'listening');
   sluice = await startSluice({
     listeners: [
       { name: 'app', address: '127.0.0.1:0', cluster: 'web' },
       { name: 'strict', address: '127.0.0.1:0', cluster: 'web', opaque: 'refuse' },
       { name: 'httponly', address: '127.0.0.1:0', cluster: 'web', protocol: 'http' },
       { name: 'dubboonly', address: '127.0.0.1:0', cluster: 'web', protocol: 'dubbo' },
+      { name: 'h2c', address: '127.0.0.1:0', cluster: 'lenient' },
     ],
     routes: [
       { name: 'deny-admin', match: { path: { prefix: '/admin' } }, action: { directResponse: { status: 403, body: 'denied\n' } } },
       { name: 'deny-admin-host', match: { service: 'admin.internal' }, action: { directResponse: { status: 403, body: 'denied host\n' } } },
     ],
-    clusters: [{ name: 'web', protocol: 'http1', endpoints: [up] }],
+    clusters: [
+      { name: 'web', protocol: 'http1', endpoints: [up] },
+      { name: 'lenient', protocol: 'http1', endpoints: [`127.0.0.1:${(lenient.address() as net.AddressInfo).port}`] },
+    ],
     tcp: { sniffTimeoutMs: 200 },
     http: { headerTimeoutMs: 1000 },
   });
@@ -56,6 +87,8 @@ t.teardown(async () => {
   await sluice.stop();
   upstream.close();
   upstream.closeAllConnections();
+  lenient.close();
+  lenient.closeAllConnections();
 });
 
 /** Run a case and check that the upstream saw nothing of it. */
@@ -222,6 +255,19 @@ t.test('a slowloris is timed out from its first byte', async (t) => {
   t.equal(await stat('sluice_downstream_cx_header_timeout_total{listener="app"}'), hdrBefore + 1, 'counted');
 });
 
+t.test('a pause after Dubbo\'s first magic byte: refused, not passed on as opaque bytes', async (t) => {
+  // as opaque TCP the rest of this call would reach the provider past every Dubbo route
+  const call = encodeRequest({ id: 1, service: 'com.example.AdminService', method: 'get' });
+  const before = await stat('sluice_downstream_cx_header_timeout_total{listener="app"}');
+  await untouched(t, 'da, a pause, then the rest of the frame', async () => {
+    const c = await Raw.open(sluice.port('app'));
+    c.send(call.subarray(0, 1));
+    t.equal(await c.closedWithin(3000), true, 'closed after http.headerTimeoutMs');
+    c.send(call.subarray(1));
+  });
+  t.equal(await stat('sluice_downstream_cx_header_timeout_total{listener="app"}'), before + 1, 'counted as a header timeout');
+});
+
 t.test('unrecognised traffic on a listener that refuses it', async (t) => {
   const refusedBefore = await stat('sluice_downstream_cx_refused_total{listener="strict"}');
   await untouched(t, 'binary bytes', async () => {
@@ -298,7 +344,8 @@ t.test('paths are normalised before routing and forwarded normalised', async (t)
     await untouched(t, `HTTP/1 ${p}`, async () => { t.same(await h1(port, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`), [403], p); });
     await untouched(t, `HTTP/2 ${p}`, async () => { t.equal((await h2(port, requestFields('GET', p))).status, 403, p); });
   }
-  for (const p of ['/admin%2Fx', '/x%2F..%2Fadmin', '/public/..;/admin', '/a%zz', '/x\\..\\admin']) {
+  // /;x/admin: a servlet container drops the parameters and merges the slashes, and serves /admin
+  for (const p of ['/admin%2Fx', '/x%2F..%2Fadmin', '/public/..;/admin', '/;x/admin', '/a%zz', '/x\\..\\admin']) {
     await untouched(t, `HTTP/1 ${p}`, async () => { t.same(await h1(port, `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`), [400], p); });
     await untouched(t, `HTTP/2 ${p}`, async () => { refused(t, await h2(port, requestFields('GET', p)), p); });
   }
@@ -360,4 +407,32 @@ t.test('an upgrade the upstream declines leaves the connection serving requests'
   d.send('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n');
   t.same(await d.responses(2, 3000), [200, 200]);
   d.destroy();
+});
+
+t.test('an h2c upgrade is not forwarded: no tunnel of HTTP/2 requests past the routes', async (t) => {
+  for (const connection of ['Upgrade', 'Upgrade, HTTP2-Settings']) {
+    h2cSeen.length = 0;
+    const c = await Raw.open(sluice.port('h2c'));
+    c.send(`GET /public HTTP/1.1\r\nHost: a\r\nConnection: ${connection}\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`);
+    t.same(await c.responses(1), [200], `${connection}: answered as a plain request`);
+    // what a client sends after the 101 it hoped for
+    const admin = hpack([[':method', 'GET'], [':scheme', 'http'], [':path', '/admin/secret'], [':authority', 'a']]);
+    c.send(Buffer.concat([PREFACE, settingsFrame(), headersFrame(3, admin, { endStream: true })]));
+    t.equal(await c.closedWithin(3000), true, `${connection}: the preface is no HTTP/1 request: closed`);
+    t.same(h2cSeen, ['h1 /public http2-settings=none'], `${connection}: no upgrade, no HTTP2-Settings, nothing behind it reached the upstream`);
+    c.destroy();
+  }
+});
+
+t.test('a 101 the request did not ask for is no tunnel', async (t) => {
+  const n = seen.length;
+  const c = await Raw.open(sluice.port('app'));
+  c.send('GET /switch HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.same(await c.responses(1), [502], 'an invalid response');
+  t.match(c.data, /x-sluice-reason: upstream_reset/);
+  c.send('GET /admin HTTP/1.1\r\nHost: a\r\n\r\n');
+  const statuses = await c.responses(2, 2000).catch((err: Error) => err.message);
+  t.same(seen.slice(n).map((x) => x.url), ['/switch'], 'nothing else reached the upstream');
+  t.same(statuses, [502, 403], 'the next request meets the routes');
+  c.destroy();
 });

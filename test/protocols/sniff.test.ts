@@ -2,7 +2,7 @@
  * Protocol recognition from first bytes: every row of the DESIGN.md table, with fragments.
  */
 import t from 'tap';
-import { H2_PREFACE, MAX_SNIFF_BYTES, mayBeHttp, sniff, type Sniffed } from '../../src/protocols/sniff';
+import { H2_PREFACE, MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../../src/protocols/sniff';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
@@ -113,14 +113,14 @@ t.test('anything else is opaque TCP', async (t) => {
   for (const [name, buf, want] of cases) t.equal(sniff(buf), want, name);
 });
 
-t.test('mayBeHttp: what is worth waiting for under the header timeout', async (t) => {
-  t.equal(mayBeHttp(b('GE')), true);
-  t.equal(mayBeHttp(b('\r\n')), true);
-  t.equal(mayBeHttp(b('PRI * HTTP/2.0\r\n')), true);
-  t.equal(mayBeHttp(hex('16')), false, 'one byte of TLS');
-  t.equal(mayBeHttp(hex('da')), false, 'one byte of Dubbo');
-  t.equal(mayBeHttp(b('GET ')), false, 'decided already');
-  t.equal(mayBeHttp(b('\x00')), false);
+t.test('mayBeRouted: what is waited for under the header timeout and then refused, never passed on', async (t) => {
+  t.equal(mayBeRouted(b('GE')), true);
+  t.equal(mayBeRouted(b('\r\n')), true);
+  t.equal(mayBeRouted(b('PRI * HTTP/2.0\r\n')), true);
+  t.equal(mayBeRouted(hex('da')), true, 'one byte of Dubbo: the rest of a call may follow the pause');
+  t.equal(mayBeRouted(hex('16')), false, 'one byte of TLS: opaque either way');
+  t.equal(mayBeRouted(b('GET ')), false, 'decided already');
+  t.equal(mayBeRouted(b('\x00')), false);
 });
 
 t.test('sniff is pure and never throws on any byte', async (t) => {

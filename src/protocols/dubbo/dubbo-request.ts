@@ -213,10 +213,38 @@ const PRIMITIVES: Record<string, string> = {
   Z: 'boolean', B: 'byte', C: 'char', D: 'double', F: 'float', I: 'int', J: 'long', S: 'short', V: 'void',
 };
 
+/** Characters of a class name in a descriptor: 1 may start an identifier, 2 may continue one. */
+const IDENT = new Uint8Array(128);
+for (const c of '_$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ') IDENT[c.charCodeAt(0)] = 1;
+for (const c of '0123456789') IDENT[c.charCodeAt(0)] = 2;
+
+/** `ident ( "/" ident )*` with ident = [_$a-zA-Z][_$a-zA-Z0-9]*, between start and end. */
+function isClassName(desc: string, start: number, end: number): boolean {
+  let first = true;
+  for (let i = start; i < end; i++) {
+    const c = desc.charCodeAt(i);
+    if (c === 0x2f /* / */) {
+      if (first) return false;
+      first = true;
+      continue;
+    }
+    const k = c < 128 ? IDENT[c] : 0;
+    if (k === 0 || (first && k !== 1)) return false;
+    first = false;
+  }
+  return !first;
+}
+
 /**
  * Number of types in a JVM descriptor list ("Ljava/lang/String;I[J" is 3), or -1 when it is not one:
- * each type is `[`* then a primitive letter (ZBCDFIJSV) or `L` name `;` (name non-empty, no `;`).
- * ReflectUtils.desc2classArray accepts the same list.
+ * each type is `[`* then a primitive letter (ZBCDFIJSV) or `L` class name `;`, the class name being
+ * identifiers of ASCII letters, digits, `_` and `$` joined by `/`.
+ *
+ * Exactly the grammar of ReflectUtils.DESC_PATTERN, and for a reason: Java Dubbo (2.6, 2.7) counts
+ * a call's arguments by finding that pattern in the descriptor, skipping what does not match, and
+ * reads the attachments after that many values. A looser rule here would count differently on a
+ * descriptor such as `Lx.I.Ljava/util/Map;` (1 type here, `I` and `Map` there), so that Sluice took
+ * an argument for the attachments and the provider read another map, with another `path`.
  */
 export function countParamTypes(desc: string): number {
   let n = 0;
@@ -232,7 +260,7 @@ export function countParamTypes(desc: string): number {
     }
     if (c === 0x4c /* L */) {
       const semi = desc.indexOf(';', i + 1);
-      if (semi < 0 || semi === i + 1) return -1;
+      if (semi < 0 || !isClassName(desc, i + 1, semi)) return -1;
       i = semi + 1;
     } else if (c === 0x5a || c === 0x42 || c === 0x43 || c === 0x44 || c === 0x46 || c === 0x49 || c === 0x4a || c === 0x53 || c === 0x56) {
       i++;

@@ -188,6 +188,14 @@ export class DubboSession {
     try {
       req = DubboRequest.fromFrame(f);
       bad = req.scanAttachments();
+      // A provider finds the service to run by the `path` attachment, which overrides the service
+      // path written before the arguments (DecodeableRpcInvocation puts the attachments over it).
+      // Routes see the latter, so a call naming two services would meet the routes of one and run
+      // the other: refused, as HTTP/2 refuses a host beside :authority that names another.
+      const path = bad === null ? req.attachment('path') : undefined;
+      if (path !== undefined && path !== req.service) {
+        bad = new Error(`the path attachment ${JSON.stringify(path.slice(0, 200))} names another service than the call (${JSON.stringify(req.service.slice(0, 200))})`);
+      }
     } catch (err) {
       bad = err as Error;
       req = null as unknown as DubboRequest;

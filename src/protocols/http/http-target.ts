@@ -8,8 +8,10 @@
  *
  *   path       percent-encoded unreserved bytes decoded (`%61` → `a`), other escapes upper-cased,
  *              dot segments removed (RFC 3986 §5.2.4, `%2e` included), `//` merged (an option);
- *              `%2F`, `%5C` and `\` per `escapedSlashes`; a fragment, a broken escape, or a dot
- *              segment with parameters (`..;x`, which Tomcat takes for `..`) is refused
+ *              `%2F`, `%5C` and `\` per `escapedSlashes`; a fragment, a broken escape, a dot
+ *              segment with parameters (`..;x`, which Tomcat takes for `..`) or a segment of
+ *              parameters alone before another (`/;x/admin`, which Tomcat takes for `/admin`)
+ *              is refused
  *   authority  host (reg-name of unreserved characters, IPv4, or `[IPv6]`) and an optional port;
  *              no userinfo, no spaces, no escapes; lower case, one trailing dot dropped
  *
@@ -49,6 +51,7 @@ const PERCENT = 0x25;
 const DOT = 0x2e;
 const HASH = 0x23;
 const QUERY = 0x3f;
+const SEMI = 0x3b;
 
 /**
  * An origin-form target (`/path?query`) in canonical form, or a reason to refuse it. `*` (the
@@ -69,7 +72,7 @@ export function normalizeTarget(target: string, policy: PathPolicy): Target | st
     if (c === HASH) return 'a fragment (#) in the request target';
     if (end < n) continue;
     if (c === QUERY) { end = i; continue; }
-    if (c === PERCENT || c === BACKSLASH || (c === DOT && prev === SLASH) || (c === SLASH && prev === SLASH)) work = true;
+    if (c === PERCENT || c === BACKSLASH || ((c === DOT || c === SEMI || c === SLASH) && prev === SLASH)) work = true;
     prev = c;
   }
   if (!work) return { path: end === n ? target : target.slice(0, end), forward: target };
@@ -129,6 +132,10 @@ function normalizePath(raw: string, policy: PathPolicy): string {
       const semi = seg.indexOf(';');
       if (semi === 1 || (semi === 2 && seg.charCodeAt(1) === DOT)) return 'a dot segment with parameters (.;/..;) in the path';
     }
+    // Servlet containers drop every ";..." before looking at the path: a segment of parameters
+    // alone becomes empty and merges away, so /;x/admin is /admin to them. As the last segment it
+    // is only a trailing slash (/;jsessionid=...), which moves no prefix.
+    if (policy.normalizePath && seg.charCodeAt(0) === SEMI && k !== last) return 'a segment of parameters only (/;x/) in the path';
     out.push(seg);
   }
   if (trailing) out.push('');

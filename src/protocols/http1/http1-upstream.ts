@@ -18,6 +18,19 @@ import { chunkParts, encodeRequestHead, lastChunk, type Framing } from './http1-
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from './http1-pool';
 
 const EMPTY = Buffer.alloc(0);
+/** Also left out of a request whose h2c upgrade is not forwarded. */
+const H2C_FIELDS = ['http2-settings'];
+
+/**
+ * The Upgrade value a request is forwarded with, or undefined. An upgrade to h2c is never
+ * forwarded: the tunnel that a 101 opens would carry HTTP/2 requests that no route sees (RFC 9113
+ * deprecates it; Sluice speaks HTTP/2 itself). Such a request goes upstream as a plain request.
+ */
+function forwardedUpgrade(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  for (const token of value.split(',')) if (token.trim().toLowerCase() === 'h2c') return undefined;
+  return value;
+}
 
 export class Http1Attempt implements Attempt, Http1ResponseSink {
   private conn: Http1Connection | null = null;
@@ -26,6 +39,10 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
   /** The request's end was written. */
   private ended = false;
   private started = false;
+  /** The Upgrade value sent upstream; a 101 opens a tunnel only when there is one. */
+  private upgrade: string | undefined = undefined;
+  /** The upstream answered 101 to a request that asked for no upgrade it may grant. */
+  private unaskedSwitch = false;
 
   constructor(private readonly x: Exchange, private readonly to: UpstreamChoice, private readonly sink: AttemptSink) {}
 
@@ -62,10 +79,13 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
       if (h.chunked) this.framing = { kind: 'chunked' };
       else if (h.contentLength >= 0) this.framing = { kind: 'length', length: h.contentLength };
       else this.framing = { kind: 'none' };
-      const upgrade = h.upgrade ? upgradeOf(h) : undefined;
+      const asked = h.upgrade ? upgradeOf(h) : undefined;
+      const upgrade = forwardedUpgrade(asked);
+      this.upgrade = upgrade;
       return encodeRequestHead({
         method: h.method, target: form.target.forward, host: form.authority.canonical || this.to.key,
-        headers: edits ? applyEdits(h.headers, edits) : h.headers, connectionTokens: h.connectionTokens, framing: this.framing, via, upgrade,
+        headers: edits ? applyEdits(h.headers, edits) : h.headers,
+        connectionTokens: upgrade === asked ? h.connectionTokens : h.connectionTokens.concat(H2C_FIELDS), framing: this.framing, via, upgrade,
       });
     }
     // from HTTP/2: its fields, flattened, the body framed by its content-length or chunked
@@ -152,6 +172,11 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
       this.sink.onInformational?.(this, h);
       return;
     }
+    if (h.status === 101 && this.upgrade === undefined) {
+      // a tunnel nobody asked for would carry the client's next bytes past the routes
+      this.unaskedSwitch = true;
+      return;
+    }
     this.started = true;
     // a 101 is followed by onUpgrade; a response without a body (HEAD, 204, 304) ends with onResponseEnd
     this.sink.onResponseHead(this, { status: h.status, grpcStatus: -1, form: { kind: 'h1', head: h } }, false);
@@ -170,6 +195,11 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
 
   onUpgrade(socket: net.Socket, rest: Buffer): void {
     this.conn = null;
+    if (this.unaskedSwitch) {
+      socket.destroy();
+      this.sink.onAttemptFailed(this, 'protocol_error', false);
+      return;
+    }
     if (this.sink.onUpgrade) this.sink.onUpgrade(this, socket, rest);
     else socket.destroy();
   }

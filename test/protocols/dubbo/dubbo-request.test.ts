@@ -168,6 +168,16 @@ t.test('descriptors', async (t) => {
     ['[', -1, null],
     ['I,J', -1, null],
     ['['.repeat(256) + 'I', -1, null],
+    ['Lcom/x/Outer$Inner_2;', 1, ['com.x.Outer$Inner_2']],
+    // what Java's ReflectUtils.DESC_PATTERN would not take as one class name: Java counts other types in it
+    ['Lx.I.Ljava/util/Map;', -1, null],
+    ['Ljava/lang/String;Lx.Z;', -1, null],
+    ['Lcom//x;', -1, null],
+    ['L/x;', -1, null],
+    ['Lx/;', -1, null],
+    ['L1x;', -1, null],
+    ['Lx y;', -1, null],
+    ['Lcaf\u00e9;', -1, null],
   ];
   for (const [desc, n, names] of table) {
     t.equal(countParamTypes(desc), n, `count ${JSON.stringify(desc.slice(0, 30))}`);

@@ -55,6 +55,9 @@ t.test('what cannot be made canonical safely is refused', async (t) => {
     ['/public/..;/admin', /dot segment with parameters/],
     ['/public/.;/admin', /dot segment with parameters/],
     ['/public/..;jsessionid=1/admin', /dot segment with parameters/],
+    ['/;x/admin', /parameters only/],
+    ['/;/admin', /parameters only/],
+    ['/public/;jsessionid=1/../admin', /parameters only/],
     ['admin', /not a path/],
     ['/a b', /space/],
     ['/a?b c', /space/],
@@ -68,6 +71,8 @@ t.test('what cannot be made canonical safely is refused', async (t) => {
     t.match(r, why, p);
   }
   t.same(norm('/a/..x/b'), { path: '/a/..x/b', forward: '/a/..x/b' }, '"..x" is an ordinary segment');
+  t.same(norm('/;jsessionid=1'), { path: '/;jsessionid=1', forward: '/;jsessionid=1' }, 'parameters alone as the last segment: a trailing slash to servlet containers');
+  t.same(norm('/a/b;v=1/c'), { path: '/a/b;v=1/c', forward: '/a/b;v=1/c' }, 'parameters after a name');
 });
 
 t.test('escapedSlashes: keep and unescape', async (t) => {
