@@ -32,6 +32,7 @@ export interface RouteConfig {
     direction?: Direction;
     protocol?: 'http1' | 'http2' | 'grpc' | 'dubbo';
     service?: string | StringMatch;
+    authority?: string | StringMatch;
     method?: string | string[];
     path?: StringMatch;
     headers?: Record<string, HeaderMatch>;
@@ -309,6 +310,7 @@ function semanticIssues(c: Obj): ConfigIssue[] {
       }
       checkRegex(issues, `${p}/match/path`, m.path);
       checkRegex(issues, `${p}/match/service`, m.service);
+      checkRegex(issues, `${p}/match/authority`, m.authority);
       if (isObj(m.headers)) {
         for (const [h, hm] of Object.entries(m.headers)) {
           const hp = `${p}/match/headers/${h.replace(/~/g, '~0').replace(/\//g, '~1')}`;

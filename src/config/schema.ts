@@ -119,6 +119,8 @@ export const configSchema = {
               direction: { enum: ['inbound', 'outbound'] },
               protocol: { enum: ['http1', 'http2', 'grpc', 'dubbo'] },
               service: { anyOf: [{ type: 'string' }, stringMatch] },
+              /** HTTP and gRPC: the host the request names; never matches a Dubbo call. */
+              authority: { anyOf: [{ type: 'string' }, stringMatch] },
               method: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }] },
               path: stringMatch,
               headers: { type: 'object', additionalProperties: headerMatch },

@@ -24,6 +24,8 @@ export interface RequestView {
   readonly destination: OriginalDst | null;
   /** HTTP: Host / :authority without the port; gRPC: package.Service; Dubbo: interface. */
   readonly service: string;
+  /** HTTP and gRPC: the host the request names (Host / :authority, canonical, without the port); Dubbo: ''. */
+  readonly authority: string;
   /** HTTP: the request method; gRPC and Dubbo: the RPC method. */
   readonly method: string;
   /** HTTP: the path without query; gRPC: /package.Service/Method. */

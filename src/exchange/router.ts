@@ -120,6 +120,7 @@ export class Router {
       }
     }
     if (m.service !== undefined) { const s = serviceMatcher(m.service); tests.push((v) => s(v.service)); }
+    if (m.authority !== undefined) { const s = serviceMatcher(m.authority); tests.push((v) => s(v.authority)); }
     if (m.path !== undefined) { const p = stringMatcher(m.path); tests.push((v) => p(v.path)); }
     for (const [name, hm] of Object.entries(m.headers ?? {})) tests.push(headerMatcher(name.toLowerCase(), hm));
 

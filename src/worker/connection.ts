@@ -8,7 +8,7 @@ import type net from 'node:net';
 import { MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../protocols/sniff';
 import { PROTOCOLS, type Protocol } from '../stats/stats';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from './runtime';
-import { proxyTcp } from '../protocols/tcp/tcp-proxy';
+import { proxyTcp, type TcpProxy } from '../protocols/tcp/tcp-proxy';
 import { Http1Session } from '../protocols/http1/http1-session';
 import { serveHttp2 } from '../protocols/http2/http2-session';
 import { DubboSession } from '../protocols/dubbo/dubbo-session';
@@ -36,6 +36,8 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   let decided = false;
   const chunks: Buffer[] = [];
   let length = 0;
+  /** Silent past tcp.sniffTimeoutMs: the upstream is dialled, and the first to speak decides. */
+  let held: TcpProxy | null = null;
   const decide = (verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null) => {
     if (decided) return;
     decided = true;
@@ -45,6 +47,15 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     const now = rt.current();
     const accepted = verdict === 'http1' || verdict === 'http2'
       || (l.protocol === 'auto' && (verdict === 'dubbo' || l.opaque === 'passthrough'));
+    if (held !== null) {
+      if (accepted && (verdict === 'tcp' || verdict === 'tls')) {
+        // the client spoke first, and not a protocol with routes: opaque after all, on the connection already made
+        now.stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
+        held.release(early);
+        return;
+      }
+      held.drop();
+    }
     if (verdict === 'refuse' || !accepted) {
       // not a protocol this listener takes: nothing of it reaches an upstream
       now.stats.inc(info.listener.cxRefused);
@@ -53,6 +64,34 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     }
     now.stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
     dispatch(rt, now, socket, info, verdict, early);
+  };
+
+  /**
+   * Silence past tcp.sniffTimeoutMs: a server-speaks-first protocol, or only a slow client. The
+   * upstream is dialled now and held: if it speaks first, the connection is opaque TCP; if the
+   * client does, its bytes are recognised as any first bytes are, so a request that waited out
+   * the sniff timeout still meets its routes.
+   */
+  const holdForFirstSpeaker = (): boolean => {
+    const now = rt.current();
+    if (l.protocol !== 'auto' || l.opaque !== 'passthrough') return false;
+    const target = now.passthrough({ listener: l.name, destination: info.dst });
+    if (!target) return false;
+    const c = now.config.tcp;
+    held = proxyTcp(socket, target, now.stats, {
+      connectTimeoutMs: c.connectTimeoutMs, idleTimeoutMs: c.idleTimeoutMs, held: true,
+      onServerFirst: () => {
+        if (decided) return;
+        // the server spoke first: whatever the client sent meanwhile goes to it as it is
+        if (length > 0) { socket.unshift(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)); chunks.length = 0; }
+        decided = true;
+        clearTimeout(timer);
+        socket.removeListener('readable', onReadable);
+        socket.removeListener('end', onEnd);
+        rt.current().stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tcp')]);
+      },
+    });
+    return true;
   };
 
   /**
@@ -71,6 +110,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
         return;
       }
       rt.current().stats.inc(info.listener.sniffTimeout);
+      if (held === null && holdForFirstSpeaker()) return;
       decide('tcp');
       return;
     }
@@ -103,6 +143,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
       }
       return;
     }
+    if (first) clearTimeout(timer);
     if (info.firstByteAt === undefined) info.firstByteAt = performance.now();
     chunks.length = 0;
     socket.unshift(head);

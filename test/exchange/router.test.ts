@@ -20,6 +20,7 @@ interface ViewInit {
   listener?: string;
   destination?: RequestView['destination'];
   service?: string;
+  authority?: string;
   method?: string;
   path?: string;
   headers?: Record<string, string>;
@@ -35,6 +36,7 @@ function view(init: ViewInit = {}): RequestView {
     source: { address: '10.0.0.9', port: 40000 },
     destination: init.destination ?? null,
     service: init.service ?? 'api.local',
+    authority: init.authority ?? (init.protocol === 'dubbo' ? '' : init.service ?? 'api.local'),
     method: init.method ?? 'GET',
     path: init.path ?? '/',
     header: (name) => headers[name],
@@ -267,4 +269,12 @@ t.test('route actions: direct response, passthrough, timeouts', async (t) => {
   t.match(router.resolve(view({ path: '/pt' })), { name: 'pt', target: { kind: 'passthrough' }, timeoutMs: 123 });
   const { router: unnamed } = makeRouter([{ match: {}, action: { passthrough: true } }]);
   t.equal(unnamed.resolve(view())?.name, 'routes[0]', 'an unnamed route is named by its index');
+});
+
+t.test('authority: the host of every HTTP request, gRPC included; never a Dubbo call', async (t) => {
+  const { route } = makeRouter([named('host', { authority: 'Admin.Internal' })]);
+  t.equal(route(view({ service: 'admin.internal' })), 'host', 'HTTP: the same as service');
+  t.equal(route(view({ protocol: 'grpc', service: 'pkg.Svc', authority: 'admin.internal' })), 'host', 'gRPC: service is the gRPC service, authority the host');
+  t.equal(route(view({ protocol: 'grpc', service: 'admin.internal', authority: 'public.test' })), null);
+  t.equal(route(view({ protocol: 'dubbo', service: 'admin.internal', authority: '' })), null, 'a Dubbo call has no authority');
 });

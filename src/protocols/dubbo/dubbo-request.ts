@@ -97,6 +97,25 @@ export class DubboRequest {
     return this.frame !== null ? this.frame.body : this.buf;
   }
 
+  /**
+   * The method the provider runs. A generic call (`$invoke` / `$invokeAsync`, GenericService)
+   * names it in its first argument, a string; routes must see that one, not `$invoke`, or a rule
+   * denying a method is walked around by calling it generically. Throws like attachment() when
+   * that argument is not readable.
+   */
+  get invokedMethod(): string {
+    if (this.invoked !== null) return this.invoked;
+    let m = this.method;
+    if ((m === '$invoke' || m === '$invokeAsync') && this.paramTypes.startsWith('Ljava/lang/String;')) {
+      const r = new Hessian2Reader(this.buf, this.argsStart, this.buf.length, this.header);
+      m = r.readStringOrNull() ?? m;
+    }
+    this.invoked = m;
+    return m;
+  }
+
+  private invoked: string | null = null;
+
   /** The `group` attachment (routing: service group), or undefined. Throws like attachment(). */
   get group(): string | undefined {
     return this.attachment('group');

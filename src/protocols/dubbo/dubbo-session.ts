@@ -73,10 +73,12 @@ class DubboView implements RequestView {
   readonly service: string;
   readonly method: string;
   readonly path: string;
+  readonly authority = '';
   constructor(private readonly session: DubboSession, readonly req: DubboRequest) {
     this.service = req.service;
-    this.method = req.method;
-    this.path = `/${req.service}/${req.method}`;
+    // a generic call is routed by the method it invokes
+    this.method = req.invokedMethod;
+    this.path = `/${req.service}/${this.method}`;
   }
   get direction() { return this.session.info.listener.config.direction; }
   get listener() { return this.session.info.listener.config.name; }
@@ -192,6 +194,7 @@ export class DubboSession {
       // path written before the arguments (DecodeableRpcInvocation puts the attachments over it).
       // Routes see the latter, so a call naming two services would meet the routes of one and run
       // the other: refused, as HTTP/2 refuses a host beside :authority that names another.
+      if (bad === null) void req.invokedMethod; // read now: a bad first argument refuses the call here
       const path = bad === null ? req.attachment('path') : undefined;
       if (path !== undefined && path !== req.service) {
         bad = new Error(`the path attachment ${JSON.stringify(path.slice(0, 200))} names another service than the call (${JSON.stringify(req.service.slice(0, 200))})`);

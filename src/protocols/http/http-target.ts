@@ -64,6 +64,7 @@ export function normalizeTarget(target: string, policy: PathPolicy): Target | st
   let end = n;
   // one scan: where the path ends, and whether it needs any work
   let work = false;
+  let params = false;
   let prev = 0;
   for (let i = 0; i < n; i++) {
     const c = target.charCodeAt(i);
@@ -72,13 +73,36 @@ export function normalizeTarget(target: string, policy: PathPolicy): Target | st
     if (c === HASH) return 'a fragment (#) in the request target';
     if (end < n) continue;
     if (c === QUERY) { end = i; continue; }
+    if (c === SEMI) params = true;
     if (c === PERCENT || c === BACKSLASH || ((c === DOT || c === SEMI || c === SLASH) && prev === SLASH)) work = true;
     prev = c;
   }
-  if (!work) return { path: end === n ? target : target.slice(0, end), forward: target };
+  if (!work) {
+    const path = end === n ? target : target.slice(0, end);
+    return { path: params && policy.normalizePath ? withoutParams(path) : path, forward: target };
+  }
   const path = normalizePath(target.slice(0, end), policy);
   if (path.charCodeAt(0) !== SLASH) return path; // a reason
-  return { path, forward: end === n ? path : path + target.slice(end) };
+  return { path: params && policy.normalizePath ? withoutParams(path) : path, forward: end === n ? path : path + target.slice(end) };
+}
+
+/**
+ * The path routes match when it carries segment parameters: each `;...` dropped, as servlet
+ * containers (Tomcat, Jetty: Spring's own) do before they dispatch, so `/admin;x/secret` meets
+ * the rules for `/admin/secret`. It is forwarded with its parameters: to those servers it is that
+ * path, and to the others a rule written for the plainer path still holds (it matches more, never less).
+ */
+function withoutParams(path: string): string {
+  let out = '';
+  let from = 0;
+  for (;;) {
+    const semi = path.indexOf(';', from);
+    if (semi < 0) return out + path.slice(from);
+    out += path.slice(from, semi);
+    const slash = path.indexOf('/', semi);
+    if (slash < 0) return out;
+    from = slash;
+  }
 }
 
 /** The path part alone; a reason (not starting with `/`) when it cannot be made canonical safely. */

@@ -25,8 +25,10 @@ import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
   readonly method: string;
+  readonly authority: string;
   constructor(private readonly session: Http1Session, readonly head: Http1Head, readonly service: string, readonly path: string) {
     this.method = head.method;
+    this.authority = service;
   }
   get direction() { return this.session.info.listener.config.direction; }
   get listener() { return this.session.info.listener.config.name; }

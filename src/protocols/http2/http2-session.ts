@@ -52,14 +52,14 @@ class Http2View implements RequestView {
   readonly service: string;
   readonly method: string;
   constructor(readonly protocol: RequestProtocol, private readonly info: ConnectionInfo, private readonly peer: Peer,
-    private readonly s: Http2Stream, host: string, readonly path: string) {
+    private readonly s: Http2Stream, readonly authority: string, readonly path: string) {
     if (protocol === 'grpc') {
       // /package.Service/Method
       const slash = path.indexOf('/', 1);
       this.service = slash > 0 ? path.slice(1, slash) : path.slice(1);
       this.method = slash > 0 ? path.slice(slash + 1) : '';
     } else {
-      this.service = host;
+      this.service = authority;
       this.method = s.method;
     }
   }
