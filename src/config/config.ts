@@ -10,6 +10,9 @@ import { ConfigError, type ConfigIssue } from '../errors';
 import { isIP } from 'node:net';
 import { parseAddress, parseHost, type HostPort } from '../net/address';
 import { compileMatchRegex } from './match';
+import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
+import type { MirrorConfig } from '../filters/mirror';
+import type { RetryConfig } from '../filters/retry';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -44,6 +47,9 @@ export interface RouteConfig {
     directResponse?: { status: number; body: string };
     timeoutMs?: number;
   };
+  /** Filter sections: each filter module validates and reads its own (see src/filters/). */
+  mirror?: MirrorConfig;
+  retry?: RetryConfig;
 }
 
 export interface EndpointConfig {
@@ -282,9 +288,19 @@ function semanticIssues(c: Obj): ConfigIssue[] {
     }
   });
 
+  const listed = new Set(Array.isArray(c.filters) ? c.filters.map(String) : DEFAULT_FILTERS);
   list(c.routes).forEach((r, i) => {
     if (!isObj(r)) return;
     const p = `/routes/${i}`;
+    // each filter checks its own sections of the route
+    for (const m of FILTER_MODULES) {
+      for (const issue of m.checkRoute?.(r, clusters) ?? []) issues.push({ path: `${p}${issue.path}`, message: issue.message });
+      // a section whose filter does not run would do nothing, silently
+      if (listed.has(m.name)) continue;
+      for (const k of Object.keys(m.routeSchema ?? {})) if (r[k] !== undefined) issues.push({ path: `${p}/${k}`, message: `the ${m.name} filter is not in filters` });
+      const a = isObj(r.action) ? r.action : {};
+      for (const k of Object.keys(m.actionSchema ?? {})) if (a[k] !== undefined) issues.push({ path: `${p}/action/${k}`, message: `the ${m.name} filter is not in filters` });
+    }
     if (isObj(r.action)) {
       const a = r.action;
       const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined].filter(Boolean).length;

@@ -27,9 +27,8 @@
  * while the body is kept (RETRY_BODY_BYTES), and never once its response began.
  */
 import type { SluiceConfig } from '../config/config';
-import type { ProtocolStats } from '../worker/runtime';
 import type { AccessLog, AccessRecord } from '../stats/access-log';
-import { grpcStatusIn, httpStatusOfGrpc, type Stats } from '../stats/stats';
+import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '../stats/stats';
 import type { RpcStatsCollector } from '../stats/rpc-stats';
 import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
 import type { UpstreamPools } from '../upstream/upstream-pools';
@@ -179,59 +178,94 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 function onRouteTimeout(x: Exchange): void { x.onTimeout(false); }
 function onTryTimeout(x: Exchange): void { x.onTimeout(true); }
 
-/** A mirror: a copy of the request to another cluster, bounded, its answer dropped. */
+/**
+ * A mirror: a copy of the request to another cluster. Its answer is read and dropped, and it never
+ * holds the request up: it keeps at most `limit` bytes of the request (waiting for its connection,
+ * or queued on a connection that does not drain) and lives at most `timeoutMs`; past either it is
+ * given up (`dropped`).
+ */
 class Mirror implements AttemptSink {
-  attempt: Attempt | null = null;
+  private attempt: Attempt | null = null;
   private ready = false;
-  private held: Buffer[] = [];
+  private held: Array<{ chunk: Buffer; end: boolean }> = [];
   private heldBytes = 0;
-  dead = false;
-  constructor(private readonly x: Exchange, private readonly limit: number, private readonly dropped: () => void) {}
-  start(to: UpstreamChoice): void {
-    this.attempt = this.x.down.upstreams.open(this.x, to, this);
-    this.attempt.start();
+  private heldTrailers: string[] | null = null;
+  /** Bytes the connection has not taken yet (write() said false since the last drain). */
+  private backlog = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private dead = false;
+
+  constructor(private readonly x: Exchange, private readonly limit: number, private readonly dropped: (() => void) | undefined) {}
+
+  /** Starts the copy with the body received so far (`early`), and the request's end if it came. */
+  start(to: UpstreamChoice, early: readonly Buffer[], ended: boolean, trailers: string[] | null, timeoutMs: number): void {
+    for (let i = 0; i < early.length; i++) this.hold(early[i], ended && trailers === null && i === early.length - 1);
+    if (ended && trailers === null && early.length === 0 && !this.x.headOnly) this.hold(EMPTY_END, true);
+    this.heldTrailers = trailers;
+    this.timer = setTimeout(() => this.kill(), timeoutMs);
+    this.timer.unref();
+    const a = this.x.down.upstreams.open(this.x, to, this);
+    this.attempt = a;
+    a.start();
   }
-  /** A request chunk for the copy: held while the mirror is not ready, dropped (mirror and all) past the limit. */
+
+  private hold(chunk: Buffer, end: boolean): void {
+    this.held.push({ chunk, end });
+    this.heldBytes += chunk.length;
+    if (this.heldBytes > this.limit) this.kill();
+  }
+
+  /** A request chunk for the copy. */
   write(chunk: Buffer, end: boolean): void {
     if (this.dead) return;
-    if (!this.ready) {
-      this.heldBytes += chunk.length;
-      if (this.heldBytes > this.limit) { this.kill(); return; }
-      this.held.push(chunk);
-      if (end) this.held.push(EMPTY_END);
-      return;
-    }
-    // a mirror that cannot keep up is dropped, never waited for
-    if (!this.attempt!.write(chunk, end)) this.kill();
+    if (!this.ready) { this.hold(chunk, end); return; }
+    this.push(chunk, end);
   }
+
+  private push(chunk: Buffer, end: boolean): void {
+    // a mirror that cannot keep up is given up, never waited for
+    if (this.attempt!.write(chunk, end)) return;
+    this.backlog += chunk.length;
+    if (this.backlog > this.limit) this.kill();
+  }
+
   trailers(fields: string[]): void {
-    if (!this.dead && this.ready) this.attempt!.trailers(fields);
+    if (this.dead) return;
+    if (!this.ready) { this.heldTrailers = fields; return; }
+    this.attempt!.trailers(fields);
   }
-  kill(): void {
+
+  private kill(): void {
     if (this.dead) return;
     this.dead = true;
     this.held = [];
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     this.attempt?.cancel();
-    this.dropped();
+    this.dropped?.();
   }
+
+  private end(): void {
+    this.dead = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+  }
+
   onAttemptReady(): void {
+    if (this.dead) return;
     this.ready = true;
     const held = this.held;
     this.held = [];
-    for (let i = 0; i < held.length; i++) {
-      const c = held[i];
-      if (c === EMPTY_END) continue;
-      const end = i + 1 < held.length && held[i + 1] === EMPTY_END;
-      if (!this.attempt!.write(c, end)) { this.kill(); return; }
-    }
-    if (held.length === 0 && this.x.requestEnded && this.x.bytesIn === 0) return; // the head ended it
+    this.heldBytes = 0;
+    for (let i = 0; i < held.length && !this.dead; i++) this.push(held[i].chunk, held[i].end);
+    if (this.heldTrailers !== null && !this.dead) this.attempt!.trailers(this.heldTrailers);
   }
+
   onResponseHead(a: Attempt, _h: ResponseHead, end: boolean): void { if (end) this.finish(a); }
-  onResponseBody(a: Attempt, _c: Buffer, end: boolean): void { a.consumed(_c.length); if (end) this.finish(a); }
+  onResponseBody(a: Attempt, c: Buffer, end: boolean): void { a.consumed(c.length); if (end) this.finish(a); }
   onResponseTrailers(a: Attempt): void { this.finish(a); }
-  onAttemptFailed(): void { this.dead = true; }
-  onUpstreamWritable(): void {}
-  private finish(a: Attempt): void { this.dead = true; a.release(); }
+  onAttemptFailed(): void { this.end(); }
+  onNoResponse(): void { this.end(); }
+  onUpstreamWritable(): void { this.backlog = 0; }
+  private finish(a: Attempt): void { this.end(); a.release(); }
 }
 
 const EMPTY_END = Buffer.alloc(0);
@@ -365,7 +399,7 @@ export class Exchange implements AttemptSink {
     setTarget: (t) => { x.upstreamTarget = t; },
     editRequest: (ops) => { (x.requestEdits ??= []).push(ops); },
     editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
-    mirror: (cluster) => x.addMirror(cluster),
+    mirror: (cluster, dropped) => x.addMirror(cluster, dropped),
     setRetryPolicy: (p) => { x.retry = p; },
     after: (ms, fn) => {
       const timer = setTimeout(() => { if (!x.finished) fn(); }, ms);
@@ -606,11 +640,11 @@ export class Exchange implements AttemptSink {
   onResponseHead(a: Attempt, head: ResponseHead, end: boolean): void {
     if (a !== this.attempt || this.finished) return;
     // an answer the retry policy tries again (a 503, a gRPC UNAVAILABLE in a trailers-only response)
-    if (this.retry.retryOnStatus(head.status, head.grpcStatus) && this.mayRetry('reset', false)) {
+    if (this.retry.retryOnStatus(head.status, head.grpcStatus) && this.mayRetry('status', false)) {
       this.attempt = null;
       this.uncountUpstream();
       a.cancel();
-      this.scheduleRetry(undefined);
+      this.scheduleRetry(this.choice?.endpoint ?? undefined);
       return;
     }
     const route = this.route;
@@ -713,7 +747,7 @@ export class Exchange implements AttemptSink {
    * the policy's count, only to a cluster, and only if the request can be sent again whole
    * (nothing of its body went out, or all of it was kept).
    */
-  private mayRetry(kind: FailureKind, started: boolean): boolean {
+  private mayRetry(kind: FailureKind | 'status', started: boolean): boolean {
     const p = this.retry;
     if (started || this.responseStarted || kind === 'overflow') return false;
     const t = this.upstreamTarget;
@@ -725,8 +759,12 @@ export class Exchange implements AttemptSink {
       this.retriedStale = true;
       return true;
     }
-    if (this.attempts > p.retries || !p.retryOn(kind)) return false;
-    if (p.neverSentOnly && !neverSent(kind)) return false;
+    if (this.attempts > p.retries) return false;
+    // an answer's status was judged by the policy already (retryOnStatus: repeatable requests only)
+    if (kind !== 'status') {
+      if (!p.retryOn(kind)) return false;
+      if (p.neverSentOnly && !neverSent(kind)) return false;
+    }
     // the default policy tries a failed connection again only on another endpoint
     if ((kind === 'connect_failed' || kind === 'dns_failed') && p === DEFAULT_RETRY && t.cluster.subsetEndpoints(t.subset).length <= 1) return false;
     return p.admit(t.cluster);
@@ -741,14 +779,17 @@ export class Exchange implements AttemptSink {
     this.attemptReady = false;
     this.trailersSent = false;
     const delay = this.retry.backoffMs(this.attempts + 1);
-    this.env.stats.inc(this.retrySlot());
+    const c = this.choice;
+    if (c) {
+      this.env.stats.inc(c.cstats.rqRetry);
+      if (this.retryingOn === null) { this.retryingOn = c.cstats; this.env.stats.inc(c.cstats.rqRetryActive); }
+    }
     if (delay <= 0) { this.tryUpstream(avoid); return; }
     this.retryTimer = setTimeout(() => { this.retryTimer = null; this.tryUpstream(avoid); }, delay);
   }
 
-  private retrySlot(): number {
-    return this.choice ? this.choice.cstats.rqRetry : -1;
-  }
+  /** The cluster whose retry gauge this exchange holds up while it retries. */
+  private retryingOn: ClusterStats | null = null;
 
   /** The route's time ran out (`perTry`: only this attempt's). */
   onTimeout(perTry: boolean): void {
@@ -827,6 +868,7 @@ export class Exchange implements AttemptSink {
     const view = this.down.view;
     const ps = this.pstats;
     stats.dec(ps.rqActive);
+    if (this.retryingOn !== null) { stats.dec(this.retryingOn.rqRetryActive); this.retryingOn = null; }
     // a response the upstream (or its timeout) cut off is a reset or a timeout, not also a 2xx
     const cut = this.responseStarted && !this.responseEnded && (this.reason === 'upstream_reset' || this.reason === 'upstream_timeout');
     let status = this.status;
@@ -853,8 +895,6 @@ export class Exchange implements AttemptSink {
     const seconds = (performance.now() - this.start0) / 1000;
     stats.requestDone(view.protocol, seconds, this.bytesIn + this.frameIn, this.bytesOut + this.frameOut);
     this.uncountUpstream();
-    const mirrors = this.mirrors;
-    if (mirrors) for (const m of mirrors) if (!m.dead && m.attempt && this.requestEnded) { /* the copy finishes on its own */ }
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
     const route = this.route;
     if (route) {
@@ -917,23 +957,24 @@ export class Exchange implements AttemptSink {
 
   // ── mirrors ────────────────────────────────────────────────────────────────
 
-  private pendingMirrors: ClusterRuntime[] | null = null;
+  private pendingMirrors: Array<{ cluster: ClusterRuntime; dropped?: () => void }> | null = null;
 
-  private addMirror(cluster: ClusterRuntime): void {
-    (this.pendingMirrors ??= []).push(cluster);
+  private addMirror(cluster: ClusterRuntime, dropped?: () => void): void {
+    (this.pendingMirrors ??= []).push({ cluster, dropped });
   }
 
+  /** The copies the filters asked for start with the request itself, with the body received so far. */
   private startMirrors(): void {
     const list = this.pendingMirrors;
     if (!list) return;
     this.pendingMirrors = null;
-    for (const cluster of list) {
+    const timeoutMs = this.route?.timeoutMs ?? this.env.config.http.requestTimeoutMs;
+    for (const { cluster, dropped } of list) {
       const ep = cluster.pick('');
-      if (!ep) continue;
-      const m = new Mirror(this, MIRROR_BUFFER_BYTES, () => this.env.stats.inc(cluster.stats.rqMirrorDropped));
+      if (!ep) { dropped?.(); continue; }
+      const m = new Mirror(this, MIRROR_BUFFER_BYTES, dropped);
       (this.mirrors ??= []).push(m);
-      this.env.stats.inc(cluster.stats.rqMirror);
-      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null });
+      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
     }
   }
 }

@@ -74,8 +74,12 @@ export interface RequestContext {
   editRequest(ops: HeaderOps): void;
   /** Header (attachment) changes for the response as it goes to the client. */
   editResponse(ops: HeaderOps): void;
-  /** A copy of the request goes to this cluster; its answer is discarded and never delays the request. */
-  mirror(cluster: ClusterRuntime): void;
+  /**
+   * A copy of the request goes to this cluster; its answer is discarded and never delays the
+   * request. `dropped` is told when the copy is given up (it fell behind, timed out, or the
+   * cluster had no endpoint).
+   */
+  mirror(cluster: ClusterRuntime, dropped?: () => void): void;
   /** The retry policy for this request (instead of the default: connect failures and refused streams). */
   setRetryPolicy(p: RetryPolicy): void;
   /** `fn` after `ms`, unless the request ends first: a delay holds the request, not the worker. */

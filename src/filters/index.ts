@@ -5,9 +5,11 @@
 import type { Filter, FilterEnv } from '../exchange/filter';
 import { declareFamilies } from '../stats/stats';
 import type { FilterModule } from './module';
+import { mirrorModule } from './mirror';
+import { retryModule } from './retry';
 
 /** Every built-in filter, in the default order of the chain. */
-export const FILTER_MODULES: readonly FilterModule[] = [];
+export const FILTER_MODULES: readonly FilterModule[] = [mirrorModule, retryModule];
 
 for (const m of FILTER_MODULES) declareFamilies(m.stats);
 

@@ -65,8 +65,7 @@ export const FAMILIES: Family[] = [
   { name: 'sluice_upstream_rq_pending_overflow_total', kind: 'counter', by: 'cluster', help: 'Requests refused because the pending queue was full' },
   { name: 'sluice_upstream_cx_replaced_total', kind: 'counter', by: 'cluster', help: 'Multiplexed upstream connections taken out of use because they stopped answering (calls timed out, heartbeat unanswered)' },
   { name: 'sluice_upstream_rq_retry_total', kind: 'counter', by: 'cluster', help: 'Attempts after the first (retries), by the cluster of the failed attempt' },
-  { name: 'sluice_upstream_rq_mirror_total', kind: 'counter', by: 'cluster', help: 'Copies of requests sent to this cluster as a mirror' },
-  { name: 'sluice_upstream_rq_mirror_dropped_total', kind: 'counter', by: 'cluster', help: 'Mirror copies given up because the mirror fell behind (its answer is never waited for)' },
+  { name: 'sluice_upstream_rq_retry_active', kind: 'gauge', by: 'cluster', help: 'Requests in flight that are being retried (what a retry budget measures)' },
   { name: 'sluice_upstream_rq_moved_total', kind: 'counter', by: 'cluster', help: 'Calls moved off an upstream connection that stopped answering, before they were written to it' },
   { name: 'sluice_worker_restarts_total', kind: 'counter', by: 'none', help: 'Workers that died and were replaced' },
   { name: 'sluice_downstream_cx_overflow_total', kind: 'counter', by: 'listener', help: 'Connections closed at once because the process was at its file descriptor budget' },
@@ -252,6 +251,13 @@ export function grpcStatusIn(fields: readonly string[] | null): number {
     }
   }
   return -1;
+}
+
+/** A protocol's request counters, resolved once per config. */
+export interface ProtocolStats {
+  rqTotal: number; rqActive: number; protocolError: number; noRoute: number; timeout: number;
+  /** Indexed by status / 100. */
+  rqClass: number[];
 }
 
 export class Stats {

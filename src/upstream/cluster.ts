@@ -36,8 +36,8 @@ export interface ClusterStats {
   rqTotal: number; rqActive: number; rqTimeout: number; rqReset: number; rqPendingOverflow: number;
   /** Dubbo: connections replaced because they stopped answering, and calls moved off them unsent. */
   cxReplaced: number; rqMoved: number;
-  /** Attempts after the first; copies sent to this cluster as a mirror, and copies given up (the mirror fell behind). */
-  rqRetry: number; rqMirror: number; rqMirrorDropped: number;
+  /** Attempts after the first; requests in flight that are being retried (the retry budget's measure). */
+  rqRetry: number; rqRetryActive: number;
   /** Indexed by status / 100. */
   rqClass: number[];
 }
@@ -56,8 +56,7 @@ export function clusterStats(stats: Stats, name: string): ClusterStats {
     cxReplaced: s('sluice_upstream_cx_replaced_total'),
     rqMoved: s('sluice_upstream_rq_moved_total'),
     rqRetry: s('sluice_upstream_rq_retry_total'),
-    rqMirror: s('sluice_upstream_rq_mirror_total'),
-    rqMirrorDropped: s('sluice_upstream_rq_mirror_dropped_total'),
+    rqRetryActive: s('sluice_upstream_rq_retry_active'),
     rqClass: [-1, 1, 2, 3, 4, 5].map((c) => (c < 0 ? -1 : stats.slot('sluice_upstream_rq_xx_total', { cluster: name, class: `${c}xx` }))),
   };
 }

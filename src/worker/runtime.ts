@@ -10,7 +10,7 @@ import type { ExchangeEnv } from '../exchange/exchange';
 import type { RequestView } from '../exchange/request-view';
 import { createFilters } from '../filters';
 import type { SharedState } from '../shared/shared-state';
-import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol } from '../stats/stats';
+import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol, type ProtocolStats } from '../stats/stats';
 import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
 import { UpstreamPools } from '../upstream/upstream-pools';
 import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
@@ -18,11 +18,6 @@ import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
 import { RpcStatsCollector } from '../stats/rpc-stats';
 
-export interface ProtocolStats {
-  rqTotal: number; rqActive: number; protocolError: number; noRoute: number; timeout: number;
-  /** Indexed by status / 100. */
-  rqClass: number[];
-}
 
 export interface ListenerRuntime {
   config: ListenerConfig;
