@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import Ajv, { type ErrorObject } from 'ajv';
 import YAML from 'yaml';
-import { configSchema } from './schema';
+import { configSchema, endpointList } from './schema';
 import { ConfigError, type ConfigIssue } from '../errors';
 import { isIP } from 'node:net';
 import { parseAddress, parseHost, type HostPort } from '../net/address';
@@ -117,6 +117,7 @@ inbound:
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 const validateSchema = ajv.compile(configSchema);
+const validateEndpoints = ajv.compile({ type: 'object', additionalProperties: false, required: ['endpoints'], properties: { endpoints: endpointList } });
 
 function formatIssue(e: ErrorObject): ConfigIssue {
   let path = e.instancePath;
@@ -386,17 +387,43 @@ export function buildConfig(doc: unknown, source = 'config'): SluiceConfig {
   for (const issue of semanticIssues(raw)) if (!coveredBy(issue, schemaOnly)) issues.push(issue);
   if (issues.length) throw new ConfigError(sortIssues(issues), source);
   const c = raw as unknown as SluiceConfig;
-  for (const cl of c.clusters) {
-    cl.endpoints = (cl.endpoints as unknown[]).map((ep) => {
-      if (typeof ep === 'string') return { address: ep, labels: {}, weight: 1 };
-      const e = ep as Partial<EndpointConfig> & { address: string };
-      return { address: e.address, labels: e.labels ?? {}, weight: e.weight ?? 1 };
-    });
-  }
+  for (const cl of c.clusters) cl.endpoints = normaliseEndpoints(cl.endpoints as unknown[]);
   return deepFreeze(c);
 }
 
-export function parseConfigText(text: string, source = 'config'): SluiceConfig {
+function normaliseEndpoints(list: unknown[]): EndpointConfig[] {
+  return list.map((ep) => {
+    if (typeof ep === 'string') return { address: ep, labels: {}, weight: 1 };
+    const e = ep as Partial<EndpointConfig> & { address: string };
+    return { address: e.address, labels: e.labels ?? {}, weight: e.weight ?? 1 };
+  });
+}
+
+/**
+ * A cluster's new endpoint list, as the admin API takes it: `{ endpoints: [...] }` with entries
+ * written as in `clusters[].endpoints`. An empty list is allowed (the cluster then has no
+ * endpoint, and its requests get 503). Throws ConfigError listing every problem with its path.
+ */
+export function parseEndpointList(doc: unknown, source = 'endpoints'): EndpointConfig[] {
+  let raw: unknown;
+  try { raw = structuredClone(doc); } catch (err) {
+    throw new ConfigError([{ path: '', message: `cannot be copied: ${(err as Error).message}` }], source);
+  }
+  if (!isObj(raw)) throw new ConfigError([{ path: '', message: 'must be a mapping with an endpoints list' }], source);
+  const issues = validateEndpoints(raw) ? [] : schemaIssues(validateEndpoints.errors ?? []);
+  const schemaOnly = issues.slice();
+  list(raw.endpoints).forEach((ep, j) => {
+    const path = typeof ep === 'string' ? `/endpoints/${j}` : `/endpoints/${j}/address`;
+    const found: ConfigIssue[] = [];
+    checkAddress(found, path, typeof ep === 'string' ? ep : isObj(ep) ? ep.address : undefined, false);
+    for (const issue of found) if (!coveredBy(issue, schemaOnly)) issues.push(issue);
+  });
+  if (issues.length) throw new ConfigError(sortIssues(issues), source);
+  return normaliseEndpoints(raw.endpoints as unknown[]);
+}
+
+/** One YAML (or JSON) document as plain data; every YAML problem a ConfigError. */
+export function parseDocument(text: string, source: string): unknown {
   const docs = YAML.parseAllDocuments(text, { prettyErrors: true });
   if (docs.length > 1) {
     throw new ConfigError([{ path: '', message: `must be a single YAML document (found ${docs.length}, separated by ---)` }], source);
@@ -405,13 +432,15 @@ export function parseConfigText(text: string, source = 'config'): SluiceConfig {
   if (doc && doc.errors.length) {
     throw new ConfigError(doc.errors.map((e) => ({ path: '', message: `YAML: ${e.message}` })), source);
   }
-  let value: unknown;
   try {
-    value = doc ? doc.toJS({ maxAliasCount: 100 }) : {};
+    return doc ? doc.toJS({ maxAliasCount: 100 }) : {};
   } catch (err) {
     throw new ConfigError([{ path: '', message: `YAML: ${(err as Error).message}` }], source);
   }
-  return buildConfig(value, source);
+}
+
+export function parseConfigText(text: string, source = 'config'): SluiceConfig {
+  return buildConfig(parseDocument(text, source), source);
 }
 
 export function loadConfigFile(file: string): SluiceConfig {

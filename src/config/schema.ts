@@ -13,6 +13,21 @@ const duration = (def: number, min = 1) => ({ type: 'integer', minimum: min, max
 const address = { type: 'string' };
 const labels = { type: 'object', additionalProperties: { type: 'string' }, default: {} };
 // Ajv applies no defaults inside anyOf: buildConfig fills an endpoint's labels and weight itself.
+/** A cluster's endpoints: in the config, and as the admin API replaces them. */
+export const endpointList = {
+  type: 'array',
+  items: {
+    anyOf: [
+      address,
+      {
+        type: 'object',
+        additionalProperties: false,
+        required: ['address'],
+        properties: { address, labels, weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 } },
+      },
+    ],
+  },
+};
 const stringMatch = {
   type: 'object',
   additionalProperties: false,
@@ -178,20 +193,7 @@ export const configSchema = {
           connectTimeoutMs: duration(5000),
           maxConnectionsPerEndpoint: { type: 'integer', minimum: 1, maximum: 65536, default: 1024 },
           maxPendingRequests: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 1024 },
-          endpoints: {
-            type: 'array',
-            items: {
-              anyOf: [
-                address,
-                {
-                  type: 'object',
-                  additionalProperties: false,
-                  required: ['address'],
-                  properties: { address, labels, weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 } },
-                },
-              ],
-            },
-          },
+          endpoints: endpointList,
         },
       },
     },

@@ -15,7 +15,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseConfigText } from '../config/config';
+import { parseConfigText, parseDocument, parseEndpointList, type EndpointConfig, type SluiceConfig } from '../config/config';
 import { ConfigError, SluiceError } from '../errors';
 import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
@@ -125,6 +125,46 @@ export class AdminServer {
     });
   }
 
+  /**
+   * `GET`: the cluster's endpoints in force and where they come from; `PUT` with
+   * `{ "endpoints": [...] }` (JSON or YAML, entries as in clusters[].endpoints): replace them on
+   * every worker without a config reload; `DELETE`: back to the config's list.
+   */
+  private async clusterEndpoints(req: http.IncomingMessage, res: http.ServerResponse, cluster: string): Promise<void> {
+    const s = this.sluice;
+    const now = s.endpointsOf(cluster);
+    if (!now) { req.resume(); this.send(res, 404, `no cluster "${cluster}"\n`); return; }
+    const answer = () => {
+      const e = s.endpointsOf(cluster)!;
+      this.json(res, 200, { cluster, source: e.source, version: e.version, endpoints: e.endpoints, emptySubsets: emptySubsets(s.currentConfig, cluster, e.endpoints) });
+    };
+    if (req.method === 'GET' || req.method === 'HEAD') { req.resume(); answer(); return; }
+    if (req.method === 'DELETE') { req.resume(); s.setEndpoints(cluster, null); answer(); return; }
+    if (req.method !== 'PUT') {
+      req.resume();
+      res.setHeader('allow', 'GET, PUT, DELETE');
+      this.send(res, 405, 'GET, PUT or DELETE\n');
+      return;
+    }
+    const body = await this.readBody(req);
+    if (body === null) { this.send(res, 413, 'endpoint list too large\n'); return; }
+    let list;
+    try {
+      list = parseEndpointList(parseDocument(body, `PUT /clusters/${cluster}/endpoints`), `PUT /clusters/${cluster}/endpoints`);
+    } catch (err) {
+      if (err instanceof ConfigError) this.json(res, 400, { error: err.code, issues: err.issues });
+      else this.json(res, 400, { error: (err as { code?: string }).code ?? 'ERR', message: (err as Error).message });
+      return;
+    }
+    try {
+      s.setEndpoints(cluster, list);
+    } catch (err) {
+      this.json(res, 409, { error: (err as { code?: string }).code ?? 'ERR', message: (err as Error).message });
+      return;
+    }
+    answer();
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const s = this.sluice;
@@ -135,6 +175,8 @@ export class AdminServer {
       this.send(res, 401, `${req.method} needs "authorization: Bearer <token>", the token in ${this.token?.file ?? 'admin.tokenFile'}\n`);
       return;
     }
+    const ep = /^\/clusters\/([^/]+)\/endpoints$/.exec(url.pathname);
+    if (ep) { await this.clusterEndpoints(req, res, ep[1]); return; }
     switch (route) {
       case 'GET /ready':
         this.readiness(res);
@@ -152,7 +194,8 @@ export class AdminServer {
             name: c.name,
             protocol: c.protocol,
             lbPolicy: c.lbPolicy,
-            endpoints: c.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, health: 'healthy' })),
+            endpointSource: s.endpointsOf(c.name)!.source,
+            endpoints: s.endpointsOf(c.name)!.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, health: 'healthy' })),
             stats: {
               upstream_cx_active: value('sluice_upstream_cx_active', c.name),
               upstream_rq_active: value('sluice_upstream_rq_active', c.name),
@@ -188,4 +231,16 @@ export class AdminServer {
     }
     this.send(res, 404, 'not found\n');
   }
+}
+
+/** Routes to label subsets of `cluster` that none of `endpoints` has: their requests get 503 until one does. */
+function emptySubsets(config: SluiceConfig, cluster: string, endpoints: readonly EndpointConfig[]): string[] {
+  const out: string[] = [];
+  config.routes.forEach((r, i) => {
+    const labels = r.action.cluster === cluster ? r.action.labels : undefined;
+    if (!labels) return;
+    const want = Object.entries(labels);
+    if (!endpoints.some((e) => want.every(([k, v]) => e.labels[k] === v))) out.push(r.name ?? `routes[${i}]`);
+  });
+  return out;
 }

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { loadConfigFile, type SluiceConfig } from '../config/config';
+import { loadConfigFile, type EndpointConfig, type SluiceConfig } from '../config/config';
 import { AdminServer } from './admin-server';
 import { ConfigError, SluiceError } from '../errors';
 import { log } from '../log';
@@ -24,6 +24,7 @@ import { StatsRegistry, Stats } from '../stats/stats';
 import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from '../shared/messages';
 import { RpcStatsTable } from '../stats/rpc-stats';
 import { WorkerRuntime } from '../worker/runtime';
+import { EndpointDirectory } from '../upstream/endpoint-directory';
 import { serveConnection } from '../worker/connection';
 import { flushWorkerLogs } from '../worker/log-flush';
 
@@ -60,6 +61,8 @@ export function connectionBudget(limit: number): number {
 
 export class Sluice {
   readonly shared = new SharedState();
+  /** Endpoint lists that replace a cluster's config list (admin API, registries), published to every worker. */
+  private readonly endpointDirectory = new EndpointDirectory(this.shared.endpointControl, this.shared.endpointBytes);
   readonly registry = new StatsRegistry();
   private statsView: Stats;
   private statsKeys = 0;
@@ -89,6 +92,7 @@ export class Sluice {
     this.config = opts.config;
     this.statsView = new Stats(this.shared, this.registry.keys);
     this.publish(opts.config);
+    this.countEndpoints();
     const native = loadNative();
     this.captureAvailable = native !== null;
     this.fdLimit = typeof native?.fdLimit === 'function' ? native.fdLimit(MAX_FD).soft : Infinity;
@@ -228,6 +232,31 @@ export class Sluice {
     this.shared.publishConfig(snap);
   }
 
+  /**
+   * Replaces one cluster's endpoints without a config reload: routes, filters and warm
+   * connections stay, every worker uses the new list from its next request. `null`: back to the
+   * config's list. The list holds until the next call, or until a config without the cluster.
+   * Returns the list's version (0 when back to the config's).
+   */
+  setEndpoints(cluster: string, endpoints: EndpointConfig[] | null): number {
+    if (this.stopping) throw new SluiceError('ERR_DRAINING', 'draining: endpoint changes are refused');
+    const c = this.config.clusters.find((x) => x.name === cluster);
+    if (!c) throw new SluiceError('ERR_UNKNOWN_CLUSTER', `no cluster "${cluster}"`);
+    const version = this.endpointDirectory.set(cluster, endpoints);
+    this.endpointDirectory.flush();
+    this.stats.inc(this.stats.slot('sluice_cluster_endpoint_updates_total', { cluster }));
+    this.stats.set(this.stats.slot('sluice_cluster_endpoints', { cluster }), (endpoints ?? c.endpoints).length);
+    return version;
+  }
+
+  /** A cluster's endpoints in force, and where they come from. */
+  endpointsOf(cluster: string): { source: 'config' | 'api'; version: number; endpoints: EndpointConfig[] } | undefined {
+    const c = this.config.clusters.find((x) => x.name === cluster);
+    if (!c) return undefined;
+    const replaced = this.endpointDirectory.get(cluster);
+    return replaced ? { source: 'api', ...replaced } : { source: 'config', version: 0, endpoints: c.endpoints };
+  }
+
   /** Replace the config as a whole or not at all. */
   async applyConfig(config: SluiceConfig): Promise<void> {
     // a config applied while draining would reopen the listeners the drain just closed
@@ -243,8 +272,17 @@ export class Sluice {
       throw err;
     }
     this.config = config;
+    this.endpointDirectory.retain(new Set(config.clusters.map((c) => c.name)));
+    this.endpointDirectory.flush();
+    this.countEndpoints();
     this.stats.inc(this.stats.slot('sluice_config_reload_total'));
     log.info({ version: this.version }, 'config applied');
+  }
+
+  private countEndpoints(): void {
+    for (const c of this.config.clusters) {
+      this.stats.set(this.stats.slot('sluice_cluster_endpoints', { cluster: c.name }), this.endpointsOf(c.name)!.endpoints.length);
+    }
   }
 
   /** Count and log a refused config; the last good one keeps serving. */

@@ -14,6 +14,9 @@
  *   │ main thread can zero what a dead worker left behind     │
  *   ├──────────────── config mailbox (bytes) ─────────────────┤
  *   │ the latest config, msgpackr-packed, behind a seqlock   │
+ *   ├──────────────── endpoint mailbox (bytes) ───────────────┤
+ *   │ endpoint lists that replace the config's, by cluster   │
+ *   │ (upstream/endpoint-directory.ts)                       │
  *   └────────────────────────────────────────────────────────┘
  *
  * Every worker, including one started after a crash, reads the latest config
@@ -21,6 +24,7 @@
  */
 import { pack, unpack } from 'msgpackr';
 import { SluiceError } from '../errors';
+import { ENDPOINT_CONTROL_WORDS, ENDPOINT_MAILBOX_BYTES } from '../upstream/endpoint-directory';
 
 export const MAX_FD = 1 << 20;
 export const MAX_COUNTERS = 1 << 16;
@@ -40,7 +44,10 @@ const FD_OFFSET = CONTROL_WORDS * 4;
 const COUNTER_OFFSET = FD_OFFSET + MAX_FD * 4; // multiple of 8
 const ROWS_OFFSET = COUNTER_OFFSET + MAX_COUNTERS * 8;
 const CONFIG_OFFSET = ROWS_OFFSET + GAUGE_ROWS * MAX_COUNTERS * 8;
-const TOTAL = CONFIG_OFFSET + CONFIG_BYTES;
+const ENDPOINTS_OFFSET = CONFIG_OFFSET + CONFIG_BYTES;
+/** control[C_ENDPOINTS .. +2]: the endpoint mailbox's seq and length (upstream/endpoint-directory.ts). */
+const C_ENDPOINTS = 4;
+const TOTAL = ENDPOINTS_OFFSET + ENDPOINT_MAILBOX_BYTES;
 
 export class SharedState {
   readonly buffer: SharedArrayBuffer;
@@ -49,6 +56,9 @@ export class SharedState {
   readonly counters: BigInt64Array;
   readonly gaugeRows: BigInt64Array;
   private readonly configBytes: Uint8Array;
+  /** The endpoint mailbox: its control words and bytes, read and written by upstream/endpoint-directory.ts. */
+  readonly endpointControl: Int32Array;
+  readonly endpointBytes: Uint8Array;
 
   constructor(buffer?: SharedArrayBuffer) {
     this.buffer = buffer ?? new SharedArrayBuffer(TOTAL);
@@ -58,6 +68,8 @@ export class SharedState {
     this.counters = new BigInt64Array(this.buffer, COUNTER_OFFSET, MAX_COUNTERS);
     this.gaugeRows = new BigInt64Array(this.buffer, ROWS_OFFSET, GAUGE_ROWS * MAX_COUNTERS);
     this.configBytes = new Uint8Array(this.buffer, CONFIG_OFFSET, CONFIG_BYTES);
+    this.endpointControl = new Int32Array(this.buffer, C_ENDPOINTS * 4, ENDPOINT_CONTROL_WORDS);
+    this.endpointBytes = new Uint8Array(this.buffer, ENDPOINTS_OFFSET, ENDPOINT_MAILBOX_BYTES);
   }
 
   // ── fd ownership ──────────────────────────────────────────────────────────

@@ -66,6 +66,8 @@ export const FAMILIES: Family[] = [
   { name: 'sluice_upstream_cx_replaced_total', kind: 'counter', by: 'cluster', help: 'Multiplexed upstream connections taken out of use because they stopped answering (calls timed out, heartbeat unanswered)' },
   { name: 'sluice_upstream_rq_retry_total', kind: 'counter', by: 'cluster', help: 'Attempts after the first (retries), by the cluster of the failed attempt' },
   { name: 'sluice_upstream_rq_retry_active', kind: 'gauge', by: 'cluster', help: 'Requests in flight that are being retried (what a retry budget measures)' },
+  { name: 'sluice_cluster_endpoints', kind: 'gauge', by: 'cluster', help: 'Endpoints the cluster has now: its config list, or the list that replaced it (admin API, registry)' },
+  { name: 'sluice_cluster_endpoint_updates_total', kind: 'counter', by: 'cluster', help: 'Times the cluster\'s endpoint list was replaced or returned to the config\'s, without a config reload' },
   { name: 'sluice_upstream_rq_moved_total', kind: 'counter', by: 'cluster', help: 'Calls moved off an upstream connection that stopped answering, before they were written to it' },
   { name: 'sluice_worker_restarts_total', kind: 'counter', by: 'none', help: 'Workers that died and were replaced' },
   { name: 'sluice_downstream_cx_overflow_total', kind: 'counter', by: 'listener', help: 'Connections closed at once because the process was at its file descriptor budget' },

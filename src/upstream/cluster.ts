@@ -1,9 +1,10 @@
 /**
  * A cluster as a worker sees it: endpoints with labels, label subsets, load
- * balancing, and the stat slots for its series. Rebuilt per config; the
- * connection pools behind the endpoints live longer (see upstream-pools.ts).
+ * balancing, and the stat slots for its series. Rebuilt per config; its endpoints
+ * can also be replaced on their own (endpoint-directory.ts); the connection pools
+ * behind the endpoints live longer (see upstream-pools.ts).
  */
-import type { ClusterConfig } from '../config/config';
+import type { ClusterConfig, EndpointConfig } from '../config/config';
 import { parseAddress } from '../net/address';
 import type { Stats } from '../stats/stats';
 
@@ -63,18 +64,22 @@ export function clusterStats(stats: Stats, name: string): ClusterStats {
 
 export class ClusterRuntime {
   readonly name: string;
-  readonly endpoints: Endpoint[];
+  /** The endpoints in force: the config's, or a list that replaced them (setEndpoints). */
+  endpoints: Endpoint[];
   readonly stats: ClusterStats;
   private readonly subsets = new Map<string, Subset>();
-  private readonly all: Subset;
+  /** The labels each subset selects, to rebuild it when the endpoints change. */
+  private readonly subsetLabels = new Map<string, Record<string, string>>();
+  private all: Subset;
 
-  /** `random` is for tests: least_request samples with it, round robin starts with it. */
-  constructor(readonly config: ClusterConfig, stats: Stats, private readonly random: () => number = Math.random) {
+  /**
+   * `endpoints`: a list that replaces the config's (endpoint-directory.ts).
+   * `random` is for tests: least_request samples with it, round robin starts with it.
+   */
+  constructor(readonly config: ClusterConfig, stats: Stats, private readonly random: () => number = Math.random,
+    endpoints?: readonly EndpointConfig[]) {
     this.name = config.name;
-    this.endpoints = config.endpoints.map((e) => {
-      const a = parseAddress(e.address);
-      return { host: a.host, port: a.port, key: `${a.host}:${a.port}`, labels: e.labels ?? {}, weight: e.weight ?? 1, active: 0 };
-    });
+    this.endpoints = (endpoints ?? config.endpoints).map(toEndpoint);
     this.all = subset(this.endpoints, random);
     this.subsets.set('', this.all);
     this.stats = clusterStats(stats, config.name);
@@ -82,8 +87,27 @@ export class ClusterRuntime {
 
   prepareSubset(key: string, labels: Record<string, string> | undefined): void {
     if (this.subsets.has(key) || !labels) return;
-    const want = Object.entries(labels);
-    this.subsets.set(key, subset(this.endpoints.filter((e) => want.every(([k, v]) => e.labels[k] === v)), this.random));
+    this.subsetLabels.set(key, labels);
+    this.subsets.set(key, subset(select(this.endpoints, labels), this.random));
+  }
+
+  /**
+   * Replaces the endpoints (null: back to the config's), keeping routes, subsets and the
+   * requests in flight: an endpoint that stays keeps its object, so its least-request count
+   * stays true. Returns the pool keys this cluster no longer uses.
+   */
+  setEndpoints(list: readonly EndpointConfig[] | null): string[] {
+    const before = new Map(this.endpoints.map((e) => [e.key, e]));
+    this.endpoints = (list ?? this.config.endpoints).map((c) => {
+      const next = toEndpoint(c);
+      const old = before.get(next.key);
+      return old && old.weight === next.weight && sameLabels(old.labels, next.labels) ? old : next;
+    });
+    this.all = subset(this.endpoints, this.random);
+    this.subsets.set('', this.all);
+    for (const [key, labels] of this.subsetLabels) this.subsets.set(key, subset(select(this.endpoints, labels), this.random));
+    for (const e of this.endpoints) before.delete(e.key);
+    return [...before.keys()];
   }
 
   /** The endpoints of a label subset ('' = all). */
@@ -139,6 +163,21 @@ export class ClusterRuntime {
     cur[best] -= sub.totalWeight;
     return eps[best];
   }
+}
+
+function toEndpoint(e: EndpointConfig): Endpoint {
+  const a = parseAddress(e.address);
+  return { host: a.host, port: a.port, key: `${a.host}:${a.port}`, labels: e.labels ?? {}, weight: e.weight ?? 1, active: 0 };
+}
+
+function select(endpoints: Endpoint[], labels: Record<string, string>): Endpoint[] {
+  const want = Object.entries(labels);
+  return endpoints.filter((e) => want.every(([k, v]) => e.labels[k] === v));
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
 
 /** Round robin starts at a random endpoint, so workers and fresh configs do not all start on the first. */

@@ -42,6 +42,25 @@ export class UpstreamPools {
     return p;
   }
 
+  /**
+   * The endpoint `key` is in no cluster any more: its pools are dropped, their connections close
+   * once what is in flight on them ends. A request sent there later (an original destination
+   * that happens to be the same address) opens a new pool.
+   */
+  leave(key: string): void {
+    const h1 = this.h1.get(key);
+    if (h1) { this.h1.delete(key); h1.leave(); }
+    const h2 = this.h2.get(key);
+    if (h2) { this.h2.delete(key); h2.leave(); }
+    const d = this.dub.get(key);
+    if (d) { this.dub.delete(key); d.leave(); }
+  }
+
+  /** Pools by protocol, for tests and the admin view. */
+  get size(): number {
+    return this.h1.size + this.h2.size + this.dub.size;
+  }
+
   closeIdle(): void {
     for (const p of this.h1.values()) p.closeIdle();
     for (const p of this.h2.values()) p.close();

@@ -4,7 +4,7 @@
  * Nothing here is tied to a thread: the main thread builds one too when it has
  * to serve connections itself.
  */
-import type { ListenerConfig, SluiceConfig } from '../config/config';
+import type { EndpointConfig, ListenerConfig, SluiceConfig } from '../config/config';
 import { Router } from '../exchange/router';
 import type { ExchangeEnv } from '../exchange/exchange';
 import type { RequestView } from '../exchange/request-view';
@@ -13,6 +13,7 @@ import type { SharedState } from '../shared/shared-state';
 import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol, type ProtocolStats } from '../stats/stats';
 import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
 import { UpstreamPools } from '../upstream/upstream-pools';
+import { EndpointReader } from '../upstream/endpoint-directory';
 import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
 import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
@@ -52,11 +53,16 @@ export class CompiledConfig implements ExchangeEnv {
   readonly inboundStats: ClusterStats;
   readonly accessLog: AccessLog;
 
+  /** The endpoint mailbox's sequence number this config's clusters reflect. */
+  endpointSeq = 0;
+
+  /** `endpoints`: the lists that replace the config's, by cluster (endpoint-directory.ts). */
   constructor(
     readonly seq: number, readonly config: SluiceConfig, readonly stats: Stats,
     readonly pools: UpstreamPools, readonly rpcStats: RpcStatsCollector | null, previous?: CompiledConfig,
+    endpoints?: (cluster: string) => readonly EndpointConfig[] | undefined,
   ) {
-    for (const c of config.clusters) this.clusters.set(c.name, new ClusterRuntime(c, stats));
+    for (const c of config.clusters) this.clusters.set(c.name, new ClusterRuntime(c, stats, Math.random, endpoints?.(c.name)));
     const lmap = new Map<string, ListenerConfig>();
     for (const l of config.listeners) {
       lmap.set(l.name, l);
@@ -92,6 +98,13 @@ export class CompiledConfig implements ExchangeEnv {
 
   protocol(p: Protocol): ProtocolStats {
     return this.protocolStats.get(p)!;
+  }
+
+  /** Every endpoint key some cluster of this config uses now. */
+  endpointKeys(): Set<string> {
+    const keys = new Set<string>();
+    for (const c of this.clusters.values()) for (const e of c.endpoints) keys.add(e.key);
+    return keys;
   }
 
   /**
@@ -146,20 +159,50 @@ export class WorkerRuntime {
   constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
     this.pools = new UpstreamPools(() => this.current().stats);
+    this.endpoints = new EndpointReader(shared.endpointControl, shared.endpointBytes);
   }
 
-  /** The latest config; cheap when nothing changed (one atomic load). */
+  /** Endpoint lists that replace the config's, read from the shared mailbox. */
+  private readonly endpoints: EndpointReader;
+
+  /** The latest config and endpoints; cheap when nothing changed (two atomic loads). */
   current(): CompiledConfig {
     const c = this.compiled;
-    if (c && c.seq === this.shared.configSeq) return c;
+    if (c && c.seq === this.shared.configSeq) {
+      if (c.endpointSeq !== this.endpoints.seq) this.applyEndpoints(c);
+      return c;
+    }
     const snap = this.shared.readConfig<ConfigSnapshot>();
     if (!snap) throw new Error('no config published');
     if (!this.stats || snap.value.statKeys.length !== this.statKeysLength) {
       this.stats = new Stats(this.shared, snap.value.statKeys, this.gaugeRow);
       this.statKeysLength = snap.value.statKeys.length;
     }
-    this.compiled = new CompiledConfig(snap.seq, snap.value.config, this.stats, this.pools, this.rpcStats, c ?? undefined);
-    return this.compiled;
+    const seq = this.endpoints.seq;
+    this.endpoints.poll();
+    const next = new CompiledConfig(snap.seq, snap.value.config, this.stats, this.pools, this.rpcStats, c ?? undefined,
+      (name) => this.endpoints.endpoints(name));
+    next.endpointSeq = seq;
+    this.compiled = next;
+    if (c) this.leaveUnused(c.endpointKeys(), next);
+    return next;
+  }
+
+  /** Lists that changed in the mailbox replace those of the clusters in force; routes stay. */
+  private applyEndpoints(c: CompiledConfig): void {
+    c.endpointSeq = this.endpoints.seq;
+    const gone = new Set<string>();
+    for (const [name, list] of this.endpoints.poll()) {
+      const cluster = c.clusters.get(name);
+      if (cluster) for (const key of cluster.setEndpoints(list)) gone.add(key);
+    }
+    if (gone.size) this.leaveUnused(gone, c);
+  }
+
+  /** Pools of endpoints in `maybe` that no cluster of `c` uses any more are given up. */
+  private leaveUnused(maybe: Set<string>, c: CompiledConfig): void {
+    const used = c.endpointKeys();
+    for (const key of maybe) if (!used.has(key)) this.pools.leave(key);
   }
 
   /** A bug of ours surfaced on a connection: logged, and only that connection is lost. */

@@ -182,23 +182,27 @@ export async function get(url: string): Promise<{ status: number; headers: http.
 }
 
 /** POST to an admin path with the test token (ADMIN_TOKEN), or with `auth` instead (null: none). */
-export async function adminPost(admin: string, pathname: string, body = '', auth: string | null = ADMIN_AUTH): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+export function adminPost(admin: string, pathname: string, body = '', auth: string | null = ADMIN_AUTH): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return adminRequest(admin, 'POST', pathname, body, auth);
+}
+
+/** Any method to an admin path, with the test token unless `auth` says otherwise (null: none). */
+export async function adminRequest(admin: string, method: string, pathname: string, body = '', auth: string | null = ADMIN_AUTH): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/yaml' };
     if (auth !== null) headers.authorization = auth;
-    const req = http.request(`${admin}${pathname}`, { method: 'POST', agent: false, headers }, (res) => {
+    const req = http.request(`${admin}${pathname}`, { method, agent: false, headers }, (res) => {
       let b = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { b += d; });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
     });
     req.on('error', reject);
-    req.setTimeout(10_000, () => req.destroy(new Error(`POST ${admin}${pathname} timed out`)));
+    req.setTimeout(10_000, () => req.destroy(new Error(`${method} ${admin}${pathname} timed out`)));
     req.end(body);
   });
 }
 
-/** Parses Prometheus text into series → value. */
 export function parseStats(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {

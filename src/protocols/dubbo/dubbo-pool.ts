@@ -167,6 +167,8 @@ export class DubboUpstream {
   closed = false;
   /** Taken out of use (stopped answering): no new calls; closes when its pending calls end. */
   retired = false;
+  /** The pool was given up (its endpoint left every cluster): close once the calls on it end. */
+  private leaving = false;
   private lastCall = performance.now();
   /** When the last byte arrived (0: never). */
   private lastRead = 0;
@@ -401,7 +403,13 @@ export class DubboUpstream {
   }
 
   private closeIfRetiredAndDone(): void {
-    if (this.retired && !this.closed && this.pending.size === 0 && this.queued === 0) this.socket.destroy();
+    if ((this.retired || this.leaving) && !this.closed && this.pending.size === 0 && this.queued === 0) this.socket.destroy();
+  }
+
+  /** The endpoint left its cluster: the calls on this connection finish, then it closes. */
+  leave(): void {
+    this.leaving = true;
+    this.closeIfRetiredAndDone();
   }
 
   private takeQueued(): DubboUpstreamCall[] {
@@ -552,6 +560,11 @@ export class DubboPool {
     const i = this.conns.indexOf(c);
     if (i >= 0) this.conns.splice(i, 1);
     this.retiring.delete(c);
+  }
+
+  /** The endpoint left every cluster: its connections close as their calls end. */
+  leave(): void {
+    for (const c of [...this.conns, ...this.retiring]) c.leave();
   }
 
   /** Closes connections with nothing in flight (drain). */

@@ -276,6 +276,7 @@ export class Http1Pool {
   park(c: Http1Connection): void {
     c.parked = true;
     this.idle.push(c);
+    if (this.leaving) queueMicrotask(() => { if (c.parked && this.waiters.length === 0) c.destroy(); });
   }
 
   /** After park(): hand the connection to a waiter if nobody took it meanwhile. */
@@ -314,4 +315,12 @@ export class Http1Pool {
   closeIdle(): void {
     for (const c of this.idle.splice(0)) c.destroy();
   }
+
+  /** The endpoint left every cluster: idle connections close now, busy ones when their exchange ends. */
+  leave(): void {
+    this.leaving = true;
+    this.closeIdle();
+  }
+
+  private leaving = false;
 }

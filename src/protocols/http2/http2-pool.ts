@@ -178,4 +178,9 @@ export class Http2Pool {
   close(): void {
     for (const s of [...this.sessions]) this.close1(s);
   }
+
+  /** The endpoint left every cluster: GOAWAY on every connection; their streams finish. */
+  leave(): void {
+    this.close();
+  }
 }
