@@ -41,12 +41,19 @@ interface LibClient extends EventEmitter {
   connect(): void;
   close(): void;
   addAuthInfo(scheme: string, auth: Buffer): void;
+  connectionManager: LibConnectionManager;
   getSessionId(): Buffer;
   getSessionTimeout(): number;
   getChildren(path: string, watcher: LibWatcher | undefined, cb: (err: LibException | null, children: string[]) => void): void;
   getData(path: string, watcher: LibWatcher | undefined, cb: (err: LibException | null, data: Buffer | null) => void): void;
   exists(path: string, watcher: LibWatcher | undefined, cb: (err: LibException | null, stat: unknown) => void): void;
 }
+/** The library's connection manager, reached only to end a connection it would keep waiting on. */
+interface LibConnectionManager { state: number; socket?: { destroy(): void } }
+const LIB_STATE_CLOSED = -2;
+/** After close(): how long the library gets to end the session before its socket is destroyed. */
+const CLOSE_GRACE_MS = 2000;
+
 interface LibModule {
   createClient(connectionString: string, options: { sessionTimeout: number; spinDelay: number; retries: number }): LibClient;
 }
@@ -99,11 +106,19 @@ export class ZkClient extends EventEmitter {
     this.client.connect();
   }
 
-  /** Ends the session (the server drops its watches) and stops reconnecting. Events stop at once. */
+  /**
+   * Ends the session (the server drops its watches) and stops reconnecting. Events stop at once.
+   * A connection whose server never answers (the library would wait on it for ever) is destroyed
+   * after a grace period.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     try { this.client.close(); } catch { /* already closed */ }
+    const cm = this.client.connectionManager;
+    setTimeout(() => {
+      if (cm && cm.state !== LIB_STATE_CLOSED) try { cm.socket?.destroy(); } catch { /* gone */ }
+    }, CLOSE_GRACE_MS).unref();
   }
 
   /** The session id as ZooKeeper's four-letter words print it (`0x` and hex, no leading zeros). */

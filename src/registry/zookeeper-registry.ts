@@ -117,6 +117,7 @@ export class ZooKeeperRegistry {
   private swapTimer: unknown = null;
   private probeTimer: unknown = null;
   private probeSince: number | null = null;
+  private connectTimer: unknown = null;
   private closed = false;
   private readonly readErrors: LogEveryTo;
   private readonly skippedLog: LogEveryTo;
@@ -197,6 +198,7 @@ export class ZooKeeperRegistry {
     this.staleCount = 0;
     this.endpointCount = 0;
     this.clearTimer('swapTimer');
+    this.clearTimer('connectTimer');
     this.stopProbe();
     this.client?.close();
     this.client = null;
@@ -219,6 +221,7 @@ export class ZooKeeperRegistry {
     this.connected = false;
     this.stopProbe();
     this.clearTimer('swapTimer');
+    this.clearTimer('connectTimer');
     this.queue.length = 0;
     this.active = 0;
     this.armedCount = 0;
@@ -242,12 +245,14 @@ export class ZooKeeperRegistry {
       this.epoch++;
       for (const sw of this.services.values()) for (const pw of sw.pathWatches()) this.schedule(pw);
       client.connect();
+      this.startConnectWatchdog(client);
     }
     this.gauges();
   }
 
   private onConnected(client: ZkClient): void {
     if (client !== this.client) return;
+    this.clearTimer('connectTimer');
     this.connected = true;
     this.epoch++;
     this.log.info({ registry: this.name, sessionId: client.sessionId(), sessionTimeoutMs: client.sessionTimeoutMs() }, 'registry connected');
@@ -263,6 +268,25 @@ export class ZooKeeperRegistry {
   private onDisconnected(client: ZkClient): void {
     if (client !== this.client) return;
     this.lost(client, 'connection lost', {});
+    this.startConnectWatchdog(client);
+  }
+
+  /**
+   * The client library retries connecting for ever, but waits for ever too on a server that
+   * accepted the connection and never answers the handshake (one still starting, a frozen one).
+   * Without a session for twice the session timeout (by then the server has expired the old one;
+   * a reconnection before that learns so from the server), start over with a new client.
+   */
+  private startConnectWatchdog(client: ZkClient): void {
+    this.clearTimer('connectTimer');
+    const ms = Math.max(2 * this.config.sessionTimeoutMs, this.config.sessionTimeoutMs + 5000);
+    this.connectTimer = this.clock.setTimeout(() => {
+      this.connectTimer = null;
+      if (client !== this.client || this.connected || this.closed) return;
+      this.sinkStats.inc(this.stats.errors);
+      this.connectionLog.note({ registry: this.name, why: `no session for ${ms} ms; starting over with a new client` });
+      this.replaceClient();
+    }, ms);
   }
 
   private onExpired(client: ZkClient): void {
@@ -556,7 +580,7 @@ export class ZooKeeperRegistry {
     s.set(this.stats.endpoints, this.endpointCount);
   }
 
-  private clearTimer(which: 'swapTimer' | 'probeTimer'): void {
+  private clearTimer(which: 'swapTimer' | 'probeTimer' | 'connectTimer'): void {
     if (this[which] !== null) { this.clock.clearTimeout(this[which]); this[which] = null; }
   }
 }

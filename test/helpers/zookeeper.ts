@@ -198,9 +198,14 @@ export class ZkWriter {
     return `0x${BigInt(`0x${(this.client.getSessionId() as Buffer).toString('hex')}`).toString(16)}`;
   }
 
+  /** Every call fails after 10 s rather than hang a test (the library can wait for ever on a bad connection). */
   private call<T>(fn: string, ...args: unknown[]): Promise<T> {
     return new Promise((resolve, reject) => {
-      this.client[fn](...args, (err: Error | null, ...res: unknown[]) => (err ? reject(err) : resolve(res[0] as T)));
+      const timer = setTimeout(() => reject(new Error(`writer ${fn}(${String(args[0])}): no answer in 10 s`)), 10_000);
+      this.client[fn](...args, (err: Error | null, ...res: unknown[]) => {
+        clearTimeout(timer);
+        if (err) reject(err); else resolve(res[0] as T);
+      });
     });
   }
 

@@ -56,3 +56,65 @@ export function waitFor(sub: Subscription, what: string, pred: (s: Subscription)
 }
 
 export const addresses = (s: Subscription) => s.endpoints.map((e) => e.address).sort();
+
+import net from 'node:net';
+import { once } from 'node:events';
+
+/**
+ * A loopback TCP proxy in front of ZooKeeper, to take the registry's connection away while the
+ * server (and every other client) goes on: `cut()` closes its connections and refuses new ones,
+ * `blackhole()` keeps them open and forwards nothing (a server that stopped answering),
+ * `restore()` forwards again.
+ */
+export class TcpProxy {
+  mode: 'pass' | 'refuse' | 'blackhole' = 'pass';
+  private readonly server: net.Server;
+  private readonly conns = new Set<net.Socket>();
+  port = 0;
+
+  constructor(private readonly target: number) {
+    this.server = net.createServer((down) => {
+      if (this.mode === 'refuse') { down.destroy(); return; }
+      const up = net.connect(this.target, '127.0.0.1');
+      this.conns.add(down);
+      this.conns.add(up);
+      const forward = (from: net.Socket, to: net.Socket) => from.on('data', (d) => { if (this.mode === 'pass') to.write(d); });
+      forward(down, up);
+      forward(up, down);
+      const end = () => { down.destroy(); up.destroy(); this.conns.delete(down); this.conns.delete(up); };
+      down.on('close', end);
+      up.on('close', end);
+      down.on('error', end);
+      up.on('error', end);
+    });
+  }
+
+  async listen(): Promise<this> {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return this;
+  }
+
+  cut(): void {
+    this.mode = 'refuse';
+    for (const c of this.conns) c.destroy();
+  }
+
+  blackhole(): void {
+    this.mode = 'blackhole';
+  }
+
+  restore(): void {
+    const wasBlackhole = this.mode === 'blackhole';
+    this.mode = 'pass';
+    // connections opened during the blackhole carry a half-done handshake: start over
+    if (wasBlackhole) for (const c of this.conns) c.destroy();
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns) c.destroy();
+    this.server.close();
+    await once(this.server, 'close');
+  }
+}
