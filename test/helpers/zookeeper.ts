@@ -289,3 +289,45 @@ export async function until<T>(what: string, fn: () => T | Promise<T>, ms = 10_0
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
+
+/** The interface names populateDubbo writes: com.acme.scale.Service00000 … */
+export const scaleInterface = (i: number) => `com.acme.scale.Service${String(i).padStart(5, '0')}`;
+
+/**
+ * `interfaces` Dubbo interfaces with `providers` providers each, as Dubbo writes them (providers
+ * ephemeral, of the writer's session), in multi-ops of about `batchOps` operations, `inFlight`
+ * of them at once. Returns the number of nodes created.
+ */
+export async function populateDubbo(w: ZkWriter, interfaces: number, providers: number, opts: { batchOps?: number; inFlight?: number } = {}): Promise<number> {
+  const batchOps = opts.batchOps ?? 1000;
+  const inFlight = opts.inFlight ?? 8;
+  await w.mkdirp('/dubbo');
+  let created = 0;
+  let next = 0;
+  const perInterface = providers + 2;
+  const batchInterfaces = Math.max(1, Math.floor(batchOps / perInterface));
+  const worker = async () => {
+    while (next < interfaces) {
+      const from = next;
+      const to = Math.min(interfaces, from + batchInterfaces);
+      next = to;
+      const ops: ZkOp[] = [];
+      for (let i = from; i < to; i++) {
+        const iface = scaleInterface(i);
+        ops.push({ op: 'create', path: `/dubbo/${iface}` }, { op: 'create', path: `/dubbo/${iface}/providers` });
+        for (let p = 0; p < providers; p++) {
+          const host = `10.${(p >> 8) & 255}.${p & 255}.${(i % 250) + 1}`;
+          const node = dubboProviderNode(host, 20880, iface, {
+            application: `app-${i % 97}`, methods: 'create,get,list,update,delete', revision: '1.4.2', timeout: 3000,
+            version: '1.0.0', weight: 100, pid: 1000 + p, release: '2.7.23',
+          });
+          ops.push({ op: 'create', path: `/dubbo/${iface}/providers/${node}`, mode: CreateMode.EPHEMERAL });
+        }
+      }
+      await w.multi(ops);
+      created += ops.length;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return created;
+}
