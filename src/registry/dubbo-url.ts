@@ -49,8 +49,13 @@ export function javaUrlDecode(s: string): string | undefined {
   }
 }
 
-/** `proto://[user[:pass]@]host[:port]/path?k=v&...`, decoded. */
-export function parseDubboUrl(text: string): DubboUrl | string {
+const same = (x: string) => x;
+
+/**
+ * `proto://[user[:pass]@]host[:port]/path?k=v&...`, decoded. `intern` may return a shared copy
+ * of each key and value: thousands of providers repeat the same few.
+ */
+export function parseDubboUrl(text: string, intern: (s: string) => string = same): DubboUrl | string {
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?]*)(\/[^?]*)?(?:\?(.*))?$/s.exec(text);
   if (!m) return 'not a URL (protocol://host:port/path?params)';
   const [, protocol, authority, rawPath = '', query] = m;
@@ -72,18 +77,19 @@ export function parseDubboUrl(text: string): DubboUrl | string {
     if (!/^[A-Za-z0-9_.-]+$/.test(host)) return `"${host}" is not a host`;
   }
   if (portText !== '' && (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535)) return `"${portText}" is not a port`;
-  const params: Record<string, string> = Object.create(null);
+  // a plain object (shared hidden classes keep thousands of them small); `__proto__` is no parameter
+  const params: Record<string, string> = {};
   if (query) {
     for (const part of query.split('&')) {
       if (part === '') continue;
       const eq = part.indexOf('=');
       const key = (eq < 0 ? part : part.slice(0, eq)).trim();
-      if (key === '') continue;
+      if (key === '' || key === '__proto__') continue;
       // Dubbo's URL.valueOf: a bare key is its own value; `default.` prefixes are defaults
-      params[key] = eq < 0 ? part : part.slice(eq + 1).trim();
+      params[intern(key)] = intern(eq < 0 ? part : part.slice(eq + 1).trim());
     }
   }
-  return { protocol: protocol.toLowerCase(), host: host.toLowerCase(), port: portText === '' ? 0 : Number(portText), path: rawPath.replace(/^\/+/, ''), params };
+  return { protocol: intern(protocol.toLowerCase()), host: intern(host.toLowerCase()), port: portText === '' ? 0 : Number(portText), path: intern(rawPath.replace(/^\/+/, '')), params };
 }
 
 function param(u: DubboUrl, key: string): string | undefined {
@@ -92,10 +98,10 @@ function param(u: DubboUrl, key: string): string | undefined {
 }
 
 /** A provider node's name → its URL, or why it was skipped. */
-export function parseProviderNode(child: string): ParseResult<DubboUrl> {
+export function parseProviderNode(child: string, intern?: (s: string) => string): ParseResult<DubboUrl> {
   const decoded = javaUrlDecode(child);
   if (decoded === undefined) return { ok: false, reason: 'malformed', detail: 'bad %-encoding' };
-  const url = parseDubboUrl(decoded);
+  const url = parseDubboUrl(decoded, intern);
   if (typeof url === 'string') return { ok: false, reason: 'malformed', detail: url };
   if (url.protocol !== 'dubbo') return { ok: false, reason: 'unsupported', detail: `protocol ${url.protocol}:// (Sluice routes dubbo:// providers)` };
   if (url.port === 0) return { ok: false, reason: 'malformed', detail: 'no port' };

@@ -60,7 +60,6 @@ export class Subscription extends EventEmitter {
   private rejectReady!: (e: Error) => void;
   private readyTimer: unknown;
   private holdTimer: unknown = null;
-  private signature = '';
 
   constructor(readonly kind: ServiceKind, readonly service: string, private readonly opts: SubscriptionOptions) {
     super();
@@ -175,25 +174,17 @@ export class Subscription extends EventEmitter {
     this.emit('held', this, false);
   }
 
+  /**
+   * Registries hand out the same endpoint object for as long as what it was made from is
+   * unchanged, so a list of the same objects in the same order is no change.
+   */
   private apply(list: RegistryEndpoint[]): void {
-    const sig = signatureOf(list);
-    if (sig === this.signature && this.version > 0) return;
+    const cur = this.endpoints;
+    if (this.version > 0 && cur.length === list.length && list.every((e, i) => e === cur[i])) return;
     const first = this.version === 0;
-    this.signature = sig;
     this.endpoints = Object.freeze(list);
     this.version++;
     if (!first || list.length > 0) this.opts.stats.sink.inc(this.opts.stats.updates);
     this.emit('change', this);
   }
-}
-
-/** Identity of a list for change detection: what the data path would do differently. */
-function signatureOf(list: readonly RegistryEndpoint[]): string {
-  let s = '';
-  for (const e of list) {
-    s += `${e.source}\u0001${e.address}\u0001${e.weight}`;
-    for (const k of Object.keys(e.labels).sort()) s += `\u0001${k}=${e.labels[k]}`;
-    s += '\u0000';
-  }
-  return s;
 }

@@ -39,6 +39,8 @@ const RETRY_MAX_MS = 30_000;
 /** Unsubscriptions come in bursts (the idle sweep): one session replacement for a burst. */
 const SWAP_DELAY_MS = 200;
 const AUTH_FAILED_RETRY_MS = 5000;
+const INTERN_MAX = 200_000;
+const INTERN_MAX_LENGTH = 64;
 
 export interface RegistrySink {
   /** The service's current list in this registry (empty when it has none, or is not registered). */
@@ -74,8 +76,15 @@ class ServiceWatch {
   endpointCount = 0;
   /** Entries already counted as skipped (each once per subscription). */
   readonly skippedSeen = new Set<string>();
-  readonly providerCache = new Map<string, ParseResult<DubboUrl>>();
-  readonly overrideCache = new Map<string, ParseResult<DubboUrl> | null>();
+  /**
+   * Dubbo: what each provider node gave, kept while the node is listed: its endpoint (null when
+   * skipped or disabled), built under the overrides named by `overrides`. An unchanged provider
+   * keeps its endpoint object, so an unchanged list is the same objects and no change at all.
+   */
+  providerCache = new Map<string, { endpoint: RegistryEndpoint | null; overrides: string }>();
+  overrideCache = new Map<string, ParseResult<DubboUrl> | null>();
+  /** Spring: each instance's data and the endpoint it gave (null: skipped or not serving). */
+  instanceCache = new Map<string, { data: Buffer; endpoint: RegistryEndpoint | null }>();
 
   constructor(readonly key: string, readonly kind: ServiceKind, readonly service: string, paths: string[]) {
     this.primary = paths.map((p) => new PathWatch(p, 'children', this));
@@ -536,40 +545,76 @@ export class ZooKeeperRegistry {
       if (r.ok) overrides.push(r.value);
       else this.skip(sw, name, r.reason, r.detail);
     }
-    swapMap(sw.overrideCache, oc);
+    sw.overrideCache = oc;
+    const overridesKey = overrideNodes.join('\n');
     const sorted = sortOverrides(overrides);
     const out: RegistryEndpoint[] = [];
-    const pc = new Map<string, ParseResult<DubboUrl>>();
+    const pc = new Map<string, { endpoint: RegistryEndpoint | null; overrides: string }>();
     for (const name of providers) {
-      const r = sw.providerCache.get(name) ?? parseProviderNode(name);
-      pc.set(name, r);
-      if (!r.ok) { this.skip(sw, name, r.reason, r.detail); continue; }
-      const url = applyOverrides(r.value, sorted);
-      if (!providerEnabled(url)) continue;
-      const labels: Record<string, string> = { ...url.params, group: url.params.group ?? '', version: url.params.version ?? '' };
-      out.push(Object.freeze({
-        address: hostPort(url.host, url.port),
-        weight: providerWeight(url),
-        labels: Object.freeze(labels),
-        source: this.source,
-        id: `${url.protocol}://${hostPort(url.host, url.port)}/${url.path}`,
-      }));
+      let entry = sw.providerCache.get(name);
+      if (!entry || entry.overrides !== overridesKey) entry = { endpoint: this.dubboEndpoint(sw, name, sorted), overrides: overridesKey };
+      pc.set(name, entry);
+      if (entry.endpoint) out.push(entry.endpoint);
     }
-    swapMap(sw.providerCache, pc);
+    sw.providerCache = pc;
     return out;
+  }
+
+  private dubboEndpoint(sw: ServiceWatch, name: string, overrides: DubboUrl[]): RegistryEndpoint | null {
+    const r = parseProviderNode(name, this.intern);
+    if (!r.ok) { this.skip(sw, name, r.reason, r.detail); return null; }
+    const url = applyOverrides(r.value, overrides);
+    if (!providerEnabled(url)) return null;
+    const labels = url.params; // this parse's own object (or the copy applyOverrides made)
+    labels.group ??= '';
+    labels.version ??= '';
+    return Object.freeze({
+      address: this.intern(hostPort(url.host, url.port)),
+      weight: providerWeight(url),
+      labels: Object.freeze(labels),
+      source: this.source,
+      id: `${url.protocol}://${hostPort(url.host, url.port)}/${url.path}`,
+    });
   }
 
   private springEndpoints(sw: ServiceWatch): RegistryEndpoint[] {
     const out: RegistryEndpoint[] = [];
+    const ic = new Map<string, { data: Buffer; endpoint: RegistryEndpoint | null }>();
     for (const [id, pw] of sw.instances) {
-      if (pw.value === null) continue; // gone since the list was read
-      const r: SpringParse = parseSpringInstance(id, pw.value as Buffer);
-      if (!r.ok) { this.skip(sw, `${id}:${(pw.value as Buffer).toString('utf8')}`, r.reason, r.detail); continue; }
-      if (!r.value.serving) continue;
-      out.push(Object.freeze({ address: springAddress(r.value), weight: 1, labels: Object.freeze(r.value.labels), source: this.source, id: r.value.id }));
+      if (pw.value === null || pw.value === undefined) continue; // gone since the list was read
+      const data = pw.value as Buffer;
+      let entry = sw.instanceCache.get(id);
+      if (!entry || !entry.data.equals(data)) entry = { data, endpoint: this.springEndpoint(sw, id, data) };
+      ic.set(id, entry);
+      if (entry.endpoint) out.push(entry.endpoint);
     }
+    sw.instanceCache = ic;
     return out;
   }
+
+  private springEndpoint(sw: ServiceWatch, id: string, data: Buffer): RegistryEndpoint | null {
+    const r: SpringParse = parseSpringInstance(id, data);
+    if (!r.ok) { this.skip(sw, `${id}:${data.toString('utf8')}`, r.reason, r.detail); return null; }
+    if (!r.value.serving) return null;
+    return Object.freeze({ address: springAddress(r.value), weight: 1, labels: Object.freeze(r.value.labels), source: this.source, id: r.value.id });
+  }
+
+  /**
+   * One copy of each short string the providers repeat (parameter names, most values, hosts):
+   * 48 providers × thousands of interfaces say `side=provider` a great many times. Bounded: past
+   * INTERN_MAX strings, new ones are kept as they come. A flat copy is stored, so the pool does not
+   * hold on to the decoded URL a value was cut from.
+   */
+  private readonly internPool = new Map<string, string>();
+  private readonly intern = (s: string): string => {
+    if (s.length > INTERN_MAX_LENGTH) return s;
+    const hit = this.internPool.get(s);
+    if (hit !== undefined) return hit;
+    if (this.internPool.size >= INTERN_MAX) return s;
+    const flat = Buffer.from(s, 'utf8').toString('utf8');
+    this.internPool.set(flat, flat);
+    return flat;
+  };
 
   private gauges(): void {
     const s = this.sinkStats;
@@ -585,7 +630,3 @@ export class ZooKeeperRegistry {
   }
 }
 
-function swapMap<K, V>(target: Map<K, V>, next: Map<K, V>): void {
-  target.clear();
-  for (const [k, v] of next) target.set(k, v);
-}

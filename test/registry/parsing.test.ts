@@ -54,13 +54,16 @@ t.test('provider URLs: every part, userinfo, IPv6, bare keys; what is skipped an
   const u = provider('dubbo://admin:pw@10.0.0.1:20880/com.acme.A?group=g&version=1.0&weight=5&flag&default.timeout=100&empty=');
   t.same(u, {
     protocol: 'dubbo', host: '10.0.0.1', port: 20880, path: 'com.acme.A',
-    params: Object.assign(Object.create(null), { group: 'g', version: '1.0', weight: '5', flag: 'flag', 'default.timeout': '100', empty: '' }),
+    params: { group: 'g', version: '1.0', weight: '5', flag: 'flag', 'default.timeout': '100', empty: '' },
   });
   t.equal(providerWeight(u), 5);
   t.equal(providerWeight(provider('dubbo://h:1/a')), 100, 'default 100');
   t.equal(providerWeight(provider('dubbo://h:1/a?weight=0')), 0, '0 is a weight (no traffic while others have more)');
   t.same([provider('dubbo://[fe80::1]:20880/a').host, provider('dubbo://[FE80::1]:20880/a').port], ['fe80::1', 20880]);
   t.equal(provider('DUBBO://Host.Example:1/a').host, 'host.example');
+  const proto = provider('dubbo://h:1/a?__proto__=x&constructor=y');
+  t.equal(Object.getPrototypeOf(proto.params), Object.prototype, '__proto__ is no parameter');
+  t.equal(proto.params.constructor, 'y');
 
   const skipped: Array<[string, string, RegExp]> = [
     ['not a url', 'malformed', /not a URL/],
