@@ -276,7 +276,7 @@ export class ZooKeeperRegistry {
 
   private onDisconnected(client: ZkClient): void {
     if (client !== this.client) return;
-    this.lost(client, 'connection lost', {});
+    this.lost('connection lost', {});
     this.startConnectWatchdog(client);
   }
 
@@ -301,25 +301,23 @@ export class ZooKeeperRegistry {
   private onExpired(client: ZkClient): void {
     if (client !== this.client) return;
     this.sinkStats.inc(this.stats.sessionsExpired);
-    this.lost(client, 'session expired', {});
+    this.lost('session expired', {});
     this.replaceClient();
   }
 
   private onAuthFailed(client: ZkClient): void {
     if (client !== this.client) return;
-    this.lost(client, 'authentication failed', {});
-    const t = this.clock.setTimeout(() => { if (this.client === client) this.replaceClient(); }, AUTH_FAILED_RETRY_MS);
-    void t;
+    this.lost('authentication failed', {});
+    this.clock.setTimeout(() => { if (this.client === client) this.replaceClient(); }, AUTH_FAILED_RETRY_MS);
   }
 
-  private lost(client: ZkClient, why: string, fields: Record<string, unknown>): void {
+  private lost(why: string, fields: Record<string, unknown>): void {
     this.sinkStats.inc(this.stats.errors);
     this.connectionLog.note({ registry: this.name, why, ...fields });
     this.connected = false;
     this.stopProbe();
     for (const sw of this.services.values()) this.setStale(sw, true);
     this.gauges();
-    void client;
   }
 
   /**
@@ -337,7 +335,7 @@ export class ZooKeeperRegistry {
       const now = this.clock.now();
       if (this.probeSince !== null) {
         if (now - this.probeSince >= 2 * every) {
-          this.lost(client, 'no answer to a probe', { waitedMs: now - this.probeSince });
+          this.lost('no answer to a probe', { waitedMs: now - this.probeSince });
           this.replaceClient();
           return;
         }
