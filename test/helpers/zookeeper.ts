@@ -79,6 +79,11 @@ export async function startZooKeeper(opts: ZooKeeperOptions = {}): Promise<ZooKe
     '',
   ].join('\n'));
   let child: ChildProcess | null = null;
+  // A guardian per server: it kills the JVM and removes its directory once this process is gone,
+  // however it went (a test killed at its timeout runs no exit handler), by waiting for its
+  // stdin pipe to close.
+  let guardian: ChildProcess | null = null;
+  const dismissGuardian = () => { guardian?.kill('SIGKILL'); guardian = null; };
 
   const fourLetter = (word: string): Promise<string> => new Promise((resolve, reject) => {
     const s = net.connect(port, '127.0.0.1');
@@ -105,6 +110,9 @@ export async function startZooKeeper(opts: ZooKeeperOptions = {}): Promise<ZooKe
       ], { stdio: ['ignore', log, log] });
       closeSync(log);
       live.add(child);
+      guardian = spawn('/bin/sh', ['-c', 'cat >/dev/null; kill -CONT "$0" 2>/dev/null; kill -KILL "$0" 2>/dev/null; sleep 1; rm -rf "$1"', String(child.pid), dir], { stdio: ['pipe', 'ignore', 'ignore'] });
+      guardian.unref();
+      (guardian.stdin as unknown as { unref(): void }).unref();
       const c = child;
       c.once('exit', () => { live.delete(c); if (child === c) child = null; });
       const deadline = Date.now() + 60_000;
@@ -121,6 +129,7 @@ export async function startZooKeeper(opts: ZooKeeperOptions = {}): Promise<ZooKe
       }
     },
     async stop() {
+      dismissGuardian(); // first: once the JVM is gone its pid may be reused
       const c = child;
       if (!c || c.exitCode !== null) { child = null; return; }
       c.kill('SIGCONT');
