@@ -10,6 +10,7 @@ import { ConfigError, type ConfigIssue } from '../errors';
 import { isIP } from 'node:net';
 import { parseAddress, parseHost, type HostPort } from '../net/address';
 import { compileMatchRegex } from './match';
+import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -25,6 +26,7 @@ export interface ListenerConfig {
   opaque: 'passthrough' | 'refuse';
 }
 
+/** Filters add sections of their own to a route (`fault`, ...) and to its action (`split`, ...); each filter reads its own. */
 export interface RouteConfig {
   name?: string;
   match: {
@@ -282,14 +284,24 @@ function semanticIssues(c: Obj): ConfigIssue[] {
     }
   });
 
+  // a filter's action key that says where a request goes (split) stands beside cluster, passthrough, directResponse
+  const targetModules = FILTER_MODULES.filter((m) => m.targetKey !== undefined);
+  const targetNames = ['cluster', 'passthrough: true', 'directResponse', ...targetModules.map((m) => m.targetKey!)].join(', ');
+  const listed = Array.isArray(c.filters) ? c.filters : DEFAULT_FILTERS;
   list(c.routes).forEach((r, i) => {
     if (!isObj(r)) return;
     const p = `/routes/${i}`;
     if (isObj(r.action)) {
       const a = r.action;
-      const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined].filter(Boolean).length;
+      const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined, ...targetModules.map((m) => a[m.targetKey!] !== undefined)]
+        .filter(Boolean).length;
       if (kinds !== 1) {
-        issues.push({ path: `${p}/action`, message: `needs exactly one of cluster, passthrough: true, directResponse (has ${kinds})` });
+        issues.push({ path: `${p}/action`, message: `needs exactly one of ${targetNames} (has ${kinds})` });
+      }
+      for (const m of targetModules) {
+        if (a[m.targetKey!] !== undefined && !listed.includes(m.name)) {
+          issues.push({ path: `${p}/action/${m.targetKey}`, message: `needs the ${m.name} filter in filters` });
+        }
       }
       const cluster = str(a.cluster);
       const cl = cluster !== undefined ? clusters.get(cluster) : undefined;
@@ -318,6 +330,10 @@ function semanticIssues(c: Obj): ConfigIssue[] {
           checkRegex(issues, hp, hm);
         }
       }
+    }
+    for (const m of FILTER_MODULES) {
+      if (!m.checkRoute) continue;
+      for (const issue of m.checkRoute(r, clusters)) issues.push({ path: `${p}${issue.path}`, message: issue.message });
     }
   });
   return issues;

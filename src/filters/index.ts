@@ -4,7 +4,7 @@
  */
 import type { Filter, FilterEnv } from '../exchange/filter';
 import { declareFamilies } from '../stats/stats';
-import type { FilterModule } from './module';
+import type { FilterModule, RouteSeries } from './module';
 
 /** Every built-in filter, in the default order of the chain. */
 export const FILTER_MODULES: readonly FilterModule[] = [];
@@ -26,4 +26,21 @@ export function createFilters(names: readonly string[], env: FilterEnv): Filter[
     if (!m) throw new Error(`unknown filter "${n}" (config validation missed it)`);
     return m.create(env);
   });
+}
+
+/**
+ * The per-route series (`by: 'route'`) the listed filters count under a valid config, for the
+ * main thread to allocate before it publishes the config. Route names as the router gives them.
+ */
+export function filterSeries(config: { readonly routes: readonly object[]; readonly filters: readonly string[] }): RouteSeries[] {
+  const out: RouteSeries[] = [];
+  config.routes.forEach((r, i) => {
+    const route = r as Readonly<Record<string, unknown>>;
+    const name = typeof route.name === 'string' ? route.name : `routes[${i}]`;
+    for (const n of config.filters) {
+      const m = BY_NAME.get(n);
+      if (m?.routeSeries) out.push(...m.routeSeries(route, name));
+    }
+  });
+  return out;
 }
