@@ -4,10 +4,17 @@
  */
 import type { Filter, FilterEnv } from '../exchange/filter';
 import { declareFamilies } from '../stats/stats';
+import { FAULT_MODULE } from './fault';
+import { HEADERS_MODULE } from './headers';
 import type { FilterModule, RouteSeries } from './module';
+import { SPLIT_MODULE } from './split';
 
-/** Every built-in filter, in the default order of the chain. */
-export const FILTER_MODULES: readonly FilterModule[] = [];
+/**
+ * Every built-in filter, in the default order of the chain: header edits first (a fault's or a
+ * split's choice never depends on them), then faults (a delayed or aborted request is never
+ * split), then the split that picks the target. Mirroring and retries come after.
+ */
+export const FILTER_MODULES: readonly FilterModule[] = [HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE];
 
 for (const m of FILTER_MODULES) declareFamilies(m.stats);
 
