@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { startSluice, stats, waitFor } from '../helpers/harness';
+import { run, startSluice, stats, waitFor } from '../helpers/harness';
 import { Consumer, str } from './dubbo-peers';
 import { curl, dubboVersioned, grpcVersioned, h2Versioned, http1Versioned, loadEcho, parseDubbo, unary } from './filter-peers';
 
@@ -189,4 +189,23 @@ t.test('fault: abort and delay on HTTP/1, HTTP/2, gRPC and Dubbo', async (t) => 
     t.match(recs.find((r) => r.route === 'dubbo-code'), { fault: 'abort', status: 100, reason: 'fault_abort' });
     t.notOk('fault' in recs.find((r) => r.route === 'h1-never'), 'a request the fault left alone has no note');
   });
+});
+
+t.test('the route timeout runs from when the filters let the request go, whatever set its target before', async (t) => {
+  // split before fault: the target is set, then the request is held; a body that ends during the
+  // hold must not start the route's timeout (it would answer 504 with no upstream ever asked)
+  const up = await http1Versioned('h1');
+  const s = await startSluice({
+    listeners: [{ name: 'app', address: '127.0.0.1:0' }],
+    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
+    filters: ['split', 'fault'],
+    routes: [{ name: 'held', action: { split: [{ cluster: 'web', weight: 1 }], timeoutMs: 100 }, fault: { delay: { ms: DELAY } } }],
+  });
+  t.teardown(async () => { await s.stop(); await up.close(); });
+  const url = `http://127.0.0.1:${s.port('app')}/x`;
+  for (const body of [[], ['--data-binary', 'hello']]) {
+    const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', ...body, url]);
+    t.equal(r.stdout, '200', body.length ? 'POST: its body ended during the delay' : 'GET');
+  }
+  t.equal(up.requests, 2);
 });
