@@ -28,6 +28,7 @@ export interface ListenerConfig {
   opaque: 'passthrough' | 'refuse';
 }
 
+/** Filters add sections of their own to a route (`fault`, ...) and to its action (`split`, ...); each filter reads its own. */
 export interface RouteConfig {
   name?: string;
   match: {
@@ -289,24 +290,30 @@ function semanticIssues(c: Obj): ConfigIssue[] {
     }
   });
 
+  // a filter's action key that says where a request goes (split) stands beside cluster, passthrough, directResponse
+  const targetModules = FILTER_MODULES.filter((m) => m.targetKey !== undefined);
+  const targetNames = ['cluster', 'passthrough: true', 'directResponse', ...targetModules.map((m) => m.targetKey!)].join(', ');
   const listed = new Set(Array.isArray(c.filters) ? c.filters.map(String) : DEFAULT_FILTERS);
   list(c.routes).forEach((r, i) => {
     if (!isObj(r)) return;
     const p = `/routes/${i}`;
     // each filter checks its own sections of the route
+    // (a section of a filter that is not listed is checked too, and has no effect: leaving a filter
+    // out of `filters` switches it off everywhere, its sections left in place)
     for (const m of FILTER_MODULES) {
       for (const issue of m.checkRoute?.(r, clusters) ?? []) issues.push({ path: `${p}${issue.path}`, message: issue.message });
-      // a section whose filter does not run would do nothing, silently
-      if (listed.has(m.name)) continue;
-      for (const k of Object.keys(m.routeSchema ?? {})) if (r[k] !== undefined) issues.push({ path: `${p}/${k}`, message: `the ${m.name} filter is not in filters` });
-      const a = isObj(r.action) ? r.action : {};
-      for (const k of Object.keys(m.actionSchema ?? {})) if (a[k] !== undefined) issues.push({ path: `${p}/action/${k}`, message: `the ${m.name} filter is not in filters` });
     }
     if (isObj(r.action)) {
       const a = r.action;
-      const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined].filter(Boolean).length;
+      const kinds = [a.cluster !== undefined, a.passthrough === true, a.directResponse !== undefined, ...targetModules.map((m) => a[m.targetKey!] !== undefined)]
+        .filter(Boolean).length;
       if (kinds !== 1) {
-        issues.push({ path: `${p}/action`, message: `needs exactly one of cluster, passthrough: true, directResponse (has ${kinds})` });
+        issues.push({ path: `${p}/action`, message: `needs exactly one of ${targetNames} (has ${kinds})` });
+      }
+      for (const m of targetModules) {
+        if (a[m.targetKey!] !== undefined && !listed.has(m.name)) {
+          issues.push({ path: `${p}/action/${m.targetKey}`, message: `needs the ${m.name} filter in filters` });
+        }
       }
       const cluster = str(a.cluster);
       const cl = cluster !== undefined ? clusters.get(cluster) : undefined;

@@ -424,11 +424,15 @@ export class Exchange implements AttemptSink {
       return;
     }
     if (!this.upstreamTarget) this.upstreamTarget = t.target;
+    this.forwarded = true;
     this.startMirrors();
     // like Envoy's route timeout: from the end of the request, so a slow upload is not an upstream timeout
     if (this.requestEnded) this.armRouteTimer();
     this.tryUpstream(undefined);
   }
+
+  /** The filters let the request go (forward() ran): the route's timeout may run from the request's end. */
+  private forwarded = false;
 
   private armRouteTimer(): void {
     if (this.routeTimer || this.finished || !this.route) return;
@@ -603,7 +607,8 @@ export class Exchange implements AttemptSink {
 
   private requestEndedNow(): void {
     this.requestEnded = true;
-    if (this.upstreamTarget !== null) this.armRouteTimer();
+    // not while a filter still holds the request: one may have set the target before another stopped it
+    if (this.forwarded) this.armRouteTimer();
   }
 
   onUpstreamWritable(a: Attempt): void {

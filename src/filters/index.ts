@@ -4,12 +4,19 @@
  */
 import type { Filter, FilterEnv } from '../exchange/filter';
 import { declareFamilies } from '../stats/stats';
-import type { FilterModule } from './module';
+import { FAULT_MODULE } from './fault';
+import { HEADERS_MODULE } from './headers';
+import type { FilterModule, RouteSeries } from './module';
+import { SPLIT_MODULE } from './split';
 import { mirrorModule } from './mirror';
 import { retryModule } from './retry';
 
-/** Every built-in filter, in the default order of the chain. */
-export const FILTER_MODULES: readonly FilterModule[] = [mirrorModule, retryModule];
+/**
+ * Every built-in filter, in the default order of the chain: header edits first (a fault's or a
+ * split's choice never depends on them), then faults (a delayed or aborted request is never
+ * split), then the split that picks the target. Mirroring and retries come after.
+ */
+export const FILTER_MODULES: readonly FilterModule[] = [HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
 
 for (const m of FILTER_MODULES) declareFamilies(m.stats);
 
@@ -28,4 +35,21 @@ export function createFilters(names: readonly string[], env: FilterEnv): Filter[
     if (!m) throw new Error(`unknown filter "${n}" (config validation missed it)`);
     return m.create(env);
   });
+}
+
+/**
+ * The per-route series (`by: 'route'`) the listed filters count under a valid config, for the
+ * main thread to allocate before it publishes the config. Route names as the router gives them.
+ */
+export function filterSeries(config: { readonly routes: readonly object[]; readonly filters: readonly string[] }): RouteSeries[] {
+  const out: RouteSeries[] = [];
+  config.routes.forEach((r, i) => {
+    const route = r as Readonly<Record<string, unknown>>;
+    const name = typeof route.name === 'string' ? route.name : `routes[${i}]`;
+    for (const n of config.filters) {
+      const m = BY_NAME.get(n);
+      if (m?.routeSeries) out.push(...m.routeSeries(route, name));
+    }
+  });
+  return out;
 }

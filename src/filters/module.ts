@@ -7,6 +7,12 @@ import type { ConfigIssue } from '../errors';
 import type { Filter, FilterEnv } from '../exchange/filter';
 import type { Family } from '../stats/stats';
 
+/** One series a filter counts for a route: registered when a config using the route is published. */
+export interface RouteSeries {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
 export interface FilterModule {
   readonly name: string;
   /** JSON-schema properties this filter adds to a route (`{ fault: {...} }`). */
@@ -14,11 +20,23 @@ export interface FilterModule {
   /** ... and to a route's action (`{ split: [...] }`). */
   readonly actionSchema?: Readonly<Record<string, unknown>>;
   /**
+   * An action key of this filter's that says where a request goes, instead of the action's
+   * `cluster`, `passthrough` or `directResponse` (`split`): a route's action must have exactly one
+   * of them, and a route that uses this one needs the filter in `filters`.
+   */
+  readonly targetKey?: string;
+  /**
    * Checks of one route the schema cannot express (references to clusters, labels no endpoint
-   * has). `route` is the document as the schema left it; paths are relative to the route.
+   * has). `route` is the document as the schema left it, valid or not: a check looks only at
+   * values of the right type. Paths are relative to the route (`/fault/abort/status`).
    */
   checkRoute?(route: Readonly<Record<string, unknown>>, clusters: ReadonlyMap<string, Readonly<Record<string, unknown>>>): ConfigIssue[];
   /** The stats this filter counts, declared once with their help text. */
   readonly stats: readonly Family[];
+  /**
+   * The series of `by: 'route'` families this filter counts for a route of a valid config
+   * (none when the route does not use the filter), so that the main thread allocates them.
+   */
+  routeSeries?(route: Readonly<Record<string, unknown>>, routeName: string): RouteSeries[];
   create(env: FilterEnv): Filter;
 }

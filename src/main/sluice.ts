@@ -20,7 +20,8 @@ import { formatAddress } from '../net/address';
 import { Listeners } from './listeners';
 import { loadNative, nativeLoadError } from '../net/native';
 import { MAX_FD, SharedState } from '../shared/shared-state';
-import { StatsRegistry, Stats } from '../stats/stats';
+import { StatsRegistry, Stats, series } from '../stats/stats';
+import { filterSeries } from '../filters';
 import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from '../shared/messages';
 import { RpcStatsTable } from '../stats/rpc-stats';
 import { WorkerRuntime } from '../worker/runtime';
@@ -228,6 +229,7 @@ export class Sluice {
     for (const c of config.clusters) this.registry.addCluster(c.name);
     this.registry.addCluster('original_dst');
     this.registry.addCluster('inbound_local');
+    for (const f of filterSeries(config)) this.registry.add(series(f.name, f.labels));
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
     this.shared.publishConfig(snap);
   }

@@ -23,6 +23,11 @@ import { DUBBO_HEADER_LENGTH, DubboFrame, DubboStatus, SERIALIZATION_HESSIAN2, i
 import { DubboErrorCode, DubboProtocolError, ERR_DUBBO_INVALID_OPTION } from './dubbo-errors';
 import { Hessian2Reader } from './hessian2-reader';
 import { newDecoder } from './hessian-js';
+import { encodeFrame, hessian2String, isSupportResponseAttachment } from './dubbo-encode';
+
+/** Hessian2 untyped map start and end. */
+const MAP_START = Buffer.from([0x48]);
+const MAP_END = Buffer.from([0x5a]);
 
 /** Response type values (DubboCodec.java). */
 export const DubboResponseType = {
@@ -147,6 +152,40 @@ export class DubboResponse {
     const err = this.scanAttachments();
     if (err !== null) throw err;
     return this.attachmentMap!;
+  }
+
+  /**
+   * The response frame with its attachments changed (`set` entries replace or add, `remove` names
+   * go, every other entry is copied as it was, the value is not touched), or null when this
+   * response cannot carry attachments: an answer that is not OK (its body is an error message),
+   * an event, or a response without attachments to a call whose dubbo version predates response
+   * attachments (only 2.0.2 .. 2.0.99 consumers read them: Dubbo writes the _WITH_ATTACHMENTS types
+   * for those alone). A response without attachments gets its type's _WITH_ATTACHMENTS form.
+   * Throws DubboProtocolError ERR_DUBBO_BAD_BODY on a body that cannot be stepped through.
+   */
+  withAttachments(set: ReadonlyArray<readonly [string, string]>, remove: readonly string[], requestDubboVersion: string): Buffer | null {
+    if (!this.isOk || this.isEvent) return null;
+    const t = this.responseType();
+    const raw = this.frame.raw;
+    const r = new Hessian2Reader(raw, this.valueStart, raw.length, this.frame);
+    if (t !== DubboResponseType.NULL_VALUE && t !== DubboResponseType.NULL_VALUE_WITH_ATTACHMENTS) r.skipValue();
+    const valueEnd = r.pos;
+    let type: number = t;
+    let kept: Array<{ key: string | null; start: number; end: number }> = [];
+    if (t >= DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS) {
+      kept = r.mapEntries();
+    } else {
+      if (!isSupportResponseAttachment(requestDubboVersion)) return null;
+      type = t + 3; // WITH_EXCEPTION → _WITH_ATTACHMENTS, VALUE → ..., NULL_VALUE → ...
+    }
+    const drop = new Set<string>(remove);
+    for (const [k] of set) drop.add(k);
+    // the type is a compact Hessian2 int (0x90 + n), as Java writes 0..5
+    const parts: Buffer[] = [Buffer.from([0x90 + type]), raw.subarray(this.valueStart, valueEnd), MAP_START];
+    for (const e of kept) if (e.key === null || !drop.has(e.key)) parts.push(raw.subarray(e.start, e.end));
+    for (const [k, v] of set) parts.push(hessian2String(k), hessian2String(v));
+    parts.push(MAP_END);
+    return encodeFrame(raw[2], raw[3], this.frame, Buffer.concat(parts));
   }
 
   /** Reads the attachments once; returns the error as a value instead of throwing. */

@@ -6,6 +6,9 @@
  *   socket ─▶ DubboFrameDecoder ─▶ DubboCall ─▶ filter chain ─▶ DubboPool ─▶ provider
  *   socket ◀──────── response (caller's id restored by the pool) ◀──────────┘
  *
+ * A route's response header edits are made to the answer's attachment map, where the consumer
+ * reads one (DubboResponse.withAttachments); other answers go as the provider wrote them.
+ *
  * Calls are independent: many are in flight at once, answered in whatever order the
  * providers answer. Every refused or failed two-way call gets a Dubbo response with a
  * status byte, so the caller's client raises an error instead of waiting for its timeout.
@@ -19,10 +22,11 @@
  */
 import type net from 'node:net';
 import {
-  DubboFrameDecoder, DubboRequest, DubboStatus, encodeHeartbeatRequest, encodeHeartbeatResponse, encodeReadonlyEvent,
-  encodeResponse, isHeartbeat, localReply, type DubboFrame, type DubboProtocolError,
+  DubboFrame, DubboFrameDecoder, DubboProtocolError, DubboRequest, DubboResponse, DubboStatus, encodeHeartbeatRequest, encodeHeartbeatResponse,
+  encodeReadonlyEvent, encodeResponse, isHeartbeat, localReply, parseHeader,
 } from '.';
 import { Exchange, type AttemptFactory, type Downstream, type ResponseHead } from '../../exchange/exchange';
+import type { HeaderOps } from '../../exchange/filter';
 import type { LocalReply, OutcomeClass } from '../../exchange/outcome';
 import type { Peer, RequestView } from '../../exchange/request-view';
 import type { DubboUpstreamCall } from './dubbo-pool';
@@ -305,8 +309,9 @@ class DubboCallDownstream implements Downstream, DubboCallForm {
   pauseRequest(): void {}
   resumeRequest(): void {}
 
-  respond(head: ResponseHead): void {
-    const raw = head.form as Buffer;
+  respond(head: ResponseHead, _end: boolean, edits: HeaderOps[] | null): void {
+    let raw = head.form as Buffer;
+    if (edits) raw = withResponseEdits(raw, edits, this.req.dubboVersion);
     this.x.countFrames(0, raw.length);
     this.session.write(raw);
   }
@@ -343,6 +348,25 @@ class DubboCallDownstream implements Downstream, DubboCallForm {
 
   classify(status: number): OutcomeClass {
     return classifyDubboStatus(status);
+  }
+}
+
+/**
+ * A response with header edits applied to its attachments. A response that cannot carry them
+ * (an error status, a consumer too old for response attachments) or whose body cannot be read
+ * goes as it came: the edits are the route's wish, the answer is the provider's.
+ */
+function withResponseEdits(raw: Buffer, edits: readonly HeaderOps[], requestDubboVersion: string): Buffer {
+  const set: Array<readonly [string, string]> = [];
+  const remove: string[] = [];
+  for (const e of edits) { set.push(...e.set); remove.push(...e.remove); }
+  const h = parseHeader(raw);
+  const frame = new DubboFrame(raw, raw[2], h.status, h.idHi, h.idLo, h.bodyLength);
+  try {
+    return DubboResponse.fromFrame(frame).withAttachments(set, remove, requestDubboVersion) ?? raw;
+  } catch (err) {
+    if (err instanceof DubboProtocolError) return raw;
+    throw err;
   }
 }
 

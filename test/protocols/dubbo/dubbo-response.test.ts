@@ -110,3 +110,40 @@ t.test('misuse: requests and non-Hessian2 bodies', async (t) => {
   const kryo = decodeFrame(frame(8, 20, 1n, bytes(0x4e)), 0, { maxBodyBytes: 10, serializationMask: 1 << 8 }) as DubboFrame;
   t.throws(() => DubboResponse.fromFrame(kryo), { code: 'ERR_DUBBO_SERIALIZATION' });
 });
+
+t.test('withAttachments: edits the map, keeps the value and the id; adds a map only where the consumer reads one', async (t) => {
+  const value = { k: 'v', n: [1, 2] };
+  const expected = new (require('hessian.js').DecoderV2)(hjs(value)).read();
+  const id = { idHi: 7, idLo: 0xfffffff0 };
+  const withMap = view(encodeResponse({ id, value, attachments: { trace: 't1', drop: 'x', keep: 'k' } }));
+  const edited = view(withMap.withAttachments([['trace', 't2'], ['added', 'a']], ['drop'], '2.0.2')!);
+  t.equal(edited.frame.idHi, 7);
+  t.equal(edited.frame.idLo, 0xfffffff0);
+  t.equal(edited.responseType(), DubboResponseType.VALUE_WITH_ATTACHMENTS);
+  t.same(edited.value(), expected, 'the value is copied as it was');
+  t.same(edited.attachments(), new Map([['keep', 'k'], ['dubbo', '2.0.2'], ['trace', 't2'], ['added', 'a']]));
+  t.equal(withMap.withAttachments([], [], '2.0.0')!.length > 0, true, 'a map already there is edited whatever the version');
+
+  // no map: the _WITH_ATTACHMENTS form, for a 2.0.2 .. 2.0.99 consumer only
+  const noMap = view(encodeResponse({ id: 5, value, requestDubboVersion: '2.0.0' }));
+  t.equal(noMap.withAttachments([['x-a', '1']], [], '2.0.0'), null, 'a 2.0.0 consumer would not read a map');
+  t.equal(noMap.withAttachments([['x-a', '1']], [], '2.5.3'), null);
+  const added = view(noMap.withAttachments([['x-a', '1']], [], '2.0.2')!);
+  t.equal(added.responseType(), DubboResponseType.VALUE_WITH_ATTACHMENTS);
+  t.same(added.value(), expected);
+  t.same(added.attachments(), new Map([['x-a', '1']]));
+
+  const nul = view(view(encodeResponse({ id: 5, requestDubboVersion: '1.0.0' })).withAttachments([['x', 'y']], [], '2.0.2')!);
+  t.equal(nul.responseType(), DubboResponseType.NULL_VALUE_WITH_ATTACHMENTS);
+  t.equal(nul.value(), null);
+  t.same(nul.attachments(), new Map([['x', 'y']]));
+
+  const exception = { $class: 'java.lang.IllegalStateException', $: { detailMessage: 'boom', cause: null } };
+  const ex = view(view(encodeResponse({ id: 5, exception, requestDubboVersion: '2.0.0' })).withAttachments([['x', 'y']], [], '2.0.2')!);
+  t.equal(ex.responseType(), DubboResponseType.WITH_EXCEPTION_WITH_ATTACHMENTS);
+  t.match(ex.exception(), { message: /boom/ });
+  t.same(ex.attachments(), new Map([['x', 'y']]));
+
+  t.equal(view(encodeErrorResponse(5, DubboStatus.SERVICE_ERROR, 'no')).withAttachments([['x', 'y']], [], '2.0.2'), null, 'an error status has no attachments');
+  t.equal(view(encodeHeartbeatResponse(5)).withAttachments([['x', 'y']], [], '2.0.2'), null, 'nor an event');
+});
