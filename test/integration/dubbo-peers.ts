@@ -21,7 +21,7 @@ export interface Answer {
   value?: unknown;
   error?: string;
   /** The response's attachments, when it carries them (consumers of dubbo version 2.0.2 .. 2.0.99). */
-  props?: Record<string, string> | null;
+  props?: Record<string, string>;
 }
 
 /**
@@ -61,7 +61,7 @@ export class Consumer {
       const status = this.statuses.get(r.packetId) ?? -1;
       this.statuses.delete(r.packetId);
       this.log.push(`answer ${r.packetId}`);
-      cb(r.data.error ? { status, error: String(r.data.error.message ?? r.data.error) } : { status, value: r.data.appResponse, props: r.data.responseProps });
+      cb(r.data.error ? { status, error: String(r.data.error.message ?? r.data.error) } : { status, value: r.data.appResponse, ...(r.data.responseProps ? { props: r.data.responseProps } : {}) });
     });
     // dubbo-remoting reports every event request as 'heartbeat'; its data tells them apart
     this.dec.on('heartbeat', (hb: any) => {
