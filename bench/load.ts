@@ -36,13 +36,20 @@ const RESULTS = path.join(ROOT, 'bench', 'results');
 const NGINX = '/usr/sbin/nginx';
 const HAPROXY = '/usr/sbin/haproxy';
 
-export const SCENARIOS = ['http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment'] as const;
+export const SCENARIOS = [
+  'http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
+  'http1-fault0', 'http1-mirror100', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
+] as const;
 export type ScenarioName = typeof SCENARIOS[number];
 type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy';
-/** What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an attachment. */
-type Kind = 'h1' | 'h2' | 'dubbo-header' | 'dubbo-attachment';
+/**
+ * What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an
+ * attachment; `-fault0` / `-mirror100`: the same through Sluice's filter-variant listeners.
+ */
+type Kind = 'h1' | 'h2' | DubboKind | 'h1-fault0' | 'h1-mirror100' | 'h2-fault0' | 'h2-mirror100';
+type DubboKind = 'dubbo-header' | 'dubbo-attachment' | 'dubbo-fault0' | 'dubbo-mirror100';
 /** The value each Dubbo provider port answers with (its name), so a row shows who answered. */
-const DUBBO_VALUE: Record<'dubbo-header' | 'dubbo-attachment', string> = { 'dubbo-header': 'plain', 'dubbo-attachment': 'group2' };
+const DUBBO_VALUE: Record<DubboKind, string> = { 'dubbo-header': 'plain', 'dubbo-attachment': 'group2', 'dubbo-fault0': 'plain', 'dubbo-mirror100': 'plain' };
 const TARGETS: TargetName[] = ['direct', 'sluice', 'nginx', 'haproxy'];
 
 export interface Options { quick: boolean; scenarios: ScenarioName[]; threads: number; out: string; nodeFloor: boolean }
@@ -183,19 +190,21 @@ async function startNginx(name: string, dir: string, conf: string): Promise<Chil
   return startChild(name, NGINX, ['-p', dir, '-c', file, '-e', path.join(dir, `${name}-error.log`)]);
 }
 
-function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice', h2 = true, dubbo = false): Child {
+function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice', h2 = true, dubbo = false, variants = true): Child {
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, sluiceConfig(ports, threads, { h2, dubbo }));
+  writeFileSync(file, sluiceConfig(ports, threads, { h2, dubbo, variants }));
   const [cmd, args] = withOpenFileLimit(65536, process.execPath, [SLUICE_BIN, 'start', '--config', file]);
   return startChild(name, cmd, args, { pidFile: path.join(dir, `${name}.pid`) });
 }
 
 async function startStack(dir: string, opts: Options): Promise<Stack> {
   const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
-    dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment] = await freePorts(13);
+    dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
+    up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror] = await freePorts(22);
   const ports: Ports = {
     up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
+    up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
   };
   const dubbo = opts.scenarios.some((s) => s.startsWith('dubbo-'));
   const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
@@ -204,7 +213,7 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
   await waitFor('h2c upstream', () => h2Get(`http://127.0.0.1:${up2}`), 10_000, upstream);
   if (dubbo) {
     stack.dubboProvider = startChild('dubbo-provider', process.execPath,
-      [DUBBO_PROVIDER, `${DUBBO_VALUE['dubbo-header']}:${dubboPlain}`, `${DUBBO_VALUE['dubbo-attachment']}:${dubboGroup2}`]);
+      [DUBBO_PROVIDER, `${DUBBO_VALUE['dubbo-header']}:${dubboPlain}`, `${DUBBO_VALUE['dubbo-attachment']}:${dubboGroup2}`, `shadow:${dubboShadow}`]);
     const dp = stack.dubboProvider;
     await waitFor('Dubbo provider', async () => await dubboCall('127.0.0.1', dubboPlain, 1000) === DUBBO_VALUE['dubbo-header'], 10_000, dp);
   }
@@ -254,12 +263,17 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
 
 function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc: Child | undefined } {
   const p = stack.ports;
-  const h2 = kind === 'h2';
-  if (kind === 'dubbo-header' || kind === 'dubbo-attachment') {
-    const header = kind === 'dubbo-header';
+  const h2 = kind.startsWith('h2');
+  if (kind.startsWith('dubbo-')) {
+    const header = kind !== 'dubbo-attachment';
     if (t === 'direct') return { url: `dubbo://127.0.0.1:${header ? p.dubboPlain : p.dubboGroup2}`, proc: stack.dubboProvider };
-    if (t === 'sluice') return { url: `dubbo://127.0.0.1:${header ? p.sluiceDubboHeader : p.sluiceDubboAttachment}`, proc: stack.sluice };
+    const port = { 'dubbo-header': p.sluiceDubboHeader, 'dubbo-attachment': p.sluiceDubboAttachment, 'dubbo-fault0': p.sluiceDubboFault0, 'dubbo-mirror100': p.sluiceDubboMirror }[kind as DubboKind];
+    if (t === 'sluice') return { url: `dubbo://127.0.0.1:${port}`, proc: stack.sluice };
     return { url: '', proc: undefined };
+  }
+  if (t === 'sluice' && kind !== 'h1' && kind !== 'h2') {
+    const port = { 'h1-fault0': p.sluiceH1Fault0, 'h1-mirror100': p.sluiceH1Mirror, 'h2-fault0': p.sluiceH2Fault0, 'h2-mirror100': p.sluiceH2Mirror }[kind as 'h1-fault0'];
+    return { url: `http://127.0.0.1:${port}/`, proc: stack.sluice };
   }
   switch (t) {
     case 'direct': return { url: `http://127.0.0.1:${h2 ? p.up2 : p.up1}/`, proc: stack.upstream };
@@ -372,8 +386,9 @@ async function measure(
       }
       if (t === 'sluice') {
         const after = await sluiceStats(ctx.stack.sluiceAdmin);
-        upstreamCx(row, kind === 'h2' ? 'up_h2' : kind === 'h1' ? 'up_h1' : kind === 'dubbo-header' ? 'dubbo_plain' : 'dubbo_groups', before, after);
+        upstreamCx(row, kind.startsWith('h2') ? 'up_h2' : kind.startsWith('h1') ? 'up_h1' : kind === 'dubbo-attachment' ? 'dubbo_groups' : 'dubbo_plain', before, after);
         row.note = [row.note, `upstream cx: ${row.upstreamCxOpened} opened, ${row.upstreamCxActive} open`].filter(Boolean).join('; ');
+        if (kind.endsWith('-mirror100')) mirrorCopies(ctx, row, kind.startsWith('h2') ? 'shadow_h2' : kind.startsWith('h1') ? 'shadow_h1' : 'dubbo_shadow', before, after, r.requests);
         const d = statsDelta(before, after, silentConnections, dubbo);
         if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice (load tool output follows)\n${r.raw.trim()}`);
         if (d.length) ctx.problems.push(`${scenario}: Sluice counters moved: ${d.join(', ')}`);
@@ -386,6 +401,17 @@ async function measure(
   }
 }
 
+/** A mirror scenario: every request must have sent one copy, none given up. */
+function mirrorCopies(ctx: Ctx, row: Row, cluster: string, before: Map<string, number> | null, after: Map<string, number> | null, requests: number): void {
+  if (!before || !after) return;
+  const d = (n: string) => (after.get(`${n}{cluster="${cluster}"}`) ?? 0) - (before.get(`${n}{cluster="${cluster}"}`) ?? 0);
+  const sent = d('sluice_mirror_rq_total');
+  const dropped = d('sluice_mirror_rq_dropped_total');
+  row.note = `${row.note}; mirror copies to ${cluster}: ${sent} sent, ${dropped} given up`;
+  // copies are counted when made; the last few of the run may still be in flight when the stats are read
+  if (dropped > 0 || sent < requests) ctx.problems.push(`${row.scenario}: ${sent} mirror copies for ${requests} requests, ${dropped} given up`);
+}
+
 async function http1KeepAlive(ctx: Ctx): Promise<void> {
   const seconds = ctx.opts.quick ? 3 : 10;
   await measure(ctx, 'http1-keepalive', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
@@ -396,6 +422,24 @@ async function http1SingleConnection(ctx: Ctx): Promise<void> {
   const seconds = ctx.opts.quick ? 2 : 5;
   await measure(ctx, 'http1-single-connection', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 1, seconds: warm ? 1 : seconds }),
     {}, TARGETS, WRK_PROBE_CONNECTIONS);
+}
+
+/** HTTP/1.1 keep-alive through a filter-variant listener of Sluice (the base scenario gives the baselines). */
+async function http1Variant(ctx: Ctx, scenario: 'http1-fault0' | 'http1-mirror100'): Promise<void> {
+  const seconds = ctx.opts.quick ? 3 : 10;
+  const kind = scenario === 'http1-fault0' ? 'h1-fault0' : 'h1-mirror100';
+  const how = scenario === 'http1-fault0' ? 'fault: abort and delay at 0 %' : 'mirror: a copy of every request to a second upstream';
+  await measure(ctx, scenario, kind, (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
+    { sluice: how }, ['sluice'], WRK_PROBE_CONNECTIONS);
+}
+
+async function http2Variant(ctx: Ctx, scenario: 'http2-fault0' | 'http2-mirror100'): Promise<void> {
+  const n = ctx.opts.quick ? 20_000 : 100_000;
+  const logFile = path.join(ctx.stack.dir, 'h2load.log');
+  const kind = scenario === 'http2-fault0' ? 'h2-fault0' : 'h2-mirror100';
+  const how = scenario === 'http2-fault0' ? 'fault: abort and delay at 0 %' : 'mirror: a copy of every request to a second h2c upstream';
+  await measure(ctx, scenario, kind,
+    (url, warm) => h2load(url, { requests: warm ? 5000 : n, clients: 10, streams: 10, logFile, timeoutMs: 90_000 }), { sluice: how }, ['sluice']);
 }
 
 async function http2Scenario(ctx: Ctx): Promise<void> {
@@ -415,7 +459,7 @@ async function http2Scenario(ctx: Ctx): Promise<void> {
 const DUBBO_INFLIGHT = 64;
 const DUBBO_CONNECTIONS = 4;
 
-async function dubboScenario(ctx: Ctx, scenario: 'dubbo-header' | 'dubbo-attachment'): Promise<void> {
+async function dubboScenario(ctx: Ctx, scenario: DubboKind): Promise<void> {
   const seconds = ctx.opts.quick ? 2 : 5;
   const answered = new Map<string, DubboLoadResult>();
   const drive: Driver = async (url, warm) => {
@@ -423,10 +467,14 @@ async function dubboScenario(ctx: Ctx, scenario: 'dubbo-header' | 'dubbo-attachm
     if (!warm) answered.set(url, r);
     return r;
   };
-  const how = scenario === 'dubbo-header'
-    ? 'route on the interface (service) only'
-    : 'route on attachment type=transfer → endpoints labelled group=Group_2';
-  await measure(ctx, scenario, scenario, drive, { direct: 'provider, no proxy', sluice: how }, ['direct', 'sluice']);
+  const how = {
+    'dubbo-header': 'route on the interface (service) only',
+    'dubbo-attachment': 'route on attachment type=transfer → endpoints labelled group=Group_2',
+    'dubbo-fault0': 'route on the interface, fault: abort and delay at 0 %',
+    'dubbo-mirror100': 'route on the interface, mirror: a copy of every call to a second provider',
+  }[scenario];
+  const variant = scenario === 'dubbo-fault0' || scenario === 'dubbo-mirror100';
+  await measure(ctx, scenario, scenario, drive, { direct: 'provider, no proxy', sluice: how }, variant ? ['sluice'] : ['direct', 'sluice']);
   const want = DUBBO_VALUE[scenario];
   for (const row of ctx.rows.filter((r) => r.scenario === scenario && !r.error)) {
     const r = answered.get(targetOf(ctx.stack, row.target, scenario).url);
@@ -454,7 +502,7 @@ async function memoryIdle(ctx: Ctx, who: TargetName[]): Promise<void> {
         // a Sluice of its own, so that what ran before (heap grown, garbage to reuse) does not
         // change the answer
         const [h1, adm] = await freePorts(2);
-        fresh = startSluice(ctx.stack.dir, { ...ctx.stack.ports, sluiceH1: h1, sluiceAdmin: adm }, ctx.opts.threads, 'sluice-idle', false);
+        fresh = startSluice(ctx.stack.dir, { ...ctx.stack.ports, sluiceH1: h1, sluiceAdmin: adm }, ctx.opts.threads, 'sluice-idle', false, false, false);
         url = `http://127.0.0.1:${h1}/`;
         admin = `http://127.0.0.1:${adm}`;
         proc = fresh;
@@ -628,6 +676,12 @@ export async function main(argv: string[]): Promise<number> {
       'memory-idle': () => memoryIdle(c, opts.quick ? ['sluice'] : ['sluice', 'nginx']),
       'dubbo-header': () => dubboScenario(c, 'dubbo-header'),
       'dubbo-attachment': () => dubboScenario(c, 'dubbo-attachment'),
+      'http1-fault0': () => http1Variant(c, 'http1-fault0'),
+      'http1-mirror100': () => http1Variant(c, 'http1-mirror100'),
+      'http2-fault0': () => http2Variant(c, 'http2-fault0'),
+      'http2-mirror100': () => http2Variant(c, 'http2-mirror100'),
+      'dubbo-fault0': () => dubboScenario(c, 'dubbo-fault0'),
+      'dubbo-mirror100': () => dubboScenario(c, 'dubbo-mirror100'),
     };
     for (const sc of opts.scenarios) {
       const s0 = Date.now();

@@ -30,6 +30,10 @@ export interface Ports {
   /** Dubbo: the provider's two ports and Sluice's two listeners (see the diagram above). */
   dubboPlain?: number; dubboGroup2?: number;
   sluiceDubboHeader?: number; sluiceDubboAttachment?: number;
+  /** Filter variants (see FILTER VARIANTS below): the second upstream, and Sluice's listeners. */
+  up3: number; up4: number; dubboShadow?: number;
+  sluiceH1Fault0: number; sluiceH1Mirror: number; sluiceH2Fault0: number; sluiceH2Mirror: number;
+  sluiceDubboFault0?: number; sluiceDubboMirror?: number;
 }
 
 /** The interface every Dubbo bench call names (bench/load/dubbo-load.ts sends it). */
@@ -61,11 +65,14 @@ ${NGINX_HTTP_COMMON(dir, 'upstream')}
   default_type text/plain;
   server {
     listen 127.0.0.1:${p.up1} backlog=16384;
+    # the second upstream, where mirrored copies go
+    listen 127.0.0.1:${p.up3} backlog=16384;
     location / { return 200 "${BODY}"; }
   }
   server {
     # nginx 1.22: "listen … http2" without ssl is h2c with prior knowledge only
     listen 127.0.0.1:${p.up2} http2 backlog=16384;
+    listen 127.0.0.1:${p.up4} http2 backlog=16384;
     location / { return 200 "${BODY}"; }
   }
 }
@@ -131,27 +138,90 @@ backend be_h2
 `;
 }
 
-export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; dubbo?: boolean } = { h2: true }): string {
+/**
+ * FILTER VARIANTS. Every Sluice in the bench runs the five filters (the default chain) with four
+ * routes that use them placed first and matching nothing the load sends (a header it never
+ * writes): what the filters cost a request they do not act on, the ordinary listeners' numbers.
+ * Listeners of their own measure a filter that acts on every request:
+ *
+ *   :h1Fault0 / :h2Fault0 / :dubboFault0     fault: abort and delay at 0 %  (the draw, no effect)
+ *   :h1Mirror / :h2Mirror / :dubboMirror     mirror: 100 % to a second upstream (:up3, :up4, :dubboShadow)
+ */
+function idleFilterRoutes(cluster: string): unknown[] {
+  const never = (h: string) => ({ headers: { [h]: { present: true } } });
+  return [
+    { name: 'idle-fault', match: never('x-bench-fault'), action: { cluster }, fault: { abort: { status: 503, percent: 50 }, delay: { ms: 100, percent: 50 } } },
+    { name: 'idle-mirror', match: never('x-bench-mirror'), action: { cluster }, mirror: { cluster, percent: 100 } },
+    { name: 'idle-retry', match: never('x-bench-retry'), action: { cluster }, retry: { on: ['connect-failure', 'reset', '503'], attempts: 2, perTryTimeoutMs: 500 } },
+    {
+      name: 'idle-split', match: never('x-bench-split'),
+      action: { split: [{ cluster, weight: 90 }, { cluster, weight: 10 }], hashOn: { header: 'x-user' } },
+      requestHeaders: { set: { 'x-env': 'bench' }, remove: ['x-debug'] }, responseHeaders: { set: { 'x-served-by': 'sluice' } },
+    },
+  ];
+}
+
+const FAULT0 = { abort: { status: 503, percent: 0 }, delay: { ms: 100, percent: 0 } };
+
+/** `variants`: the filter variants' listeners (see FILTER VARIANTS); the idle filter routes are always there. */
+export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; dubbo?: boolean; variants?: boolean } = { h2: true }): string {
+  const variants = opts.variants !== false;
   const listeners: unknown[] = [{ name: 'h1', address: `127.0.0.1:${p.sluiceH1}`, cluster: 'up_h1' }];
-  const clusters: unknown[] = [{ name: 'up_h1', protocol: 'auto', endpoints: [`127.0.0.1:${p.up1}`] }];
+  if (variants) {
+    listeners.push(
+      { name: 'h1_fault0', address: `127.0.0.1:${p.sluiceH1Fault0}`, cluster: 'up_h1' },
+      { name: 'h1_mirror', address: `127.0.0.1:${p.sluiceH1Mirror}`, cluster: 'up_h1' },
+    );
+  }
+  const clusters: unknown[] = [
+    { name: 'up_h1', protocol: 'auto', endpoints: [`127.0.0.1:${p.up1}`] },
+    { name: 'shadow_h1', protocol: 'auto', endpoints: [`127.0.0.1:${p.up3}`] },
+  ];
+  const routes: unknown[] = [...idleFilterRoutes('up_h1')];
+  if (variants) {
+    routes.push(
+      { name: 'h1-fault0', match: { listener: 'h1_fault0' }, action: { cluster: 'up_h1' }, fault: FAULT0 },
+      { name: 'h1-mirror', match: { listener: 'h1_mirror' }, action: { cluster: 'up_h1' }, mirror: { cluster: 'shadow_h1', percent: 100 } },
+    );
+  }
   if (opts.h2 !== false) {
     listeners.push({ name: 'h2', address: `127.0.0.1:${p.sluiceH2}`, cluster: 'up_h2' });
+    if (variants) {
+      listeners.push(
+        { name: 'h2_fault0', address: `127.0.0.1:${p.sluiceH2Fault0}`, cluster: 'up_h2' },
+        { name: 'h2_mirror', address: `127.0.0.1:${p.sluiceH2Mirror}`, cluster: 'up_h2' },
+      );
+    }
     // auto: the downstream speaks h2, so the upstream is spoken to in h2
-    clusters.push({ name: 'up_h2', protocol: 'auto', endpoints: [`127.0.0.1:${p.up2}`] });
+    clusters.push(
+      { name: 'up_h2', protocol: 'auto', endpoints: [`127.0.0.1:${p.up2}`] },
+      { name: 'shadow_h2', protocol: 'auto', endpoints: [`127.0.0.1:${p.up4}`] },
+    );
+    if (variants) {
+      routes.push(
+        { name: 'h2-fault0', match: { listener: 'h2_fault0' }, action: { cluster: 'up_h2' }, fault: FAULT0 },
+        { name: 'h2-mirror', match: { listener: 'h2_mirror' }, action: { cluster: 'up_h2' }, mirror: { cluster: 'shadow_h2', percent: 100 } },
+      );
+    }
   }
-  const routes: unknown[] = [];
   if (opts.dubbo) {
-    if (!p.dubboPlain || !p.dubboGroup2 || !p.sluiceDubboHeader || !p.sluiceDubboAttachment) throw new Error('dubbo ports missing');
+    if (!p.dubboPlain || !p.dubboGroup2 || !p.sluiceDubboHeader || !p.sluiceDubboAttachment
+      || !p.dubboShadow || !p.sluiceDubboFault0 || !p.sluiceDubboMirror) throw new Error('dubbo ports missing');
     // no default cluster on these listeners: a call that no route matches is refused (and counted)
     listeners.push({ name: 'dubbo_header', address: `127.0.0.1:${p.sluiceDubboHeader}` });
     listeners.push({ name: 'dubbo_attachment', address: `127.0.0.1:${p.sluiceDubboAttachment}` });
+    listeners.push({ name: 'dubbo_fault0', address: `127.0.0.1:${p.sluiceDubboFault0}` });
+    listeners.push({ name: 'dubbo_mirror', address: `127.0.0.1:${p.sluiceDubboMirror}` });
     routes.push(
       { name: 'dubbo-interface', match: { listener: 'dubbo_header', service: DUBBO_BENCH_SERVICE }, action: { cluster: 'dubbo_plain' } },
       { name: 'dubbo-transfer', match: { listener: 'dubbo_attachment', headers: { type: 'transfer' } }, action: { cluster: 'dubbo_groups', labels: { group: 'Group_2' } } },
+      { name: 'dubbo-fault0', match: { listener: 'dubbo_fault0', service: DUBBO_BENCH_SERVICE }, action: { cluster: 'dubbo_plain' }, fault: FAULT0 },
+      { name: 'dubbo-mirror', match: { listener: 'dubbo_mirror', service: DUBBO_BENCH_SERVICE }, action: { cluster: 'dubbo_plain' }, mirror: { cluster: 'dubbo_shadow', percent: 100 } },
     );
     clusters.push(
       { name: 'dubbo_plain', endpoints: [`127.0.0.1:${p.dubboPlain}`] },
       { name: 'dubbo_groups', endpoints: [`127.0.0.1:${p.dubboPlain}`, { address: `127.0.0.1:${p.dubboGroup2}`, labels: { group: 'Group_2' } }] },
+      { name: 'dubbo_shadow', endpoints: [`127.0.0.1:${p.dubboShadow}`] },
     );
   }
   return YAML.stringify({
