@@ -16,7 +16,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
   DubboFrameDecoder, DubboResponse, DubboStatus, encodeRequest, rewriteIdParts, type DubboFrame,
-} from '../../src/codecs/dubbo';
+} from '../../src/protocols/dubbo';
 import { exec, type LoadResult } from '../lib/clients';
 import { DUBBO_BENCH_SERVICE as DUBBO_SERVICE } from '../lib/configs';
 

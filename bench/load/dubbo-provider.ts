@@ -12,7 +12,7 @@
 import net from 'node:net';
 import {
   DubboFrameDecoder, encodeHeartbeatResponse, encodeResponse, rewriteIdParts, type DubboFrame,
-} from '../../src/codecs/dubbo';
+} from '../../src/protocols/dubbo';
 
 function serve(name: string, port: number): Promise<void> {
   // the protocol version the load client writes (2.0.2): the answer carries attachments, as Dubbo's

@@ -17,8 +17,8 @@
  */
 import os from 'node:os';
 import { Bench } from 'tinybench';
-import { DubboFrame, DubboRequest, countParamTypes, decodeFrame, encodeRequest } from '../../src/codecs/dubbo';
-import { newDecoder } from '../../src/codecs/dubbo/hessian-js';
+import { DubboFrame, DubboRequest, countParamTypes, decodeFrame, encodeRequest } from '../../src/protocols/dubbo';
+import { newDecoder } from '../../src/protocols/dubbo/hessian-js';
 import { commit, cpuNow } from '../lib/run-info';
 
 const BATCH = 50;

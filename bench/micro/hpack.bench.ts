@@ -19,8 +19,8 @@
  */
 import os from 'node:os';
 import { Bench } from 'tinybench';
-import { HpackDecoder, HpackEncoder } from '../../src/codecs/http2/hpack';
-import { EOS, HUFFMAN_CODES, HUFFMAN_LENGTHS, huffmanDecode, huffmanEncode } from '../../src/codecs/http2/huffman';
+import { HpackDecoder, HpackEncoder } from '../../src/protocols/http2/hpack';
+import { EOS, HUFFMAN_CODES, HUFFMAN_LENGTHS, huffmanDecode, huffmanEncode } from '../../src/protocols/http2/huffman';
 import { commit, cpuNow } from '../lib/run-info';
 
 const BATCH = 100;

@@ -11,7 +11,7 @@
  * BATCH messages, so timer overhead is negligible; the table reports ns per message.
  */
 import { Bench } from 'tinybench';
-import { Http1Decoder, type Http1Head } from '../../src/codecs/http1/http1-decoder';
+import { Http1Decoder, type Http1Head } from '../../src/protocols/http1/http1-decoder';
 
 const BATCH = 100;
 
