@@ -19,7 +19,8 @@ import type { ListenerConfig, SluiceConfig } from '../config/config';
 import { SluiceError } from '../errors';
 import { LogEvery, log } from '../log';
 import { parseAddress } from '../net/address';
-import { MAX_FD, type SharedState } from '../shared/shared-state';
+import type { SharedState } from '../shared/shared-state';
+import { FdOwnership, MAX_FD } from '../shared/fd-ownership';
 import type { NativeNet } from '../net/native';
 import type { ConnectionTask, OriginalDst } from '../shared/messages';
 
@@ -81,6 +82,7 @@ export class Listeners {
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private stopping = false;
+  private readonly fds: FdOwnership;
   /**
    * Open connections allowed at once, from the descriptor limit (Sluice.start sets it): each
    * needs one descriptor, and most one more upstream. Past it a new connection is closed at
@@ -94,7 +96,9 @@ export class Listeners {
     private readonly native: NativeNet | null,
     private readonly localServe: LocalServe,
     private readonly events: ListenerEvents,
-  ) {}
+  ) {
+    this.fds = new FdOwnership(shared.memory);
+  }
 
   /** Open connections handed to workers and not yet closed. */
   get active(): number {
@@ -212,7 +216,7 @@ export class Listeners {
   private handOff(fd: number, listener: string, dst: OriginalDst | null, attempt: number): void {
     this.token = this.token >= 0x7ffffffe ? 1 : this.token + 1;
     const token = this.token;
-    this.shared.offerFd(fd, token);
+    this.fds.offer(fd, token);
     let task: Promise<unknown>;
     try {
       task = this.runner.run({ fd, token, listener, dst });
@@ -224,7 +228,7 @@ export class Listeners {
       (err) => {
         // After a claim the fd is the worker's: Node closed it with the worker, and the number
         // may already belong to a new connection. Only an unclaimed fd is still ours.
-        if (this.shared.reclaimFd(fd, token)) {
+        if (this.fds.reclaim(fd, token)) {
           if (attempt === 0 && !this.stopping) {
             log.warn({ err: (err as Error).message, listener }, 'worker lost before it took a connection; handing it to another');
             this.handOff(fd, listener, dst, 1);

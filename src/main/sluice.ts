@@ -19,8 +19,9 @@ import { log } from '../log';
 import { formatAddress } from '../net/address';
 import { Listeners } from './listeners';
 import { loadNative, nativeLoadError } from '../net/native';
-import { MAX_FD, SharedState } from '../shared/shared-state';
-import { StatsRegistry, Stats } from '../stats/stats';
+import { SharedState } from '../shared/shared-state';
+import { MAX_FD } from '../shared/fd-ownership';
+import { releaseGaugeRow, StatsRegistry, Stats } from '../stats/stats';
 import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from '../shared/messages';
 import { RpcStatsTable } from '../stats/rpc-stats';
 import { WorkerRuntime } from '../worker/runtime';
@@ -104,7 +105,7 @@ export class Sluice {
       concurrentTasksPerWorker: opts.config.workers.maxConnectionsPerWorker,
       // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
       atomics: 'disabled',
-      workerData: { shared: this.shared.buffer, control: this.controlName },
+      workerData: { shared: this.shared.handle, control: this.controlName },
     });
     // A dead Worker reports threadId -1 and piscina hands out a new wrapper per event, so
     // remember the ids of live workers and, when one goes, free the rows of those gone.
@@ -117,7 +118,7 @@ export class Sluice {
         for (const id of threadIds) {
           if (live.has(id)) continue;
           threadIds.delete(id);
-          this.shared.releaseGaugeRow(id);
+          releaseGaugeRow(this.shared, id);
         }
       });
       if (this.stopping) return;

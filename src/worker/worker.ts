@@ -8,16 +8,20 @@ import net from 'node:net';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { SharedState } from '../shared/shared-state';
+import type { SharedMemoryHandle } from '../shared/shared-memory';
+import { FdOwnership } from '../shared/fd-ownership';
+import { claimGaugeRow } from '../stats/stats';
 import { CONTROL_CHANNEL, rpcChannelName, type ConnectionTask, type ControlMessage } from '../shared/messages';
 import { WorkerRuntime } from './runtime';
 import { serveConnection } from './connection';
 import { log } from '../log';
 import { loadNative } from '../net/native';
 
-const data = workerData as { shared: SharedArrayBuffer; control?: string };
+const data = workerData as { shared: SharedMemoryHandle; control?: string };
 const shared = new SharedState(data.shared);
+const fds = new FdOwnership(shared.memory);
 // gauges this worker raises live in its own row: if it dies, the main thread zeroes them
-const rt = new WorkerRuntime(shared, shared.claimGaugeRow(threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL));
+const rt = new WorkerRuntime(shared, claimGaugeRow(shared, threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL));
 const native = loadNative();
 if (shared.draining) rt.draining = true;
 if (shared.closingIdle) rt.closingIdle = true;
@@ -33,7 +37,7 @@ control.onmessage = (ev) => {
 
 export default function handle(task: ConnectionTask): Promise<void> {
   if (task.fd < 0) return Promise.resolve(); // start-up ping: this worker has booted
-  if (!shared.claimFd(task.fd, task.token)) return Promise.resolve(); // main took it back
+  if (!fds.claim(task.fd, task.token)) return Promise.resolve(); // main took it back
   return new Promise<void>((resolve) => {
     let socket: net.Socket;
     try {
@@ -42,12 +46,12 @@ export default function handle(task: ConnectionTask): Promise<void> {
       // The fd is ours now and no handle holds it: close it here, or nobody will.
       log.error({ err, fd: task.fd }, 'cannot wrap handed-off descriptor');
       try { native?.close(task.fd); } catch { /* already gone */ }
-      shared.releaseFd(task.fd, task.token);
+      fds.release(task.fd, task.token);
       resolve();
       return;
     }
     socket.once('close', () => {
-      shared.releaseFd(task.fd, task.token);
+      fds.release(task.fd, task.token);
       resolve();
     });
     try {
