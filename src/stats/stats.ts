@@ -114,6 +114,7 @@ export const FAMILIES: readonly Family[] = [
   { name: 'sluice_worker_restarts_total', kind: 'counter', by: 'none', help: 'Workers that died and were replaced' },
   { name: 'sluice_downstream_cx_overflow_total', kind: 'counter', by: 'listener', help: 'Connections closed at once because the process was at its file descriptor budget' },
   { name: 'sluice_handoff_failed_total', kind: 'counter', by: 'none', help: 'Connections the main thread could not hand to a worker' },
+  { name: 'sluice_handoff_requeued_total', kind: 'counter', by: 'none', help: 'Connections queued for a worker that died before it took them, handed to another' },
   { name: 'sluice_config_reload_total', kind: 'counter', by: 'none', help: 'Configs applied after startup' },
   { name: 'sluice_config_reload_failed_total', kind: 'counter', by: 'none', help: 'Configs refused' },
   { name: 'sluice_capture_active', kind: 'gauge', by: 'none', help: '1 when transparent capture (original destination recovery) is available' },
