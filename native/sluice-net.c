@@ -13,8 +13,9 @@
  *       for both sides of every connection
  *
  *   listen(ip, port, backlog) -> fd
- *       a listening TCP socket (non-blocking, CLOEXEC, SO_REUSEADDR; "::" is
- *       dual-stack), for the acceptor below
+ *       a listening TCP socket (non-blocking, CLOEXEC, SO_REUSEADDR,
+ *       TCP_NODELAY, which accepted sockets inherit; "::" is dual-stack), for
+ *       the acceptor below
  *   localAddress(fd) -> { address, port, family }
  *   acceptStart(fd, batch: Int32Array, capture, onBatch) -> handle
  *       accept on the main thread without a Node socket: a libuv poll on the
@@ -53,6 +54,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <sys/resource.h>
 
@@ -250,6 +252,8 @@ static napi_value listen_fd(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_errno(env, "socket", errno);
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  /* accepted sockets inherit it, so no worker has to set it on each connection */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
   if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, backlog) != 0) {
     int err = errno;

@@ -65,7 +65,8 @@ if (!inbox) log.error({ threadId }, 'no free hand-off row: this worker gets no c
 function serve(c: Claimed): void {
   let socket: net.Socket;
   try {
-    socket = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: true });
+    // noDelay: the descriptor has TCP_NODELAY from its listener, so serveConnection's setNoDelay costs nothing
+    socket = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
   } catch (err) {
     // The fd is ours now and no handle holds it: close it here, or nobody will.
     log.error({ err, fd: c.fd }, 'cannot wrap handed-off descriptor');
