@@ -59,14 +59,39 @@ function listenerAt(cfg: CompiledConfig, slot: number): ListenerRuntime | undefi
   return m.get(slot);
 }
 
+/**
+ * Node's TCP handle class. `new net.Socket({ fd })` first asks what the descriptor is (four system
+ * calls: ioctl, fstat, getsockname, getsockopt); a handed-off descriptor is always a connected TCP
+ * socket, so open it as one. Where the binding is not there, the plain way.
+ */
+const tcpWrap = ((): { TCP: new (type: number) => { open(fd: number): number; close(): void }; constants: { SOCKET: number } } | null => {
+  try {
+    const b = (process as unknown as { binding(name: string): unknown }).binding('tcp_wrap') as { TCP?: unknown; constants?: { SOCKET?: unknown } };
+    return typeof b?.TCP === 'function' && typeof b.constants?.SOCKET === 'number' ? (b as never) : null;
+  } catch {
+    return null;
+  }
+})();
+
+/** A socket that owns `fd`. noDelay: the descriptor has TCP_NODELAY from its listener, so serveConnection's setNoDelay costs nothing. */
+function socketFor(fd: number): net.Socket {
+  if (tcpWrap) {
+    const handle = new tcpWrap.TCP(tcpWrap.constants.SOCKET);
+    if (handle.open(fd) === 0) {
+      return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
+    }
+    handle.close(); // it never took the descriptor
+  }
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
+}
+
 const inbox = HandoffInbox.claim(shared.memory, threadId);
 if (!inbox) log.error({ threadId }, 'no free hand-off row: this worker gets no connections');
 
 function serve(c: Claimed): void {
   let socket: net.Socket;
   try {
-    // noDelay: the descriptor has TCP_NODELAY from its listener, so serveConnection's setNoDelay costs nothing
-    socket = new net.Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
+    socket = socketFor(c.fd);
   } catch (err) {
     // The fd is ours now and no handle holds it: close it here, or nobody will.
     log.error({ err, fd: c.fd }, 'cannot wrap handed-off descriptor');
