@@ -341,16 +341,21 @@ export class Listeners {
     if (!sender) return;
     for (const [row, owner] of sender.owners()) {
       if (live.has(owner)) continue;
-      const back = sender.release(row);
-      for (const c of back) {
+      let handed = 0;
+      let closed = 0;
+      for (const c of sender.release(row)) {
         if (c.attempt === 0 && !this.stopping) {
-          log.warn({ listener: this.names[c.listener] }, 'worker lost before it took a connection; handing it to another');
+          handed++;
           this.events.requeued?.();
           c.attempt = 1;
           if (!sender.send(c.fd, c.listener, c.slot, 1, c.family, c.port, c.addr, 0)) this.hold(c);
         } else {
+          closed++;
           this.drop(c);
         }
+      }
+      if (handed || (closed && !this.stopping)) {
+        log.warn({ threadId: owner, handed, closed }, 'a worker was lost before it took connections queued for it: handed to another worker, or closed if they had been handed on once already');
       }
     }
     sender.refresh();
