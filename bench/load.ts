@@ -467,7 +467,9 @@ async function http1NewConnection(ctx: Ctx): Promise<void> {
       if (t === 'sluice') {
         row.mainCpuUsPerConn = r.requests > 0 ? (main1 - main0) / r.requests : undefined;
         const after = await sluiceStats(ctx.stack.sluiceAdmin);
-        const d = statsDelta(before, after, WRK_PROBE_CONNECTIONS);
+        // when its time is up wrk closes every connection it has, some just opened and still
+        // silent: those are (empty) opaque TCP, up to one per client, besides the probe
+        const d = statsDelta(before, after, NEWCX_CONNECTIONS + WRK_PROBE_CONNECTIONS);
         const key = 'sluice_downstream_cx_total{listener="h1"}';
         const accepted = (after?.get(key) ?? 0) - (before?.get(key) ?? 0);
         row.note = `${accepted} connections accepted`;
