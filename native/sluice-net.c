@@ -438,7 +438,6 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 
 static void on_closed(uv_handle_t *h) {
   acceptor_t *a = (acceptor_t *)h->data;
-  close(a->fd);
   napi_delete_reference(a->env, a->cb_ref);
   napi_delete_reference(a->env, a->batch_ref);
   napi_async_destroy(a->env, a->actx);
@@ -543,14 +542,19 @@ static napi_value accept_resume(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* Stops accepting and closes the listening socket; the handle is dead afterwards. */
+/*
+ * Stops accepting and closes the listening socket now (so its address can be bound again at
+ * once, as after server.close()); the handle is dead afterwards.
+ */
 static napi_value accept_stop(napi_env env, napi_callback_info info) {
   acceptor_t *a = acceptor_arg(env, info);
   if (!a) return NULL;
   if (!a->stopped) {
     a->stopped = 1;
     a->polling = 0;
-    uv_poll_stop(&a->poll);
+    uv_poll_stop(&a->poll); /* no longer in epoll: the fd may be closed */
+    close(a->fd);
+    a->fd = -1;
     uv_close((uv_handle_t *)&a->poll, on_closed);
   }
   napi_value u;

@@ -207,3 +207,11 @@ t.test('EMFILE in the acceptor: refusals counted as overflow; a stopped acceptor
   await waitFor(() => resumed === 1, 5000, 'accepting resumed');
   t.equal(listeners.active, 0);
 });
+
+t.test('a listener renamed on the same address opens at once: the old socket is closed when it is dropped', async (t) => {
+  const { listeners, port } = await listenersFor(t);
+  const cfg = config();
+  await listeners.apply({ ...cfg, listeners: [{ ...cfg.listeners[0], name: 'renamed', address: `127.0.0.1:${port}` }] });
+  t.equal(listeners.address('renamed')?.port, port);
+  t.equal(listeners.address('app'), null);
+});
