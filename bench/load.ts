@@ -4,7 +4,10 @@
  *
  *   node dist/bench/load.js [--quick] [--scenario NAME[,NAME]] [--threads N] [--node-floor] [--out FILE]
  *
- * Scenarios: http1-keepalive, http1-single-connection, http2, memory-idle, dubbo-header, dubbo-attachment.
+ * Scenarios: http1-keepalive, http1-single-connection, http1-new-connection, http2, memory-idle, dubbo-header,
+ * dubbo-attachment. http1-new-connection is one request per connection (`Connection: close`): CPU per
+ * connection of each proxy and its ratio to nginx's and haproxy's, system calls per connection, and
+ * for Sluice the main thread's own CPU and calls per connection (what accepting and handing off costs).
  * The dubbo scenarios compare direct and Sluice only (nginx and haproxy do not speak Dubbo): the load
  * is bench/load/dubbo-load.ts against bench/load/dubbo-provider.ts (see bench/lib/configs.ts).
  * Besides throughput and latency it reports each proxy's CPU time per request (user + system of
@@ -22,9 +25,10 @@ import { h2load, wrk, type LoadResult } from './lib/clients';
 import { BODY, proxyHaproxy, proxyNginx, sluiceConfig, upstreamNginx, type Ports } from './lib/configs';
 import { dubboCall, dubboLoad, DUBBO_FRAME_BYTES, type DubboLoadResult } from './load/dubbo-load';
 import {
-  freePorts, httpGet, killAllStartedSync, startChild, stopAllStarted, stopChild, treeCpuMicros, treeRssKiB, waitFor,
-  withOpenFileLimit, type Child,
+  freePorts, httpGet, killAllStartedSync, processTree, startChild, stopAllStarted, stopChild, threadCpuMicros, treeCpuMicros, treeRssKiB,
+  waitFor, withOpenFileLimit, type Child,
 } from './lib/procs';
+import { countSyscalls, syscallTool } from './lib/syscalls';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SLUICE_BIN = path.join(ROOT, 'bin', 'sluice.js');
@@ -37,7 +41,7 @@ const NGINX = '/usr/sbin/nginx';
 const HAPROXY = '/usr/sbin/haproxy';
 
 export const SCENARIOS = [
-  'http1-keepalive', 'http1-single-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
+  'http1-keepalive', 'http1-single-connection', 'http1-new-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
   'http1-fault0', 'http1-mirror100', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
@@ -77,6 +81,14 @@ export interface Row {
   /** Sluice only: upstream connections opened during the measurement, and open at its end. */
   upstreamCxOpened?: number;
   upstreamCxActive?: number;
+  /** http1-new-connection: the proxy's CPU per connection over nginx's and haproxy's in the same run. */
+  cpuVsNginx?: number;
+  cpuVsHaproxy?: number;
+  /** http1-new-connection: system calls per connection (every thread of the process tree), from a second pass. */
+  syscallsPerConn?: number;
+  /** Sluice, http1-new-connection: the main thread's own CPU and system calls per connection. */
+  mainCpuUsPerConn?: number;
+  mainSyscallsPerConn?: number;
   error?: string;
 }
 
@@ -87,6 +99,10 @@ export interface Report {
   commit: string;
   machine: string;
   loadAverageAtStart: number[];
+  /** Load average when each scenario started. */
+  loadAverageByScenario?: Record<string, number[]>;
+  /** How system calls were counted (perf or strace), when a scenario counted them. */
+  syscallTool?: string | null;
   quick: boolean;
   sluiceThreads: number;
   versions: Record<string, string>;
@@ -455,6 +471,83 @@ async function http2Scenario(ctx: Ctx): Promise<void> {
     ctx.opts.nodeFloor ? [...TARGETS, 'node-http2', 'http2-proxy'] : TARGETS);
 }
 
+/** Clients that each open a connection, send one request with `Connection: close`, and start again. */
+const NEWCX_CONNECTIONS = 20;
+
+/**
+ * One request per connection. Two passes per target: CPU with nothing attached (process tree,
+ * and for Sluice its main thread alone, tid = pid), then a shorter one with the system call
+ * counter attached. Ratios are to nginx's and haproxy's CPU per connection in the same run.
+ */
+async function http1NewConnection(ctx: Ctx): Promise<void> {
+  const seconds = ctx.opts.quick ? 3 : 10;
+  const countSeconds = ctx.opts.quick ? 2 : 4;
+  const drive = (url: string, secs: number) => wrk(url, { threads: 1, connections: NEWCX_CONNECTIONS, seconds: secs, headers: ['Connection: close'] });
+  const rows: Row[] = [];
+  const tool = syscallTool();
+  for (const t of TARGETS) {
+    const { url, proc } = targetOf(ctx.stack, t, 'h1');
+    const row: Row = { scenario: 'http1-new-connection', target: t };
+    ctx.rows.push(row);
+    rows.push(row);
+    const broken = ctx.stack.broken.get(`${t}/h1`);
+    if (!proc || !proc.alive() || broken) {
+      row.error = broken ?? `${t} is not running`;
+      if (t === 'sluice') ctx.problems.push(`http1-new-connection: Sluice could not be measured: ${row.error}`);
+      continue;
+    }
+    try {
+      await drive(url, 1);
+      const before = t === 'sluice' ? await sluiceStats(ctx.stack.sluiceAdmin) : null;
+      const cpu0 = treeCpuMicros(proc.pid);
+      const main0 = threadCpuMicros(proc.pid);
+      const r = await drive(url, seconds);
+      const cpu1 = treeCpuMicros(proc.pid);
+      const main1 = threadCpuMicros(proc.pid);
+      Object.assign(row, {
+        requests: r.requests, rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, non2xx: r.non2xx, errors: r.errors,
+        cpuUsPerReq: r.requests > 0 ? (cpu1 - cpu0) / r.requests : undefined,
+      });
+      if (t === 'sluice') {
+        row.mainCpuUsPerConn = r.requests > 0 ? (main1 - main0) / r.requests : undefined;
+        const after = await sluiceStats(ctx.stack.sluiceAdmin);
+        // when its time is up wrk closes every connection it has, some just opened and still
+        // silent: those are (empty) opaque TCP, up to one per client, besides the probe
+        const d = statsDelta(before, after, NEWCX_CONNECTIONS + WRK_PROBE_CONNECTIONS);
+        const key = 'sluice_downstream_cx_total{listener="h1"}';
+        const accepted = (after?.get(key) ?? 0) - (before?.get(key) ?? 0);
+        row.note = `${accepted} connections accepted`;
+        if (r.non2xx || r.errors) ctx.problems.push(`http1-new-connection: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice\n${r.raw.trim()}`);
+        if (d.length) ctx.problems.push(`http1-new-connection: Sluice counters moved: ${d.join(', ')}`);
+      }
+      if (tool) {
+        const pids = processTree(proc.pid);
+        const { count, result } = await countSyscalls(pids, path.join(ctx.stack.dir, 'syscalls.txt'), () => drive(url, countSeconds));
+        if (result.requests > 0) {
+          row.syscallsPerConn = count.total / result.requests;
+          if (t === 'sluice' && count.tool === 'perf') row.mainSyscallsPerConn = (count.byTid.get(proc.pid) ?? 0) / result.requests;
+        }
+      }
+      if (t === 'sluice' && !proc.alive()) ctx.problems.push(`http1-new-connection: Sluice exited during the run: ${tail(proc.output(), 4000)}`);
+    } catch (err) {
+      row.error = (err as Error).message.slice(0, 2000);
+      if (t === 'sluice') ctx.problems.push(`http1-new-connection: ${row.error}`);
+    }
+  }
+  const direct = rows.find((r) => r.target === 'direct' && !r.error);
+  const nginx = rows.find((r) => r.target === 'nginx' && !r.error)?.cpuUsPerReq;
+  const haproxy = rows.find((r) => r.target === 'haproxy' && !r.error)?.cpuUsPerReq;
+  for (const r of rows) {
+    if (r.error || r.target === 'direct' || r.cpuUsPerReq === undefined) continue;
+    if (nginx) r.cpuVsNginx = r.cpuUsPerReq / nginx;
+    if (haproxy) r.cpuVsHaproxy = r.cpuUsPerReq / haproxy;
+    if (direct?.rps && direct.p50Ms !== undefined && r.rps !== undefined && r.p50Ms !== undefined) {
+      r.rpsRatio = r.rps / direct.rps;
+      r.p50DiffMs = r.p50Ms - direct.p50Ms;
+    }
+  }
+}
+
 /** Dubbo calls in flight, over this many connections (a consumer's few multiplexed connections). */
 const DUBBO_INFLIGHT = 64;
 const DUBBO_CONNECTIONS = 4;
@@ -594,6 +687,15 @@ export function formatTable(report: Report): string {
       }
       continue;
     }
+    if (sc === 'http1-new-connection') {
+      out.push(`${pad('target', w)}${lpad('conn/s', 9)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/conn', 13)}${lpad('× nginx', 9)}${lpad('× haproxy', 11)}${lpad('syscalls/conn', 15)}${lpad('main µs/conn', 14)}${lpad('main calls/conn', 17)}${lpad('errors', 8)}  notes`);
+      for (const r of rows) {
+        if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
+        const cpu = r.target === 'direct' ? `(${fmt(r.cpuUsPerReq, 1)})` : fmt(r.cpuUsPerReq, 1);
+        out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 9)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 13)}${lpad(fmt(r.cpuVsNginx, 2), 9)}${lpad(fmt(r.cpuVsHaproxy, 2), 11)}${lpad(fmt(r.syscallsPerConn, 1), 15)}${lpad(fmt(r.mainCpuUsPerConn, 1), 14)}${lpad(fmt(r.mainSyscallsPerConn, 1), 17)}${lpad(String((r.non2xx ?? 0) + (r.errors ?? 0)), 8)}  ${r.note ?? ''}`);
+      }
+      continue;
+    }
     out.push(`${pad('target', w)}${lpad('req/s', 10)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/req', 12)}${lpad('× direct', 10)}${lpad('p50 +ms', 9)}${lpad('non2xx', 8)}${lpad('errors', 8)}  notes`);
     for (const r of rows) {
       if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
@@ -603,7 +705,10 @@ export function formatTable(report: Report): string {
   }
   out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
     'for direct, in parentheses, the upstream nginx\'s own (dubbo: the provider\'s). p50 +ms: p50 minus direct p50.',
-    'dubbo: req/s are calls/s; non2xx counts calls answered with a status other than OK.');
+    'dubbo: req/s are calls/s; non2xx counts calls answered with a status other than OK.',
+    'http1-new-connection: one request per connection (Connection: close); CPU µs/conn as above, per connection; × nginx, × haproxy:',
+    'that CPU over theirs in this run; syscalls/conn: every thread of the process tree, counted in a second pass',
+    `(${report.syscallTool ?? 'no counter available'}); main: Sluice's main thread alone (accept and hand-off).`);
   return out.join('\n');
 }
 
@@ -670,6 +775,7 @@ export async function main(argv: string[]): Promise<number> {
     const steps: Record<ScenarioName, () => Promise<void>> = {
       'http1-keepalive': () => http1KeepAlive(c),
       'http1-single-connection': () => http1SingleConnection(c),
+      'http1-new-connection': () => http1NewConnection(c),
       'http2': () => http2Scenario(c),
       // nginx as a baseline; haproxy is left out: it needs two fds per connection and the
       // machine's hard limit (20000) keeps it under 10,000 connections
@@ -683,8 +789,11 @@ export async function main(argv: string[]): Promise<number> {
       'dubbo-fault0': () => dubboScenario(c, 'dubbo-fault0'),
       'dubbo-mirror100': () => dubboScenario(c, 'dubbo-mirror100'),
     };
+    report.loadAverageByScenario = {};
+    if (opts.scenarios.includes('http1-new-connection')) report.syscallTool = syscallTool();
     for (const sc of opts.scenarios) {
       const s0 = Date.now();
+      report.loadAverageByScenario[sc] = os.loadavg().map((v) => Math.round(v * 100) / 100);
       process.stdout.write(`running ${sc}…`);
       await steps[sc]();
       process.stdout.write(` ${((Date.now() - s0) / 1000).toFixed(1)} s\n`);

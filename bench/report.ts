@@ -32,6 +32,20 @@ export function markdown(report: Report, micro?: { date: string; 'http1-decode':
     for (const r of rows) out.push(loadRow(r));
     out.push('');
   }
+  const newcx = report.rows.filter((r) => r.scenario === 'http1-new-connection');
+  if (newcx.length) {
+    const la = report.loadAverageByScenario?.['http1-new-connection'];
+    out.push(`**http1-new-connection** (one request per connection, \`Connection: close\`${la ? `; load average ${la.join(' / ')}` : ''}; ` +
+      `system calls counted with ${report.syscallTool ?? 'nothing'})`, '',
+    '| target | conn/s | p50 ms | CPU µs/conn | × nginx | × haproxy | syscalls/conn | main thread µs/conn | main thread syscalls/conn |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const r of newcx) {
+      if (r.error) { out.push(`| ${r.target} | error: ${r.error.split('\n')[0].replace(/\|/g, '\\|')} | | | | | | | |`); continue; }
+      const cpu = r.target === 'direct' ? `(${f(r.cpuUsPerReq, 1)} upstream)` : f(r.cpuUsPerReq, 1);
+      out.push(`| ${r.target} | ${f(r.rps, 0)} | ${f(r.p50Ms, 3)} | ${cpu} | ${f(r.cpuVsNginx, 2)} | ${f(r.cpuVsHaproxy, 2)} | ${f(r.syscallsPerConn, 1)} | ${f(r.mainCpuUsPerConn, 1)} | ${f(r.mainSyscallsPerConn, 1)} |`);
+    }
+    out.push('');
+  }
   const mem = report.rows.filter((r) => r.scenario === 'memory-idle');
   if (mem.length) {
     out.push('**memory-idle**', '', '| target | idle connections | RSS before | RSS after | KiB per connection |', '| --- | ---: | ---: | ---: | ---: |');

@@ -12,18 +12,49 @@
  *       when it is lower (as Go's runtime does): a proxy needs descriptors
  *       for both sides of every connection
  *
+ *   listen(ip, port, backlog) -> fd
+ *       a listening TCP socket (non-blocking, CLOEXEC, SO_REUSEADDR,
+ *       TCP_NODELAY, which accepted sockets inherit; "::" is dual-stack), for
+ *       the acceptor below
+ *   localAddress(fd) -> { address, port, family }
+ *   acceptStart(fd, batch: Int32Array, capture, onBatch) -> handle
+ *       accept on the main thread without a Node socket: a libuv poll on the
+ *       listening fd; when it is readable, accept4() until EAGAIN or the batch
+ *       is full, reading each connection's original destination when
+ *       `capture`, then ONE call onBatch(n, refused, status) for the batch.
+ *       Entry i is batch[i*8 .. i*8+7]:
+ *
+ *         0 fd   1 flags   2 dst port   3..6 dst address (4 or 16 bytes, as in
+ *         the sockaddr)   7 errno of a failed original-destination read
+ *         flags: 0xff dst family (0 none, 4, 6) | 0x100 check whether dst is a
+ *         local address (dst port is ours, the listener is bound to a
+ *         wildcard) | 0x200 the original destination could not be read
+ *
+ *       A connection that reports the listener's own address (not
+ *       redirected) gets family 0: it has no original destination.
+ *       At the descriptor limit (EMFILE, ENFILE) a pending connection is
+ *       accepted on a spare descriptor kept for that and closed at once,
+ *       counted in `refused`; when even that fails, polling stops and status
+ *       is -EMFILE: call acceptResume(handle) later. status -errno also
+ *       reports another accept error; 0 otherwise.
+ *   acceptResume(handle), acceptStop(handle)   stop also closes the fd
+ *   closeMany(fds: Int32Array, n)   close n descriptors (refusals)
+ *
  * Errors are thrown as JS errors with code = errno name, so callers can
  * tell EBADF (bug) from ENOENT (not redirected).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
+#include <uv.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <sys/resource.h>
 
@@ -37,21 +68,30 @@
 #define SOL_IPV6 41
 #endif
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[128];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  const char *code = "EUNKNOWN";
+static const char *errno_name(int err) {
   switch (err) {
-    case EBADF: code = "EBADF"; break;
-    case ENOENT: code = "ENOENT"; break;
-    case ENOTSOCK: code = "ENOTSOCK"; break;
-    case ENOPROTOOPT: code = "ENOPROTOOPT"; break;
-    case EMFILE: code = "EMFILE"; break;
-    case ENFILE: code = "ENFILE"; break;
-    case EINVAL: code = "EINVAL"; break;
-    default: break;
+    case EBADF: return "EBADF";
+    case ENOENT: return "ENOENT";
+    case ENOTSOCK: return "ENOTSOCK";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EINVAL: return "EINVAL";
+    case EADDRINUSE: return "EADDRINUSE";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case ENOBUFS: return "ENOBUFS";
+    case ENOMEM: return "ENOMEM";
+    default: return "EUNKNOWN";
   }
-  napi_throw_error(env, code, msg);
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_throw_error(env, errno_name(err), msg);
   return NULL;
 }
 
@@ -167,12 +207,393 @@ static napi_value fd_limit(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+
+/* ── listening and accepting without a Node socket ─────────────────────────── */
+
+static int addr_from(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+  if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *len = sizeof *s4;
+    return 0;
+  }
+  if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *s6;
+    return 0;
+  }
+  return -1;
+}
+
+static napi_value listen_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  char ip[INET6_ADDRSTRLEN + 1];
+  size_t iplen = 0;
+  int32_t port = -1, backlog = 511;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_string_utf8(env, argv[0], ip, sizeof ip, &iplen) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &port) != napi_ok || port < 0 || port > 65535 ||
+      napi_get_value_int32(env, argv[2], &backlog) != napi_ok || backlog < 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "listen(ip, port, backlog)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (addr_from(ip, port, &ss, &len) != 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "listen: ip must be a numeric IPv4 or IPv6 address");
+    return NULL;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  /* accepted sockets inherit it, so no worker has to set it on each connection */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, backlog) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "listen", err);
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+static napi_value local_address(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (fd_arg(env, info, &fd)) return NULL;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return throw_errno(env, "getsockname", errno);
+  char ip[INET6_ADDRSTRLEN];
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+    return make_addr(env, ip, ntohs(s4->sin_port), 4);
+  }
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+  return make_addr(env, ip, ntohs(s6->sin6_port), 6);
+}
+
+#define ENTRY_WORDS 8
+#define F_OWN_CHECK 0x100
+#define F_DST_ERROR 0x200
+/* batches handled per readable event before the loop gets a turn for other work */
+#define MAX_ROUNDS 4
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref cb_ref;
+  napi_ref batch_ref;
+  napi_async_context actx;
+  int32_t *batch;
+  size_t cap;
+  int fd;
+  int capture;
+  int port;      /* the listener's own port */
+  int wildcard;  /* bound to 0.0.0.0 or :: */
+  int polling;
+  int stopped;
+} acceptor_t;
+
+/* One descriptor held back for the moment the process is out of them (as libuv does). */
+static int spare_fd = -1;
+
+static void reserve_spare(void) {
+  if (spare_fd < 0) spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* 1: a pending connection was accepted on the spare and closed; 0: none pending; -1: no spare. */
+static int refuse_one(int lfd) {
+  if (spare_fd < 0) return -1;
+  close(spare_fd);
+  spare_fd = -1;
+  int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  int pending = fd >= 0;
+  if (fd >= 0) close(fd);
+  reserve_spare();
+  return pending ? 1 : 0;
+}
+
+static int same_ip(const struct sockaddr_storage *a, const void *ip, int family) {
+  if (family == 4) {
+    if (a->ss_family == AF_INET) return memcmp(&((const struct sockaddr_in *)a)->sin_addr, ip, 4) == 0;
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+    return a->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr) && memcmp(&a6->sin6_addr.s6_addr[12], ip, 4) == 0;
+  }
+  return a->ss_family == AF_INET6 && memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, ip, 16) == 0;
+}
+
+static void fill_entry(acceptor_t *a, int fd, const struct sockaddr_storage *peer, int32_t *e) {
+  memset(e, 0, ENTRY_WORDS * sizeof *e);
+  e[0] = fd;
+  if (!a->capture) return;
+  int v4 = peer->ss_family == AF_INET ||
+           (peer->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)peer)->sin6_addr));
+  int family, port;
+  unsigned char ip[16];
+  if (v4) {
+    struct sockaddr_in dst;
+    socklen_t len = sizeof dst;
+    memset(&dst, 0, sizeof dst);
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len) != 0) {
+      if (errno != ENOENT && errno != ENOPROTOOPT) { e[1] = F_DST_ERROR; e[7] = errno; }
+      return;
+    }
+    family = 4;
+    port = ntohs(dst.sin_port);
+    memcpy(ip, &dst.sin_addr, 4);
+  } else {
+    struct sockaddr_in6 dst6;
+    socklen_t len = sizeof dst6;
+    memset(&dst6, 0, sizeof dst6);
+    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst6, &len) != 0) {
+      if (errno != ENOENT && errno != ENOPROTOOPT) { e[1] = F_DST_ERROR; e[7] = errno; }
+      return;
+    }
+    family = 6;
+    port = ntohs(dst6.sin6_port);
+    memcpy(ip, &dst6.sin6_addr, 16);
+  }
+  int flags = family;
+  if (port == a->port) {
+    /* our own port: the listener itself (not redirected), or, on a wildcard
+       listener, maybe another local address of ours; either way not a target */
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof local;
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0 && same_ip(&local, ip, family)) return;
+    if (a->wildcard) flags |= F_OWN_CHECK;
+  }
+  e[1] = flags;
+  e[2] = port;
+  memcpy(&e[3], ip, family == 4 ? 4 : 16);
+}
+
+static void call_batch(acceptor_t *a, int n, int refused, int status) {
+  napi_env env = a->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[3];
+  napi_get_reference_value(env, a->cb_ref, &cb);
+  napi_get_global(env, &recv); /* napi_make_callback wants an object */
+  napi_create_int32(env, n, &argv[0]);
+  napi_create_int32(env, refused, &argv[1]);
+  napi_create_int32(env, status, &argv[2]);
+  napi_make_callback(env, a->actx, recv, cb, 3, argv, NULL);
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    /* a bug of ours in the batch handler: the process's uncaught-exception path, as for any callback */
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  (void)events;
+  acceptor_t *a = (acceptor_t *)h->data;
+  if (status < 0) {
+    call_batch(a, 0, 0, status);
+    return;
+  }
+  for (int round = 0; round < MAX_ROUNDS && !a->stopped; round++) {
+    int n = 0, refused = 0, st = 0;
+    while ((size_t)n < a->cap) {
+      struct sockaddr_storage peer;
+      socklen_t plen = sizeof peer;
+      int fd = accept4(a->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        fill_entry(a, fd, &peer, &a->batch[n * ENTRY_WORDS]);
+        n++;
+        continue;
+      }
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EMFILE || err == ENFILE) {
+        int r = refuse_one(a->fd);
+        if (r == 1) { refused++; continue; }
+        if (r == 0) break;
+        /* no spare either: stop until JS resumes us */
+        uv_poll_stop(&a->poll);
+        a->polling = 0;
+        st = -err;
+        break;
+      }
+      if (err != EAGAIN && err != EWOULDBLOCK) st = -err;
+      break;
+    }
+    if (n > 0 || refused > 0 || st != 0) call_batch(a, n, refused, st);
+    if ((size_t)n < a->cap || !a->polling) break;
+  }
+}
+
+static void on_closed(uv_handle_t *h) {
+  acceptor_t *a = (acceptor_t *)h->data;
+  napi_delete_reference(a->env, a->cb_ref);
+  napi_delete_reference(a->env, a->batch_ref);
+  napi_async_destroy(a->env, a->actx);
+  free(a);
+}
+
+static napi_value accept_start(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  int32_t fd;
+  bool capture = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_valuetype cbtype;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array ||
+      length < ENTRY_WORDS || napi_get_value_bool(env, argv[2], &capture) != napi_ok ||
+      napi_typeof(env, argv[3], &cbtype) != napi_ok || cbtype != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "acceptStart(fd, batch: Int32Array, capture: boolean, onBatch: function)");
+    return NULL;
+  }
+  struct sockaddr_storage bound;
+  socklen_t blen = sizeof bound;
+  if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) return throw_errno(env, "getsockname", errno);
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, "ERR_NO_LOOP", "no event loop");
+    return NULL;
+  }
+  acceptor_t *a = calloc(1, sizeof *a);
+  if (!a) return throw_errno(env, "acceptStart", ENOMEM);
+  a->env = env;
+  a->fd = fd;
+  a->batch = (int32_t *)data;
+  a->cap = length / ENTRY_WORDS;
+  a->capture = capture;
+  if (bound.ss_family == AF_INET) {
+    struct sockaddr_in *b4 = (struct sockaddr_in *)&bound;
+    a->port = ntohs(b4->sin_port);
+    a->wildcard = b4->sin_addr.s_addr == htonl(INADDR_ANY);
+  } else {
+    struct sockaddr_in6 *b6 = (struct sockaddr_in6 *)&bound;
+    a->port = ntohs(b6->sin6_port);
+    a->wildcard = IN6_IS_ADDR_UNSPECIFIED(&b6->sin6_addr);
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "sluice:accept", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[3], 1, &a->cb_ref) != napi_ok ||
+      napi_create_reference(env, argv[1], 1, &a->batch_ref) != napi_ok ||
+      napi_async_init(env, NULL, name, &a->actx) != napi_ok) {
+    free(a);
+    napi_throw_error(env, "ERR_NAPI", "acceptStart: cannot keep references");
+    return NULL;
+  }
+  reserve_spare();
+  int r = uv_poll_init(loop, &a->poll, fd);
+  if (r == 0) {
+    a->poll.data = a;
+    r = uv_poll_start(&a->poll, UV_READABLE, on_readable);
+    if (r != 0) {
+      uv_close((uv_handle_t *)&a->poll, NULL);
+    }
+  }
+  if (r != 0) {
+    napi_delete_reference(env, a->cb_ref);
+    napi_delete_reference(env, a->batch_ref);
+    napi_async_destroy(env, a->actx);
+    free(a);
+    return throw_errno(env, "uv_poll_start", -r);
+  }
+  a->polling = 1;
+  napi_value ext;
+  napi_create_external(env, a, NULL, NULL, &ext);
+  return ext;
+}
+
+static acceptor_t *acceptor_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *p = NULL;
+  napi_valuetype t;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
+      napi_get_value_external(env, argv[0], &p) != napi_ok || !p) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "an acceptor handle is required");
+    return NULL;
+  }
+  return (acceptor_t *)p;
+}
+
+static napi_value accept_resume(napi_env env, napi_callback_info info) {
+  acceptor_t *a = acceptor_arg(env, info);
+  if (!a) return NULL;
+  if (!a->stopped && !a->polling) {
+    reserve_spare();
+    if (uv_poll_start(&a->poll, UV_READABLE, on_readable) == 0) a->polling = 1;
+  }
+  napi_value v;
+  napi_get_boolean(env, a->polling != 0, &v);
+  return v;
+}
+
+/*
+ * Stops accepting and closes the listening socket now (so its address can be bound again at
+ * once, as after server.close()); the handle is dead afterwards.
+ */
+static napi_value accept_stop(napi_env env, napi_callback_info info) {
+  acceptor_t *a = acceptor_arg(env, info);
+  if (!a) return NULL;
+  if (!a->stopped) {
+    a->stopped = 1;
+    a->polling = 0;
+    uv_poll_stop(&a->poll); /* no longer in epoll: the fd may be closed */
+    close(a->fd);
+    a->fd = -1;
+    uv_close((uv_handle_t *)&a->poll, on_closed);
+  }
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value close_many(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  int32_t n = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array ||
+      napi_get_value_int32(env, argv[1], &n) != napi_ok || n < 0 || (size_t)n > length) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "closeMany(fds: Int32Array, n)");
+    return NULL;
+  }
+  int32_t *fds = (int32_t *)data;
+  for (int32_t i = 0; i < n; i++) if (fds[i] >= 0) close(fds[i]);
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL },
     { "dup", NULL, dup_fd, NULL, NULL, NULL, napi_default, NULL },
     { "close", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL },
     { "fdLimit", NULL, fd_limit, NULL, NULL, NULL, napi_default, NULL },
+    { "listen", NULL, listen_fd, NULL, NULL, NULL, napi_default, NULL },
+    { "localAddress", NULL, local_address, NULL, NULL, NULL, napi_default, NULL },
+    { "acceptStart", NULL, accept_start, NULL, NULL, NULL, napi_default, NULL },
+    { "acceptResume", NULL, accept_resume, NULL, NULL, NULL, napi_default, NULL },
+    { "acceptStop", NULL, accept_stop, NULL, NULL, NULL, napi_default, NULL },
+    { "closeMany", NULL, close_many, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

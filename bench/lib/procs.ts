@@ -139,6 +139,25 @@ export function treeCpuMicros(pid: number): number {
   return (ticks * 1e6) / CLK_TCK;
 }
 
+/**
+ * CPU time of one thread, in microseconds: the scheduler's own nanosecond count
+ * (/proc/<pid>/task/<tid>/schedstat) where the kernel keeps it, else utime + stime in ticks.
+ * For the main thread of a process, tid = pid.
+ */
+export function threadCpuMicros(pid: number, tid = pid): number {
+  try {
+    const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    if (Number.isFinite(ns) && ns > 0) return ns / 1000;
+  } catch { /* no schedstat: fall back to ticks */ }
+  try {
+    const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
 /** VmRSS of a process tree, in KiB. */
 export function treeRssKiB(pid: number): number {
   let kib = 0;

@@ -92,6 +92,7 @@ export class AdminServer {
 
   private sendStats(res: http.ServerResponse): void {
     const s = this.sluice;
+    s.refreshConnectionGauge();
     this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
   }
 
@@ -226,6 +227,12 @@ export class AdminServer {
       case 'POST /debug/kill_worker':
         if (this.opts.debugEndpoints) { this.send(res, s.killWorker() ? 200 : 409, 'ok\n'); return; }
         break;
+      case 'POST /debug/stall_worker': {
+        // the worker kill_worker ends stops taking connections for ?ms= (default 1000, at most 60 s)
+        const ms = Math.min(60_000, Math.max(0, Number(url.searchParams.get('ms') ?? 1000) || 0));
+        if (this.opts.debugEndpoints) { this.send(res, (await s.stallWorker(ms)) ? 200 : 409, 'ok\n'); return; }
+        break;
+      }
       default:
         break;
     }

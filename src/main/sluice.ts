@@ -2,10 +2,10 @@
  * The main thread: config, listeners, the worker pool, admin. It accepts and
  * hands off; workers do the data path.
  *
- *                 main thread                                     worker threads (piscina)
- *   listeners ─▶ accept (paused) ─▶ originalDst, dup ─▶ pool.run ─▶ sniff ▶ codec ▶ filters ▶ upstream
- *   admin, config watch, stats render                 ▲
- *                 └──────── SharedArrayBuffer: fd slots, counters, config mailbox ─────────┘
+ *                 main thread                                          worker threads (piscina)
+ *   listeners ─▶ accept natively, original dst ─▶ queue in shared memory ─▶ sniff ▶ codec ▶ filters ▶ upstream
+ *   admin, config watch, stats render              (a batch, one notify)  ▲
+ *                 └──── SharedArrayBuffer: hand-off queues, fd slots, counters, config mailbox ────┘
  */
 import { readdirSync, watchFile, unwatchFile } from 'node:fs';
 import os from 'node:os';
@@ -19,10 +19,11 @@ import { log } from '../log';
 import { formatAddress } from '../net/address';
 import { Listeners } from './listeners';
 import { loadNative, nativeLoadError } from '../net/native';
-import { MAX_FD, SharedState } from '../shared/shared-state';
-import { StatsRegistry, Stats, series } from '../stats/stats';
+import { SharedState } from '../shared/shared-state';
+import { MAX_FD } from '../shared/fd-ownership';
+import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { filterSeries } from '../filters';
-import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage } from '../shared/messages';
+import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage, type WorkerPing } from '../shared/messages';
 import { RpcStatsTable } from '../stats/rpc-stats';
 import { WorkerRuntime } from '../worker/runtime';
 import { EndpointDirectory } from '../upstream/endpoint-directory';
@@ -63,7 +64,7 @@ export function connectionBudget(limit: number): number {
 export class Sluice {
   readonly shared = new SharedState();
   /** Endpoint lists that replace a cluster's config list (admin API, registries), published to every worker. */
-  private readonly endpointDirectory = new EndpointDirectory(this.shared.endpointControl, this.shared.endpointBytes);
+  private readonly endpointDirectory = new EndpointDirectory(this.shared.memory);
   readonly registry = new StatsRegistry();
   private statsView: Stats;
   private statsKeys = 0;
@@ -106,23 +107,31 @@ export class Sluice {
       minThreads: this.threads,
       maxThreads: this.threads,
       idleTimeout: Infinity, // piscina skips its idle timer; a huge number would overflow setTimeout
-      concurrentTasksPerWorker: opts.config.workers.maxConnectionsPerWorker,
+      // connections do not go through piscina (src/shared/handoff.ts); its tasks are the start-up
+      // ping and the log flush
       // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
       atomics: 'disabled',
-      workerData: { shared: this.shared.buffer, control: this.controlName },
+      workerData: { shared: this.shared.handle, control: this.controlName },
     });
     // A dead Worker reports threadId -1 and piscina hands out a new wrapper per event, so
     // remember the ids of live workers and, when one goes, free the rows of those gone.
     const threadIds = new Set<number>();
-    this.pool.on('workerCreate', (worker: { id: number }) => threadIds.add(worker.id));
+    const liveThreads = () => new Set(this.pool.threads.map((w) => w.threadId).filter((id) => id >= 0));
+    this.pool.on('workerCreate', (worker: { id: number }) => {
+      threadIds.add(worker.id);
+      // a worker that replaces a dead one takes the connections that waited for it
+      this.listeners.workersChanged(liveThreads());
+    });
     this.pool.on('workerDestroy', () => {
-      // its share of the in-flight gauges went with it
+      // its share of the in-flight gauges went with it; what was queued for it and never
+      // claimed goes to another worker
       setImmediate(() => {
-        const live = new Set(this.pool.threads.map((w) => w.threadId));
+        const live = liveThreads();
+        this.listeners.workersChanged(live);
         for (const id of threadIds) {
           if (live.has(id)) continue;
           threadIds.delete(id);
-          this.shared.releaseGaugeRow(id);
+          releaseGaugeRow(this.shared, id);
         }
       });
       if (this.stopping) return;
@@ -133,14 +142,16 @@ export class Sluice {
     this.pool.on('error', (err) => log.error({ err }, 'worker pool error'));
     this.listeners = new Listeners(
       this.shared,
-      this.pool,
       native,
       (socket, listener, dst) => this.serveLocally(socket, listener, dst),
       {
-        opened: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
-        closed: (name) => this.stats.dec(this.stats.slot('sluice_downstream_cx_active', { listener: name })),
         handoffFailed: () => this.stats.inc(this.stats.slot('sluice_handoff_failed_total')),
         overflow: (name) => this.stats.inc(this.stats.slot('sluice_downstream_cx_overflow_total', { listener: name })),
+        requeued: () => this.stats.inc(this.stats.slot('sluice_handoff_requeued_total')),
+      },
+      {
+        slotOf: (name) => this.stats.slot('sluice_downstream_cx_total', { listener: name }),
+        maxPerWorker: opts.config.workers.maxConnectionsPerWorker,
       },
     );
     this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
@@ -188,7 +199,7 @@ export class Sluice {
    * worker cannot boot at all. The balancer gives each of these concurrent pings an idle worker.
    */
   private async workersBooted(): Promise<void> {
-    await Promise.all(Array.from({ length: this.threads }, () => this.pool.run({ fd: -1, token: 0, listener: '', dst: null })));
+    await Promise.all(Array.from({ length: this.threads }, () => this.pool.run({ ping: true } satisfies WorkerPing)));
   }
 
   get currentConfig(): SluiceConfig {
@@ -222,6 +233,15 @@ export class Sluice {
 
   get activeConnections(): number {
     return this.listeners.active;
+  }
+
+  /**
+   * The open-connection gauge, from the listeners' count (what was handed to workers minus what
+   * they finished; a dead worker's share goes with it). Written before every render of /stats.
+   */
+  refreshConnectionGauge(): void {
+    const stats = this.stats;
+    for (const [name, open] of this.listeners.openByListener()) stats.set(stats.slot('sluice_downstream_cx_active', { listener: name }), open);
   }
 
   private publish(config: SluiceConfig): void {
@@ -332,6 +352,29 @@ export class Sluice {
   }
 
   /**
+   * Test hook: block the event loop of the worker killWorker() would end, for `ms` (it takes no
+   * connection meanwhile). Resolves true once that worker says it is blocking, false if it does
+   * not within a second.
+   */
+  stallWorker(ms: number): Promise<boolean> {
+    const w = this.pool.threads[0];
+    if (!w || w.threadId < 0) return Promise.resolve(false);
+    const id = w.threadId;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.control.removeEventListener('message', onMessage); resolve(false); }, 1000);
+      const onMessage = (ev: Event) => {
+        const msg = (ev as unknown as { data: ControlMessage }).data;
+        if (msg.type !== 'stalling' || msg.threadId !== id) return;
+        clearTimeout(timer);
+        this.control.removeEventListener('message', onMessage);
+        resolve(true);
+      };
+      this.control.addEventListener('message', onMessage);
+      this.control.postMessage({ type: 'stall', threadId: id, ms } satisfies ControlMessage);
+    });
+  }
+
+  /**
    * Graceful stop, in two parts. For `periodMs` the listeners keep accepting while every client
    * is told to go elsewhere (HTTP/1 responses carry `connection: close`, HTTP/2 connections get
    * a two-step GOAWAY, Dubbo consumers READONLY) and /ready answers 503. Then the listeners
@@ -362,6 +405,7 @@ export class Sluice {
       if (this.listeners.active > 0) log.warn({ open: this.listeners.active }, 'drain timeout: closing remaining connections');
       await flushWorkerLogs(this.pool); // a stopped worker would lose the log lines it holds
       await this.pool.destroy().catch(() => {});
+      this.listeners.abandon(); // anything still queued for a worker is closed here
       this.control.close();
       this.rpcStats.close();
       await this.admin.close();

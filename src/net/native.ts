@@ -1,10 +1,19 @@
 /**
- * The project's own N-API addon (native/sluice-net.c): original destination,
- * dup and close of a descriptor. Node 20 cannot move a socket to a worker
- * thread, so the main thread duplicates the accepted descriptor and a worker
- * wraps the duplicate.
+ * The project's own N-API addon (native/sluice-net.c): listening and accepting on the main
+ * thread without a Node socket, the original destination of each connection, and the few
+ * descriptor calls Node cannot make. Node 20 cannot move a socket to a worker thread, so the
+ * main thread accepts the descriptor and a worker wraps it.
  */
 import path from 'node:path';
+
+/** Words per accepted connection in an acceptor's batch (see native/sluice-net.c). */
+export const ACCEPT_ENTRY_WORDS = 8;
+/** Entry flags: the dst family in the low byte; dst may be one of our own addresses; dst unreadable. */
+export const ACCEPT_OWN_CHECK = 0x100;
+export const ACCEPT_DST_ERROR = 0x200;
+
+/** A listening socket being accepted from; opaque. */
+export type Acceptor = { readonly __acceptor: unique symbol };
 
 export interface NativeNet {
   originalDst(fd: number): { address: string; port: number; family: 4 | 6 } | null;
@@ -12,7 +21,23 @@ export interface NativeNet {
   close(fd: number): void;
   /** RLIMIT_NOFILE, the soft limit raised to min(hard, max) first. */
   fdLimit(max: number): { soft: number; hard: number };
+  /** A listening socket on a numeric address: non-blocking, CLOEXEC, SO_REUSEADDR, "::" dual-stack. */
+  listen(ip: string, port: number, backlog: number): number;
+  localAddress(fd: number): { address: string; port: number; family: 4 | 6 };
+  /**
+   * Accept on `fd` from the main loop, natively. After each batch (accept4 until EAGAIN or the
+   * batch is full) `onBatch(n, refused, status)` runs once: n entries of ACCEPT_ENTRY_WORDS in
+   * `batch`; `refused` connections closed at once at the descriptor limit; status -errno when
+   * accepting failed (-EMFILE: stopped, call acceptResume later).
+   */
+  acceptStart(fd: number, batch: Int32Array, capture: boolean, onBatch: (n: number, refused: number, status: number) => void): Acceptor;
+  acceptResume(a: Acceptor): boolean;
+  /** Stop accepting and close the listening socket. */
+  acceptStop(a: Acceptor): void;
+  closeMany(fds: Int32Array, n: number): void;
 }
+
+const REQUIRED: (keyof NativeNet)[] = ['originalDst', 'dup', 'close', 'fdLimit', 'listen', 'localAddress', 'acceptStart', 'acceptResume', 'acceptStop', 'closeMany'];
 
 let cached: NativeNet | null | undefined;
 let loadError: Error | null = null;
@@ -25,7 +50,13 @@ export function loadNative(): NativeNet | null {
   ];
   for (const file of candidates) {
     try {
-      cached = require(file) as NativeNet;
+      const mod = require(file) as NativeNet;
+      const missing = REQUIRED.filter((k) => typeof mod[k] !== 'function');
+      if (missing.length) {
+        loadError = new Error(`${file} is an older build without ${missing.join(', ')}: run npm install`);
+        continue;
+      }
+      cached = mod;
       return cached;
     } catch (err) {
       loadError = err as Error;

@@ -1,7 +1,8 @@
 /**
  * Everything that crosses between the main thread and the workers, typed in one place.
  *
- *   main ──ConnectionTask──▶ worker   (piscina task; resolves when the connection closes)
+ *   main ──connections─────▶ worker   (shared-memory queues in batches, src/shared/handoff.ts)
+ *   main ──WorkerPing──────▶ worker   (piscina task at start: resolves once the worker has booted)
  *   main ──ConfigSnapshot──▶ all      (shared-memory mailbox, read by seq number)
  *   main ──ControlMessage──▶ all      (BroadcastChannel: drain, close-idle)
  */
@@ -12,13 +13,9 @@ export interface OriginalDst {
   port: number;
 }
 
-export interface ConnectionTask {
-  fd: number;
-  /** Identifies this hand-off in the fd ownership slot. */
-  token: number;
-  listener: string;
-  /** Recovered original destination, or null when the connection was not redirected. */
-  dst: OriginalDst | null;
+/** The piscina task a worker answers once it has booted (its hand-off queue is then taken). */
+export interface WorkerPing {
+  ping: true;
 }
 
 export interface ConfigSnapshot {
@@ -31,9 +28,12 @@ export interface ConfigSnapshot {
 /**
  * `drain`: tell every client to go elsewhere (HTTP/1 `connection: close` on the next response,
  * HTTP/2 GOAWAY, Dubbo READONLY) while still serving; `close-idle`: the drain period is over,
- * connections with nothing in flight close.
+ * connections with nothing in flight close. `stall` (tests, debug endpoints only): the worker with
+ * that threadId blocks its event loop for `ms`, as a worker stuck in a long computation would, and
+ * says `stalling` first.
  */
-export type ControlMessage = { type: 'drain' } | { type: 'close-idle' };
+export type ControlMessage = { type: 'drain' } | { type: 'close-idle' }
+  | { type: 'stall'; threadId: number; ms: number } | { type: 'stalling'; threadId: number };
 
 export const CONTROL_CHANNEL = 'sluice-control';
 

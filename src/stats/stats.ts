@@ -18,7 +18,53 @@
  * its buckets, and every worker's observations add up like counters do.
  */
 import type { SharedState } from '../shared/shared-state';
-import { MAX_COUNTERS } from '../shared/shared-state';
+import { declareRegion, type SharedMemory } from '../shared/shared-memory';
+
+export const MAX_COUNTERS = 1 << 16;
+/** Workers that get a gauge row of their own; more than that share the common counters. */
+export const GAUGE_ROWS = 32;
+
+/** Counters and the common part of each gauge; slot i is the series registry.keys[i]. */
+const COUNTERS = declareRegion({ name: 'stats.counters', kind: 'bigint64', count: MAX_COUNTERS });
+/** Row r holds one worker's share of every gauge, so that its share can be dropped when it dies. */
+const GAUGE_ROW_SHARES = declareRegion({ name: 'stats.gauge_rows', kind: 'bigint64', count: GAUGE_ROWS * MAX_COUNTERS });
+/** The threadId holding gauge row r, 0 when free. */
+const GAUGE_ROW_OWNER = declareRegion({ name: 'stats.gauge_row_owner', kind: 'int32', count: GAUGE_ROWS });
+
+/** The stats regions of a thread's shared memory. */
+export function counters(memory: SharedMemory): BigInt64Array {
+  return memory.region(COUNTERS);
+}
+
+/** Worker: take a free gauge row for this thread; -1 when all are taken. */
+export function claimGaugeRow(shared: SharedState, threadId: number): number {
+  const owner = shared.memory.region(GAUGE_ROW_OWNER);
+  for (let r = 0; r < GAUGE_ROWS; r++) {
+    if (Atomics.compareExchange(owner, r, 0, threadId) === 0) return r;
+  }
+  return -1;
+}
+
+/** Main thread, once a worker is gone: drop its share of every gauge and free its row. */
+export function releaseGaugeRow(shared: SharedState, threadId: number): boolean {
+  const owner = shared.memory.region(GAUGE_ROW_OWNER);
+  const rows = shared.memory.region(GAUGE_ROW_SHARES);
+  for (let r = 0; r < GAUGE_ROWS; r++) {
+    if (Atomics.load(owner, r) !== threadId) continue;
+    rows.fill(0n, r * MAX_COUNTERS, (r + 1) * MAX_COUNTERS);
+    Atomics.store(owner, r, 0);
+    return true;
+  }
+  return false;
+}
+
+/** A gauge's value: the common part plus every row's share. */
+export function gaugeValue(shared: SharedState, slot: number): bigint {
+  const rows = shared.memory.region(GAUGE_ROW_SHARES);
+  let v = Atomics.load(counters(shared.memory), slot);
+  for (let r = 0; r < GAUGE_ROWS; r++) v += Atomics.load(rows, r * MAX_COUNTERS + slot);
+  return v;
+}
 
 export const PROTOCOLS = ['http1', 'http2', 'grpc', 'tls', 'dubbo', 'tcp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -77,6 +123,7 @@ export const FAMILIES: Family[] = [
   { name: 'sluice_worker_restarts_total', kind: 'counter', by: 'none', help: 'Workers that died and were replaced' },
   { name: 'sluice_downstream_cx_overflow_total', kind: 'counter', by: 'listener', help: 'Connections closed at once because the process was at its file descriptor budget' },
   { name: 'sluice_handoff_failed_total', kind: 'counter', by: 'none', help: 'Connections the main thread could not hand to a worker' },
+  { name: 'sluice_handoff_requeued_total', kind: 'counter', by: 'none', help: 'Connections queued for a worker that died before it took them, handed to another' },
   { name: 'sluice_config_reload_total', kind: 'counter', by: 'none', help: 'Configs applied after startup' },
   { name: 'sluice_config_reload_failed_total', kind: 'counter', by: 'none', help: 'Configs refused' },
   { name: 'sluice_capture_active', kind: 'gauge', by: 'none', help: '1 when transparent capture (original destination recovery) is available' },
@@ -176,6 +223,7 @@ export class StatsRegistry {
 
   /** Prometheus text exposition, summed across workers by construction. */
   render(shared: SharedState): string {
+    const values = counters(shared.memory);
     const byFamily = new Map<string, string[]>();
     const linesOf = (fam: string) => {
       let lines = byFamily.get(fam);
@@ -192,7 +240,7 @@ export class StatsRegistry {
       const key = this.keys[i];
       const brace = key.indexOf('{');
       const fam = brace < 0 ? key : key.slice(0, brace);
-      linesOf(fam).push(`${key} ${isGaugeSeries(key) ? shared.gauge(i) : Atomics.load(shared.counters, i)}`);
+      linesOf(fam).push(`${key} ${isGaugeSeries(key) ? gaugeValue(shared, i) : Atomics.load(values, i)}`);
     }
     let out = '';
     for (const [fam, lines] of byFamily) {
@@ -205,13 +253,14 @@ export class StatsRegistry {
 }
 
 function renderHistogram(h: HistogramSeries, shared: SharedState, out: string[]): void {
+  const values = counters(shared.memory);
   let cumulative = 0n;
   const b = h.buckets.length;
   for (let i = 0; i <= b; i++) {
-    cumulative += Atomics.load(shared.counters, h.base + i);
+    cumulative += Atomics.load(values, h.base + i);
     out.push(`${series(`${h.name}_bucket`, { ...h.labels, le: i < b ? String(h.buckets[i]) : '+Inf' })} ${cumulative}`);
   }
-  const sum = Number(Atomics.load(shared.counters, h.base + b + 1)) / 1e6;
+  const sum = Number(Atomics.load(values, h.base + b + 1)) / 1e6;
   out.push(`${series(`${h.name}_sum`, h.labels)} ${sum}`);
   out.push(`${series(`${h.name}_count`, h.labels)} ${cumulative}`);
 }
@@ -275,9 +324,13 @@ export class Stats {
   private readonly base: number;
   private requestSlots: Record<RequestProtocol, RequestSlots> | null = null;
   private grpcSlots: number[] | null = null;
+  private readonly counters: BigInt64Array;
+  private readonly gaugeRows: BigInt64Array;
 
-  /** `row`: the worker's gauge row (SharedState.claimGaugeRow), or -1 to write gauges in common. */
+  /** `row`: the worker's gauge row (claimGaugeRow), or -1 to write gauges in common. */
   constructor(private readonly shared: SharedState, keys: readonly string[], row = -1) {
+    this.counters = counters(shared.memory);
+    this.gaugeRows = shared.memory.region(GAUGE_ROW_SHARES);
     this.index = new Map(keys.map((k, i) => [k, i]));
     this.gauges = Uint8Array.from(keys, (k) => (isGaugeSeries(k) ? 1 : 0));
     this.rowed = row >= 0 ? this.gauges : new Uint8Array(keys.length);
@@ -292,7 +345,7 @@ export class Stats {
   /** A histogram family's series with these labels (without `le`). */
   histogram(name: string, labels?: Record<string, string>): Histogram {
     const buckets = FAMILY.get(name)?.buckets ?? [0];
-    return new Histogram(this.shared.counters, this.index.get(firstBucket(name, buckets, labels)) ?? -1, buckets);
+    return new Histogram(this.counters, this.index.get(firstBucket(name, buckets, labels)) ?? -1, buckets);
   }
 
   /** A request (or RPC) is over: its duration and body bytes, counted for its protocol. */
@@ -319,29 +372,29 @@ export class Stats {
   }
   inc(slot: number): void {
     if (slot < 0) return;
-    if (this.rowed[slot] === 1) Atomics.add(this.shared.gaugeRows, this.base + slot, 1n);
-    else Atomics.add(this.shared.counters, slot, 1n);
+    if (this.rowed[slot] === 1) Atomics.add(this.gaugeRows, this.base + slot, 1n);
+    else Atomics.add(this.counters, slot, 1n);
   }
 
   add(slot: number, by: number): void {
     if (slot < 0) return;
-    if (this.rowed[slot] === 1) Atomics.add(this.shared.gaugeRows, this.base + slot, BigInt(by));
-    else Atomics.add(this.shared.counters, slot, BigInt(by));
+    if (this.rowed[slot] === 1) Atomics.add(this.gaugeRows, this.base + slot, BigInt(by));
+    else Atomics.add(this.counters, slot, BigInt(by));
   }
 
   dec(slot: number): void {
     if (slot < 0) return;
-    if (this.rowed[slot] === 1) Atomics.sub(this.shared.gaugeRows, this.base + slot, 1n);
-    else Atomics.sub(this.shared.counters, slot, 1n);
+    if (this.rowed[slot] === 1) Atomics.sub(this.gaugeRows, this.base + slot, 1n);
+    else Atomics.sub(this.counters, slot, 1n);
   }
 
   set(slot: number, v: number): void {
-    if (slot >= 0) Atomics.store(this.shared.counters, slot, BigInt(v));
+    if (slot >= 0) Atomics.store(this.counters, slot, BigInt(v));
   }
 
   /** The value as /stats shows it: a gauge summed over every row. */
   get(slot: number): number {
     if (slot < 0) return 0;
-    return Number(this.gauges[slot] === 1 ? this.shared.gauge(slot) : Atomics.load(this.shared.counters, slot));
+    return Number(this.gauges[slot] === 1 ? gaugeValue(this.shared, slot) : Atomics.load(this.counters, slot));
   }
 }

@@ -21,10 +21,19 @@
 import { pack, unpack } from 'msgpackr';
 import type { EndpointConfig } from '../config/config';
 import { SluiceError } from '../errors';
+import { declareRegion, type SharedMemory } from '../shared/shared-memory';
 
-/** Control words of the mailbox: [0] seq (odd while written), [1] length in bytes. */
-export const ENDPOINT_CONTROL_WORDS = 2;
 export const ENDPOINT_MAILBOX_BYTES = 32 << 20;
+/** The mailbox's control words: [0] seq (odd while written), [1] length in bytes. */
+export const ENDPOINT_CONTROL = declareRegion({ name: 'endpoints.control', kind: 'int32', count: 2 });
+const MAILBOX = declareRegion({ name: 'endpoints.mailbox', kind: 'uint8', count: ENDPOINT_MAILBOX_BYTES });
+
+/** The mailbox's arrays: the shared regions, or (tests) arrays of another size. */
+export interface MailboxViews { control: Int32Array; bytes: Uint8Array }
+
+function mailboxOf(m: SharedMemory | MailboxViews): MailboxViews {
+  return 'region' in m ? { control: m.region(ENDPOINT_CONTROL), bytes: m.region(MAILBOX) } : m;
+}
 
 const SEQ = 0;
 const LEN = 1;
@@ -39,7 +48,12 @@ export class EndpointDirectory {
   /** What a publish can take at most: the packed lists and a bound on the index. */
   private bound = 4 + 5;
 
-  constructor(private readonly control: Int32Array, private readonly bytes: Uint8Array) {}
+  private readonly control: Int32Array;
+  private readonly bytes: Uint8Array;
+
+  constructor(memory: SharedMemory | MailboxViews) {
+    ({ control: this.control, bytes: this.bytes } = mailboxOf(memory));
+  }
 
   /**
    * Replaces a cluster's endpoints (null: back to the config's list). Published at the end of
@@ -136,7 +150,12 @@ export class EndpointReader {
   private seen = 0;
   private readonly lists = new Map<string, { version: number; endpoints: EndpointConfig[] }>();
 
-  constructor(private readonly control: Int32Array, private readonly bytes: Uint8Array) {}
+  private readonly control: Int32Array;
+  private readonly bytes: Uint8Array;
+
+  constructor(memory: SharedMemory | MailboxViews) {
+    ({ control: this.control, bytes: this.bytes } = mailboxOf(memory));
+  }
 
   /** The mailbox's sequence number: one atomic load, for the per-request check. */
   get seq(): number {

@@ -159,7 +159,7 @@ export class WorkerRuntime {
   constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
     this.pools = new UpstreamPools(() => this.current().stats);
-    this.endpoints = new EndpointReader(shared.endpointControl, shared.endpointBytes);
+    this.endpoints = new EndpointReader(shared.memory);
   }
 
   /** Endpoint lists that replace the config's, read from the shared mailbox. */

@@ -1,23 +1,33 @@
 /**
- * Piscina worker entry. Each task is one connection: claim the descriptor the
- * main thread offered, wrap it in a socket, serve it, and resolve when it
- * closes. Once the fd is ours the task never rejects: failures of a connection
- * are that connection's business.
+ * Worker entry (a piscina worker). Connections do not come as piscina tasks: at start the worker
+ * takes a row of the hand-off queues in shared memory (src/shared/handoff.ts) and, as the main
+ * thread queues connections there, claims each descriptor, wraps it in a socket and serves it.
+ * The only piscina tasks are the start-up ping (this module's default export) and the log flush.
+ *
+ *   load ─▶ attach shared memory, claim a gauge row and a hand-off row ─▶ wait on the row
+ *   woken ─▶ for each entry: claim the fd (CAS) ─▶ new net.Socket({ fd }) ─▶ serveConnection
+ *   socket closed ─▶ release the fd slot, count the connection finished (the main thread's
+ *   open-connection count and its drain read that)
+ *
+ * Failures of a connection are that connection's business: nothing here throws past it.
  */
 import net from 'node:net';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { SharedState } from '../shared/shared-state';
-import { CONTROL_CHANNEL, rpcChannelName, type ConnectionTask, type ControlMessage } from '../shared/messages';
-import { WorkerRuntime } from './runtime';
+import type { SharedMemoryHandle } from '../shared/shared-memory';
+import { HandoffInbox, type Claimed } from '../shared/handoff';
+import { claimGaugeRow } from '../stats/stats';
+import { CONTROL_CHANNEL, rpcChannelName, type ControlMessage, type WorkerPing } from '../shared/messages';
+import { WorkerRuntime, type CompiledConfig, type ListenerRuntime } from './runtime';
 import { serveConnection } from './connection';
 import { log } from '../log';
 import { loadNative } from '../net/native';
 
-const data = workerData as { shared: SharedArrayBuffer; control?: string };
+const data = workerData as { shared: SharedMemoryHandle; control?: string };
 const shared = new SharedState(data.shared);
 // gauges this worker raises live in its own row: if it dies, the main thread zeroes them
-const rt = new WorkerRuntime(shared, shared.claimGaugeRow(threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL));
+const rt = new WorkerRuntime(shared, claimGaugeRow(shared, threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL));
 const native = loadNative();
 if (shared.draining) rt.draining = true;
 if (shared.closingIdle) rt.closingIdle = true;
@@ -27,37 +37,82 @@ control.onmessage = (ev) => {
   const msg = (ev as unknown as { data: ControlMessage }).data;
   if (msg.type === 'drain') rt.drain();
   else if (msg.type === 'close-idle') rt.closeIdle();
+  else if (msg.type === 'stall' && msg.threadId === threadId) {
+    control.postMessage({ type: 'stalling', threadId } satisfies ControlMessage);
+    const until = Date.now() + msg.ms;
+    while (Date.now() < until) { /* a worker stuck in a long computation: it takes no connection */ }
+  }
 };
 // the channel must not keep an otherwise idle worker alive
 (control as unknown as { unref(): void }).unref();
 
-export default function handle(task: ConnectionTask): Promise<void> {
-  if (task.fd < 0) return Promise.resolve(); // start-up ping: this worker has booted
-  if (!shared.claimFd(task.fd, task.token)) return Promise.resolve(); // main took it back
-  return new Promise<void>((resolve) => {
-    let socket: net.Socket;
-    try {
-      socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true });
-    } catch (err) {
-      // The fd is ours now and no handle holds it: close it here, or nobody will.
-      log.error({ err, fd: task.fd }, 'cannot wrap handed-off descriptor');
-      try { native?.close(task.fd); } catch { /* already gone */ }
-      shared.releaseFd(task.fd, task.token);
-      resolve();
-      return;
+/** Listeners of a config by the stat slot the main thread names them with. */
+const bySlot = new WeakMap<CompiledConfig, Map<number, ListenerRuntime>>();
+
+function listenerAt(cfg: CompiledConfig, slot: number): ListenerRuntime | undefined {
+  let m = bySlot.get(cfg);
+  if (!m) {
+    m = new Map();
+    for (const l of cfg.listeners.values()) m.set(l.cxTotal, l);
+    bySlot.set(cfg, m);
+  }
+  return m.get(slot);
+}
+
+/**
+ * Node's TCP handle class. `new net.Socket({ fd })` first asks what the descriptor is (four system
+ * calls: ioctl, fstat, getsockname, getsockopt); a handed-off descriptor is always a connected TCP
+ * socket, so open it as one. Where the binding is not there, the plain way.
+ */
+const tcpWrap = ((): { TCP: new (type: number) => { open(fd: number): number; close(): void }; constants: { SOCKET: number } } | null => {
+  try {
+    const b = (process as unknown as { binding(name: string): unknown }).binding('tcp_wrap') as { TCP?: unknown; constants?: { SOCKET?: unknown } };
+    return typeof b?.TCP === 'function' && typeof b.constants?.SOCKET === 'number' ? (b as never) : null;
+  } catch {
+    return null;
+  }
+})();
+
+/** A socket that owns `fd`. noDelay: the descriptor has TCP_NODELAY from its listener, so serveConnection's setNoDelay costs nothing. */
+function socketFor(fd: number): net.Socket {
+  if (tcpWrap) {
+    const handle = new tcpWrap.TCP(tcpWrap.constants.SOCKET);
+    if (handle.open(fd) === 0) {
+      return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
     }
-    socket.once('close', () => {
-      shared.releaseFd(task.fd, task.token);
-      resolve();
-    });
-    try {
-      const cfg = rt.current();
-      const listener = cfg.listeners.get(task.listener);
-      if (!listener) { socket.destroy(); return; }
-      serveConnection(rt, socket, { listener, dst: task.dst });
-    } catch (err) {
-      log.error({ err }, 'connection setup failed');
-      socket.destroy();
-    }
-  });
+    handle.close(); // it never took the descriptor
+  }
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
+}
+
+const inbox = HandoffInbox.claim(shared.memory, threadId);
+if (!inbox) log.error({ threadId }, 'no free hand-off row: this worker gets no connections');
+
+function serve(c: Claimed): void {
+  let socket: net.Socket;
+  try {
+    socket = socketFor(c.fd);
+  } catch (err) {
+    // The fd is ours now and no handle holds it: close it here, or nobody will.
+    log.error({ err, fd: c.fd }, 'cannot wrap handed-off descriptor');
+    try { native?.close(c.fd); } catch { /* already gone */ }
+    inbox!.finished(c);
+    return;
+  }
+  socket.once('close', () => inbox!.finished(c));
+  try {
+    const listener = listenerAt(rt.current(), c.slot);
+    if (!listener) { socket.destroy(); return; }
+    serveConnection(rt, socket, { listener, dst: c.dst });
+  } catch (err) {
+    log.error({ err }, 'connection setup failed');
+    socket.destroy();
+  }
+}
+
+inbox?.start(serve, (err) => log.error({ err }, 'connection hand-off failed'));
+
+/** The start-up ping: this worker has booted and takes connections. */
+export default function handle(_task: WorkerPing): Promise<void> {
+  return Promise.resolve();
 }

@@ -177,6 +177,33 @@ t.test('a worker killed under load: its connections fail, others and new ones wo
   t.equal(st.get('sluice_handoff_failed_total'), 0, 'no connection was dropped by the main thread');
 });
 
+t.test('a worker killed with connections queued for it: each is served by another worker, none leaks', async (t) => {
+  const port = started.ports.app;
+  const before = await stats(started.admin);
+  // the worker that kill_worker will end stops taking connections; new ones still reach its queue
+  t.equal(await fetchPost(`${started.admin}/debug/stall_worker?ms=8000`), 200, 'a worker stalls');
+  let answered = 0;
+  const outcomes = Array.from({ length: 20 }, () => oneShot(port).then((s) => { answered++; return s; }));
+  // the live worker answers its share; what was queued for the stalled one waits
+  await waitFor(async () => {
+    const open = (await stats(started.admin)).get('sluice_downstream_cx_active{listener="app"}') ?? 0;
+    return answered > 0 && open > 0 && answered + open === 20;
+  }, 15_000, 'some connections answered, the rest waiting in the stalled worker\'s queue');
+  const waiting = 20 - answered;
+  t.equal(await fetchPost(`${started.admin}/debug/kill_worker`), 200, 'the stalled worker is killed');
+  const statuses = await Promise.all(outcomes);
+  t.same(statuses, statuses.map(() => 200), `all 20 answered, the ${waiting} that waited by another worker`, { failures });
+  const after = await stats(started.admin);
+  const delta = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+  t.ok(delta('sluice_handoff_requeued_total') >= 1 && delta('sluice_handoff_requeued_total') <= waiting,
+    `the queued ones were handed on (${delta('sluice_handoff_requeued_total')} of ${waiting} waiting; a worker had claimed the rest before it stalled)`);
+  t.equal(delta('sluice_handoff_failed_total'), 0, 'none closed by the main thread');
+  t.equal(delta('sluice_downstream_cx_total{listener="app"}'), 20, 'each served once');
+  await waitFor(async () => (await stats(started.admin)).get('sluice_worker_restarts_total') === (before.get('sluice_worker_restarts_total') ?? 0) + 1, 10_000, 'restart counted');
+  await waitFor(async () => (await stats(started.admin)).get('sluice_downstream_cx_active{listener="app"}') === 0, 10_000, 'all closed');
+  await fdsBackTo(t, 'after the stalled worker was killed');
+});
+
 t.test('10,000 connections, one request each, 50 at a time: descriptors come back', async (t) => {
   const port = started.ports.app;
   const N = 10_000;

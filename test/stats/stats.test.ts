@@ -10,8 +10,8 @@ t.test('a histogram lives in shared slots: observations of every thread add up',
   const shared = new SharedState();
   const registry = new StatsRegistry();
   // two workers, each with its own gauge row, and the main thread
-  const a = new Stats(new SharedState(shared.buffer), registry.keys, 0);
-  const b = new Stats(new SharedState(shared.buffer), registry.keys, 1);
+  const a = new Stats(new SharedState(shared.handle), registry.keys, 0);
+  const b = new Stats(new SharedState(shared.handle), registry.keys, 1);
   a.requestDone('http1', 0.0003, 100, 1000);
   a.requestDone('http1', 0.003, 0, 0);
   b.requestDone('http1', 0.7, 50, 7);

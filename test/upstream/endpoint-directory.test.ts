@@ -9,15 +9,15 @@ import type { ClusterConfig, EndpointConfig } from '../../src/config/config';
 import { SharedState } from '../../src/shared/shared-state';
 import { Stats, StatsRegistry } from '../../src/stats/stats';
 import { ClusterRuntime } from '../../src/upstream/cluster';
-import { EndpointDirectory, EndpointReader } from '../../src/upstream/endpoint-directory';
+import { ENDPOINT_CONTROL, EndpointDirectory, EndpointReader } from '../../src/upstream/endpoint-directory';
 
 const eps = (n: number, port = 8000, labels: Record<string, string> = {}): EndpointConfig[] =>
   Array.from({ length: n }, (_, i) => ({ address: `10.0.${Math.floor(i / 250)}.${i % 250}:${port}`, labels, weight: 1 }));
 
 t.test('the mailbox: set, read by every reader, only changes unpacked, clear, late readers', async (t) => {
   const shared = new SharedState();
-  const dir = new EndpointDirectory(shared.endpointControl, shared.endpointBytes);
-  const r1 = new EndpointReader(shared.endpointControl, shared.endpointBytes);
+  const dir = new EndpointDirectory(shared.memory);
+  const r1 = new EndpointReader(shared.memory);
   t.same([...r1.poll()], [], 'nothing published: nothing changes');
 
   dir.set('a', eps(3));
@@ -46,7 +46,7 @@ t.test('the mailbox: set, read by every reader, only changes unpacked, clear, la
   dir.flush();
   t.same([...r1.poll().keys()], ['a'], 'set again after a clear: seen as new even with the same content');
 
-  const late = new EndpointReader(shared.endpointControl, shared.endpointBytes);
+  const late = new EndpointReader(shared.memory);
   const all = late.poll();
   t.same([...all.keys()].sort(), ['a', 'b'], 'a reader started later gets every list');
   t.equal(all.get('b')!.length, 5);
@@ -60,19 +60,19 @@ t.test('the mailbox: set, read by every reader, only changes unpacked, clear, la
 
 t.test('many changes in one turn publish once', async (t) => {
   const shared = new SharedState();
-  const dir = new EndpointDirectory(shared.endpointControl, shared.endpointBytes);
-  const seq0 = Atomics.load(shared.endpointControl, 0);
+  const dir = new EndpointDirectory(shared.memory);
+  const seq0 = Atomics.load(shared.memory.region(ENDPOINT_CONTROL), 0);
   for (let i = 0; i < 100; i++) dir.set(`c${i}`, eps(2));
   await new Promise((r) => setImmediate(r));
-  t.equal(Atomics.load(shared.endpointControl, 0) - seq0, 2, 'one publish (seq +2) for 100 changes');
-  const r = new EndpointReader(shared.endpointControl, shared.endpointBytes);
+  t.equal(Atomics.load(shared.memory.region(ENDPOINT_CONTROL), 0) - seq0, 2, 'one publish (seq +2) for 100 changes');
+  const r = new EndpointReader(shared.memory);
   t.equal(r.poll().size, 100);
 });
 
 t.test('a list too large for the mailbox is refused when set; the lists in force stay', async (t) => {
   const control = new Int32Array(new SharedArrayBuffer(8));
   const bytes = new Uint8Array(new SharedArrayBuffer(4096));
-  const dir = new EndpointDirectory(control, bytes);
+  const dir = new EndpointDirectory({ control, bytes });
   dir.set('a', eps(2));
   dir.flush();
   t.throws(() => dir.set('b', eps(500)), { code: 'ERR_ENDPOINTS_TOO_LARGE' });
@@ -85,7 +85,7 @@ t.test('a list too large for the mailbox is refused when set; the lists in force
   }
   t.doesNotThrow(() => dir.flush(), 'what set() took always publishes');
   t.equal(control[0] % 2, 0, 'the seqlock is left even');
-  const r = new EndpointReader(control, bytes);
+  const r = new EndpointReader({ control, bytes });
   const got = r.poll();
   t.equal(got.get('a')!.length, 2, 'a keeps its list');
   t.equal(got.size, dir.clusters().length);

@@ -1,0 +1,366 @@
+/**
+ * Accepted connections go from the main thread to the workers through shared memory, in
+ * batches, without a message or a task per connection.
+ *
+ *   main thread                                              worker (row r)
+ *   accept batch (native) ─▶ for each: pick the live row
+ *     with the fewest open connections ─▶ offer slot[fd]
+ *     = token ─▶ entry at ring[r][prod]                      waitAsync(prod[r]) wakes, then for
+ *   end of batch: prod[r] += n, Atomics.notify(prod[r]) ──▶    each entry up to prod:
+ *                                                            claim slot (token → -token), or skip
+ *                                                            ─▶ serve ─▶ closed: slot → 0,
+ *                                                            done[r] += 1, Atomics.notify(wake)
+ *
+ *   per row, in handoff.rows (Int32 × ROW_WORDS):  0 prod (main writes) │ 1 owner threadId
+ *                                                  16 cons (worker writes) │ 17 done (worker writes)
+ *   handoff.ring (Int32 × ROWS × RING × ENTRY_WORDS): 0 fd │ 1 token │ 2 listener │ 3 listener
+ *       stat slot │ 4 attempt │ 5 dst family (0 none, 4, 6) │ 6 dst port │ 7..10 dst address bytes
+ *   handoff.done (Int32 × ROWS × MAX_LISTENERS): connections of listener l that row r finished
+ *   handoff.wake (Int32): bumped on every finished connection; the main thread waits on it
+ *       only while it has something to wait for (a drain, connections waiting for room)
+ *
+ * The main thread counts what it sent to each row (`assigned`); a row's open connections are
+ * assigned − done. A worker that dies: every entry in [cons, prod) whose slot still holds its
+ * token is taken back (compare-and-swap, so a worker that claimed it first keeps it), then the
+ * row is dropped: everything else it had was closed by Node with the thread. No message and no
+ * count ever has to arrive from a thread that is gone.
+ */
+import type { OriginalDst } from './messages';
+import { FdOwnership } from './fd-ownership';
+import { declareRegion, type SharedMemory } from './shared-memory';
+
+/** Rows: one per worker thread (workers.threads is at most 256), and room for replacements. */
+export const HANDOFF_ROWS = 272;
+/** Entries per row: connections queued for one worker and not yet taken. */
+export const RING = 1024;
+export const ENTRY_WORDS = 12;
+/** Listeners ever opened (by name, append-only) in one process. */
+export const MAX_LISTENERS = 1024;
+
+const ROW_WORDS = 32;
+const R_PROD = 0;
+const R_OWNER = 1;
+const R_CONS = 16;
+const R_DONE = 17;
+
+const E_FD = 0;
+const E_TOKEN = 1;
+const E_LISTENER = 2;
+const E_SLOT = 3;
+const E_ATTEMPT = 4;
+const E_FAMILY = 5;
+const E_PORT = 6;
+const E_ADDR = 7;
+
+/** Atomics.waitAsync (V8, Node ≥ 16), missing from the ES2022 typings. */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(a: Int32Array, index: number, value: number, timeoutMs?: number): { async: boolean; value: Promise<unknown> | string };
+}).waitAsync;
+
+const ROWS = declareRegion({ name: 'handoff.rows', kind: 'int32', count: HANDOFF_ROWS * ROW_WORDS });
+const RINGS = declareRegion({ name: 'handoff.ring', kind: 'int32', count: HANDOFF_ROWS * RING * ENTRY_WORDS });
+const DONE = declareRegion({ name: 'handoff.done', kind: 'int32', count: HANDOFF_ROWS * MAX_LISTENERS });
+const WAKE = declareRegion({ name: 'handoff.wake', kind: 'int32', count: 1 });
+
+/** What a worker receives: a descriptor it now owns. */
+export interface Claimed {
+  fd: number;
+  token: number;
+  listener: number;
+  slot: number;
+  dst: OriginalDst | null;
+}
+
+/** The address an entry carries, as text. */
+export function formatDst(family: number, words: ArrayLike<number>, port: number): OriginalDst | null {
+  if (family !== 4 && family !== 6) return null;
+  const bytes = new Uint8Array(Int32Array.from({ length: 4 }, (_, i) => words[i]).buffer); // the sockaddr's bytes, in order
+  if (family === 4) return { address: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`, port };
+  return { address: formatIPv6(bytes), port };
+}
+
+/** RFC 5952 text of 16 bytes, as inet_ntop writes it (IPv4-mapped as ::ffff:a.b.c.d). */
+export function formatIPv6(b: Uint8Array): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  }
+  // the longest run of two or more zero groups becomes "::" (the first, if several are as long)
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':');
+  if (best < 0) return hex(groups);
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+}
+
+/** A connection the main thread took back from a dead worker's queue: untouched, not a byte read. */
+export interface Returned {
+  fd: number;
+  listener: number;
+  slot: number;
+  attempt: number;
+  family: number;
+  port: number;
+  addr: Int32Array;
+}
+
+/** Main thread: the sending side of every row. */
+export class HandoffSender {
+  private readonly rows: Int32Array;
+  private readonly ring: Int32Array;
+  private readonly done: Int32Array;
+  private readonly wake: Int32Array;
+  private readonly fds: FdOwnership;
+  /** Per row: connections sent and not taken back; per row and listener, the same. */
+  private readonly assigned = new Int32Array(HANDOFF_ROWS);
+  private readonly assignedBy = new Int32Array(HANDOFF_ROWS * MAX_LISTENERS);
+  /** Main's copy of each row's prod (it is the only writer). */
+  private readonly prod = new Int32Array(HANDOFF_ROWS);
+  /** Rows with an owner, as last scanned. */
+  private live: number[] = [];
+  /** Rows given entries since the last flush. */
+  private readonly touched = new Set<number>();
+  private token = 0;
+  private next = 0;
+
+  constructor(memory: SharedMemory, fds: FdOwnership, private readonly maxPerRow = Infinity) {
+    this.rows = memory.region(ROWS);
+    this.ring = memory.region(RINGS);
+    this.done = memory.region(DONE);
+    this.wake = memory.region(WAKE);
+    this.fds = fds;
+  }
+
+  /** Rows a worker owns now (call when workers come or go). */
+  refresh(): number[] {
+    const live: number[] = [];
+    for (let r = 0; r < HANDOFF_ROWS; r++) if (Atomics.load(this.rows, r * ROW_WORDS + R_OWNER) !== 0) live.push(r);
+    this.live = live;
+    return live;
+  }
+
+  /** Threads owning a row, by row. */
+  owners(): Map<number, number> {
+    const m = new Map<number, number>();
+    for (let r = 0; r < HANDOFF_ROWS; r++) {
+      const o = Atomics.load(this.rows, r * ROW_WORDS + R_OWNER);
+      if (o !== 0) m.set(r, o);
+    }
+    return m;
+  }
+
+  /** Open connections of a row: sent and neither finished nor taken back. */
+  private open(r: number): number {
+    return (this.assigned[r] - Atomics.load(this.rows, r * ROW_WORDS + R_DONE)) | 0;
+  }
+
+  /** Every row's open connections. */
+  get outstanding(): number {
+    let n = 0;
+    for (const r of this.live) n += this.open(r);
+    return n;
+  }
+
+  /** Open connections of one listener, over every row. */
+  outstandingOf(listener: number): number {
+    let n = 0;
+    for (const r of this.live) n += (this.assignedBy[r * MAX_LISTENERS + listener] - Atomics.load(this.done, r * MAX_LISTENERS + listener)) | 0;
+    return n;
+  }
+
+  /**
+   * Queue one connection for the live row with the fewest open connections (ties in turn).
+   * False when no row can take it (none live, all at maxPerRow, or all rings full): the
+   * caller keeps the descriptor. `listener`: the caller's index of the listener; `slot`: the
+   * stat slot of `sluice_downstream_cx_total{listener}`, how a worker finds it in its config;
+   * `attempt`: 0, or 1 once a dead worker's queue gave it back; the dst address is the four
+   * words at addr[at] (IPv4 in the first).
+   */
+  send(fd: number, listener: number, slot: number, attempt: number, family: number, port: number, addr: Int32Array, at: number): boolean {
+    let live = this.live;
+    if (live.length === 0) live = this.refresh();
+    let best = -1;
+    let bestOpen = Infinity;
+    const n = live.length;
+    for (let k = 0; k < n; k++) {
+      const r = live[(this.next + k) % n];
+      const open = this.open(r);
+      if (open >= bestOpen || open >= this.maxPerRow) continue;
+      const base = r * ROW_WORDS;
+      if (((this.prod[r] - Atomics.load(this.rows, base + R_CONS)) | 0) >= RING) continue;
+      best = r;
+      bestOpen = open;
+    }
+    if (best < 0) return false;
+    this.next = (this.next + 1) % (n || 1);
+    this.token = this.token >= 0x7ffffffe ? 1 : this.token + 1;
+    const token = this.token;
+    this.fds.offer(fd, token);
+    const e = (best * RING + (this.prod[best] & (RING - 1))) * ENTRY_WORDS;
+    const ring = this.ring;
+    ring[e + E_FD] = fd;
+    ring[e + E_TOKEN] = token;
+    ring[e + E_LISTENER] = listener;
+    ring[e + E_SLOT] = slot;
+    ring[e + E_ATTEMPT] = attempt;
+    ring[e + E_FAMILY] = family;
+    ring[e + E_PORT] = port;
+    if (family !== 0) {
+      ring[e + E_ADDR] = addr[at];
+      ring[e + E_ADDR + 1] = addr[at + 1];
+      ring[e + E_ADDR + 2] = addr[at + 2];
+      ring[e + E_ADDR + 3] = addr[at + 3];
+    }
+    this.prod[best] = (this.prod[best] + 1) | 0;
+    this.assigned[best] = (this.assigned[best] + 1) | 0;
+    const by = best * MAX_LISTENERS + listener;
+    this.assignedBy[by] = (this.assignedBy[by] + 1) | 0;
+    this.touched.add(best);
+    return true;
+  }
+
+  /** Publish what send() queued and wake those workers: one store and one notify per row. */
+  flush(): void {
+    for (const r of this.touched) {
+      Atomics.store(this.rows, r * ROW_WORDS + R_PROD, this.prod[r]);
+      Atomics.notify(this.rows, r * ROW_WORDS + R_PROD);
+    }
+    this.touched.clear();
+  }
+
+  /**
+   * A worker is gone: take back every queued connection it had not claimed, then free its row.
+   * What it had claimed was closed with it. Returns the connections main holds again.
+   */
+  release(row: number): Returned[] {
+    const base = row * ROW_WORDS;
+    this.flush();
+    const back: Returned[] = [];
+    const prod = this.prod[row];
+    for (let i = Atomics.load(this.rows, base + R_CONS); i !== prod; i = (i + 1) | 0) {
+      const e = (row * RING + (i & (RING - 1))) * ENTRY_WORDS;
+      const fd = this.ring[e + E_FD];
+      if (!this.fds.reclaim(fd, this.ring[e + E_TOKEN])) continue; // claimed: its worker had it
+      back.push({
+        fd, listener: this.ring[e + E_LISTENER], slot: this.ring[e + E_SLOT], attempt: this.ring[e + E_ATTEMPT],
+        family: this.ring[e + E_FAMILY], port: this.ring[e + E_PORT], addr: this.ring.slice(e + E_ADDR, e + E_ADDR + 4),
+      });
+    }
+    this.assigned[row] = 0;
+    this.assignedBy.fill(0, row * MAX_LISTENERS, (row + 1) * MAX_LISTENERS);
+    this.done.fill(0, row * MAX_LISTENERS, (row + 1) * MAX_LISTENERS);
+    this.prod[row] = 0;
+    Atomics.store(this.rows, base + R_PROD, 0);
+    Atomics.store(this.rows, base + R_CONS, 0);
+    Atomics.store(this.rows, base + R_DONE, 0);
+    Atomics.store(this.rows, base + R_OWNER, 0); // last: the row is free for a new worker
+    this.refresh();
+    return back;
+  }
+
+  /** Resolves at the next finished connection (or after `ms`): the main thread waits only when it must. */
+  nextDone(ms: number): Promise<unknown> {
+    const seen = Atomics.load(this.wake, 0);
+    const w = waitAsync(this.wake, 0, seen, ms);
+    return w.async ? (w.value as Promise<unknown>) : Promise.resolve();
+  }
+}
+
+/** A worker's side: its row, the loop that takes connections, and their end. */
+export class HandoffInbox {
+  private readonly rows: Int32Array;
+  private readonly ring: Int32Array;
+  private readonly done: Int32Array;
+  private readonly wake: Int32Array;
+  private readonly fds: FdOwnership;
+  private readonly base: number;
+  private cons = 0;
+  private stopped = false;
+
+  private constructor(memory: SharedMemory, readonly row: number) {
+    this.rows = memory.region(ROWS);
+    this.ring = memory.region(RINGS);
+    this.done = memory.region(DONE);
+    this.wake = memory.region(WAKE);
+    this.fds = new FdOwnership(memory);
+    this.base = row * ROW_WORDS;
+    this.cons = Atomics.load(this.rows, this.base + R_CONS);
+  }
+
+  /** Take a free row for this thread; null when every row is taken. */
+  static claim(memory: SharedMemory, threadId: number): HandoffInbox | null {
+    const rows = memory.region(ROWS);
+    for (let r = 0; r < HANDOFF_ROWS; r++) {
+      if (Atomics.compareExchange(rows, r * ROW_WORDS + R_OWNER, 0, threadId) === 0) return new HandoffInbox(memory, r);
+    }
+    return null;
+  }
+
+  /**
+   * Take connections as the main thread queues them, for as long as the thread lives. `serve`
+   * gets each claimed descriptor and must call finished() once for it, whatever happens; an
+   * exception it throws is logged by `onError` and finishes that connection only.
+   */
+  start(serve: (c: Claimed) => void, onError: (err: unknown, c: Claimed) => void): void {
+    const run = (): void => {
+      while (!this.stopped) {
+        const prod = Atomics.load(this.rows, this.base + R_PROD);
+        if (this.cons === prod) {
+          const w = waitAsync(this.rows, this.base + R_PROD, prod);
+          if (w.async) { void (w.value as Promise<unknown>).then(run); return; }
+          continue; // it moved meanwhile
+        }
+        while (this.cons !== prod && !this.stopped) {
+          const e = (this.row * RING + (this.cons & (RING - 1))) * ENTRY_WORDS;
+          this.cons = (this.cons + 1) | 0;
+          this.take(e, serve, onError);
+        }
+        Atomics.store(this.rows, this.base + R_CONS, this.cons);
+      }
+    };
+    run();
+  }
+
+  private take(e: number, serve: (c: Claimed) => void, onError: (err: unknown, c: Claimed) => void): void {
+    const ring = this.ring;
+    const fd = ring[e + E_FD];
+    const token = ring[e + E_TOKEN];
+    const listener = ring[e + E_LISTENER];
+    if (!this.fds.claim(fd, token)) { this.count(listener); return; } // main took it back
+    const c: Claimed = {
+      fd, token, listener, slot: ring[e + E_SLOT],
+      dst: formatDst(ring[e + E_FAMILY], ring.subarray(e + E_ADDR, e + E_ADDR + 4), ring[e + E_PORT]),
+    };
+    try {
+      serve(c);
+    } catch (err) {
+      onError(err, c);
+    }
+  }
+
+  /** The connection is over (its socket closed, or it could not be served). */
+  finished(c: Claimed): void {
+    this.fds.release(c.fd, c.token);
+    this.count(c.listener);
+  }
+
+  private count(listener: number): void {
+    Atomics.add(this.done, this.row * MAX_LISTENERS + listener, 1);
+    Atomics.add(this.rows, this.base + R_DONE, 1);
+    Atomics.add(this.wake, 0, 1);
+    Atomics.notify(this.wake, 0);
+  }
+
+  /** Stop taking connections (tests: a worker that stalls, or dies, after the one being served). */
+  stop(): void {
+    this.stopped = true;
+  }
+}
