@@ -10,8 +10,11 @@ export type RequestProtocol = 'http1' | 'http2' | 'grpc' | 'dubbo';
 export interface Peer {
   address: string;
   port: number;
-  /** mTLS identity, once TLS termination lands. */
-  identity?: string;
+  /**
+   * The caller's verified identity (the SPIFFE ID of its mTLS certificate, without the
+   * `spiffe://` scheme: `cluster.local/ns/<ns>/sa/<sa>`); absent on plaintext connections.
+   */
+  principal?: string;
   app?: string;
 }
 
