@@ -28,11 +28,10 @@
  * and exceptions are written by hessian.js (its `{ $class, $ }` conventions for Java types).
  */
 import {
-  DUBBO_HEADER_LENGTH, DUBBO_MAGIC_HIGH, DUBBO_MAGIC_LOW, DubboStatus, FLAG_EVENT, FLAG_REQUEST, FLAG_TWOWAY,
+  DUBBO_HEADER_LENGTH, DUBBO_MAGIC_HIGH, DUBBO_MAGIC_LOW, DubboResponseType, DubboStatus, FLAG_EVENT, FLAG_REQUEST, FLAG_TWOWAY,
   SERIALIZATION_HESSIAN2,
 } from './dubbo-frame';
 import { invalidOption } from './dubbo-errors';
-import { DubboResponseType } from './dubbo-response';
 import { newEncoder, type HessianValue } from './hessian-js';
 
 /** A request id: a bigint, a non-negative safe integer, or the two 32-bit halves of a DubboHeader. */

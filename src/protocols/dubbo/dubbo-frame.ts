@@ -40,6 +40,17 @@ export const SERIALIZATION_MASK = 0x1f;
 /** Serialization ids (CodecSupport / the Serialization SPI of Dubbo). Only Hessian2 bodies are read here. */
 export const SERIALIZATION_HESSIAN2 = 2;
 
+/** Response type values (DubboCodec.java). */
+export const DubboResponseType = {
+  WITH_EXCEPTION: 0,
+  VALUE: 1,
+  NULL_VALUE: 2,
+  WITH_EXCEPTION_WITH_ATTACHMENTS: 3,
+  VALUE_WITH_ATTACHMENTS: 4,
+  NULL_VALUE_WITH_ATTACHMENTS: 5,
+} as const;
+export type DubboResponseType = (typeof DubboResponseType)[keyof typeof DubboResponseType];
+
 /** Response status byte (Response.java). */
 export const DubboStatus = {
   OK: 20,

@@ -19,7 +19,7 @@
  * could not have written, and nothing else.
  */
 import { SluiceError } from '../../errors';
-import { DUBBO_HEADER_LENGTH, DubboFrame, DubboStatus, SERIALIZATION_HESSIAN2, isHeartbeat } from './dubbo-frame';
+import { DUBBO_HEADER_LENGTH, DubboFrame, DubboResponseType, DubboStatus, SERIALIZATION_HESSIAN2, isHeartbeat } from './dubbo-frame';
 import { DubboErrorCode, DubboProtocolError, ERR_DUBBO_INVALID_OPTION } from './dubbo-errors';
 import { Hessian2Reader } from './hessian2-reader';
 import { newDecoder } from './hessian-js';
@@ -28,17 +28,6 @@ import { encodeFrame, hessian2String, isSupportResponseAttachment } from './dubb
 /** Hessian2 untyped map start and end. */
 const MAP_START = Buffer.from([0x48]);
 const MAP_END = Buffer.from([0x5a]);
-
-/** Response type values (DubboCodec.java). */
-export const DubboResponseType = {
-  WITH_EXCEPTION: 0,
-  VALUE: 1,
-  NULL_VALUE: 2,
-  WITH_EXCEPTION_WITH_ATTACHMENTS: 3,
-  VALUE_WITH_ATTACHMENTS: 4,
-  NULL_VALUE_WITH_ATTACHMENTS: 5,
-} as const;
-export type DubboResponseType = (typeof DubboResponseType)[keyof typeof DubboResponseType];
 
 export class DubboResponse {
   readonly frame: DubboFrame;
