@@ -270,6 +270,29 @@ class Mirror implements AttemptSink {
 
 const EMPTY_END = Buffer.alloc(0);
 
+type SharedRequestContext = Omit<RequestContext, 'resume'>;
+
+/**
+ * The request context one filter's onRequest is given: the exchange's, with a resume() bound to
+ * this filter's stop. A late second resume() from an earlier filter must not let the request past
+ * a later filter that holds it now.
+ */
+class FilterRequestContext implements RequestContext {
+  constructor(private readonly shared: SharedRequestContext, private readonly x: Exchange, private readonly index: number) {}
+  /** Bound: a filter may pass it on as a callback (`lookup().then(ctx.resume)`). */
+  readonly resume = (): void => this.x.resumeFilter(this.index);
+  get view(): RequestView { return this.shared.view; }
+  get routeName(): string | null { return this.shared.routeName; }
+  reply(r: LocalReply): void { this.shared.reply(r); }
+  setTarget(t: UpstreamTarget): void { this.shared.setTarget(t); }
+  editRequest(ops: HeaderOps): void { this.shared.editRequest(ops); }
+  editResponse(ops: HeaderOps): void { this.shared.editResponse(ops); }
+  mirror(cluster: ClusterRuntime, dropped?: () => void): void { this.shared.mirror(cluster, dropped); }
+  setRetryPolicy(p: RetryPolicy): void { this.shared.setRetryPolicy(p); }
+  after(ms: number, fn: () => void): void { this.shared.after(ms, fn); }
+  note(key: string, value: string | number): void { this.shared.note(key, value); }
+}
+
 export class Exchange implements AttemptSink {
   readonly start0 = performance.now();
   route: Route | null = null;
@@ -370,7 +393,7 @@ export class Exchange implements AttemptSink {
         this.resumedInFilter = false;
         let status: FilterStatus;
         try {
-          status = f.filter.onRequest(this.requestContext, f.state);
+          status = f.filter.onRequest(new FilterRequestContext(this.requestContext, this, this.filterIndex), f.state);
         } finally {
           this.inFilter = false;
         }
@@ -382,20 +405,21 @@ export class Exchange implements AttemptSink {
     if (!this.finished) this.forward();
   }
 
-  private resumeFilters(): void {
-    if (this.finished) return;
+  /** @internal The resume() of filter `index` (FilterRequestContext): it continues that filter's stop and no other. */
+  resumeFilter(index: number): void {
+    if (this.finished || index !== this.filterIndex) return; // an earlier filter's late resume: the chain moved on
     if (this.inFilter) { this.resumedInFilter = true; return; }
-    if (this.stoppedAt !== this.filterIndex) return; // not stopped, or a second resume()
+    if (this.stoppedAt !== index) return; // not stopped, or a second resume()
     this.stoppedAt = -1;
     this.filterIndex++;
     this.runFilters();
   }
 
-  private readonly requestContext: RequestContext = ((x: Exchange): RequestContext => ({
+  /** What every filter's context shares; each filter gets its own resume() (FilterRequestContext). */
+  private readonly requestContext: SharedRequestContext = ((x: Exchange): SharedRequestContext => ({
     get view() { return x.down.view; },
     get routeName() { return x.route?.name ?? null; },
     reply: (r) => { if (!x.finished && !x.responseStarted) x.localReply(r); },
-    resume: () => x.resumeFilters(),
     setTarget: (t) => { x.upstreamTarget = t; },
     editRequest: (ops) => { (x.requestEdits ??= []).push(ops); },
     editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
