@@ -27,6 +27,7 @@
  * while the body is kept (RETRY_BODY_BYTES), and never once its response began.
  */
 import type { SluiceConfig } from '../config/config';
+import { LogEvery } from '../log';
 import type { AccessLog, AccessRecord } from '../stats/access-log';
 import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '../stats/stats';
 import type { RpcStatsCollector } from '../stats/rpc-stats';
@@ -278,7 +279,7 @@ type SharedRequestContext = Omit<RequestContext, 'resume'>;
  * a later filter that holds it now.
  */
 class FilterRequestContext implements RequestContext {
-  constructor(private readonly shared: SharedRequestContext, private readonly x: Exchange, private readonly index: number) {}
+  constructor(private readonly shared: SharedRequestContext, private readonly x: Exchange, private readonly index: number, private readonly name: string) {}
   /** Bound: a filter may pass it on as a callback (`lookup().then(ctx.resume)`). */
   readonly resume = (): void => this.x.resumeFilter(this.index);
   get view(): RequestView { return this.shared.view; }
@@ -289,7 +290,12 @@ class FilterRequestContext implements RequestContext {
   editResponse(ops: HeaderOps): void { this.shared.editResponse(ops); }
   mirror(cluster: ClusterRuntime, dropped?: () => void): void { this.shared.mirror(cluster, dropped); }
   setRetryPolicy(p: RetryPolicy): void { this.shared.setRetryPolicy(p); }
-  after(ms: number, fn: () => void): void { this.shared.after(ms, fn); }
+  /** A callback that throws costs the request, as onRequest throwing does, never the worker (it runs from a timer). */
+  after(ms: number, fn: () => void): void {
+    this.shared.after(ms, () => {
+      try { fn(); } catch (err) { this.x.filterFailed(err, this.name, 'after'); }
+    });
+  }
   note(key: string, value: string | number): void { this.shared.note(key, value); }
 }
 
@@ -393,7 +399,11 @@ export class Exchange implements AttemptSink {
         this.resumedInFilter = false;
         let status: FilterStatus;
         try {
-          status = f.filter.onRequest(new FilterRequestContext(this.requestContext, this, this.filterIndex), f.state);
+          status = f.filter.onRequest(new FilterRequestContext(this.requestContext, this, this.filterIndex, f.filter.name), f.state);
+        } catch (err) {
+          this.inFilter = false;
+          this.filterFailed(err, f.filter.name, 'onRequest');
+          return;
         } finally {
           this.inFilter = false;
         }
@@ -683,7 +693,11 @@ export class Exchange implements AttemptSink {
         const f = fs[i];
         if (!f.filter.onResponseHead) continue;
         const rc = this.responseContext(head);
-        f.filter.onResponseHead(rc, f.state);
+        try {
+          f.filter.onResponseHead(rc, f.state);
+        } catch (err) {
+          this.filterFailed(err, f.filter.name, 'onResponseHead');
+        }
         if (this.finished || this.responseStarted) { a.cancel(); return; } // replaced by a local reply
       }
     }
@@ -856,6 +870,19 @@ export class Exchange implements AttemptSink {
     this.earlyBytes = 0;
   }
 
+  /**
+   * @internal A filter threw (a bug of ours): logged, and it costs this request alone. Before the
+   * response began the client gets a 500 `internal_error` (the attempt, if any, is given up) and the
+   * exchange ends as any other: counted, completed, logged. Once the response began it goes on.
+   * The adapter that called the exchange, or the timer or callback that resumed the chain, never
+   * sees the exception: an HTTP/2 stream reset by its adapter would leave the exchange unfinished,
+   * a Dubbo adapter would drop every call of the connection, and a timer would lose the worker.
+   */
+  filterFailed(err: unknown, filter: string, hook: string): void {
+    filterError(err, filter, hook);
+    if (!this.finished && !this.responseStarted) this.localReply(FILTER_FAILED);
+  }
+
   /** Answer locally (once), in the downstream's protocol form. */
   localReply(r: LocalReply): void {
     if (this.finished) return;
@@ -933,7 +960,12 @@ export class Exchange implements AttemptSink {
         const f = fs[i];
         if (!f.filter.onComplete) continue;
         completion ??= this.completion(outcome, seconds);
-        f.filter.onComplete(completion, f.state);
+        try {
+          f.filter.onComplete(completion, f.state);
+        } catch (err) {
+          // the request is answered and counted: only the rest of the end (log, done) must still happen
+          filterError(err, f.filter.name, 'onComplete');
+        }
       }
     }
     if (this.env.accessLog.enabled) this.log(seconds);
@@ -1006,6 +1038,18 @@ export class Exchange implements AttemptSink {
       m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
     }
   }
+}
+
+const FILTER_FAILED: LocalReply = { status: 500, reason: 'internal_error', body: 'filter failed\n' };
+
+/** One log line per filter and hook at most every 10 s, with the count: a filter that throws on every request must not flood the log. */
+const filterErrorLogs = new Map<string, LogEvery>();
+
+function filterError(err: unknown, filter: string, hook: string): void {
+  const key = `${filter} ${hook}`;
+  let l = filterErrorLogs.get(key);
+  if (!l) { l = new LogEvery('a filter threw (a bug): its request, if not answered yet, got a 500 internal_error'); filterErrorLogs.set(key, l); }
+  l.note({ err, filter, hook });
 }
 
 /** Request body a mirror may hold before its connection is ready; past it the copy is dropped. */
