@@ -372,6 +372,7 @@ export class Exchange implements AttemptSink {
     stats.inc(ps.rqActive);
     const route = this.env.router.resolve(this.down.view);
     this.route = route;
+    this.chained = true;
     this.runFilters();
   }
 
@@ -384,6 +385,9 @@ export class Exchange implements AttemptSink {
     if (r.reason === 'bad_request') stats.inc(ps.protocolError);
     this.localReply(r);
   }
+
+  /** The request met the filter chain (start(), not refuse()): its filters hear of its completion. */
+  private chained = false;
 
   private get filters(): readonly RouteFilter[] {
     return this.route ? this.route.filters : this.env.router.globalFilters;
@@ -952,9 +956,9 @@ export class Exchange implements AttemptSink {
     stats.requestDone(view.protocol, seconds, this.bytesIn + this.frameIn, this.bytesOut + this.frameOut);
     this.uncountUpstream();
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
-    const route = this.route;
-    if (route) {
-      const fs = route.filters;
+    // the chain the request met: its route's, or the global filters when no route matched
+    if (this.chained) {
+      const fs = this.filters;
       let completion: Completion | null = null;
       for (let i = 0; i < fs.length; i++) {
         const f = fs[i];
