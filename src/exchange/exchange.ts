@@ -943,7 +943,8 @@ export class Exchange implements AttemptSink {
     } else {
       outcome = this.outcome(cut);
     }
-    if (this.reason !== undefined && this.reason !== 'upstream_reset' && this.reason !== 'upstream_timeout' && !this.responseStartedUpstream()) {
+    // Sluice answered itself, cut the answer off, or the client left first: the reason says which class
+    if (this.reason !== undefined) {
       outcome = isLocalOrigin(this.reason) ? 'local_origin_error' : this.reason === 'downstream_gone' ? 'cancelled' : 'local';
     }
     const cls = cut ? 0 : this.down.statusClass(status);
@@ -978,10 +979,6 @@ export class Exchange implements AttemptSink {
 
   /** Dubbo one-way calls get no answer: their stats say so. */
   oneWay = false;
-
-  private responseStartedUpstream(): boolean {
-    return this.reason === undefined;
-  }
 
   private outcome(cut: boolean): OutcomeClass {
     if (cut) return 'local_origin_error';
