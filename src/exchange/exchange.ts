@@ -27,6 +27,7 @@
  * while the body is kept (RETRY_BODY_BYTES), and never once its response began.
  */
 import type { SluiceConfig } from '../config/config';
+import { LogEvery } from '../log';
 import type { AccessLog, AccessRecord } from '../stats/access-log';
 import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '../stats/stats';
 import type { RpcStatsCollector } from '../stats/rpc-stats';
@@ -270,6 +271,34 @@ class Mirror implements AttemptSink {
 
 const EMPTY_END = Buffer.alloc(0);
 
+type SharedRequestContext = Omit<RequestContext, 'resume'>;
+
+/**
+ * The request context one filter's onRequest is given: the exchange's, with a resume() bound to
+ * this filter's stop. A late second resume() from an earlier filter must not let the request past
+ * a later filter that holds it now.
+ */
+class FilterRequestContext implements RequestContext {
+  constructor(private readonly shared: SharedRequestContext, private readonly x: Exchange, private readonly index: number, private readonly name: string) {}
+  /** Bound: a filter may pass it on as a callback (`lookup().then(ctx.resume)`). */
+  readonly resume = (): void => this.x.resumeFilter(this.index);
+  get view(): RequestView { return this.shared.view; }
+  get routeName(): string | null { return this.shared.routeName; }
+  reply(r: LocalReply): void { this.shared.reply(r); }
+  setTarget(t: UpstreamTarget): void { this.shared.setTarget(t); }
+  editRequest(ops: HeaderOps): void { this.shared.editRequest(ops); }
+  editResponse(ops: HeaderOps): void { this.shared.editResponse(ops); }
+  mirror(cluster: ClusterRuntime, dropped?: () => void): void { this.shared.mirror(cluster, dropped); }
+  setRetryPolicy(p: RetryPolicy): void { this.shared.setRetryPolicy(p); }
+  /** A callback that throws costs the request, as onRequest throwing does, never the worker (it runs from a timer). */
+  after(ms: number, fn: () => void): void {
+    this.shared.after(ms, () => {
+      try { fn(); } catch (err) { this.x.filterFailed(err, this.name, 'after'); }
+    });
+  }
+  note(key: string, value: string | number): void { this.shared.note(key, value); }
+}
+
 export class Exchange implements AttemptSink {
   readonly start0 = performance.now();
   route: Route | null = null;
@@ -343,6 +372,7 @@ export class Exchange implements AttemptSink {
     stats.inc(ps.rqActive);
     const route = this.env.router.resolve(this.down.view);
     this.route = route;
+    this.chained = true;
     this.runFilters();
   }
 
@@ -355,6 +385,9 @@ export class Exchange implements AttemptSink {
     if (r.reason === 'bad_request') stats.inc(ps.protocolError);
     this.localReply(r);
   }
+
+  /** The request met the filter chain (start(), not refuse()): its filters hear of its completion. */
+  private chained = false;
 
   private get filters(): readonly RouteFilter[] {
     return this.route ? this.route.filters : this.env.router.globalFilters;
@@ -370,7 +403,11 @@ export class Exchange implements AttemptSink {
         this.resumedInFilter = false;
         let status: FilterStatus;
         try {
-          status = f.filter.onRequest(this.requestContext, f.state);
+          status = f.filter.onRequest(new FilterRequestContext(this.requestContext, this, this.filterIndex, f.filter.name), f.state);
+        } catch (err) {
+          this.inFilter = false;
+          this.filterFailed(err, f.filter.name, 'onRequest');
+          return;
         } finally {
           this.inFilter = false;
         }
@@ -382,20 +419,21 @@ export class Exchange implements AttemptSink {
     if (!this.finished) this.forward();
   }
 
-  private resumeFilters(): void {
-    if (this.finished) return;
+  /** @internal The resume() of filter `index` (FilterRequestContext): it continues that filter's stop and no other. */
+  resumeFilter(index: number): void {
+    if (this.finished || index !== this.filterIndex) return; // an earlier filter's late resume: the chain moved on
     if (this.inFilter) { this.resumedInFilter = true; return; }
-    if (this.stoppedAt !== this.filterIndex) return; // not stopped, or a second resume()
+    if (this.stoppedAt !== index) return; // not stopped, or a second resume()
     this.stoppedAt = -1;
     this.filterIndex++;
     this.runFilters();
   }
 
-  private readonly requestContext: RequestContext = ((x: Exchange): RequestContext => ({
+  /** What every filter's context shares; each filter gets its own resume() (FilterRequestContext). */
+  private readonly requestContext: SharedRequestContext = ((x: Exchange): SharedRequestContext => ({
     get view() { return x.down.view; },
     get routeName() { return x.route?.name ?? null; },
     reply: (r) => { if (!x.finished && !x.responseStarted) x.localReply(r); },
-    resume: () => x.resumeFilters(),
     setTarget: (t) => { x.upstreamTarget = t; },
     editRequest: (ops) => { (x.requestEdits ??= []).push(ops); },
     editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
@@ -659,7 +697,11 @@ export class Exchange implements AttemptSink {
         const f = fs[i];
         if (!f.filter.onResponseHead) continue;
         const rc = this.responseContext(head);
-        f.filter.onResponseHead(rc, f.state);
+        try {
+          f.filter.onResponseHead(rc, f.state);
+        } catch (err) {
+          this.filterFailed(err, f.filter.name, 'onResponseHead');
+        }
         if (this.finished || this.responseStarted) { a.cancel(); return; } // replaced by a local reply
       }
     }
@@ -832,6 +874,19 @@ export class Exchange implements AttemptSink {
     this.earlyBytes = 0;
   }
 
+  /**
+   * @internal A filter threw (a bug of ours): logged, and it costs this request alone. Before the
+   * response began the client gets a 500 `internal_error` (the attempt, if any, is given up) and the
+   * exchange ends as any other: counted, completed, logged. Once the response began it goes on.
+   * The adapter that called the exchange, or the timer or callback that resumed the chain, never
+   * sees the exception: an HTTP/2 stream reset by its adapter would leave the exchange unfinished,
+   * a Dubbo adapter would drop every call of the connection, and a timer would lose the worker.
+   */
+  filterFailed(err: unknown, filter: string, hook: string): void {
+    filterError(err, filter, hook);
+    if (!this.finished && !this.responseStarted) this.localReply(FILTER_FAILED);
+  }
+
   /** Answer locally (once), in the downstream's protocol form. */
   localReply(r: LocalReply): void {
     if (this.finished) return;
@@ -888,7 +943,8 @@ export class Exchange implements AttemptSink {
     } else {
       outcome = this.outcome(cut);
     }
-    if (this.reason !== undefined && this.reason !== 'upstream_reset' && this.reason !== 'upstream_timeout' && !this.responseStartedUpstream()) {
+    // Sluice answered itself, cut the answer off, or the client left first: the reason says which class
+    if (this.reason !== undefined) {
       outcome = isLocalOrigin(this.reason) ? 'local_origin_error' : this.reason === 'downstream_gone' ? 'cancelled' : 'local';
     }
     const cls = cut ? 0 : this.down.statusClass(status);
@@ -901,15 +957,20 @@ export class Exchange implements AttemptSink {
     stats.requestDone(view.protocol, seconds, this.bytesIn + this.frameIn, this.bytesOut + this.frameOut);
     this.uncountUpstream();
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
-    const route = this.route;
-    if (route) {
-      const fs = route.filters;
+    // the chain the request met: its route's, or the global filters when no route matched
+    if (this.chained) {
+      const fs = this.filters;
       let completion: Completion | null = null;
       for (let i = 0; i < fs.length; i++) {
         const f = fs[i];
         if (!f.filter.onComplete) continue;
         completion ??= this.completion(outcome, seconds);
-        f.filter.onComplete(completion, f.state);
+        try {
+          f.filter.onComplete(completion, f.state);
+        } catch (err) {
+          // the request is answered and counted: only the rest of the end (log, done) must still happen
+          filterError(err, f.filter.name, 'onComplete');
+        }
       }
     }
     if (this.env.accessLog.enabled) this.log(seconds);
@@ -918,10 +979,6 @@ export class Exchange implements AttemptSink {
 
   /** Dubbo one-way calls get no answer: their stats say so. */
   oneWay = false;
-
-  private responseStartedUpstream(): boolean {
-    return this.reason === undefined;
-  }
 
   private outcome(cut: boolean): OutcomeClass {
     if (cut) return 'local_origin_error';
@@ -982,6 +1039,18 @@ export class Exchange implements AttemptSink {
       m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
     }
   }
+}
+
+const FILTER_FAILED: LocalReply = { status: 500, reason: 'internal_error', body: 'filter failed\n' };
+
+/** One log line per filter and hook at most every 10 s, with the count: a filter that throws on every request must not flood the log. */
+const filterErrorLogs = new Map<string, LogEvery>();
+
+function filterError(err: unknown, filter: string, hook: string): void {
+  const key = `${filter} ${hook}`;
+  let l = filterErrorLogs.get(key);
+  if (!l) { l = new LogEvery('a filter threw (a bug): its request, if not answered yet, got a 500 internal_error'); filterErrorLogs.set(key, l); }
+  l.note({ err, filter, hook });
 }
 
 /** Request body a mirror may hold before its connection is ready; past it the copy is dropped. */

@@ -126,7 +126,7 @@ export interface Completion {
  */
 export interface Filter<S = unknown> {
   readonly name: string;
-  /** Runs on every request, with state null, not only on routes that configure it. */
+  /** Runs on every request, with state null, not only on routes that configure it: its onRequest and onComplete also when no route matched. */
   readonly global?: boolean;
   /** This filter's part of a route (its config section, already validated), or null when the route does not use it. */
   compileRoute?(route: Readonly<Record<string, unknown>>, routeName: string): S | null;

@@ -17,7 +17,8 @@ export type LocalReason =
   | 'no_healthy_upstream'
   | 'denied'
   | 'rate_limited'
-  | 'fault_abort';
+  | 'fault_abort'
+  | 'internal_error';
 
 export interface LocalReply {
   status: number;
