@@ -209,7 +209,10 @@ async function startNginx(name: string, dir: string, conf: string): Promise<Chil
 function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice', h2 = true, dubbo = false, variants = true): Child {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, sluiceConfig(ports, threads, { h2, dubbo, variants }));
-  const [cmd, args] = withOpenFileLimit(65536, process.execPath, [SLUICE_BIN, 'start', '--config', file]);
+  // SLUICE_BENCH_NODE_ARGS: node options for Sluice alone, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  // (profiles of the main thread and of every worker); NODE_OPTIONS refuses --cpu-prof
+  const nodeArgs = (process.env.SLUICE_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const [cmd, args] = withOpenFileLimit(65536, process.execPath, [...nodeArgs, SLUICE_BIN, 'start', '--config', file]);
   return startChild(name, cmd, args, { pidFile: path.join(dir, `${name}.pid`) });
 }
 

@@ -271,32 +271,34 @@ class Mirror implements AttemptSink {
 
 const EMPTY_END = Buffer.alloc(0);
 
-type SharedRequestContext = Omit<RequestContext, 'resume'>;
+/** Shared by every exchange that has no request body to hold (frozen: a push would be a bug). */
+const NO_BUFFERS: Buffer[] = Object.freeze([]) as unknown as Buffer[];
 
 /**
- * The request context one filter's onRequest is given: the exchange's, with a resume() bound to
- * this filter's stop. A late second resume() from an earlier filter must not let the request past
- * a later filter that holds it now.
+ * The request context one filter's onRequest is given: a thin view of the exchange, with a
+ * resume() bound to this filter's stop. A late second resume() from an earlier filter must not
+ * let the request past a later filter that holds it now. Made only for filters that have an
+ * onRequest, and nothing else is allocated per request for it.
  */
 class FilterRequestContext implements RequestContext {
-  constructor(private readonly shared: SharedRequestContext, private readonly x: Exchange, private readonly index: number, private readonly name: string) {}
+  constructor(private readonly x: Exchange, private readonly index: number, private readonly name: string) {}
   /** Bound: a filter may pass it on as a callback (`lookup().then(ctx.resume)`). */
   readonly resume = (): void => this.x.resumeFilter(this.index);
-  get view(): RequestView { return this.shared.view; }
-  get routeName(): string | null { return this.shared.routeName; }
-  reply(r: LocalReply): void { this.shared.reply(r); }
-  setTarget(t: UpstreamTarget): void { this.shared.setTarget(t); }
-  editRequest(ops: HeaderOps): void { this.shared.editRequest(ops); }
-  editResponse(ops: HeaderOps): void { this.shared.editResponse(ops); }
-  mirror(cluster: ClusterRuntime, dropped?: () => void): void { this.shared.mirror(cluster, dropped); }
-  setRetryPolicy(p: RetryPolicy): void { this.shared.setRetryPolicy(p); }
+  get view(): RequestView { return this.x.down.view; }
+  get routeName(): string | null { return this.x.route?.name ?? null; }
+  reply(r: LocalReply): void { this.x.filterReply(r); }
+  setTarget(t: UpstreamTarget): void { this.x.upstreamTarget = t; }
+  editRequest(ops: HeaderOps): void { (this.x.requestEdits ??= []).push(ops); }
+  editResponse(ops: HeaderOps): void { this.x.editResponse(ops); }
+  mirror(cluster: ClusterRuntime, dropped?: () => void): void { this.x.addMirror(cluster, dropped); }
+  setRetryPolicy(p: RetryPolicy): void { this.x.retry = p; }
   /** A callback that throws costs the request, as onRequest throwing does, never the worker (it runs from a timer). */
   after(ms: number, fn: () => void): void {
-    this.shared.after(ms, () => {
+    this.x.after(ms, () => {
       try { fn(); } catch (err) { this.x.filterFailed(err, this.name, 'after'); }
     });
   }
-  note(key: string, value: string | number): void { this.shared.note(key, value); }
+  note(key: string, value: string | number): void { this.x.note(key, value); }
 }
 
 export class Exchange implements AttemptSink {
@@ -307,8 +309,10 @@ export class Exchange implements AttemptSink {
   private stoppedAt = -1;
   private inFilter = false;
   private resumedInFilter = false;
-  private upstreamTarget: UpstreamTarget | null = null;
-  private retry: RetryPolicy = DEFAULT_RETRY;
+  /** @internal set by a filter (FilterRequestContext) */
+  upstreamTarget: UpstreamTarget | null = null;
+  /** @internal set by a filter (FilterRequestContext) */
+  retry: RetryPolicy = DEFAULT_RETRY;
   requestEdits: HeaderOps[] | null = null;
   private responseEdits: HeaderOps[] | null = null;
   private mirrors: Mirror[] | null = null;
@@ -328,10 +332,10 @@ export class Exchange implements AttemptSink {
   requestEnded: boolean;
   private reqTrailers: string[] | null = null;
   /** Request body not yet written to the current attempt. */
-  private early: Buffer[] = [];
+  private early: Buffer[] = NO_BUFFERS;
   private earlyBytes = 0;
   /** Request body written to attempts, kept for a retry while it fits RETRY_BODY_BYTES; null once it did not. */
-  private sent: Buffer[] | null = [];
+  private sent: Buffer[] | null = NO_BUFFERS;
   private sentBytes = 0;
   private trailersSent = false;
   private owedDown = 0;
@@ -403,7 +407,7 @@ export class Exchange implements AttemptSink {
         this.resumedInFilter = false;
         let status: FilterStatus;
         try {
-          status = f.filter.onRequest(new FilterRequestContext(this.requestContext, this, this.filterIndex, f.filter.name), f.state);
+          status = f.filter.onRequest(new FilterRequestContext(this, this.filterIndex, f.filter.name), f.state);
         } catch (err) {
           this.inFilter = false;
           this.filterFailed(err, f.filter.name, 'onRequest');
@@ -429,22 +433,28 @@ export class Exchange implements AttemptSink {
     this.runFilters();
   }
 
-  /** What every filter's context shares; each filter gets its own resume() (FilterRequestContext). */
-  private readonly requestContext: SharedRequestContext = ((x: Exchange): SharedRequestContext => ({
-    get view() { return x.down.view; },
-    get routeName() { return x.route?.name ?? null; },
-    reply: (r) => { if (!x.finished && !x.responseStarted) x.localReply(r); },
-    setTarget: (t) => { x.upstreamTarget = t; },
-    editRequest: (ops) => { (x.requestEdits ??= []).push(ops); },
-    editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
-    mirror: (cluster, dropped) => x.addMirror(cluster, dropped),
-    setRetryPolicy: (p) => { x.retry = p; },
-    after: (ms, fn) => {
-      const timer = setTimeout(() => { if (!x.finished) fn(); }, ms);
-      (x.timers ??= []).push(timer);
-    },
-    note: (k, v) => { (x.notes ??= {})[k] = v; },
-  }))(this);
+  // ── what a filter's context does (FilterRequestContext, responseContext) ─────────
+
+  /** @internal */
+  filterReply(r: LocalReply): void {
+    if (!this.finished && !this.responseStarted) this.localReply(r);
+  }
+
+  /** @internal */
+  editResponse(ops: HeaderOps): void {
+    (this.responseEdits ??= []).push(ops);
+  }
+
+  /** @internal `fn` after `ms`, unless the request has finished by then. */
+  after(ms: number, fn: () => void): void {
+    const timer = setTimeout(() => { if (!this.finished) fn(); }, ms);
+    (this.timers ??= []).push(timer);
+  }
+
+  /** @internal A field for the access log line. */
+  note(k: string, v: string | number): void {
+    (this.notes ??= {})[k] = v;
+  }
 
   // ── routing and attempts ───────────────────────────────────────────────────
 
@@ -542,7 +552,7 @@ export class Exchange implements AttemptSink {
     let ended = false;
     const sent = this.wrote ? this.sent : null;
     const early = this.early;
-    this.early = [];
+    this.early = NO_BUFFERS;
     const n = this.earlyBytes;
     this.earlyBytes = 0;
     if (sent) {
@@ -588,6 +598,7 @@ export class Exchange implements AttemptSink {
     this.wrote = true;
     if (this.sent !== null && chunk.length > 0) {
       if (!this.retry.neverSentOnly && this.sentBytes + chunk.length <= RETRY_BODY_BYTES) {
+        if (this.sent === NO_BUFFERS) this.sent = [];
         this.sent.push(chunk);
         this.sentBytes += chunk.length;
       } else {
@@ -613,7 +624,10 @@ export class Exchange implements AttemptSink {
       return;
     }
     if (this.attempt === null || !this.attemptReady) {
-      if (chunk.length > 0) this.early.push(chunk);
+      if (chunk.length > 0) {
+        if (this.early === NO_BUFFERS) this.early = [];
+        this.early.push(chunk);
+      }
       this.earlyBytes += chunk.length;
       if (this.earlyBytes > EARLY_BODY_BYTES && !this.requestPaused) { this.requestPaused = true; this.down.pauseRequest(); }
       if (end) this.requestEndedNow();
@@ -723,8 +737,8 @@ export class Exchange implements AttemptSink {
       grpcStatus: head.grpcStatus,
       outcome: head.grpcStatus >= 0 ? classifyGrpcStatus(head.grpcStatus) : this.down.classify(head.status),
       reply: (r) => { if (!x.finished && !x.responseStarted) { x.dropAttempt(); x.localReply(r); } },
-      editResponse: (ops) => { (x.responseEdits ??= []).push(ops); },
-      note: (k, v) => { (x.notes ??= {})[k] = v; },
+      editResponse: (ops) => x.editResponse(ops),
+      note: (k, v) => x.note(k, v),
     };
   }
 
@@ -870,7 +884,7 @@ export class Exchange implements AttemptSink {
     this.attempt = null;
     this.uncountUpstream();
     a?.cancel(timedOut);
-    this.early = [];
+    this.early = NO_BUFFERS;
     this.earlyBytes = 0;
   }
 
@@ -919,7 +933,7 @@ export class Exchange implements AttemptSink {
       this.attempt = null;
       if (this.responseEnded) a.release(); else a.cancel();
     }
-    this.early = [];
+    this.early = NO_BUFFERS;
     const n = this.earlyBytes + this.owedDown;
     this.earlyBytes = 0;
     this.owedDown = 0;
@@ -1021,7 +1035,8 @@ export class Exchange implements AttemptSink {
 
   private pendingMirrors: Array<{ cluster: ClusterRuntime; dropped?: () => void }> | null = null;
 
-  private addMirror(cluster: ClusterRuntime, dropped?: () => void): void {
+  /** @internal */
+  addMirror(cluster: ClusterRuntime, dropped?: () => void): void {
     (this.pendingMirrors ??= []).push({ cluster, dropped });
   }
 
