@@ -88,11 +88,18 @@ function peerIp(p: Peer): IpAddress | null {
   return ip;
 }
 
+/** The items of a comma-separated list value, trimmed (RFC 9110 §5.6.1); empty ones dropped. */
+function listItems(v: string): string[] {
+  return v.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+}
+
 /**
- * A header condition of an authorization rule, on every value of a repeated field: a deny rule's
- * holds if any value (or the values joined, as HTTP/2 and many servers read them) matches; an
- * allow rule's only if there is a value and every one matches. Repeating a field can then neither
- * slip past a deny rule nor borrow an allow rule's match for a value it does not meet.
+ * A header condition of an authorization rule. A field sent twice, or a list in one value
+ * (`x-env: dev, prod`, which HTTP holds equal to two fields), can be read by the upstream as any
+ * one of its values or items, or all of them joined. So a deny rule's condition holds if any of
+ * those readings matches, and an allow rule's only if every value and every item of a value that
+ * holds a comma matches. Repeating a field, or listing, can then neither slip past a deny rule nor
+ * borrow an allow rule's match for a value it does not meet.
  */
 function headerTest(action: 'allow' | 'deny'): (name: string, m: HeaderMatch) => ViewTest {
   return (name, m) => {
@@ -104,14 +111,20 @@ function headerTest(action: 'allow' | 'deny'): (name: string, m: HeaderMatch) =>
     if (action === 'deny') {
       return (view) => {
         const vs = view.headerValues(name);
-        for (const v of vs) if (sm(v)) return true;
+        for (const v of vs) {
+          if (sm(v)) return true;
+          if (v.includes(',')) for (const item of listItems(v)) if (sm(item)) return true;
+        }
         return vs.length > 1 && sm(vs.join(', '));
       };
     }
     return (view) => {
       const vs = view.headerValues(name);
       if (vs.length === 0) return false;
-      for (const v of vs) if (!sm(v)) return false;
+      for (const v of vs) {
+        if (!sm(v)) return false;
+        if (v.includes(',')) for (const item of listItems(v)) if (!sm(item)) return false;
+      }
       return true;
     };
   };

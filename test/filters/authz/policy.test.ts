@@ -138,6 +138,10 @@ t.test('a repeated header: any value trips a deny rule, every value must meet an
   t.equal(decide(p, { headers: { 'x-tenant': ['b-2', 'a-1'] } }), 'deny:default_deny');
   t.equal(decide(p, { headers: { 'x-tenant': ['a-1'], 'x-env': ['dev', 'prod'] } }), 'deny:no-prod', 'the second value');
   t.equal(decide(p, { headers: { 'x-tenant': ['a-1'], 'x-env': ['prod', 'dev'] } }), 'deny:no-prod', 'the first value');
+  t.equal(decide(p, { headers: { 'x-tenant': ['a-1'], 'x-env': ['dev, prod'] } }), 'deny:no-prod', 'an item of a list value');
+  t.equal(decide(p, { headers: { 'x-tenant': ['a-1'], 'x-env': ['dev,,prod '] } }), 'deny:no-prod', 'items are trimmed');
+  t.equal(decide(p, { headers: { 'x-tenant': ['a-1, b-2'] } }), 'deny:default_deny', 'the value meets the prefix, its second item does not');
+  t.equal(decide(p, { headers: { 'x-tenant': ['a-1, a-2'] } }), 'allow:tenant-a');
   const joined = policy([{ name: 'no-pair', action: 'deny', headers: { 'x-env': 'dev, prod' } }]);
   t.equal(decide(joined, { headers: { 'x-env': ['dev', 'prod'] } }), 'deny:no-pair', 'the values joined, as a server that joins them reads them');
 });
