@@ -314,6 +314,8 @@ t.test('authorization on every protocol', async (t) => {
     }, 10_000, 'the access log line');
     t.match(rec, { status: 403, reason: 'denied', authz: 'denied', authzRule: 'no-admin', route: 'h1' });
     t.notOk('upstream' in rec, 'no upstream was chosen');
+    const g = await grpcCall(port, { 'x-env': 'prod' });
+    t.same([g.code, g.details], [grpc.status.PERMISSION_DENIED, 'access denied'], 'gRPC: the status and its message');
   });
 
   await t.test('HTTP/1: spellings of /admin, header case and repetition, absolute form', async (t) => {
