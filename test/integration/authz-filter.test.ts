@@ -73,10 +73,11 @@ function rules(mode: 'enforce' | 'shadow') {
     { name: 'no-admin', action: 'deny', path: { prefix: '/admin' } },
     { name: 'no-prod', action: 'deny', headers: { 'x-env': 'prod' } },
     { name: 'no-admin-service', action: 'deny', protocol: 'dubbo', service: ADMIN_SERVICE },
+    { name: 'no-delete-all', action: 'deny', protocol: 'dubbo', method: 'deleteAll' },
     { name: 'loopback', action: 'allow', sourceRanges: ['127.0.0.0/29', '::1'] },
   ].map((r) => ({ ...r, mode }));
 }
-const RULES = ['block-dot3', 'no-admin', 'no-prod', 'no-admin-service', 'loopback', 'default_allow', 'default_deny'];
+const RULES = ['block-dot3', 'no-admin', 'no-prod', 'no-admin-service', 'no-delete-all', 'loopback', 'default_allow', 'default_deny'];
 
 function config(p: Peers, mode: 'enforce' | 'shadow', log: string, extra: Array<Record<string, unknown>> = []) {
   return {
@@ -340,6 +341,12 @@ t.test('authorization on every protocol', async (t) => {
       const status = await rawOnce(port, req);
       t.ok(status === 403 || status === 400, `${what}: ${status}`);
     }
+    // a request head that arrives a few bytes at a time is decided when it is whole, not before
+    const slow = await RawH1.open(port);
+    const head = get('/admin/slow', 'x-other: 1\r\n');
+    for (let i = 0; i < head.length; i += 3) { slow.send(head.slice(i, i + 3)); await new Promise((r) => setTimeout(r, 2)); }
+    t.same(await slow.responses(1), [403], 'slow bytes: denied');
+    slow.destroy();
     t.same(h1Seen.slice(before), [], 'the upstream saw none of them');
     t.equal(await rawOnce(port, get('/public/admin')), 200, 'a path that only contains admin is served');
     t.equal(await rawOnce(port, get('/ok', 'x-env: production\r\n')), 200, 'exact means exact');
@@ -425,6 +432,14 @@ t.test('authorization on every protocol', async (t) => {
     const sneaky = await c.callRaw(encodeRequest({ id: 77, service: SERVICE, method: 'transfer', attachments: { path: ADMIN_SERVICE } }), 77);
     t.equal(sneaky.status, 40, 'a call naming two services is refused');
     t.equal(p.dubbo.calls - calls, 2, 'and never reaches the provider');
+    // a generic call ($invoke) names the method it runs in its first argument
+    const generic = await c.callRaw(encodeRequest({
+      id: 78, service: SERVICE, method: '$invoke', paramTypes: 'Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/Object;',
+      args: [{ $class: 'java.lang.String', $: 'deleteAll' }, { $class: '[java.lang.String', $: [] }, { $class: '[java.lang.Object', $: [] }] as never,
+    }), 78);
+    t.equal(generic.status, 70, 'a generic call of a denied method is denied');
+    t.equal(p.dubbo.calls - calls, 2, 'and never reaches the provider');
+    t.equal((await stats(s.admin)).get('sluice_authz_denied_total{rule="no-delete-all"}'), 1);
     const concurrent = await Promise.all(Array.from({ length: 20 }, (_, i) => c.call('transfer', [str(`m${i}`)], i % 2 ? {} : { 'x-env': 'prod' })));
     t.same(concurrent.map((r) => r.status), Array.from({ length: 20 }, (_, i) => (i % 2 ? 20 : 70)), 'multiplexed: each call its own answer');
     t.equal(p.dubbo.calls - calls, 12);
@@ -473,6 +488,14 @@ t.test('authorization on every protocol', async (t) => {
     t.same(delta(before, after, 'shadow_denied'), enforcedDenials, 'shadow-denied by rule = denied by rule when enforced');
     t.same(delta(before, after, 'denied'), {});
     t.same(delta(before, after, 'allowed'), { default_allow: 23 }, 'every request allowed; no allow rule is enforced');
+    const noted = await waitFor(() => {
+      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const shadowed = lines.filter((l) => l.authz === 'shadow_denied');
+      return shadowed.length >= 15 ? shadowed : null;
+    }, 10_000, 'the shadow-denied access log lines');
+    t.equal(noted.length, 15, 'one line per shadow-denied request');
+    t.ok(noted.every((l) => l.status === 200 || l.status === 20 || (l.protocol === 'grpc' && l.status === 200)), 'each served by its upstream');
+    t.same([...new Set(noted.map((l) => l.authzRule))].sort(), Object.keys(enforcedDenials).sort());
   });
 });
 
