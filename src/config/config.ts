@@ -9,10 +9,11 @@ import { configSchema, endpointList } from './schema';
 import { ConfigError, type ConfigIssue } from '../errors';
 import { isIP } from 'node:net';
 import { parseAddress, parseHost, type HostPort } from '../net/address';
-import { compileMatchRegex } from './match';
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import type { MirrorConfig } from '../filters/mirror';
 import type { RetryConfig } from '../filters/retry';
+import type { AuthorizationRule } from '../filters/authz';
+import { checkMatch } from '../filters/route-checks';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -95,6 +96,8 @@ export interface SluiceConfig {
   };
   accessLog: { enabled: boolean; path: string; sampleRate: number; bufferBytes: number };
   filters: string[];
+  /** Authorization rules (src/filters/authz), in order; deny wins over allow. */
+  authorization: AuthorizationRule[];
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
 }
@@ -197,7 +200,6 @@ type Obj = Record<string, unknown>;
 const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
 const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
 const str = (x: unknown): string | undefined => (typeof x === 'string' ? x : undefined);
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 function checkAddress(issues: ConfigIssue[], path: string, value: unknown, allowPortZero: boolean): HostPort | undefined {
   if (typeof value !== 'string') return undefined;
@@ -208,13 +210,6 @@ function checkAddress(issues: ConfigIssue[], path: string, value: unknown, allow
   } catch (err) {
     issues.push({ path, message: (err as Error).message });
     return undefined;
-  }
-}
-
-function checkRegex(issues: ConfigIssue[], path: string, m: unknown): void {
-  if (!isObj(m) || typeof m.regex !== 'string') return;
-  try { compileMatchRegex(m.regex); } catch (err) {
-    issues.push({ path: `${path}/regex`, message: `is not a valid regular expression: ${(err as Error).message}` });
   }
 }
 
@@ -326,24 +321,10 @@ function semanticIssues(c: Obj): ConfigIssue[] {
         }
       }
     }
-    if (isObj(r.match)) {
-      const m = r.match;
-      const listener = str(m.listener);
-      if (listener !== undefined && !listenerNames.has(listener)) {
-        issues.push({ path: `${p}/match/listener`, message: `unknown listener "${listener}"` });
-      }
-      checkRegex(issues, `${p}/match/path`, m.path);
-      checkRegex(issues, `${p}/match/service`, m.service);
-      checkRegex(issues, `${p}/match/authority`, m.authority);
-      if (isObj(m.headers)) {
-        for (const [h, hm] of Object.entries(m.headers)) {
-          const hp = `${p}/match/headers/${h.replace(/~/g, '~0').replace(/\//g, '~1')}`;
-          if (!HEADER_NAME.test(h)) issues.push({ path: hp, message: 'is not a valid header name' });
-          checkRegex(issues, hp, hm);
-        }
-      }
-    }
+    if (isObj(r.match)) checkMatch(issues, `${p}/match`, r.match, listenerNames);
   });
+  // each filter checks its own top-level sections
+  for (const m of FILTER_MODULES) issues.push(...(m.checkConfig?.(c) ?? []));
   return issues;
 }
 

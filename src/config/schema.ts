@@ -3,10 +3,13 @@
  * Unknown keys are refused everywhere, so a typo is an error, not a silent no-op.
  */
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
+import { matchProperties } from './match-schema';
 
 /** Each filter adds its sections to a route, and to a route's action. */
 const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
 const filterActionProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.actionSchema ?? {}));
+/** ... and sections of their own at the top of the config (`authorization`). */
+const filterConfigProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.configSchema ?? {}));
 
 const duration = (def: number, min = 1) => ({ type: 'integer', minimum: min, maximum: 86_400_000, default: def });
 /** `host:port` or `[v6]:port`; the form is checked in config.ts, which says what is wrong with it. */
@@ -28,31 +31,6 @@ export const endpointList = {
     ],
   },
 };
-const stringMatch = {
-  type: 'object',
-  additionalProperties: false,
-  minProperties: 1,
-  maxProperties: 1,
-  properties: {
-    exact: { type: 'string' },
-    prefix: { type: 'string' },
-    regex: { type: 'string' },
-  },
-};
-/** A header value matcher: a plain string means exact. `present: true` matches any value. */
-const headerMatch = {
-  anyOf: [
-    { type: 'string' },
-    {
-      type: 'object',
-      additionalProperties: false,
-      minProperties: 1,
-      maxProperties: 1,
-      properties: { ...stringMatch.properties, present: { type: 'boolean' } },
-    },
-  ],
-};
-
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
@@ -129,17 +107,7 @@ export const configSchema = {
             type: 'object',
             additionalProperties: false,
             default: {},
-            properties: {
-              listener: { type: 'string' },
-              direction: { enum: ['inbound', 'outbound'] },
-              protocol: { enum: ['http1', 'http2', 'grpc', 'dubbo'] },
-              service: { anyOf: [{ type: 'string' }, stringMatch] },
-              /** HTTP and gRPC: the host the request names; never matches a Dubbo call. */
-              authority: { anyOf: [{ type: 'string' }, stringMatch] },
-              method: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }] },
-              path: stringMatch,
-              headers: { type: 'object', additionalProperties: headerMatch },
-            },
+            properties: matchProperties,
           },
           action: {
             type: 'object',
@@ -319,5 +287,6 @@ export const configSchema = {
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    ...filterConfigProps,
   },
 } as const;

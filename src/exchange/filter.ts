@@ -137,6 +137,8 @@ export interface Filter<S = unknown> {
 
 /** What a filter is given when it is created (per config, per worker): nothing of sockets or protocols. */
 export interface FilterEnv {
+  /** The validated config: a filter with a top-level section of its own (`authorization`) reads it here. */
+  readonly config: Readonly<Record<string, unknown>>;
   readonly stats: Stats;
   readonly clusters: ReadonlyMap<string, ClusterRuntime>;
   /** Uniform in [0, 1); tests pass their own. */

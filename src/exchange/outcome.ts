@@ -69,6 +69,12 @@ const OVERFLOW: LocalReply = { status: 503, reason: 'overflow', body: 'upstream 
 const TIMEOUT: LocalReply = { status: 504, reason: 'upstream_timeout', body: 'upstream request timeout\n' };
 const INVALID_RESPONSE: LocalReply = { status: 502, reason: 'upstream_reset', body: 'upstream sent an invalid response\n' };
 const RESET: LocalReply = { status: 503, reason: 'upstream_reset', body: 'upstream connection reset before response\n' };
+/**
+ * An authorization rule refused the request (src/filters/authz): HTTP 403, gRPC PERMISSION_DENIED,
+ * Dubbo SERVICE_ERROR (see dubbo-session.ts for why). The body names no rule: the caller learns
+ * that it was refused, the operator learns why from the stats and the access log.
+ */
+export const DENIED: LocalReply = Object.freeze({ status: 403, reason: 'denied', body: 'access denied\n', grpcStatus: 7 });
 export const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
 export const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
 

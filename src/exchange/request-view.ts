@@ -35,4 +35,10 @@ export interface RequestView {
   readonly path: string;
   /** A request header (HTTP) or attachment (Dubbo), by lower-case name. */
   header(name: string): string | undefined;
+  /**
+   * Every value of a request header, in the order received (empty when absent): a field sent more
+   * than once has several (Dubbo attachments have at most one). Policy that must not be walked
+   * around by repeating a field (authorization) looks at each.
+   */
+  headerValues(name: string): readonly string[];
 }

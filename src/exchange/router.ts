@@ -34,10 +34,12 @@ export interface Route {
   readonly filters: readonly RouteFilter[];
 }
 
-type Matcher = (v: string) => boolean;
-type ViewTest = (view: RequestView) => boolean;
+export type Matcher = (v: string) => boolean;
+export type ViewTest = (view: RequestView) => boolean;
+/** How a `headers` entry of a match becomes a test (routes: headerMatcher). */
+export type HeaderTestFactory = (name: string, m: HeaderMatch) => ViewTest;
 
-function stringMatcher(m: string | StringMatch): Matcher {
+export function stringMatcher(m: string | StringMatch): Matcher {
   if (typeof m === 'string') return (v) => v === m;
   if ('exact' in m) { const s = m.exact; return (v) => v === s; }
   if ('prefix' in m) { const s = m.prefix; return (v) => v.startsWith(s); }
@@ -56,6 +58,7 @@ function serviceMatcher(m: string | StringMatch): Matcher {
   return (v) => re.test(v);
 }
 
+/** A route's header test: on the value the view gives (HTTP/2 joins repeated fields; HTTP/1 gives the first). */
 function headerMatcher(name: string, m: HeaderMatch): ViewTest {
   if (typeof m === 'object' && 'present' in m) {
     const want = m.present;
@@ -74,6 +77,38 @@ interface CompiledRoute {
 }
 
 const always: ViewTest = () => true;
+
+/**
+ * The tests of a match (a route's `match`, or an authorization rule's match fields), cheapest
+ * first: a request usually fails on listener, direction or protocol. Header names are given as
+ * written; they compare without case.
+ */
+export function matchTests(m: RouteConfig['match'], header: HeaderTestFactory = headerMatcher): ViewTest[] {
+  const tests: ViewTest[] = [];
+  if (m.listener !== undefined) { const l = m.listener; tests.push((v) => v.listener === l); }
+  if (m.direction !== undefined) { const d = m.direction; tests.push((v) => v.direction === d); }
+  if (m.protocol !== undefined) { const p = m.protocol; tests.push((v) => v.protocol === p); }
+  if (m.method !== undefined) {
+    if (typeof m.method === 'string') { const one = m.method; tests.push((v) => v.method === one); } else {
+      const list = [...m.method];
+      tests.push((v) => list.includes(v.method));
+    }
+  }
+  if (m.service !== undefined) { const s = serviceMatcher(m.service); tests.push((v) => s(v.service)); }
+  if (m.authority !== undefined) { const s = serviceMatcher(m.authority); tests.push((v) => s(v.authority)); }
+  if (m.path !== undefined) { const p = stringMatcher(m.path); tests.push((v) => p(v.path)); }
+  for (const [name, hm] of Object.entries(m.headers ?? {})) tests.push(header(name.toLowerCase(), hm));
+  return tests;
+}
+
+/** One test that passes when all of `tests` do (none: always). */
+export function allOf(tests: readonly ViewTest[]): ViewTest {
+  if (tests.length === 0) return always;
+  if (tests.length === 1) return tests[0];
+  const list = [...tests];
+  const n = list.length;
+  return (v) => { for (let j = 0; j < n; j++) if (!list[j](v)) return false; return true; };
+}
 
 export class Router {
   private readonly routes: CompiledRoute[];
@@ -107,22 +142,7 @@ export class Router {
   }
 
   private compile(r: RouteConfig, i: number, clusters: ReadonlyMap<string, ClusterRuntime>): CompiledRoute {
-    // cheapest first: a route usually fails on listener, direction or protocol
-    const tests: ViewTest[] = [];
-    const m = r.match;
-    if (m.listener !== undefined) { const l = m.listener; tests.push((v) => v.listener === l); }
-    if (m.direction !== undefined) { const d = m.direction; tests.push((v) => v.direction === d); }
-    if (m.protocol !== undefined) { const p = m.protocol; tests.push((v) => v.protocol === p); }
-    if (m.method !== undefined) {
-      if (typeof m.method === 'string') { const one = m.method; tests.push((v) => v.method === one); } else {
-        const list = [...m.method];
-        tests.push((v) => list.includes(v.method));
-      }
-    }
-    if (m.service !== undefined) { const s = serviceMatcher(m.service); tests.push((v) => s(v.service)); }
-    if (m.authority !== undefined) { const s = serviceMatcher(m.authority); tests.push((v) => s(v.authority)); }
-    if (m.path !== undefined) { const p = stringMatcher(m.path); tests.push((v) => p(v.path)); }
-    for (const [name, hm] of Object.entries(m.headers ?? {})) tests.push(headerMatcher(name.toLowerCase(), hm));
+    const test = allOf(matchTests(r.match));
 
     const name = r.name ?? `routes[${i}]`;
     const timeoutMs = r.action.timeoutMs ?? this.defaultTimeoutMs;
@@ -139,13 +159,6 @@ export class Router {
     for (const filter of this.filters) {
       const state = filter.compileRoute ? filter.compileRoute(r as unknown as Record<string, unknown>, name) : null;
       if (state !== null || filter.global) routeFilters.push({ filter, state });
-    }
-    let test: ViewTest;
-    if (tests.length === 0) test = always;
-    else if (tests.length === 1) test = tests[0];
-    else {
-      const n = tests.length;
-      test = (v) => { for (let j = 0; j < n; j++) if (!tests[j](v)) return false; return true; };
     }
     return { test, route: { name, target, timeoutMs, filters: routeFilters } };
   }

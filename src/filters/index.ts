@@ -4,6 +4,7 @@
  */
 import type { Filter, FilterEnv } from '../exchange/filter';
 import { declareFamilies } from '../stats/stats';
+import { AUTHZ_MODULE } from './authz';
 import { FAULT_MODULE } from './fault';
 import { HEADERS_MODULE } from './headers';
 import type { FilterModule, RouteSeries } from './module';
@@ -12,11 +13,12 @@ import { mirrorModule } from './mirror';
 import { retryModule } from './retry';
 
 /**
- * Every built-in filter, in the default order of the chain: header edits first (a fault's or a
- * split's choice never depends on them), then faults (a delayed or aborted request is never
- * split), then the split that picks the target. Mirroring and retries come after.
+ * Every built-in filter, in the default order of the chain: authorization first (nothing acts on a
+ * request that is refused: no header edit, no fault, no copy to a mirror), then header edits (a
+ * fault's or a split's choice never depends on them), then faults (a delayed or aborted request is
+ * never split), then the split that picks the target. Mirroring and retries come after.
  */
-export const FILTER_MODULES: readonly FilterModule[] = [HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
+export const FILTER_MODULES: readonly FilterModule[] = [AUTHZ_MODULE, HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
 
 for (const m of FILTER_MODULES) declareFamilies(m.stats);
 
@@ -43,6 +45,10 @@ export function createFilters(names: readonly string[], env: FilterEnv): Filter[
  */
 export function filterSeries(config: { readonly routes: readonly object[]; readonly filters: readonly string[] }): RouteSeries[] {
   const out: RouteSeries[] = [];
+  for (const n of config.filters) {
+    const m = BY_NAME.get(n);
+    if (m?.configSeries) out.push(...m.configSeries(config as unknown as Readonly<Record<string, unknown>>));
+  }
   config.routes.forEach((r, i) => {
     const route = r as Readonly<Record<string, unknown>>;
     const name = typeof route.name === 'string' ? route.name : `routes[${i}]`;

@@ -15,6 +15,17 @@ export interface RouteSeries {
 
 export interface FilterModule {
   readonly name: string;
+  /**
+   * JSON-schema properties this filter adds at the top of the config (`{ authorization: [...] }`),
+   * for policy that is not a route's (defaults included: the filter reads its section from
+   * FilterEnv.config).
+   */
+  readonly configSchema?: Readonly<Record<string, unknown>>;
+  /**
+   * Checks of the filter's top-level sections the schema cannot express, on the whole document as
+   * the schema left it (valid or not). Paths are absolute (`/authorization/0/sourceRanges/1`).
+   */
+  checkConfig?(doc: Readonly<Record<string, unknown>>): ConfigIssue[];
   /** JSON-schema properties this filter adds to a route (`{ fault: {...} }`). */
   readonly routeSchema?: Readonly<Record<string, unknown>>;
   /** ... and to a route's action (`{ split: [...] }`). */
@@ -38,5 +49,7 @@ export interface FilterModule {
    * (none when the route does not use the filter), so that the main thread allocates them.
    */
   routeSeries?(route: Readonly<Record<string, unknown>>, routeName: string): RouteSeries[];
+  /** The series of `by: 'rule'` families this filter counts under a valid config (per rule of its top-level section). */
+  configSeries?(config: Readonly<Record<string, unknown>>): RouteSeries[];
   create(env: FilterEnv): Filter;
 }

@@ -89,7 +89,7 @@ export class CompiledConfig implements ExchangeEnv {
     this.opaquePorts = new Set(config.tcp.opaquePorts);
     this.passthroughStats = clusterStats(stats, 'original_dst');
     this.inboundStats = clusterStats(stats, 'inbound_local');
-    const filters = createFilters(config.filters, { stats, clusters: this.clusters, random: Math.random });
+    const filters = createFilters(config.filters, { config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters: this.clusters, random: Math.random });
     this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);

@@ -78,6 +78,7 @@ t.test('an empty document gets every default', async (t) => {
     drain: { periodMs: 5000, timeoutMs: 15_000 },
     filters: [...DEFAULT_FILTERS],
     logLevel: 'info',
+    authorization: [],
   });
   t.same(parseConfigText(''), c, 'an empty file is the same as {}');
 });

@@ -40,6 +40,7 @@ function view(init: ViewInit = {}): RequestView {
     method: init.method ?? 'GET',
     path: init.path ?? '/',
     header: (name) => headers[name],
+    headerValues: (name) => (headers[name] === undefined ? [] : [headers[name]]),
   };
 }
 

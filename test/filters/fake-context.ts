@@ -41,6 +41,7 @@ export function view(protocol: RequestView['protocol'] = 'http1', headers: Recor
   return {
     protocol, direction: 'outbound', listener: 'app', source: { address: '127.0.0.1', port: 40000 }, destination: null,
     service: 'orders', authority: protocol === 'dubbo' ? '' : 'orders', method: 'GET', path: '/', header: (n) => headers[n],
+    headerValues: (n) => (headers[n] === undefined ? [] : [headers[n]]),
   };
 }
 
@@ -84,5 +85,5 @@ export function envFor(config: SluiceConfig, random: () => number = Math.random)
   for (const f of filterSeries(config)) registry.add(series(f.name, f.labels));
   const stats = new Stats(new SharedState(), registry.keys);
   const clusters = new Map(config.clusters.map((c) => [c.name, new ClusterRuntime(c, stats)]));
-  return { stats, clusters, random, value: (name, labels) => stats.get(stats.slot(name, labels)) };
+  return { config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters, random, value: (name, labels) => stats.get(stats.slot(name, labels)) };
 }

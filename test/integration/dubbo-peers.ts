@@ -77,8 +77,8 @@ export class Consumer {
     });
   }
 
-  static async connect(port: number, opts: { answerHeartbeats?: boolean } = {}): Promise<Consumer> {
-    const sock = net.connect(port, '127.0.0.1');
+  static async connect(port: number, opts: { answerHeartbeats?: boolean; from?: string } = {}): Promise<Consumer> {
+    const sock = net.connect({ port, host: '127.0.0.1', ...(opts.from !== undefined ? { localAddress: opts.from } : {}) });
     await once(sock, 'connect');
     return new Consumer(sock, opts.answerHeartbeats ?? true);
   }
@@ -94,12 +94,12 @@ export class Consumer {
   }
 
   /** A call; a consumer-side timeout answers status -2 (nothing came back in `timeoutMs`). */
-  call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000): Promise<Answer> {
+  call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000, service = SERVICE): Promise<Answer> {
     const id = this.nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.waiting.delete(id); resolve({ status: -2, error: 'consumer timeout' }); }, timeoutMs);
       this.waiting.set(id, (a) => { clearTimeout(timer); resolve(a); });
-      this.enc.writeRequest(id, { serverSignature: `${SERVICE}:1.0.0`, methodName: method, args, requestProps: props, timeout: timeoutMs });
+      this.enc.writeRequest(id, { serverSignature: `${service}:1.0.0`, methodName: method, args, requestProps: props, timeout: timeoutMs });
     });
   }
 

@@ -72,8 +72,10 @@ export interface CurlResult { code: number | null; status: number; headers: Reco
  * request per call: curl 7.88 fails every request after the first on a reused prior-knowledge
  * connection (error 16), against any HTTP/2 server; many HTTP/2 requests go through h2load.
  */
-export async function curl(url: string, opts: { h2?: boolean; headers?: Record<string, string>; maxTime?: number } = {}): Promise<CurlResult> {
+export async function curl(url: string, opts: { h2?: boolean; headers?: Record<string, string>; maxTime?: number; from?: string } = {}): Promise<CurlResult> {
   const args = ['-sS', '-D', '-', ...(opts.h2 ? ['--http2-prior-knowledge'] : ['--http1.1'])];
+  // `from`: the source address of the connection (a loopback address other than 127.0.0.1, say)
+  if (opts.from !== undefined) args.push('--interface', opts.from);
   for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`);
   if (opts.maxTime !== undefined) args.push('--max-time', String(opts.maxTime));
   args.push(url);

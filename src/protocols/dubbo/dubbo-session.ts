@@ -56,7 +56,11 @@ function statusFor(r: LocalReply): number {
     case 'no_healthy_upstream': return DubboStatus.SERVICE_NOT_FOUND;
     case 'rate_limited':
     case 'overflow': return DubboStatus.SERVER_THREADPOOL_EXHAUSTED_ERROR;
-    case 'denied': return DubboStatus.BAD_REQUEST;
+    // what a Dubbo provider answers when its own filter chain refuses a call (TokenFilter's
+    // "Forbid invoke remote service"): HeaderExchangeHandler turns the exception into
+    // SERVICE_ERROR with its message. BAD_REQUEST is Dubbo's "could not decode the request", which
+    // would send whoever reads the consumer's error after a broken client instead of a policy.
+    case 'denied': return DubboStatus.SERVICE_ERROR;
     case 'upstream_timeout': return DubboStatus.SERVER_TIMEOUT;
     case 'upstream_connect_failed':
     case 'upstream_dns_failed': return DubboStatus.SERVICE_ERROR;
@@ -95,6 +99,10 @@ class DubboView implements RequestView {
     if (name === 'version') return this.req.version || undefined;
     if (name === 'interface' || name === 'path') return this.req.service;
     return undefined;
+  }
+  headerValues(name: string): string[] {
+    const v = this.header(name);
+    return v === undefined ? [] : [v];
   }
 }
 

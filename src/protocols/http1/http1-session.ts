@@ -41,6 +41,14 @@ class Http1View implements RequestView {
     }
     return undefined;
   }
+  headerValues(name: string): string[] {
+    const h = this.head.headers;
+    const out: string[] = [];
+    for (let i = 0; i < h.length; i += 2) {
+      if (h[i].length === name.length && h[i].toLowerCase() === name) out.push(h[i + 1]);
+    }
+    return out;
+  }
 }
 
 interface Http1Target {

@@ -203,6 +203,13 @@ export class Http2Stream implements RequestHead {
     }
     return out;
   }
+
+  headerValues(name: string): string[] {
+    const f = this.fields;
+    const out: string[] = [];
+    for (let i = 0; i < f.length; i += 2) if (f[i] === name) out.push(f[i + 1]);
+    return out;
+  }
 }
 
 export class Http2Connection {

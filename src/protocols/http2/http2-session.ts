@@ -68,6 +68,7 @@ class Http2View implements RequestView {
   get destination() { return this.info.dst; }
   get source(): Peer { return this.peer; }
   header(name: string): string | undefined { return this.s.header(name); }
+  headerValues(name: string): string[] { return this.s.headerValues(name); }
 }
 
 interface Http2Target {

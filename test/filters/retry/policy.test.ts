@@ -21,7 +21,7 @@ function setup(retry: Record<string, unknown>, random = () => 0.5) {
   registry.addCluster('c');
   const stats = new Stats(new SharedState(), registry.keys);
   const cluster = new ClusterRuntime(config.clusters[0], stats);
-  const filter = createRetry({ stats, clusters: new Map([['c', cluster]]), random });
+  const filter = createRetry({ config: config as unknown as Record<string, unknown>, stats, clusters: new Map([['c', cluster]]), random });
   const state = filter.compileRoute!(config.routes[0] as unknown as Record<string, unknown>, 'r')!;
   const policyFor = (protocol: RequestView['protocol'], method: string): RetryPolicy => {
     let p: RetryPolicy | null = null;
