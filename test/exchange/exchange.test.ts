@@ -83,7 +83,7 @@ function world(filters: Filter[]) {
 function view(service: string, method = 'GET'): RequestView {
   return {
     protocol: 'http1', direction: 'outbound', listener: 'app', source: { address: '10.9.9.9', port: 40000 }, destination: null,
-    service, authority: service, method, path: '/', header: () => undefined,
+    service, authority: service, method, path: '/', header: () => undefined, headerValues: () => [],
   };
 }
 
