@@ -59,7 +59,9 @@ t.test('stdout and stderr nobody reads: bounded memory, counted drops, and SIGTE
   const before = rssMiB(pid);
   for (let i = 0; i < 4; i++) t.equal(await load(port, 10_000, path), 10_000, `load ${i + 1} of 4`);
   const after = rssMiB(pid);
-  t.ok(after - before < 40, `RSS grew ${(after - before).toFixed(1)} MiB over 40 000 unread lines of 2.3 KB (${before.toFixed(0)} → ${after.toFixed(0)} MiB)`);
+  // held lines would be ~90 MB; the heap's own growth under this load reached 44 MiB on a busy
+  // machine (GC lag, not lines), so the bound sits between the two
+  t.ok(after - before < 60, `RSS grew ${(after - before).toFixed(1)} MiB over 40 000 unread lines of 2.3 KB (${before.toFixed(0)} → ${after.toFixed(0)} MiB)`);
   const st = await stats(admin);
   const dropped = st.get('sluice_log_lines_dropped_total{log="access"}') ?? 0;
   // all but what the pipe and two 256 KiB buffers hold
