@@ -13,6 +13,7 @@ import { compileMatchRegex } from './match';
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import type { MirrorConfig } from '../filters/mirror';
 import type { RetryConfig } from '../filters/retry';
+import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -97,6 +98,9 @@ export interface SluiceConfig {
   filters: string[];
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
+  /** ZooKeeper ensembles that list Dubbo providers and Spring Cloud instances (src/registry/). */
+  registries: RegistryConfig[];
+  registry: RegistrySettings;
 }
 
 /** The config Sluice runs with when no file is given: capture in and out, pass everything through. */
@@ -280,7 +284,8 @@ function semanticIssues(c: Obj): ConfigIssue[] {
     if (cluster !== undefined && !clusters.has(cluster)) {
       issues.push({ path: `/listeners/${i}/cluster`, message: `unknown cluster "${cluster}"` });
     }
-    if (l.capture !== true && l.cluster === undefined && name !== undefined) {
+    // with a registry, an explicit listener's calls find their providers by service name
+    if (l.capture !== true && l.cluster === undefined && name !== undefined && list(c.registries).length === 0) {
       // a route serves this listener if nothing in its match rules the listener out
       const served = routes.some((r) => {
         const m = isObj(r.match) ? r.match : {};
@@ -344,6 +349,7 @@ function semanticIssues(c: Obj): ConfigIssue[] {
       }
     }
   });
+  issues.push(...registryConfigIssues(c));
   return issues;
 }
 

@@ -3,6 +3,7 @@
  * Unknown keys are refused everywhere, so a typo is an error, not a silent no-op.
  */
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
+import { registryConfigSchema } from '../registry/config';
 
 /** Each filter adds its sections to a route, and to a route's action. */
 const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
@@ -319,5 +320,7 @@ export const configSchema = {
       },
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    /** `registries` (ZooKeeper ensembles) and `registry` (on-demand subscription): src/registry/config.ts. */
+    ...registryConfigSchema,
   },
 } as const;
