@@ -93,13 +93,16 @@ export class Consumer {
     }
   }
 
-  /** A call; a consumer-side timeout answers status -2 (nothing came back in `timeoutMs`). */
-  call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000): Promise<Answer> {
+  /**
+   * A call; a consumer-side timeout answers status -2 (nothing came back in `timeoutMs`).
+   * `signature`: the service and its version (`com.example.TransferService:1.0.0` unless given).
+   */
+  call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000, signature = `${SERVICE}:1.0.0`): Promise<Answer> {
     const id = this.nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.waiting.delete(id); resolve({ status: -2, error: 'consumer timeout' }); }, timeoutMs);
       this.waiting.set(id, (a) => { clearTimeout(timer); resolve(a); });
-      this.enc.writeRequest(id, { serverSignature: `${SERVICE}:1.0.0`, methodName: method, args, requestProps: props, timeout: timeoutMs });
+      this.enc.writeRequest(id, { serverSignature: signature, methodName: method, args, requestProps: props, timeout: timeoutMs });
     });
   }
 
