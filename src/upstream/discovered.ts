@@ -103,6 +103,7 @@ export class DiscoveryClient {
     if (!p) {
       const wait = src.config.registry.firstListTimeoutMs + GRACE_MS;
       const timer = setTimeout(() => this.expire(name), wait);
+      timer.unref(); // the held request's socket keeps the thread alive, not this
       p = { waiters: [], timer };
       this.pending.set(name, p);
       this.channel?.postMessage({ type: 'subscribe', kind, service } satisfies DiscoveryRequest);
