@@ -14,6 +14,7 @@ import type { MirrorConfig } from '../filters/mirror';
 import type { RetryConfig } from '../filters/retry';
 import type { AuthorizationRule } from '../filters/authz';
 import { checkMatch } from '../filters/route-checks';
+import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -100,6 +101,9 @@ export interface SluiceConfig {
   authorization: AuthorizationRule[];
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
+  /** ZooKeeper ensembles that list Dubbo providers and Spring Cloud instances (src/registry/). */
+  registries: RegistryConfig[];
+  registry: RegistrySettings;
 }
 
 /** The config Sluice runs with when no file is given: capture in and out, pass everything through. */
@@ -275,7 +279,8 @@ function semanticIssues(c: Obj): ConfigIssue[] {
     if (cluster !== undefined && !clusters.has(cluster)) {
       issues.push({ path: `/listeners/${i}/cluster`, message: `unknown cluster "${cluster}"` });
     }
-    if (l.capture !== true && l.cluster === undefined && name !== undefined) {
+    // with a registry, an explicit listener's calls find their providers by service name
+    if (l.capture !== true && l.cluster === undefined && name !== undefined && list(c.registries).length === 0) {
       // a route serves this listener if nothing in its match rules the listener out
       const served = routes.some((r) => {
         const m = isObj(r.match) ? r.match : {};
@@ -325,6 +330,7 @@ function semanticIssues(c: Obj): ConfigIssue[] {
   });
   // each filter checks its own top-level sections
   for (const m of FILTER_MODULES) issues.push(...(m.checkConfig?.(c) ?? []));
+  issues.push(...registryConfigIssues(c));
   return issues;
 }
 

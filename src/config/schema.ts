@@ -4,6 +4,7 @@
  */
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import { matchProperties } from './match-schema';
+import { registryConfigSchema } from '../registry/config';
 
 /** Each filter adds its sections to a route, and to a route's action. */
 const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
@@ -288,5 +289,7 @@ export const configSchema = {
     },
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     ...filterConfigProps,
+    /** `registries` (ZooKeeper ensembles) and `registry` (on-demand subscription): src/registry/config.ts. */
+    ...registryConfigSchema,
   },
 } as const;

@@ -42,7 +42,8 @@ import {
   type FailureKind, type LocalReply, type OutcomeClass,
 } from './outcome';
 import type { RequestView } from './request-view';
-import type { Route, RouteFilter, Router } from './router';
+import type { Route, RouteFilter, RouteTarget, Router } from './router';
+import type { DiscoveryResult } from '../upstream/discovered';
 
 /** Request body kept for sending it again on a retry; a longer body cannot be retried once sent. */
 export const RETRY_BODY_BYTES = 64 * 1024;
@@ -62,6 +63,11 @@ export interface ExchangeEnv {
   protocol(p: RequestView['protocol']): ProtocolStats;
   /** Where a request with no cluster goes: the original destination, the local application, or the listener's cluster. */
   passthrough(view: RequestView): { host: string; port: number; cstats: ClusterStats } | null;
+  /**
+   * The providers of a service a registry lists: at once when known, else undefined and `done`
+   * once its first list came or the wait for it is over (src/upstream/discovered.ts).
+   */
+  discover?(view: RequestView, kind: 'dubbo' | 'spring', done: (r: DiscoveryResult) => void): DiscoveryResult | undefined;
 }
 
 /** An upstream to try: an endpoint of a cluster, or a passthrough address. */
@@ -471,11 +477,37 @@ export class Exchange implements AttemptSink {
       this.localReply({ status: t.status, reason: 'direct_response', body: t.body });
       return;
     }
-    if (!this.upstreamTarget) this.upstreamTarget = t.target;
     this.forwarded = true;
-    this.startMirrors();
     // like Envoy's route timeout: from the end of the request, so a slow upload is not an upstream timeout
     if (this.requestEnded) this.armRouteTimer();
+    if (!this.upstreamTarget && t.kind === 'discover' && this.env.discover) {
+      const found = this.env.discover(this.down.view, t.service, (r) => { if (!this.finished) this.discovered(t, r); });
+      // held until the service's first list comes (bounded by registry.firstListTimeoutMs)
+      if (found !== undefined) this.discovered(t, found);
+      return;
+    }
+    if (!this.upstreamTarget) this.upstreamTarget = t.target;
+    this.startMirrors();
+    this.tryUpstream(undefined);
+  }
+
+  /** Where a request to a service a registry may list goes: its providers, else the route's fallback. */
+  private discovered(t: Extract<RouteTarget, { kind: 'discover' }>, r: DiscoveryResult): void {
+    if ('cluster' in r) {
+      this.upstreamTarget = { kind: 'cluster', cluster: r.cluster, subset: r.subset };
+    } else if (t.fallback === 'passthrough' || r.miss === 'not_a_service') {
+      // captured: where the application sent it, as without a registry; an explicit listener: no route
+      if (t.fallback !== 'passthrough') { this.localReply(NO_ROUTE); return; }
+      (this.notes ??= {}).registry = r.miss;
+      this.upstreamTarget = t.target;
+    } else {
+      (this.notes ??= {}).registry = r.miss;
+      this.localReply(r.miss === 'timeout'
+        ? { status: 503, reason: 'registry_timeout', body: `${r.detail}\n` }
+        : { status: 503, reason: 'no_healthy_upstream', body: `${r.detail}\n` });
+      return;
+    }
+    this.startMirrors();
     this.tryUpstream(undefined);
   }
 
@@ -1086,5 +1118,5 @@ function grpcOfHttp(status: number): number {
 
 function isLocalOrigin(reason: string): boolean {
   return reason === 'upstream_connect_failed' || reason === 'upstream_dns_failed' || reason === 'upstream_timeout'
-    || reason === 'upstream_reset' || reason === 'overflow' || reason === 'no_healthy_upstream';
+    || reason === 'upstream_reset' || reason === 'overflow' || reason === 'no_healthy_upstream' || reason === 'registry_timeout';
 }

@@ -15,6 +15,8 @@ export type LocalReason =
   | 'overflow'
   | 'direct_response'
   | 'no_healthy_upstream'
+  /** A request held for its service's first list from a registry, and none came in time (explicit listeners). */
+  | 'registry_timeout'
   | 'denied'
   | 'rate_limited'
   | 'fault_abort'

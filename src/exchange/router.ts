@@ -17,7 +17,21 @@ import type { RequestView } from './request-view';
 export type RouteTarget =
   | { kind: 'cluster'; target: UpstreamTarget }
   | { kind: 'passthrough'; target: UpstreamTarget }
-  | { kind: 'direct'; status: number; body: string };
+  | { kind: 'direct'; status: number; body: string }
+  /**
+   * No route matched an outbound request to a service a registry may list: its providers are
+   * looked up by name (src/upstream/discovered.ts). Without any, `fallback` says what happens:
+   * `passthrough` to the original destination (capture), or `fail` (an explicit listener).
+   */
+  | { kind: 'discover'; service: 'dubbo' | 'spring'; fallback: 'passthrough' | 'fail'; target: UpstreamTarget };
+
+/** Which requests go to services found in a registry (from config.registries and config.registry). */
+export interface RouterDiscovery {
+  readonly dubbo: boolean;
+  readonly spring: boolean;
+  /** Captured calls too, not only those of explicit listeners without a cluster. */
+  readonly balanceCaptured: boolean;
+}
 
 /** A filter of the chain with its compiled part of one route (null for a global filter on a route that does not configure it). */
 export interface RouteFilter {
@@ -118,6 +132,8 @@ export class Router {
   private readonly passthrough: Route;
   /** The global filters alone: what a request meets when no route matched, or on a fallback route. */
   readonly globalFilters: readonly RouteFilter[];
+  /** Routes to services found in a registry: [dubbo, spring] × [captured, explicit listener]; null where not served. */
+  private readonly discoverRoutes: { dubbo: [Route | null, Route | null]; spring: [Route | null, Route | null] } | null = null;
 
   constructor(
     routes: readonly RouteConfig[],
@@ -125,11 +141,20 @@ export class Router {
     listeners: ReadonlyMap<string, ListenerConfig>,
     private readonly defaultTimeoutMs: number,
     private readonly filters: readonly Filter[] = [],
+    discovery: RouterDiscovery | null = null,
   ) {
     this.globalFilters = filters.filter((f) => f.global).map((filter) => ({ filter, state: null }));
     this.routes = routes.map((r, i) => this.compile(r, i, clusters));
     const passthrough: UpstreamTarget = { kind: 'passthrough', cluster: null, subset: '' };
     this.passthrough = { name: 'passthrough', target: { kind: 'passthrough', target: passthrough }, timeoutMs: defaultTimeoutMs, filters: this.globalFilters };
+    if (discovery) {
+      const route = (service: 'dubbo' | 'spring', fallback: 'passthrough' | 'fail'): Route => ({
+        name: 'discovered', target: { kind: 'discover', service, fallback, target: passthrough }, timeoutMs: defaultTimeoutMs, filters: this.globalFilters,
+      });
+      const both = (service: 'dubbo' | 'spring', on: boolean): [Route | null, Route | null] =>
+        (on ? [discovery.balanceCaptured ? route(service, 'passthrough') : null, route(service, 'fail')] : [null, null]);
+      this.discoverRoutes = { dubbo: both('dubbo', discovery.dubbo), spring: both('spring', discovery.spring) };
+    }
     for (const [name, l] of listeners) {
       const cluster = l.cluster !== undefined ? clusters.get(l.cluster) : undefined;
       if (cluster) {
@@ -171,7 +196,18 @@ export class Router {
   resolve(view: RequestView): Route | null {
     const routes = this.routes;
     for (let i = 0; i < routes.length; i++) if (routes[i].test(view)) return routes[i].route;
-    if (view.destination && this.captureListeners.has(view.listener)) return this.passthrough;
+    const captured = view.destination !== null && this.captureListeners.has(view.listener);
+    // an outbound request no route claims goes to its service's providers when a registry lists them
+    const d = this.discoverRoutes;
+    if (d !== null && view.direction === 'outbound') {
+      const pair = view.protocol === 'dubbo' ? d.dubbo : d.spring;
+      if (captured) {
+        if (pair[0]) return pair[0];
+      } else if (pair[1] && !this.captureListeners.has(view.listener) && !this.listenerDefault.has(view.listener)) {
+        return pair[1];
+      }
+    }
+    if (captured) return this.passthrough;
     return this.listenerDefault.get(view.listener) ?? null;
   }
 }

@@ -186,24 +186,41 @@ export class AdminServer {
         this.sendStats(res);
         return;
       case 'GET /config_dump':
-        this.json(res, 200, { version: s.configVersion, config: s.currentConfig });
+        this.json(res, 200, { version: s.configVersion, config: redacted(s.currentConfig) });
         return;
       case 'GET /clusters': {
         const value = (name: string, cluster: string) => s.stats.get(s.stats.slot(name, { cluster }));
+        const clusterStats = (name: string) => ({
+          upstream_cx_active: value('sluice_upstream_cx_active', name),
+          upstream_rq_active: value('sluice_upstream_rq_active', name),
+          upstream_rq_total: value('sluice_upstream_rq_total', name),
+          upstream_cx_connect_fail_total: value('sluice_upstream_cx_connect_fail_total', name),
+        });
+        const rc = s.currentConfig.registry.cluster;
         this.json(res, 200, {
-          clusters: s.currentConfig.clusters.map((c) => ({
-            name: c.name,
-            protocol: c.protocol,
-            lbPolicy: c.lbPolicy,
-            endpointSource: s.endpointsOf(c.name)!.source,
-            endpoints: s.endpointsOf(c.name)!.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, health: 'healthy' })),
-            stats: {
-              upstream_cx_active: value('sluice_upstream_cx_active', c.name),
-              upstream_rq_active: value('sluice_upstream_rq_active', c.name),
-              upstream_rq_total: value('sluice_upstream_rq_total', c.name),
-              upstream_cx_connect_fail_total: value('sluice_upstream_cx_connect_fail_total', c.name),
-            },
-          })),
+          clusters: [
+            ...s.currentConfig.clusters.map((c) => ({
+              name: c.name,
+              protocol: c.protocol,
+              lbPolicy: c.lbPolicy,
+              endpointSource: s.endpointsOf(c.name)!.source,
+              endpoints: s.endpointsOf(c.name)!.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, health: 'healthy' })),
+              stats: clusterStats(c.name),
+            })),
+            // one cluster per service found in a registry, with each provider's labels and where it came from
+            ...s.discovery.list().map(({ name, state, sub }) => ({
+              name,
+              protocol: 'auto',
+              lbPolicy: rc.lbPolicy,
+              endpointSource: 'registry',
+              registry: {
+                kind: sub.kind, service: sub.service, state, stale: sub.stale, held: sub.held, pinned: sub.pinned, version: sub.version,
+              },
+              endpoints: sub.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, source: e.source, id: e.id, health: 'healthy' })),
+              stats: clusterStats(name),
+            })),
+          ],
+          registries: s.discovery.status(),
         });
         return;
       }
@@ -238,6 +255,17 @@ export class AdminServer {
     }
     this.send(res, 404, 'not found\n');
   }
+}
+
+/** The config as /config_dump shows it: registry passwords replaced. */
+function redacted(config: SluiceConfig): SluiceConfig {
+  if (!config.registries.some((r) => r.auth)) return config;
+  return {
+    ...config,
+    registries: config.registries.map((r) => (r.auth
+      ? { ...r, auth: { digest: `${r.auth.digest.slice(0, Math.max(0, r.auth.digest.indexOf(':')))}:<redacted>` } }
+      : r)),
+  };
 }
 
 /** Routes to label subsets of `cluster` that none of `endpoints` has: their requests get 503 until one does. */

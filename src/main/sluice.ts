@@ -23,7 +23,11 @@ import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
 import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { filterSeries } from '../filters';
-import { CONTROL_CHANNEL, rpcChannelName, type ConfigSnapshot, type ControlMessage, type WorkerPing } from '../shared/messages';
+import {
+  CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
+} from '../shared/messages';
+import { Discovery } from './discovery';
+import { TOUCH_REGION } from '../upstream/discovered';
 import { RpcStatsTable } from '../stats/rpc-stats';
 import { WorkerRuntime } from '../worker/runtime';
 import { EndpointDirectory } from '../upstream/endpoint-directory';
@@ -77,6 +81,12 @@ export class Sluice {
    */
   private readonly controlName = `${CONTROL_CHANNEL}:${++instances}`;
   private readonly control = new BroadcastChannel(this.controlName);
+  /** Workers ask for services a request needs here (DiscoveryRequest). */
+  private readonly registryRequests = new BroadcastChannel(registryChannelName(this.controlName));
+  /** Registries, and the services the workers use from them. */
+  readonly discovery: Discovery;
+  /** The last config snapshot published: republished with more stat series when a service is discovered. */
+  private snapshot: ConfigSnapshot | null = null;
   /** Per interface and method RPC stats, summed from the workers' deltas. */
   readonly rpcStats = new RpcStatsTable(rpcChannelName(this.controlName));
   private localRuntime: WorkerRuntime | null = null;
@@ -95,6 +105,24 @@ export class Sluice {
     this.statsView = new Stats(this.shared, this.registry.keys);
     this.publish(opts.config);
     this.countEndpoints();
+    this.discovery = new Discovery({
+      directory: this.endpointDirectory,
+      touch: this.shared.memory.region(TOUCH_REGION),
+      stats: () => this.stats,
+      addSeries: (keys) => { for (const k of keys) this.addSeries(k); },
+      addCluster: (name) => this.addClusterSeries(name),
+      wake: () => {
+        this.endpointDirectory.flush();
+        this.control.postMessage({ type: 'endpoints' } satisfies ControlMessage);
+        this.localRuntime?.endpointsChanged();
+      },
+    }, opts.config);
+    this.registryRequests.onmessage = (ev) => {
+      const msg = (ev as unknown as { data: DiscoveryRequest }).data;
+      if (msg?.type === 'subscribe' && (msg.kind === 'dubbo' || msg.kind === 'spring') && typeof msg.service === 'string') {
+        this.discovery.request(msg.kind, msg.service);
+      }
+    };
     const native = loadNative();
     this.captureAvailable = native !== null;
     this.fdLimit = typeof native?.fdLimit === 'function' ? native.fdLimit(MAX_FD).soft : Infinity;
@@ -251,7 +279,39 @@ export class Sluice {
     this.registry.addCluster('inbound_local');
     for (const f of filterSeries(config)) this.registry.add(series(f.name, f.labels));
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
+    this.snapshot = snap;
     this.shared.publishConfig(snap);
+  }
+
+  /** A stat series, unless the shared counters are full (then it is not counted; logged once). */
+  private addSeries(key: string): boolean {
+    try {
+      this.registry.add(key);
+      return true;
+    } catch (err) {
+      if (!this.seriesFull) log.warn({ err: (err as Error).message }, 'stat series are full: new ones are not counted');
+      this.seriesFull = true;
+      return false;
+    }
+  }
+
+  private seriesFull = false;
+
+  /**
+   * A discovered service's cluster series, shipped to the workers with the config they have (a
+   * snapshot of the same version: they keep their routes and take the new series).
+   */
+  private addClusterSeries(name: string): void {
+    const before = this.registry.keys.length;
+    try {
+      this.registry.addCluster(name);
+    } catch (err) {
+      if (!this.seriesFull) log.warn({ err: (err as Error).message }, 'stat series are full: new ones are not counted');
+      this.seriesFull = true;
+    }
+    if (this.registry.keys.length === before || !this.snapshot) return;
+    this.snapshot = { ...this.snapshot, statKeys: this.registry.keys };
+    this.shared.publishConfig(this.snapshot);
   }
 
   /**
@@ -296,6 +356,7 @@ export class Sluice {
     this.config = config;
     this.endpointDirectory.retain(new Set(config.clusters.map((c) => c.name)));
     this.endpointDirectory.flush();
+    this.discovery.apply(config);
     this.countEndpoints();
     this.stats.inc(this.stats.slot('sluice_config_reload_total'));
     log.info({ version: this.version }, 'config applied');
@@ -331,7 +392,7 @@ export class Sluice {
   private unwatch: () => void = () => {};
 
   private serveLocally(socket: import('node:net').Socket, listenerName: string, dst: { address: string; port: number } | null): void {
-    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName));
+    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName), registryChannelName(this.controlName));
     const rt = this.localRuntime;
     const listener = rt.current().listeners.get(listenerName);
     if (!listener) { socket.destroy(); return; }
@@ -406,6 +467,9 @@ export class Sluice {
       await flushWorkerLogs(this.pool); // a stopped worker would lose the log lines it holds
       await this.pool.destroy().catch(() => {});
       this.listeners.abandon(); // anything still queued for a worker is closed here
+      await this.discovery.close();
+      this.registryRequests.close();
+      this.localRuntime?.discovery.close();
       this.control.close();
       this.rpcStats.close();
       await this.admin.close();

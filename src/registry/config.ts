@@ -47,6 +47,17 @@ export interface RegistrySettings {
   idleUnsubscribeMs: number;
   zeroInstanceHoldMs: number;
   firstListTimeoutMs: number;
+  /** Captured outbound calls of a discovered service are balanced over its providers; false: they go where the application sent them. */
+  balanceCaptured: boolean;
+  /** How the cluster of a discovered service connects and balances (as clusters[] of the config). */
+  cluster: DiscoveredClusterSettings;
+}
+
+export interface DiscoveredClusterSettings {
+  lbPolicy: 'round_robin' | 'least_request';
+  connectTimeoutMs: number;
+  maxConnectionsPerEndpoint: number;
+  maxPendingRequests: number;
 }
 
 /** The two config sections the registries read; a SluiceConfig with them fits. */
@@ -107,6 +118,24 @@ export const registryConfigSchema = {
       zeroInstanceHoldMs: duration(60_000, 0),
       /** A subscription's `ready` fails if no registry answered within this. */
       firstListTimeoutMs: duration(5000),
+      /**
+       * Captured outbound calls to a service a registry lists are balanced by Sluice over its
+       * providers; false: they go to the address the application chose, as without a registry
+       * (a route with `passthrough: true` does the same for the services it matches).
+       */
+      balanceCaptured: { type: 'boolean', default: true },
+      /** The cluster each discovered service gets: settings as in clusters[]. */
+      cluster: {
+        type: 'object',
+        additionalProperties: false,
+        default: {},
+        properties: {
+          lbPolicy: { enum: ['round_robin', 'least_request'], default: 'round_robin' },
+          connectTimeoutMs: duration(5000),
+          maxConnectionsPerEndpoint: { type: 'integer', minimum: 1, maximum: 65536, default: 1024 },
+          maxPendingRequests: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 1024 },
+        },
+      },
     },
   },
 } as const;

@@ -5,6 +5,7 @@
  * write through the main thread's Stats (Stats fits `StatsSink` as it is).
  */
 import type { RegistryConfig } from './config';
+import { declareFamilies } from '../stats/stats';
 
 type Kind = 'counter' | 'gauge';
 type By = 'none' | 'registry' | 'registry_reason';
@@ -31,6 +32,9 @@ export const REGISTRY_FAMILIES: readonly RegistryFamily[] = [
   { name: 'sluice_registry_zero_instance_protected_total', kind: 'counter', by: 'none', help: 'Changes to an empty list that were held back' },
   { name: 'sluice_registry_ready_timeout_total', kind: 'counter', by: 'none', help: 'Subscriptions whose first list did not come within registry.firstListTimeoutMs' },
 ];
+
+// every thread that loads the registry module knows the families (HELP, TYPE, which are gauges)
+declareFamilies(REGISTRY_FAMILIES);
 
 /** What the registries need of a stats object; src/stats/stats.ts `Stats` fits it. */
 export interface StatsSink {

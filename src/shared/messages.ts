@@ -4,7 +4,9 @@
  *   main ──connections─────▶ worker   (shared-memory queues in batches, src/shared/handoff.ts)
  *   main ──WorkerPing──────▶ worker   (piscina task at start: resolves once the worker has booted)
  *   main ──ConfigSnapshot──▶ all      (shared-memory mailbox, read by seq number)
- *   main ──ControlMessage──▶ all      (BroadcastChannel: drain, close-idle)
+ *   main ──ControlMessage──▶ all      (BroadcastChannel: drain, close-idle, endpoints)
+ *   main ──endpoint lists──▶ all      (shared-memory mailbox, src/upstream/endpoint-directory.ts)
+ *   worker ─DiscoveryRequest─▶ main   (BroadcastChannel: subscribe a service a request needs)
  */
 import type { SluiceConfig } from '../config/config';
 
@@ -19,6 +21,7 @@ export interface WorkerPing {
 }
 
 export interface ConfigSnapshot {
+  /** The config's version: the same when only statKeys grew (a worker then keeps its routes). */
   version: number;
   config: SluiceConfig;
   /** Stat series, index = shared counter slot. */
@@ -30,10 +33,27 @@ export interface ConfigSnapshot {
  * HTTP/2 GOAWAY, Dubbo READONLY) while still serving; `close-idle`: the drain period is over,
  * connections with nothing in flight close. `stall` (tests, debug endpoints only): the worker with
  * that threadId blocks its event loop for `ms`, as a worker stuck in a long computation would, and
- * says `stalling` first.
+ * says `stalling` first. `endpoints`: the endpoint mailbox has lists that requests wait for (a
+ * service's first list from a registry); a worker reads it now rather than at its next request.
  */
-export type ControlMessage = { type: 'drain' } | { type: 'close-idle' }
+export type ControlMessage = { type: 'drain' } | { type: 'close-idle' } | { type: 'endpoints' }
   | { type: 'stall'; threadId: number; ms: number } | { type: 'stalling'; threadId: number };
+
+/**
+ * A worker asks the main thread to subscribe a service a request needs (src/upstream/discovered.ts):
+ * a Dubbo interface, or the host of an HTTP request (a Spring Cloud service name). The answer is
+ * the service's list in the endpoint mailbox, announced by a ControlMessage `endpoints`.
+ */
+export interface DiscoveryRequest {
+  type: 'subscribe';
+  kind: 'dubbo' | 'spring';
+  service: string;
+}
+
+/** Discovery requests travel on a channel of their own, beside the control channel. */
+export function registryChannelName(control: string): string {
+  return `${control}:registry`;
+}
 
 export const CONTROL_CHANNEL = 'sluice-control';
 

@@ -85,7 +85,9 @@ type Kind = 'counter' | 'gauge' | 'histogram';
  * (labels `route` and what else the filter adds), as its module's routeSeries lists them; `rule`:
  * per rule of a filter's top-level section (label `rule`), as its module's configSeries lists them.
  */
-type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log' | 'route' | 'rule';
+type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log' | 'route' | 'rule'
+  // per registry of the config (src/registry/stats.ts registrySeries), and by skip reason
+  | 'registry' | 'registry_reason';
 export interface Family { name: string; kind: Kind; help: string; by: By; buckets?: readonly number[] }
 
 /** Every stat of the core. Filters declare theirs (declareFamilies); tests assert these full names. */

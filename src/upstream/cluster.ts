@@ -70,6 +70,8 @@ export class ClusterRuntime {
   private readonly subsets = new Map<string, Subset>();
   /** The labels each subset selects, to rebuild it when the endpoints change. */
   private readonly subsetLabels = new Map<string, Record<string, string>>();
+  /** Subsets chosen by a test of the labels (a Dubbo call's group and version), likewise. */
+  private readonly subsetTests = new Map<string, (labels: Readonly<Record<string, string>>) => boolean>();
   private all: Subset;
 
   /**
@@ -92,6 +94,22 @@ export class ClusterRuntime {
   }
 
   /**
+   * A subset of the endpoints whose labels pass `test`, kept under `key` (and rebuilt when the
+   * endpoints change). At most MAX_TEST_SUBSETS are kept: the keys come from requests, so past
+   * that the oldest are forgotten (and built again when asked for).
+   */
+  prepareSubsetWhere(key: string, test: (labels: Readonly<Record<string, string>>) => boolean): void {
+    if (this.subsets.has(key)) return;
+    if (this.subsetTests.size >= MAX_TEST_SUBSETS) {
+      const oldest = this.subsetTests.keys().next().value as string;
+      this.subsetTests.delete(oldest);
+      this.subsets.delete(oldest);
+    }
+    this.subsetTests.set(key, test);
+    this.subsets.set(key, subset(this.endpoints.filter((e) => test(e.labels)), this.random));
+  }
+
+  /**
    * Replaces the endpoints (null: back to the config's), keeping routes, subsets and the
    * requests in flight: an endpoint that stays keeps its object, so its least-request count
    * stays true. Returns the pool keys this cluster no longer uses.
@@ -106,6 +124,7 @@ export class ClusterRuntime {
     this.all = subset(this.endpoints, this.random);
     this.subsets.set('', this.all);
     for (const [key, labels] of this.subsetLabels) this.subsets.set(key, subset(select(this.endpoints, labels), this.random));
+    for (const [key, test] of this.subsetTests) this.subsets.set(key, subset(this.endpoints.filter((e) => test(e.labels)), this.random));
     for (const e of this.endpoints) before.delete(e.key);
     return [...before.keys()];
   }
@@ -180,8 +199,17 @@ function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<stri
   return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
 
-/** Round robin starts at a random endpoint, so workers and fresh configs do not all start on the first. */
-function subset(endpoints: Endpoint[], random: () => number): Subset {
+/** Subsets chosen by a test that a cluster keeps at once. */
+const MAX_TEST_SUBSETS = 256;
+
+/**
+ * Round robin starts at a random endpoint, so workers and fresh configs do not all start on the
+ * first. An endpoint of weight 0 (a Dubbo provider an operator weighed out; config weights are 1
+ * and up) takes nothing while another has weight; when all have 0 they share alike, as Dubbo's
+ * own balancers do.
+ */
+function subset(all: Endpoint[], random: () => number): Subset {
+  const endpoints = all.some((e) => e.weight <= 0) && all.some((e) => e.weight > 0) ? all.filter((e) => e.weight > 0) : all;
   let total = 0;
   for (const e of endpoints) total += e.weight;
   return {

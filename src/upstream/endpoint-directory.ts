@@ -17,6 +17,11 @@
  * later (a replaced one) reads the whole directory on its first request: nothing has to be
  * re-sent. Versions come from one counter, so a list set, cleared and set again is never
  * mistaken for the one before.
+ *
+ * Services found in a registry travel the same way, each as a cluster of its own named
+ * `<kind>/<service>` (`dubbo/com.acme.Orders`, `spring/orders`; config cluster names cannot hold
+ * a `/`), its list wrapped with what a worker needs to use it (DiscoveredList). Workers make
+ * such clusters when they first see them, without a new config: routes are not compiled again.
  */
 import { pack, unpack } from 'msgpackr';
 import type { EndpointConfig } from '../config/config';
@@ -37,6 +42,34 @@ function mailboxOf(m: SharedMemory | MailboxViews): MailboxViews {
 
 const SEQ = 0;
 const LEN = 1;
+
+/** A service a registry lists, as the main thread publishes it (src/main/discovery.ts). */
+export interface DiscoveredList {
+  readonly kind: 'dubbo' | 'spring';
+  readonly service: string;
+  /** `ready`: the registries answered (the list may be empty); `timeout`: none did within registry.firstListTimeoutMs. */
+  readonly state: 'ready' | 'timeout';
+  /** The word of the registry.touch region that requests of this service set (keeps it subscribed). */
+  readonly touch: number;
+  readonly endpoints: readonly EndpointConfig[];
+}
+
+/** What a directory entry holds: a list that replaces a config cluster's, or a discovered service. */
+export type DirectoryValue = readonly EndpointConfig[] | DiscoveredList;
+
+/** The cluster name of a discovered service. */
+export function discoveredName(kind: 'dubbo' | 'spring', service: string): string {
+  return `${kind}/${service}`;
+}
+
+/** Discovered clusters have a `/` in their name; config clusters cannot. */
+export function isDiscoveredName(name: string): boolean {
+  return name.includes('/');
+}
+
+export function isDiscoveredList(v: DirectoryValue): v is DiscoveredList {
+  return !Array.isArray(v);
+}
 
 interface Entry { version: number; packed: Uint8Array; count: number }
 
@@ -60,7 +93,7 @@ export class EndpointDirectory {
    * this turn of the event loop, so a registry that changes many lists at once publishes once;
    * `flush()` publishes now. Returns the list's version (0 when cleared).
    */
-  set(cluster: string, endpoints: readonly EndpointConfig[] | null): number {
+  set(cluster: string, endpoints: DirectoryValue | null): number {
     const old = this.entries.get(cluster);
     if (endpoints === null) {
       if (!old) return 0;
@@ -77,15 +110,17 @@ export class EndpointDirectory {
     }
     this.bound = bound;
     const version = ++this.version;
-    this.entries.set(cluster, { version, packed, count: endpoints.length });
+    this.entries.set(cluster, { version, packed, count: isDiscoveredList(endpoints) ? endpoints.endpoints.length : endpoints.length });
     this.schedule();
     return version;
   }
 
-  /** The version and size of a cluster's list, if one replaces the config's. */
+  /** The version and list of a cluster's entry, if one replaces the config's (or it is a discovered service). */
   get(cluster: string): { version: number; endpoints: EndpointConfig[] } | undefined {
     const e = this.entries.get(cluster);
-    return e ? { version: e.version, endpoints: unpack(e.packed) as EndpointConfig[] } : undefined;
+    if (!e) return undefined;
+    const v = unpack(e.packed) as DirectoryValue;
+    return { version: e.version, endpoints: (isDiscoveredList(v) ? v.endpoints : v) as EndpointConfig[] };
   }
 
   /** Clusters whose list replaces the config's. */
@@ -93,11 +128,11 @@ export class EndpointDirectory {
     return [...this.entries.keys()];
   }
 
-  /** Drops the lists of clusters a new config no longer has. */
+  /** Drops the lists of clusters a new config no longer has (discovered services are not the config's to drop). */
   retain(names: ReadonlySet<string>): void {
     let changed = false;
     for (const [n, e] of [...this.entries]) {
-      if (names.has(n)) continue;
+      if (names.has(n) || isDiscoveredName(n)) continue;
       this.entries.delete(n);
       this.bound -= entryBound(n, e.packed.length);
       changed = true;
@@ -142,13 +177,13 @@ function entryBound(name: string, packedLength: number): number {
   return packedLength + Buffer.byteLength(name) + 5 + 1 + 3 * 9;
 }
 
-/** What changed since the last poll: the lists now in force (null: back to the config's). */
-export type EndpointChanges = Map<string, EndpointConfig[] | null>;
+/** What changed since the last poll: the lists now in force (null: back to the config's, or no longer discovered). */
+export type EndpointChanges = Map<string, DirectoryValue | null>;
 
 /** The reader, on each worker: the lists it has, and what changed since it last looked. */
 export class EndpointReader {
   private seen = 0;
-  private readonly lists = new Map<string, { version: number; endpoints: EndpointConfig[] }>();
+  private readonly lists = new Map<string, { version: number; endpoints: DirectoryValue }>();
 
   private readonly control: Int32Array;
   private readonly bytes: Uint8Array;
@@ -163,8 +198,14 @@ export class EndpointReader {
   }
 
   /** The list that replaces a cluster's config list, if any. */
-  endpoints(cluster: string): EndpointConfig[] | undefined {
-    return this.lists.get(cluster)?.endpoints;
+  endpoints(cluster: string): readonly EndpointConfig[] | undefined {
+    const v = this.lists.get(cluster)?.endpoints;
+    return v && !isDiscoveredList(v) ? v : undefined;
+  }
+
+  /** The discovered services read so far, by cluster name. */
+  *discovered(): IterableIterator<[string, DiscoveredList]> {
+    for (const [name, e] of this.lists) if (isDiscoveredList(e.endpoints)) yield [name, e.endpoints];
   }
 
   /** Reads the mailbox if it changed; returns the clusters whose list changed (empty when none). */
@@ -194,7 +235,7 @@ export class EndpointReader {
       this.seen = before;
       const changes: EndpointChanges = new Map();
       for (const [name, version, packed] of fresh) {
-        const endpoints = unpack(packed) as EndpointConfig[];
+        const endpoints = unpack(packed) as DirectoryValue;
         this.lists.set(name, { version, endpoints });
         changes.set(name, endpoints);
       }

@@ -13,7 +13,8 @@ import type { SharedState } from '../shared/shared-state';
 import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol, type ProtocolStats } from '../stats/stats';
 import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
 import { UpstreamPools } from '../upstream/upstream-pools';
-import { EndpointReader } from '../upstream/endpoint-directory';
+import { EndpointReader, isDiscoveredList, isDiscoveredName } from '../upstream/endpoint-directory';
+import { DiscoveredCluster, DiscoveryClient, TOUCH_REGION, type DiscoveryResult } from '../upstream/discovered';
 import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
 import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
@@ -43,6 +44,8 @@ export interface ConnectionInfo {
 
 export class CompiledConfig implements ExchangeEnv {
   readonly clusters = new Map<string, ClusterRuntime>();
+  /** Services found in a registry, by cluster name (`dubbo/<interface>`, `spring/<name>`): not the config's, no route names them. */
+  readonly discovered = new Map<string, DiscoveredCluster>();
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly router: Router;
   readonly protocolStats = new Map<Protocol, ProtocolStats>();
@@ -56,9 +59,17 @@ export class CompiledConfig implements ExchangeEnv {
   /** The endpoint mailbox's sequence number this config's clusters reflect. */
   endpointSeq = 0;
 
-  /** `endpoints`: the lists that replace the config's, by cluster (endpoint-directory.ts). */
+  /** The config snapshot's version: a snapshot of the same version only adds stat series. */
+  version = 0;
+  /** Where requests for services a registry lists find them (the worker's DiscoveryClient). */
+  discovery: DiscoveryClient | null = null;
+
+  /**
+   * `endpoints`: the lists that replace the config's, by cluster (endpoint-directory.ts).
+   * `seq` and `stats` move on when a snapshot of the same config only adds stat series.
+   */
   constructor(
-    readonly seq: number, readonly config: SluiceConfig, readonly stats: Stats,
+    public seq: number, readonly config: SluiceConfig, public stats: Stats,
     readonly pools: UpstreamPools, readonly rpcStats: RpcStatsCollector | null, previous?: CompiledConfig,
     endpoints?: (cluster: string) => readonly EndpointConfig[] | undefined,
   ) {
@@ -90,7 +101,9 @@ export class CompiledConfig implements ExchangeEnv {
     this.passthroughStats = clusterStats(stats, 'original_dst');
     this.inboundStats = clusterStats(stats, 'inbound_local');
     const filters = createFilters(config.filters, { config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters: this.clusters, random: Math.random });
-    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters);
+    const kinds = new Set(config.registries.flatMap((r) => r.kinds));
+    const discovery = kinds.size === 0 ? null : { dubbo: kinds.has('dubbo'), spring: kinds.has('spring'), balanceCaptured: config.registry.balanceCaptured };
+    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters, discovery);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
     if (!same) previous?.accessLog.close();
@@ -100,11 +113,19 @@ export class CompiledConfig implements ExchangeEnv {
     return this.protocolStats.get(p)!;
   }
 
-  /** Every endpoint key some cluster of this config uses now. */
+  /** Every endpoint key some cluster of this config (or a discovered service) uses now. */
   endpointKeys(): Set<string> {
     const keys = new Set<string>();
     for (const c of this.clusters.values()) for (const e of c.endpoints) keys.add(e.key);
+    for (const d of this.discovered.values()) for (const e of d.cluster.endpoints) keys.add(e.key);
     return keys;
+  }
+
+  /** The target of a request to a service a registry may list (ExchangeEnv.discover). */
+  discover(view: RequestView, kind: 'dubbo' | 'spring', done: (r: DiscoveryResult) => void): DiscoveryResult | undefined {
+    if (!this.discovery) return { miss: 'timeout', detail: 'no registry client on this thread' };
+    if (kind === 'dubbo') return this.discovery.lookup(this, kind, view.service, view.header('group'), view.header('version'), done);
+    return this.discovery.lookup(this, kind, view.authority, undefined, undefined, done);
   }
 
   /**
@@ -156,11 +177,15 @@ export class WorkerRuntime {
    * `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread.
    * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable).
    */
-  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string) {
+  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string, registryChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
     this.pools = new UpstreamPools(() => this.current().stats);
     this.endpoints = new EndpointReader(shared.memory);
+    this.discovery = new DiscoveryClient(shared.memory.region(TOUCH_REGION), registryChannel, () => this.current());
   }
+
+  /** Asks the main thread for services a request needs, and holds those requests until their lists come. */
+  readonly discovery: DiscoveryClient;
 
   /** Endpoint lists that replace the config's, read from the shared mailbox. */
   private readonly endpoints: EndpointReader;
@@ -178,13 +203,24 @@ export class WorkerRuntime {
       this.stats = new Stats(this.shared, snap.value.statKeys, this.gaugeRow);
       this.statKeysLength = snap.value.statKeys.length;
     }
+    if (c && c.version === snap.value.version) {
+      // the same config with more stat series (a discovered service's): routes stay as they are
+      c.seq = snap.seq;
+      c.stats = this.stats;
+      if (c.endpointSeq !== this.endpoints.seq) this.applyEndpoints(c);
+      return c;
+    }
     const seq = this.endpoints.seq;
     this.endpoints.poll();
     const next = new CompiledConfig(snap.seq, snap.value.config, this.stats, this.pools, this.rpcStats, c ?? undefined,
       (name) => this.endpoints.endpoints(name));
+    next.version = snap.value.version;
+    next.discovery = this.discovery;
+    for (const [name, list] of this.endpoints.discovered()) next.discovered.set(name, new DiscoveredCluster(name, list, next.config, next.stats));
     next.endpointSeq = seq;
     this.compiled = next;
     if (c) this.leaveUnused(c.endpointKeys(), next);
+    this.discovery.settle(next);
     return next;
   }
 
@@ -192,11 +228,51 @@ export class WorkerRuntime {
   private applyEndpoints(c: CompiledConfig): void {
     c.endpointSeq = this.endpoints.seq;
     const gone = new Set<string>();
+    let found = false;
     for (const [name, list] of this.endpoints.poll()) {
+      if (isDiscoveredName(name)) {
+        const d = c.discovered.get(name);
+        if (list === null || !isDiscoveredList(list)) {
+          if (d) { c.discovered.delete(name); for (const e of d.cluster.endpoints) gone.add(e.key); }
+        } else if (d) {
+          for (const key of d.update(list)) gone.add(key);
+        } else {
+          c.discovered.set(name, new DiscoveredCluster(name, list, c.config, this.freshStats(c)));
+          found = true;
+        }
+        continue;
+      }
       const cluster = c.clusters.get(name);
-      if (cluster) for (const key of cluster.setEndpoints(list)) gone.add(key);
+      if (cluster && (list === null || !isDiscoveredList(list))) for (const key of cluster.setEndpoints(list)) gone.add(key);
     }
     if (gone.size) this.leaveUnused(gone, c);
+    if (found) this.discovery.settle(c);
+  }
+
+  /**
+   * The stats to build a new discovered cluster with: the main thread adds its series to the
+   * snapshot before it publishes its list, but this worker may have read the config before that.
+   */
+  private freshStats(c: CompiledConfig): Stats {
+    if (c.seq !== this.shared.configSeq) {
+      const snap = this.shared.readConfig<ConfigSnapshot>();
+      if (snap && snap.value.version === c.version && snap.value.statKeys.length !== this.statKeysLength) {
+        this.stats = new Stats(this.shared, snap.value.statKeys, this.gaugeRow);
+        this.statKeysLength = snap.value.statKeys.length;
+        c.seq = snap.seq;
+        c.stats = this.stats;
+      }
+    }
+    return c.stats;
+  }
+
+  /** The main thread says the mailbox has lists that requests wait for: read it now. */
+  endpointsChanged(): void {
+    try {
+      this.current();
+    } catch (err) {
+      this.logError(err as Error, 'endpoints');
+    }
   }
 
   /** Pools of endpoints in `maybe` that no cluster of `c` uses any more are given up. */

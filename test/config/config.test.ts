@@ -79,6 +79,11 @@ t.test('an empty document gets every default', async (t) => {
     filters: [...DEFAULT_FILTERS],
     logLevel: 'info',
     authorization: [],
+    registries: [],
+    registry: {
+      subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600_000, zeroInstanceHoldMs: 60_000, firstListTimeoutMs: 5000,
+      balanceCaptured: true, cluster: { lbPolicy: 'round_robin', connectTimeoutMs: 5000, maxConnectionsPerEndpoint: 1024, maxPendingRequests: 1024 },
+    },
   });
   t.same(parseConfigText(''), c, 'an empty file is the same as {}');
 });
@@ -303,6 +308,27 @@ t.test('clusters need endpoints; explicit listeners need a cluster or a route', 
   }
   // capture listeners need neither
   t.ok(buildConfig(base({ listeners: [{ name: 'cap', address: '127.0.0.1:9001', capture: true }] })));
+  // with a registry, an explicit listener finds providers by service name
+  const zk = [{ name: 'zk', type: 'zookeeper', address: '127.0.0.1:2181' }];
+  t.equal(buildConfig(base({ listeners: [{ name: 'app', address: '127.0.0.1:9001' }], registries: zk })).listeners[0].cluster, undefined);
+});
+
+t.test('registries and registry: the fixed names, defaults, and every rule with its path', async (t) => {
+  const c = buildConfig(base({ registries: [{ name: 'zk', type: 'zookeeper', address: '127.0.0.1:2181' }] }));
+  t.same(c.registries, [{ name: 'zk', type: 'zookeeper', address: '127.0.0.1:2181', sessionTimeoutMs: 30_000, kinds: ['dubbo', 'spring'], dubboRoot: '/dubbo', springRoot: '/services' }]);
+  t.equal(c.registry.balanceCaptured, true);
+  t.equal(c.registry.firstListTimeoutMs, 5000);
+  t.ok(Object.isFrozen(c.registries[0]));
+  refuses(t, base({ registries: [{ name: 'zk', type: 'zookeeper', address: 'a:1,,b' }] }), '/registries/0/address', /empty server/);
+  refuses(t, base({ registries: [{ name: 'zk', type: 'consul', address: 'a:1' }] }), '/registries/0/type', /must be one of zookeeper/);
+  refuses(t, base({ registries: [{ name: 'zk', type: 'zookeeper' }] }), '/registries/0/address', /is required/);
+  refuses(t, base({ registries: [{ name: 'zk', type: 'zookeeper', address: 'a', auth: { digest: 'x' } }] }), '/registries/0/auth/digest', /user:password/);
+  refuses(t, base({ registries: [{ name: 'zk', type: 'zookeeper', address: 'a' }, { name: 'zk', type: 'zookeeper', address: 'b' }] }), '/registries/1/name', /duplicate registry name/);
+  refuses(t, base({ registry: { subscribeAtStart: { dubbo: ['com.acme.A'] } } }), '/registry/subscribeAtStart/dubbo/0', /no registry serves dubbo/);
+  refuses(t, base({ registry: { balanceCaptured: 'yes' } }), '/registry/balanceCaptured', /boolean/);
+  refuses(t, base({ registry: { cluster: { lbPolicy: 'random' } } }), '/registry/cluster/lbPolicy', /must be one of round_robin, least_request/);
+  refuses(t, base({ registry: { cluster: { connectTimeoutMs: 0 } } }), '/registry/cluster/connectTimeoutMs', />= 1/);
+  refuses(t, base({ registry: { firstListTimeoutMs: 0 } }), '/registry/firstListTimeoutMs', />= 1/);
 });
 
 t.test('YAML: syntax errors, several documents, not a mapping', async (t) => {

@@ -279,3 +279,34 @@ t.test('authority: the host of every HTTP request, gRPC included; never a Dubbo 
   t.equal(route(view({ protocol: 'grpc', service: 'admin.internal', authority: 'public.test' })), null);
   t.equal(route(view({ protocol: 'dubbo', service: 'admin.internal', authority: '' })), null, 'a Dubbo call has no authority');
 });
+
+t.test('with registries: unrouted outbound requests go to their discovered service, where the listener allows', async (t) => {
+  const build = (discovery: { dubbo: boolean; spring: boolean; balanceCaptured: boolean } | null, routes: Doc[] = []) => {
+    const config = buildConfig({
+      admin: { address: '127.0.0.1:0' }, listeners: LISTENERS, clusters: CLUSTERS, routes,
+      registries: [{ name: 'zk', type: 'zookeeper', address: '127.0.0.1:2181' }],
+    });
+    const stats = new Stats(new SharedState(), new StatsRegistry().keys);
+    const clusters = new Map(config.clusters.map((c) => [c.name, new ClusterRuntime(c, stats)]));
+    const listeners = new Map<string, ListenerConfig>(config.listeners.map((l) => [l.name, l]));
+    return new Router(config.routes, clusters, listeners, config.http.requestTimeoutMs, [], discovery);
+  };
+  const target = (r: Route | null) => (r?.target.kind === 'discover' ? `${r.target.service}:${r.target.fallback}` : r?.name ?? null);
+  const dst = { address: '10.0.0.7', port: 20880 };
+  const all = build({ dubbo: true, spring: true, balanceCaptured: true });
+  t.equal(target(all.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', destination: dst }))), 'dubbo:passthrough', 'captured Dubbo call: discovered, falling back to its original destination');
+  t.equal(target(all.resolve(view({ service: 'orders', destination: dst }))), 'spring:passthrough', 'captured HTTP request: by its host');
+  t.equal(target(all.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', listener: 'bare' }))), 'dubbo:fail', 'an explicit listener without a cluster: discovered, no fallback');
+  t.equal(target(all.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', listener: 'app' }))), 'listener_default', 'a listener with a cluster keeps it');
+  t.equal(target(all.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', listener: 'outbound' }))), null, 'the capture port dialled directly (no original destination): no route, as before');
+  t.equal(target(all.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', direction: 'inbound', listener: 'inbound', destination: dst }))), 'passthrough', 'inbound: to the local application');
+  const kept = build({ dubbo: true, spring: true, balanceCaptured: false });
+  t.equal(target(kept.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', destination: dst }))), 'passthrough', 'balanceCaptured false: the application\'s choice');
+  t.equal(target(kept.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', listener: 'bare' }))), 'dubbo:fail', 'explicit listeners still discover');
+  const dubboOnly = build({ dubbo: true, spring: false, balanceCaptured: true });
+  t.equal(target(dubboOnly.resolve(view({ service: 'orders', destination: dst }))), 'passthrough', 'no registry serves spring: HTTP passes through');
+  const routed = build({ dubbo: true, spring: true, balanceCaptured: true }, [{ name: 'keep', match: { service: 'com.acme.A' }, action: { passthrough: true } }]);
+  t.equal(target(routed.resolve(view({ protocol: 'dubbo', service: 'com.acme.A', destination: dst }))), 'keep', 'a matching route wins');
+  t.equal(target(routed.resolve(view({ protocol: 'dubbo', service: 'com.acme.B', destination: dst }))), 'dubbo:passthrough');
+  t.equal(target(build(null).resolve(view({ protocol: 'dubbo', service: 'com.acme.A', destination: dst }))), 'passthrough', 'without registries: as before');
+});

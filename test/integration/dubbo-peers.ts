@@ -93,13 +93,17 @@ export class Consumer {
     }
   }
 
-  /** A call; a consumer-side timeout answers status -2 (nothing came back in `timeoutMs`). */
+  /**
+   * A call; a consumer-side timeout answers status -2 (nothing came back in `timeoutMs`).
+   * `service`: the interface, with `:version` or without (then 1.0.0).
+   */
   call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000, service = SERVICE): Promise<Answer> {
+    const signature = service.includes(':') ? service : `${service}:1.0.0`;
     const id = this.nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.waiting.delete(id); resolve({ status: -2, error: 'consumer timeout' }); }, timeoutMs);
       this.waiting.set(id, (a) => { clearTimeout(timer); resolve(a); });
-      this.enc.writeRequest(id, { serverSignature: `${service}:1.0.0`, methodName: method, args, requestProps: props, timeout: timeoutMs });
+      this.enc.writeRequest(id, { serverSignature: signature, methodName: method, args, requestProps: props, timeout: timeoutMs });
     });
   }
 

@@ -185,3 +185,23 @@ t.test('pick(subset, avoid) avoids the failed endpoint when there is a choice', 
   labelled.prepareSubset('g=a', { g: 'a' });
   t.same([...count(labelled, 20, 'g=a', labelled.endpoints[0]).entries()], [['127.0.0.1:1', 0], ['127.0.0.1:2', 20], ['127.0.0.1:3', 0]], 'avoiding stays inside the subset');
 });
+
+t.test('weight 0 (a Dubbo provider weighed out) takes nothing while another has weight; all 0 share alike', async (t) => {
+  const c = cluster({ endpoints: ['127.0.0.1:1'] });
+  c.setEndpoints([
+    { address: '127.0.0.1:1', labels: { group: 'a' }, weight: 0 },
+    { address: '127.0.0.1:2', labels: { group: 'a' }, weight: 100 },
+    { address: '127.0.0.1:3', labels: { group: 'b' }, weight: 0 },
+    { address: '127.0.0.1:4', labels: { group: 'b' }, weight: 0 },
+  ]);
+  c.prepareSubsetWhere('a', (l) => l.group === 'a');
+  c.prepareSubsetWhere('b', (l) => l.group === 'b');
+  const a = count(c, 20, 'a');
+  t.same([a.get('127.0.0.1:1'), a.get('127.0.0.1:2')], [0, 20], 'only the provider with weight');
+  const b = count(c, 20, 'b');
+  t.same([b.get('127.0.0.1:3'), b.get('127.0.0.1:4')], [10, 10], 'all zero: round robin over both');
+  // a subset chosen by a test follows the endpoints as they change
+  c.setEndpoints([{ address: '127.0.0.1:5', labels: { group: 'a' }, weight: 1 }]);
+  t.same(count(c, 3, 'a').get('127.0.0.1:5'), 3);
+  t.same(c.subsetEndpoints('b'), []);
+});
