@@ -13,6 +13,7 @@ import { compileMatchRegex } from './match';
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import type { MirrorConfig } from '../filters/mirror';
 import type { RetryConfig } from '../filters/retry';
+import { tlsIssues, type ClusterTls, type InboundMode, type TlsConfig } from '../tls/tls-config';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -26,6 +27,7 @@ export interface ListenerConfig {
   cluster?: string;
   protocol: 'auto' | 'http' | 'dubbo' | 'tcp';
   opaque: 'passthrough' | 'refuse';
+  tls?: { mode: InboundMode };
 }
 
 /** Filters add sections of their own to a route (`fault`, ...) and to its action (`split`, ...); each filter reads its own. */
@@ -67,6 +69,7 @@ export interface ClusterConfig {
   maxConnectionsPerEndpoint: number;
   maxPendingRequests: number;
   endpoints: EndpointConfig[];
+  tls?: ClusterTls;
 }
 
 export interface SluiceConfig {
@@ -97,6 +100,8 @@ export interface SluiceConfig {
   filters: string[];
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
+  /** Absent: no identity, TLS passes through as opaque TCP. */
+  tls?: TlsConfig;
 }
 
 /** The config Sluice runs with when no file is given: capture in and out, pass everything through. */
@@ -344,6 +349,7 @@ function semanticIssues(c: Obj): ConfigIssue[] {
       }
     }
   });
+  issues.push(...tlsIssues(c));
   return issues;
 }
 

@@ -32,6 +32,7 @@ import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '
 import type { RpcStatsCollector } from '../stats/rpc-stats';
 import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
 import type { UpstreamPools } from '../upstream/upstream-pools';
+import type { OutboundTls } from '../tls/tls-runtime';
 import {
   CONTINUE, type Completion, type FilterStatus, type HeaderOps, type RequestContext, type ResponseContext, type RetryPolicy,
   type UpstreamTarget,
@@ -60,7 +61,9 @@ export interface ExchangeEnv {
   readonly rpcStats: RpcStatsCollector | null;
   protocol(p: RequestView['protocol']): ProtocolStats;
   /** Where a request with no cluster goes: the original destination, the local application, or the listener's cluster. */
-  passthrough(view: RequestView): { host: string; port: number; cstats: ClusterStats } | null;
+  passthrough(view: RequestView): { host: string; port: number; cstats: ClusterStats; tls: OutboundTls | null } | null;
+  /** mTLS origination for a cluster's endpoints (null: plaintext). */
+  upstreamTls(cluster: ClusterRuntime | null, view: RequestView): OutboundTls | null;
 }
 
 /** An upstream to try: an endpoint of a cluster, or a passthrough address. */
@@ -73,6 +76,8 @@ export interface UpstreamChoice {
   readonly cluster: ClusterRuntime | null;
   /** The cluster endpoint, or null for a passthrough target. */
   readonly endpoint: Endpoint | null;
+  /** Leave as mTLS (src/tls/), or null for plaintext. */
+  readonly tls: OutboundTls | null;
 }
 
 /** A response head as an attempt delivers it: the status, and its protocol form for the downstream side to convert. */
@@ -115,6 +120,8 @@ export interface Downstream {
   batch?(start: boolean): void;
   /** An HTTP/1 upgrade the upstream accepted: the connection becomes a tunnel to `socket`. */
   upgrade?(socket: import('node:net').Socket, rest: Buffer): void;
+  /** Edits every request of the connection gets (the caller's identity in x-forwarded-client-cert; src/tls/xfcc.ts). */
+  readonly identityEdits?: HeaderOps | null;
   /** The exchange is over (the response complete, or given up): serve the next request, free the stream. */
   done(x: Exchange): void;
   /** The response-class (1-5) and outcome of a status the client got; 0 = none. */
@@ -343,6 +350,8 @@ export class Exchange implements AttemptSink {
     stats.inc(ps.rqActive);
     const route = this.env.router.resolve(this.down.view);
     this.route = route;
+    const id = this.down.identityEdits;
+    if (id) this.requestEdits = [id];
     this.runFilters();
   }
 
@@ -445,11 +454,11 @@ export class Exchange implements AttemptSink {
     if (t.kind === 'cluster' && t.cluster) {
       const ep = t.cluster.pick(t.subset, avoid);
       if (!ep) return NO_HEALTHY_UPSTREAM;
-      return { host: ep.host, port: ep.port, key: ep.key, cstats: t.cluster.stats, cluster: t.cluster, endpoint: ep };
+      return { host: ep.host, port: ep.port, key: ep.key, cstats: t.cluster.stats, cluster: t.cluster, endpoint: ep, tls: this.env.upstreamTls(t.cluster, this.down.view) };
     }
     const p = this.env.passthrough(this.down.view);
     if (!p) return NO_ROUTE;
-    return { host: p.host, port: p.port, key: `${p.host}:${p.port}`, cstats: p.cstats, cluster: null, endpoint: null };
+    return { host: p.host, port: p.port, key: `${p.host}:${p.port}`, cstats: p.cstats, cluster: null, endpoint: null, tls: p.tls };
   }
 
   private tryUpstream(avoid: Endpoint | undefined): void {
@@ -979,7 +988,7 @@ export class Exchange implements AttemptSink {
       if (!ep) { dropped?.(); continue; }
       const m = new Mirror(this, MIRROR_BUFFER_BYTES, dropped);
       (this.mirrors ??= []).push(m);
-      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
+      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null, tls: this.env.upstreamTls(cluster, this.down.view) }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
     }
   }
 }
