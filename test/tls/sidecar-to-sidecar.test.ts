@@ -154,7 +154,7 @@ t.test('HTTP/1.1, HTTP/2 and Dubbo from A to B are encrypted on the wire and arr
   t.ok((sb2.get('sluice_tls_inbound_resumed_total{listener="in1"}') ?? 0) >= 1, 'B saw the resumption');
 });
 
-t.test('a peer whose SPIFFE ID the cluster does not expect is refused (502), counted', async (t) => {
+t.test('a peer whose SPIFFE ID the cluster does not expect is refused (503, as a connect failure), counted', async (t) => {
   const app = await httpUpstream((req, res) => res.end('reached'));
   const b = await startSluice({
     tls: { certFile: idB.certFile, keyFile: idB.keyFile, caFile: idB.caFile, inbound: { mode: 'strict' } },
@@ -168,7 +168,8 @@ t.test('a peer whose SPIFFE ID the cluster does not expect is refused (502), cou
   });
   t.teardown(async () => { await a.stop(); await b.stop(); await app.close(); });
   const r = await get(`http://127.0.0.1:${a.port('out')}/x`);
-  t.not(r.status, 200);
+  t.equal(r.status, 503);
+  t.equal(r.headers['x-sluice-reason'], 'upstream_connect_failed');
   t.notMatch(r.body, /reached/);
   const m = await stats(a.admin);
   t.ok((m.get('sluice_tls_outbound_refused_total{cluster="b",reason="principal_mismatch"}') ?? 0) >= 1);
