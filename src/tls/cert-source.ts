@@ -49,6 +49,7 @@ export class CertSource {
   private intervalMs = 1000;
   private settleTimer: NodeJS.Timeout | null = null;
   private lastRefusal: CertsView['lastRefusal'] = null;
+  private ciphers = '';
 
   constructor(private readonly mailbox: IdentityMailbox, private readonly stats: () => Stats) {}
 
@@ -58,6 +59,11 @@ export class CertSource {
    * files are then watched. No files: an identity pushed through the API stays.
    */
   applyConfig(tls: TlsConfig | undefined): void {
+    const ciphers = tls?.cipherSuites?.join(':') ?? '';
+    if (ciphers !== this.ciphers) {
+      this.ciphers = ciphers;
+      if (this.identity) this.publish(this.identity);
+    }
     const files = tls?.certFile && tls.keyFile && tls.caFile ? { certFile: tls.certFile, keyFile: tls.keyFile, caFile: tls.caFile } : null;
     const same = files && this.files && files.certFile === this.files.certFile && files.keyFile === this.files.keyFile && files.caFile === this.files.caFile;
     if (files && !same) {
@@ -131,14 +137,20 @@ export class CertSource {
     this.identity = id;
     this.source = source;
     this.installedAt = Date.now();
-    this.generation++;
-    // new ticket keys with every identity: a session resumed on a ticket of the old one would skip
-    // the new bundle's check of the peer
-    this.mailbox.publish({ generation: this.generation, id: id.info.id, certPem: id.certPem, keyPem: id.keyPem, caPem: id.caPem, ticketKeys: randomBytes(48) });
+    this.publish(id);
     const s = this.stats();
     s.inc(s.slot('sluice_tls_cert_rotations_total'));
     this.refreshGauge();
     log.info({ identity: id.info.id, serial: id.info.serial, notAfter: id.info.notAfter, source, generation: this.generation }, 'workload identity installed');
+  }
+
+  private publish(id: Identity): void {
+    this.generation++;
+    // new ticket keys with every identity: a session resumed on a ticket of the old one would skip
+    // the new bundle's check of the peer
+    this.mailbox.publish({
+      generation: this.generation, id: id.info.id, certPem: id.certPem, keyPem: id.keyPem, caPem: id.caPem, ticketKeys: randomBytes(48), ciphers: this.ciphers,
+    });
   }
 
   private refused(source: 'file' | 'api', err: Error): void {

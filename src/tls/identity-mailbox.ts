@@ -30,6 +30,8 @@ export interface IdentityMessage {
   caPem: string;
   /** 48 bytes for session tickets, shared by every worker so a ticket resumes on any of them; new with each identity. */
   ticketKeys: Uint8Array;
+  /** tls.cipherSuites joined with ':' ('' for OpenSSL's default). */
+  ciphers: string;
 }
 
 export class IdentityMailbox {

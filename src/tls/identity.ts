@@ -15,10 +15,11 @@
  * (`reason`), counted by whoever asked.
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import tls from 'node:tls';
 import { SluiceError } from '../errors';
 
-export type RefusalReason = 'unparsable' | 'no_spiffe_id' | 'not_yet_valid' | 'expired' | 'not_chained' | 'key_mismatch' | 'bad_bundle';
-export const REFUSAL_REASONS: readonly RefusalReason[] = ['unparsable', 'no_spiffe_id', 'not_yet_valid', 'expired', 'not_chained', 'key_mismatch', 'bad_bundle'];
+export type RefusalReason = 'unparsable' | 'no_spiffe_id' | 'not_yet_valid' | 'expired' | 'not_chained' | 'key_mismatch' | 'bad_bundle' | 'unusable';
+export const REFUSAL_REASONS: readonly RefusalReason[] = ['unparsable', 'no_spiffe_id', 'not_yet_valid', 'expired', 'not_chained', 'key_mismatch', 'bad_bundle', 'unusable'];
 
 export class IdentityError extends SluiceError {
   constructor(readonly reason: RefusalReason, message: string) {
@@ -148,6 +149,13 @@ export function checkIdentity(certPem: string, keyPem: string, caPem: string, no
     throw new IdentityError('key_mismatch', `the private key (keyFile) cannot be parsed: ${(err as Error).message}`);
   }
   if (!leaf.checkPrivateKey(key)) throw new IdentityError('key_mismatch', `the private key (keyFile) is not the key of the certificate (${sid.id})`);
+  // what the workers will do with it: a certificate X.509 can parse but TLS cannot use (an SM2 key
+  // on an OpenSSL without SM2 TLS support) is refused here, not at the first handshake
+  try {
+    tls.createSecureContext({ cert: certPem, key: keyPem, ca: caPem });
+  } catch (err) {
+    throw new IdentityError('unusable', `the certificate (${sid.id}) cannot be used for TLS by this runtime's OpenSSL ${process.versions.openssl}: ${(err as Error).message}`);
+  }
   return {
     info: {
       id: sid.id,

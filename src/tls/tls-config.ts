@@ -10,6 +10,7 @@
  *   clusters[].tls:  { mode: mutual, principals: [...] }
  */
 import { BlockList, isIP } from 'node:net';
+import tls from 'node:tls';
 import type { ConfigIssue } from '../errors';
 
 export type InboundMode = 'strict' | 'permissive' | 'disabled';
@@ -29,6 +30,13 @@ export const tlsSchema = {
     caFile: { type: 'string', minLength: 1 },
     /** How often the three files are looked at (a Kubernetes secret's atomic symlink swap included). */
     watchIntervalMs: { type: 'integer', minimum: 50, maximum: 3_600_000, default: 1000 },
+    /**
+     * The cipher suites offered and accepted, OpenSSL names (TLS 1.3: TLS_AES_128_GCM_SHA256, ...).
+     * Each must be one this runtime's OpenSSL can negotiate, or the config is refused: a suite
+     * OpenSSL does not know (TLS_SM4_GCM_SM3 on Node 20) would otherwise be dropped silently and
+     * another one negotiated. Default: OpenSSL's.
+     */
+    cipherSuites: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, uniqueItems: true },
     /** A TLS handshake (inbound or outbound) that takes longer is cut off. */
     handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 10_000 },
     inbound: {
@@ -99,11 +107,29 @@ export interface TlsConfig {
   caFile?: string;
   watchIntervalMs: number;
   handshakeTimeoutMs: number;
+  cipherSuites?: string[];
   inbound: { mode: InboundMode; ports: Record<string, InboundMode> };
   outbound: { mode: 'mutual' | 'disabled'; destinations: Destination[]; principals?: string[] };
 }
 
 export interface ClusterTls { mode: 'mutual' | 'disabled'; principals?: string[] }
+
+/**
+ * Why this runtime cannot negotiate a cipher suite, or null when it can. Each suite is tried
+ * alone in a secure context, so a list never hides one OpenSSL would drop.
+ */
+export function cipherSuiteProblem(name: string): string | null {
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) return `"${name}" is not one cipher suite name (list each suite on its own)`;
+  try {
+    tls.createSecureContext({ ciphers: name });
+    return null;
+  } catch {
+    const sm = /SM4|SM3|SM2/i.test(name)
+      ? ` (national cryptography: this runtime's OpenSSL ${process.versions.openssl} has SM3 and SM4 as algorithms but no TLS suite using them, and cannot load SM2 certificates; see docs/configuration.md#national-cryptography-sm2-sm3-sm4)`
+      : '';
+    return `"${name}" is not a cipher suite this runtime's OpenSSL ${process.versions.openssl} can negotiate${sm}`;
+  }
+}
 
 /** `10.0.0.0/8`, `10.1.2.3` (a /32), `fd00::/8`: address and prefix, or why not. */
 export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | string {
@@ -129,6 +155,13 @@ export function tlsIssues(c: Record<string, unknown>): ConfigIssue[] {
       for (const k of ['certFile', 'keyFile', 'caFile']) {
         if (t[k] === undefined) issues.push({ path: `/tls/${k}`, message: `is required with ${files.join(' and ')} (the three files name one identity)` });
       }
+    }
+    if (Array.isArray(t.cipherSuites)) {
+      t.cipherSuites.forEach((name, i) => {
+        if (typeof name !== 'string' || name === '') return;
+        const why = cipherSuiteProblem(name);
+        if (why) issues.push({ path: `/tls/cipherSuites/${i}`, message: why });
+      });
     }
     if (isObj(t.inbound) && isObj(t.inbound.ports)) {
       for (const port of Object.keys(t.inbound.ports)) {

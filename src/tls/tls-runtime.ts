@@ -45,8 +45,9 @@ export class Generation {
   constructor(readonly seq: number, m: IdentityMessage) {
     this.id = m.id;
     const ticketKeys = Buffer.from(m.ticketKeys);
-    this.server = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2' });
-    this.client = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2' });
+    const ciphers = m.ciphers || undefined;
+    this.server = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2', ciphers });
+    this.client = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2', ciphers });
     this.roots = pemBlocks(m.caPem).map((p) => new X509Certificate(p));
   }
 

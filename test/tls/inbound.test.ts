@@ -89,6 +89,22 @@ t.test('strict: mTLS callers reach the app with their identity; plaintext and ba
   t.match(out, JSON.stringify({ xfcc: XFCC, path: '/via-openssl' }));
 });
 
+t.test('tls.cipherSuites: what is configured is what is negotiated (openssl s_client)', async (t) => {
+  const up = await app();
+  const s = await startSluice({
+    tls: { ...tlsDoc('strict'), cipherSuites: ['TLS_CHACHA20_POLY1305_SHA256'] },
+    listeners: [{ name: 'in', address: '127.0.0.1:0', direction: 'inbound', cluster: 'app' }],
+    clusters: [{ name: 'app', endpoints: [`127.0.0.1:${up.port}`] }],
+  });
+  t.teardown(async () => { await s.stop(); await up.close(); });
+  const sc = (suites: string) => run('sh', ['-c', `echo | openssl s_client -connect 127.0.0.1:${s.port('in')} -cert ${caller.certFile} -key ${caller.keyFile} -ciphersuites ${suites} 2>&1`]);
+  const ok = await sc('TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256');
+  t.match(ok.stdout, /Cipher is TLS_CHACHA20_POLY1305_SHA256/);
+  const none = await sc('TLS_AES_128_GCM_SHA256');
+  t.notMatch(none.stdout, /Cipher is TLS_AES_128_GCM_SHA256/, 'a suite not configured is not negotiated');
+  t.match(none.stdout, /handshake failure|no shared cipher|alert/);
+});
+
 t.test('permissive: plaintext and mTLS on one port; a plaintext caller cannot claim an identity', async (t) => {
   const up = await app();
   const s = await startSluice({

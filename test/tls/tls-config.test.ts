@@ -45,6 +45,14 @@ t.test('every bad value has its path', async (t) => {
   t.same(issues({ tls: { certfile: 'x' }, listeners: [inbound], clusters: [app] }), ['/tls/certfile: is not a known field']);
 });
 
+t.test('cipher suites: one this runtime cannot negotiate (the SM suites on Node 20) refuses the config', async (t) => {
+  const got = issues({ tls: { cipherSuites: ['TLS_AES_128_GCM_SHA256', 'TLS_SM4_GCM_SM3', 'A:B'] }, listeners: [inbound], clusters: [app] });
+  t.equal(got.length, 2);
+  t.match(got[0], /^\/tls\/cipherSuites\/1: "TLS_SM4_GCM_SM3" is not a cipher suite this runtime's OpenSSL .* can negotiate \(national cryptography/);
+  t.match(got[1], /^\/tls\/cipherSuites\/2: "A:B" is not one cipher suite name/);
+  t.same(issues({ tls: { cipherSuites: ['TLS_CHACHA20_POLY1305_SHA256', 'ECDHE-ECDSA-AES128-GCM-SHA256'] }, listeners: [inbound], clusters: [app] }), []);
+});
+
 t.test('mesh destinations: ranges, with or without ports, IPv4 and IPv6', async (t) => {
   const d = new MeshDestinations(['10.0.0.0/8', { cidr: '192.168.1.0/24', ports: [8080] }, 'fd00::/8']);
   t.ok(d.matches('10.2.3.4', 80));
