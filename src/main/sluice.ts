@@ -309,6 +309,8 @@ export class Sluice {
     this.endpointDirectory.flush();
     this.countEndpoints();
     this.stats.inc(this.stats.slot('sluice_config_reload_total'));
+    this.control.postMessage({ type: 'config' } satisfies ControlMessage);
+    this.localRuntime?.current();
     log.info({ version: this.version }, 'config applied');
   }
 

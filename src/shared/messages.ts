@@ -30,9 +30,10 @@ export interface ConfigSnapshot {
  * HTTP/2 GOAWAY, Dubbo READONLY) while still serving; `close-idle`: the drain period is over,
  * connections with nothing in flight close. `stall` (tests, debug endpoints only): the worker with
  * that threadId blocks its event loop for `ms`, as a worker stuck in a long computation would, and
- * says `stalling` first.
+ * says `stalling` first. `config`: a new config was published; workers load it now rather than at their
+ * next connection (a port that became strict retires its plaintext connections).
  */
-export type ControlMessage = { type: 'drain' } | { type: 'close-idle' }
+export type ControlMessage = { type: 'drain' } | { type: 'close-idle' } | { type: 'config' }
   | { type: 'stall'; threadId: number; ms: number } | { type: 'stalling'; threadId: number };
 
 export const CONTROL_CHANNEL = 'sluice-control';

@@ -12,6 +12,7 @@ declareFamilies([
   { name: 'sluice_tls_inbound_refused_total', kind: 'counter', by: 'explicit', help: 'Inbound TLS connections refused, by reason (no client certificate, another CA, expired, no SPIFFE ID, ...)' },
   { name: 'sluice_tls_inbound_plaintext_total', kind: 'counter', by: 'listener', help: 'Plaintext connections served on a permissive port (callers that still need mTLS before the port can be strict)' },
   { name: 'sluice_tls_inbound_plaintext_refused_total', kind: 'counter', by: 'listener', help: 'Plaintext connections refused on a strict port' },
+  { name: 'sluice_tls_inbound_plaintext_retired_total', kind: 'counter', by: 'listener', help: 'Plaintext connections retired (closed once their requests in flight completed) because their port became strict' },
   { name: 'sluice_tls_outbound_handshake_total', kind: 'counter', by: 'cluster', help: 'Upstream mTLS handshakes completed with an accepted peer identity' },
   { name: 'sluice_tls_outbound_resumed_total', kind: 'counter', by: 'cluster', help: 'Upstream mTLS handshakes that resumed a session' },
   { name: 'sluice_tls_outbound_refused_total', kind: 'counter', by: 'explicit', help: 'Upstream mTLS connections given up, by reason (peer identity not expected, another CA, ...)' },

@@ -37,7 +37,10 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   socket.setNoDelay(true);
   const l = info.listener.config;
   const mode = inner ? 'disabled' : cfg.inboundMode(l, info.dst, socket.localPort ?? 0);
-  if (!inner) info.identityEdits = identityEdits(l.direction, undefined, undefined);
+  if (!inner) {
+    info.identityEdits = identityEdits(l.direction, undefined, undefined);
+    info.localPort = socket.localPort ?? 0;
+  }
 
   // a port known to carry opaque (often server-speaks-first) traffic: nothing to wait for
   const declaredOpaque = l.protocol === 'tcp'
@@ -216,7 +219,7 @@ function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, i
     now.stats.inc(lr.tlsHandshake);
     if (r.resumed) now.stats.inc(lr.tlsResumed);
     serveConnection(rt, r.socket, {
-      listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer,
+      listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
       identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId),
     });
   });

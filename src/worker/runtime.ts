@@ -40,6 +40,7 @@ export interface ListenerRuntime {
   tlsResumed: number;
   tlsPlaintext: number;
   tlsPlaintextRefused: number;
+  tlsPlaintextRetired: number;
   tlsRefused: Record<PeerRefusal, number>;
 }
 
@@ -49,6 +50,8 @@ export interface ConnectionInfo {
   dst: OriginalDst | null;
   /** When the client's first byte arrived (performance.now()): the HTTP header timeout counts from it. */
   firstByteAt?: number;
+  /** The local port it was accepted on (explicit listeners' per-port mTLS modes). */
+  localPort?: number;
   /** mTLS was terminated on this connection: the caller's SPIFFE ID (without spiffe://) and ours. */
   principal?: string;
   ownId?: string;
@@ -102,6 +105,7 @@ export class CompiledConfig implements ExchangeEnv {
         tlsResumed: stats.slot('sluice_tls_inbound_resumed_total', { listener: l.name }),
         tlsPlaintext: stats.slot('sluice_tls_inbound_plaintext_total', { listener: l.name }),
         tlsPlaintextRefused: stats.slot('sluice_tls_inbound_plaintext_refused_total', { listener: l.name }),
+        tlsPlaintextRetired: stats.slot('sluice_tls_inbound_plaintext_retired_total', { listener: l.name }),
         tlsRefused: refusalSlots(stats, 'listener', l.name),
       });
     }
@@ -206,6 +210,8 @@ export interface DrainableConnection {
   drain(): void;
   /** Close now if nothing is in flight; otherwise once it is done. */
   closeIdle(): void;
+  /** The connection it serves (which listener, where to, with which identity): for retirement on a policy change. */
+  readonly info?: ConnectionInfo;
 }
 
 export class WorkerRuntime {
@@ -258,8 +264,32 @@ export class WorkerRuntime {
       (name) => this.endpoints.endpoints(name));
     next.endpointSeq = seq;
     this.compiled = next;
-    if (c) this.leaveUnused(c.endpointKeys(), next);
+    if (c) {
+      this.leaveUnused(c.endpointKeys(), next);
+      this.retirePlaintext(c, next);
+    }
     return next;
+  }
+
+  /**
+   * A port that became strict: plaintext connections accepted under the old mode are retired once
+   * what is in flight on them is done (HTTP/1 `connection: close` after the response, HTTP/2
+   * GOAWAY, Dubbo READONLY then close), never cut; their clients reconnect, and meet the new mode.
+   */
+  private retirePlaintext(prev: CompiledConfig, next: CompiledConfig): void {
+    if (!next.config.tls) return;
+    for (const conn of this.connections) {
+      const i = conn.info;
+      if (!i || i.principal !== undefined) continue;
+      const l = next.listeners.get(i.listener.config.name)?.config;
+      const was = prev.listeners.get(i.listener.config.name)?.config;
+      if (!l || !was) continue;
+      const port = i.localPort ?? 0;
+      if (next.inboundMode(l, i.dst, port) === 'strict' && prev.inboundMode(was, i.dst, port) !== 'strict') {
+        next.stats.inc(next.listeners.get(l.name)!.tlsPlaintextRetired);
+        conn.closeIdle();
+      }
+    }
   }
 
   /** Lists that changed in the mailbox replace those of the clusters in force; routes stay. */

@@ -37,6 +37,7 @@ control.onmessage = (ev) => {
   const msg = (ev as unknown as { data: ControlMessage }).data;
   if (msg.type === 'drain') rt.drain();
   else if (msg.type === 'close-idle') rt.closeIdle();
+  else if (msg.type === 'config') rt.current();
   else if (msg.type === 'stall' && msg.threadId === threadId) {
     control.postMessage({ type: 'stalling', threadId } satisfies ControlMessage);
     const until = Date.now() + msg.ms;

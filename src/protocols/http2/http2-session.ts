@@ -107,7 +107,9 @@ const SERVER_OPTIONS = (cfg: CompiledConfig): Http2Options => ({
 class Http2Downstream implements Http2ConnectionHost {
   readonly conn: Http2Connection;
   readonly peer: Peer;
-  private readonly drainer: DrainableConnection = { drain: () => this.drain(), closeIdle: () => this.conn.shutdown() };
+  private readonly drainer: DrainableConnection = ((d: Http2Downstream) => ({
+    drain: () => d.drain(), closeIdle: () => d.conn.shutdown(), get info() { return d.info; },
+  }))(this);
   private drainTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
