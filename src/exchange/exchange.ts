@@ -33,6 +33,7 @@ import type { RpcStatsCollector } from '../stats/rpc-stats';
 import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
 import type { UpstreamPools } from '../upstream/upstream-pools';
 import type { OutboundTls } from '../tls/tls-runtime';
+import { XFCC } from '../tls/xfcc';
 import {
   CONTINUE, type Completion, type FilterStatus, type HeaderOps, type RequestContext, type ResponseContext, type RetryPolicy,
   type UpstreamTarget,
@@ -350,8 +351,10 @@ export class Exchange implements AttemptSink {
     stats.inc(ps.rqActive);
     const route = this.env.router.resolve(this.down.view);
     this.route = route;
+    // the caller's identity (set), or only the removal of a forged one: a request without the
+    // header needs no removal, and no re-encoding for it (a Dubbo frame is rebuilt for an edit)
     const id = this.down.identityEdits;
-    if (id) this.requestEdits = [id];
+    if (id && (id.set.length > 0 || this.down.view.header(XFCC) !== undefined)) this.requestEdits = [id];
     this.runFilters();
   }
 
