@@ -3,6 +3,7 @@
  * sluice validate FILE           check a config; print every error with its path
  * sluice capture-check           init container: does iptables capture work?
  * sluice inject                  add Sluice to Kubernetes manifests
+ * sluice certs ca|issue          a test CA and SPIFFE workload certificates (src/tls/test-ca.ts)
  * sluice --version               print the version; sluice <command> --help: one command's usage
  */
 import { readFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { parseAddress } from './net/address';
 import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/config';
 import { Sluice } from './main/sluice';
 import { flushLogs, log } from './log';
+import { createCa, issueCert } from './tls/test-ca';
 
 /** `sluice inject` wrote its output but passed some workloads through uninjected. */
 const INJECT_SKIPPED_EXIT = 3;
@@ -35,6 +37,13 @@ const COMMAND_USAGE: Record<string, string> = {
         exit 0: every workload injected (or opted out); 1: input unreadable or not YAML,
         nothing written; ${INJECT_SKIPPED_EXIT}: written, but some workloads could not be injected
         (each named on stderr, passed through unchanged)
+`,
+  certs: `  sluice certs ca --dir DIR [--trust-domain cluster.local] [--days 365]
+        make a test CA (DIR/ca.pem, DIR/ca.key); not for production
+  sluice certs issue --ca-dir DIR --spiffe spiffe://TD/ns/NS/sa/SA --out OUT [--days 1]
+                     [--not-before ISO-TIME] [--not-after ISO-TIME] [--dns NAME]
+        issue a workload certificate: OUT/cert.pem, OUT/key.pem and the CA as OUT/ca.pem
+        (the files tls.certFile, tls.keyFile and tls.caFile name); needs the openssl command
 `,
 };
 
@@ -60,6 +69,10 @@ const OPTIONS: Record<string, Record<string, boolean>> = {
   validate: { '--config': true, '-c': true },
   'capture-check': { '--port': true, '--probe': true, '--proxy-uid': true, '--timeout-ms': true },
   inject: { '-f': true, '--file': true, '--image': true, '--config-map': true },
+  certs: {
+    '--dir': true, '--trust-domain': true, '--days': true, '--ca-dir': true, '--spiffe': true, '--out': true,
+    '--not-before': true, '--not-after': true, '--dns': true,
+  },
 };
 
 interface Flags { opts: Record<string, string>; rest: string[]; error?: string; help?: boolean }
@@ -100,6 +113,39 @@ class UsageError extends Error {}
 
 function readInput(file: string): string {
   return readFileSync(file === '-' ? 0 : file, 'utf8');
+}
+
+function dateOption(flags: Flags, name: string): Date | undefined {
+  const v = flags.opts[name];
+  if (v === undefined) return undefined;
+  const d = new Date(v);
+  if (Number.isNaN(d.getTime())) throw new UsageError(`${name}: "${v}" is not a date and time (e.g. 2026-01-31T12:00:00Z)`);
+  return d;
+}
+
+function certsCommand(flags: Flags): number {
+  const [sub] = flags.rest;
+  if (sub === 'ca') {
+    const dir = flags.opts['--dir'];
+    if (!dir) throw new UsageError('certs ca: --dir is required');
+    const r = createCa({ dir, trustDomain: flags.opts['--trust-domain'], days: intOption(flags, '--days', 365, 1, 36500) });
+    process.stdout.write(`CA certificate: ${r.certFile}\nCA key: ${r.keyFile} (keep it private; a test CA)\n`);
+    return 0;
+  }
+  if (sub === 'issue') {
+    const caDir = flags.opts['--ca-dir'];
+    const out = flags.opts['--out'];
+    const spiffe = flags.opts['--spiffe'];
+    if (!caDir || !out) throw new UsageError('certs issue: --ca-dir and --out are required');
+    if (!spiffe && !flags.opts['--dns']) throw new UsageError('certs issue: --spiffe is required');
+    const r = issueCert({
+      caDir, out, spiffe, dns: flags.opts['--dns'] ? [flags.opts['--dns']] : undefined,
+      days: intOption(flags, '--days', 1, 1, 36500), notBefore: dateOption(flags, '--not-before'), notAfter: dateOption(flags, '--not-after'),
+    });
+    process.stdout.write(`certFile: ${r.certFile}\nkeyFile: ${r.keyFile}\ncaFile: ${r.caFile}\n`);
+    return 0;
+  }
+  throw new UsageError(`certs: say "ca" or "issue"\n${COMMAND_USAGE.certs}`);
 }
 
 export async function main(argv: string[]): Promise<number | undefined> {
@@ -151,6 +197,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
       (result.ok ? process.stdout : process.stderr).write(`sluice capture-check: ${result.message}\n`);
       return result.ok ? 0 : 1;
     }
+    if (cmd === 'certs') return certsCommand(flags);
     if (cmd === 'inject') {
       const file = flags.opts['--file'] ?? flags.rest[0] ?? '-';
       let text: string;

@@ -15,6 +15,7 @@ import type { RetryConfig } from '../filters/retry';
 import type { AuthorizationRule } from '../filters/authz';
 import { checkMatch } from '../filters/route-checks';
 import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
+import { tlsIssues, type ClusterTls, type InboundMode, type TlsConfig } from '../tls/tls-config';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -28,6 +29,7 @@ export interface ListenerConfig {
   cluster?: string;
   protocol: 'auto' | 'http' | 'dubbo' | 'tcp';
   opaque: 'passthrough' | 'refuse';
+  tls?: { mode: InboundMode };
 }
 
 /** Filters add sections of their own to a route (`fault`, ...) and to its action (`split`, ...); each filter reads its own. */
@@ -69,6 +71,7 @@ export interface ClusterConfig {
   maxConnectionsPerEndpoint: number;
   maxPendingRequests: number;
   endpoints: EndpointConfig[];
+  tls?: ClusterTls;
 }
 
 export interface SluiceConfig {
@@ -104,6 +107,8 @@ export interface SluiceConfig {
   /** ZooKeeper ensembles that list Dubbo providers and Spring Cloud instances (src/registry/). */
   registries: RegistryConfig[];
   registry: RegistrySettings;
+  /** Absent: no identity, TLS passes through as opaque TCP. */
+  tls?: TlsConfig;
 }
 
 /** The config Sluice runs with when no file is given: capture in and out, pass everything through. */
@@ -331,6 +336,7 @@ function semanticIssues(c: Obj): ConfigIssue[] {
   // each filter checks its own top-level sections
   for (const m of FILTER_MODULES) issues.push(...(m.checkConfig?.(c) ?? []));
   issues.push(...registryConfigIssues(c));
+  issues.push(...tlsIssues(c));
   return issues;
 }
 

@@ -5,6 +5,7 @@
 import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import { matchProperties } from './match-schema';
 import { registryConfigSchema } from '../registry/config';
+import { clusterTlsSchema, listenerTlsSchema, tlsSchema } from '../tls/tls-config';
 
 /** Each filter adds its sections to a route, and to a route's action. */
 const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
@@ -92,6 +93,8 @@ export const configSchema = {
            * routes or filters; `refuse`: closed and counted.
            */
           opaque: { enum: ['passthrough', 'refuse'], default: 'passthrough' },
+          /** Inbound listeners: this listener's mTLS mode, instead of tls.inbound.mode (tls.inbound.ports still win). */
+          tls: listenerTlsSchema,
         },
       },
     },
@@ -163,9 +166,13 @@ export const configSchema = {
           maxConnectionsPerEndpoint: { type: 'integer', minimum: 1, maximum: 65536, default: 1024 },
           maxPendingRequests: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 1024 },
           endpoints: endpointList,
+          /** `mutual`: connections to the endpoints are mTLS with the workload identity (src/tls/). */
+          tls: clusterTlsSchema,
         },
       },
     },
+    /** Link encryption: the workload identity, inbound termination, outbound origination (src/tls/tls-config.ts). */
+    tls: tlsSchema,
     inbound: {
       type: 'object',
       additionalProperties: false,

@@ -33,6 +33,8 @@ import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '
 import type { RpcStatsCollector } from '../stats/rpc-stats';
 import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
 import type { UpstreamPools } from '../upstream/upstream-pools';
+import type { OutboundTls } from '../tls/tls-runtime';
+import { XFCC } from '../tls/xfcc';
 import {
   CONTINUE, type Completion, type FilterStatus, type HeaderOps, type RequestContext, type ResponseContext, type RetryPolicy,
   type UpstreamTarget,
@@ -62,12 +64,14 @@ export interface ExchangeEnv {
   readonly rpcStats: RpcStatsCollector | null;
   protocol(p: RequestView['protocol']): ProtocolStats;
   /** Where a request with no cluster goes: the original destination, the local application, or the listener's cluster. */
-  passthrough(view: RequestView): { host: string; port: number; cstats: ClusterStats } | null;
   /**
    * The providers of a service a registry lists: at once when known, else undefined and `done`
    * once its first list came or the wait for it is over (src/upstream/discovered.ts).
    */
   discover?(view: RequestView, kind: 'dubbo' | 'spring', done: (r: DiscoveryResult) => void): DiscoveryResult | undefined;
+  passthrough(view: RequestView): { host: string; port: number; cstats: ClusterStats; tls: OutboundTls | null } | null;
+  /** mTLS origination for a cluster's endpoints (null: plaintext). */
+  upstreamTls(cluster: ClusterRuntime | null, view: RequestView): OutboundTls | null;
 }
 
 /** An upstream to try: an endpoint of a cluster, or a passthrough address. */
@@ -80,6 +84,8 @@ export interface UpstreamChoice {
   readonly cluster: ClusterRuntime | null;
   /** The cluster endpoint, or null for a passthrough target. */
   readonly endpoint: Endpoint | null;
+  /** Leave as mTLS (src/tls/), or null for plaintext. */
+  readonly tls: OutboundTls | null;
 }
 
 /** A response head as an attempt delivers it: the status, and its protocol form for the downstream side to convert. */
@@ -122,6 +128,8 @@ export interface Downstream {
   batch?(start: boolean): void;
   /** An HTTP/1 upgrade the upstream accepted: the connection becomes a tunnel to `socket`. */
   upgrade?(socket: import('node:net').Socket, rest: Buffer): void;
+  /** Edits every request of the connection gets (the caller's identity in x-forwarded-client-cert; src/tls/xfcc.ts). */
+  readonly identityEdits?: HeaderOps | null;
   /** The exchange is over (the response complete, or given up): serve the next request, free the stream. */
   done(x: Exchange): void;
   /** The response-class (1-5) and outcome of a status the client got; 0 = none. */
@@ -383,6 +391,10 @@ export class Exchange implements AttemptSink {
     const route = this.env.router.resolve(this.down.view);
     this.route = route;
     this.chained = true;
+    // the caller's identity (set), or only the removal of a forged one: a request without the
+    // header needs no removal, and no re-encoding for it (a Dubbo frame is rebuilt for an edit)
+    const id = this.down.identityEdits;
+    if (id && (id.set.length > 0 || this.down.view.header(XFCC) !== undefined)) this.requestEdits = [id];
     this.runFilters();
   }
 
@@ -525,11 +537,11 @@ export class Exchange implements AttemptSink {
     if (t.kind === 'cluster' && t.cluster) {
       const ep = t.cluster.pick(t.subset, avoid);
       if (!ep) return NO_HEALTHY_UPSTREAM;
-      return { host: ep.host, port: ep.port, key: ep.key, cstats: t.cluster.stats, cluster: t.cluster, endpoint: ep };
+      return { host: ep.host, port: ep.port, key: ep.key, cstats: t.cluster.stats, cluster: t.cluster, endpoint: ep, tls: this.env.upstreamTls(t.cluster, this.down.view) };
     }
     const p = this.env.passthrough(this.down.view);
     if (!p) return NO_ROUTE;
-    return { host: p.host, port: p.port, key: `${p.host}:${p.port}`, cstats: p.cstats, cluster: null, endpoint: null };
+    return { host: p.host, port: p.port, key: `${p.host}:${p.port}`, cstats: p.cstats, cluster: null, endpoint: null, tls: p.tls };
   }
 
   private tryUpstream(avoid: Endpoint | undefined): void {
@@ -1083,7 +1095,7 @@ export class Exchange implements AttemptSink {
       if (!ep) { dropped?.(); continue; }
       const m = new Mirror(this, MIRROR_BUFFER_BYTES, dropped);
       (this.mirrors ??= []).push(m);
-      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
+      m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null, tls: this.env.upstreamTls(cluster, this.down.view) }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
     }
   }
 }

@@ -7,6 +7,8 @@
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
  *   POST /config        replace the config (YAML body); 400 with every error if invalid
  *   POST /drain         stop accepting, drain open connections, exit
+ *   GET /certs          the workload identity in force: SPIFFE ID, serial, validity, seconds to expiry
+ *   POST /certs         install a workload identity ({ cert, key, ca } PEM, JSON), held in memory only
  *
  * Reading is open to anyone who reaches the address; every POST (and so every change, /debug
  * included) needs `Authorization: Bearer <token>`, the token from admin.tokenFile (admin-token.ts).
@@ -185,6 +187,29 @@ export class AdminServer {
       case 'GET /stats':
         this.sendStats(res);
         return;
+      case 'GET /certs':
+        this.json(res, 200, s.certs.view());
+        return;
+      case 'POST /certs': {
+        // a new workload identity, held in memory: { "cert": PEM, "key": PEM, "ca": PEM }
+        const body = await this.readBody(req);
+        if (body === null) { this.send(res, 413, 'too large\n'); return; }
+        let doc: unknown;
+        try { doc = JSON.parse(body); } catch { this.json(res, 400, { error: 'ERR_BAD_JSON', message: 'the body must be JSON: { "cert": PEM, "key": PEM, "ca": PEM }' }); return; }
+        const d = doc as Record<string, unknown>;
+        if (typeof d !== 'object' || d === null || typeof d.cert !== 'string' || typeof d.key !== 'string' || typeof d.ca !== 'string') {
+          this.json(res, 400, { error: 'ERR_BAD_CERTS', message: 'cert, key and ca are required, each a PEM string' });
+          return;
+        }
+        try {
+          s.certs.push(d.cert, d.key, d.ca);
+        } catch (err) {
+          this.json(res, 400, { error: (err as { code?: string }).code ?? 'ERR', reason: (err as { reason?: string }).reason, message: (err as Error).message });
+          return;
+        }
+        this.json(res, 200, s.certs.view());
+        return;
+      }
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: redacted(s.currentConfig) });
         return;

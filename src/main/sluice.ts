@@ -33,6 +33,9 @@ import { WorkerRuntime } from '../worker/runtime';
 import { EndpointDirectory } from '../upstream/endpoint-directory';
 import { serveConnection } from '../worker/connection';
 import { flushWorkerLogs } from '../worker/log-flush';
+import { CertSource } from '../tls/cert-source';
+import { IdentityMailbox } from '../tls/identity-mailbox';
+import { tlsSeries } from '../tls/tls-stats';
 
 export interface StartOptions {
   config: SluiceConfig;
@@ -70,6 +73,8 @@ export class Sluice {
   /** Endpoint lists that replace a cluster's config list (admin API, registries), published to every worker. */
   private readonly endpointDirectory = new EndpointDirectory(this.shared.memory);
   readonly registry = new StatsRegistry();
+  /** The workload identity: files watched, or pushed by POST /certs; published to every worker. */
+  readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats);
   private statsView: Stats;
   private statsKeys = 0;
   private readonly pool: Piscina;
@@ -189,6 +194,8 @@ export class Sluice {
     const s = new Sluice(opts);
     try {
       s.stats.set(s.stats.slot('sluice_capture_active'), s.captureAvailable ? 1 : 0);
+      s.certs.applyConfig(opts.config.tls);
+      s.certs.refreshGauge();
       await s.admin.listen(opts.config.admin.address);
       await s.workersBooted();
       await s.listeners.apply(opts.config);
@@ -270,6 +277,7 @@ export class Sluice {
   refreshConnectionGauge(): void {
     const stats = this.stats;
     for (const [name, open] of this.listeners.openByListener()) stats.set(stats.slot('sluice_downstream_cx_active', { listener: name }), open);
+    this.certs.refreshGauge();
   }
 
   private publish(config: SluiceConfig): void {
@@ -278,6 +286,7 @@ export class Sluice {
     this.registry.addCluster('original_dst');
     this.registry.addCluster('inbound_local');
     for (const f of filterSeries(config)) this.registry.add(series(f.name, f.labels));
+    for (const k of tlsSeries(config)) this.registry.add(k);
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
     this.snapshot = snap;
     this.shared.publishConfig(snap);
@@ -344,6 +353,8 @@ export class Sluice {
     // a config applied while draining would reopen the listeners the drain just closed
     if (this.stopping) throw new SluiceError('ERR_DRAINING', 'draining: config changes are refused');
     const previous = this.config;
+    // a config whose identity files do not hold a valid identity is refused as a whole
+    this.certs.applyConfig(config.tls);
     this.publish(config);
     try {
       await this.listeners.apply(config);
@@ -359,6 +370,8 @@ export class Sluice {
     this.discovery.apply(config);
     this.countEndpoints();
     this.stats.inc(this.stats.slot('sluice_config_reload_total'));
+    this.control.postMessage({ type: 'config' } satisfies ControlMessage);
+    this.localRuntime?.current();
     log.info({ version: this.version }, 'config applied');
   }
 
@@ -445,6 +458,7 @@ export class Sluice {
   stop(drainTimeoutMs = this.config.drain.timeoutMs, periodMs = this.config.drain.periodMs): Promise<void> {
     this.stopping ??= (async () => {
       this.unwatch();
+      this.certs.stop();
       // /ready says no from now on, so the endpoint is taken out of service; until that has
       // propagated, clients keep coming: they are served and told to go elsewhere
       this.shared.draining = true;

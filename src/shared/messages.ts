@@ -35,8 +35,10 @@ export interface ConfigSnapshot {
  * that threadId blocks its event loop for `ms`, as a worker stuck in a long computation would, and
  * says `stalling` first. `endpoints`: the endpoint mailbox has lists that requests wait for (a
  * service's first list from a registry); a worker reads it now rather than at its next request.
+ * `config`: a new config was published; workers load it now rather than at their next connection
+ * (a port that became strict retires its plaintext connections).
  */
-export type ControlMessage = { type: 'drain' } | { type: 'close-idle' } | { type: 'endpoints' }
+export type ControlMessage = { type: 'drain' } | { type: 'close-idle' } | { type: 'endpoints' } | { type: 'config' }
   | { type: 'stall'; threadId: number; ms: number } | { type: 'stalling'; threadId: number };
 
 /**

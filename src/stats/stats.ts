@@ -83,9 +83,10 @@ type Kind = 'counter' | 'gauge' | 'histogram';
  * How a family is labelled, and so when its series are allocated: at start (none, protocol, ...),
  * per listener or cluster of a config, or `route`: per route that uses the filter counting it
  * (labels `route` and what else the filter adds), as its module's routeSeries lists them; `rule`:
- * per rule of a filter's top-level section (label `rule`), as its module's configSeries lists them.
+ * per rule of a filter's top-level section (label `rule`), as its module's configSeries lists them;
+ * `explicit`: series its module lists for a config (src/tls/tls-stats.ts).
  */
-type By = 'none' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log' | 'route' | 'rule'
+type By = 'none' | 'explicit' | 'listener' | 'cluster' | 'protocol' | 'listener_protocol' | 'protocol_class' | 'cluster_class' | 'request_protocol' | 'grpc_status' | 'log' | 'route' | 'rule'
   // per registry of the config (src/registry/stats.ts registrySeries), and by skip reason
   | 'registry' | 'registry_reason';
 export interface Family { name: string; kind: Kind; help: string; by: By; buckets?: readonly number[] }

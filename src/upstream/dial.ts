@@ -1,7 +1,7 @@
 /**
  * The one place Sluice opens a connection to an upstream: every pool (HTTP/1, HTTP/2, Dubbo)
- * and the opaque TCP proxy dial here, so that what every upstream connection needs (TLS
- * origination later; today name lookups and their failures) is written once.
+ * and the opaque TCP proxy dial here, so that what every upstream connection needs (mTLS
+ * origination, name lookups and their failures) is written once.
  *
  * An endpoint written as a name is looked up on every dial (the system resolver, as Node's
  * net.connect does). A failed lookup is not a refused connection: the caller can tell them
@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import { LogEvery } from '../log';
+import type { OutboundTls, TlsRuntime } from '../tls/tls-runtime';
 
 export type DialFailure = 'dns_failed' | 'connect_failed';
 
@@ -41,6 +42,12 @@ function noteLookupFailure(host: string, err: NodeJS.ErrnoException): void {
 export interface DialOptions {
   /** Keep the socket writable after the peer's FIN (opaque TCP passes half-closes on). */
   allowHalfOpen?: boolean;
+  /**
+   * Leave as mTLS with the thread's workload identity (src/tls/tls-runtime.ts): the socket's
+   * 'connect' then comes after the handshake and the peer's identity check. `alpn`: the protocols
+   * offered (h2 between sidecars for HTTP/2 pools).
+   */
+  tls?: { runtime: TlsRuntime; spec: OutboundTls; alpn?: readonly string[] } | null;
 }
 
 /**
@@ -49,9 +56,13 @@ export interface DialOptions {
  * lookup is also logged here.
  */
 export function dial(host: string, port: number, opts: DialOptions = {}): net.Socket {
-  const socket = net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true });
+  const t = opts.tls;
+  const socket = t
+    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true)
+    : net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true });
   if (net.isIP(host) === 0) {
-    socket.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
+    const tcp = (socket as unknown as { rawSocket?: net.Socket }).rawSocket ?? socket;
+    tcp.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
   }
   return socket;
 }

@@ -3,6 +3,13 @@
  * bytes, then hand it to the matching session (HTTP/1, HTTP/2) or to the
  * opaque TCP proxy. Sniffing reads in paused mode and unshifts every byte back
  * in the same tick, so the codec sees the stream from its first byte.
+ *
+ * On an inbound listener with mTLS on (tls.inbound, src/tls/), a connection that begins
+ * `16 03` is terminated here, in the worker, and what comes out of it is sniffed again as if it
+ * were a new connection (HTTP/1, HTTP/2, gRPC, Dubbo, or opaque), carrying the caller's identity:
+ *
+ *   raw ─sniff─▶ tls ─▶ TLSSocket (client cert required, checked) ─▶ serveConnection(inner) ─sniff─▶ codec
+ *            └─▶ plaintext: strict refuses (counted); permissive serves it (counted); disabled: as before
  */
 import type net from 'node:net';
 import { MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../protocols/sniff';
@@ -12,21 +19,36 @@ import { proxyTcp, type TcpProxy } from '../protocols/tcp/tcp-proxy';
 import { Http1Session } from '../protocols/http1/http1-session';
 import { serveHttp2 } from '../protocols/http2/http2-session';
 import { DubboSession } from '../protocols/dubbo/dubbo-session';
+import { identityEdits } from '../tls/xfcc';
+import { LogEvery } from '../log';
+
+const tlsRefusedLog = new LogEvery('inbound TLS connection refused');
+const plaintextRefusedLog = new LogEvery('plaintext connection refused on a strict mTLS port');
 
 
 export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
   const cfg = rt.current();
   const { stats } = cfg;
+  /** Inside a TLS connection this worker terminated: counted once, as the connection it came in. */
+  const inner = info.principal !== undefined;
   // the open-connection gauge is kept by the main thread (listeners.ts): it outlives a dead worker
-  stats.inc(info.listener.cxTotal);
+  if (!inner) stats.inc(info.listener.cxTotal);
   socket.on('error', () => socket.destroy());
   socket.setNoDelay(true);
   const l = info.listener.config;
+  const mode = inner ? 'disabled' : cfg.inboundMode(l, info.dst, socket.localPort ?? 0);
+  if (!inner) {
+    info.identityEdits = identityEdits(l.direction, undefined, undefined);
+    info.localPort = socket.localPort ?? 0;
+  }
 
   // a port known to carry opaque (often server-speaks-first) traffic: nothing to wait for
   const declaredOpaque = l.protocol === 'tcp'
     || (l.protocol === 'auto' && l.opaque === 'passthrough' && info.dst !== null && cfg.opaquePorts.has(info.dst.port));
-  if (declaredOpaque || l.protocol === 'dubbo') {
+  // strict: every connection must be TLS, so every one is looked at; permissive: a declared
+  // Dubbo listener still has to tell TLS from Dubbo
+  const skipDetection = mode === 'strict' ? false : mode === 'permissive' ? declaredOpaque : declaredOpaque || l.protocol === 'dubbo';
+  if (skipDetection) {
     const verdict = declaredOpaque ? 'tcp' : 'dubbo';
     stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
     dispatch(rt, cfg, socket, info, verdict, null);
@@ -45,7 +67,23 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     socket.removeListener('readable', onReadable);
     socket.removeListener('end', onEnd);
     const now = rt.current();
+    if (mode !== 'disabled' && verdict !== 'refuse') {
+      if (held !== null) { held.drop(); held = null; }
+      if (verdict === 'tls') {
+        now.stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tls')]);
+        terminate(rt, now, socket, info);
+        return;
+      }
+      if (mode === 'strict') {
+        now.stats.inc(info.listener.tlsPlaintextRefused);
+        plaintextRefusedLog.note({ listener: l.name, peer: socket.remoteAddress, port: info.dst?.port ?? socket.localPort, protocol: verdict });
+        socket.destroy();
+        return;
+      }
+      now.stats.inc(info.listener.tlsPlaintext);
+    }
     const accepted = verdict === 'http1' || verdict === 'http2'
+      || (l.protocol === 'dubbo' && verdict === 'dubbo')
       || (l.protocol === 'auto' && (verdict === 'dubbo' || l.opaque === 'passthrough'));
     if (held !== null) {
       if (accepted && (verdict === 'tcp' || verdict === 'tls')) {
@@ -74,12 +112,12 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
    */
   const holdForFirstSpeaker = (): boolean => {
     const now = rt.current();
-    if (l.protocol !== 'auto' || l.opaque !== 'passthrough') return false;
+    if (l.protocol !== 'auto' || l.opaque !== 'passthrough' || mode === 'strict') return false;
     const target = now.passthrough({ listener: l.name, destination: info.dst });
     if (!target) return false;
     const c = now.config.tcp;
     held = proxyTcp(socket, target, now.stats, {
-      connectTimeoutMs: c.connectTimeoutMs, idleTimeoutMs: c.idleTimeoutMs, held: true,
+      connectTimeoutMs: c.connectTimeoutMs, idleTimeoutMs: c.idleTimeoutMs, held: true, tls: now.dialTls(target.tls),
       onServerFirst: () => {
         if (decided) return;
         // the server spoke first: whatever the client sent meanwhile goes to it as it is
@@ -104,6 +142,12 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
    */
   const onTimeout = () => {
     if (length === 0) {
+      if (mode === 'strict') {
+        // a mesh peer's sidecar speaks first (its ClientHello): silence is not mTLS
+        rt.current().stats.inc(info.listener.tlsPlaintextRefused);
+        decide('refuse');
+        return;
+      }
       if (l.protocol === 'http') {
         rt.current().stats.inc(info.listener.cxHeaderTimeout);
         decide('refuse');
@@ -161,6 +205,26 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   socket.once('end', onEnd);
 }
 
+/** Terminates inbound mTLS, then serves what is inside as a connection of its own, with the caller's identity. */
+function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): void {
+  const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+  const lr = info.listener;
+  rt.tls.terminate(socket, cfg.config.tls?.handshakeTimeoutMs ?? 10_000, (r) => {
+    const now = rt.current();
+    if (!r.ok) {
+      now.stats.inc(lr.tlsRefused[r.reason]);
+      tlsRefusedLog.note({ listener: lr.config.name, peer: peer.address, reason: r.reason, detail: r.message });
+      return;
+    }
+    now.stats.inc(lr.tlsHandshake);
+    if (r.resumed) now.stats.inc(lr.tlsResumed);
+    serveConnection(rt, r.socket, {
+      listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
+      identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId),
+    });
+  });
+}
+
 function dispatch(
   rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo,
   verdict: Exclude<Sniffed, 'more'>, early: Buffer | null,
@@ -183,5 +247,5 @@ function dispatch(
     socket.destroy();
     return;
   }
-  proxyTcp(socket, target, cfg.stats, { connectTimeoutMs: cfg.config.tcp.connectTimeoutMs, idleTimeoutMs: cfg.config.tcp.idleTimeoutMs }, early);
+  proxyTcp(socket, target, cfg.stats, { connectTimeoutMs: cfg.config.tcp.connectTimeoutMs, idleTimeoutMs: cfg.config.tcp.idleTimeoutMs, tls: cfg.dialTls(target.tls) }, early);
 }

@@ -19,6 +19,11 @@ import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
 import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
 import { RpcStatsCollector } from '../stats/rpc-stats';
+import { IdentityMailbox } from '../tls/identity-mailbox';
+import { TlsRuntime, type OutboundTls, type PeerRefusal } from '../tls/tls-runtime';
+import { MeshDestinations, type InboundMode } from '../tls/tls-config';
+import { refusalSlots } from '../tls/tls-stats';
+import type { HeaderOps } from '../exchange/filter';
 
 
 export interface ListenerRuntime {
@@ -32,6 +37,12 @@ export interface ListenerRuntime {
   cxRefused: number;
   /** Indexed like PROTOCOLS. */
   cxProtocol: number[];
+  tlsHandshake: number;
+  tlsResumed: number;
+  tlsPlaintext: number;
+  tlsPlaintextRefused: number;
+  tlsPlaintextRetired: number;
+  tlsRefused: Record<PeerRefusal, number>;
 }
 
 /** A connection a worker serves: its listener, and where it was going. */
@@ -40,7 +51,18 @@ export interface ConnectionInfo {
   dst: OriginalDst | null;
   /** When the client's first byte arrived (performance.now()): the HTTP header timeout counts from it. */
   firstByteAt?: number;
+  /** The local port it was accepted on (explicit listeners' per-port mTLS modes). */
+  localPort?: number;
+  /** mTLS was terminated on this connection: the caller's SPIFFE ID (without spiffe://) and ours. */
+  principal?: string;
+  ownId?: string;
+  /** The peer's address as accepted (a TLS socket over it reports the same, but read it once). */
+  peer?: { address: string; port: number };
+  /** What every request of this connection gets done to its headers (src/tls/xfcc.ts); set by the connection owner. */
+  identityEdits?: HeaderOps | null;
 }
+
+export type UpstreamDialTls = { runtime: TlsRuntime; spec: OutboundTls } | null;
 
 export class CompiledConfig implements ExchangeEnv {
   readonly clusters = new Map<string, ClusterRuntime>();
@@ -55,6 +77,11 @@ export class CompiledConfig implements ExchangeEnv {
   readonly opaquePorts: ReadonlySet<number>;
   readonly inboundStats: ClusterStats;
   readonly accessLog: AccessLog;
+  /** mTLS origination per cluster (clusters[].tls.mode mutual); absent: plaintext. */
+  private readonly clusterTls = new Map<string, OutboundTls>();
+  /** Captured outbound destinations that are mesh peers (tls.outbound), and how to reach them. */
+  private readonly meshDestinations: MeshDestinations | null;
+  private readonly meshTls: OutboundTls | null;
 
   /** The endpoint mailbox's sequence number this config's clusters reflect. */
   endpointSeq = 0;
@@ -85,6 +112,12 @@ export class CompiledConfig implements ExchangeEnv {
         cxHeaderTimeout: stats.slot('sluice_downstream_cx_header_timeout_total', { listener: l.name }),
         cxRefused: stats.slot('sluice_downstream_cx_refused_total', { listener: l.name }),
         cxProtocol: PROTOCOLS.map((p) => stats.slot('sluice_downstream_cx_protocol_total', { listener: l.name, protocol: p })),
+        tlsHandshake: stats.slot('sluice_tls_inbound_handshake_total', { listener: l.name }),
+        tlsResumed: stats.slot('sluice_tls_inbound_resumed_total', { listener: l.name }),
+        tlsPlaintext: stats.slot('sluice_tls_inbound_plaintext_total', { listener: l.name }),
+        tlsPlaintextRefused: stats.slot('sluice_tls_inbound_plaintext_refused_total', { listener: l.name }),
+        tlsPlaintextRetired: stats.slot('sluice_tls_inbound_plaintext_retired_total', { listener: l.name }),
+        tlsRefused: refusalSlots(stats, 'listener', l.name),
       });
     }
     for (const p of PROTOCOLS) {
@@ -97,6 +130,21 @@ export class CompiledConfig implements ExchangeEnv {
         rqClass: [-1, ...RESPONSE_CLASSES.map((c) => stats.slot('sluice_downstream_rq_xx_total', { protocol: p, class: c }))],
       });
     }
+    const t = config.tls;
+    const outbound = (name: string, principals: readonly string[] | undefined): OutboundTls => {
+      const refused = refusalSlots(stats, 'cluster', name);
+      const done = stats.slot('sluice_tls_outbound_handshake_total', { cluster: name });
+      const resumed = stats.slot('sluice_tls_outbound_resumed_total', { cluster: name });
+      return {
+        principals: principals ?? null, handshakeTimeoutMs: t?.handshakeTimeoutMs ?? 10_000,
+        onHandshake: (r) => { stats.inc(done); if (r) stats.inc(resumed); },
+        onRefused: (r) => stats.inc(refused[r]),
+      };
+    };
+    for (const c of config.clusters) if (c.tls?.mode === 'mutual') this.clusterTls.set(c.name, outbound(c.name, c.tls.principals));
+    const meshOn = t !== undefined && t.outbound.mode === 'mutual';
+    this.meshDestinations = meshOn ? new MeshDestinations(t.outbound.destinations) : null;
+    this.meshTls = meshOn ? outbound('original_dst', t.outbound.principals) : null;
     this.opaquePorts = new Set(config.tcp.opaquePorts);
     this.passthroughStats = clusterStats(stats, 'original_dst');
     this.inboundStats = clusterStats(stats, 'inbound_local');
@@ -107,6 +155,28 @@ export class CompiledConfig implements ExchangeEnv {
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
     if (!same) previous?.accessLog.close();
+  }
+
+  /**
+   * The mTLS mode of an inbound connection: tls.inbound.ports by destination port (the original
+   * destination's, else the listener's own), then the listener's tls.mode, then tls.inbound.mode.
+   * Outbound listeners, and configs without a tls section: disabled (TLS passes through).
+   */
+  inboundMode(l: ListenerConfig, dst: OriginalDst | null, localPort: number): InboundMode {
+    const t = this.config.tls;
+    if (!t || l.direction !== 'inbound') return 'disabled';
+    const port = dst ? dst.port : localPort;
+    return t.inbound.ports[String(port)] ?? l.tls?.mode ?? t.inbound.mode;
+  }
+
+  /** How an upstream connection to a cluster (or, null, to the passthrough target) must leave: mTLS or plaintext. */
+  upstreamTls(cluster: ClusterRuntime | null, view: Pick<RequestView, 'listener' | 'destination'>): OutboundTls | null {
+    if (cluster) return this.clusterTls.get(cluster.config.name) ?? null;
+    if (!this.meshDestinations) return null;
+    const l = this.listeners.get(view.listener)?.config;
+    const dst = view.destination;
+    if (!l || !l.capture || l.direction !== 'outbound' || !dst) return null;
+    return this.meshDestinations.matches(dst.address, dst.port) ? this.meshTls : null;
   }
 
   protocol(p: Protocol): ProtocolStats {
@@ -133,20 +203,25 @@ export class CompiledConfig implements ExchangeEnv {
    * (outbound capture), the local application at the original port (inbound capture), else an
    * endpoint of the listener's cluster.
    */
-  passthrough(view: Pick<RequestView, 'listener' | 'destination'>): { host: string; port: number; cstats: ClusterStats } | null {
+  passthrough(view: Pick<RequestView, 'listener' | 'destination'>): { host: string; port: number; cstats: ClusterStats; tls: OutboundTls | null } | null {
     const l = this.listeners.get(view.listener)?.config;
     if (!l) return null;
     const dst = view.destination;
     if (l.capture && dst) {
-      if (l.direction === 'inbound') return { host: this.config.inbound.applicationAddress, port: dst.port, cstats: this.inboundStats };
-      return { host: dst.address, port: dst.port, cstats: this.passthroughStats };
+      if (l.direction === 'inbound') return { host: this.config.inbound.applicationAddress, port: dst.port, cstats: this.inboundStats, tls: null };
+      return { host: dst.address, port: dst.port, cstats: this.passthroughStats, tls: this.upstreamTls(null, view) };
     }
     if (l.cluster !== undefined) {
       const c = this.clusters.get(l.cluster);
       const ep = c?.pick('');
-      if (c && ep) return { host: ep.host, port: ep.port, cstats: c.stats };
+      if (c && ep) return { host: ep.host, port: ep.port, cstats: c.stats, tls: this.clusterTls.get(c.config.name) ?? null };
     }
     return null;
+  }
+
+  /** What dial needs for an upstream connection that leaves as mTLS. */
+  dialTls(spec: OutboundTls | null): UpstreamDialTls {
+    return spec && this.pools.tls ? { runtime: this.pools.tls, spec } : null;
   }
 }
 
@@ -156,10 +231,14 @@ export interface DrainableConnection {
   drain(): void;
   /** Close now if nothing is in flight; otherwise once it is done. */
   closeIdle(): void;
+  /** The connection it serves (which listener, where to, with which identity): for retirement on a policy change. */
+  readonly info?: ConnectionInfo;
 }
 
 export class WorkerRuntime {
   readonly pools: UpstreamPools;
+  /** This thread's TLS: the identity in force, termination, origination. */
+  readonly tls: TlsRuntime;
   private compiled: CompiledConfig | null = null;
   private statKeysLength = -1;
   private stats: Stats | null = null;
@@ -179,7 +258,8 @@ export class WorkerRuntime {
    */
   constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string, registryChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
-    this.pools = new UpstreamPools(() => this.current().stats);
+    this.tls = new TlsRuntime(new IdentityMailbox(shared.memory), (err) => log.error({ err: err.message }, 'the workload identity cannot be loaded here; the previous one keeps serving'));
+    this.pools = new UpstreamPools(() => this.current().stats, this.tls);
     this.endpoints = new EndpointReader(shared.memory);
     this.discovery = new DiscoveryClient(shared.memory.region(TOUCH_REGION), registryChannel, () => this.current());
   }
@@ -219,9 +299,33 @@ export class WorkerRuntime {
     for (const [name, list] of this.endpoints.discovered()) next.discovered.set(name, new DiscoveredCluster(name, list, next.config, next.stats));
     next.endpointSeq = seq;
     this.compiled = next;
-    if (c) this.leaveUnused(c.endpointKeys(), next);
+    if (c) {
+      this.leaveUnused(c.endpointKeys(), next);
+      this.retirePlaintext(c, next);
+    }
     this.discovery.settle(next);
     return next;
+  }
+
+  /**
+   * A port that became strict: plaintext connections accepted under the old mode are retired once
+   * what is in flight on them is done (HTTP/1 `connection: close` after the response, HTTP/2
+   * GOAWAY, Dubbo READONLY then close), never cut; their clients reconnect, and meet the new mode.
+   */
+  private retirePlaintext(prev: CompiledConfig, next: CompiledConfig): void {
+    if (!next.config.tls) return;
+    for (const conn of this.connections) {
+      const i = conn.info;
+      if (!i || i.principal !== undefined) continue;
+      const l = next.listeners.get(i.listener.config.name)?.config;
+      const was = prev.listeners.get(i.listener.config.name)?.config;
+      if (!l || !was) continue;
+      const port = i.localPort ?? 0;
+      if (next.inboundMode(l, i.dst, port) === 'strict' && prev.inboundMode(was, i.dst, port) !== 'strict') {
+        next.stats.inc(next.listeners.get(l.name)!.tlsPlaintextRetired);
+        conn.closeIdle();
+      }
+    }
   }
 
   /** Lists that changed in the mailbox replace those of the clusters in force; routes stay. */

@@ -39,6 +39,7 @@ control.onmessage = (ev) => {
   if (msg.type === 'drain') rt.drain();
   else if (msg.type === 'close-idle') rt.closeIdle();
   else if (msg.type === 'endpoints') rt.endpointsChanged();
+  else if (msg.type === 'config') rt.current();
   else if (msg.type === 'stall' && msg.threadId === threadId) {
     control.postMessage({ type: 'stalling', threadId } satisfies ControlMessage);
     const until = Date.now() + msg.ms;

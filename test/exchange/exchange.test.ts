@@ -74,6 +74,7 @@ function world(filters: Filter[]) {
     config, stats, router, accessLog: compiled.accessLog, pools: compiled.pools, rpcStats: null,
     protocol: (p) => compiled.protocol(p),
     passthrough: (v) => compiled.passthrough(v),
+    upstreamTls: (c, v) => compiled.upstreamTls(c, v),
   };
   /** A counter or gauge by its full series name. */
   const stat = (name: string, labels?: Record<string, string>) => stats.get(stats.slot(name, labels));

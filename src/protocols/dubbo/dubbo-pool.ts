@@ -47,7 +47,7 @@ import {
 import { log } from '../../log';
 import type { Stats } from '../../stats/stats';
 import type { ClusterStats } from '../../upstream/cluster';
-import { dial, isDnsFailure } from '../../upstream/dial';
+import { dial, isDnsFailure, type DialOptions } from '../../upstream/dial';
 
 export const DUBBO_HEARTBEAT_MS = 30_000;
 /** Connections per endpoint per worker, not counting retired ones; a second opens only when the first is busy or on probation. */
@@ -204,7 +204,7 @@ export class DubboUpstream {
       onFrame: (f) => this.onFrame(f),
       onError: (e) => this.onDecodeError(e),
     }, { maxBodyBytes: limits.maxBodyBytes, serializations: limits.serializations });
-    const s = dial(host, port);
+    const s = dial(host, port, { tls: pool.tls });
     this.socket = s;
     this.connectTimer = setTimeout(() => { this.connectTimer = null; s.destroy(); }, limits.connectTimeoutMs);
     s.once('connect', () => {
@@ -506,7 +506,8 @@ export class DubboPool {
   private readonly retiring = new Set<DubboUpstream>();
   readonly key: string;
 
-  constructor(private readonly host: string, private readonly port: number, private readonly stats: Stats) {
+  /** `tls`: mTLS to this endpoint (src/tls/), or plaintext. */
+  constructor(private readonly host: string, private readonly port: number, private readonly stats: Stats, readonly tls: DialOptions['tls'] = null) {
     this.key = `${host}:${port}`;
   }
 

@@ -138,7 +138,8 @@ export class DubboSession {
   }
 
   peer(): Peer {
-    return (this.peerCache ??= { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0 });
+    const i = this.info;
+    return (this.peerCache ??= { address: i.peer?.address ?? this.socket.remoteAddress ?? '', port: i.peer?.port ?? this.socket.remotePort ?? 0, principal: i.principal });
   }
 
   get inFlight(): number {
@@ -302,6 +303,8 @@ class DubboCallDownstream implements Downstream, DubboCallForm {
   readonly upstreams = DUBBO_UPSTREAMS;
   readonly requestEnded = true;
   readonly request: DubboCallForm = this;
+
+  get identityEdits(): HeaderOps | null { return this.session.info.identityEdits ?? null; }
 
   constructor(private readonly session: DubboSession, cfg: CompiledConfig, readonly frame: DubboFrame, readonly req: DubboRequest) {
     this.view = new DubboView(session, req);

@@ -55,7 +55,7 @@ export class DubboAttempt implements Attempt, DubboCallSink {
       // the pool writes its own id into the frame it is given: a mirror's copy must be its own
       raw = Buffer.from(raw);
     }
-    const pool = this.x.env.pools.dubbo(this.to.host, this.to.port, this.to.key);
+    const pool = this.x.env.pools.dubbo(this.to.host, this.to.port, this.to.key, this.to.tls);
     this.sink.onAttemptReady(this);
     const call = pool.send(raw, f.twoWay, f.idHi, f.idLo, f.twoWay ? this : null, limits, this.to.cstats);
     // the call waits in the pool or behind the socket's buffer: read no more calls until it is out (one-way ones too)

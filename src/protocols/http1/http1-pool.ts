@@ -12,7 +12,7 @@ import { log } from '../../log';
 import type { Stats } from '../../stats/stats';
 import type { ClusterConfig, SluiceConfig } from '../../config/config';
 import type { ClusterStats } from '../../upstream/cluster';
-import { dial, dialFailure } from '../../upstream/dial';
+import { dial, dialFailure, type DialOptions } from '../../upstream/dial';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
@@ -214,6 +214,8 @@ export class Http1Pool {
     readonly port: number,
     private readonly stats: Stats,
     private limits: PoolLimits,
+    /** mTLS to this endpoint (src/tls/), or plaintext. */
+    private readonly tls: DialOptions['tls'] = null,
   ) {}
 
   get size(): number { return this.total; }
@@ -245,7 +247,7 @@ export class Http1Pool {
     this.total++;
     this.connecting++;
     this.stats.inc(cstats.cxTotal);
-    const socket = dial(this.host, this.port);
+    const socket = dial(this.host, this.port, { tls: this.tls });
     let settled = false;
     const timer = setTimeout(() => fail('connect_timeout'), this.limits.connectTimeoutMs);
     const fail = (why: AcquireError) => {

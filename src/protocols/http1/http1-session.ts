@@ -116,7 +116,8 @@ export class Http1Session implements Http1Handler {
   }
 
   peer(): Peer {
-    return (this.peerCache ??= { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0 });
+    const i = this.info;
+    return (this.peerCache ??= { address: i.peer?.address ?? this.socket.remoteAddress ?? '', port: i.peer?.port ?? this.socket.remotePort ?? 0, principal: i.principal });
   }
 
   // ── downstream socket ────────────────────────────────────────────────────
@@ -309,6 +310,8 @@ class Http1Downstream implements Downstream {
   closeAfter = false;
   /** 101: the connection is now a tunnel to the upstream. */
   tunnel = false;
+
+  get identityEdits(): HeaderOps | null { return this.session.info.identityEdits ?? null; }
 
   constructor(private readonly session: Http1Session, private readonly head: Http1Head) {
     const cfg = session.rt.current();

@@ -17,7 +17,7 @@ import type net from 'node:net';
 import { CONNECTION_WINDOW, Http2Connection, writeAll, type Http2ConnectionHost, type Http2Options, type Http2Stream } from './http2-connection';
 import type { Stats } from '../../stats/stats';
 import type { ClusterStats } from '../../upstream/cluster';
-import { dial, isDnsFailure } from '../../upstream/dial';
+import { dial, isDnsFailure, type DialOptions } from '../../upstream/dial';
 
 /** Until the peer's SETTINGS arrive, assume the least RFC 9113 (5.1.2) recommends: a burst must not queue behind a smaller limit. */
 const INITIAL_STREAM_LIMIT = 100;
@@ -47,7 +47,7 @@ export class UpstreamSession implements Http2ConnectionHost {
 
   constructor(private readonly pool: Http2Pool, host: string, port: number, private readonly cstats: ClusterStats, connectTimeoutMs: number) {
     this.conn = new Http2Connection(false, this, UPSTREAM_H2_OPTIONS);
-    const socket = dial(host, port);
+    const socket = dial(host, port, { tls: pool.tls });
     this.socket = socket;
     const stats = pool.stats;
     stats.inc(cstats.cxTotal);
@@ -130,7 +130,8 @@ export class Http2Pool {
   private sessions: UpstreamSession[] = [];
   private idleTimeoutMs = 0;
 
-  constructor(readonly host: string, readonly port: number, readonly stats: Stats) {}
+  /** `tls`: mTLS to this endpoint (src/tls/), offering h2 by ALPN, or plaintext (prior knowledge). */
+  constructor(readonly host: string, readonly port: number, readonly stats: Stats, readonly tls: DialOptions['tls'] = null) {}
 
   /** A connection with a free stream slot; the caller opens one stream on it and calls its release() when that stream ends. */
   acquire(cstats: ClusterStats, connectTimeoutMs: number, idleTimeoutMs = 0): UpstreamSession {

@@ -108,12 +108,14 @@ const SERVER_OPTIONS = (cfg: CompiledConfig): Http2Options => ({
 class Http2Downstream implements Http2ConnectionHost {
   readonly conn: Http2Connection;
   readonly peer: Peer;
-  private readonly drainer: DrainableConnection = { drain: () => this.drain(), closeIdle: () => this.conn.shutdown() };
+  private readonly drainer: DrainableConnection = ((d: Http2Downstream) => ({
+    drain: () => d.drain(), closeIdle: () => d.conn.shutdown(), get info() { return d.info; },
+  }))(this);
   private drainTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
     // the access log may ask after the socket closed
-    this.peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    this.peer = { address: info.peer?.address ?? socket.remoteAddress ?? '', port: info.peer?.port ?? socket.remotePort ?? 0, principal: info.principal };
     this.conn = new Http2Connection(true, this, SERVER_OPTIONS(rt.current()));
   }
 
@@ -225,6 +227,8 @@ class Http2StreamDownstream implements Downstream {
   private readonly via: string;
   /** The response has no body to send (HEAD, 204, 304 from an HTTP/1 upstream): its head ended the stream. */
   private noBody = false;
+
+  get identityEdits(): HeaderOps | null { return this.down.info.identityEdits ?? null; }
 
   constructor(cfg: CompiledConfig, private readonly down: Http2Downstream, private readonly stream: Http2Stream) {
     this.conn = down.conn;

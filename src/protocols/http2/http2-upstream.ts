@@ -51,7 +51,7 @@ export class Http2Attempt implements Attempt {
     const env = this.x.env;
     const cluster = this.to.cluster;
     const connectTimeoutMs = cluster ? cluster.config.connectTimeoutMs : env.config.tcp.connectTimeoutMs;
-    const us = env.pools.http2(this.to.host, this.to.port, this.to.key).acquire(this.to.cstats, connectTimeoutMs, env.config.http.upstreamIdleTimeoutMs);
+    const us = env.pools.http2(this.to.host, this.to.port, this.to.key, this.to.tls).acquire(this.to.cstats, connectTimeoutMs, env.config.http.upstreamIdleTimeoutMs);
     const form = this.x.down.request as HttpRequestForm;
     const via = env.config.http.via;
     let fields: string[];

@@ -9,7 +9,7 @@
  * routes, and this upstream connection is dropped unused; `release()` or `drop()`).
  */
 import type net from 'node:net';
-import { dial } from '../../upstream/dial';
+import { dial, type DialOptions } from '../../upstream/dial';
 import type { Stats } from '../../stats/stats';
 import type { ClusterStats } from '../../upstream/cluster';
 
@@ -25,6 +25,8 @@ export interface TcpProxyOptions {
   /** Hold both directions until release(); the upstream's first bytes release it themselves (then onServerFirst). */
   held?: boolean;
   onServerFirst?: () => void;
+  /** Leave as mTLS (a captured destination that is a mesh peer). */
+  tls?: DialOptions['tls'];
 }
 
 export interface TcpProxy {
@@ -43,7 +45,7 @@ export function proxyTcp(
   early: Buffer | null = null,
 ): TcpProxy {
   stats.inc(target.cstats.cxTotal);
-  const up = dial(target.host, target.port, { allowHalfOpen: true });
+  const up = dial(target.host, target.port, { allowHalfOpen: true, tls: opts.tls });
   let connected = false;
   let held = opts.held === true;
   let flowing = false;

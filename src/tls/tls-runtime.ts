@@ -1,0 +1,245 @@
+/**
+ * A thread's TLS: the secure contexts of the identity in force (rebuilt when the mailbox has a
+ * newer one), peer checks, inbound termination over a handed-off socket, and the upstream session
+ * cache. One per WorkerRuntime; nothing here is shared between threads but the mailbox.
+ *
+ *   inbound   raw socket (first bytes 16 03, unshifted) ─▶ TLSSocket (server, client cert
+ *             requested) ─▶ 'secure' ─▶ peer chain checked against the bundle, one SPIFFE ID ─▶
+ *             the caller's principal, or a refusal with its reason
+ *   outbound  dial ─▶ TLSSocket (client, our identity, the session of the last connection to the
+ *             same endpoint) ─▶ OpenSSL checks the chain ─▶ checkServerIdentity: one SPIFFE ID,
+ *             one the config expects ─▶ 'connect' for the pool
+ *
+ * A peer's certificate is checked by our code rather than by OpenSSL's verify result alone, so a
+ * refusal says why (expired, another CA, no SPIFFE ID); the result is cached per certificate for
+ * the generation, so a resumed or repeated handshake costs a hash, not a signature check.
+ */
+import { X509Certificate, createHash } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { chainsTo, pemBlocks, principalMatches, spiffeIdOf, validityProblem } from './identity';
+import type { IdentityMailbox, IdentityMessage } from './identity-mailbox';
+
+export type PeerRefusal = 'no_identity' | 'no_client_cert' | 'not_chained' | 'expired' | 'not_yet_valid' | 'no_spiffe_id'
+  | 'principal_mismatch' | 'handshake_failed' | 'handshake_timeout';
+export const PEER_REFUSALS: readonly PeerRefusal[] = ['no_identity', 'no_client_cert', 'not_chained', 'expired', 'not_yet_valid', 'no_spiffe_id',
+  'principal_mismatch', 'handshake_failed', 'handshake_timeout'];
+
+export type PeerCheck = { id: string } | { reason: PeerRefusal; message: string };
+
+const INBOUND_ALPN = ['h2', 'http/1.1'];
+const MAX_CACHED = 4096;
+
+interface Verified { id: string; notBeforeMs: number; notAfterMs: number }
+
+/** What one identity gives a thread. */
+export class Generation {
+  readonly id: string;
+  readonly server: tls.SecureContext;
+  readonly client: tls.SecureContext;
+  private readonly roots: X509Certificate[];
+  private readonly verified = new Map<string, Verified | { reason: PeerRefusal; message: string }>();
+  /** Upstream TLS sessions by endpoint, resumed on the next connection there. */
+  readonly sessions = new Map<string, Buffer>();
+
+  constructor(readonly seq: number, m: IdentityMessage) {
+    this.id = m.id;
+    const ticketKeys = Buffer.from(m.ticketKeys);
+    const ciphers = m.ciphers || undefined;
+    this.server = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2', ciphers });
+    this.client = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2', ciphers });
+    this.roots = pemBlocks(m.caPem).map((p) => new X509Certificate(p));
+  }
+
+  /** A peer's certificate chain (leaf first, DER) against the bundle; cached per chain. */
+  checkPeer(chain: readonly Buffer[], now = Date.now()): PeerCheck {
+    if (chain.length === 0) return { reason: 'no_client_cert', message: 'the peer presented no certificate' };
+    const h = createHash('sha256');
+    for (const c of chain) h.update(c);
+    const key = h.digest('base64');
+    let v = this.verified.get(key);
+    if (!v) {
+      v = this.verify(chain, now);
+      if (this.verified.size >= MAX_CACHED) this.verified.delete(this.verified.keys().next().value as string);
+      this.verified.set(key, v);
+    }
+    if ('reason' in v) return v;
+    if (now < v.notBeforeMs) return { reason: 'not_yet_valid', message: `the peer's certificate (${v.id}) is not valid yet` };
+    if (now > v.notAfterMs) return { reason: 'expired', message: `the peer's certificate (${v.id}) expired` };
+    return { id: v.id };
+  }
+
+  private verify(chain: readonly Buffer[], now: number): Verified | { reason: PeerRefusal; message: string } {
+    let certs: X509Certificate[];
+    try { certs = chain.map((c) => new X509Certificate(c)); } catch {
+      return { reason: 'handshake_failed', message: 'the peer presented a certificate that cannot be parsed' };
+    }
+    const leaf = certs[0];
+    const sid = spiffeIdOf(leaf);
+    if ('error' in sid) return { reason: 'no_spiffe_id', message: `the peer's certificate ${sid.error}` };
+    if (!chainsTo(leaf, certs.slice(1), this.roots, now)) {
+      const vp = validityProblem(leaf, now);
+      if (vp && chainsTo(leaf, certs.slice(1), this.roots, vp.reason === 'expired' ? Date.parse(leaf.validTo) : Date.parse(leaf.validFrom))) {
+        return { reason: vp.reason === 'expired' ? 'expired' : 'not_yet_valid', message: `the peer's certificate (${sid.id}) ${vp.message}` };
+      }
+      return { reason: 'not_chained', message: `the peer's certificate (${sid.id}, issuer ${leaf.issuer.replace(/\n/g, ', ')}) is not signed by a CA of the trust bundle` };
+    }
+    return { id: sid.id, notBeforeMs: Date.parse(leaf.validFrom), notAfterMs: Date.parse(leaf.validTo) };
+  }
+}
+
+/** The DER chain a TLS socket's peer presented, leaf first (the trust anchor OpenSSL added left out only if it is the peer's own). */
+export function peerChain(s: tls.TLSSocket): Buffer[] {
+  const leaf = s.getPeerCertificate(true) as tls.DetailedPeerCertificate | Record<string, never>;
+  if (!leaf || !('raw' in leaf) || !leaf.raw) return [];
+  const out: Buffer[] = [leaf.raw];
+  let cur = leaf as tls.DetailedPeerCertificate;
+  for (let i = 0; i < 8 && cur.issuerCertificate && cur.issuerCertificate !== cur && cur.issuerCertificate.raw; i++) {
+    cur = cur.issuerCertificate;
+    if (out.some((b) => b.equals(cur.raw))) break;
+    out.push(cur.raw);
+  }
+  return out;
+}
+
+export type Terminated =
+  | { ok: true; socket: tls.TLSSocket; principal: string; ownId: string; resumed: boolean; alpn: string | false }
+  | { ok: false; reason: PeerRefusal; message: string };
+
+/** What an upstream connection needs to leave as mTLS. */
+export interface OutboundTls {
+  /** Allowed peer identities (patterns); null: any identity of the bundle. */
+  readonly principals: readonly string[] | null;
+  readonly handshakeTimeoutMs: number;
+  readonly onHandshake: (resumed: boolean) => void;
+  readonly onRefused: (reason: PeerRefusal) => void;
+}
+
+export class TlsRuntime {
+  private gen: Generation | null = null;
+  private failedSeq = -1;
+
+  constructor(private readonly mailbox: IdentityMailbox, private readonly onBuildError: (err: Error) => void = () => {}) {}
+
+  /** The identity in force, or null when none was installed. Cheap when nothing changed (one atomic load). */
+  current(): Generation | null {
+    const seq = this.mailbox.seq;
+    if (this.gen && this.gen.seq === seq) return this.gen;
+    if (seq === 0 || seq === this.failedSeq) return this.gen;
+    const m = this.mailbox.read();
+    if (!m) return this.gen;
+    try {
+      this.gen = new Generation(m.seq, m.value);
+    } catch (err) {
+      // the main thread checked it; an identity OpenSSL will not load keeps the previous one here
+      this.failedSeq = m.seq;
+      this.onBuildError(err as Error);
+    }
+    return this.gen;
+  }
+
+  /**
+   * Terminates TLS on a handed-off socket whose first bytes (a ClientHello, unshifted back) are
+   * waiting in it. `done` is called once: with the decrypted socket and the caller's identity, or
+   * with the reason the caller was refused (the socket is then destroyed).
+   */
+  terminate(raw: net.Socket, handshakeTimeoutMs: number, done: (r: Terminated) => void): void {
+    const gen = this.current();
+    if (!gen) {
+      raw.destroy();
+      done({ ok: false, reason: 'no_identity', message: 'no workload identity installed' });
+      return;
+    }
+    let settled = false;
+    const finish = (r: Terminated) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (!r.ok) s.destroy();
+      done(r);
+    };
+    const s = new tls.TLSSocket(raw, {
+      isServer: true, secureContext: gen.server, requestCert: true, rejectUnauthorized: false, ALPNProtocols: INBOUND_ALPN,
+    });
+    const timer = setTimeout(() => finish({ ok: false, reason: 'handshake_timeout', message: `no TLS handshake within ${handshakeTimeoutMs} ms` }), handshakeTimeoutMs);
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (!settled) finish({ ok: false, reason: err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' ? 'no_client_cert' : 'handshake_failed', message: err.message });
+      else s.destroy();
+    });
+    s.once('close', () => finish({ ok: false, reason: 'handshake_failed', message: 'the connection closed during the handshake' }));
+    s.once('secure', () => {
+      const check = gen.checkPeer(peerChain(s));
+      if ('reason' in check) { finish({ ok: false, ...check }); return; }
+      finish({ ok: true, socket: s, principal: check.id, ownId: gen.id, resumed: s.isSessionReused(), alpn: s.alpnProtocol ?? false });
+    });
+  }
+
+  /**
+   * Opens an mTLS connection to an upstream. Like net.connect, the socket is returned at once;
+   * its 'connect' comes only once the handshake and the peer's identity check are done, so a pool
+   * counts a connection only when requests can go on it, and a refused peer is a connect failure.
+   */
+  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean): net.Socket {
+    const gen = this.current();
+    if (!gen) {
+      const s = new net.Socket();
+      process.nextTick(() => { o.onRefused('no_identity'); s.destroy(Object.assign(new Error('no workload identity installed for mTLS'), { code: 'ERR_TLS_NO_IDENTITY' })); });
+      return s;
+    }
+    const sessionKey = `${host}:${port}`;
+    const raw = net.connect({ host, port, noDelay: true, allowHalfOpen });
+    /** Why checkServerIdentity refused the peer, if it did. */
+    let refused: PeerRefusal | null = null;
+    const c = tls.connect({
+      socket: raw, secureContext: gen.client, ALPNProtocols: alpn ? [...alpn] : undefined, session: gen.sessions.get(sessionKey),
+      rejectUnauthorized: true, allowHalfOpen,
+      checkServerIdentity: (_host: string, cert: tls.PeerCertificate) => {
+        // the chain was checked by OpenSSL against the bundle; here: one SPIFFE ID, and one the config expects
+        const sid = cert.raw ? spiffeIdOf(new X509Certificate(cert.raw)) : { error: 'presented no certificate' };
+        if ('error' in sid) { refused = 'no_spiffe_id'; return new Error(`the upstream's certificate ${sid.error}`); }
+        if (o.principals && !o.principals.some((p) => principalMatches(p, sid.id))) {
+          refused = 'principal_mismatch';
+          return Object.assign(new Error(`the upstream's identity ${sid.id} is not one of ${o.principals.join(', ')}`), { code: 'ERR_TLS_PRINCIPAL_MISMATCH' });
+        }
+        return undefined;
+      },
+    } as tls.ConnectionOptions);
+    c.on('session', (s: Buffer) => {
+      if (gen.sessions.size >= MAX_CACHED && !gen.sessions.has(sessionKey)) gen.sessions.delete(gen.sessions.keys().next().value as string);
+      gen.sessions.set(sessionKey, s);
+    });
+    // the TCP-level 'connect' starts the handshake (tls's own listener); the pool's listeners hear it once secure
+    const internal = c.listeners('connect') as Array<() => void>;
+    c.removeAllListeners('connect');
+    let secure = false;
+    let counted = false;
+    const emit = c.emit.bind(c) as (ev: string | symbol, ...args: unknown[]) => boolean;
+    c.emit = ((ev: string | symbol, ...args: unknown[]): boolean => {
+      if (ev === 'connect' && !secure) { for (const f of internal) f.call(c); return true; }
+      if (ev === 'secureConnect') {
+        secure = true;
+        clearTimeout(timer);
+        o.onHandshake(c.isSessionReused());
+        emit(ev, ...args);
+        return emit('connect');
+      }
+      if (ev === 'error' && !secure && !counted) {
+        const code = String((args[0] as NodeJS.ErrnoException | undefined)?.code ?? '');
+        const why: PeerRefusal | null = refused ?? (code === 'CERT_HAS_EXPIRED' ? 'expired' : code === 'CERT_NOT_YET_VALID' ? 'not_yet_valid'
+          : /CERT|SELF_SIGNED|UNABLE_TO/.test(code) ? 'not_chained' : code.startsWith('ERR_SSL') ? 'handshake_failed' : null);
+        if (why) { counted = true; o.onRefused(why); }
+      }
+      return emit(ev, ...args);
+    }) as typeof c.emit;
+    const timer = setTimeout(() => {
+      if (secure) return;
+      counted = true;
+      o.onRefused('handshake_timeout');
+      c.destroy(Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }));
+    }, o.handshakeTimeoutMs);
+    timer.unref();
+    // name lookups of the raw socket are logged by dial
+    (c as unknown as { rawSocket: net.Socket }).rawSocket = raw;
+    return c;
+  }
+}
