@@ -219,6 +219,14 @@ t.test('an interface nobody provides: SERVICE_NOT_FOUND with the reason', async 
   const r = await c.call('transfer', [str('x')], {}, 20_000, 'com.example.Nobody:1.0.0');
   t.equal(r.status, 60);
   t.match(r.error, /no provider of com\.example\.Nobody/);
+  // a name that is no ZooKeeper path segment never reaches ZooKeeper: no route, as without a registry
+  for (const bad of ['../../zookeeper', 'com.example.A/providers', 'a b']) {
+    const x = await c.call('transfer', [str('x')], {}, 20_000, `${bad}:1.0.0`);
+    t.equal(x.status, 60, `${bad}: SERVICE_NOT_FOUND`);
+    t.match(x.error, /sluice: no_route/);
+  }
+  t.same((await clusters(s)).clusters.map((x) => x.name), ['dubbo/com.example.Nobody'], 'only the well-formed name was subscribed');
+  t.equal((await stats(s.admin)).get('sluice_registry_subscribe_total{registry="zk"}'), 1);
 });
 
 t.test('Spring Cloud services: an HTTP host finds the instances under /services/<name>', async (t) => {
