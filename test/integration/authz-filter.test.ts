@@ -269,7 +269,7 @@ t.test('authorization on every protocol', async (t) => {
     const d = async (what: string, from: string, method = 'transfer', props: Record<string, string> = {}, service?: string) => {
       const c = await Consumer.connect(port, { from });
       try {
-        const a = await c.call(method, [str('x')], props, 10_000, service);
+        const a = await c.call(method, [str('x')], props, 10_000, service === undefined ? undefined : `${service}:1.0.0`);
         out[`dubbo ${what}`] = a.status === 20 ? '20' : `${a.status} ${a.error ?? ''}`;
       } finally { c.close(); }
     };
@@ -422,7 +422,7 @@ t.test('authorization on every protocol', async (t) => {
     const results = [
       await c.call('transfer', [str('a')], { 'x-env': 'prod' }),
       await c.call('transfer', [str('b')]),
-      await c.call('transfer', [str('c')], {}, 10_000, ADMIN_SERVICE),
+      await c.call('transfer', [str('c')], {}, 10_000, `${ADMIN_SERVICE}:1.0.0`),
       await c.call('transfer', [str('d')]),
     ];
     t.same(results.map((r) => r.status), [70, 20, 70, 20]);

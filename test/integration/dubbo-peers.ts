@@ -95,10 +95,10 @@ export class Consumer {
 
   /**
    * A call; a consumer-side timeout answers status -2 (nothing came back in `timeoutMs`).
-   * `service`: the interface, with `:version` or without (then 1.0.0).
+   * `signature`: the service and its version (`com.example.TransferService:1.0.0` unless given;
+   * without `:version` the call names no version).
    */
-  call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000, service = SERVICE): Promise<Answer> {
-    const signature = service.includes(':') ? service : `${service}:1.0.0`;
+  call(method: string, args: unknown[], props: Record<string, string> = {}, timeoutMs = 20_000, signature = `${SERVICE}:1.0.0`): Promise<Answer> {
     const id = this.nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.waiting.delete(id); resolve({ status: -2, error: 'consumer timeout' }); }, timeoutMs);
