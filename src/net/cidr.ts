@@ -108,7 +108,14 @@ export function parseCidr(s: string): CidrRange {
 function formatV6(w: Uint32Array): string {
   const groups: number[] = [];
   for (let i = 0; i < 4; i++) groups.push(w[i] >>> 16, w[i] & 0xffff);
-  // the longest run of zero groups (two or more) becomes ::
+  return ipv6Groups(groups);
+}
+
+/**
+ * RFC 5952 text of eight 16-bit groups: lower-case hex, the longest run of two or more zero
+ * groups written "::" (the first, if several are as long).
+ */
+export function ipv6Groups(groups: readonly number[]): string {
   let best = -1;
   let bestLen = 1;
   for (let i = 0; i < 8;) {
@@ -118,9 +125,9 @@ function formatV6(w: Uint32Array): string {
     if (j - i > bestLen) { best = i; bestLen = j - i; }
     i = j;
   }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+  const hex = (gs: readonly number[]) => gs.map((g) => g.toString(16)).join(':');
+  if (best < 0) return hex(groups);
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
 }
 
 export function inRange(a: IpAddress, r: CidrRange): boolean {

@@ -25,6 +25,7 @@
  * row is dropped: everything else it had was closed by Node with the thread. No message and no
  * count ever has to arrive from a thread that is gone.
  */
+import { ipv6Groups } from '../net/cidr';
 import type { OriginalDst } from './messages';
 import { FdOwnership } from './fd-ownership';
 import { declareRegion, type SharedMemory } from './shared-memory';
@@ -86,19 +87,7 @@ export function formatIPv6(b: Uint8Array): string {
   if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
     return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   }
-  // the longest run of two or more zero groups becomes "::" (the first, if several are as long)
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':');
-  if (best < 0) return hex(groups);
-  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+  return ipv6Groups(groups);
 }
 
 /** A connection the main thread took back from a dead worker's queue: untouched, not a byte read. */
