@@ -24,7 +24,7 @@ import { MAX_FD } from '../shared/fd-ownership';
 import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { filterSeries } from '../filters';
 import {
-  CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
+  CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
 import { Discovery } from './discovery';
 import { TOUCH_REGION } from '../upstream/discovered';
@@ -120,6 +120,10 @@ export class Sluice {
         this.endpointDirectory.flush();
         this.control.postMessage({ type: 'endpoints' } satisfies ControlMessage);
         this.localRuntime?.endpointsChanged();
+      },
+      refuse: (kind, service, why) => {
+        // every DiscoveryClient listens on the channel, the main thread's own runtime's too
+        this.registryRequests.postMessage({ type: 'refused', kind, service, why } satisfies DiscoveryRefusal);
       },
     }, opts.config);
     this.registryRequests.onmessage = (ev) => {
