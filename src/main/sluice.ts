@@ -14,6 +14,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { loadConfigFile, type EndpointConfig, type SluiceConfig } from '../config/config';
 import { AdminServer } from './admin-server';
+import { AppProber, type AppProbe } from './app-probes';
 import { ConfigError, SluiceError } from '../errors';
 import { log } from '../log';
 import { formatAddress } from '../net/address';
@@ -49,6 +50,8 @@ export interface StartOptions {
   onStopRequest?: () => void;
   /** Serve GET /ready (and nothing else) here too, e.g. 0.0.0.0:15020 for kubelet probes. */
   healthAddress?: string;
+  /** The application's probes (SLUICE_APP_PROBES), answered on the health address under /app-health/. */
+  appProbes?: ReadonlyMap<string, AppProbe>;
 }
 
 let instances = 0;
@@ -191,7 +194,7 @@ export class Sluice {
         maxPerWorker: opts.config.workers.maxConnectionsPerWorker,
       },
     );
-    this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
+    this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true, appProbes: opts.appProbes?.size ? new AppProber(opts.appProbes) : undefined });
   }
 
   static async start(opts: StartOptions): Promise<Sluice> {
