@@ -26,7 +26,7 @@ const COMMAND_USAGE: Record<string, string> = {
   start: `  sluice start [--config FILE] [--health-address ADDR:PORT]
         run the proxy; without --config, the embedded default (capture outbound :15001,
         inbound :15006, admin 127.0.0.1:15000); --health-address also serves GET /ready there,
-        and the application's probes that \`sluice inject\` rewrote (env SLUICE_APP_PROBES)
+        and the application probes the inject command rewrote (env SLUICE_APP_PROBES)
 `,
   validate: `  sluice validate FILE
         check a config file and print every error with its path
