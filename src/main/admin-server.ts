@@ -238,7 +238,7 @@ export class AdminServer {
               stats: clusterStats(c.name),
             })),
             // one cluster per service found in a registry, with each provider's labels and where it came from
-            ...s.discovery.list().map(({ name, state, sub }) => ({
+            ...s.discovery.list().map(({ name, state, sub, warming }) => ({
               name,
               protocol: 'auto',
               lbPolicy: rc.lbPolicy,
@@ -246,7 +246,11 @@ export class AdminServer {
               registry: {
                 kind: sub.kind, service: sub.service, state, stale: sub.stale, held: sub.held, pinned: sub.pinned, version: sub.version,
               },
-              endpoints: sub.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight, source: e.source, id: e.id, health: 'healthy' })),
+              // weight: what calls are balanced by now; registryWeight: the provider's own, while it warms up
+              endpoints: sub.endpoints.map((e) => {
+                const w = warming?.get(e.address);
+                return { address: e.address, labels: e.labels, weight: w ?? e.weight, ...(w !== undefined ? { registryWeight: e.weight } : {}), source: e.source, id: e.id, health: 'healthy' };
+              }),
               stats: clusterStats(name),
             })),
           ],

@@ -14,7 +14,7 @@
  */
 import type { EndpointConfig, SluiceConfig } from '../config/config';
 import { log } from '../log';
-import { Registries, registrySeries, type RegistryEndpoint, type Subscription } from '../registry';
+import { Registries, registrySeries, warmupEnds, warmupWeight, type RegistryEndpoint, type Subscription } from '../registry';
 import type { ServiceKind } from '../registry/config';
 import { LogEvery } from '../log';
 import type { DiscoveryRefusal } from '../shared/messages';
@@ -52,11 +52,19 @@ interface Service {
   live: boolean;
   /** When the service was first asked for (performance.now()), until its first publish. */
   askedAt: number;
+  /** Publishes the list again while a provider warms up (its weight grows). */
+  warmTimer: NodeJS.Timeout | null;
+  /** The weights the workers balance by now, by address, where they differ from the registry's (warm-up). */
+  warming: Map<string, number> | null;
 }
 
-/** A registry endpoint as a cluster endpoint: Dubbo's weight as it is (0 takes no calls while others have weight). */
-function toEndpoint(e: RegistryEndpoint): EndpointConfig {
-  return { address: e.address, labels: e.labels as Record<string, string>, weight: e.weight };
+/** Warm-up weights are published again at most this often, and at least 20 times over a warm-up. */
+const WARMUP_STEP_MIN_MS = 1000;
+
+/** A registry endpoint as a cluster endpoint: Dubbo's weight as it is (0 takes no calls while others have weight), or as it warms up. */
+function toEndpoint(e: RegistryEndpoint, warmupAt: number): EndpointConfig {
+  const weight = warmupAt > 0 ? warmupWeight(e.weight, e.labels, warmupAt) : e.weight;
+  return { address: e.address, labels: e.labels as Record<string, string>, weight };
 }
 
 export class Discovery {
@@ -71,6 +79,8 @@ export class Discovery {
   /** The previous config's registries are closing: their subscriptions' 'closed' is no unsubscription. */
   private reloading = false;
   private readonly refused = new LogEvery('registry: a service could not be subscribed');
+  /** registry.dubboWarmup of the config in force. */
+  private warmup = true;
 
   constructor(private readonly host: DiscoveryHost, config: SluiceConfig) {
     this.apply(config);
@@ -99,9 +109,9 @@ export class Discovery {
     this.track(sub);
   }
 
-  /** The services subscribed now, for the admin API. */
-  list(): Array<{ name: string; state: string; sub: Subscription }> {
-    return [...this.services.values()].map((s) => ({ name: s.name, state: s.state, sub: s.sub }));
+  /** The services subscribed now, for the admin API; `warming`: the weights in force of providers warming up, by address. */
+  list(): Array<{ name: string; state: string; sub: Subscription; warming: ReadonlyMap<string, number> | null }> {
+    return [...this.services.values()].map((s) => ({ name: s.name, state: s.state, sub: s.sub, warming: s.warming }));
   }
 
   status(): ReturnType<Registries['status']>['registries'] {
@@ -111,7 +121,8 @@ export class Discovery {
   /** A new config: nothing happens unless its registries or registry settings changed. */
   apply(config: SluiceConfig): void {
     if (this.closed) return;
-    const { balanceCaptured: _b, cluster: _c, ...settings } = config.registry;
+    this.warmup = config.registry.dubboWarmup !== false;
+    const { balanceCaptured: _b, cluster: _c, dubboWarmup: _w, ...settings } = config.registry;
     const key = JSON.stringify([config.registries, settings]);
     if (key === this.key) return;
     this.key = key;
@@ -142,6 +153,7 @@ export class Discovery {
     if (this.closed) return;
     this.closed = true;
     if (this.pump) clearInterval(this.pump);
+    for (const s of this.services.values()) if (s.warmTimer) clearTimeout(s.warmTimer);
     this.refused.flush();
     const r = this.registries;
     this.registries = null;
@@ -159,7 +171,7 @@ export class Discovery {
       return;
     }
     Atomics.store(this.host.touch, touch, 0);
-    const s: Service = { name, kind: sub.kind, service: sub.service, sub, touch, state: 'pending', live: false, askedAt: performance.now() };
+    const s: Service = { name, kind: sub.kind, service: sub.service, sub, touch, state: 'pending', live: false, askedAt: performance.now(), warmTimer: null, warming: null };
     this.services.set(name, s);
     this.host.addCluster(name);
     this.attach(s, sub);
@@ -186,7 +198,11 @@ export class Discovery {
     if (this.services.get(s.name) !== s) return;
     const first = s.state === 'pending';
     s.state = state;
-    const list: DiscoveredList = { kind: s.kind, service: s.service, state, touch: s.touch, endpoints: s.sub.endpoints.map(toEndpoint) };
+    const warmupAt = s.kind === 'dubbo' && this.warmup ? Date.now() : 0;
+    const list: DiscoveredList = { kind: s.kind, service: s.service, state, touch: s.touch, endpoints: s.sub.endpoints.map((e) => toEndpoint(e, warmupAt)) };
+    s.warming = null;
+    list.endpoints.forEach((e, i) => { if (e.weight !== s.sub.endpoints[i].weight) (s.warming ??= new Map()).set(e.address, e.weight ?? 0); });
+    if (warmupAt > 0) this.scheduleWarmup(s, warmupAt);
     try {
       this.host.directory.set(s.name, list);
     } catch (err) {
@@ -202,7 +218,28 @@ export class Discovery {
     }
   }
 
+  /** While a provider of `s` warms up, its list is published again as its weight grows. */
+  private scheduleWarmup(s: Service, now: number): void {
+    if (s.warmTimer) return;
+    let next = 0;
+    let step = Infinity;
+    for (const e of s.sub.endpoints) {
+      const end = warmupEnds(e.labels, now);
+      if (end === 0) continue;
+      next = next === 0 ? end : Math.min(next, end);
+      step = Math.min(step, (end - Math.max(now, Number(e.labels.timestamp))) / 20);
+    }
+    if (next === 0) return;
+    const wait = Math.min(next - now, Math.max(WARMUP_STEP_MIN_MS, step));
+    s.warmTimer = setTimeout(() => {
+      s.warmTimer = null;
+      if (!this.closed && this.services.get(s.name) === s && s.state !== 'pending') this.publish(s, s.state);
+    }, Math.max(0, wait));
+    s.warmTimer.unref();
+  }
+
   private untrack(s: Service): void {
+    if (s.warmTimer) { clearTimeout(s.warmTimer); s.warmTimer = null; }
     this.services.delete(s.name);
     this.host.directory.set(s.name, null);
     Atomics.store(this.host.touch, s.touch, 0);

@@ -22,6 +22,7 @@
  *   zeroInstanceHoldMs: 60000           # 0: an empty list applies at once
  *   firstListTimeoutMs: 5000
  *   maxServices: 10000                 # services subscribed at once; more are refused, counted
+ *   dubboWarmup: true                  # new providers' weights grow over their warm-up, as Dubbo does
  * ```
  */
 import Ajv, { type ErrorObject } from 'ajv';
@@ -50,6 +51,8 @@ export interface RegistrySettings {
   firstListTimeoutMs: number;
   /** At most this many services subscribed at once; a new service past it is not subscribed (its calls go on as without a registry). */
   maxServices: number;
+  /** Dubbo providers that registered recently take a growing share of calls, as Dubbo's consumers give them (their URL's timestamp and warmup). */
+  dubboWarmup: boolean;
   /** Captured outbound calls of a discovered service are balanced over its providers; false: they go where the application sent them. */
   balanceCaptured: boolean;
   /** How the cluster of a discovered service connects and balances (as clusters[] of the config). */
@@ -128,6 +131,12 @@ export const registryConfigSchema = {
        * 503 `registry_full`. Bounded by the touch words the workers share (65535).
        */
       maxServices: { type: 'integer', minimum: 1, maximum: 65535, default: 10_000 },
+      /**
+       * A Dubbo provider's weight grows from 1 to its own over its warm-up (URL parameters
+       * `timestamp` and `warmup`, 10 minutes by default), as Dubbo's own consumers weigh it, so
+       * that a provider that just started is not given its full share at once.
+       */
+      dubboWarmup: { type: 'boolean', default: true },
       /**
        * Captured outbound calls to a service a registry lists are balanced by Sluice over its
        * providers; false: they go to the address the application chose, as without a registry

@@ -193,3 +193,32 @@ export function hostPort(host: string, port: number): string {
 export function javaUrlEncode(s: string): string {
   return encodeURIComponent(s).replace(/%20/g, '+').replace(/[!'()~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
+
+/** Dubbo's default warm-up, when a provider URL has a `timestamp` but no `warmup`: ten minutes. */
+export const DEFAULT_WARMUP_MS = 600_000;
+
+/**
+ * A provider's weight while it warms up, as Dubbo's consumers compute it: a provider that
+ * registered `uptime` ms ago (its URL's `timestamp`) gets weight × uptime / warmup, at least 1,
+ * until `warmup` (its URL's parameter, 10 minutes by default) has passed; a timestamp in the
+ * future (clocks apart) gives 1; no timestamp, or weight 0, leaves the weight as it is.
+ */
+export function warmupWeight(weight: number, labels: Readonly<Record<string, string>>, now: number): number {
+  if (weight <= 0) return weight;
+  const timestamp = Number(labels.timestamp);
+  if (!(timestamp > 0)) return weight;
+  const uptime = now - timestamp;
+  if (uptime < 0) return 1;
+  const w = labels.warmup !== undefined && /^\d{1,10}$/.test(labels.warmup) ? Number(labels.warmup) : DEFAULT_WARMUP_MS;
+  if (uptime === 0 || uptime >= w) return weight;
+  return Math.max(1, Math.min(weight, Math.floor(uptime / (w / weight))));
+}
+
+/** When the warm-up of these labels ends (ms since the epoch), or 0 when it is over or does not apply. */
+export function warmupEnds(labels: Readonly<Record<string, string>>, now: number): number {
+  const timestamp = Number(labels.timestamp);
+  if (!(timestamp > 0)) return 0;
+  const w = labels.warmup !== undefined && /^\d{1,10}$/.test(labels.warmup) ? Number(labels.warmup) : DEFAULT_WARMUP_MS;
+  const end = timestamp + w;
+  return end > now ? end : 0;
+}

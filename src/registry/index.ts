@@ -24,5 +24,5 @@ export {
 } from './config';
 export { REGISTRY_FAMILIES, registrySeries, MemoryStats, type StatsSink } from './stats';
 export { RegistryError, realClock, type RegistryEndpoint, type Clock, type Logger, type RegistryErrorCode } from './types';
-export { dubboMatches } from './dubbo-url';
+export { dubboMatches, warmupEnds, warmupWeight } from './dubbo-url';
 export type { ZooKeeperRegistryStatus } from './zookeeper-registry';

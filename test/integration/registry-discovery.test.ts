@@ -215,3 +215,47 @@ t.test('past registry.maxServices a new service is refused at once (Dubbo and HT
   t.equal(st.get('sluice_registry_subscriptions{registry="zk"}'), 1, 'still one subscription');
   t.same((await clusters(s)).clusters.filter((x) => x.name.includes('/')).map((x) => x.name), [CLUSTER], 'no cluster for the refused names');
 });
+
+t.test('a provider that just registered warms up: its weight grows to its own over its warm-up, as Dubbo weighs it', async (t) => {
+  const [old, fresh] = await Promise.all([rawProvider(), rawProvider()]);
+  t.teardown(() => Promise.all([old.close(), fresh.close()]));
+  const nodes = [
+    await register(f, old, { version: '1.0.0' }), // timestamp in 2023: warm long ago
+    await register(f, fresh, { version: '1.0.0', timestamp: Date.now() - 1000, warmup: 12000 }),
+  ];
+  t.teardown(() => Promise.all(nodes.map((n) => f.writer.remove(n).catch(() => {}))));
+  const s = await startSluice(registryConfig(f));
+  t.teardown(() => s.stop());
+  const c = await Consumer.connect(s.port('dubbo'));
+  t.teardown(() => c.close());
+  t.equal((await c.call('transfer', [str('first')])).status, 20);
+  const endpointOf = async () => (await clusters(s)).clusters.find((x) => x.name === CLUSTER)!.endpoints
+    .find((e: { address: string }) => e.address === `127.0.0.1:${fresh.port}`) as { weight: number; registryWeight?: number };
+  const weightOf = async () => (await endpointOf()).weight;
+  const first = await endpointOf();
+  const early = first.weight;
+  t.ok(early >= 1 && early <= 75, `early in a 12 s warm-up, weight ${early} of 100`);
+  t.equal(first.registryWeight, 100, '/clusters shows the provider\'s own weight beside the one in force');
+  const before = callsOf(fresh);
+  await Promise.all(Array.from({ length: 40 }, (_, i) => c.call('transfer', [str(`w${i}`)])));
+  const share = callsOf(fresh) - before;
+  t.ok(share < 20, `the warming provider takes less than the warm one: ${share} of 40`);
+  const later = await waitFor(async () => { const w = await weightOf(); return w > early ? w : null; }, 5000, 'the weight grows');
+  t.ok(later > early, `weight ${early} → ${later}`);
+  await waitFor(async () => (await weightOf()) === 100, 15_000, 'full weight once the warm-up is over');
+  t.equal((await endpointOf()).registryWeight, undefined, 'warm: one weight');
+  t.equal((await clusters(s)).clusters.find((x) => x.name === CLUSTER)!.endpoints.find((e: { address: string }) => e.address === `127.0.0.1:${old.port}`).weight, 100);
+});
+
+t.test('registry.dubboWarmup: false gives a new provider its full weight at once', async (t) => {
+  const fresh = await rawProvider();
+  t.teardown(() => fresh.close());
+  const node = await register(f, fresh, { version: '1.0.0', timestamp: Date.now(), warmup: 600000 });
+  t.teardown(() => f.writer.remove(node).catch(() => {}));
+  const s = await startSluice(registryConfig(f, { dubboWarmup: false }));
+  t.teardown(() => s.stop());
+  const c = await Consumer.connect(s.port('dubbo'));
+  t.teardown(() => c.close());
+  t.equal((await c.call('transfer', [str('first')])).status, 20);
+  t.equal((await clusters(s)).clusters.find((x) => x.name === CLUSTER)!.endpoints[0].weight, 100);
+});

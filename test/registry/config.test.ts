@@ -17,7 +17,7 @@ t.test('defaults', async (t) => {
     name: 'zk', type: 'zookeeper', address: '127.0.0.1:2181', sessionTimeoutMs: 30000, kinds: ['dubbo', 'spring'], dubboRoot: '/dubbo', springRoot: '/services',
   });
   const settings = {
-    subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600000, zeroInstanceHoldMs: 60000, firstListTimeoutMs: 5000, maxServices: 10000,
+    subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600000, zeroInstanceHoldMs: 60000, firstListTimeoutMs: 5000, maxServices: 10000, dubboWarmup: true,
     balanceCaptured: true, cluster: { lbPolicy: 'round_robin', connectTimeoutMs: 5000, maxConnectionsPerEndpoint: 1024, maxPendingRequests: 1024 },
   };
   t.same(config.registry, settings);

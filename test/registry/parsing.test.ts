@@ -6,7 +6,7 @@ import t from 'tap';
 import { formatConnectionString, parseConnectionString } from '../../src/registry/connection-string';
 import {
   applyOverrides, dubboMatches, javaUrlDecode, javaUrlEncode, parseOverrideNode, parseProviderNode, providerEnabled,
-  providerWeight, sortOverrides, type DubboUrl,
+  providerWeight, sortOverrides, type DubboUrl, warmupEnds, warmupWeight,
 } from '../../src/registry/dubbo-url';
 import { parseSpringInstance } from '../../src/registry/spring-instance';
 
@@ -168,4 +168,23 @@ t.test('Spring Cloud instances', async (t) => {
     [doc({ address: 'h', sslPort: 0 }), /sslPort 0/],
   ];
   for (const [d, re] of bad) t.match(parseSpringInstance('n', d), { ok: false, reason: 'malformed', detail: re }, String(d));
+});
+
+t.test('warm-up weights, as Dubbo\'s consumers compute them', async (t) => {
+  const now = 1_800_000_000_000;
+  const at = (ago: number, extra: Record<string, string> = {}) => ({ timestamp: String(now - ago), ...extra });
+  t.equal(warmupWeight(100, at(60_000), now), 10, 'one minute into the default ten: a tenth');
+  t.equal(warmupWeight(100, at(300_000), now), 50);
+  t.equal(warmupWeight(100, at(600_000), now), 100, 'warm-up over');
+  t.equal(warmupWeight(100, at(1000), now), 1, 'never below 1');
+  t.equal(warmupWeight(100, at(5000, { warmup: '10000' }), now), 50, 'its own warmup parameter');
+  t.equal(warmupWeight(300, at(5000, { warmup: '10000' }), now), 150);
+  t.equal(warmupWeight(100, at(-5000), now), 1, 'a timestamp in the future: 1');
+  t.equal(warmupWeight(0, at(1000), now), 0, 'weight 0 stays 0');
+  t.equal(warmupWeight(100, {}, now), 100, 'no timestamp: no warm-up');
+  t.equal(warmupWeight(100, { timestamp: 'x' }, now), 100);
+  t.equal(warmupWeight(100, at(5000, { warmup: 'soon' }), now), 1, 'a warmup that is no number: the default ten minutes');
+  t.equal(warmupEnds(at(1000, { warmup: '10000' }), now), now + 9000);
+  t.equal(warmupEnds(at(20_000, { warmup: '10000' }), now), 0);
+  t.equal(warmupEnds({}, now), 0);
 });
