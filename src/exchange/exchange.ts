@@ -46,6 +46,7 @@ import {
 import type { RequestView } from './request-view';
 import type { Route, RouteFilter, RouteTarget, Router } from './router';
 import type { DiscoveryResult } from '../upstream/discovered';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from './deadlines';
 
 /** Request body kept for sending it again on a retry; a longer body cannot be retried once sent. */
 export const RETRY_BODY_BYTES = 64 * 1024;
@@ -190,7 +191,6 @@ const DEFAULT_RETRY: RetryPolicy = {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
-function onRouteTimeout(x: Exchange): void { x.onTimeout(false); }
 function onTryTimeout(x: Exchange): void { x.onTimeout(true); }
 
 /**
@@ -315,7 +315,7 @@ class FilterRequestContext implements RequestContext {
   note(key: string, value: string | number): void { this.x.note(key, value); }
 }
 
-export class Exchange implements AttemptSink {
+export class Exchange implements AttemptSink, Timed {
   readonly start0 = performance.now();
   route: Route | null = null;
   private filterIndex = 0;
@@ -339,7 +339,11 @@ export class Exchange implements AttemptSink {
   attempts = 0;
   private choice: UpstreamChoice | null = null;
   private upstreamCounted = false;
-  private routeTimer: NodeJS.Timeout | null = null;
+  /** The route timeout: this exchange in the deadline list of its duration (deadlines.ts), not a Timeout of its own. */
+  dlList: DeadlineList | null = null;
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
   private tryTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
 
@@ -527,8 +531,8 @@ export class Exchange implements AttemptSink {
   private forwarded = false;
 
   private armRouteTimer(): void {
-    if (this.routeTimer || this.finished || !this.route) return;
-    this.routeTimer = setTimeout(onRouteTimeout, this.route.timeoutMs, this);
+    if (this.dlList !== null || this.finished || !this.route) return;
+    addDeadline(this, this.route.timeoutMs);
   }
 
   /** Where the next attempt goes: an endpoint of the target's cluster (avoiding `avoid` when there is a choice), or passthrough. */
@@ -896,9 +900,12 @@ export class Exchange implements AttemptSink {
   /** The cluster whose retry gauge this exchange holds up while it retries. */
   private retryingOn: ClusterStats | null = null;
 
+  /** The route's deadline (deadlines.ts). */
+  onDeadline(): void { this.onTimeout(false); }
+
   /** The route's time ran out (`perTry`: only this attempt's). */
   onTimeout(perTry: boolean): void {
-    if (perTry) this.tryTimer = null; else this.routeTimer = null;
+    if (perTry) this.tryTimer = null;
     if (this.finished) return;
     const a = this.attempt;
     if (perTry && a !== null && !this.responseStarted) {
@@ -968,7 +975,7 @@ export class Exchange implements AttemptSink {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.routeTimer) { clearTimeout(this.routeTimer); this.routeTimer = null; }
+    if (this.dlList !== null) clearDeadline(this);
     if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
     if (this.timers) { for (const t of this.timers) clearTimeout(t); this.timers = null; }
