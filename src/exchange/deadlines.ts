@@ -85,11 +85,11 @@ export class DeadlineList {
 /** This thread's lists, one per duration (routes have few distinct timeouts). */
 const lists = new Map<number, DeadlineList>();
 
-/** Put `t` in the list of `ms` (it must not be in a list already). */
-export function addDeadline(t: Timed, ms: number): void {
+/** Put `t` in the list of `ms`, due `ms` after `now` (performance.now(), read by the caller; it must not be in a list already). */
+export function addDeadline(t: Timed, ms: number, now: number): void {
   let l = lists.get(ms);
   if (l === undefined) lists.set(ms, (l = new DeadlineList(ms)));
-  l.add(t, performance.now());
+  l.add(t, now);
 }
 
 /** Take `t` out of its list, if it is in one. */

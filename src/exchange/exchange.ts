@@ -399,8 +399,12 @@ export class Exchange implements AttemptSink, Timed {
     // header needs no removal, and no re-encoding for it (a Dubbo frame is rebuilt for an edit)
     const id = this.down.identityEdits;
     if (id && (id.set.length > 0 || this.down.view.header(XFCC) !== undefined)) this.requestEdits = [id];
-    this.runFilters();
+    this.starting = true;
+    try { this.runFilters(); } finally { this.starting = false; }
   }
+
+  /** Inside start(): what runs now runs in the tick the exchange began. */
+  private starting = false;
 
   /** A request refused before routing and filters (a target that cannot be made canonical, CONNECT): counted, answered. */
   refuse(r: LocalReply): void {
@@ -532,7 +536,8 @@ export class Exchange implements AttemptSink, Timed {
 
   private armRouteTimer(): void {
     if (this.dlList !== null || this.finished || !this.route) return;
-    addDeadline(this, this.route.timeoutMs);
+    // armed within start() (a request without a body that no filter held): its start is now, and the clock need not be read again
+    addDeadline(this, this.route.timeoutMs, this.starting ? this.start0 : performance.now());
   }
 
   /** Where the next attempt goes: an endpoint of the target's cluster (avoiding `avoid` when there is a choice), or passthrough. */

@@ -22,9 +22,9 @@ t.test('a deadline fires once, no earlier than its duration; a cleared one never
   const a = new Entry();
   const b = new Entry();
   const c = new Entry();
-  addDeadline(a, 40);
-  addDeadline(b, 40);
-  addDeadline(c, 40);
+  addDeadline(a, 40, performance.now());
+  addDeadline(b, 40, performance.now());
+  addDeadline(c, 40, performance.now());
   t.equal(a.dlList!.size, 3);
   clearDeadline(b);
   t.equal(b.dlList, null, 'out of its list');
@@ -40,10 +40,10 @@ t.test('a deadline fires once, no earlier than its duration; a cleared one never
 
 t.test('entries added after the timer was armed wait for their own deadline', async (t) => {
   const first = new Entry();
-  addDeadline(first, 50);
+  addDeadline(first, 50, performance.now());
   await new Promise((r) => setTimeout(r, 30));
   const late = new Entry();
-  addDeadline(late, 50);
+  addDeadline(late, 50, performance.now());
   await until(() => first.firedAt >= 0, 2000);
   t.equal(late.firedAt, -1, 'not due when the first one fired');
   t.not(late.dlList, null, 'still waiting');
@@ -53,8 +53,8 @@ t.test('entries added after the timer was armed wait for their own deadline', as
 
 t.test('an entry added from a deadline callback, to the same list, fires too', async (t) => {
   const again = new Entry();
-  const first = new Entry(performance.now(), () => addDeadline(again, 20));
-  addDeadline(first, 20);
+  const first = new Entry(performance.now(), () => addDeadline(again, 20, performance.now()));
+  addDeadline(first, 20, performance.now());
   await until(() => again.firedAt >= 0, 2000);
   t.ok(first.firedAt >= 20);
   t.ok(again.firedAt >= 20);
@@ -63,8 +63,8 @@ t.test('an entry added from a deadline callback, to the same list, fires too', a
 t.test('durations have lists of their own', async (t) => {
   const slow = new Entry();
   const fast = new Entry();
-  addDeadline(slow, 80);
-  addDeadline(fast, 10);
+  addDeadline(slow, 80, performance.now());
+  addDeadline(fast, 10, performance.now());
   t.not(slow.dlList, fast.dlList);
   await until(() => fast.firedAt >= 0, 2000);
   t.equal(slow.firedAt, -1, 'the longer one still waits');
@@ -75,7 +75,7 @@ t.test('a list that emptied does not keep the thread alive', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const mod = require.resolve('../../src/exchange/deadlines');
   const script = `const d = require(${JSON.stringify(mod)}); const e = { dlPrev: null, dlNext: null, dlAt: 0, dlList: null, onDeadline() { process.exitCode = 3; } };
-    d.addDeadline(e, 20000); d.clearDeadline(e);`;
+    d.addDeadline(e, 20000, performance.now()); d.clearDeadline(e);`;
   const start = performance.now();
   const r = spawnSync(process.execPath, ['-e', script], { timeout: 10_000 });
   t.equal(r.status, 0, 'exited by itself, without the deadline firing');
