@@ -46,6 +46,7 @@ import {
 import type { RequestView } from './request-view';
 import type { Route, RouteFilter, RouteTarget, Router } from './router';
 import type { DiscoveryResult } from '../upstream/discovered';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from './deadlines';
 
 /** Request body kept for sending it again on a retry; a longer body cannot be retried once sent. */
 export const RETRY_BODY_BYTES = 64 * 1024;
@@ -190,7 +191,6 @@ const DEFAULT_RETRY: RetryPolicy = {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
-function onRouteTimeout(x: Exchange): void { x.onTimeout(false); }
 function onTryTimeout(x: Exchange): void { x.onTimeout(true); }
 
 /**
@@ -315,7 +315,7 @@ class FilterRequestContext implements RequestContext {
   note(key: string, value: string | number): void { this.x.note(key, value); }
 }
 
-export class Exchange implements AttemptSink {
+export class Exchange implements AttemptSink, Timed {
   readonly start0 = performance.now();
   route: Route | null = null;
   private filterIndex = 0;
@@ -339,7 +339,11 @@ export class Exchange implements AttemptSink {
   attempts = 0;
   private choice: UpstreamChoice | null = null;
   private upstreamCounted = false;
-  private routeTimer: NodeJS.Timeout | null = null;
+  /** The route timeout: this exchange in the deadline list of its duration (deadlines.ts), not a Timeout of its own. */
+  dlList: DeadlineList | null = null;
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
   private tryTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
 
@@ -395,8 +399,12 @@ export class Exchange implements AttemptSink {
     // header needs no removal, and no re-encoding for it (a Dubbo frame is rebuilt for an edit)
     const id = this.down.identityEdits;
     if (id && (id.set.length > 0 || this.down.view.header(XFCC) !== undefined)) this.requestEdits = [id];
-    this.runFilters();
+    this.starting = true;
+    try { this.runFilters(); } finally { this.starting = false; }
   }
+
+  /** Inside start(): what runs now runs in the tick the exchange began. */
+  private starting = false;
 
   /** A request refused before routing and filters (a target that cannot be made canonical, CONNECT): counted, answered. */
   refuse(r: LocalReply): void {
@@ -525,8 +533,9 @@ export class Exchange implements AttemptSink {
   private forwarded = false;
 
   private armRouteTimer(): void {
-    if (this.routeTimer || this.finished || !this.route) return;
-    this.routeTimer = setTimeout(onRouteTimeout, this.route.timeoutMs, this);
+    if (this.dlList !== null || this.finished || !this.route) return;
+    // armed within start() (a request without a body that no filter held): its start is now, and the clock need not be read again
+    addDeadline(this, this.route.timeoutMs, this.starting ? this.start0 : performance.now());
   }
 
   /** Where the next attempt goes: an endpoint of the target's cluster (avoiding `avoid` when there is a choice), or passthrough. */
@@ -894,9 +903,12 @@ export class Exchange implements AttemptSink {
   /** The cluster whose retry gauge this exchange holds up while it retries. */
   private retryingOn: ClusterStats | null = null;
 
+  /** The route's deadline (deadlines.ts). */
+  onDeadline(): void { this.onTimeout(false); }
+
   /** The route's time ran out (`perTry`: only this attempt's). */
   onTimeout(perTry: boolean): void {
-    if (perTry) this.tryTimer = null; else this.routeTimer = null;
+    if (perTry) this.tryTimer = null;
     if (this.finished) return;
     const a = this.attempt;
     if (perTry && a !== null && !this.responseStarted) {
@@ -966,7 +978,7 @@ export class Exchange implements AttemptSink {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.routeTimer) { clearTimeout(this.routeTimer); this.routeTimer = null; }
+    if (this.dlList !== null) clearDeadline(this);
     if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
     if (this.timers) { for (const t of this.timers) clearTimeout(t); this.timers = null; }

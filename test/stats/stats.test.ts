@@ -35,6 +35,38 @@ t.test('a histogram lives in shared slots: observations of every thread add up',
   t.equal([...m.keys()].filter((k) => k.startsWith('sluice_downstream_rq_duration_seconds_bucket{protocol="http1"')).length, DURATION_BUCKETS.length + 1);
 });
 
+t.test('64-bit slots added through their 32-bit words: carries, borrows and values past an int32 are exact', async (t) => {
+  const shared = new SharedState();
+  const registry = new StatsRegistry();
+  registry.addCluster('c');
+  const a = new Stats(new SharedState(shared.handle), registry.keys, 0);
+  const b = new Stats(new SharedState(shared.handle), registry.keys, 1);
+  const main = new Stats(shared, registry.keys);
+  const total = main.slot('sluice_upstream_rq_total', { cluster: 'c' });
+  main.set(total, 2 ** 32 - 2);
+  a.inc(total);
+  b.inc(total); // the low word wraps: the carry goes to the high word
+  a.add(total, 2 ** 31 - 1);
+  t.equal(main.get(total), 2 ** 32 + 2 ** 31 - 1, 'carried into the high word');
+  b.add(total, 5 * 2 ** 32 + 3); // past an int32: the BigInt path
+  t.equal(main.get(total), 6 * 2 ** 32 + 2 ** 31 + 2);
+  const active = main.slot('sluice_upstream_rq_active', { cluster: 'c' });
+  a.dec(active); // a gauge share below zero: a borrow from the high word
+  a.dec(active);
+  b.inc(active);
+  t.equal(main.get(active), -1, 'a gauge summed over rows, one of them negative');
+  for (let i = 0; i < 3; i++) a.inc(active);
+  t.equal(main.get(active), 2, 'back above zero: the borrow is given back');
+  const m = parse(registry.render(shared));
+  t.equal(m.get('sluice_upstream_rq_total{cluster="c"}'), 6 * 2 ** 32 + 2 ** 31 + 2, '/stats shows the same');
+  t.equal(m.get('sluice_upstream_rq_active{cluster="c"}'), 2);
+  const sum = main.slot('sluice_downstream_rq_duration_seconds_sum', { protocol: 'dubbo' });
+  main.set(sum, 2 ** 32 - 1);
+  a.requestDone('dubbo', 0.000002, 0, 0); // 2 µs: the sum's low word wraps
+  a.requestDone('dubbo', 3000, 0, 0); // 3e9 µs does not fit an int32
+  t.equal(main.get(sum), 2 ** 32 + 1 + 3e9, 'the histogram sum, in µs, past 2^32');
+});
+
 t.test('a histogram is a run of consecutive slots: its buckets, +Inf, then the sum', async (t) => {
   const registry = new StatsRegistry();
   const base = registry.keys.indexOf('sluice_downstream_rq_duration_seconds_bucket{protocol="http2",le="0.0005"}');

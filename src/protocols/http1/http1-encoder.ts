@@ -13,10 +13,22 @@ export type Framing =
   | { kind: 'none' } // no body, or read-until-close towards an HTTP/1.0 peer
   | { kind: 'close' }; // body until the connection closes (HTTP/1.0 response)
 
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'content-length', 'host']);
-
+/**
+ * connection, keep-alive, proxy-connection, te, transfer-encoding, upgrade, content-length, host.
+ * Compared by length first, not looked up in a Set: a field name is a new string on every
+ * message, and a Set would hash each one.
+ */
 export function isHopByHop(lowerName: string): boolean {
-  return HOP.has(lowerName);
+  switch (lowerName.length) {
+    case 2: return lowerName === 'te';
+    case 4: return lowerName === 'host';
+    case 7: return lowerName === 'upgrade';
+    case 10: return lowerName === 'connection' || lowerName === 'keep-alive';
+    case 14: return lowerName === 'content-length';
+    case 16: return lowerName === 'proxy-connection';
+    case 17: return lowerName === 'transfer-encoding';
+    default: return false;
+  }
 }
 
 /** Appends the end-to-end fields of a flat [name, value, ...] list. `host` and `content-length` are the caller's. */
@@ -25,7 +37,7 @@ export function appendEndToEnd(out: string, headers: readonly string[], connecti
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i];
     const lower = name.toLowerCase();
-    if (HOP.has(lower)) continue;
+    if (isHopByHop(lower)) continue;
     if (connectionTokens.length !== 0 && connectionTokens.includes(lower)) continue;
     if (via && lower === 'via') {
       out += `${name}: ${headers[i + 1]}, ${via}\r\n`;
@@ -101,7 +113,7 @@ export function lastChunk(trailers: readonly string[] | null): Buffer {
   let out = '0\r\n';
   for (let i = 0; i < trailers.length; i += 2) {
     const lower = trailers[i].toLowerCase();
-    if (HOP.has(lower)) continue;
+    if (isHopByHop(lower)) continue;
     out += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
   }
   return Buffer.from(out + '\r\n', 'latin1');
