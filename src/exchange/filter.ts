@@ -15,6 +15,7 @@
  * (`compileRoute`), and a request only meets the filters its route uses (and the global ones):
  * a filter that a route does not configure costs that route's requests nothing.
  */
+import type { SharedMemory } from '../shared/shared-memory';
 import type { ClusterRuntime } from '../upstream/cluster';
 import type { Stats } from '../stats/stats';
 import type { FailureKind, LocalReply, OutcomeClass } from './outcome';
@@ -143,4 +144,8 @@ export interface FilterEnv {
   readonly clusters: ReadonlyMap<string, ClusterRuntime>;
   /** Uniform in [0, 1); tests pass their own. */
   readonly random: () => number;
+  /** The memory every thread shares (state that must hold for the whole sidecar: rate limit buckets). */
+  readonly memory?: SharedMemory;
+  /** What each filter's main-thread part published with this config (FilterMain.publish), by filter name. */
+  readonly data?: Readonly<Record<string, unknown>>;
 }

@@ -439,7 +439,7 @@ class Http1Downstream implements Downstream {
     const h = this.head;
     const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
-    this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter, h.method === 'HEAD'));
+    this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter, h.method === 'HEAD', r.retryAfter));
     return r.status;
   }
 
