@@ -129,3 +129,16 @@ export function encodeLocalReply(status: number, reason: string, body: string, c
     `x-sluice-reason: ${reason}\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
   return headOnly ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), b]);
 }
+
+/**
+ * The bytes of a local reply that is a frozen constant (rate limited, denied): made once for each
+ * form (keep-alive or close, HEAD or not), so a refusal under load copies no strings.
+ */
+const replyBytes = new WeakMap<object, Buffer[]>();
+export function cachedLocalReply(r: { readonly status: number; readonly reason: string; readonly body?: string; readonly retryAfter?: number }, close: boolean, headOnly: boolean): Buffer {
+  if (!Object.isFrozen(r)) return encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter);
+  let forms = replyBytes.get(r);
+  if (forms === undefined) replyBytes.set(r, (forms = []));
+  const i = (close ? 1 : 0) + (headOnly ? 2 : 0);
+  return (forms[i] ??= encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter));
+}
