@@ -2,12 +2,10 @@
  * The `rateLimits` section: the good forms load with their defaults; each bad value is refused
  * with its path and a message that says what is wrong.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { buildConfig } from '../../../src/config/config';
-import { ConfigError, type ConfigIssue } from '../../../src/errors';
 import { KEY_SLOTS } from '../../../src/filters/ratelimit/slots';
-
-type Doc = Record<string, unknown>;
+import { refuses, type Doc } from '../../helpers/config-issues';
 
 const base = (extra: Doc = {}): Doc => ({
   admin: { address: '127.0.0.1:0' },
@@ -16,20 +14,6 @@ const base = (extra: Doc = {}): Doc => ({
   ...extra,
 });
 const rules = (...r: Doc[]) => base({ rateLimits: r });
-
-function issuesOf(doc: Doc): ConfigIssue[] {
-  try { buildConfig(doc); } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues];
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but the config was accepted');
-}
-
-function refuses(t: Test, doc: Doc, path: string, msg: RegExp): void {
-  const issues = issuesOf(doc);
-  t.same(issues.map((i) => i.path), [path], `one issue, at ${path}: ${JSON.stringify(issues)}`);
-  t.match(issues[0]?.message ?? '', msg);
-}
 
 t.test('the good forms load, with mode enforce and an empty match by default', async (t) => {
   const c = buildConfig(rules(
