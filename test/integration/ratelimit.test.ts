@@ -124,6 +124,7 @@ t.test('holes: header case, repeated headers, HTTP/1 against HTTP/2, pipelining,
     { name: 'pipe', match: { path: { prefix: '/pipe' } }, requestsPerMinute: 1, burst: 2 },
     { name: 'user', match: { path: { prefix: '/user' } }, key: { header: 'X-User' }, maxKeys: 2, ...once1 },
     { name: 'dubbo-user', match: { protocol: 'dubbo' }, key: { header: 'x-user' }, ...once1 },
+    { name: 'by-caller', match: { path: { prefix: '/caller' } }, key: 'caller', ...once1 },
   ]));
   t.teardown(async () => { await s.stop(); await p.close(); });
   const port = s.port('app');
@@ -159,6 +160,11 @@ t.test('holes: header case, repeated headers, HTTP/1 against HTTP/2, pipelining,
   t.equal((await curl(`${base}/user`, { headers: { 'x-user': 'a' } })).status, 200, 'maxKeys 2: a was evicted for the keyless bucket');
   const view = JSON.parse((await get(`${s.admin}/protection`)).body);
   t.match(view.rateLimits.find((r: { name: string }) => r.name === 'user'), { key: { header: 'X-User' }, maxKeys: 2, keys: 2 });
+
+  // per caller: the source address, whatever the headers say
+  t.equal((await curl(`${base}/caller`, { from: '127.0.0.1' })).status, 200);
+  t.equal((await curl(`${base}/caller`, { from: '127.0.0.1', headers: { 'x-forwarded-for': '10.9.9.9' } })).status, 429, 'x-forwarded-for changes nothing');
+  t.equal((await curl(`${base}/caller`, { from: '127.0.0.2' })).status, 200, 'another address, another bucket');
 
   // Dubbo attachments as keys
   const c = await Consumer.connect(port);

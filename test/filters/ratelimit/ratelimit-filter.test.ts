@@ -8,7 +8,7 @@ import { buildConfig, type SluiceConfig } from '../../../src/config/config';
 import type { RequestView } from '../../../src/exchange/request-view';
 import { compileLimits, type RateLimitRule } from '../../../src/filters/ratelimit';
 import { RateLimitFilter, RL_ADMITTED, RL_REFUSED, RL_SHADOW_REFUSED } from '../../../src/filters/ratelimit/ratelimit-filter';
-import { BUCKETS, KEY_TAGS, KEY_WORDS, RateLimitSlots } from '../../../src/filters/ratelimit/slots';
+import { BUCKETS, KEY_SLOTS, KEY_TAGS, KEY_WORDS, RateLimitSlots } from '../../../src/filters/ratelimit/slots';
 import { keyHash } from '../../../src/filters/ratelimit/key-table';
 import { SharedState } from '../../../src/shared/shared-state';
 import { FakeContext, envFor, view } from '../fake-context';
@@ -180,6 +180,24 @@ t.test('slots: a reload keeps the state of rules it leaves unchanged, mode aside
   t.same(third[1], first[1]);
   const fourth = slots.publish([{ ...b, maxKeys: 20 }], maxKeys);
   t.equal(Atomics.load(tags, fourth[0].keyBase), 0, 'a new key table starts empty');
+});
+
+t.test('slots: key tables in pieces are laid out again rather than refused', async (t) => {
+  const shared = new SharedState();
+  const slots = new RateLimitSlots(shared.memory);
+  const tags = shared.memory.region(KEY_TAGS);
+  const maxKeys = (r: Readonly<Record<string, unknown>>) => r.maxKeys as number;
+  const rule = (name: string, keys: number) => ({ name, requestsPerSecond: 1, match: {}, key: 'caller', maxKeys: keys, mode: 'enforce' });
+  const [a, b] = slots.publish([rule('a', KEY_SLOTS / 2), rule('b', KEY_SLOTS / 4)], maxKeys);
+  t.same([a.keyBase, b.keyBase], [0, KEY_SLOTS / 2]);
+  Atomics.store(tags, b.keyBase, 7);
+  // a is gone: free are [0, 1/2) and [3/4, 1), 3/4 in all but no piece of 3/4
+  const [b2, c] = slots.publish([rule('b', KEY_SLOTS / 4), rule('c', (KEY_SLOTS * 3) / 4)], maxKeys);
+  t.equal(b2.keySize, KEY_SLOTS / 4);
+  t.equal(c.keySize, (KEY_SLOTS * 3) / 4);
+  const ranges = [[b2.keyBase, b2.keyBase + b2.keySize], [c.keyBase, c.keyBase + c.keySize]].sort((x, y) => x[0] - y[0]);
+  t.ok(ranges[0][1] <= ranges[1][0] && ranges[1][1] <= KEY_SLOTS && ranges[0][0] >= 0, `no overlap: ${JSON.stringify(ranges)}`);
+  t.equal(Atomics.load(tags, b2.keyBase), 0, 'b starts with an empty table again');
 });
 
 t.test('a rule set of no rules leaves the filter out of every chain', async (t) => {
