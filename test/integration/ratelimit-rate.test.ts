@@ -5,7 +5,7 @@
  * limit with 1 and with 4 workers; per-key limits give each key its own rate.
  */
 import t from 'tap';
-import { httpUpstream, run, startSluice, stats } from '../helpers/harness';
+import { h2Upstream, httpUpstream, run, startSluice, stats } from '../helpers/harness';
 
 interface Counting { port: number; hits: Map<string, number[]>; close(): Promise<void> }
 
@@ -80,4 +80,21 @@ t.test('per key: each key gets its own rate, under load from both at once', asyn
     const rate = admittedRate(times, 10);
     t.ok(Math.abs(rate - 100) / 100 <= 0.05, `${user}: ${times.length} admitted, ${rate.toFixed(1)}/s against 100/s`);
   }
+});
+
+t.test('HTTP/2: many streams on few connections, 4 workers: the same limit', async (t) => {
+  const times: number[] = [];
+  const up = await h2Upstream((stream) => {
+    times.push(performance.now());
+    stream.resume();
+    stream.on('end', () => { if (!stream.destroyed) { stream.respond({ ':status': 200 }); stream.end('ok\n'); } });
+  });
+  const s = await startSluice(config(up.port, 4, { name: 'all', requestsPerSecond: 200, burst: 20 }));
+  t.teardown(async () => { await s.stop(); await up.close(); });
+  const h = await run('h2load', ['-c', '4', '-m', '20', '-D', '4', `http://127.0.0.1:${s.port('app')}/`], 30_000);
+  t.equal(h.code, 0, h.stderr);
+  const m = /status codes: (\d+) 2xx, \d+ 3xx, (\d+) 4xx/.exec(h.stdout);
+  t.ok(m && Number(m[2]) > Number(m[1]), `far above the limit: ${m?.[0]}`);
+  const rate = admittedRate(times, 20);
+  t.ok(Math.abs(rate - 200) / 200 <= 0.05, `admitted ${times.length}: ${rate.toFixed(1)}/s against 200/s`);
 });
