@@ -26,9 +26,15 @@ export interface Rate {
   readonly capacityNs: number;
 }
 
+/**
+ * A TAT runs at most this far ahead of the clock, so that it always fits the signed 64-bit word
+ * (30 years: only a burst of more than 30 years' worth of the rate is cut to it).
+ */
+const MAX_CAPACITY_NS = 1e18;
+
 export function rateOf(perSecond: number | undefined, perMinute: number | undefined, burst: number): Rate {
   const intervalNs = perSecond !== undefined ? 1e9 / perSecond : 60e9 / perMinute!;
-  return { intervalNs, capacityNs: burst * intervalNs };
+  return { intervalNs, capacityNs: Math.min(burst * intervalNs, MAX_CAPACITY_NS) };
 }
 
 /**
