@@ -65,6 +65,11 @@ export interface RequestContext {
   readonly view: RequestView;
   /** The route the request matched; null when none did (filters still run: a deny must not depend on a route). */
   readonly routeName: string | null;
+  /**
+   * When the request began, as this thread's performance.now() (ms): a filter that needs the time
+   * of a request reads it here rather than the clock again. Absent where nobody took it (tests).
+   */
+  readonly startMs?: number;
   /** Stop and answer locally. */
   reply(r: LocalReply): void;
   /** Continue after this filter returned STOP. A second call for the same stop is ignored. */

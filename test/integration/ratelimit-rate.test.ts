@@ -3,6 +3,10 @@
  * than the limit over many connections, and the upstream counts what reached it. The admitted
  * rate, (hits − burst) over the time between the first and the last hit, stays within 5% of the
  * limit with 1 and with 4 workers; per-key limits give each key its own rate.
+ *
+ * Each burst is a third of a second's worth: a bucket holds no more than its burst, so a worker
+ * the machine leaves without CPU for longer than that (this machine is shared) admits less over
+ * the run, as a token bucket should. A third of a second absorbs the pauses seen here.
  */
 import t from 'tap';
 import { h2Upstream, httpUpstream, run, startSluice, stats } from '../helpers/harness';
@@ -49,12 +53,12 @@ function admittedRate(times: readonly number[], burst: number): number {
 for (const threads of [1, 4]) {
   t.test(`${threads} worker(s): the admitted rate is the limit within 5%`, async (t) => {
     const up = await counting();
-    const s = await startSluice(config(up.port, threads, { name: 'all', requestsPerSecond: 300, burst: 30 }));
+    const s = await startSluice(config(up.port, threads, { name: 'all', requestsPerSecond: 300, burst: 100 }));
     t.teardown(async () => { await s.stop(); await up.close(); });
     const w = await run('wrk', ['-t', '2', '-c', '32', '-d', '5s', '--timeout', '5s', `http://127.0.0.1:${s.port('app')}/`], 30_000);
     t.equal(w.code, 0, w.stderr);
     const times = up.hits.get('') ?? [];
-    const rate = admittedRate(times, 30);
+    const rate = admittedRate(times, 100);
     const { requests, non2xx } = wrkCounts(w.stdout);
     t.ok(non2xx > requests / 2, `offered far above the limit: ${requests} requests, ${non2xx} refused`);
     t.ok(Math.abs(rate - 300) / 300 <= 0.05, `admitted ${times.length} in ${((times[times.length - 1] - times[0]) / 1000).toFixed(2)} s: ${rate.toFixed(1)}/s against 300/s`);
@@ -68,7 +72,7 @@ for (const threads of [1, 4]) {
 
 t.test('per key: each key gets its own rate, under load from both at once', async (t) => {
   const up = await counting();
-  const s = await startSluice(config(up.port, 2, { name: 'user', requestsPerSecond: 100, burst: 10, key: { header: 'x-user' }, maxKeys: 16 }));
+  const s = await startSluice(config(up.port, 2, { name: 'user', requestsPerSecond: 100, burst: 33, key: { header: 'x-user' }, maxKeys: 16 }));
   t.teardown(async () => { await s.stop(); await up.close(); });
   const url = `http://127.0.0.1:${s.port('app')}/`;
   const load = (user: string) => run('wrk', ['-t', '1', '-c', '8', '-d', '4s', '--timeout', '5s', '-H', `x-user: ${user}`, url], 30_000);
@@ -77,7 +81,7 @@ t.test('per key: each key gets its own rate, under load from both at once', asyn
   t.equal(b.code, 0, b.stderr);
   for (const user of ['alice', 'bob']) {
     const times = up.hits.get(user) ?? [];
-    const rate = admittedRate(times, 10);
+    const rate = admittedRate(times, 33);
     t.ok(Math.abs(rate - 100) / 100 <= 0.05, `${user}: ${times.length} admitted, ${rate.toFixed(1)}/s against 100/s`);
   }
 });
@@ -89,12 +93,12 @@ t.test('HTTP/2: many streams on few connections, 4 workers: the same limit', asy
     stream.resume();
     stream.on('end', () => { if (!stream.destroyed) { stream.respond({ ':status': 200 }); stream.end('ok\n'); } });
   });
-  const s = await startSluice(config(up.port, 4, { name: 'all', requestsPerSecond: 200, burst: 20 }));
+  const s = await startSluice(config(up.port, 4, { name: 'all', requestsPerSecond: 200, burst: 66 }));
   t.teardown(async () => { await s.stop(); await up.close(); });
   const h = await run('h2load', ['-c', '4', '-m', '20', '-D', '4', `http://127.0.0.1:${s.port('app')}/`], 30_000);
   t.equal(h.code, 0, h.stderr);
   const m = /status codes: (\d+) 2xx, \d+ 3xx, (\d+) 4xx/.exec(h.stdout);
   t.ok(m && Number(m[2]) > Number(m[1]), `far above the limit: ${m?.[0]}`);
-  const rate = admittedRate(times, 20);
+  const rate = admittedRate(times, 66);
   t.ok(Math.abs(rate - 200) / 200 <= 0.05, `admitted ${times.length}: ${rate.toFixed(1)}/s against 200/s`);
 });

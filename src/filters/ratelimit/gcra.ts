@@ -19,6 +19,11 @@ export function monotonicNs(): number {
   return ORIGIN_NS + performance.now() * 1e6;
 }
 
+/** A time this thread read from performance.now() (ms), on the shared clock (ns). */
+export function sharedNs(performanceMs: number): number {
+  return ORIGIN_NS + performanceMs * 1e6;
+}
+
 export interface Rate {
   /** Nanoseconds between two requests at the sustained rate. */
   readonly intervalNs: number;
