@@ -43,6 +43,7 @@ const HAPROXY = '/usr/sbin/haproxy';
 export const SCENARIOS = [
   'http1-keepalive', 'http1-single-connection', 'http1-new-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
   'http1-fault0', 'http1-mirror100', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
+  'http1-ratelimit', 'http1-ratelimited',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
 type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy';
@@ -50,7 +51,7 @@ type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'ht
  * What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an
  * attachment; `-fault0` / `-mirror100`: the same through Sluice's filter-variant listeners.
  */
-type Kind = 'h1' | 'h2' | DubboKind | 'h1-fault0' | 'h1-mirror100' | 'h2-fault0' | 'h2-mirror100';
+type Kind = 'h1' | 'h2' | DubboKind | 'h1-fault0' | 'h1-mirror100' | 'h2-fault0' | 'h2-mirror100' | 'h1-ratelimit' | 'h1-ratelimited';
 type DubboKind = 'dubbo-header' | 'dubbo-attachment' | 'dubbo-fault0' | 'dubbo-mirror100';
 /** The value each Dubbo provider port answers with (its name), so a row shows who answered. */
 const DUBBO_VALUE: Record<DubboKind, string> = { 'dubbo-header': 'plain', 'dubbo-attachment': 'group2', 'dubbo-fault0': 'plain', 'dubbo-mirror100': 'plain' };
@@ -219,11 +220,13 @@ function startSluice(dir: string, ports: Ports, threads: number, name = 'sluice'
 async function startStack(dir: string, opts: Options): Promise<Stack> {
   const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
-    up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror] = await freePorts(22);
+    up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
+    sluiceH1RateLimit, sluiceH1RateLimited] = await freePorts(24);
   const ports: Ports = {
     up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
+    sluiceH1RateLimit, sluiceH1RateLimited,
   };
   const dubbo = opts.scenarios.some((s) => s.startsWith('dubbo-'));
   const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
@@ -291,7 +294,10 @@ function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc:
     return { url: '', proc: undefined };
   }
   if (t === 'sluice' && kind !== 'h1' && kind !== 'h2') {
-    const port = { 'h1-fault0': p.sluiceH1Fault0, 'h1-mirror100': p.sluiceH1Mirror, 'h2-fault0': p.sluiceH2Fault0, 'h2-mirror100': p.sluiceH2Mirror }[kind as 'h1-fault0'];
+    const port = {
+      'h1-fault0': p.sluiceH1Fault0, 'h1-mirror100': p.sluiceH1Mirror, 'h2-fault0': p.sluiceH2Fault0, 'h2-mirror100': p.sluiceH2Mirror,
+      'h1-ratelimit': p.sluiceH1RateLimit, 'h1-ratelimited': p.sluiceH1RateLimited,
+    }[kind as 'h1-fault0'];
     return { url: `http://127.0.0.1:${port}/`, proc: stack.sluice };
   }
   switch (t) {
@@ -341,13 +347,14 @@ function upstreamCx(row: Row, cluster: string, before: Map<string, number> | nul
 }
 
 /** Watched series that moved. `silentConnections`: connections expected to close without a byte (sniffed as tcp). */
-function statsDelta(before: Map<string, number> | null, after: Map<string, number> | null, silentConnections = 0, dubbo = false): string[] {
+function statsDelta(before: Map<string, number> | null, after: Map<string, number> | null, silentConnections = 0, dubbo = false, refusedByDesign = false): string[] {
   if (!before || !after) return [];
   const out: string[] = [];
   for (const [k, v] of after) {
     const d = v - (before.get(k) ?? 0);
     if (d === 0 || !WATCHED.some((re) => re.test(k))) continue;
     if (dubbo && k.startsWith('sluice_downstream_cx_protocol_total') && k.includes('protocol="dubbo"')) continue;
+    if (refusedByDesign && k.startsWith('sluice_downstream_rq_xx_total') && k.includes('class="4xx"')) continue;
     if (silentConnections && d <= silentConnections && /protocol="tcp"/.test(k)) continue;
     out.push(`${k} +${d}`);
   }
@@ -374,7 +381,7 @@ const WRK_PROBE_CONNECTIONS = 1;
 
 async function measure(
   ctx: Ctx, scenario: ScenarioName, kind: Kind, drive: Driver, notes: Partial<Record<TargetName, string>> = {},
-  targets = TARGETS, silentConnections = 0,
+  targets = TARGETS, silentConnections = 0, refusedByDesign = false,
 ): Promise<void> {
   let direct: Row | undefined;
   const dubbo = kind.startsWith('dubbo-');
@@ -408,8 +415,9 @@ async function measure(
         upstreamCx(row, kind.startsWith('h2') ? 'up_h2' : kind.startsWith('h1') ? 'up_h1' : kind === 'dubbo-attachment' ? 'dubbo_groups' : 'dubbo_plain', before, after);
         row.note = [row.note, `upstream cx: ${row.upstreamCxOpened} opened, ${row.upstreamCxActive} open`].filter(Boolean).join('; ');
         if (kind.endsWith('-mirror100')) mirrorCopies(ctx, row, kind.startsWith('h2') ? 'shadow_h2' : kind.startsWith('h1') ? 'shadow_h1' : 'dubbo_shadow', before, after, r.requests);
-        const d = statsDelta(before, after, silentConnections, dubbo);
-        if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice (load tool output follows)\n${r.raw.trim()}`);
+        const d = statsDelta(before, after, silentConnections, dubbo, refusedByDesign);
+        if (refusedByDesign) rateLimited(ctx, row, before, after, r);
+        else if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice (load tool output follows)\n${r.raw.trim()}`);
         if (d.length) ctx.problems.push(`${scenario}: Sluice counters moved: ${d.join(', ')}`);
         if (!proc.alive()) ctx.problems.push(`${scenario}: Sluice exited during the run: ${tail(proc.output(), 4000)}`);
       }
@@ -429,6 +437,27 @@ function mirrorCopies(ctx: Ctx, row: Row, cluster: string, before: Map<string, n
   row.note = `${row.note}; mirror copies to ${cluster}: ${sent} sent, ${dropped} given up`;
   // copies are counted when made; the last few of the run may still be in flight when the stats are read
   if (dropped > 0 || sent < requests) ctx.problems.push(`${row.scenario}: ${sent} mirror copies for ${requests} requests, ${dropped} given up`);
+}
+
+/** A scenario where Sluice refuses every request: all of them 429, counted by the rule, none upstream. */
+function rateLimited(ctx: Ctx, row: Row, before: Map<string, number> | null, after: Map<string, number> | null, r: LoadResult): void {
+  if (!before || !after) return;
+  const refused = 'sluice_ratelimit_refused_total{rule="bench-always"}';
+  const n = (after.get(refused) ?? 0) - (before.get(refused) ?? 0);
+  const upstream = (after.get('sluice_upstream_rq_total{cluster="up_h1"}') ?? 0) - (before.get('sluice_upstream_rq_total{cluster="up_h1"}') ?? 0);
+  row.note = `${row.note}; ${n} refused by the rule, ${upstream} sent upstream`;
+  if (r.errors || r.non2xx < r.requests || n < r.requests || upstream > 0) {
+    ctx.problems.push(`${row.scenario}: ${r.requests} requests, ${r.non2xx} non-2xx, ${r.errors} errors, ${n} refused by the rule, ${upstream} sent upstream`);
+  }
+}
+
+/** HTTP/1.1 keep-alive through a rate limit that matches every request: never refusing, or refusing all. */
+async function http1RateLimit(ctx: Ctx, scenario: 'http1-ratelimit' | 'http1-ratelimited'): Promise<void> {
+  const seconds = ctx.opts.quick ? 3 : 10;
+  const refusing = scenario === 'http1-ratelimited';
+  const how = refusing ? 'rate limit: every request refused (429)' : 'rate limit: matches every request, never refuses';
+  await measure(ctx, scenario, refusing ? 'h1-ratelimited' : 'h1-ratelimit', (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
+    { sluice: how }, ['sluice'], WRK_PROBE_CONNECTIONS, refusing);
 }
 
 async function http1KeepAlive(ctx: Ctx): Promise<void> {
@@ -706,6 +735,15 @@ export function formatTable(report: Report): string {
       out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 10)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 12)}${lpad(r.target === 'direct' ? '1.00' : fmt(r.rpsRatio, 2), 10)}${lpad(r.target === 'direct' ? '0' : fmt(r.p50DiffMs, 3), 9)}${lpad(String(r.non2xx ?? '-'), 8)}${lpad(String(r.errors ?? '-'), 8)}  ${r.note ?? ''}`);
     }
   }
+  const cpuOf = (sc: ScenarioName) => report.rows.find((r) => r.scenario === sc && r.target === 'sluice' && !r.error)?.cpuUsPerReq;
+  const base = cpuOf('http1-keepalive');
+  const limited = cpuOf('http1-ratelimit');
+  const refused = cpuOf('http1-ratelimited');
+  if (base !== undefined && (limited !== undefined || refused !== undefined)) {
+    out.push('', '## rate limits against http1-keepalive (Sluice CPU µs/req, same run)');
+    if (limited !== undefined) out.push(`a rule that matches, never refusing: ${fmt(limited, 1)} against ${fmt(base, 1)}: ${fmt(limited - base, 2)} µs more (target ≤ 3)`);
+    if (refused !== undefined) out.push(`a refused request: ${fmt(refused, 1)} against a proxied ${fmt(base, 1)}: ${fmt(refused / base, 3)} of it (target ≤ 0.25)`);
+  }
   out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
     'for direct, in parentheses, the upstream nginx\'s own (dubbo: the provider\'s). p50 +ms: p50 minus direct p50.',
     'dubbo: req/s are calls/s; non2xx counts calls answered with a status other than OK.',
@@ -791,6 +829,8 @@ export async function main(argv: string[]): Promise<number> {
       'http2-mirror100': () => http2Variant(c, 'http2-mirror100'),
       'dubbo-fault0': () => dubboScenario(c, 'dubbo-fault0'),
       'dubbo-mirror100': () => dubboScenario(c, 'dubbo-mirror100'),
+      'http1-ratelimit': () => http1RateLimit(c, 'http1-ratelimit'),
+      'http1-ratelimited': () => http1RateLimit(c, 'http1-ratelimited'),
     };
     report.loadAverageByScenario = {};
     if (opts.scenarios.includes('http1-new-connection')) report.syscallTool = syscallTool();

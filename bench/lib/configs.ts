@@ -34,6 +34,8 @@ export interface Ports {
   up3: number; up4: number; dubboShadow?: number;
   sluiceH1Fault0: number; sluiceH1Mirror: number; sluiceH2Fault0: number; sluiceH2Mirror: number;
   sluiceDubboFault0?: number; sluiceDubboMirror?: number;
+  /** Rate limit variants: a rule that matches and never refuses, one that refuses every request. */
+  sluiceH1RateLimit: number; sluiceH1RateLimited: number;
 }
 
 /** The interface every Dubbo bench call names (bench/load/dubbo-load.ts sends it). */
@@ -146,6 +148,11 @@ backend be_h2
  *
  *   :h1Fault0 / :h2Fault0 / :dubboFault0     fault: abort and delay at 0 %  (the draw, no effect)
  *   :h1Mirror / :h2Mirror / :dubboMirror     mirror: 100 % to a second upstream (:up3, :up4, :dubboShadow)
+ *   :h1RateLimit                             a rate limit that matches every request and never refuses
+ *   :h1RateLimited                           a rate limit that refuses every request (429)
+ *
+ * The two rate limits match on their listener, so on the other listeners a request meets the
+ * filter and two rules that do not match it (a string compare each).
  */
 function idleFilterRoutes(cluster: string): unknown[] {
   const never = (h: string) => ({ headers: { [h]: { present: true } } });
@@ -178,7 +185,16 @@ export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; du
     { name: 'shadow_h1', protocol: 'auto', endpoints: [`127.0.0.1:${p.up3}`] },
   ];
   const routes: unknown[] = [...idleFilterRoutes('up_h1')];
+  const rateLimits: unknown[] = [];
   if (variants) {
+    listeners.push(
+      { name: 'h1_ratelimit', address: `127.0.0.1:${p.sluiceH1RateLimit}`, cluster: 'up_h1' },
+      { name: 'h1_ratelimited', address: `127.0.0.1:${p.sluiceH1RateLimited}`, cluster: 'up_h1' },
+    );
+    rateLimits.push(
+      { name: 'bench-never', match: { listener: 'h1_ratelimit' }, requestsPerSecond: 1e8, burst: 1e8 },
+      { name: 'bench-always', match: { listener: 'h1_ratelimited' }, requestsPerMinute: 1, burst: 1 },
+    );
     routes.push(
       { name: 'h1-fault0', match: { listener: 'h1_fault0' }, action: { cluster: 'up_h1' }, fault: FAULT0 },
       { name: 'h1-mirror', match: { listener: 'h1_mirror' }, action: { cluster: 'up_h1' }, mirror: { cluster: 'shadow_h1', percent: 100 } },
@@ -230,6 +246,7 @@ export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; du
     listeners,
     routes,
     clusters,
+    rateLimits,
     accessLog: { enabled: false },
     // A connection whose first bytes take longer than the sniff timeout is proxied as opaque TCP.
     // On a loaded 2-core machine the load generators sometimes take over 100 ms (the default) to

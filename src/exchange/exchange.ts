@@ -300,6 +300,7 @@ class FilterRequestContext implements RequestContext {
   readonly resume = (): void => this.x.resumeFilter(this.index);
   get view(): RequestView { return this.x.down.view; }
   get routeName(): string | null { return this.x.route?.name ?? null; }
+  get startMs(): number { return this.x.start0; }
   reply(r: LocalReply): void { this.x.filterReply(r); }
   setTarget(t: UpstreamTarget): void { this.x.upstreamTarget = t; }
   editRequest(ops: HeaderOps): void { (this.x.requestEdits ??= []).push(ops); }

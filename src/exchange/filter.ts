@@ -15,6 +15,7 @@
  * (`compileRoute`), and a request only meets the filters its route uses (and the global ones):
  * a filter that a route does not configure costs that route's requests nothing.
  */
+import type { SharedMemory } from '../shared/shared-memory';
 import type { ClusterRuntime } from '../upstream/cluster';
 import type { Stats } from '../stats/stats';
 import type { FailureKind, LocalReply, OutcomeClass } from './outcome';
@@ -64,6 +65,11 @@ export interface RequestContext {
   readonly view: RequestView;
   /** The route the request matched; null when none did (filters still run: a deny must not depend on a route). */
   readonly routeName: string | null;
+  /**
+   * When the request began, as this thread's performance.now() (ms): a filter that needs the time
+   * of a request reads it here rather than the clock again. Absent where nobody took it (tests).
+   */
+  readonly startMs?: number;
   /** Stop and answer locally. */
   reply(r: LocalReply): void;
   /** Continue after this filter returned STOP. A second call for the same stop is ignored. */
@@ -143,4 +149,8 @@ export interface FilterEnv {
   readonly clusters: ReadonlyMap<string, ClusterRuntime>;
   /** Uniform in [0, 1); tests pass their own. */
   readonly random: () => number;
+  /** The memory every thread shares (state that must hold for the whole sidecar: rate limit buckets). */
+  readonly memory?: SharedMemory;
+  /** What each filter's main-thread part published with this config (FilterMain.publish), by filter name. */
+  readonly data?: Readonly<Record<string, unknown>>;
 }

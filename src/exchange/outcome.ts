@@ -32,6 +32,8 @@ export interface LocalReply {
   grpcStatus?: number;
   /** Dubbo: the status byte to send, when the HTTP status does not say it. */
   dubboStatus?: number;
+  /** Seconds until the request may succeed: HTTP `retry-after` (also on gRPC's trailers-only answer), Dubbo's message. */
+  retryAfter?: number;
 }
 
 /**

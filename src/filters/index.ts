@@ -8,17 +8,19 @@ import { AUTHZ_MODULE } from './authz';
 import { FAULT_MODULE } from './fault';
 import { HEADERS_MODULE } from './headers';
 import type { FilterModule, RouteSeries } from './module';
+import { RATELIMIT_MODULE } from './ratelimit';
 import { SPLIT_MODULE } from './split';
 import { mirrorModule } from './mirror';
 import { retryModule } from './retry';
 
 /**
  * Every built-in filter, in the default order of the chain: authorization first (nothing acts on a
- * request that is refused: no header edit, no fault, no copy to a mirror), then header edits (a
+ * request that is refused: no header edit, no fault, no copy to a mirror), then rate limits (a
+ * request authorization refuses takes no token), then header edits (a
  * fault's or a split's choice never depends on them), then faults (a delayed or aborted request is
  * never split), then the split that picks the target. Mirroring and retries come after.
  */
-export const FILTER_MODULES: readonly FilterModule[] = [AUTHZ_MODULE, HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
+export const FILTER_MODULES: readonly FilterModule[] = [AUTHZ_MODULE, RATELIMIT_MODULE, HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
 
 for (const m of FILTER_MODULES) declareFamilies(m.stats);
 

@@ -5,7 +5,22 @@
  */
 import type { ConfigIssue } from '../errors';
 import type { Filter, FilterEnv } from '../exchange/filter';
-import type { Family } from '../stats/stats';
+import type { SharedMemory } from '../shared/shared-memory';
+import type { Family, Stats } from '../stats/stats';
+
+/**
+ * What a filter keeps on the main thread across configs: shared-memory slots its rules own, so
+ * that a rule a reload leaves unchanged keeps its state. Made once per Sluice.
+ */
+export interface FilterMain {
+  /**
+   * A valid config is about to be published: what its workers need (plain data, cloned with the
+   * config: FilterEnv.data[module name]).
+   */
+  publish(config: Readonly<Record<string, unknown>>): unknown;
+  /** The filter's part of the admin view GET /protection (a JSON value), if it has one. */
+  protection?(stats: Stats): unknown;
+}
 
 /** One series a filter counts for a route: registered when a config using the route is published. */
 export interface RouteSeries {
@@ -51,5 +66,9 @@ export interface FilterModule {
   routeSeries?(route: Readonly<Record<string, unknown>>, routeName: string): RouteSeries[];
   /** The series of `by: 'rule'` families this filter counts under a valid config (per rule of its top-level section). */
   configSeries?(config: Readonly<Record<string, unknown>>): RouteSeries[];
+  /** Main thread, once per Sluice: the state the filter keeps there (see FilterMain). */
+  main?(memory: SharedMemory): FilterMain;
+  /** The key of this filter's view in GET /protection (`rateLimits`). */
+  readonly protectionKey?: string;
   create(env: FilterEnv): Filter;
 }

@@ -215,6 +215,9 @@ export class AdminServer {
         this.json(res, 200, s.certs.view());
         return;
       }
+      case 'GET /protection':
+        this.json(res, 200, s.protection());
+        return;
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: redacted(s.currentConfig) });
         return;

@@ -23,7 +23,8 @@ import { loadNative, nativeLoadError } from '../net/native';
 import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
 import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
-import { filterSeries } from '../filters';
+import { FILTER_MODULES, filterSeries } from '../filters';
+import type { FilterMain } from '../filters/module';
 import {
   CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
@@ -79,6 +80,10 @@ export class Sluice {
   /** The workload identity: files watched, or pushed by POST /certs; published to every worker. */
   readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats);
   private statsView: Stats;
+  /** Filters' main-thread parts (shared slots their rules own across reloads), by filter name. */
+  private readonly filterMains = new Map<string, FilterMain>(
+    FILTER_MODULES.flatMap((m) => (m.main ? [[m.name, m.main(this.shared.memory)] as const] : [])),
+  );
   private statsKeys = 0;
   private readonly pool: Piscina;
   private readonly listeners: Listeners;
@@ -294,7 +299,9 @@ export class Sluice {
     this.registry.addCluster('inbound_local');
     for (const f of filterSeries(config)) this.registry.add(series(f.name, f.labels));
     for (const k of tlsSeries(config)) this.registry.add(k);
-    const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
+    const filterData: Record<string, unknown> = {};
+    for (const [name, main] of this.filterMains) filterData[name] = main.publish(config as unknown as Readonly<Record<string, unknown>>);
+    const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys, filterData };
     this.snapshot = snap;
     this.shared.publishConfig(snap);
   }
@@ -345,6 +352,16 @@ export class Sluice {
     this.stats.inc(this.stats.slot('sluice_cluster_endpoint_updates_total', { cluster }));
     this.stats.set(this.stats.slot('sluice_cluster_endpoints', { cluster }), (endpoints ?? c.endpoints).length);
     return version;
+  }
+
+  /** The admin view GET /protection: each protection filter's part under its key (`rateLimits`). */
+  protection(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const m of FILTER_MODULES) {
+      const main = this.filterMains.get(m.name);
+      if (main?.protection && m.protectionKey) out[m.protectionKey] = main.protection(this.stats);
+    }
+    return out;
   }
 
   /** A cluster's endpoints in force, and where they come from. */

@@ -27,6 +27,8 @@ export interface ConfigSnapshot {
   config: SluiceConfig;
   /** Stat series, index = shared counter slot. */
   statKeys: string[];
+  /** What filters' main-thread parts publish with the config (shared slots their rules own), by filter name. */
+  filterData?: Record<string, unknown>;
 }
 
 /**

@@ -10,6 +10,7 @@ import type { ExchangeEnv } from '../exchange/exchange';
 import type { RequestView } from '../exchange/request-view';
 import { createFilters } from '../filters';
 import type { SharedState } from '../shared/shared-state';
+import type { SharedMemory } from '../shared/shared-memory';
 import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol, type ProtocolStats } from '../stats/stats';
 import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
 import { UpstreamPools } from '../upstream/upstream-pools';
@@ -99,6 +100,7 @@ export class CompiledConfig implements ExchangeEnv {
     public seq: number, readonly config: SluiceConfig, public stats: Stats,
     readonly pools: UpstreamPools, readonly rpcStats: RpcStatsCollector | null, previous?: CompiledConfig,
     endpoints?: (cluster: string) => readonly EndpointConfig[] | undefined,
+    shared?: { memory: SharedMemory; filterData?: Readonly<Record<string, unknown>> },
   ) {
     for (const c of config.clusters) this.clusters.set(c.name, new ClusterRuntime(c, stats, Math.random, endpoints?.(c.name)));
     const lmap = new Map<string, ListenerConfig>();
@@ -148,7 +150,10 @@ export class CompiledConfig implements ExchangeEnv {
     this.opaquePorts = new Set(config.tcp.opaquePorts);
     this.passthroughStats = clusterStats(stats, 'original_dst');
     this.inboundStats = clusterStats(stats, 'inbound_local');
-    const filters = createFilters(config.filters, { config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters: this.clusters, random: Math.random });
+    const filters = createFilters(config.filters, {
+      config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters: this.clusters, random: Math.random,
+      memory: shared?.memory, data: shared?.filterData,
+    });
     const kinds = new Set(config.registries.flatMap((r) => r.kinds));
     const discovery = kinds.size === 0 ? null : { dubbo: kinds.has('dubbo'), spring: kinds.has('spring'), balanceCaptured: config.registry.balanceCaptured };
     this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters, discovery);
@@ -293,7 +298,7 @@ export class WorkerRuntime {
     const seq = this.endpoints.seq;
     this.endpoints.poll();
     const next = new CompiledConfig(snap.seq, snap.value.config, this.stats, this.pools, this.rpcStats, c ?? undefined,
-      (name) => this.endpoints.endpoints(name));
+      (name) => this.endpoints.endpoints(name), { memory: this.shared.memory, filterData: snap.value.filterData });
     next.version = snap.value.version;
     next.discovery = this.discovery;
     for (const [name, list] of this.endpoints.discovered()) next.discovered.set(name, new DiscoveredCluster(name, list, next.config, next.stats));

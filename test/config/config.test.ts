@@ -79,6 +79,7 @@ t.test('an empty document gets every default', async (t) => {
     filters: [...DEFAULT_FILTERS],
     logLevel: 'info',
     authorization: [],
+    rateLimits: [],
     registries: [],
     registry: {
       subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600_000, zeroInstanceHoldMs: 60_000, firstListTimeoutMs: 5000, maxServices: 10_000, dubboWarmup: true,

@@ -5,7 +5,7 @@
  */
 import type { FilterEnv, HeaderOps, LocalReply, RequestContext, RetryPolicy, UpstreamTarget } from '../../src/exchange/filter';
 import type { RequestView } from '../../src/exchange/request-view';
-import { filterSeries } from '../../src/filters';
+import { FILTER_MODULES, filterSeries } from '../../src/filters';
 import { SharedState } from '../../src/shared/shared-state';
 import { Stats, StatsRegistry, series } from '../../src/stats/stats';
 import { ClusterRuntime } from '../../src/upstream/cluster';
@@ -83,7 +83,14 @@ export function envFor(config: SluiceConfig, random: () => number = Math.random)
   const registry = new StatsRegistry();
   for (const c of config.clusters) registry.addCluster(c.name);
   for (const f of filterSeries(config)) registry.add(series(f.name, f.labels));
-  const stats = new Stats(new SharedState(), registry.keys);
+  const shared = new SharedState();
+  const stats = new Stats(shared, registry.keys);
   const clusters = new Map(config.clusters.map((c) => [c.name, new ClusterRuntime(c, stats)]));
-  return { config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters, random, value: (name, labels) => stats.get(stats.slot(name, labels)) };
+  // what the main thread publishes with the config (shared slots of rate limits)
+  const data: Record<string, unknown> = {};
+  for (const m of FILTER_MODULES) if (m.main) data[m.name] = m.main(shared.memory).publish(config as unknown as Readonly<Record<string, unknown>>);
+  return {
+    config: config as unknown as Readonly<Record<string, unknown>>, stats, clusters, random, memory: shared.memory, data,
+    value: (name, labels) => stats.get(stats.slot(name, labels)),
+  };
 }

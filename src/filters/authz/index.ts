@@ -29,6 +29,16 @@ export type { AuthorizationRule } from './policy';
 
 const patterns = { type: 'array', items: { type: 'string' }, minItems: 1 };
 
+/** The caller's identity and address, as a rule matches them (authorization, rate limits). */
+export const callerProperties = {
+  /** The caller's SPIFFE ID without `spiffe://`: exact, `prefix*`, `*suffix`, or `*` (any caller with one). */
+  principals: patterns,
+  /** The namespace of the caller's SPIFFE ID (`<td>/ns/<namespace>/sa/<sa>`), same patterns. */
+  namespaces: patterns,
+  /** The caller's address: CIDR ranges or single addresses, IPv4 and IPv6. */
+  sourceRanges: { type: 'array', items: { type: 'string' }, minItems: 1 },
+};
+
 const ruleSchema = {
   type: 'object',
   additionalProperties: false,
@@ -39,12 +49,7 @@ const ruleSchema = {
     action: { enum: ['allow', 'deny'] },
     /** `shadow`: decides and counts as if enforced, logs (sampled), and lets the request through. */
     mode: { enum: ['enforce', 'shadow'], default: 'enforce' },
-    /** The caller's SPIFFE ID without `spiffe://`: exact, `prefix*`, `*suffix`, or `*` (any caller with one). */
-    principals: patterns,
-    /** The namespace of the caller's SPIFFE ID (`<td>/ns/<namespace>/sa/<sa>`), same patterns. */
-    namespaces: patterns,
-    /** The caller's address: CIDR ranges or single addresses, IPv4 and IPv6. */
-    sourceRanges: { type: 'array', items: { type: 'string' }, minItems: 1 },
+    ...callerProperties,
     ...matchProperties,
   },
 };
@@ -64,6 +69,28 @@ function checkPatterns(issues: ConfigIssue[], path: string, list: unknown, what:
   });
 }
 
+/**
+ * The checks of a rule's match fields and caller fields (callerProperties) the schema cannot
+ * express. `p` is the path of the section that holds them.
+ */
+export function checkCallerMatch(issues: ConfigIssue[], p: string, r: Readonly<Record<string, unknown>>, doc: Readonly<Record<string, unknown>>, listeners: ReadonlySet<string>): void {
+  checkPatterns(issues, `${p}/principals`, r.principals, 'principal');
+  checkPatterns(issues, `${p}/namespaces`, r.namespaces, 'namespace');
+  if (Array.isArray(r.sourceRanges)) {
+    r.sourceRanges.forEach((s, j) => {
+      if (typeof s !== 'string') return;
+      try { parseCidr(s); } catch (err) { issues.push({ path: `${p}/sourceRanges/${j}`, message: (err as Error).message }); }
+    });
+  }
+  checkMatch(issues, p, r, listeners);
+  if (r.path !== undefined && isObj(doc.http) && (doc.http.normalizePath === false || doc.http.mergeSlashes === false)) {
+    issues.push({
+      path: `${p}/path`,
+      message: 'needs http.normalizePath and http.mergeSlashes on: without them /./admin, /%61dmin or //admin reach the upstream\'s /admin past a rule written for /admin',
+    });
+  }
+}
+
 function checkAuthorization(doc: Readonly<Record<string, unknown>>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const rules = doc.authorization;
@@ -78,21 +105,7 @@ function checkAuthorization(doc: Readonly<Record<string, unknown>>): ConfigIssue
     const before = names.get(name);
     if (before !== undefined) issues.push({ path: `${p}/name`, message: `duplicate rule name "${name}" (also /authorization/${before})` });
     else names.set(name, i);
-    checkPatterns(issues, `${p}/principals`, r.principals, 'principal');
-    checkPatterns(issues, `${p}/namespaces`, r.namespaces, 'namespace');
-    if (Array.isArray(r.sourceRanges)) {
-      r.sourceRanges.forEach((s, j) => {
-        if (typeof s !== 'string') return;
-        try { parseCidr(s); } catch (err) { issues.push({ path: `${p}/sourceRanges/${j}`, message: (err as Error).message }); }
-      });
-    }
-    checkMatch(issues, p, r, listeners);
-    if (r.path !== undefined && isObj(doc.http) && (doc.http.normalizePath === false || doc.http.mergeSlashes === false)) {
-      issues.push({
-        path: `${p}/path`,
-        message: 'needs http.normalizePath and http.mergeSlashes on: without them /./admin, /%61dmin or //admin reach the upstream\'s /admin past a rule written for /admin',
-      });
-    }
+    checkCallerMatch(issues, p, r, doc, listeners);
   });
   if (rules.length > 0) {
     const filters = Array.isArray(doc.filters) ? doc.filters : null;

@@ -338,7 +338,7 @@ class DubboCallDownstream implements Downstream, DubboCallForm {
     const status = r.dubboStatus ?? statusFor(r);
     const message = status === DubboStatus.BAD_RESPONSE && r.reason === 'upstream_reset'
       ? 'sluice: invalid response from upstream'
-      : `sluice: ${r.reason}${r.body ? `: ${r.body.trim()}` : ''}`;
+      : `sluice: ${r.reason}${r.body ? `: ${r.body.trim()}` : ''}${r.retryAfter !== undefined ? ` (retry after ${r.retryAfter}s)` : ''}`;
     if (this.frame.twoWay) this.session.write(localReply(this.frame, status, message));
     return status;
   }

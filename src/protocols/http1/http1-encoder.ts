@@ -133,10 +133,24 @@ export function reasonPhrase(status: number): string {
 
 /** A complete local reply: small text body, explicit length, the reason Sluice answered. */
 /** A reply of Sluice's own. To HEAD (`headOnly`) the content-length is the body's, and the body is left out (RFC 9110 9.3.2). */
-export function encodeLocalReply(status: number, reason: string, body: string, close: boolean, headOnly = false): Buffer {
+export function encodeLocalReply(status: number, reason: string, body: string, close: boolean, headOnly = false, retryAfter?: number): Buffer {
   const b = Buffer.from(body, 'utf8');
   const head =
     `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: text/plain\r\ncontent-length: ${b.length}\r\n` +
+    `${retryAfter !== undefined ? `retry-after: ${retryAfter}\r\n` : ''}` +
     `x-sluice-reason: ${reason}\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
   return headOnly ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), b]);
+}
+
+/**
+ * The bytes of a local reply that is a frozen constant (rate limited, denied): made once for each
+ * form (keep-alive or close, HEAD or not), so a refusal under load copies no strings.
+ */
+const replyBytes = new WeakMap<object, Buffer[]>();
+export function cachedLocalReply(r: { readonly status: number; readonly reason: string; readonly body?: string; readonly retryAfter?: number }, close: boolean, headOnly: boolean): Buffer {
+  if (!Object.isFrozen(r)) return encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter);
+  let forms = replyBytes.get(r);
+  if (forms === undefined) replyBytes.set(r, (forms = []));
+  const i = (close ? 1 : 0) + (headOnly ? 2 : 0);
+  return (forms[i] ??= encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter));
 }

@@ -11,7 +11,7 @@
  */
 import type net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from './http1-decoder';
-import { chunkParts, encodeLocalReply, encodeResponseHead, lastChunk, type Framing } from './http1-encoder';
+import { cachedLocalReply, chunkParts, encodeLocalReply, encodeResponseHead, lastChunk, type Framing } from './http1-encoder';
 import type { ProtocolError } from '../../errors';
 import { Exchange, type Downstream, type ResponseHead } from '../../exchange/exchange';
 import type { HeaderOps } from '../../exchange/filter';
@@ -451,7 +451,7 @@ class Http1Downstream implements Downstream {
     const h = this.head;
     const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
-    this.session.socket.write(encodeLocalReply(r.status, r.reason, r.body ?? '', this.closeAfter, h.method === 'HEAD'));
+    this.session.socket.write(cachedLocalReply(r, this.closeAfter, h.method === 'HEAD'));
     return r.status;
   }
 

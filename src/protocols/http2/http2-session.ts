@@ -303,14 +303,18 @@ class Http2StreamDownstream implements Downstream {
     const conn = this.conn;
     if (!s.closed && !s.headersSent) {
       if (this.view.protocol === 'grpc') {
-        conn.respond(s, [
+        const fields = [
           ':status', '200', 'content-type', 'application/grpc', 'grpc-status', String(r.grpcStatus ?? grpcStatusFor(r.status)),
           'grpc-message', encodeURIComponent((r.body ?? r.reason).trim()), 'x-sluice-reason', r.reason,
-        ], true);
+        ];
+        if (r.retryAfter !== undefined) fields.push('retry-after', String(r.retryAfter));
+        conn.respond(s, fields, true);
       } else {
         const body = Buffer.from(r.body ?? '', 'utf8');
         const headOnly = s.method === 'HEAD';
-        conn.respond(s, [':status', String(r.status), 'content-type', 'text/plain', 'content-length', String(body.length), 'x-sluice-reason', r.reason], headOnly);
+        const fields = [':status', String(r.status), 'content-type', 'text/plain', 'content-length', String(body.length), 'x-sluice-reason', r.reason];
+        if (r.retryAfter !== undefined) fields.push('retry-after', String(r.retryAfter));
+        conn.respond(s, fields, headOnly);
         if (!headOnly) conn.writeData(s, body, true);
       }
     } else if (!s.closed) {
