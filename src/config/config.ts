@@ -13,6 +13,7 @@ import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import type { MirrorConfig } from '../filters/mirror';
 import type { RetryConfig } from '../filters/retry';
 import type { AuthorizationRule } from '../filters/authz';
+import type { AdaptiveLimitConfig } from '../filters/adaptive';
 import { checkMatch } from '../filters/route-checks';
 import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
 import { tlsIssues, type ClusterTls, type InboundMode, type TlsConfig } from '../tls/tls-config';
@@ -102,6 +103,8 @@ export interface SluiceConfig {
   filters: string[];
   /** Authorization rules (src/filters/authz), in order; deny wins over allow. */
   authorization: AuthorizationRule[];
+  /** Adaptive limiting (src/filters/adaptive): admitted concurrency per interface, driven by CPU and latency. */
+  adaptiveLimit: AdaptiveLimitConfig;
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
   /** ZooKeeper ensembles that list Dubbo providers and Spring Cloud instances (src/registry/). */

@@ -341,6 +341,11 @@ export class Stats {
     this.base = row >= 0 ? row * MAX_COUNTERS : 0;
   }
 
+  /** The shared memory these stats live in (filters whose state must hold across workers keep theirs there too). */
+  get memory(): SharedMemory {
+    return this.shared.memory;
+  }
+
   /** Slot of a series; -1 if unknown (then inc/dec are no-ops, never a crash). */
   slot(name: string, labels?: Record<string, string>): number {
     return this.index.get(series(name, labels)) ?? -1;
