@@ -46,9 +46,10 @@ interface Entry { row: number; cls: number }
 export class AdaptiveFilter implements Filter<null> {
   readonly name = 'adaptive';
   readonly global = true;
-  private readonly cache = new Map<string, Entry>();
+  private readonly cache = new Map<string, Map<string, Entry>>();
+  private cached = 0;
   /** Calls admitted (or let through) and not complete, with their row. */
-  private readonly admitted = new WeakMap<RequestView, number>();
+  private readonly admitted = new Map<RequestView, number>();
   private readonly refusedSlot: number;
   private readonly shadowSlot: number;
   private lastLine = -Infinity;
@@ -66,15 +67,26 @@ export class AdaptiveFilter implements Filter<null> {
     this.shadowSlot = stats.slot(ADAPTIVE_SHADOW_REFUSED);
   }
 
+  /**
+   * The interface's row, found without building its name: by method then path (HTTP), or by
+   * service then method (gRPC, Dubbo), each a string the view already holds.
+   */
   private entry(v: RequestView): Entry {
-    const name = interfaceName(v);
-    let e = this.cache.get(name);
+    const rpc = v.protocol === 'grpc' || v.protocol === 'dubbo';
+    const outer = rpc ? v.service : v.method;
+    const inner = rpc ? v.method : v.path;
+    let byInner = this.cache.get(outer);
+    let e = byInner?.get(inner);
     if (e === undefined) {
       const cls = this.opts.critical(v) ? CLASS_CRITICAL : this.opts.shedFirst(v) ? CLASS_SHED_FIRST : CLASS_NORMAL;
-      const row = this.table.rowOf(name, cls, this.opts.maxInterfaces);
+      const row = this.table.rowOf(interfaceName(v), cls, this.opts.maxInterfaces);
       this.table.setClass(row, cls);
       e = { row, cls };
-      if (this.cache.size < CACHE_MAX) this.cache.set(name, e);
+      if (this.cached < CACHE_MAX) {
+        if (byInner === undefined) this.cache.set(outer, (byInner = new Map()));
+        byInner.set(inner, e);
+        this.cached++;
+      }
     }
     return e;
   }
