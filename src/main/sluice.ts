@@ -21,7 +21,7 @@ import { Listeners } from './listeners';
 import { loadNative, nativeLoadError } from '../net/native';
 import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
-import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
+import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { filterSeries } from '../filters';
 import { AdaptiveLoop } from '../filters/adaptive/adaptive-loop';
 import {
@@ -167,6 +167,7 @@ export class Sluice {
         for (const id of threadIds) {
           if (live.has(id)) continue;
           threadIds.delete(id);
+          this.adaptive.workerGone(gaugeRowOf(this.shared, id));
           releaseGaugeRow(this.shared, id);
         }
       });

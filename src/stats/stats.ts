@@ -45,6 +45,13 @@ export function claimGaugeRow(shared: SharedState, threadId: number): number {
   return -1;
 }
 
+/** The gauge row a thread holds, or -1. */
+export function gaugeRowOf(shared: SharedState, threadId: number): number {
+  const owner = shared.memory.region(GAUGE_ROW_OWNER);
+  for (let r = 0; r < GAUGE_ROWS; r++) if (Atomics.load(owner, r) === threadId) return r;
+  return -1;
+}
+
 /** Main thread, once a worker is gone: drop its share of every gauge and free its row. */
 export function releaseGaugeRow(shared: SharedState, threadId: number): boolean {
   const owner = shared.memory.region(GAUGE_ROW_OWNER);
@@ -332,7 +339,7 @@ export class Stats {
   private readonly gaugeRows: BigInt64Array;
 
   /** `row`: the worker's gauge row (claimGaugeRow), or -1 to write gauges in common. */
-  constructor(private readonly shared: SharedState, keys: readonly string[], row = -1) {
+  constructor(private readonly shared: SharedState, keys: readonly string[], readonly row = -1) {
     this.counters = counters(shared.memory);
     this.gaugeRows = shared.memory.region(GAUGE_ROW_SHARES);
     this.index = new Map(keys.map((k, i) => [k, i]));

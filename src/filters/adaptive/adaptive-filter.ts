@@ -16,7 +16,7 @@ import type { ViewTest } from '../../exchange/router';
 import type { Stats } from '../../stats/stats';
 import {
   CLASS_CRITICAL, CLASS_NORMAL, CLASS_SHED_FIRST, COUNTS, C_ARRIVED, C_COMPLETED, C_LATENCY_US, C_REFUSED, C_SHADOW_REFUSED,
-  NAME_BYTES, type InterfaceTable,
+  MAX_INTERFACES, NAME_BYTES, type InterfaceTable,
 } from './interface-table';
 
 export const ADAPTIVE_REFUSED = 'sluice_adaptive_refused_total';
@@ -50,6 +50,8 @@ export class AdaptiveFilter implements Filter<null> {
   private cached = 0;
   /** Calls admitted (or let through) and not complete, with their row. */
   private readonly admitted = new Map<RequestView, number>();
+  /** Where this worker's part of each interface's in-flight count starts (-1: none kept, the main thread). */
+  private readonly share: number;
   private readonly refusedSlot: number;
   private readonly shadowSlot: number;
   private lastLine = -Infinity;
@@ -63,6 +65,7 @@ export class AdaptiveFilter implements Filter<null> {
     private readonly random: () => number = Math.random,
     private readonly now: () => number = () => performance.now(),
   ) {
+    this.share = stats.row >= 0 ? stats.row * MAX_INTERFACES : -1;
     this.refusedSlot = stats.slot(ADAPTIVE_REFUSED);
     this.shadowSlot = stats.slot(ADAPTIVE_SHADOW_REFUSED);
   }
@@ -113,6 +116,7 @@ export class AdaptiveFilter implements Filter<null> {
       ctx.note('adaptive', 'shadow_overloaded');
       this.sample(v, row, before, limit);
     }
+    if (this.share >= 0) Atomics.add(t.shares, this.share + row, 1);
     this.admitted.set(v, row);
     return CONTINUE;
   }
@@ -123,6 +127,7 @@ export class AdaptiveFilter implements Filter<null> {
     this.admitted.delete(c.view);
     const t = this.table;
     Atomics.sub(t.inflight, row, 1);
+    if (this.share >= 0) Atomics.sub(t.shares, this.share + row, 1);
     Atomics.add(t.counts, row * COUNTS + C_COMPLETED, 1);
     Atomics.add(t.counts, row * COUNTS + C_LATENCY_US, Math.round(c.durationMs * 1000));
   }

@@ -57,6 +57,11 @@ export class AdaptiveLoop {
     this.timer.unref();
   }
 
+  /** A worker died: the calls it had in flight leave the in-flight counts (they will never complete). */
+  workerGone(gaugeRow: number): void {
+    this.table.releaseShares(gaugeRow);
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;

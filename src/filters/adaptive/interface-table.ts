@@ -6,6 +6,8 @@
  *   adaptive.meta     Int32 × MAX×2 [name length (0 until written), class]
  *   adaptive.names    Uint8 × MAX×NAME_BYTES   the name, UTF-8, cut at NAME_BYTES
  *   adaptive.inflight Int32 × MAX   calls admitted (or let through in shadow mode) and not yet complete
+ *   adaptive.inflight_shares  Int32 × GAUGE_ROWS×MAX   each worker's part of those (by its gauge
+ *                                   row), taken off the total when the worker dies with calls in flight
  *   adaptive.limits   Int32 × MAX   admitted concurrency × 1000, written by the controller; -1 none
  *   adaptive.counts   Int32 × MAX×C arrived, refused, shadow refused, completed, latency µs:
  *                                   wrapping counters, read as differences modulo 2^32
@@ -16,6 +18,7 @@
  * half of one.
  */
 import { declareRegion, type SharedMemory } from '../../shared/shared-memory';
+import { GAUGE_ROWS } from '../../stats/stats';
 
 export const MAX_INTERFACES = 256;
 export const NAME_BYTES = 96;
@@ -41,6 +44,7 @@ const KEYS = declareRegion({ name: 'adaptive.keys', kind: 'int32', count: MAX_IN
 const META = declareRegion({ name: 'adaptive.meta', kind: 'int32', count: MAX_INTERFACES * 2 });
 const NAMES = declareRegion({ name: 'adaptive.names', kind: 'uint8', count: MAX_INTERFACES * NAME_BYTES });
 const INFLIGHT = declareRegion({ name: 'adaptive.inflight', kind: 'int32', count: MAX_INTERFACES });
+const SHARES = declareRegion({ name: 'adaptive.inflight_shares', kind: 'int32', count: GAUGE_ROWS * MAX_INTERFACES });
 const LIMITS = declareRegion({ name: 'adaptive.limits', kind: 'int32', count: MAX_INTERFACES });
 const COUNTERS = declareRegion({ name: 'adaptive.counts', kind: 'int32', count: MAX_INTERFACES * COUNTS });
 const SYSTEM = declareRegion({ name: 'adaptive.system', kind: 'int32', count: 8 });
@@ -64,6 +68,7 @@ export class InterfaceTable {
   readonly meta: Int32Array;
   readonly names: Uint8Array;
   readonly inflight: Int32Array;
+  readonly shares: Int32Array;
   readonly limits: Int32Array;
   readonly counts: Int32Array;
   readonly system: Int32Array;
@@ -73,6 +78,7 @@ export class InterfaceTable {
     this.meta = memory.region(META);
     this.names = memory.region(NAMES);
     this.inflight = memory.region(INFLIGHT);
+    this.shares = memory.region(SHARES);
     this.limits = memory.region(LIMITS);
     this.counts = memory.region(COUNTERS);
     this.system = memory.region(SYSTEM);
@@ -116,6 +122,15 @@ export class InterfaceTable {
     this.names.set(bytes, row * NAME_BYTES);
     Atomics.store(this.meta, row * 2 + 1, cls);
     Atomics.store(this.meta, row * 2, bytes.length);
+  }
+
+  /** A worker with this gauge row is gone: its calls in flight will never complete. */
+  releaseShares(gaugeRow: number): void {
+    if (gaugeRow < 0 || gaugeRow >= GAUGE_ROWS) return;
+    for (let i = 0; i < MAX_INTERFACES; i++) {
+      const n = Atomics.exchange(this.shares, gaugeRow * MAX_INTERFACES + i, 0);
+      if (n !== 0) Atomics.sub(this.inflight, i, n);
+    }
   }
 
   setClass(row: number, cls: number): void {

@@ -2,7 +2,8 @@
  * The adaptive filter on a fake request context: calls counted against their interface's row,
  * refused with OVERLOADED once the interface's calls in flight reach its limit (a fraction as a
  * probability), shadow mode counting the same and letting through, outbound calls untouched,
- * critical and shedFirst classes written to the table, and the config checks with their paths.
+ * critical and shedFirst classes written to the table, a dead worker's calls in flight released, and
+ * the config checks with their paths.
  */
 import t from 'tap';
 import { buildConfig } from '../../../src/config/config';
@@ -13,6 +14,8 @@ import { AdaptiveFilter } from '../../../src/filters/adaptive/adaptive-filter';
 import {
   CLASS_CRITICAL, CLASS_NORMAL, CLASS_SHED_FIRST, COUNTS, C_ARRIVED, C_COMPLETED, C_LATENCY_US, C_REFUSED, C_SHADOW_REFUSED, InterfaceTable,
 } from '../../../src/filters/adaptive/interface-table';
+import { SharedState } from '../../../src/shared/shared-state';
+import { Stats } from '../../../src/stats/stats';
 import { FakeContext, envFor, scripted, view } from '../fake-context';
 
 function setup(adaptiveLimit: Record<string, unknown>, random: () => number = () => 0.99) {
@@ -157,4 +160,24 @@ t.test('bad config: every field refused with its path', async (t) => {
   t.match(refused({ surprise: 1 }), '/adaptiveLimit');
   t.match(refused({ enabled: true }, { filters: ['authz'] }), '/adaptiveLimit/enabled');
   t.equal(refused({ enabled: true, critical: [{ path: { prefix: '/pay' } }] }), '');
+});
+
+t.test('a worker that dies with calls in flight: its share leaves the in-flight count', async (t) => {
+  const { env } = setup({});
+  const config = env.config as unknown as { adaptiveLimit: Record<string, unknown> };
+  const shared = new SharedState(env.stats.memory);
+  const worker = new Stats(shared, [], 3);
+  const filter = createFilters(['adaptive'], { config: config as unknown as Record<string, unknown>, stats: worker, clusters: new Map(), random: () => 0.99 })[0] as AdaptiveFilter;
+  const table = new InterfaceTable(env.stats.memory);
+  const a = inbound('/held');
+  const b = inbound('/held');
+  filter.onRequest(new FakeContext(a));
+  filter.onRequest(new FakeContext(b));
+  filter.onComplete(done(a, 1));
+  const row = table.rowOf('GET /held', CLASS_NORMAL, 64);
+  t.equal(Atomics.load(table.inflight, row), 1);
+  table.releaseShares(2);
+  t.equal(Atomics.load(table.inflight, row), 1, 'another worker\'s row: nothing changes');
+  table.releaseShares(3);
+  t.equal(Atomics.load(table.inflight, row), 0, 'the dead worker\'s call is no longer in flight');
 });
