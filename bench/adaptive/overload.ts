@@ -42,7 +42,16 @@ export const DEFAULTS: OverloadOptions = {
 };
 
 export interface Phase { summary: Record<string, Summary>; buckets: Bucket[]; samples: Sample[]; usage?: Array<{ t: number; usage: number }> }
-export interface OverloadResult { options: OverloadOptions; measuredBy: string; baseline: Phase; on: Phase; off: Phase }
+export interface OverloadResult {
+  options: OverloadOptions; measuredBy: string; baseline: Phase; on: Phase; off: Phase;
+  /**
+   * The application's mean CPU usage (of its one core) over the run without the limiter, offered
+   * about 3 cores of work: near 1 when it had its core; well under 1 when other processes of a
+   * shared machine took the core, and then no latency it showed is the limiter's doing. NaN
+   * without a cgroup to read.
+   */
+  offCoreShare: number;
+}
 
 export async function runOverload(o: OverloadOptions): Promise<OverloadResult> {
   const name = `sluice-adaptive-${process.pid}`;
@@ -73,13 +82,18 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadResult> {
     } finally {
       await proxy.stop();
     }
-    return { options: o, measuredBy: app.cgroup ? `cgroup ${app.cgroup}` : 'host /proc/stat', baseline, on, off };
+    const u = (off.usage ?? []).slice(2).map((x) => x.usage);
+    const offCoreShare = u.length ? u.reduce((a, b) => a + b, 0) / u.length : NaN;
+    return { options: o, measuredBy: app.cgroup ? `cgroup ${app.cgroup}` : 'host /proc/stat', baseline, on, off, offCoreShare };
   } finally {
     await app.stop();
   }
 }
 
 // ── the picture ─────────────────────────────────────────────────────────────
+
+/** A number for the report; the load generator sends NaN (no call answered) as null. */
+const fx = (v: number | null, d = 1) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(d));
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
@@ -149,8 +163,8 @@ export function svg(r: OverloadResult): string {
     { label: '/cheap ok', color: '#2ca02c', points: rateOf(off.buckets, '/cheap', 'ok') },
     { label: '/costly ok', color: '#ff7f0e', points: rateOf(off.buckets, '/costly', 'ok') },
   ]);
-  const f = (s: Summary) => `${(s.successRate * 100).toFixed(1)}% ok, p99 ${s.p99Ms.toFixed(1)} ms`;
-  const caption = `cheap: unloaded p99 ${r.baseline.summary['/cheap'].p99Ms.toFixed(1)} ms | ON ${f(on.summary['/cheap'])} | OFF ${f(off.summary['/cheap'])}`
+  const f = (s: Summary) => `${fx(s.successRate * 100)}% ok, p99 ${fx(s.p99Ms)} ms`;
+  const caption = `cheap: unloaded p99 ${fx(r.baseline.summary['/cheap'].p99Ms)} ms | ON ${f(on.summary['/cheap'])} | OFF ${f(off.summary['/cheap'])}`
     + ` — costly: ON ${f(on.summary['/costly'])}, ${on.summary['/costly'].refused} refused | OFF ${f(off.summary['/costly'])}`;
   const H = rows[2] + ph + 50;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">`
@@ -159,8 +173,9 @@ export function svg(r: OverloadResult): string {
 }
 
 function report(r: OverloadResult): string {
-  const line = (name: string, s: Summary) => `  ${name.padEnd(8)} sent ${String(s.sent).padStart(6)}  ok ${(s.successRate * 100).toFixed(2).padStart(6)}%  refused ${String(s.refused).padStart(6)}  failed ${String(s.failed).padStart(6)}  p50 ${s.p50Ms.toFixed(2).padStart(8)} ms  p99 ${s.p99Ms.toFixed(2).padStart(8)} ms`;
-  let out = `node ${process.version}, ${os.availableParallelism()} CPUs, commit ${commit()}; application CPU measured by ${r.measuredBy}\n`;
+  const line = (name: string, s: Summary) => `  ${name.padEnd(8)} sent ${String(s.sent).padStart(6)}  ok ${fx(s.successRate * 100, 2).padStart(6)}%  refused ${String(s.refused).padStart(6)}  failed ${String(s.failed).padStart(6)}  p50 ${fx(s.p50Ms, 2).padStart(8)} ms  p99 ${fx(s.p99Ms, 2).padStart(8)} ms`;
+  let out = `node ${process.version}, ${os.availableParallelism()} CPUs, commit ${commit()}; application CPU measured by ${r.measuredBy}\n`
+    + `the application's share of its core while saturated (off): ${fx(r.offCoreShare, 2)}\n`;
   for (const [name, phase] of [['unloaded (0.1x)', r.baseline], ['adaptive ON', r.on], ['adaptive OFF', r.off]] as const) {
     out += `${name}\n${line('/cheap', phase.summary['/cheap'])}\n${line('/costly', phase.summary['/costly'])}\n`;
   }
@@ -175,9 +190,9 @@ async function main(): Promise<void> {
   const o: OverloadOptions = quick ? { ...DEFAULTS, onSeconds: 10, offSeconds: 8, warmupSeconds: 4, baselineSeconds: 5 } : DEFAULTS;
   process.on('SIGINT', () => { killAllStartedSync(); process.exit(130); });
   const r = await runOverload(o);
-  process.stdout.write(report(r));
   mkdirSync(path.dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ node: process.version, cpus: os.availableParallelism(), commit: commit(), ...r }, null, 1));
+  process.stdout.write(report(r));
   writeFileSync(svgFile, svg(r));
   process.stdout.write(`wrote ${out} and ${svgFile}\n`);
 }

@@ -5,7 +5,7 @@
  *
  *   CPU usage u (cpu-usage.ts) ─▶ U ← U + α(u − U)                          smoothed
  *   per interface, from the shared counters: calls completed n_i, call time b_i (Σ latency)
- *     cost_i  ← EWMA( u·cores·Δt · (b_i / Σb) / n_i )                       CPU per call
+ *     cost_i  ← EWMA( u·cores·Δt · (b_i / Σb) / n_i )                       CPU per call (when u ≥ 0.1, n_i ≥ 3)
  *     lat_i   = b_i / n_i;  base_i: follows lat_i down fast, up slowly, never while overloaded
  *   R = Σ n_i·lat_i / Σ n_i·(base_i + bufferMs)                             latency gradient⁻¹
  *
@@ -98,6 +98,8 @@ export interface ControllerView {
 /** Interfaces with no call for this long do not count as demand. */
 const ACTIVE_MS = 2000;
 const ADDITIVE_STEP = 0.1;
+const MIN_USAGE_FOR_COST = 0.1;
+const MIN_CALLS_FOR_COST = 3;
 
 const ewma = (old: number, v: number, a: number) => (Number.isNaN(old) ? v : old + a * (v - old));
 const wrap = (now: number, before: number) => (now - before) >>> 0;
@@ -169,7 +171,11 @@ export class AdaptiveController {
       r.lat = ewma(r.lat, lat, 0.3);
       if (Number.isNaN(r.base) || lat < r.base) r.base = ewma(r.base, lat, 0.5);
       else if (!wasOverloaded) r.base = ewma(r.base, lat, 0.02);
-      if (cpuMs !== null && totalBusy > 0) r.cost = ewma(r.cost, (cpuMs * busy) / totalBusy / n, wasOverloaded ? 0.05 : 0.2);
+      // an interval in which the application hardly ran (starved by its neighbours) or this
+      // interface hardly completed says nothing of what a call costs
+      if (cpuMs !== null && totalBusy > 0 && u! >= MIN_USAGE_FOR_COST && n >= MIN_CALLS_FOR_COST) {
+        r.cost = ewma(r.cost, (cpuMs * busy) / totalBusy / n, wasOverloaded ? 0.05 : 0.2);
+      }
       num += n * lat;
       den += n * (r.base + o.latencyBufferMs);
     }
