@@ -104,11 +104,11 @@ function panel(x0: number, y0: number, w: number, h: number, title: string, unit
   const X = (t: number) => x0 + (t / tMax) * w;
   const Y = (v: number) => y0 + h - (Math.min(v, max) / max) * h;
   let s = `<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fff" stroke="#999"/>`;
-  s += `<text x="${x0}" y="${y0 - 6}" font-size="12" font-weight="bold">${esc(title)}</text>`;
+  s += `<text x="${x0}" y="${y0 - 6}" font-size="12" font-weight="bold">${esc(title)}<tspan font-weight="normal" fill="#555">  (${esc(unit)})</tspan></text>`;
   for (let i = 0; i <= 4; i++) {
     const v = (max * i) / 4;
     s += `<line x1="${x0}" x2="${x0 + w}" y1="${Y(v)}" y2="${Y(v)}" stroke="#eee"/>`;
-    s += `<text x="${x0 - 4}" y="${Y(v) + 4}" font-size="10" text-anchor="end">${Number(v.toFixed(2))}${i === 4 ? ` ${esc(unit)}` : ''}</text>`;
+    s += `<text x="${x0 - 4}" y="${Y(v) + 4}" font-size="10" text-anchor="end">${Number(v.toFixed(v < 10 ? 2 : 0))}</text>`;
   }
   for (let t = 0; t <= tMax; t += 2) s += `<text x="${X(t)}" y="${y0 + h + 12}" font-size="10" text-anchor="middle">${t}s</text>`;
   series.forEach((se, i) => {
@@ -125,7 +125,7 @@ function panel(x0: number, y0: number, w: number, h: number, title: string, unit
 const rateOf = (b: Bucket[], p: string, k: 'ok' | 'refused' | 'failed', bucketMs = 250) => b.map((x) => [x.t / 1000, ((x.paths[p]?.[k] ?? 0) * 1000) / bucketMs] as [number, number]);
 
 export function svg(r: OverloadResult): string {
-  const W = 980;
+  const W = 1060;
   const pw = 330;
   const ph = 130;
   const tMax = Math.max(r.options.onSeconds, r.options.offSeconds) + 2;
@@ -135,15 +135,15 @@ export function svg(r: OverloadResult): string {
   const target = Number((r.options.adaptive.targetUtilization as number | undefined) ?? 0.8);
   const onUsage = on.samples.filter((s) => s.usage !== null).map((s) => [s.t / 1000, s.usage!] as [number, number]);
   const limit = on.samples.map((s) => [s.t / 1000, s.paths['/costly']?.limit ?? (s.paths['/costly']?.inflight ?? 0)] as [number, number]);
-  const limitMax = Math.max(4, ...limit.map(([, v]) => v)) * 1.1;
+  const limitMax = Math.ceil(Math.max(4, ...limit.map(([, v]) => v)) * 1.1);
   let body = '';
-  const cols = [70, 70 + pw + 160];
+  const cols = [50, 50 + pw + 190];
   const rows = [40, 40 + ph + 50, 40 + 2 * (ph + 50)];
-  body += panel(cols[0], rows[0], pw, ph, 'ON: CPU usage of the application (smoothed)', 'of 1 core', 1.2, tMax, [
+  body += panel(cols[0], rows[0], pw, ph, 'ON: application CPU, smoothed', 'share of 1 core', 1.2, tMax, [
     { label: 'usage', color: '#d62728', points: onUsage },
     { label: `target ${target}`, color: '#999', points: [[0, target], [tMax, target]], dash: true },
   ]);
-  body += panel(cols[1], rows[0], pw, ph, 'OFF: CPU usage of the application', 'of 1 core', 1.2, tMax, [
+  body += panel(cols[1], rows[0], pw, ph, 'OFF: application CPU', 'share of 1 core', 1.2, tMax, [
     { label: 'usage', color: '#d62728', points: (off.usage ?? []).map((u) => [u.t / 1000, u.usage] as [number, number]) },
   ]);
   body += panel(cols[0], rows[1], pw, ph, 'ON: admitted concurrency of /costly', 'calls', limitMax, tMax, [
@@ -169,7 +169,7 @@ export function svg(r: OverloadResult): string {
   const H = rows[2] + ph + 50;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">`
     + `<rect width="100%" height="100%" fill="#fafafa"/>${body}`
-    + `<text x="10" y="${H - 12}" font-size="11">${esc(caption)}</text></svg>\n`;
+    + `<text x="10" y="${H - 12}" font-size="10.5">${esc(caption)}</text></svg>\n`;
 }
 
 function report(r: OverloadResult): string {
