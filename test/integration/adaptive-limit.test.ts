@@ -149,6 +149,19 @@ t.test('refused in each protocol\'s form, shadow mode, recovery', async (t) => {
     }, 20_000, 'every limit lifted');
     t.pass('every interface admitted, no limit left');
   });
+
+  await t.test('switched off by reload: every limit lifted at once', async (t) => {
+    cg.state.usage = 1;
+    await waitFor(async () => (await curl(`${base}/orders`)).status === 503, 15_000, 'shed again');
+    const off = doc('enforce');
+    await s.sluice.applyConfig(buildConfig(withTestDefaults({ ...off, adaptiveLimit: { ...off.adaptiveLimit, enabled: false }, admin: s.sluice.currentConfig.admin })));
+    const r = await callAll();
+    t.equal(r.h1.status, 200);
+    t.equal(r.grpc.status.code, grpc.status.OK);
+    t.equal(r.dubbo.status, 20);
+    t.same(await protection(), { enabled: false, mode: 'enforce' });
+    t.notOk((await get(`${s.admin}/stats`)).body.includes('sluice_adaptive_interface_limit'), 'no per-interface series while off');
+  });
 });
 
 t.test('overload at 3× capacity: the cheap interface is kept, the expensive one shed; off, both collapse', async (t) => {
