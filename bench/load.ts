@@ -5,7 +5,7 @@
  *   node dist/bench/load.js [--quick] [--scenario NAME[,NAME]] [--threads N] [--node-floor] [--out FILE]
  *
  * Scenarios: http1-keepalive, http1-single-connection, http1-new-connection, http2, memory-idle, dubbo-header,
- * dubbo-attachment. http1-new-connection is one request per connection (`Connection: close`): CPU per
+ * dubbo-attachment, and filter variants (http1-fault0, http1-mirror100, http1-adaptive, ...). http1-new-connection is one request per connection (`Connection: close`): CPU per
  * connection of each proxy and its ratio to nginx's and haproxy's, system calls per connection, and
  * for Sluice the main thread's own CPU and calls per connection (what accepting and handing off costs).
  * The dubbo scenarios compare direct and Sluice only (nginx and haproxy do not speak Dubbo): the load
@@ -42,7 +42,7 @@ const HAPROXY = '/usr/sbin/haproxy';
 
 export const SCENARIOS = [
   'http1-keepalive', 'http1-single-connection', 'http1-new-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
-  'http1-fault0', 'http1-mirror100', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
+  'http1-fault0', 'http1-mirror100', 'http1-adaptive', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
   'http1-ratelimit', 'http1-ratelimited',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
@@ -51,7 +51,7 @@ type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'ht
  * What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an
  * attachment; `-fault0` / `-mirror100`: the same through Sluice's filter-variant listeners.
  */
-type Kind = 'h1' | 'h2' | DubboKind | 'h1-fault0' | 'h1-mirror100' | 'h2-fault0' | 'h2-mirror100' | 'h1-ratelimit' | 'h1-ratelimited';
+type Kind = 'h1' | 'h2' | DubboKind | 'h1-fault0' | 'h1-mirror100' | 'h1-adaptive' | 'h2-fault0' | 'h2-mirror100' | 'h1-ratelimit' | 'h1-ratelimited';
 type DubboKind = 'dubbo-header' | 'dubbo-attachment' | 'dubbo-fault0' | 'dubbo-mirror100';
 /** The value each Dubbo provider port answers with (its name), so a row shows who answered. */
 const DUBBO_VALUE: Record<DubboKind, string> = { 'dubbo-header': 'plain', 'dubbo-attachment': 'group2', 'dubbo-fault0': 'plain', 'dubbo-mirror100': 'plain' };
@@ -221,12 +221,12 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
   const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
-    sluiceH1RateLimit, sluiceH1RateLimited] = await freePorts(24);
+    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive] = await freePorts(25);
   const ports: Ports = {
     up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
-    sluiceH1RateLimit, sluiceH1RateLimited,
+    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive,
   };
   const dubbo = opts.scenarios.some((s) => s.startsWith('dubbo-'));
   const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
@@ -295,7 +295,7 @@ function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc:
   }
   if (t === 'sluice' && kind !== 'h1' && kind !== 'h2') {
     const port = {
-      'h1-fault0': p.sluiceH1Fault0, 'h1-mirror100': p.sluiceH1Mirror, 'h2-fault0': p.sluiceH2Fault0, 'h2-mirror100': p.sluiceH2Mirror,
+      'h1-fault0': p.sluiceH1Fault0, 'h1-mirror100': p.sluiceH1Mirror, 'h1-adaptive': p.sluiceH1Adaptive, 'h2-fault0': p.sluiceH2Fault0, 'h2-mirror100': p.sluiceH2Mirror,
       'h1-ratelimit': p.sluiceH1RateLimit, 'h1-ratelimited': p.sluiceH1RateLimited,
     }[kind as 'h1-fault0'];
     return { url: `http://127.0.0.1:${port}/`, proc: stack.sluice };
@@ -473,10 +473,14 @@ async function http1SingleConnection(ctx: Ctx): Promise<void> {
 }
 
 /** HTTP/1.1 keep-alive through a filter-variant listener of Sluice (the base scenario gives the baselines). */
-async function http1Variant(ctx: Ctx, scenario: 'http1-fault0' | 'http1-mirror100'): Promise<void> {
+async function http1Variant(ctx: Ctx, scenario: 'http1-fault0' | 'http1-mirror100' | 'http1-adaptive'): Promise<void> {
   const seconds = ctx.opts.quick ? 3 : 10;
-  const kind = scenario === 'http1-fault0' ? 'h1-fault0' : 'h1-mirror100';
-  const how = scenario === 'http1-fault0' ? 'fault: abort and delay at 0 %' : 'mirror: a copy of every request to a second upstream';
+  const kind = ({ 'http1-fault0': 'h1-fault0', 'http1-mirror100': 'h1-mirror100', 'http1-adaptive': 'h1-adaptive' } as const)[scenario];
+  const how = {
+    'http1-fault0': 'fault: abort and delay at 0 %',
+    'http1-mirror100': 'mirror: a copy of every request to a second upstream',
+    'http1-adaptive': 'adaptive limiting on an inbound listener, measuring, never refusing',
+  }[scenario];
   await measure(ctx, scenario, kind, (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
     { sluice: how }, ['sluice'], WRK_PROBE_CONNECTIONS);
 }
@@ -824,6 +828,7 @@ export async function main(argv: string[]): Promise<number> {
       'dubbo-header': () => dubboScenario(c, 'dubbo-header'),
       'dubbo-attachment': () => dubboScenario(c, 'dubbo-attachment'),
       'http1-fault0': () => http1Variant(c, 'http1-fault0'),
+      'http1-adaptive': () => http1Variant(c, 'http1-adaptive'),
       'http1-mirror100': () => http1Variant(c, 'http1-mirror100'),
       'http2-fault0': () => http2Variant(c, 'http2-fault0'),
       'http2-mirror100': () => http2Variant(c, 'http2-mirror100'),

@@ -36,6 +36,8 @@ export interface Ports {
   sluiceDubboFault0?: number; sluiceDubboMirror?: number;
   /** Rate limit variants: a rule that matches and never refuses, one that refuses every request. */
   sluiceH1RateLimit: number; sluiceH1RateLimited: number;
+  /** An inbound listener: adaptive limiting on (it applies to inbound calls), never refusing. */
+  sluiceH1Adaptive?: number;
 }
 
 /** The interface every Dubbo bench call names (bench/load/dubbo-load.ts sends it). */
@@ -179,6 +181,7 @@ export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; du
       { name: 'h1_fault0', address: `127.0.0.1:${p.sluiceH1Fault0}`, cluster: 'up_h1' },
       { name: 'h1_mirror', address: `127.0.0.1:${p.sluiceH1Mirror}`, cluster: 'up_h1' },
     );
+    if (p.sluiceH1Adaptive) listeners.push({ name: 'h1_adaptive', address: `127.0.0.1:${p.sluiceH1Adaptive}`, direction: 'inbound', cluster: 'up_h1' });
   }
   const clusters: unknown[] = [
     { name: 'up_h1', protocol: 'auto', endpoints: [`127.0.0.1:${p.up1}`] },
@@ -248,6 +251,9 @@ export function sluiceConfig(p: Ports, threads: number, opts: { h2?: boolean; du
     clusters,
     rateLimits,
     accessLog: { enabled: false },
+    // on for h1_adaptive (the only inbound listener), measuring and counting but never refusing:
+    // a target of 100 % of the host's CPU and no latency signal
+    ...(variants && p.sluiceH1Adaptive ? { adaptiveLimit: { enabled: true, targetUtilization: 1, latencyTolerance: 0 } } : {}),
     // A connection whose first bytes take longer than the sniff timeout is proxied as opaque TCP.
     // On a loaded 2-core machine the load generators sometimes take over 100 ms (the default) to
     // send their first request, which would move those connections off the HTTP path being

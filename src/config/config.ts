@@ -14,6 +14,7 @@ import type { MirrorConfig } from '../filters/mirror';
 import type { RetryConfig } from '../filters/retry';
 import type { AuthorizationRule } from '../filters/authz';
 import type { RateLimitRule } from '../filters/ratelimit';
+import type { AdaptiveLimitConfig } from '../filters/adaptive';
 import { checkMatch } from '../filters/route-checks';
 import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
 import { tlsIssues, type ClusterTls, type InboundMode, type TlsConfig } from '../tls/tls-config';
@@ -105,6 +106,8 @@ export interface SluiceConfig {
   authorization: AuthorizationRule[];
   /** Rate limits (src/filters/ratelimit), shared by every worker. */
   rateLimits: RateLimitRule[];
+  /** Adaptive limiting (src/filters/adaptive): admitted concurrency per interface, driven by CPU and latency. */
+  adaptiveLimit: AdaptiveLimitConfig;
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
   /** ZooKeeper ensembles that list Dubbo providers and Spring Cloud instances (src/registry/). */

@@ -21,6 +21,8 @@ export type LocalReason =
   | 'registry_full'
   | 'denied'
   | 'rate_limited'
+  /** Adaptive limiting refused the call: the protected application is at its capacity. */
+  | 'overloaded'
   | 'fault_abort'
   | 'internal_error';
 
@@ -81,6 +83,11 @@ const RESET: LocalReply = { status: 503, reason: 'upstream_reset', body: 'upstre
  * that it was refused, the operator learns why from the stats and the access log.
  */
 export const DENIED: LocalReply = Object.freeze({ status: 403, reason: 'denied', body: 'access denied\n', grpcStatus: 7 });
+/**
+ * Adaptive limiting refused the call (src/filters/adaptive): HTTP 503, gRPC RESOURCE_EXHAUSTED,
+ * Dubbo SERVER_THREADPOOL_EXHAUSTED_ERROR (100), what Dubbo itself answers when a provider is full.
+ */
+export const OVERLOADED: LocalReply = Object.freeze({ status: 503, reason: 'overloaded', body: 'overloaded\n', grpcStatus: 8, dubboStatus: 100 });
 export const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
 export const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
 

@@ -4,6 +4,7 @@
  */
 import type { Filter, FilterEnv } from '../exchange/filter';
 import { declareFamilies } from '../stats/stats';
+import { ADAPTIVE_MODULE } from './adaptive';
 import { AUTHZ_MODULE } from './authz';
 import { FAULT_MODULE } from './fault';
 import { HEADERS_MODULE } from './headers';
@@ -19,8 +20,10 @@ import { retryModule } from './retry';
  * request authorization refuses takes no token), then header edits (a
  * fault's or a split's choice never depends on them), then faults (a delayed or aborted request is
  * never split), then the split that picks the target. Mirroring and retries come after.
+ * Adaptive limiting comes right after authorization (and rate limits): a refused call costs
+ * the application nothing, and a call refused for who sent it never counts as load.
  */
-export const FILTER_MODULES: readonly FilterModule[] = [AUTHZ_MODULE, RATELIMIT_MODULE, HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
+export const FILTER_MODULES: readonly FilterModule[] = [AUTHZ_MODULE, RATELIMIT_MODULE, ADAPTIVE_MODULE, HEADERS_MODULE, FAULT_MODULE, SPLIT_MODULE, mirrorModule, retryModule];
 
 for (const m of FILTER_MODULES) declareFamilies(m.stats);
 

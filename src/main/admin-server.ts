@@ -7,6 +7,7 @@
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
  *   POST /config        replace the config (YAML body); 400 with every error if invalid
  *   POST /drain         stop accepting, drain open connections, exit
+ *   GET  /protection    traffic protection in force: adaptive limiting's controller and interfaces
  *   GET /certs          the workload identity in force: SPIFFE ID, serial, validity, seconds to expiry
  *   POST /certs         install a workload identity ({ cert, key, ca } PEM, JSON), held in memory only
  *
@@ -100,7 +101,7 @@ export class AdminServer {
   private sendStats(res: http.ServerResponse): void {
     const s = this.sluice;
     s.refreshConnectionGauge();
-    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render(), 'text/plain; version=0.0.4; charset=utf-8');
   }
 
   /** 200 only once every listener accepts and every worker serves, and until the drain begins. */
@@ -194,6 +195,10 @@ export class AdminServer {
         return;
       case 'GET /certs':
         this.json(res, 200, s.certs.view());
+        return;
+      case 'GET /protection':
+        // what protects the application now: each protection's state, by its config section
+        this.json(res, 200, { adaptive: s.adaptive.view() });
         return;
       case 'POST /certs': {
         // a new workload identity, held in memory: { "cert": PEM, "key": PEM, "ca": PEM }

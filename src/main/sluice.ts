@@ -22,9 +22,10 @@ import { Listeners } from './listeners';
 import { loadNative, nativeLoadError } from '../net/native';
 import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
-import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
+import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { FILTER_MODULES, filterSeries } from '../filters';
 import type { FilterMain } from '../filters/module';
+import { AdaptiveLoop } from '../filters/adaptive/adaptive-loop';
 import {
   CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
@@ -77,6 +78,8 @@ export class Sluice {
   /** Endpoint lists that replace a cluster's config list (admin API, registries), published to every worker. */
   private readonly endpointDirectory = new EndpointDirectory(this.shared.memory);
   readonly registry = new StatsRegistry();
+  /** Adaptive limiting's measurements and control loop, for every worker (src/filters/adaptive). */
+  readonly adaptive = new AdaptiveLoop(this.shared.memory);
   /** The workload identity: files watched, or pushed by POST /certs; published to every worker. */
   readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats);
   private statsView: Stats;
@@ -176,6 +179,7 @@ export class Sluice {
         for (const id of threadIds) {
           if (live.has(id)) continue;
           threadIds.delete(id);
+          this.adaptive.workerGone(gaugeRowOf(this.shared, id));
           releaseGaugeRow(this.shared, id);
         }
       });
@@ -304,6 +308,7 @@ export class Sluice {
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys, filterData };
     this.snapshot = snap;
     this.shared.publishConfig(snap);
+    this.adaptive.apply(config.adaptiveLimit);
   }
 
   /** A stat series, unless the shared counters are full (then it is not counted; logged once). */
@@ -483,6 +488,7 @@ export class Sluice {
     this.stopping ??= (async () => {
       this.unwatch();
       this.certs.stop();
+      this.adaptive.stop();
       // /ready says no from now on, so the endpoint is taken out of service; until that has
       // propagated, clients keep coming: they are served and told to go elsewhere
       this.shared.draining = true;

@@ -49,7 +49,7 @@ const marked = DOCS.flatMap((f) => yamlBlocks(f, readFileSync(path.join(ROOT, f)
 
 t.test('the docs mark their whole configs', async (t) => {
   const per = (f: string) => marked.filter((b) => b.file === f).length;
-  t.equal(per('docs/configuration.md'), 5, 'configuration.md: the embedded default, the seed example, authorization, rate limits, the full example');
+  t.equal(per('docs/configuration.md'), 6, 'configuration.md: the embedded default, the seed example, authorization, rate limits, adaptiveLimit, the full example');
   t.equal(per('docs/deployment.md'), 2, 'deployment.md: low-intrusion mode, with a registry');
   t.equal(per('README.md'), 3, 'README: the explicit listener, the two sidecars of the mTLS walkthrough');
 });

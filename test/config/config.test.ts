@@ -80,6 +80,11 @@ t.test('an empty document gets every default', async (t) => {
     logLevel: 'info',
     authorization: [],
     rateLimits: [],
+    adaptiveLimit: {
+      enabled: false, mode: 'enforce', targetUtilization: 0.8, hysteresis: 0.05, intervalMs: 200, smoothing: 0.5, maxStepDown: 0.5,
+      maxStepUp: 0.25, latencyTolerance: 3, latencyBufferMs: 2, criticalMinLimit: 1, maxInterfaces: 64, directions: ['inbound'],
+      cpu: { cgroup: '/sys/fs/cgroup' }, critical: [], shedFirst: [],
+    },
     registries: [],
     registry: {
       subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600_000, zeroInstanceHoldMs: 60_000, firstListTimeoutMs: 5000, maxServices: 10_000, dubboWarmup: true,

@@ -42,11 +42,11 @@ function refuses(t: Test, doc: Doc, path: string, msg: RegExp): void {
 }
 
 t.test('filters: the default chain, names known, each once', async (t) => {
-  t.same(DEFAULT_FILTERS, ['authz', 'ratelimit', 'headers', 'fault', 'split', 'mirror', 'retry']);
-  t.same(buildConfig(base()).filters, ['authz', 'ratelimit', 'headers', 'fault', 'split', 'mirror', 'retry']);
+  t.same(DEFAULT_FILTERS, ['authz', 'ratelimit', 'adaptive', 'headers', 'fault', 'split', 'mirror', 'retry']);
+  t.same(buildConfig(base()).filters, ['authz', 'ratelimit', 'adaptive', 'headers', 'fault', 'split', 'mirror', 'retry']);
   t.same(buildConfig(base({ filters: ['fault'] })).filters, ['fault']);
   t.same(buildConfig(base({ filters: [] })).filters, []);
-  refuses(t, base({ filters: ['fault', 'nope'] }), '/filters/1', /must be one of authz, ratelimit, headers, fault, split, mirror, retry/);
+  refuses(t, base({ filters: ['fault', 'nope'] }), '/filters/1', /must be one of authz, ratelimit, adaptive, headers, fault, split, mirror, retry/);
   refuses(t, base({ filters: ['fault', 'fault'] }), '/filters', /duplicate/);
   refuses(t, base({ filters: 'fault' }), '/filters', /must be array/);
 });

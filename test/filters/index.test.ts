@@ -24,7 +24,7 @@ const doc = (filters?: string[]) => ({
 });
 
 t.test('the default chain and the families the filters declare', async (t) => {
-  t.same(DEFAULT_FILTERS, ['authz', 'ratelimit', 'headers', 'fault', 'split', 'mirror', 'retry']);
+  t.same(DEFAULT_FILTERS, ['authz', 'ratelimit', 'adaptive', 'headers', 'fault', 'split', 'mirror', 'retry']);
   t.same(FILTER_MODULES.map((m) => m.name), DEFAULT_FILTERS);
   const declared = FAMILIES.filter((f) => f.by === 'route').map((f) => `${f.name} ${f.kind}`);
   t.same(declared, ['sluice_fault_aborts_total counter', 'sluice_fault_delays_total counter', 'sluice_split_rq_total counter']);
