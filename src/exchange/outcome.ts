@@ -19,6 +19,10 @@ export type LocalReason =
   | 'registry_timeout'
   | 'denied'
   | 'rate_limited'
+  /** Refused by the adaptive limiter. */
+  | 'overloaded'
+  /** Refused by an open circuit breaker (src/protection/breaker.ts). */
+  | 'circuit_open'
   | 'fault_abort'
   | 'internal_error';
 
@@ -78,6 +82,10 @@ const RESET: LocalReply = { status: 503, reason: 'upstream_reset', body: 'upstre
  */
 export const DENIED: LocalReply = Object.freeze({ status: 403, reason: 'denied', body: 'access denied\n', grpcStatus: 7 });
 export const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
+/** Over a cluster limit of clusters[].circuitBreaker (requests or pending requests in flight across every worker). */
+export const CLUSTER_OVERFLOW: LocalReply = Object.freeze({ status: 503, reason: 'overflow', body: 'cluster limit reached\n' });
+/** An open breaker: the interface's, or every endpoint's of the cluster. */
+export const CIRCUIT_OPEN: LocalReply = Object.freeze({ status: 503, reason: 'circuit_open', body: 'circuit breaker open\n' });
 export const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
 
 /**

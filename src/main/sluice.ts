@@ -21,7 +21,8 @@ import { Listeners } from './listeners';
 import { loadNative, nativeLoadError } from '../net/native';
 import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
-import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
+import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
+import { protectionSeries, releaseShares } from '../protection';
 import { filterSeries } from '../filters';
 import {
   CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
@@ -164,6 +165,8 @@ export class Sluice {
         for (const id of threadIds) {
           if (live.has(id)) continue;
           threadIds.delete(id);
+          // the cluster limits it held (requests, connections in flight) go back with its gauges
+          releaseShares(this.shared.memory, gaugeRowOf(this.shared, id));
           releaseGaugeRow(this.shared, id);
         }
       });
@@ -287,6 +290,7 @@ export class Sluice {
     this.registry.addCluster('inbound_local');
     for (const f of filterSeries(config)) this.registry.add(series(f.name, f.labels));
     for (const k of tlsSeries(config)) this.registry.add(k);
+    for (const k of protectionSeries(config)) this.registry.add(k);
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys };
     this.snapshot = snap;
     this.shared.publishConfig(snap);

@@ -45,6 +45,13 @@ export function claimGaugeRow(shared: SharedState, threadId: number): number {
   return -1;
 }
 
+/** The gauge row a thread holds, -1 when none. */
+export function gaugeRowOf(shared: SharedState, threadId: number): number {
+  const owner = shared.memory.region(GAUGE_ROW_OWNER);
+  for (let r = 0; r < GAUGE_ROWS; r++) if (Atomics.load(owner, r) === threadId) return r;
+  return -1;
+}
+
 /** Main thread, once a worker is gone: drop its share of every gauge and free its row. */
 export function releaseGaugeRow(shared: SharedState, threadId: number): boolean {
   const owner = shared.memory.region(GAUGE_ROW_OWNER);
@@ -332,13 +339,18 @@ export class Stats {
   private readonly gaugeRows: BigInt64Array;
 
   /** `row`: the worker's gauge row (claimGaugeRow), or -1 to write gauges in common. */
-  constructor(private readonly shared: SharedState, keys: readonly string[], row = -1) {
+  constructor(private readonly shared: SharedState, keys: readonly string[], readonly row = -1) {
     this.counters = counters(shared.memory);
     this.gaugeRows = shared.memory.region(GAUGE_ROW_SHARES);
     this.index = new Map(keys.map((k, i) => [k, i]));
     this.gauges = Uint8Array.from(keys, (k) => (isGaugeSeries(k) ? 1 : 0));
     this.rowed = row >= 0 ? this.gauges : new Uint8Array(keys.length);
     this.base = row >= 0 ? row * MAX_COUNTERS : 0;
+  }
+
+  /** The shared memory these stats live in (other shared state of the same thread is found from it). */
+  get memory(): SharedMemory {
+    return this.shared.memory;
   }
 
   /** Slot of a series; -1 if unknown (then inc/dec are no-ops, never a crash). */

@@ -1,0 +1,98 @@
+/**
+ * Circuit breaking and degradation: what a cluster's requests must pass (its limits across every
+ * worker, its endpoints' and interfaces' breakers) and what a route answers instead of a refusal
+ * (its fallback). The exchange asks; the state lives in shared memory (cluster-limits.ts,
+ * breaker.ts), and each thread attaches to it once (attachProtection).
+ */
+import type { ClusterConfig } from '../config/config';
+import type { SharedMemory } from '../shared/shared-memory';
+import { declareFamilies, series, type Family, type Stats } from '../stats/stats';
+import { BreakerTable, ClusterBreakers, breakerSlots, type BreakerConfig, type Scope } from './breaker';
+import { ClusterLimits, DEFAULT_LIMITS, LIMIT_NAMES, LimitsTable, limitSlots } from './cluster-limits';
+import type { CircuitBreakerConfig } from './config';
+
+export { CONNECTIONS, PENDING, REQUESTS, RETRIES, ClusterLimits, releaseShares } from './cluster-limits';
+export { ClusterBreakers, REFUSE, UNTRACKED, TRACKED, TRIAL, type Result } from './breaker';
+
+export const PROTECTION_FAMILIES: readonly Family[] = [
+  { name: 'sluice_circuit_breaker_overflow_total', kind: 'counter', by: 'explicit', help: 'Requests refused (or connections not opened, retries not made) over a cluster limit, by limit: connections, pending, requests, retries' },
+  { name: 'sluice_circuit_breaker_shadow_overflow_total', kind: 'counter', by: 'explicit', help: 'Requests over a cluster limit in shadow mode, let through; by limit' },
+  { name: 'sluice_circuit_breaker_opened_total', kind: 'counter', by: 'explicit', help: 'Breakers that opened, by cluster and scope (endpoint, interface)' },
+  { name: 'sluice_circuit_breaker_half_opened_total', kind: 'counter', by: 'explicit', help: 'Open breakers that began letting trial calls through' },
+  { name: 'sluice_circuit_breaker_closed_total', kind: 'counter', by: 'explicit', help: 'Half-open breakers that closed after their trial calls succeeded' },
+  { name: 'sluice_circuit_breaker_refused_total', kind: 'counter', by: 'explicit', help: 'Calls an open breaker refused (an endpoint breaker: calls that found every endpoint open)' },
+  { name: 'sluice_circuit_breaker_shadow_refused_total', kind: 'counter', by: 'explicit', help: 'Calls an open breaker in shadow mode would have refused, let through' },
+  { name: 'sluice_circuit_breaker_untracked_total', kind: 'counter', by: 'explicit', help: 'Calls not judged by a breaker because the breaker table was full' },
+  { name: 'sluice_fallback_total', kind: 'counter', by: 'explicit', help: 'Refused requests answered with their route\'s fallback, by route and reason' },
+];
+declareFamilies(PROTECTION_FAMILIES);
+
+export interface ProtectionTables { readonly limits: LimitsTable; readonly breakers: BreakerTable }
+
+/** This thread's views of the tables, by the shared memory they live in (tests run several Sluices in a process). */
+const tablesByBuffer = new WeakMap<SharedArrayBuffer, ProtectionTables>();
+
+/** The tables in `memory`, as a thread with gauge row `row` (-1 on the main thread) uses them. */
+export function protectionTables(memory: SharedMemory, row = -1): ProtectionTables {
+  let t = tablesByBuffer.get(memory.buffer);
+  if (!t || t.limits.row !== row) {
+    t = { limits: new LimitsTable(memory, row), breakers: new BreakerTable(memory) };
+    tablesByBuffer.set(memory.buffer, t);
+  }
+  return t;
+}
+
+const SCOPES: readonly Scope[] = ['endpoint', 'interface'];
+
+/** What a cluster's requests pass, for one config on one thread. */
+export interface ClusterProtection {
+  readonly limits: ClusterLimits;
+  readonly endpoint: ClusterBreakers | null;
+  readonly iface: ClusterBreakers | null;
+}
+
+/** A cluster's circuitBreaker with its defaults (a cluster from a registry has none: Envoy's defaults). */
+export function circuitBreakerOf(c: ClusterConfig): CircuitBreakerConfig {
+  return c.circuitBreaker ?? { ...DEFAULT_LIMITS, mode: 'enforce' };
+}
+
+export function breakerConfig(cb: CircuitBreakerConfig, scope: Scope): BreakerConfig | null {
+  const b = scope === 'endpoint' ? cb.endpoint : cb.interface;
+  if (!b) return null;
+  return { ...b, slowCallRatio: b.slowCallRatio ?? 1, mode: b.mode ?? cb.mode };
+}
+
+/** A cluster's protection on this thread, in the shared memory its stats live in. */
+export function clusterProtection(c: ClusterConfig, stats: Stats): ClusterProtection {
+  const t = protectionTables(stats.memory, stats.row);
+  const cb = circuitBreakerOf(c);
+  const limits = new ClusterLimits(t.limits, c.name, cb, stats, limitSlots(stats, c.name));
+  const make = (scope: Scope) => {
+    const b = breakerConfig(cb, scope);
+    return b ? new ClusterBreakers(t.breakers, c.name, scope, b, stats, breakerSlots(stats, c.name, scope)) : null;
+  };
+  return { limits, endpoint: make('endpoint'), iface: make('interface') };
+}
+
+/** The series to register for a config (main thread, before it publishes). */
+export function protectionSeries(config: { clusters: readonly ClusterConfig[]; routes: ReadonlyArray<{ name?: string; fallback?: { on: readonly string[] } }> }): string[] {
+  const out: string[] = [];
+  for (const c of config.clusters) {
+    for (const limit of LIMIT_NAMES) {
+      out.push(series('sluice_circuit_breaker_overflow_total', { cluster: c.name, limit }));
+      out.push(series('sluice_circuit_breaker_shadow_overflow_total', { cluster: c.name, limit }));
+    }
+    const cb = circuitBreakerOf(c);
+    for (const scope of SCOPES) {
+      if (!breakerConfig(cb, scope)) continue;
+      for (const f of ['opened', 'half_opened', 'closed', 'refused', 'shadow_refused', 'untracked']) {
+        out.push(series(`sluice_circuit_breaker_${f}_total`, { cluster: c.name, scope }));
+      }
+    }
+  }
+  config.routes.forEach((r, i) => {
+    if (!r.fallback) return;
+    for (const reason of r.fallback.on) out.push(series('sluice_fallback_total', { route: r.name ?? `routes[${i}]`, reason }));
+  });
+  return out;
+}
