@@ -5,6 +5,7 @@
  *   GET  /stats         Prometheus text: every counter, summed over all workers
  *   GET  /config_dump   the config in force (JSON)
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
+ *   GET  /protection    traffic protection: cluster limits in use, circuit breakers and their state (JSON)
  *   POST /config        replace the config (YAML body); 400 with every error if invalid
  *   POST /drain         stop accepting, drain open connections, exit
  *   GET /certs          the workload identity in force: SPIFFE ID, serial, validity, seconds to expiry
@@ -22,6 +23,7 @@ import { ConfigError, SluiceError } from '../errors';
 import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { Sluice } from './sluice';
+import { protectionView } from '../protection';
 import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
 
 const MAX_BODY = 4 << 20;
@@ -210,6 +212,10 @@ export class AdminServer {
         this.json(res, 200, s.certs.view());
         return;
       }
+      case 'GET /protection':
+        // circuit breaking: cluster limits in use, breakers and their state (src/protection/)
+        this.json(res, 200, protectionView(s.shared.memory, s.currentConfig));
+        return;
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: redacted(s.currentConfig) });
         return;

@@ -7,7 +7,7 @@
 import type { ClusterConfig } from '../config/config';
 import type { SharedMemory } from '../shared/shared-memory';
 import { declareFamilies, series, type Family, type Stats } from '../stats/stats';
-import { BreakerTable, ClusterBreakers, breakerSlots, type BreakerConfig, type Scope } from './breaker';
+import { BreakerTable, ClusterBreakers, breakerSlots, ruleFingerprint, type BreakerConfig, type Scope } from './breaker';
 import { ClusterLimits, DEFAULT_LIMITS, LIMIT_NAMES, LimitsTable, limitSlots } from './cluster-limits';
 import type { CircuitBreakerConfig } from './config';
 
@@ -95,4 +95,41 @@ export function protectionSeries(config: { clusters: readonly ClusterConfig[]; r
     for (const reason of r.fallback.on) out.push(series('sluice_fallback_total', { route: r.name ?? `routes[${i}]`, reason }));
   });
   return out;
+}
+
+/**
+ * The admin view (GET /protection): each cluster's limits and what is in use now, and each breaker
+ * of the rules in force with its state and counts (breakers of rules a reload replaced are left
+ * out: nothing consults them any more).
+ */
+export function protectionView(memory: SharedMemory, config: { clusters: readonly ClusterConfig[] }): { clusterLimits: unknown[]; breakers: unknown[] } {
+  const t = protectionTables(memory);
+  const clusterLimits = config.clusters.map((c) => {
+    const cb = circuitBreakerOf(c);
+    const inUse = t.limits.counts(c.name) ?? [0, 0, 0, 0];
+    return {
+      cluster: c.name,
+      mode: cb.mode,
+      connections: { max: cb.maxConnections, inUse: inUse[0] },
+      pendingRequests: { max: cb.maxPendingRequests, inUse: inUse[1] },
+      requests: { max: cb.maxRequests, inUse: inUse[2] },
+      retries: { max: cb.maxRetries, inUse: inUse[3] },
+    };
+  });
+  const current = new Map<string, { mode: string }>();
+  for (const c of config.clusters) {
+    const cb = circuitBreakerOf(c);
+    for (const scope of SCOPES) {
+      const b = breakerConfig(cb, scope);
+      if (b) current.set(`${c.name}\t${scope}\t${ruleFingerprint(b)}`, { mode: b.mode });
+    }
+  }
+  const breakers = t.breakers.list()
+    .filter((b) => current.has(`${b.cluster}\t${b.scope}\t${b.rule}`))
+    .map((b) => {
+      const { key: _key, rule: _rule, ...rest } = b;
+      return { ...rest, mode: current.get(`${b.cluster}\t${b.scope}\t${b.rule}`)!.mode };
+    })
+    .sort((a, b) => (a.cluster + a.scope + a.target < b.cluster + b.scope + b.target ? -1 : 1));
+  return { clusterLimits, breakers };
 }

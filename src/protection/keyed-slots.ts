@@ -11,7 +11,8 @@
  *
  * Open addressing with linear probing. A claim is a compare-and-swap of 0 → -1, the name
  * written, then the hash stored; a reader that meets -1 waits a few spins for the hash (the claim
- * is a few stores) and passes on if it never comes. Slots are never freed: the table is a bound
+ * is a few stores) and, if it never comes (the claiming thread was descheduled), gets no slot this
+ * time rather than claim a second slot for what may be the same key. Slots are never freed: the table is a bound
  * (when full, a new key gets no slot and its caller goes unprotected; the owner counts that).
  */
 import { declareRegion, type Region, type SharedMemory } from '../shared/shared-memory';
@@ -96,6 +97,8 @@ export class KeyedSlots {
         k = Atomics.load(keys, i);
       }
       for (let spin = 0; k === CLAIMING && spin < SPINS; spin++) k = Atomics.load(keys, i);
+      // a claim not finished yet (its thread descheduled): no slot this time, rather than a second one for the same key
+      if (k === CLAIMING) return -1;
       if (k === h && this.sameName(i, name)) return i;
     }
     return -1;
