@@ -15,7 +15,7 @@ import { curl, loadEcho, unary } from './filter-peers';
 import { deadPort, dubboSwitchable, grpcSwitchable, httpSwitchable } from './protection-peers';
 import YAML from 'yaml';
 
-const OPEN_MS = 800;
+const OPEN_MS = 1500;
 // a window long enough that a loaded machine's slow curls all fall in it
 const breaker = { minimumRequests: 4, errorRatio: 0.5, windowMs: 60_000, buckets: 6, openMs: OPEN_MS, halfOpenRequests: 2 };
 
@@ -246,8 +246,9 @@ t.test('shadow mode lets everything through and counts the opens and refusals en
     workers: { threads: 2 },
     listeners: [{ name: 'app', address: '127.0.0.1:0' }],
     clusters: [
-      { name: 'enforced', endpoints: [`127.0.0.1:${up.port}`], circuitBreaker: { endpoint: breaker } },
-      { name: 'shadowed', endpoints: [`127.0.0.1:${up2.port}`], circuitBreaker: { mode: 'shadow', endpoint: breaker } },
+      // open for longer than the test takes, however slow the machine
+      { name: 'enforced', endpoints: [`127.0.0.1:${up.port}`], circuitBreaker: { endpoint: { ...breaker, openMs: 60_000 } } },
+      { name: 'shadowed', endpoints: [`127.0.0.1:${up2.port}`], circuitBreaker: { mode: 'shadow', endpoint: { ...breaker, openMs: 60_000 } } },
     ],
     routes: [
       { match: { path: { prefix: '/shadow' } }, action: { cluster: 'shadowed' } },
@@ -302,4 +303,28 @@ t.test('a reload keeps an open breaker whose rule did not change, and starts afr
   const r = await curl(url);
   t.equal(r.status, 200, 'a changed rule: a new breaker, closed');
   t.equal(r.headers['x-sluice-reason'], undefined);
+});
+
+t.test('a worker that dies holding requests gives its places back', async (t) => {
+  const up = await httpSwitchable();
+  t.teardown(() => up.close());
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'slow' }],
+    clusters: [{ name: 'slow', endpoints: [`127.0.0.1:${up.port}`], circuitBreaker: { maxRequests: 2 } }],
+  });
+  t.teardown(() => s.stop());
+  const url = `http://127.0.0.1:${s.port('app')}/`;
+  up.mode = 'hold';
+  const held = [curl(url, { maxTime: 20 }), curl(url, { maxTime: 20 })];
+  await waitFor(() => up.held === 2, 10_000, 'two requests held');
+  t.equal((await curl(url, { maxTime: 10 })).headers['x-sluice-reason'], 'overflow', 'full');
+  t.ok(s.sluice.killWorker());
+  const gone = await Promise.all(held);
+  t.ok(gone.every((r) => r.status !== 200), 'the held requests died with their worker');
+  await waitFor(async () => (await protection(s.admin)).clusterLimits[0].requests.inUse === 0, 10_000, 'the dead worker\'s places back');
+  up.mode = 'ok';
+  up.release();
+  const r = await waitFor(async () => { const x = await curl(url, { maxTime: 10 }); return x.status === 200 ? x : null; }, 10_000, 'a request through the new worker');
+  t.equal(r.status, 200);
 });
