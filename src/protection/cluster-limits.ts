@@ -138,8 +138,12 @@ export class ClusterLimits {
     this.slot = table.slots.slot(cluster);
   }
 
-  /** One more of `kind` (CONNECTIONS, ...): false when the limit refuses it (never in shadow mode). Every true needs a release(). */
-  acquire(kind: number): boolean {
+  /**
+   * One more of `kind` (CONNECTIONS, ...): false when the limit refuses it (never in shadow mode).
+   * Every true needs a release(). `count` false: a refusal is not counted yet (the caller may wait
+   * rather than refuse; it calls overflowed() when it does refuse).
+   */
+  acquire(kind: number, count = true): boolean {
     if (this.slot < 0) return true;
     if (this.table.take(this.slot, kind, this.max[kind], this.shadowMode)) return true;
     if (this.shadowMode) {
@@ -147,9 +151,14 @@ export class ClusterLimits {
       shadowLog.note({ cluster: this.cluster, limit: LIMIT_NAMES[kind], max: this.max[kind] });
       return true;
     }
+    if (count) this.overflowed(kind);
+    return false;
+  }
+
+  /** A request refused over the limit of `kind`: counted, and logged at most every 10 s. */
+  overflowed(kind: number): void {
     this.stats.inc(this.counters.overflow[kind]);
     overflowLog.note({ cluster: this.cluster, limit: LIMIT_NAMES[kind], max: this.max[kind] });
-    return false;
   }
 
   release(kind: number): void {

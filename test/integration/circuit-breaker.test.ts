@@ -21,7 +21,8 @@ const breaker = { minimumRequests: 4, errorRatio: 0.5, windowMs: 60_000, buckets
 
 interface BreakerRow { cluster: string; scope: string; target: string; state: string; mode: string; opened: number; halfOpened: number; closed: number; refused: number; shadowRefused: number }
 
-async function protection(admin: string): Promise<{ clusterLimits: Array<{ cluster: string; requests: { max: number; inUse: number } }>; breakers: BreakerRow[] }> {
+interface Limit { max: number; inUse: number }
+async function protection(admin: string): Promise<{ clusterLimits: Array<{ cluster: string; requests: Limit; connections: Limit }>; breakers: BreakerRow[] }> {
   const r = await get(`${admin}/protection`);
   return JSON.parse(r.body);
 }
@@ -327,4 +328,43 @@ t.test('a worker that dies holding requests gives its places back', async (t) =>
   up.release();
   const r = await waitFor(async () => { const x = await curl(url, { maxTime: 10 }); return x.status === 200 ? x : null; }, 10_000, 'a request through the new worker');
   t.equal(r.status, 200);
+});
+
+t.test('maxConnections bounds HTTP/1.1 connections (requests wait for one); maxRetries 0 stops retries and counts them', async (t) => {
+  const up = await httpSwitchable();
+  t.teardown(() => up.close());
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0' }],
+    clusters: [
+      { name: 'narrow', protocol: 'http1', endpoints: [`127.0.0.1:${up.port}`], circuitBreaker: { maxConnections: 2 } },
+      { name: 'noretry', endpoints: [`127.0.0.1:${up.port}`], circuitBreaker: { maxRetries: 0 } },
+    ],
+    routes: [
+      { match: { path: { prefix: '/retry' } }, action: { cluster: 'noretry' }, retry: { on: ['5xx'], attempts: 2, backoff: { baseMs: 0 } } },
+      { match: {}, action: { cluster: 'narrow' } },
+    ],
+  });
+  t.teardown(() => s.stop());
+  const base = `http://127.0.0.1:${s.port('app')}`;
+  up.mode = 'hold';
+  const four = Array.from({ length: 4 }, () => curl(`${base}/x`, { maxTime: 20 }));
+  await waitFor(() => up.held === 2, 10_000, 'two requests at the upstream');
+  await sleep(300);
+  t.equal(up.held, 2, 'the other two wait for a connection');
+  t.match((await protection(s.admin)).clusterLimits.find((c) => c.cluster === 'narrow'), { connections: { max: 2, inUse: 2 } }, '/protection: two of two connections');
+  t.equal(up.connections, 2);
+  up.mode = 'ok';
+  up.release();
+  t.same((await Promise.all(four)).map((r) => r.status), [200, 200, 200, 200], 'all four served');
+  t.equal(up.connections, 2, 'over the two connections');
+
+  up.mode = 'fail';
+  const hits = up.hits;
+  const r = await curl(`${base}/retry`);
+  t.equal(r.status, 503);
+  t.equal(up.hits, hits + 1, 'no retry');
+  const st = await stats(s.admin);
+  t.equal(st.get('sluice_circuit_breaker_overflow_total{cluster="noretry",limit="retries"}'), 1);
+  t.equal(st.get('sluice_circuit_breaker_overflow_total{cluster="narrow",limit="connections"}'), 0, 'waiting for a connection is no overflow');
 });

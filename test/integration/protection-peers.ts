@@ -10,10 +10,7 @@ import type http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { encodeErrorResponse, encodeResponse } from '../../src/protocols/dubbo';
 import { httpUpstream, type Upstream } from '../helpers/harness';
-import { loadEcho } from './filter-peers';
-
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const protocol: any = require('dubbo-remoting/lib/protocol');
+import { dubboProvider, loadEcho } from './filter-peers';
 
 export type Behaviour = 'ok' | 'fail' | 'hold' | number;
 
@@ -25,6 +22,8 @@ export interface Switchable {
   readonly hits: number;
   /** Requests held now. */
   readonly held: number;
+  /** Connections accepted (HTTP only). */
+  readonly connections?: number;
   release(): void;
   close(): Promise<void> | void;
 }
@@ -47,8 +46,11 @@ export async function httpSwitchable(): Promise<Switchable> {
       else answer(res, m);
     });
   });
+  let connections = 0;
+  up.server.on('connection', () => { connections++; });
   return {
     port: up.port,
+    get connections() { return connections; },
     get mode() { return state.mode; },
     set mode(m: Behaviour) { state.mode = m; },
     get hits() { return hits; },
@@ -84,50 +86,23 @@ export async function grpcSwitchable(): Promise<Switchable> {
   };
 }
 
-/** A Dubbo provider (frames split here, calls decoded by dubbo-remoting): 'ok' returns "up", 'fail' answers SERVER_ERROR (80), a number answers that status. */
+/** A Dubbo provider: 'ok' returns "up", 'fail' answers SERVER_ERROR (80), a number answers that status. */
 export async function dubboSwitchable(): Promise<Switchable> {
-  let hits = 0;
   const state = { mode: 'ok' as Behaviour };
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
-    let buf: Buffer = Buffer.alloc(0);
-    sock.on('data', (d: Buffer) => {
-      buf = buf.length ? Buffer.concat([buf, d]) : d;
-      while (buf.length >= 16 && buf.length >= 16 + buf.readUInt32BE(12)) {
-        const frame = buf.subarray(0, 16 + buf.readUInt32BE(12));
-        buf = buf.subarray(frame.length);
-        const id = { idHi: frame.readUInt32BE(4), idLo: frame.readUInt32BE(8) };
-        if ((frame[2] & 0x20) !== 0) {
-          if ((frame[2] & 0x40) !== 0) sock.write(Buffer.concat([Buffer.from([0xda, 0xbb, 0x22, 20]), frame.subarray(4, 12), Buffer.from([0, 0, 0, 1, 0x4e])]));
-          continue;
-        }
-        const msg = protocol.decode(frame, {});
-        if (msg.packetType !== 'request') continue;
-        hits++;
-        const m = state.mode;
-        if (m === 'fail') sock.write(encodeErrorResponse(id, 80, 'provider failed'));
-        else if (typeof m === 'number') sock.write(encodeErrorResponse(id, m, 'provider says no'));
-        else sock.write(encodeResponse({ id, value: 'up', requestDubboVersion: msg.data.requestProps?.dubbo }));
-      }
-    });
+  const p = await dubboProvider(({ id, props }) => {
+    const m = state.mode;
+    if (m === 'fail') return encodeErrorResponse(id, 80, 'provider failed');
+    if (typeof m === 'number') return encodeErrorResponse(id, m, 'provider says no');
+    return encodeResponse({ id, value: 'up', requestDubboVersion: props.dubbo });
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
   return {
-    port: (server.address() as AddressInfo).port,
+    port: p.port,
     get mode() { return state.mode; },
     set mode(m: Behaviour) { state.mode = m; },
-    get hits() { return hits; },
+    get hits() { return p.calls; },
     held: 0,
     release() {},
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-      await once(server, 'close');
-    },
+    close: () => p.close(),
   };
 }
 

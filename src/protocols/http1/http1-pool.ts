@@ -239,12 +239,12 @@ export class Http1Pool {
       return;
     }
     if (this.total < limits.maxConnections) {
-      if (!limits.gate || limits.gate.acquire(CONNECTIONS)) {
+      if (!limits.gate || limits.gate.acquire(CONNECTIONS, false)) {
         this.connect(cb, cstats, limits.gate);
         return;
       }
       // the cluster is at its connections: wait for one of this pool's, if it has any
-      if (this.total === 0) { cb('overflow', null); return; }
+      if (this.total === 0) { limits.gate.overflowed(CONNECTIONS); cb('overflow', null); return; }
     }
     if (this.waiters.length >= limits.maxPending) {
       this.stats.inc(cstats.rqPendingOverflow);
@@ -324,9 +324,9 @@ export class Http1Pool {
   private serveWaiters(): void {
     const gate = this.limits.gate;
     while (this.waiters.length && this.total < this.limits.maxConnections) {
-      if (gate && !gate.acquire(CONNECTIONS)) {
+      if (gate && !gate.acquire(CONNECTIONS, false)) {
         // the cluster is at its connections: waiters keep waiting for this pool's, or give up when it has none
-        if (this.total === 0) for (const w of this.waiters.splice(0)) w.cb('overflow', null);
+        if (this.total === 0) for (const w of this.waiters.splice(0)) { gate.overflowed(CONNECTIONS); w.cb('overflow', null); }
         return;
       }
       const w = this.waiters.shift()!;
