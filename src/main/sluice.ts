@@ -22,7 +22,7 @@ import { loadNative, nativeLoadError } from '../net/native';
 import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
 import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
-import { protectionSeries, releaseShares } from '../protection';
+import { clusterLimitSeries, protectionSeries, releaseShares } from '../protection';
 import { filterSeries } from '../filters';
 import {
   CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
@@ -318,6 +318,7 @@ export class Sluice {
     const before = this.registry.keys.length;
     try {
       this.registry.addCluster(name);
+      for (const k of clusterLimitSeries(name)) this.registry.add(k);
     } catch (err) {
       if (!this.seriesFull) log.warn({ err: (err as Error).message }, 'stat series are full: new ones are not counted');
       this.seriesFull = true;

@@ -74,14 +74,19 @@ export function clusterProtection(c: ClusterConfig, stats: Stats): ClusterProtec
   return { limits, endpoint: make('endpoint'), iface: make('interface') };
 }
 
+/** A cluster's limit series; a cluster found in a registry gets them when it is found. */
+export function clusterLimitSeries(cluster: string): string[] {
+  return LIMIT_NAMES.flatMap((limit) => [
+    series('sluice_circuit_breaker_overflow_total', { cluster, limit }),
+    series('sluice_circuit_breaker_shadow_overflow_total', { cluster, limit }),
+  ]);
+}
+
 /** The series to register for a config (main thread, before it publishes). */
 export function protectionSeries(config: { clusters: readonly ClusterConfig[]; routes: ReadonlyArray<{ name?: string; fallback?: { on: readonly string[] } }> }): string[] {
   const out: string[] = [];
   for (const c of config.clusters) {
-    for (const limit of LIMIT_NAMES) {
-      out.push(series('sluice_circuit_breaker_overflow_total', { cluster: c.name, limit }));
-      out.push(series('sluice_circuit_breaker_shadow_overflow_total', { cluster: c.name, limit }));
-    }
+    out.push(...clusterLimitSeries(c.name));
     const cb = circuitBreakerOf(c);
     for (const scope of SCOPES) {
       if (!breakerConfig(cb, scope)) continue;
