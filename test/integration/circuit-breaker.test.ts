@@ -368,3 +368,36 @@ t.test('maxConnections bounds HTTP/1.1 connections (requests wait for one); maxR
   t.equal(st.get('sluice_circuit_breaker_overflow_total{cluster="noretry",limit="retries"}'), 1);
   t.equal(st.get('sluice_circuit_breaker_overflow_total{cluster="narrow",limit="connections"}'), 0, 'waiting for a connection is no overflow');
 });
+
+t.test('timeouts and resets are failures: each opens an endpoint breaker', async (t) => {
+  const slow = await httpSwitchable();
+  const rude = await httpSwitchable();
+  t.teardown(() => { slow.release(); slow.close(); rude.close(); });
+  const cb = { endpoint: { ...breaker, minimumRequests: 2, openMs: 60_000 } };
+  const s = await startSluice({
+    workers: { threads: 2 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0' }],
+    clusters: [
+      { name: 'slow', endpoints: [`127.0.0.1:${slow.port}`], circuitBreaker: cb },
+      { name: 'rude', endpoints: [`127.0.0.1:${rude.port}`], circuitBreaker: cb },
+    ],
+    routes: [
+      { match: { path: { prefix: '/slow' } }, action: { cluster: 'slow', timeoutMs: 300 } },
+      { match: {}, action: { cluster: 'rude' } },
+    ],
+  });
+  t.teardown(() => s.stop());
+  const base = `http://127.0.0.1:${s.port('app')}`;
+  slow.mode = 'hold';
+  rude.mode = 'reset';
+  for (let i = 0; i < 2; i++) {
+    const r = await curl(`${base}/slow`);
+    t.equal(r.status, 504);
+    t.equal(r.headers['x-sluice-reason'], 'upstream_timeout');
+    t.equal((await curl(`${base}/rude`)).headers['x-sluice-reason'], 'upstream_reset');
+  }
+  t.equal((await curl(`${base}/slow`)).headers['x-sluice-reason'], 'circuit_open', 'two timeouts opened it');
+  t.equal((await curl(`${base}/rude`)).headers['x-sluice-reason'], 'circuit_open', 'two resets opened it');
+  t.equal(slow.hits, 2);
+  t.equal(rude.hits, 2);
+});

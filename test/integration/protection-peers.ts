@@ -12,11 +12,11 @@ import { encodeErrorResponse, encodeResponse } from '../../src/protocols/dubbo';
 import { httpUpstream, type Upstream } from '../helpers/harness';
 import { dubboProvider, loadEcho } from './filter-peers';
 
-export type Behaviour = 'ok' | 'fail' | 'hold' | number;
+export type Behaviour = 'ok' | 'fail' | 'hold' | 'reset' | number;
 
 export interface Switchable {
   port: number;
-  /** What the next requests get: 'ok' (200), 'fail' (503, UNAVAILABLE, Dubbo SERVER_ERROR), 'hold' (no answer until release()), or an HTTP status. */
+  /** What the next requests get: 'ok' (200), 'fail' (503, UNAVAILABLE, Dubbo SERVER_ERROR), 'hold' (no answer until release()), 'reset' (HTTP: the connection closed, no answer), or an HTTP status. */
   mode: Behaviour;
   /** Requests that reached the upstream. */
   readonly hits: number;
@@ -43,6 +43,7 @@ export async function httpSwitchable(): Promise<Switchable> {
     req.on('end', () => {
       const m = state.mode;
       if (m === 'hold') held.push(() => answer(res, 'ok'));
+      else if (m === 'reset') req.socket.destroy();
       else answer(res, m);
     });
   });
