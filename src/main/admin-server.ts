@@ -25,7 +25,7 @@ import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { Sluice } from './sluice';
 import type { AppProber } from './app-probes';
-import { protectionView } from '../protection';
+import { protectionView, renderBreakers } from '../protection';
 import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
 
 const MAX_BODY = 4 << 20;
@@ -102,7 +102,7 @@ export class AdminServer {
   private sendStats(res: http.ServerResponse): void {
     const s = this.sluice;
     s.refreshConnectionGauge();
-    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render(), 'text/plain; version=0.0.4; charset=utf-8');
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + renderBreakers(s.shared.memory, s.currentConfig), 'text/plain; version=0.0.4; charset=utf-8');
   }
 
   /** 200 only once every listener accepts and every worker serves, and until the drain begins. */

@@ -138,3 +138,26 @@ export function protectionView(memory: SharedMemory, config: { clusters: readonl
     .sort((a, b) => (a.cluster + a.scope + a.target < b.cluster + b.scope + b.target ? -1 : 1));
   return { clusterLimits, breakers };
 }
+
+const STATE_VALUE: Record<string, number> = { closed: 0, open: 1, half_open: 2 };
+
+/**
+ * Per breaker series for /stats, from the breakers of the rules in force (as the admin view lists
+ * them): its state, and its own counts. Bounded by the breaker table (BREAKER_SLOTS).
+ */
+export function renderBreakers(memory: SharedMemory, config: { clusters: readonly ClusterConfig[] }): string {
+  const list = protectionView(memory, config).breakers as Array<{ cluster: string; scope: string; target: string; state: string; opened: number; refused: number; shadowRefused: number }>;
+  if (list.length === 0) return '';
+  const families: Array<[string, string, string, (b: (typeof list)[number]) => number]> = [
+    ['sluice_circuit_breaker_state', 'gauge', 'Each breaker of the rules in force: 0 closed, 1 open, 2 half-open', (b) => STATE_VALUE[b.state] ?? 1],
+    ['sluice_circuit_breaker_target_opened_total', 'counter', 'Times each breaker opened', (b) => b.opened],
+    ['sluice_circuit_breaker_target_refused_total', 'counter', 'Calls each breaker refused', (b) => b.refused],
+    ['sluice_circuit_breaker_target_shadow_refused_total', 'counter', 'Calls each breaker in shadow mode would have refused', (b) => b.shadowRefused],
+  ];
+  let out = '';
+  for (const [name, kind, help, value] of families) {
+    out += `# HELP ${name} ${help}\n# TYPE ${name} ${kind}\n`;
+    for (const b of list) out += `${series(name, { cluster: b.cluster, scope: b.scope, target: b.target })} ${value(b)}\n`;
+  }
+  return out;
+}

@@ -8,8 +8,11 @@
  * rule did not change and starts afresh when it did.
  */
 import * as grpc from '@grpc/grpc-js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
-import { adminPost, get, startSluice, stats, waitFor } from '../helpers/harness';
+import { adminPost, get, run, startSluice, stats, waitFor } from '../helpers/harness';
 import { Consumer, str } from './dubbo-peers';
 import { curl, loadEcho, unary } from './filter-peers';
 import { deadPort, dubboSwitchable, grpcSwitchable, httpSwitchable } from './protection-peers';
@@ -97,6 +100,14 @@ t.test('HTTP endpoint breaker: opens on 5xx, refuses, half-opens, closes; a fail
   let rows = await breakersOf(s.admin, 'web');
   t.equal(rows.length, 1);
   t.match(rows[0], { scope: 'endpoint', target: `127.0.0.1:${up.port}`, state: 'open', opened: 1, refused: 1 });
+  const open = await stats(s.admin);
+  const labels = `{cluster="web",scope="endpoint",target="127.0.0.1:${up.port}"}`;
+  t.equal(open.get(`sluice_circuit_breaker_state${labels}`), 1, '/stats: the endpoint\'s breaker is open');
+  t.equal(open.get(`sluice_circuit_breaker_target_refused_total${labels}`), 1);
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'sluice-cb-')), 'stats.txt');
+  writeFileSync(file, (await get(`${s.admin}/stats`)).body);
+  const check = await run('sh', ['-c', `promtool check metrics < '${file}'`]);
+  t.equal(check.code, 0, `promtool accepts the exposition: ${check.stdout}${check.stderr}`);
 
   // half-open with the upstream still failing: the first trial fails and it opens again
   await sleep(OPEN_MS + 100);
