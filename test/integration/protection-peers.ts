@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import type http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { encodeErrorResponse, encodeResponse } from '../../src/protocols/dubbo';
-import { httpUpstream, type Upstream } from '../helpers/harness';
+import { get, httpUpstream, type Upstream } from '../helpers/harness';
 import { dubboProvider, loadEcho } from './filter-peers';
 
 export type Behaviour = 'ok' | 'fail' | 'hold' | 'reset' | number;
@@ -116,3 +116,19 @@ export async function deadPort(): Promise<number> {
   await once(s, 'close');
   return port;
 }
+
+// ── the admin view ──────────────────────────────────────────────────────────
+
+export interface BreakerRow { cluster: string; scope: string; target: string; state: string; mode: string; opened: number; halfOpened: number; closed: number; refused: number; shadowRefused: number }
+
+export interface Limit { max: number; inUse: number }
+export async function protection(admin: string): Promise<{ clusterLimits: Array<{ cluster: string; requests: Limit; connections: Limit }>; breakers: BreakerRow[] }> {
+  const r = await get(`${admin}/protection`);
+  return JSON.parse(r.body);
+}
+
+export async function breakersOf(admin: string, cluster: string): Promise<BreakerRow[]> {
+  return (await protection(admin)).breakers.filter((b) => b.cluster === cluster);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
