@@ -18,6 +18,7 @@ import type { AdaptiveLimitConfig } from '../filters/adaptive';
 import { checkMatch } from '../filters/route-checks';
 import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
 import { tlsIssues, type ClusterTls, type InboundMode, type TlsConfig } from '../tls/tls-config';
+import { circuitBreakerIssues, fallbackIssues, type CircuitBreakerConfig, type FallbackConfig } from '../protection/config';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -57,6 +58,8 @@ export interface RouteConfig {
   /** Filter sections: each filter module validates and reads its own (see src/filters/). */
   mirror?: MirrorConfig;
   retry?: RetryConfig;
+  /** What the route answers instead of a refusal (src/protection/config.ts). */
+  fallback?: FallbackConfig;
 }
 
 export interface EndpointConfig {
@@ -74,6 +77,8 @@ export interface ClusterConfig {
   maxPendingRequests: number;
   endpoints: EndpointConfig[];
   tls?: ClusterTls;
+  /** Absent only on clusters Sluice builds itself (a registry's): then Envoy's default limits. */
+  circuitBreaker?: CircuitBreakerConfig;
 }
 
 export interface SluiceConfig {
@@ -338,7 +343,9 @@ function semanticIssues(c: Obj): ConfigIssue[] {
       }
     }
     if (isObj(r.match)) checkMatch(issues, `${p}/match`, r.match, listenerNames);
+    for (const issue of fallbackIssues(r)) issues.push({ path: `${p}${issue.path}`, message: issue.message });
   });
+  issues.push(...circuitBreakerIssues(c.clusters));
   // each filter checks its own top-level sections
   for (const m of FILTER_MODULES) issues.push(...(m.checkConfig?.(c) ?? []));
   issues.push(...registryConfigIssues(c));

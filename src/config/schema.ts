@@ -6,6 +6,7 @@ import { DEFAULT_FILTERS, FILTER_MODULES } from '../filters';
 import { matchProperties } from './match-schema';
 import { registryConfigSchema } from '../registry/config';
 import { clusterTlsSchema, listenerTlsSchema, tlsSchema } from '../tls/tls-config';
+import { circuitBreakerSchema, fallbackSchema, protectionDefinitions } from '../protection/config';
 
 /** Each filter adds its sections to a route, and to a route's action. */
 const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
@@ -36,6 +37,7 @@ export const endpointList = {
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
+  definitions: protectionDefinitions,
   properties: {
     admin: {
       type: 'object',
@@ -137,6 +139,8 @@ export const configSchema = {
             },
           },
           ...filterRouteProps,
+          /** What the route answers instead of a refusal (src/protection/config.ts). */
+          fallback: fallbackSchema,
         },
       },
     },
@@ -168,6 +172,8 @@ export const configSchema = {
           endpoints: endpointList,
           /** `mutual`: connections to the endpoints are mTLS with the workload identity (src/tls/). */
           tls: clusterTlsSchema,
+          /** Limits across every worker, and breakers per endpoint and interface (src/protection/config.ts). */
+          circuitBreaker: circuitBreakerSchema,
         },
       },
     },

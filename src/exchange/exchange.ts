@@ -40,13 +40,17 @@ import {
   type UpstreamTarget,
 } from './filter';
 import {
-  NO_HEALTHY_UPSTREAM, NO_ROUTE, classifyGrpcStatus, neverSent, replyForFailure,
+  CIRCUIT_OPEN, CLUSTER_OVERFLOW, NO_HEALTHY_UPSTREAM, NO_ROUTE, classifyGrpcStatus, neverSent, replyForFailure,
   type FailureKind, type LocalReply, type OutcomeClass,
 } from './outcome';
 import type { RequestView } from './request-view';
 import type { Route, RouteFilter, RouteTarget, Router } from './router';
 import type { DiscoveryResult } from '../upstream/discovered';
 import { addDeadline, clearDeadline, type DeadlineList, type Timed } from './deadlines';
+import {
+  PENDING, REFUSE, REQUESTS, RETRIES, UNTRACKED, type ClusterBreakers, type ClusterLimits, type Result,
+} from '../protection';
+import type { CompiledFallback } from '../protection/fallback';
 
 /** Request body kept for sending it again on a retry; a longer body cannot be retried once sent. */
 export const RETRY_BODY_BYTES = 64 * 1024;
@@ -123,6 +127,12 @@ export interface Downstream {
   abort(): void;
   /** Answer locally, in the protocol's form; returns the status the client got (HTTP, or Dubbo's byte). */
   localReply(r: LocalReply): number;
+  /**
+   * The route's fallback instead of a refusal, in the protocol's form (HTTP status, headers, body; a
+   * gRPC status and message; a Dubbo value returned normally); the status the client got, or
+   * undefined when the fallback has nothing for this protocol (the refusal goes out as it is).
+   */
+  fallback?(f: CompiledFallback, reason: string): number | undefined;
   /** A 2xx direct response where the protocol has its own form for it (a Dubbo value); else undefined and localReply is used. */
   directSuccess?(status: number, body: string): number | undefined;
   /** Around one read from the upstream (start true, then false): HTTP/1 corks the socket. */
@@ -334,6 +344,22 @@ export class Exchange implements AttemptSink, Timed {
   private notes: Record<string, string | number> | null = null;
   private timers: NodeJS.Timeout[] | null = null;
 
+  /** The cluster limits this exchange holds a request and a pending place of (released as the attempt ends). */
+  private limits: ClusterLimits | null = null;
+  private holdsRequest = false;
+  private holdsPending = false;
+  /** The cluster limits this exchange holds a retry place of, until it ends. */
+  private retryLimits: ClusterLimits | null = null;
+  /** The endpoint breaker of the current attempt: its slot, the ticket it gave, when the attempt began. */
+  private epBreakers: ClusterBreakers | null = null;
+  private epSlot = -1;
+  private epTicket = UNTRACKED;
+  private epStart = 0;
+  /** The interface breaker of the request. */
+  private ifBreakers: ClusterBreakers | null = null;
+  private ifSlot = -1;
+  private ifTicket = UNTRACKED;
+
   private attempt: Attempt | null = null;
   /** The attempt has a connection and the request head went out. */
   private attemptReady = false;
@@ -543,8 +569,13 @@ export class Exchange implements AttemptSink, Timed {
   private choose(avoid: Endpoint | undefined): UpstreamChoice | LocalReply {
     const t = this.upstreamTarget!;
     if (t.kind === 'cluster' && t.cluster) {
-      const ep = t.cluster.pick(t.subset, avoid);
+      let ep: Endpoint | null | undefined = t.cluster.pick(t.subset, avoid);
       if (!ep) return NO_HEALTHY_UPSTREAM;
+      const eb = t.cluster.protection?.endpoint;
+      if (eb) {
+        ep = this.passBreaker(eb, t.cluster.subsetEndpoints(t.subset), ep);
+        if (!ep) return CIRCUIT_OPEN;
+      }
       return { host: ep.host, port: ep.port, key: ep.key, cstats: t.cluster.stats, cluster: t.cluster, endpoint: ep, tls: this.env.upstreamTls(t.cluster, this.down.view) };
     }
     const p = this.env.passthrough(this.down.view);
@@ -552,8 +583,89 @@ export class Exchange implements AttemptSink, Timed {
     return { host: p.host, port: p.port, key: `${p.host}:${p.port}`, cstats: p.cstats, cluster: null, endpoint: null, tls: p.tls };
   }
 
+  /**
+   * The endpoint to use given its breaker: `picked` if its breaker lets the call through, else
+   * another of `eps` whose breaker does; null when every one is open. In shadow mode the call goes
+   * to `picked` whatever the breakers say, and is counted as refused only where enforcing would
+   * have refused it (every endpoint open).
+   */
+  private passBreaker(eb: ClusterBreakers, eps: readonly Endpoint[], picked: Endpoint): Endpoint | null {
+    let s = eb.slotOf(picked.key);
+    let ticket = eb.admit(s);
+    let ep: Endpoint | null = picked;
+    if (ticket === REFUSE) {
+      ep = null;
+      const n = eps.length;
+      const from = n > 1 ? Math.floor(Math.random() * n) : 0;
+      for (let i = 0; i < n && ep === null; i++) {
+        const e = eps[(from + i) % n];
+        if (e === picked) continue;
+        const es = eb.slotOf(e.key);
+        const et = eb.admit(es);
+        if (et !== REFUSE) { ep = e; s = es; ticket = et; }
+      }
+      if (eb.shadow) {
+        // shadow: the call goes where it would have gone without breakers, untracked
+        if (ep !== null) eb.record(s, ticket, 'neutral', 0, ep.key);
+        else eb.refused(eb.slotOf(picked.key), picked.key);
+        ep = picked;
+        s = eb.slotOf(picked.key);
+        ticket = UNTRACKED;
+      } else if (ep === null) {
+        eb.refused(eb.slotOf(picked.key), picked.key);
+        return null;
+      }
+    }
+    this.epBreakers = eb;
+    this.epSlot = s;
+    this.epTicket = ticket;
+    this.epStart = performance.now();
+    return ep;
+  }
+
+  /** The current attempt is over (`result` for its endpoint's breaker): what it held of the cluster's limits goes back. */
+  private settleAttempt(result: Result): void {
+    const lim = this.limits;
+    if (lim !== null) {
+      if (this.holdsPending) { this.holdsPending = false; lim.release(PENDING); }
+      if (this.holdsRequest) { this.holdsRequest = false; lim.release(REQUESTS); }
+      this.limits = null;
+    }
+    const eb = this.epBreakers;
+    if (eb !== null) {
+      this.epBreakers = null;
+      eb.record(this.epSlot, this.epTicket, result, performance.now() - this.epStart, this.choice?.key ?? '');
+    }
+  }
+
+  /** A request to a cluster passes its interface breaker (first attempt only) and takes a place under its limits; false: refused (answered). */
+  private admitToCluster(t: UpstreamTarget): boolean {
+    const p = t.cluster?.protection;
+    if (!p) return true;
+    if (p.iface !== null && this.ifBreakers === null && this.attempts === 0) {
+      const v = this.down.view;
+      const target = v.protocol === 'http1' || v.protocol === 'http2' ? `${v.service} ${v.path}` : `${v.service} ${v.method}`;
+      const s = p.iface.slotOf(target);
+      let ticket = p.iface.admit(s);
+      if (ticket === REFUSE) ticket = p.iface.refused(s, target);
+      if (ticket === REFUSE) { this.localReply(CIRCUIT_OPEN); return false; }
+      this.ifBreakers = p.iface;
+      this.ifSlot = s;
+      this.ifTicket = ticket;
+    }
+    const lim = p.limits;
+    if (!lim.acquire(REQUESTS)) { this.localReply(CLUSTER_OVERFLOW); return false; }
+    if (!lim.acquire(PENDING)) { lim.release(REQUESTS); this.localReply(CLUSTER_OVERFLOW); return false; }
+    this.limits = lim;
+    this.holdsRequest = true;
+    this.holdsPending = true;
+    return true;
+  }
+
   private tryUpstream(avoid: Endpoint | undefined): void {
     if (this.finished) return;
+    const t = this.upstreamTarget!;
+    if (t.kind === 'cluster' && !this.admitToCluster(t)) return;
     const choice = this.choose(avoid);
     if ((choice as LocalReply).reason !== undefined) { this.localReply(choice as LocalReply); return; }
     const c = choice as UpstreamChoice;
@@ -598,6 +710,7 @@ export class Exchange implements AttemptSink, Timed {
   onAttemptReady(a: Attempt): void {
     if (a !== this.attempt || this.finished) return;
     this.attemptReady = true;
+    if (this.holdsPending) { this.holdsPending = false; this.limits!.release(PENDING); }
     this.countUpstream();
     if (this.headOnly) return;
     // what an earlier attempt was sent goes again first (kept whole, or a retry was not allowed), then what waited
@@ -753,6 +866,8 @@ export class Exchange implements AttemptSink, Timed {
       this.attempt = null;
       this.uncountUpstream();
       a.cancel();
+      const cls = head.grpcStatus >= 0 ? classifyGrpcStatus(head.grpcStatus) : this.down.classify(head.status);
+      this.settleAttempt(cls === 'upstream_error' ? 'failure' : 'success');
       this.scheduleRetry(this.choice?.endpoint ?? undefined);
       return;
     }
@@ -831,6 +946,7 @@ export class Exchange implements AttemptSink, Timed {
     const c = this.choice!;
     this.attempt = null;
     this.uncountUpstream();
+    this.settleAttempt(failureResult(kind));
     if (!this.responseStarted) {
       if (this.mayRetry(kind, started)) {
         // a failed connection is tried elsewhere when the cluster has another endpoint; a refused stream may go to the same one
@@ -880,7 +996,13 @@ export class Exchange implements AttemptSink, Timed {
     }
     // the default policy tries a failed connection again only on another endpoint
     if ((kind === 'connect_failed' || kind === 'dns_failed') && p === DEFAULT_RETRY && t.cluster.subsetEndpoints(t.subset).length <= 1) return false;
-    return p.admit(t.cluster);
+    if (!p.admit(t.cluster)) return false;
+    // the cluster's retries in flight (maxRetries): one place for the rest of this exchange
+    const lim = t.cluster.protection?.limits;
+    if (!lim || this.retryLimits !== null) return true;
+    if (!lim.acquire(RETRIES)) return false;
+    this.retryLimits = lim;
+    return true;
   }
 
   private retriedStale = false;
@@ -917,6 +1039,7 @@ export class Exchange implements AttemptSink, Timed {
       this.attempt = null;
       this.uncountUpstream();
       a.cancel(true);
+      this.settleAttempt('failure');
       if (this.mayRetry('timeout', false)) { this.scheduleRetry(this.choice?.endpoint ?? undefined); return; }
       if (this.choice) this.env.stats.inc(this.choice.cstats.rqTimeout);
       this.localReply(replyForFailure('timeout'));
@@ -924,6 +1047,7 @@ export class Exchange implements AttemptSink, Timed {
     }
     if (perTry) return; // the response began: the route's own timeout still bounds it
     if (this.choice) this.env.stats.inc(this.choice.cstats.rqTimeout);
+    if (this.attempt !== null) this.settleAttempt('failure');
     this.timedOut = true;
     this.dropAttempt(true);
     if (!this.responseStarted) { this.localReply(replyForFailure('timeout')); return; }
@@ -939,6 +1063,7 @@ export class Exchange implements AttemptSink, Timed {
     this.attempt = null;
     this.uncountUpstream();
     a?.cancel(timedOut);
+    this.settleAttempt('neutral');
     this.early = NO_BUFFERS;
     this.earlyBytes = 0;
   }
@@ -963,6 +1088,19 @@ export class Exchange implements AttemptSink, Timed {
     if (r.reason === 'no_route') this.env.stats.inc(this.pstats.noRoute);
     this.reason = r.reason;
     this.responseStarted = true;
+    const fb = this.route?.fallback;
+    if (fb && fb.on.has(r.reason) && this.down.fallback) {
+      const s = this.down.fallback(fb, r.reason);
+      if (s !== undefined) {
+        this.status = s;
+        if (this.down.view.protocol === 'grpc' && fb.grpc) this.grpcStatus = fb.grpc.status;
+        this.env.stats.inc(fb.slot(this.env.stats, this.route!.name, r.reason));
+        this.note('fallback', r.reason);
+        this.responseEnded = true;
+        this.finish();
+        return;
+      }
+    }
     if (r.grpcStatus !== undefined) this.grpcStatus = r.grpcStatus;
     this.status = this.down.localReply(r);
     this.responseEnded = true;
@@ -1025,6 +1163,15 @@ export class Exchange implements AttemptSink, Timed {
     const seconds = (performance.now() - this.start0) / 1000;
     stats.requestDone(view.protocol, seconds, this.bytesIn + this.frameIn, this.bytesOut + this.frameOut);
     this.uncountUpstream();
+    // what the breakers learn: the last attempt's answer for its endpoint, the request's for its interface
+    const judged = breakerResult(outcome, this.reason, this.upstreamAnswered);
+    this.settleAttempt(this.epBreakers !== null && this.upstreamAnswered ? judged : 'neutral');
+    if (this.retryLimits !== null) { this.retryLimits.release(RETRIES); this.retryLimits = null; }
+    if (this.ifBreakers !== null) {
+      const ib = this.ifBreakers;
+      this.ifBreakers = null;
+      ib.record(this.ifSlot, this.ifTicket, judged, seconds * 1000, '');
+    }
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
     // the chain the request met: its route's, or the global filters when no route matched
     if (this.chained) {
@@ -1137,6 +1284,26 @@ function grpcOfHttp(status: number): number {
     case 429: case 502: case 503: case 504: return 14;
     default: return 2;
   }
+}
+
+/** How an attempt that failed counts for its endpoint's breaker: failures of the upstream, not of ours or of the client's. */
+function failureResult(kind: FailureKind): Result {
+  return kind === 'overflow' || kind === 'refused' || kind === 'stale' ? 'neutral' : 'failure';
+}
+
+/**
+ * How an exchange counts for a breaker: the upstream failed (an error answer, no answer, a reset,
+ * a timeout), or it did not (an answer, even one saying the caller was wrong or that it is loaded);
+ * Sluice's own refusals and a client that left are not judged.
+ */
+function breakerResult(outcome: OutcomeClass, reason: string | undefined, answered: boolean): Result {
+  if (reason !== undefined) {
+    return reason === 'upstream_connect_failed' || reason === 'upstream_dns_failed' || reason === 'upstream_timeout' || reason === 'upstream_reset'
+      ? 'failure' : 'neutral';
+  }
+  if (!answered) return 'neutral';
+  if (outcome === 'upstream_error' || outcome === 'local_origin_error') return 'failure';
+  return outcome === 'cancelled' || outcome === 'local' ? 'neutral' : 'success';
 }
 
 function isLocalOrigin(reason: string): boolean {

@@ -23,6 +23,8 @@ export type LocalReason =
   | 'rate_limited'
   /** Adaptive limiting refused the call: the protected application is at its capacity. */
   | 'overloaded'
+  /** Refused by an open circuit breaker (src/protection/breaker.ts). */
+  | 'circuit_open'
   | 'fault_abort'
   | 'internal_error';
 
@@ -89,6 +91,10 @@ export const DENIED: LocalReply = Object.freeze({ status: 403, reason: 'denied',
  */
 export const OVERLOADED: LocalReply = Object.freeze({ status: 503, reason: 'overloaded', body: 'overloaded\n', grpcStatus: 8, dubboStatus: 100 });
 export const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
+/** Over a cluster limit of clusters[].circuitBreaker (requests or pending requests in flight across every worker). */
+export const CLUSTER_OVERFLOW: LocalReply = Object.freeze({ status: 503, reason: 'overflow', body: 'cluster limit reached\n' });
+/** An open breaker: the interface's, or every endpoint's of the cluster. */
+export const CIRCUIT_OPEN: LocalReply = Object.freeze({ status: 503, reason: 'circuit_open', body: 'circuit breaker open\n' });
 export const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
 
 /**

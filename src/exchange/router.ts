@@ -12,6 +12,7 @@ import { compileMatchRegex, labelsKey } from '../config/match';
 import type { ClusterRuntime } from '../upstream/cluster';
 import type { Filter, UpstreamTarget } from './filter';
 import type { RequestView } from './request-view';
+import { compileFallback, type CompiledFallback } from '../protection/fallback';
 
 /** What a route does with a request. */
 export type RouteTarget =
@@ -46,6 +47,8 @@ export interface Route {
   readonly timeoutMs: number;
   /** The filters this route's requests run through, in chain order. */
   readonly filters: readonly RouteFilter[];
+  /** What the route answers instead of a refusal (routes[].fallback). */
+  readonly fallback?: CompiledFallback | null;
 }
 
 export type Matcher = (v: string) => boolean;
@@ -185,7 +188,7 @@ export class Router {
       const state = filter.compileRoute ? filter.compileRoute(r as unknown as Record<string, unknown>, name) : null;
       if (state !== null || filter.global) routeFilters.push({ filter, state });
     }
-    return { test, route: { name, target, timeoutMs, filters: routeFilters } };
+    return { test, route: { name, target, timeoutMs, filters: routeFilters, fallback: r.fallback ? compileFallback(r.fallback) : null } };
   }
 
   /**

@@ -5,9 +5,9 @@
  *   GET  /stats         Prometheus text: every counter, summed over all workers
  *   GET  /config_dump   the config in force (JSON)
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
+ *   GET  /protection    traffic protection in force (JSON): rateLimits, adaptive, clusterLimits, breakers
  *   POST /config        replace the config (YAML body); 400 with every error if invalid
  *   POST /drain         stop accepting, drain open connections, exit
- *   GET  /protection    traffic protection in force: adaptive limiting's controller and interfaces
  *   GET /certs          the workload identity in force: SPIFFE ID, serial, validity, seconds to expiry
  *   POST /certs         install a workload identity ({ cert, key, ca } PEM, JSON), held in memory only
  *
@@ -25,6 +25,7 @@ import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { Sluice } from './sluice';
 import type { AppProber } from './app-probes';
+import { protectionView, renderBreakers } from '../protection';
 import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
 
 const MAX_BODY = 4 << 20;
@@ -101,7 +102,7 @@ export class AdminServer {
   private sendStats(res: http.ServerResponse): void {
     const s = this.sluice;
     s.refreshConnectionGauge();
-    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render(), 'text/plain; version=0.0.4; charset=utf-8');
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render() + renderBreakers(s.shared.memory, s.currentConfig), 'text/plain; version=0.0.4; charset=utf-8');
   }
 
   /** 200 only once every listener accepts and every worker serves, and until the drain begins. */
@@ -196,10 +197,6 @@ export class AdminServer {
       case 'GET /certs':
         this.json(res, 200, s.certs.view());
         return;
-      case 'GET /protection':
-        // what protects the application now: each protection's state, by its config section
-        this.json(res, 200, { adaptive: s.adaptive.view() });
-        return;
       case 'POST /certs': {
         // a new workload identity, held in memory: { "cert": PEM, "key": PEM, "ca": PEM }
         const body = await this.readBody(req);
@@ -221,7 +218,9 @@ export class AdminServer {
         return;
       }
       case 'GET /protection':
-        this.json(res, 200, s.protection());
+        // what protects the application now, by config section: rate limits, adaptive limiting,
+        // cluster limits and circuit breakers
+        this.json(res, 200, { ...s.protection(), adaptive: s.adaptive.view(), ...protectionView(s.shared.memory, s.currentConfig) });
         return;
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: redacted(s.currentConfig) });

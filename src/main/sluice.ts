@@ -26,6 +26,7 @@ import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../st
 import { FILTER_MODULES, filterSeries } from '../filters';
 import type { FilterMain } from '../filters/module';
 import { AdaptiveLoop } from '../filters/adaptive/adaptive-loop';
+import { clusterLimitSeries, protectionSeries, releaseShares } from '../protection';
 import {
   CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
@@ -179,7 +180,10 @@ export class Sluice {
         for (const id of threadIds) {
           if (live.has(id)) continue;
           threadIds.delete(id);
-          this.adaptive.workerGone(gaugeRowOf(this.shared, id));
+          const row = gaugeRowOf(this.shared, id);
+          this.adaptive.workerGone(row);
+          // the cluster limits it held (requests, connections in flight) go back with its gauges
+          releaseShares(this.shared.memory, row);
           releaseGaugeRow(this.shared, id);
         }
       });
@@ -303,6 +307,7 @@ export class Sluice {
     this.registry.addCluster('inbound_local');
     for (const f of filterSeries(config)) this.registry.add(series(f.name, f.labels));
     for (const k of tlsSeries(config)) this.registry.add(k);
+    for (const k of protectionSeries(config)) this.registry.add(k);
     const filterData: Record<string, unknown> = {};
     for (const [name, main] of this.filterMains) filterData[name] = main.publish(config as unknown as Readonly<Record<string, unknown>>);
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys, filterData };
@@ -333,6 +338,7 @@ export class Sluice {
     const before = this.registry.keys.length;
     try {
       this.registry.addCluster(name);
+      for (const k of clusterLimitSeries(name)) this.registry.add(k);
     } catch (err) {
       if (!this.seriesFull) log.warn({ err: (err as Error).message }, 'stat series are full: new ones are not counted');
       this.seriesFull = true;

@@ -7,6 +7,7 @@
 import type { ClusterConfig, EndpointConfig } from '../config/config';
 import { parseAddress } from '../net/address';
 import type { Stats } from '../stats/stats';
+import { clusterProtection, type ClusterProtection } from '../protection';
 
 export interface Endpoint {
   readonly host: string;
@@ -67,6 +68,8 @@ export class ClusterRuntime {
   /** The endpoints in force: the config's, or a list that replaced them (setEndpoints). */
   endpoints: Endpoint[];
   readonly stats: ClusterStats;
+  /** Its limits across every worker and its breakers. */
+  readonly protection: ClusterProtection;
   private readonly subsets = new Map<string, Subset>();
   /** The labels each subset selects, to rebuild it when the endpoints change. */
   private readonly subsetLabels = new Map<string, Record<string, string>>();
@@ -85,6 +88,7 @@ export class ClusterRuntime {
     this.all = subset(this.endpoints, random);
     this.subsets.set('', this.all);
     this.stats = clusterStats(stats, config.name);
+    this.protection = clusterProtection(config, stats);
   }
 
   prepareSubset(key: string, labels: Record<string, string> | undefined): void {

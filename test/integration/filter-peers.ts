@@ -160,12 +160,14 @@ export function unary(client: grpc.Client & Record<string, Function>, md: Record
 
 // ── Dubbo ─────────────────────────────────────────────────────────────────────
 
+/** A Dubbo call as a provider below sees it: its id and what dubbo-remoting decoded. */
+export interface ProviderCall { id: { idHi: number; idLo: number }; method: string; props: Record<string, string> }
+
 /**
  * A Dubbo provider: frames split here, calls decoded by dubbo-remoting (an independent codec),
- * answered with `<version>:<method>:<attachments it got, as JSON>`. To consumers of a dubbo version
- * that reads response attachments (2.0.2 .. 2.0.99) the answer carries x-up and x-remove-me.
+ * heartbeats answered, each call answered with the frame `answer` returns.
  */
-export async function dubboVersioned(version: string): Promise<{ port: number; calls: number; close(): Promise<void> }> {
+export async function dubboProvider(answer: (call: ProviderCall) => Buffer): Promise<{ port: number; calls: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const state = { calls: 0 };
   const server = net.createServer((sock) => {
@@ -186,10 +188,7 @@ export async function dubboVersioned(version: string): Promise<{ port: number; c
         const msg = protocol.decode(frame, {});
         if (msg.packetType !== 'request') continue;
         state.calls++;
-        const props: Record<string, string> = msg.data.requestProps;
-        sock.write(encodeResponse({
-          id, value: `${version}:${msg.data.methodName}:${JSON.stringify(props)}`, attachments: UP_HEADERS(version), requestDubboVersion: props.dubbo,
-        }));
+        sock.write(answer({ id, method: msg.data.methodName, props: msg.data.requestProps ?? {} }));
       }
     });
   });
@@ -200,6 +199,17 @@ export async function dubboVersioned(version: string): Promise<{ port: number; c
     get calls() { return state.calls; },
     close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
   };
+}
+
+/**
+ * A Dubbo provider answering `<version>:<method>:<attachments it got, as JSON>`. To consumers of a
+ * dubbo version that reads response attachments (2.0.2 .. 2.0.99) the answer carries x-up and
+ * x-remove-me.
+ */
+export function dubboVersioned(version: string): Promise<{ port: number; calls: number; close(): Promise<void> }> {
+  return dubboProvider(({ id, method, props }) => encodeResponse({
+    id, value: `${version}:${method}:${JSON.stringify(props)}`, attachments: UP_HEADERS(version), requestDubboVersion: props.dubbo,
+  }));
 }
 
 /** A Dubbo answer as the provider above writes it. */

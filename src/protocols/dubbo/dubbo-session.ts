@@ -32,6 +32,7 @@ import type { Peer, RequestView } from '../../exchange/request-view';
 import type { DubboUpstreamCall } from './dubbo-pool';
 import { DubboAttempt, type DubboCallForm } from './dubbo-upstream';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
+import type { CompiledFallback } from '../../protection/fallback';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;
@@ -341,6 +342,13 @@ class DubboCallDownstream implements Downstream, DubboCallForm {
       : `sluice: ${r.reason}${r.body ? `: ${r.body.trim()}` : ''}${r.retryAfter !== undefined ? ` (retry after ${r.retryAfter}s)` : ''}`;
     if (this.frame.twoWay) this.session.write(localReply(this.frame, status, message));
     return status;
+  }
+
+  /** A route's fallback: a normal return of its value to the consumer's stub. */
+  fallback(f: CompiledFallback): number | undefined {
+    if (!f.dubbo) return undefined;
+    if (this.frame.twoWay) this.session.write(encodeResponse({ id: this.frame, value: f.dubbo.value, requestDubboVersion: this.req.dubboVersion }));
+    return DubboStatus.OK;
   }
 
   /** A 2xx direct response is a normal return of its body (a string) to the consumer's stub. */

@@ -131,7 +131,22 @@ export function reasonPhrase(status: number): string {
   return REASONS[status] ?? 'Unknown';
 }
 
-/** A complete local reply: small text body, explicit length, the reason Sluice answered. */
+/**
+ * A route's fallback (src/protection/fallback.ts): its status, its headers (content-type text/plain
+ * unless they name one), its body, and `x-sluice-fallback: <reason>` saying what it stands in for.
+ */
+export function encodeFallback(status: number, fields: ReadonlyArray<readonly [string, string]>, body: Buffer, reason: string, close: boolean, headOnly = false): Buffer {
+  let head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n`;
+  let typed = false;
+  for (const [k, v] of fields) {
+    if (k === 'content-type') typed = true;
+    head += `${k}: ${v}\r\n`;
+  }
+  if (!typed) head += 'content-type: text/plain\r\n';
+  head += `content-length: ${body.length}\r\nx-sluice-fallback: ${reason}\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
+  return headOnly ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), body]);
+}
+
 /** A reply of Sluice's own. To HEAD (`headOnly`) the content-length is the body's, and the body is left out (RFC 9110 9.3.2). */
 export function encodeLocalReply(status: number, reason: string, body: string, close: boolean, headOnly = false, retryAfter?: number): Buffer {
   const b = Buffer.from(body, 'utf8');

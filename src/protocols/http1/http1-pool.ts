@@ -13,6 +13,7 @@ import type { Stats } from '../../stats/stats';
 import type { ClusterConfig, SluiceConfig } from '../../config/config';
 import type { ClusterStats } from '../../upstream/cluster';
 import { dial, dialFailure, type DialOptions } from '../../upstream/dial';
+import { CONNECTIONS, type ClusterLimits } from '../../protection';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
@@ -40,6 +41,8 @@ export interface PoolLimits {
   idleTimeoutMs: number;
   maxHeaderBytes: number;
   maxHeaders: number;
+  /** The cluster's connections across every worker (clusters[].circuitBreaker.maxConnections); null: none. */
+  gate: ClusterLimits | null;
 }
 
 /**
@@ -47,8 +50,9 @@ export interface PoolLimits {
  * Built per request from the config the request started under; the Envoy circuit-breaker
  * defaults (1024) apply to original destinations.
  */
-export function poolLimits(config: SluiceConfig, cluster: ClusterConfig | undefined): PoolLimits {
+export function poolLimits(config: SluiceConfig, cluster: ClusterConfig | undefined, gate: ClusterLimits | null = null): PoolLimits {
   return {
+    gate,
     maxConnections: cluster?.maxConnectionsPerEndpoint ?? 1024,
     maxPending: cluster?.maxPendingRequests ?? 1024,
     connectTimeoutMs: cluster?.connectTimeoutMs ?? config.tcp.connectTimeoutMs,
@@ -76,6 +80,8 @@ export class Http1Connection implements Http1Handler {
   detached = false;
   /** In the pool's idle list. */
   parked = false;
+  /** The cluster limits this connection holds a place of, given back when it closes. */
+  gate: ClusterLimits | null = null;
   private keepAlive = true;
 
   constructor(
@@ -194,6 +200,7 @@ export class Http1Connection implements Http1Handler {
   private onClose(): void {
     this.closed = true;
     this.stats.dec(this.cstats.cxActive);
+    if (this.gate) { this.gate.release(CONNECTIONS); this.gate = null; }
     if (!this.detached) this.pool.remove(this);
     const sink = this.sink;
     this.sink = null;
@@ -232,8 +239,12 @@ export class Http1Pool {
       return;
     }
     if (this.total < limits.maxConnections) {
-      this.connect(cb, cstats);
-      return;
+      if (!limits.gate || limits.gate.acquire(CONNECTIONS, false)) {
+        this.connect(cb, cstats, limits.gate);
+        return;
+      }
+      // the cluster is at its connections: wait for one of this pool's, if it has any
+      if (this.total === 0) { limits.gate.overflowed(CONNECTIONS); cb('overflow', null); return; }
     }
     if (this.waiters.length >= limits.maxPending) {
       this.stats.inc(cstats.rqPendingOverflow);
@@ -243,7 +254,8 @@ export class Http1Pool {
     this.waiters.push({ cb, cstats });
   }
 
-  private connect(cb: AcquireCallback, cstats: ClusterStats): void {
+  /** `gate`: the cluster limits a place was taken from for this connection. */
+  private connect(cb: AcquireCallback, cstats: ClusterStats, gate: ClusterLimits | null): void {
     this.total++;
     this.connecting++;
     this.stats.inc(cstats.cxTotal);
@@ -257,6 +269,7 @@ export class Http1Pool {
       this.connecting--;
       this.total--;
       this.stats.inc(cstats.cxConnectFail);
+      gate?.release(CONNECTIONS);
       socket.destroy();
       cb(why, null);
       this.serveWaiters();
@@ -270,6 +283,7 @@ export class Http1Pool {
       socket.removeAllListeners('error');
       this.stats.inc(cstats.cxActive);
       const conn = new Http1Connection(this, socket, this.stats, cstats, this.limits);
+      conn.gate = gate;
       cb(null, conn);
     });
   }
@@ -308,9 +322,15 @@ export class Http1Pool {
   }
 
   private serveWaiters(): void {
+    const gate = this.limits.gate;
     while (this.waiters.length && this.total < this.limits.maxConnections) {
+      if (gate && !gate.acquire(CONNECTIONS, false)) {
+        // the cluster is at its connections: waiters keep waiting for this pool's, or give up when it has none
+        if (this.total === 0) for (const w of this.waiters.splice(0)) { gate.overflowed(CONNECTIONS); w.cb('overflow', null); }
+        return;
+      }
       const w = this.waiters.shift()!;
-      this.connect(w.cb, w.cstats);
+      this.connect(w.cb, w.cstats, gate);
     }
   }
 

@@ -11,7 +11,7 @@
  */
 import type net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from './http1-decoder';
-import { cachedLocalReply, chunkParts, encodeLocalReply, encodeResponseHead, lastChunk, type Framing } from './http1-encoder';
+import { cachedLocalReply, chunkParts, encodeFallback, encodeLocalReply, encodeResponseHead, lastChunk, type Framing } from './http1-encoder';
 import type { ProtocolError } from '../../errors';
 import { Exchange, type Downstream, type ResponseHead } from '../../exchange/exchange';
 import type { HeaderOps } from '../../exchange/filter';
@@ -21,6 +21,7 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
+import type { CompiledFallback } from '../../protection/fallback';
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
@@ -453,6 +454,16 @@ class Http1Downstream implements Downstream {
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
     this.session.socket.write(cachedLocalReply(r, this.closeAfter, h.method === 'HEAD'));
     return r.status;
+  }
+
+  fallback(f: CompiledFallback, reason: string): number | undefined {
+    const fb = f.http;
+    if (!fb) return undefined;
+    const h = this.head;
+    const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
+    this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
+    this.session.socket.write(encodeFallback(fb.status, fb.headers, fb.body, reason, this.closeAfter, h.method === 'HEAD'));
+    return fb.status;
   }
 
   batch(start: boolean): void {

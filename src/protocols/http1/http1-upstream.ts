@@ -48,7 +48,7 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
 
   start(): void {
     const env = this.x.env;
-    const limits = poolLimits(env.config, this.to.cluster?.config);
+    const limits = poolLimits(env.config, this.to.cluster?.config, this.to.cluster?.protection.limits ?? null);
     const pool = env.pools.http1(this.to.host, this.to.port, this.to.key, limits, this.to.tls);
     pool.acquire((err, conn) => this.onAcquired(err, conn), limits, this.to.cstats);
   }

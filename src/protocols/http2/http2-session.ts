@@ -23,6 +23,7 @@ import { normalizeTarget, parseAuthority, type Authority, type PathPolicy, type 
 import { addVia, applyEdits, h1ResponseToH2, trailersToH2, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { CompiledConfig, ConnectionInfo, DrainableConnection, WorkerRuntime } from '../../worker/runtime';
+import type { CompiledFallback } from '../../protection/fallback';
 
 /**
  * Between the two GOAWAYs of a drain: long enough for every request a client sent before it saw
@@ -321,6 +322,34 @@ class Http2StreamDownstream implements Downstream {
       conn.reset(s, H2Error.INTERNAL_ERROR);
     }
     return r.status;
+  }
+
+  fallback(f: CompiledFallback, reason: string): number | undefined {
+    const s = this.stream;
+    const conn = this.conn;
+    if (this.view.protocol === 'grpc') {
+      const g = f.grpc;
+      if (!g) return undefined;
+      if (!s.closed && !s.headersSent) {
+        const fields = [':status', '200', 'content-type', 'application/grpc', 'grpc-status', String(g.status), 'x-sluice-fallback', reason];
+        if (g.message) fields.push('grpc-message', encodeURIComponent(g.message));
+        conn.respond(s, fields, true);
+      }
+      return 200;
+    }
+    const fb = f.http;
+    if (!fb) return undefined;
+    if (!s.closed && !s.headersSent) {
+      const fields = [':status', String(fb.status)];
+      let typed = false;
+      for (const [k, v] of fb.headers) { if (k === 'content-type') typed = true; fields.push(k, v); }
+      if (!typed) fields.push('content-type', 'text/plain');
+      fields.push('content-length', String(fb.body.length), 'x-sluice-fallback', reason);
+      const headOnly = s.method === 'HEAD';
+      conn.respond(s, fields, headOnly);
+      if (!headOnly) conn.writeData(s, fb.body, true);
+    }
+    return fb.status;
   }
 
   done(): void {
