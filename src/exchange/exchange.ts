@@ -1070,6 +1070,7 @@ export class Exchange implements AttemptSink {
       upstream: this.choice?.key, bytesIn: this.bytesIn + this.frameIn, bytesOut: this.bytesOut + this.frameOut,
       durationMs: Math.round(seconds * 1e6) / 1000, source: v.source.address,
     };
+    if (v.source.principal !== undefined) rec.principal = v.source.principal;
     if (this.attempts > 1) rec.attempts = this.attempts;
     if (this.notes) Object.assign(rec, this.notes);
     this.env.accessLog.write(rec);
