@@ -74,7 +74,10 @@ export class Sluice {
   private readonly endpointDirectory = new EndpointDirectory(this.shared.memory);
   readonly registry = new StatsRegistry();
   /** The workload identity: files watched, or pushed by POST /certs; published to every worker. */
-  readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats);
+  readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats, () => {
+    this.control.postMessage({ type: 'identity' } satisfies ControlMessage);
+    this.localRuntime?.identityChanged();
+  });
   private statsView: Stats;
   private statsKeys = 0;
   private readonly pool: Piscina;

@@ -35,6 +35,10 @@ interface Verified { id: string; notBeforeMs: number; notAfterMs: number }
 /** What one identity gives a thread. */
 export class Generation {
   readonly id: string;
+  /** What it was made of: retirement compares a connection's generation with the one in force. */
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly caPem: string;
   readonly server: tls.SecureContext;
   readonly client: tls.SecureContext;
   private readonly roots: X509Certificate[];
@@ -44,6 +48,9 @@ export class Generation {
 
   constructor(readonly seq: number, m: IdentityMessage) {
     this.id = m.id;
+    this.certPem = m.certPem;
+    this.keyPem = m.keyPem;
+    this.caPem = m.caPem;
     const ticketKeys = Buffer.from(m.ticketKeys);
     const ciphers = m.ciphers || undefined;
     this.server = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2', ciphers });
@@ -103,7 +110,7 @@ export function peerChain(s: tls.TLSSocket): Buffer[] {
 }
 
 export type Terminated =
-  | { ok: true; socket: tls.TLSSocket; principal: string; ownId: string; resumed: boolean; alpn: string | false }
+  | { ok: true; socket: tls.TLSSocket; principal: string; ownId: string; resumed: boolean; alpn: string | false; gen: Generation }
   | { ok: false; reason: PeerRefusal; message: string };
 
 /** What an upstream connection needs to leave as mTLS. */
@@ -115,9 +122,14 @@ export interface OutboundTls {
   readonly onRefused: (reason: PeerRefusal) => void;
 }
 
+/** An open upstream mTLS connection: the identity it was made with, and the pool it serves. */
+export interface OutboundConnection { readonly gen: Generation; readonly group: string }
+
 export class TlsRuntime {
   private gen: Generation | null = null;
   private failedSeq = -1;
+  /** Open upstream mTLS connections, for retirement's time cap. */
+  private readonly outbound = new Map<net.Socket, OutboundConnection>();
 
   constructor(private readonly mailbox: IdentityMailbox, private readonly onBuildError: (err: Error) => void = () => {}) {}
 
@@ -170,7 +182,7 @@ export class TlsRuntime {
     s.once('secure', () => {
       const check = gen.checkPeer(peerChain(s));
       if ('reason' in check) { finish({ ok: false, ...check }); return; }
-      finish({ ok: true, socket: s, principal: check.id, ownId: gen.id, resumed: s.isSessionReused(), alpn: s.alpnProtocol ?? false });
+      finish({ ok: true, socket: s, principal: check.id, ownId: gen.id, resumed: s.isSessionReused(), alpn: s.alpnProtocol ?? false, gen });
     });
   }
 
@@ -179,7 +191,7 @@ export class TlsRuntime {
    * its 'connect' comes only once the handshake and the peer's identity check are done, so a pool
    * counts a connection only when requests can go on it, and a refused peer is a connect failure.
    */
-  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean): net.Socket {
+  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean, group = ''): net.Socket {
     const gen = this.current();
     if (!gen) {
       const s = new net.Socket();
@@ -204,6 +216,8 @@ export class TlsRuntime {
         return undefined;
       },
     } as tls.ConnectionOptions);
+    this.outbound.set(c, { gen, group });
+    c.once('close', () => this.outbound.delete(c));
     c.on('session', (s: Buffer) => {
       if (gen.sessions.size >= MAX_CACHED && !gen.sessions.has(sessionKey)) gen.sessions.delete(gen.sessions.keys().next().value as string);
       gen.sessions.set(sessionKey, s);
@@ -241,5 +255,12 @@ export class TlsRuntime {
     // name lookups of the raw socket are logged by dial
     (c as unknown as { rawSocket: net.Socket }).rawSocket = raw;
     return c;
+  }
+
+  /** The open upstream mTLS connections that `pick` selects, as they are now (retirement's time cap closes what is left of them). */
+  openOutbound(pick: (c: OutboundConnection) => boolean): net.Socket[] {
+    const out: net.Socket[] = [];
+    for (const [s, c] of this.outbound) if (pick(c)) out.push(s);
+    return out;
   }
 }

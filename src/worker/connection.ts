@@ -35,6 +35,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   if (!inner) stats.inc(info.listener.cxTotal);
   socket.on('error', () => socket.destroy());
   socket.setNoDelay(true);
+  info.socket = socket;
   const l = info.listener.config;
   const mode = inner ? 'disabled' : cfg.inboundMode(l, info.dst, socket.localPort ?? 0);
   if (!inner) {
@@ -220,7 +221,7 @@ function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, i
     if (r.resumed) now.stats.inc(lr.tlsResumed);
     serveConnection(rt, r.socket, {
       listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
-      identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId),
+      identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId), tlsGen: r.gen,
     });
   });
 }

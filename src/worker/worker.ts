@@ -40,6 +40,7 @@ control.onmessage = (ev) => {
   else if (msg.type === 'close-idle') rt.closeIdle();
   else if (msg.type === 'endpoints') rt.endpointsChanged();
   else if (msg.type === 'config') rt.current();
+  else if (msg.type === 'identity') rt.identityChanged();
   else if (msg.type === 'stall' && msg.threadId === threadId) {
     control.postMessage({ type: 'stalling', threadId } satisfies ControlMessage);
     const until = Date.now() + msg.ms;
