@@ -31,6 +31,7 @@ import { LogEvery } from '../log';
 import type { AccessLog, AccessRecord } from '../stats/access-log';
 import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '../stats/stats';
 import type { RpcStatsCollector } from '../stats/rpc-stats';
+import type { PeerStatsCollector } from '../stats/peer-stats';
 import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
 import type { UpstreamPools } from '../upstream/upstream-pools';
 import type { OutboundTls } from '../tls/tls-runtime';
@@ -62,6 +63,8 @@ export interface ExchangeEnv {
   readonly accessLog: AccessLog;
   readonly pools: UpstreamPools;
   readonly rpcStats: RpcStatsCollector | null;
+  /** Inbound requests by the caller's identity, and plaintext callers. */
+  readonly peerStats?: PeerStatsCollector | null;
   protocol(p: RequestView['protocol']): ProtocolStats;
   /** Where a request with no cluster goes: the original destination, the local application, or the listener's cluster. */
   /**
@@ -130,6 +133,8 @@ export interface Downstream {
   upgrade?(socket: import('node:net').Socket, rest: Buffer): void;
   /** Edits every request of the connection gets (the caller's identity in x-forwarded-client-cert; src/tls/xfcc.ts). */
   readonly identityEdits?: HeaderOps | null;
+  /** The connection is an inbound one of a port with mTLS on: its requests are counted by the caller's identity (src/stats/peer-stats.ts). */
+  readonly countPeer?: boolean;
   /** The exchange is over (the response complete, or given up): serve the next request, free the stream. */
   done(x: Exchange): void;
   /** The response-class (1-5) and outcome of a status the client got; 0 = none. */
@@ -1014,6 +1019,7 @@ export class Exchange implements AttemptSink {
     const seconds = (performance.now() - this.start0) / 1000;
     stats.requestDone(view.protocol, seconds, this.bytesIn + this.frameIn, this.bytesOut + this.frameOut);
     this.uncountUpstream();
+    if (this.down.countPeer) this.env.peerStats?.request(view.listener, view.source.principal, view.source.address);
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
     // the chain the request met: its route's, or the global filters when no route matched
     if (this.chained) {

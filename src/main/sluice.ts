@@ -24,11 +24,12 @@ import { MAX_FD } from '../shared/fd-ownership';
 import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { filterSeries } from '../filters';
 import {
-  CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
+  CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
 import { Discovery } from './discovery';
 import { TOUCH_REGION } from '../upstream/discovered';
 import { RpcStatsTable } from '../stats/rpc-stats';
+import { DEFAULT_PEER_LIMITS, PeerStatsTable } from '../stats/peer-stats';
 import { WorkerRuntime } from '../worker/runtime';
 import { EndpointDirectory } from '../upstream/endpoint-directory';
 import { serveConnection } from '../worker/connection';
@@ -97,6 +98,8 @@ export class Sluice {
   private snapshot: ConfigSnapshot | null = null;
   /** Per interface and method RPC stats, summed from the workers' deltas. */
   readonly rpcStats = new RpcStatsTable(rpcChannelName(this.controlName));
+  /** Inbound traffic by the caller's identity, and the plaintext callers seen recently. */
+  readonly peerStats = new PeerStatsTable(peerChannelName(this.controlName), () => this.config.tls?.peerStats ?? DEFAULT_PEER_LIMITS);
   private localRuntime: WorkerRuntime | null = null;
   private config: SluiceConfig;
   private version = 0;
@@ -408,7 +411,7 @@ export class Sluice {
   private unwatch: () => void = () => {};
 
   private serveLocally(socket: import('node:net').Socket, listenerName: string, dst: { address: string; port: number } | null): void {
-    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName), registryChannelName(this.controlName));
+    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName), registryChannelName(this.controlName), peerChannelName(this.controlName));
     const rt = this.localRuntime;
     const listener = rt.current().listeners.get(listenerName);
     if (!listener) { socket.destroy(); return; }
@@ -489,6 +492,7 @@ export class Sluice {
       this.localRuntime?.discovery.close();
       this.control.close();
       this.rpcStats.close();
+      this.peerStats.close();
       await this.admin.close();
       if (this.started) log.info('sluice stopped');
     })();

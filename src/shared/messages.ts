@@ -61,6 +61,11 @@ export function registryChannelName(control: string): string {
 
 export const CONTROL_CHANNEL = 'sluice-control';
 
+/** Inbound traffic by the caller's identity and plaintext callers (src/stats/peer-stats.ts) travel on a channel of their own. */
+export function peerChannelName(control: string): string {
+  return `${control}:peers`;
+}
+
 /** Per-method RPC stats deltas travel on a channel of their own, beside the control channel. */
 export function rpcChannelName(control: string): string {
   return `${control}:rpc`;

@@ -58,6 +58,18 @@ export const tlsSchema = {
         timeoutMs: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 30_000 },
       },
     },
+    /** Inbound traffic by the caller's identity (GET /stats) and the plaintext callers seen recently (GET /plaintext-callers). */
+    peerStats: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** Principals with series of their own; the others are counted as principal="other". */
+        topPrincipals: { type: 'integer', minimum: 0, maximum: 1000, default: 20 },
+        /** Plaintext callers (source addresses) remembered, the least recently seen forgotten first. */
+        plaintextCallers: { type: 'integer', minimum: 0, maximum: 100_000, default: 256 },
+      },
+    },
     inbound: {
       type: 'object',
       additionalProperties: false,
@@ -128,6 +140,7 @@ export interface TlsConfig {
   handshakeTimeoutMs: number;
   cipherSuites?: string[];
   retirement: { onCertificateChange: boolean; onTrustBundleChange: boolean; timeoutMs: number };
+  peerStats: { topPrincipals: number; plaintextCallers: number };
   inbound: { mode: InboundMode; ports: Record<string, InboundMode> };
   outbound: { mode: 'mutual' | 'disabled'; destinations: Destination[]; principals?: string[] };
 }

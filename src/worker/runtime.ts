@@ -19,6 +19,7 @@ import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
 import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
 import { RpcStatsCollector } from '../stats/rpc-stats';
+import { PeerStatsCollector } from '../stats/peer-stats';
 import { IdentityMailbox } from '../tls/identity-mailbox';
 import { TlsRuntime, type Generation, type OutboundTls, type PeerRefusal } from '../tls/tls-runtime';
 import type net from 'node:net';
@@ -66,6 +67,8 @@ export interface ConnectionInfo {
   tlsGen?: Generation;
   /** The socket the session reads (the TLS socket on mTLS): retirement's time cap closes it. */
   socket?: net.Socket;
+  /** Inbound, on a port with mTLS on (strict or permissive): requests are counted by the caller's identity. */
+  countPeer?: boolean;
 }
 
 export type UpstreamDialTls = { runtime: TlsRuntime; spec: OutboundTls } | null;
@@ -96,6 +99,8 @@ export class CompiledConfig implements ExchangeEnv {
   version = 0;
   /** Where requests for services a registry lists find them (the worker's DiscoveryClient). */
   discovery: DiscoveryClient | null = null;
+  /** Inbound traffic by the caller's identity (the worker's collector). */
+  peerStats: PeerStatsCollector | null = null;
 
   /**
    * `endpoints`: the lists that replace the config's, by cluster (endpoint-directory.ts).
@@ -266,13 +271,17 @@ export class WorkerRuntime {
 
   /** Per interface and method counts of RPC protocols, sent to the main thread. */
   readonly rpcStats: RpcStatsCollector | null;
+  /** Inbound traffic by the caller's identity, and plaintext callers, sent to the main thread. */
+  readonly peerStats: PeerStatsCollector | null;
 
   /**
    * `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread.
-   * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable).
+   * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable); `peerChannel`:
+   * where counts by peer identity go (its PeerStatsTable).
    */
-  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string, registryChannel?: string) {
+  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string, registryChannel?: string, peerChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
+    this.peerStats = peerChannel ? new PeerStatsCollector(peerChannel) : null;
     this.tls = new TlsRuntime(new IdentityMailbox(shared.memory), (err) => log.error({ err: err.message }, 'the workload identity cannot be loaded here; the previous one keeps serving'));
     this.pools = new UpstreamPools(() => this.current().stats, this.tls);
     this.endpoints = new EndpointReader(shared.memory);
@@ -311,6 +320,7 @@ export class WorkerRuntime {
       (name) => this.endpoints.endpoints(name));
     next.version = snap.value.version;
     next.discovery = this.discovery;
+    next.peerStats = this.peerStats;
     for (const [name, list] of this.endpoints.discovered()) next.discovered.set(name, new DiscoveredCluster(name, list, next.config, next.stats));
     next.endpointSeq = seq;
     this.compiled = next;
@@ -482,6 +492,7 @@ export class WorkerRuntime {
     for (const c of [...this.connections]) c.drain();
     this.compiled?.accessLog.flush();
     this.rpcStats?.flush();
+    this.peerStats?.flush();
   }
 
   /** The drain period is over: connections with nothing in flight close, and so do idle upstream connections. */
@@ -493,5 +504,6 @@ export class WorkerRuntime {
     this.pools.closeIdle();
     this.compiled?.accessLog.flush();
     this.rpcStats?.flush();
+    this.peerStats?.flush();
   }
 }
