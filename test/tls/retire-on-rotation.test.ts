@@ -10,19 +10,24 @@
  *   - A's certificate rotates: A's pool connections made with it are drained and replaced;
  *   - A's expected principals change by reload: connections checked against the old
  *     expectation are drained and replaced;
- *   - and 100 rotations in a row under light load.
+ *   - and 100 rotations in a row under light load;
+ *   - HTTP/2 and Dubbo clients of B: a GOAWAY and the READONLY event, the stream and the call in
+ *     flight complete, then the connections close.
  *
  * Not one request fails throughout.
  */
 import http from 'node:http';
+import http2 from 'node:http2';
 import https from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import tls from 'node:tls';
 import t, { type Test } from 'tap';
 import { buildConfig } from '../../src/config/config';
-import { adminPost, httpUpstream, run, startSluice, stats, waitFor, withTestDefaults, type RunningSluice } from '../helpers/harness';
+import { adminPost, h2Upstream, httpUpstream, run, startSluice, stats, waitFor, withTestDefaults, type RunningSluice } from '../helpers/harness';
 import { servedSerial, TestPki, type Workload } from '../helpers/certs';
+import { Consumer, str } from '../integration/dubbo-peers';
+import { xfccProvider } from './tls-peers';
 
 const pki = new TestPki();
 t.teardown(() => pki.cleanup());
@@ -198,4 +203,62 @@ t.test('100 rotations of B under light load: zero failed requests', async (t) =>
   const m = await stats(b.admin);
   t.equal(m.get('sluice_tls_cert_rotations_total'), 101);
   t.ok((m.get('sluice_tls_inbound_retired_total{listener="in"}') ?? 0) >= 50, 'A\'s connections were retired at the rotations');
+});
+
+t.test('HTTP/2 and Dubbo connections made with the old certificate: GOAWAY and READONLY, what is in flight completes', async (t) => {
+  const h2app = await h2Upstream((stream, headers) => {
+    setTimeout(() => { if (!stream.destroyed) { stream.respond({ ':status': 200 }); stream.end(`ok ${headers[':path']}`); } }, headers[':path'] === '/slow' ? 800 : 0);
+  });
+  const prov = await xfccProvider(800);
+  const b = await startSluice({
+    tls: { inbound: { mode: 'strict' }, retirement },
+    listeners: [
+      { name: 'h2', address: '127.0.0.1:0', direction: 'inbound', cluster: 'h2app' },
+      { name: 'dubbo', address: '127.0.0.1:0', direction: 'inbound', cluster: 'prov' },
+    ],
+    clusters: [{ name: 'h2app', protocol: 'http2', endpoints: [`127.0.0.1:${h2app.port}`] }, { name: 'prov', endpoints: [`127.0.0.1:${prov.port}`] }],
+  });
+  t.teardown(async () => { await b.stop(); await h2app.close(); prov.close(); });
+  await install(b, orders[0]);
+
+  const session = http2.connect(`https://127.0.0.1:${b.port('h2')}`, { cert: caller.cert, key: caller.key, ca: caller.ca, checkServerIdentity: () => undefined });
+  session.on('error', () => {});
+  let goaway = false;
+  session.on('goaway', () => { goaway = true; });
+  const sessionClosed = once(session, 'close');
+  const h2get = (path: string) => new Promise<string>((resolve) => {
+    const req = session.request({ ':path': path });
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => { body += d; });
+    req.on('end', () => resolve(body));
+    req.on('error', (e) => resolve(`error ${e.message}`));
+    req.end();
+  });
+  t.equal(await h2get('/first'), 'ok /first');
+
+  const sock = tls.connect({ host: '127.0.0.1', port: b.port('dubbo'), cert: caller.cert, key: caller.key, ca: caller.ca, checkServerIdentity: () => undefined });
+  await once(sock, 'secureConnect');
+  const consumer = new Consumer(sock, true);
+  t.teardown(() => { session.destroy(); consumer.close(); });
+
+  const slowH2 = h2get('/slow');
+  const slowDubbo = consumer.call('transfer', [str('x')]);
+  await new Promise((r) => setTimeout(r, 200));
+  const rotated = Date.now();
+  await install(b, orders[1]);
+
+  t.equal(await slowH2, 'ok /slow', 'the HTTP/2 stream in flight completed');
+  await waitFor(() => goaway || null, 5000, 'a GOAWAY');
+  const d = await slowDubbo;
+  t.equal(d.status, 20, 'the Dubbo call in flight was answered');
+  await waitFor(() => consumer.closed || null, CAP_MS + 3000, 'the Dubbo connection closed');
+  t.same(consumer.log.filter((e) => e === 'readonly' || e === 'close' || e.startsWith('answer')), ['readonly', 'answer 1000', 'close'],
+    'READONLY first, then the answer of the call in flight, then the close');
+  await Promise.race([sessionClosed, new Promise((_, reject) => setTimeout(() => reject(new Error('the HTTP/2 session did not close')), CAP_MS + 3000))]);
+  t.ok(Date.now() - rotated < CAP_MS + 1500, 'the HTTP/2 session closed (GOAWAY, then its streams done)');
+  t.equal(await servedSerial(b.port('h2'), caller), serialOf(orders[1]), 'a new connection gets the new certificate');
+  const m = await stats(b.admin);
+  t.equal(m.get('sluice_tls_inbound_retired_total{listener="h2"}'), 1);
+  t.equal(m.get('sluice_tls_inbound_retired_total{listener="dubbo"}'), 1);
 });

@@ -9,7 +9,8 @@ import { remoting, str } from '../integration/dubbo-peers';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const protocol: any = require('dubbo-remoting/lib/protocol');
 
-export async function xfccProvider(): Promise<{ port: number; calls: () => number; close(): void }> {
+/** `delayMs`: how long each answer takes (a call in flight for that long). */
+export async function xfccProvider(delayMs = 0): Promise<{ port: number; calls: () => number; close(): void }> {
   let calls = 0;
   const server = net.createServer((sock) => {
     const enc = remoting.encoder({});
@@ -24,7 +25,8 @@ export async function xfccProvider(): Promise<{ port: number; calls: () => numbe
         const msg = protocol.decode(frame, {});
         if (msg.packetType !== 'request') continue;
         calls++;
-        enc.writeResponse(msg, { appResponse: str(String(msg.data.requestProps?.['x-forwarded-client-cert'] ?? 'none')), isError: false });
+        const answer = () => enc.writeResponse(msg, { appResponse: str(String(msg.data.requestProps?.['x-forwarded-client-cert'] ?? 'none')), isError: false });
+        if (delayMs > 0) setTimeout(answer, delayMs); else answer();
       }
     });
   }).listen(0, '127.0.0.1');
