@@ -4,6 +4,8 @@
  * plaintext), and GET /plaintext-callers lists the plaintext callers by source address. Real
  * clients: curl with client certificates, curl in plaintext from two loopback addresses.
  */
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
 import { get, httpUpstream, run, startSluice, stats, waitFor } from '../helpers/harness';
 import { TestPki, type Workload } from '../helpers/certs';
@@ -74,4 +76,9 @@ t.test('stats by peer identity and the plaintext callers of a permissive port', 
   t.equal(cx('none', 'plaintext'), 2);
   const peerSeries = [...m.keys()].filter((k) => k.startsWith('sluice_tls_inbound_peer_rq_total'));
   t.equal(peerSeries.length, 4, 'a bounded label set: two principals, other, none');
+
+  const file = path.join(pki.root, 'stats.txt');
+  writeFileSync(file, (await get(`${s.admin}/stats`)).body);
+  const check = await run('sh', ['-c', `promtool check metrics < '${file}'`]);
+  t.equal(check.code, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);
 });
