@@ -21,6 +21,8 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import tls from 'node:tls';
 import t, { type Test } from 'tap';
 import { buildConfig } from '../../src/config/config';
@@ -261,4 +263,40 @@ t.test('HTTP/2 and Dubbo connections made with the old certificate: GOAWAY and R
   const m = await stats(b.admin);
   t.equal(m.get('sluice_tls_inbound_retired_total{listener="h2"}'), 1);
   t.equal(m.get('sluice_tls_inbound_retired_total{listener="dubbo"}'), 1);
+});
+
+t.test('what retires is what the config names: a new certificate alone keeps connections, a new trust bundle retires them', async (t) => {
+  const app = await httpUpstream((req, res) => res.end(`ok ${req.url}`));
+  const b = await startSluice({
+    tls: { inbound: { mode: 'strict' }, retirement: { onCertificateChange: false, onTrustBundleChange: true, timeoutMs: CAP_MS } },
+    listeners: [{ name: 'in', address: '127.0.0.1:0', direction: 'inbound', cluster: 'app' }],
+    clusters: [{ name: 'app', endpoints: [`127.0.0.1:${app.port}`] }],
+  });
+  t.teardown(async () => { await b.stop(); await app.close(); });
+  await install(b, orders[0]);
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, cert: caller.cert, key: caller.key, ca: caller.ca, checkServerIdentity: () => undefined });
+  t.teardown(() => agent.destroy());
+  const one = () => new Promise<{ port: number; connection: string | undefined }>((resolve, reject) => {
+    https.get({ host: '127.0.0.1', port: b.port('in'), path: '/', agent }, (res) => {
+      const port = res.socket.localPort ?? 0;
+      res.resume();
+      res.on('end', () => resolve({ port, connection: res.headers.connection }));
+    }).on('error', reject);
+  });
+  const first = await one();
+  await install(b, orders[1]);
+  // proving a negative: give every worker time to hear of the new identity (it retires nothing)
+  await new Promise((r) => setTimeout(r, 300));
+  const afterCert = await one();
+  t.same(afterCert, { port: first.port, connection: undefined }, 'a new certificate alone: the connection is kept');
+  // a CA rotation begins: the bundle gains a second CA
+  const other = readFileSync(path.join(pki.ca('next'), 'ca.pem'), 'utf8');
+  const r = await adminPost(b.admin, '/certs', JSON.stringify({ cert: orders[1].cert, key: orders[1].key, ca: orders[1].ca + other }));
+  t.equal(r.status, 200, 'the bundle with two CAs installed');
+  await waitFor(async () => ((await stats(b.admin)).get('sluice_tls_inbound_retired_total{listener="in"}') ?? 0) >= 1 || null, 5000, 'the retirement counted');
+  const afterBundle = await one();
+  t.same(afterBundle, { port: first.port, connection: 'close' }, 'a new bundle: the connection is told to close after its next response');
+  const next = await one();
+  t.not(next.port, first.port, 'the next request is on a new connection');
+  t.equal((await stats(b.admin)).get('sluice_tls_inbound_retired_total{listener="in"}'), 1);
 });
