@@ -14,6 +14,7 @@ import { injectYaml } from './deploy/inject';
 import { parseAddress } from './net/address';
 import { defaultConfig, loadConfigFile, type SluiceConfig } from './config/config';
 import { Sluice } from './main/sluice';
+import { parseAppProbes, type AppProbe } from './main/app-probes';
 import { flushLogs, log } from './log';
 import { createCa, issueCert } from './tls/test-ca';
 
@@ -24,7 +25,8 @@ const INJECT_SKIPPED_EXIT = 3;
 const COMMAND_USAGE: Record<string, string> = {
   start: `  sluice start [--config FILE] [--health-address ADDR:PORT]
         run the proxy; without --config, the embedded default (capture outbound :15001,
-        inbound :15006, admin 127.0.0.1:15000); --health-address also serves GET /ready there
+        inbound :15006, admin 127.0.0.1:15000); --health-address also serves GET /ready there,
+        and the application probes the inject command rewrote (env SLUICE_APP_PROBES)
 `,
   validate: `  sluice validate FILE
         check a config file and print every error with its path
@@ -239,6 +241,17 @@ export async function main(argv: string[]): Promise<number | undefined> {
         return 2;
       }
     }
+    let appProbes: Map<string, AppProbe> | undefined;
+    if (process.env.SLUICE_APP_PROBES) {
+      try { appProbes = parseAppProbes(process.env.SLUICE_APP_PROBES); } catch (err) {
+        process.stderr.write(`sluice: ${(err as Error).message}\n`);
+        return 2;
+      }
+      if (health === undefined && appProbes.size > 0) {
+        process.stderr.write('sluice: SLUICE_APP_PROBES needs --health-address: the application probes are answered there\n');
+        return 2;
+      }
+    }
     let config: SluiceConfig;
     try {
       config = flags.opts['--config'] ? loadConfigFile(flags.opts['--config']) : defaultConfig();
@@ -272,7 +285,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     process.on('SIGINT', interrupt);
     try {
       sluice = await Sluice.start({
-        config, configPath: flags.opts['--config'], healthAddress: flags.opts['--health-address'], debugEndpoints: process.env.SLUICE_DEBUG_ENDPOINTS === '1', onStopRequest: stop,
+        config, configPath: flags.opts['--config'], healthAddress: flags.opts['--health-address'], appProbes, debugEndpoints: process.env.SLUICE_DEBUG_ENDPOINTS === '1', onStopRequest: stop,
       });
     } catch (err) {
       process.removeListener('SIGTERM', stop);

@@ -10,6 +10,11 @@
  *                                    starts only after its startupProbe on /ready passes),
  *                     ...the workload's own init containers ]
  *
+ * Each application container's kubelet probes (httpGet, tcpSocket, grpc) are rewritten to
+ * GET <health port>/app-health/<container>/<livez|readyz|startupz>, and the originals handed to
+ * the proxy in SLUICE_APP_PROBES (src/main/app-probes.ts): with strict mTLS inbound, kubelet's
+ * plaintext probe would otherwise be refused (sluice.io/rewrite-app-probes: "false" keeps them).
+ *
  * Capture options come from pod annotations (sluice.io/...). Other documents pass
  * through untouched; a template that says sluice.io/inject: "false" is left alone;
  * injecting twice gives the same result as once. A workload that cannot be injected
@@ -19,6 +24,7 @@
  */
 import YAML from 'yaml';
 import { SluiceError } from '../errors';
+import { APP_HEALTH_PREFIX, PROBE_PATHS } from '../main/app-probes';
 
 export const DEFAULT_IMAGE = 'sluice/proxy:0.1.0';
 export const PROXY_UID = 1337;
@@ -103,7 +109,7 @@ function initContainer(image: string, annotations: Obj, where: string): Obj {
   };
 }
 
-function proxyContainer(image: string, annotations: Obj, opts: InjectOptions): Obj {
+function proxyContainer(image: string, annotations: Obj, opts: InjectOptions, appProbes: Readonly<Record<string, unknown>>): Obj {
   const probe = { httpGet: { path: '/ready', port: HEALTH_PORT } };
   const c: Obj = {
     name: 'sluice-proxy',
@@ -133,7 +139,77 @@ function proxyContainer(image: string, annotations: Obj, opts: InjectOptions): O
     },
   };
   if (opts.configMap) c.volumeMounts = [{ name: 'sluice-config', mountPath: '/etc/sluice', readOnly: true }];
+  if (Object.keys(appProbes).length > 0) c.env = [{ name: 'SLUICE_APP_PROBES', value: JSON.stringify(appProbes) }];
   return c;
+}
+
+/** Probe fields that say when and how often, kept on the rewritten probe as they were. */
+const PROBE_TIMING = ['initialDelaySeconds', 'periodSeconds', 'timeoutSeconds', 'successThreshold', 'failureThreshold', 'terminationGracePeriodSeconds'];
+
+/** A probe's port: a number, or the name of one of the container's ports. */
+function probePort(c: Obj, port: unknown, where: string): number {
+  if (typeof port === 'number' && Number.isInteger(port) && port >= 1 && port <= 65535) return port;
+  if (typeof port === 'string' && /^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535) return Number(port);
+  const named = (Array.isArray(c.ports) ? c.ports : []).find((p) => isObj(p) && p.name === port);
+  if (isObj(named) && typeof named.containerPort === 'number') return named.containerPort;
+  throw new SluiceError('ERR_INJECT_PROBE', `${where}: container "${String(c.name)}" has a probe on port ${JSON.stringify(port)}, which is no port number nor one of its named ports`);
+}
+
+/**
+ * Rewrites the kubelet probes of the application containers to the proxy's health port, in
+ * place; returns the originals by `<container>/<livez|readyz|startupz>`. A probe rewritten
+ * before keeps its original from `previous` (the proxy's SLUICE_APP_PROBES): injecting twice
+ * gives the same result. Probes with a host of their own (not the pod) and exec probes stay.
+ */
+function rewriteProbes(spec: Obj, previous: Readonly<Record<string, unknown>>, where: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const c of spec.containers as unknown[]) {
+    if (!isObj(c) || typeof c.name !== 'string') continue;
+    for (const [field, suffix] of PROBE_PATHS) {
+      const p = c[field];
+      if (!isObj(p)) continue;
+      const key = `${c.name}/${suffix}`;
+      const path = `${APP_HEALTH_PREFIX}${key}`;
+      const g = isObj(p.httpGet) ? p.httpGet : null;
+      if (g && g.path === path && Number(g.port) === HEALTH_PORT) {
+        if (previous[key] === undefined) throw new SluiceError('ERR_INJECT_PROBE', `${where}: container "${c.name}" has a ${field} on ${path} but the proxy has no original for it`);
+        out[key] = previous[key];
+        continue;
+      }
+      let original: Obj;
+      if (g) {
+        if (g.host !== undefined) continue;
+        original = { httpGet: { port: probePort(c, g.port, where), path: typeof g.path === 'string' ? g.path : '/', scheme: g.scheme === 'HTTPS' ? 'HTTPS' : 'HTTP',
+          ...(Array.isArray(g.httpHeaders) && g.httpHeaders.length > 0 ? { httpHeaders: g.httpHeaders } : {}) } };
+      } else if (isObj(p.tcpSocket)) {
+        if (p.tcpSocket.host !== undefined) continue;
+        original = { tcpSocket: { port: probePort(c, p.tcpSocket.port, where) } };
+      } else if (isObj(p.grpc)) {
+        original = { grpc: { port: probePort(c, p.grpc.port, where), ...(typeof p.grpc.service === 'string' ? { service: p.grpc.service } : {}) } };
+      } else {
+        continue; // exec: runs inside the container, no network
+      }
+      if (typeof p.timeoutSeconds === 'number') original.timeoutSeconds = p.timeoutSeconds;
+      out[key] = original;
+      const rewritten: Obj = { httpGet: { path, port: HEALTH_PORT, scheme: 'HTTP' } };
+      for (const k of PROBE_TIMING) if (p[k] !== undefined) rewritten[k] = p[k];
+      c[field] = rewritten;
+    }
+  }
+  return out;
+}
+
+/** The SLUICE_APP_PROBES of a proxy container injected before, or {}. */
+function previousProbes(spec: Obj): Record<string, unknown> {
+  const proxy = (Array.isArray(spec.initContainers) ? spec.initContainers : []).find((c) => isObj(c) && c.name === 'sluice-proxy');
+  const env = isObj(proxy) && Array.isArray(proxy.env) ? proxy.env.find((e) => isObj(e) && e.name === 'SLUICE_APP_PROBES') : undefined;
+  if (!isObj(env) || typeof env.value !== 'string') return {};
+  try {
+    const v = JSON.parse(env.value) as unknown;
+    return isObj(v) ? v : {};
+  } catch {
+    return {};
+  }
 }
 
 /**
@@ -169,10 +245,15 @@ function injectPod(meta: Obj, spec: Obj, opts: InjectOptions, where: string): bo
   const containers = Array.isArray(spec.containers) ? spec.containers : null;
   if (!containers || containers.length === 0) throw new SluiceError('ERR_INJECT_NO_CONTAINERS', `${where}: has no containers`);
   checkIdentity(spec, where);
+  const rewrite = str(annotations['sluice.io/rewrite-app-probes']);
+  if (rewrite !== undefined && rewrite !== 'true' && rewrite !== 'false') {
+    throw new SluiceError('ERR_INJECT_ANNOTATION', `${where}: annotation sluice.io/rewrite-app-probes: "${rewrite}" is not valid (true or false)`);
+  }
+  const appProbes = rewrite === 'false' ? {} : rewriteProbes(spec, previousProbes(spec), where);
   const image = opts.image ?? DEFAULT_IMAGE;
   const own = (Array.isArray(spec.initContainers) ? spec.initContainers : [])
     .filter((c) => !(isObj(c) && (c.name === 'sluice-init' || c.name === 'sluice-proxy')));
-  spec.initContainers = [initContainer(image, annotations, where), proxyContainer(image, annotations, opts), ...own];
+  spec.initContainers = [initContainer(image, annotations, where), proxyContainer(image, annotations, opts, appProbes), ...own];
   if (opts.configMap) {
     const vols = (Array.isArray(spec.volumes) ? spec.volumes : []).filter((v) => !(isObj(v) && v.name === 'sluice-config'));
     spec.volumes = [...vols, { name: 'sluice-config', configMap: { name: opts.configMap } }];

@@ -519,9 +519,7 @@ export class Exchange implements AttemptSink {
       this.upstreamTarget = t.target;
     } else {
       (this.notes ??= {}).registry = r.miss;
-      this.localReply(r.miss === 'timeout'
-        ? { status: 503, reason: 'registry_timeout', body: `${r.detail}\n` }
-        : { status: 503, reason: 'no_healthy_upstream', body: `${r.detail}\n` });
+      this.localReply({ status: 503, reason: r.miss === 'timeout' ? 'registry_timeout' : r.miss === 'full' ? 'registry_full' : 'no_healthy_upstream', body: `${r.detail}\n` });
       return;
     }
     this.startMirrors();
@@ -1137,5 +1135,5 @@ function grpcOfHttp(status: number): number {
 
 function isLocalOrigin(reason: string): boolean {
   return reason === 'upstream_connect_failed' || reason === 'upstream_dns_failed' || reason === 'upstream_timeout'
-    || reason === 'upstream_reset' || reason === 'overflow' || reason === 'no_healthy_upstream' || reason === 'registry_timeout';
+    || reason === 'upstream_reset' || reason === 'overflow' || reason === 'no_healthy_upstream' || reason === 'registry_timeout' || reason === 'registry_full';
 }

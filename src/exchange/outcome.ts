@@ -17,6 +17,8 @@ export type LocalReason =
   | 'no_healthy_upstream'
   /** A request held for its service's first list from a registry, and none came in time (explicit listeners). */
   | 'registry_timeout'
+  /** A new service past registry.maxServices: not subscribed (explicit listeners; captured calls go where they were sent). */
+  | 'registry_full'
   | 'denied'
   | 'rate_limited'
   | 'fault_abort'

@@ -14,7 +14,8 @@
  * Reading is open to anyone who reaches the address; every POST (and so every change, /debug
  * included) needs `Authorization: Bearer <token>`, the token from admin.tokenFile (admin-token.ts).
  * The health address (`--health-address`, reachable from outside the pod) serves GET /ready and
- * GET /stats only, for kubelet probes and Prometheus.
+ * GET /stats only, for kubelet probes and Prometheus, and GET /app-health/<container>/<probe>: the
+ * application's own probes that `sluice inject` rewrote to come here (app-probes.ts).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,6 +24,7 @@ import { ConfigError, SluiceError } from '../errors';
 import { countProcessLogDrops, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { Sluice } from './sluice';
+import type { AppProber } from './app-probes';
 import { bearerMatches, loadAdminToken, removeAdminToken, type AdminToken } from './admin-token';
 
 const MAX_BODY = 4 << 20;
@@ -33,7 +35,7 @@ export class AdminServer {
   private health: http.Server | null = null;
   private token: AdminToken | null = null;
 
-  constructor(private readonly sluice: Sluice, private readonly opts: { debugEndpoints: boolean }) {
+  constructor(private readonly sluice: Sluice, private readonly opts: { debugEndpoints: boolean; appProbes?: AppProber }) {
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err) => this.send(res, 500, `${(err as Error).message}\n`));
     });
@@ -59,10 +61,13 @@ export class AdminServer {
     const { host, port } = parseAddress(address);
     const server = http.createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
+      const probe = req.method === 'GET' ? this.opts.appProbes?.answer(path) : null;
       if (req.method === 'GET' && path === '/ready') {
         this.readiness(res);
       } else if (req.method === 'GET' && path === '/stats') {
         this.sendStats(res);
+      } else if (probe) {
+        void probe.then((a) => { if (!res.destroyed) this.send(res, a.status, a.body); });
       } else {
         this.send(res, 404, 'not found\n');
       }

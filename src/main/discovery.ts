@@ -17,6 +17,7 @@ import { log } from '../log';
 import { Registries, registrySeries, type RegistryEndpoint, type Subscription } from '../registry';
 import type { ServiceKind } from '../registry/config';
 import { LogEvery } from '../log';
+import type { DiscoveryRefusal } from '../shared/messages';
 import type { Stats } from '../stats/stats';
 import { discoveredName, type DiscoveredList, type EndpointDirectory } from '../upstream/endpoint-directory';
 import { TOUCH_SLOTS } from '../upstream/discovered';
@@ -34,6 +35,8 @@ export interface DiscoveryHost {
   addCluster(name: string): void;
   /** Publishes the mailbox now and tells the workers to read it. */
   wake(): void;
+  /** Tells the workers that `service` will not be subscribed, so that the requests held for it go on now. */
+  refuse(kind: ServiceKind, service: string, why: DiscoveryRefusal['why']): void;
 }
 
 /** A service the workers use, and the subscription that feeds it. */
@@ -87,8 +90,10 @@ export class Discovery {
     try {
       sub = this.registries.subscribe(kind, service);
     } catch (err) {
-      // a bad name or a kind no registry serves: the worker's wait runs out and it falls back
+      // a bad name, a kind no registry serves, or registry.maxServices reached: the held requests
+      // go on at once, as without a registry
       this.refused.note({ kind, service: service.slice(0, 200), err: (err as Error).message });
+      this.host.refuse(kind, service, (err as { code?: string }).code === 'ERR_REGISTRY_FULL' ? 'full' : 'not_a_service');
       return;
     }
     this.track(sub);
@@ -147,7 +152,10 @@ export class Discovery {
     const name = discoveredName(sub.kind, sub.service);
     const touch = this.freeTouch.pop() ?? this.nextTouch++;
     if (touch >= TOUCH_SLOTS) {
+      // registry.maxServices is below TOUCH_SLOTS: only a reload racing the idle sweep gets here
       log.warn({ service: name }, `registry: more than ${TOUCH_SLOTS - 1} services at once; this one is not used`);
+      this.registries?.unsubscribe(sub.kind, sub.service);
+      this.host.refuse(sub.kind, sub.service, 'full');
       return;
     }
     Atomics.store(this.host.touch, touch, 0);

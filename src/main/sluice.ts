@@ -14,6 +14,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { loadConfigFile, type EndpointConfig, type SluiceConfig } from '../config/config';
 import { AdminServer } from './admin-server';
+import { AppProber, type AppProbe } from './app-probes';
 import { ConfigError, SluiceError } from '../errors';
 import { log } from '../log';
 import { formatAddress } from '../net/address';
@@ -24,7 +25,7 @@ import { MAX_FD } from '../shared/fd-ownership';
 import { releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
 import { filterSeries } from '../filters';
 import {
-  CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRequest, type WorkerPing,
+  CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
 import { Discovery } from './discovery';
 import { TOUCH_REGION } from '../upstream/discovered';
@@ -50,6 +51,8 @@ export interface StartOptions {
   onStopRequest?: () => void;
   /** Serve GET /ready (and nothing else) here too, e.g. 0.0.0.0:15020 for kubelet probes. */
   healthAddress?: string;
+  /** The application's probes (SLUICE_APP_PROBES), answered on the health address under /app-health/. */
+  appProbes?: ReadonlyMap<string, AppProbe>;
 }
 
 let instances = 0;
@@ -127,6 +130,10 @@ export class Sluice {
         this.control.postMessage({ type: 'endpoints' } satisfies ControlMessage);
         this.localRuntime?.endpointsChanged();
       },
+      refuse: (kind, service, why) => {
+        // every DiscoveryClient listens on the channel, the main thread's own runtime's too
+        this.registryRequests.postMessage({ type: 'refused', kind, service, why } satisfies DiscoveryRefusal);
+      },
     }, opts.config);
     this.registryRequests.onmessage = (ev) => {
       const msg = (ev as unknown as { data: DiscoveryRequest }).data;
@@ -193,7 +200,7 @@ export class Sluice {
         maxPerWorker: opts.config.workers.maxConnectionsPerWorker,
       },
     );
-    this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true });
+    this.admin = new AdminServer(this, { debugEndpoints: opts.debugEndpoints === true, appProbes: opts.appProbes?.size ? new AppProber(opts.appProbes) : undefined });
   }
 
   static async start(opts: StartOptions): Promise<Sluice> {

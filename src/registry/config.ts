@@ -21,6 +21,7 @@
  *   idleUnsubscribeMs: 600000           # 0: never
  *   zeroInstanceHoldMs: 60000           # 0: an empty list applies at once
  *   firstListTimeoutMs: 5000
+ *   maxServices: 10000                 # services subscribed at once; more are refused, counted
  * ```
  */
 import Ajv, { type ErrorObject } from 'ajv';
@@ -47,6 +48,8 @@ export interface RegistrySettings {
   idleUnsubscribeMs: number;
   zeroInstanceHoldMs: number;
   firstListTimeoutMs: number;
+  /** At most this many services subscribed at once; a new service past it is not subscribed (its calls go on as without a registry). */
+  maxServices: number;
   /** Captured outbound calls of a discovered service are balanced over its providers; false: they go where the application sent them. */
   balanceCaptured: boolean;
   /** How the cluster of a discovered service connects and balances (as clusters[] of the config). */
@@ -118,6 +121,13 @@ export const registryConfigSchema = {
       zeroInstanceHoldMs: duration(60_000, 0),
       /** A subscription's `ready` fails if no registry answered within this. */
       firstListTimeoutMs: duration(5000),
+      /**
+       * Services subscribed at once (subscribeAtStart included). The data path asks for any
+       * Host or interface a caller names; past this, a new name is refused at once (counted,
+       * logged): captured calls go where the application sent them, explicit listeners answer
+       * 503 `registry_full`. Bounded by the touch words the workers share (65535).
+       */
+      maxServices: { type: 'integer', minimum: 1, maximum: 65535, default: 10_000 },
       /**
        * Captured outbound calls to a service a registry lists are balanced by Sluice over its
        * providers; false: they go to the address the application chose, as without a registry
@@ -208,6 +218,10 @@ export function registryConfigIssues(doc: Obj): ConfigIssue[] {
         else if (!kinds.has(kind)) issues.push({ path, message: `no registry serves ${kind} services (registries[].kinds)` });
         seen.add(s);
       });
+    }
+    const atStart = SERVICE_KINDS.reduce((n, k) => n + list((reg.subscribeAtStart as Obj)[k]).length, 0);
+    if (typeof reg.maxServices === 'number' && atStart > reg.maxServices) {
+      issues.push({ path: '/registry/maxServices', message: `is ${reg.maxServices}, but registry.subscribeAtStart lists ${atStart} services` });
     }
   }
   return issues;

@@ -72,7 +72,7 @@ export class Registries {
   /**
    * The subscription of a service, made on its first call: endpoints as soon as its `ready`
    * resolves, and a 'change' event whenever they change. Counts as a use (touch()).
-   * Throws RegistryError: ERR_REGISTRY_BAD_SERVICE, ERR_REGISTRY_NO_REGISTRY, ERR_REGISTRY_CLOSED.
+   * Throws RegistryError: ERR_REGISTRY_BAD_SERVICE, ERR_REGISTRY_NO_REGISTRY, ERR_REGISTRY_FULL, ERR_REGISTRY_CLOSED.
    */
   subscribe(kind: ServiceKind, service: string): Subscription {
     const sub = this.subs.get(`${kind}:${service}`) ?? this.open(kind, service, false);
@@ -130,6 +130,11 @@ export class Registries {
     const regs = this.registries.filter((r) => r.kinds.has(kind));
     if (regs.length === 0) throw new RegistryError('ERR_REGISTRY_NO_REGISTRY', `no registry serves ${kind} services`);
     const s = this.config.registry;
+    // a caller can name any host or interface: the subscriptions (watches, memory) stay bounded
+    if (this.subs.size >= s.maxServices) {
+      this.global.sink.inc(this.global.refused);
+      throw new RegistryError('ERR_REGISTRY_FULL', `registry.maxServices (${s.maxServices}) services are subscribed already`);
+    }
     const sub = new Subscription(kind, service, {
       registries: regs.map((r) => r.name),
       zeroInstanceHoldMs: s.zeroInstanceHoldMs,

@@ -30,6 +30,7 @@ export const REGISTRY_FAMILIES: readonly RegistryFamily[] = [
   { name: 'sluice_registry_updates_total', kind: 'counter', by: 'none', help: 'Endpoint list changes published to the data path' },
   { name: 'sluice_registry_zero_instance_held', kind: 'gauge', by: 'none', help: 'Services whose change to an empty list is held back now (registry.zeroInstanceHoldMs)' },
   { name: 'sluice_registry_zero_instance_protected_total', kind: 'counter', by: 'none', help: 'Changes to an empty list that were held back' },
+  { name: 'sluice_registry_subscriptions_refused_total', kind: 'counter', by: 'none', help: 'New services not subscribed because registry.maxServices were subscribed already (their calls went on as without a registry)' },
   { name: 'sluice_registry_ready_timeout_total', kind: 'counter', by: 'none', help: 'Subscriptions whose first list did not come within registry.firstListTimeoutMs' },
 ];
 
@@ -105,7 +106,9 @@ export class GlobalRegistryStats {
   readonly held: number;
   readonly protected: number;
   readonly readyTimeout: number;
+  readonly refused: number;
   constructor(readonly sink: StatsSink) {
+    this.refused = sink.slot('sluice_registry_subscriptions_refused_total');
     this.updates = sink.slot('sluice_registry_updates_total');
     this.held = sink.slot('sluice_registry_zero_instance_held');
     this.protected = sink.slot('sluice_registry_zero_instance_protected_total');

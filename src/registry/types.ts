@@ -38,7 +38,8 @@ export type RegistryErrorCode =
   | 'ERR_REGISTRY_TIMEOUT'       // no registry answered within registry.firstListTimeoutMs
   | 'ERR_REGISTRY_CLOSED'        // the registries were closed, or the subscription dropped, first
   | 'ERR_REGISTRY_BAD_SERVICE'   // a service name that cannot be a ZooKeeper path segment
-  | 'ERR_REGISTRY_NO_REGISTRY';  // no configured registry serves this kind of service
+  | 'ERR_REGISTRY_NO_REGISTRY'   // no configured registry serves this kind of service
+  | 'ERR_REGISTRY_FULL';         // registry.maxServices services are subscribed already
 
 export class RegistryError extends SluiceError {
   constructor(code: RegistryErrorCode, message: string) {

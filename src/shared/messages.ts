@@ -7,6 +7,7 @@
  *   main ──ControlMessage──▶ all      (BroadcastChannel: drain, close-idle, endpoints)
  *   main ──endpoint lists──▶ all      (shared-memory mailbox, src/upstream/endpoint-directory.ts)
  *   worker ─DiscoveryRequest─▶ main   (BroadcastChannel: subscribe a service a request needs)
+ *   main ─DiscoveryRefusal─▶ workers  (same channel: it will not be subscribed)
  */
 import type { SluiceConfig } from '../config/config';
 
@@ -52,6 +53,15 @@ export interface DiscoveryRequest {
   type: 'subscribe';
   kind: 'dubbo' | 'spring';
   service: string;
+}
+
+/** main → workers on the same channel: a service that will not be subscribed; its held requests go on now. */
+export interface DiscoveryRefusal {
+  type: 'refused';
+  kind: 'dubbo' | 'spring';
+  service: string;
+  /** full: registry.maxServices reached (captured calls go where the application sent them); not_a_service: no registry can list it */
+  why: 'full' | 'not_a_service';
 }
 
 /** Discovery requests travel on a channel of their own, beside the control channel. */

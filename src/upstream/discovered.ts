@@ -19,7 +19,7 @@ import type { ClusterConfig, SluiceConfig } from '../config/config';
 import { dubboMatches } from '../registry/dubbo-url';
 import { serviceNameProblem } from '../registry/config';
 import { declareRegion } from '../shared/shared-memory';
-import type { DiscoveryRequest } from '../shared/messages';
+import type { DiscoveryRefusal, DiscoveryRequest } from '../shared/messages';
 import type { Stats } from '../stats/stats';
 import { ClusterRuntime } from './cluster';
 import type { DiscoveredList } from './endpoint-directory';
@@ -63,7 +63,7 @@ export class DiscoveredCluster {
 /** What a lookup found: a target, or why there is none. */
 export type DiscoveryResult =
   | { readonly cluster: ClusterRuntime; readonly subset: string }
-  | { readonly miss: 'timeout' | 'no_provider' | 'not_a_service'; readonly detail: string };
+  | { readonly miss: 'timeout' | 'no_provider' | 'not_a_service' | 'full'; readonly detail: string };
 
 /** What a lookup needs of the config in force (a worker's CompiledConfig). */
 export interface DiscoveredSource {
@@ -72,19 +72,27 @@ export interface DiscoveredSource {
 }
 
 interface Pending {
-  waiters: Array<() => void>;
+  waiters: Array<(refused?: DiscoveryResult) => void>;
   timer: NodeJS.Timeout;
 }
+
+/** How long a worker answers a refused service's requests itself before asking the main thread again. */
+const REFUSED_MS = 1000;
+/** Refused names remembered at once (a caller may name many): past this the memory is cleared. */
+const REFUSED_MAX = 4096;
 
 /** A worker's side of on-demand subscription. */
 export class DiscoveryClient {
   private readonly pending = new Map<string, Pending>();
   private readonly channel: BroadcastChannel | null;
+  /** Services the main thread will not subscribe: name → [result, until (ms)]. */
+  private readonly refused = new Map<string, readonly [DiscoveryResult, number]>();
 
   constructor(private readonly touchWords: Int32Array, channelName: string | undefined, private readonly current: () => DiscoveredSource) {
     this.channel = channelName ? new BroadcastChannel(channelName) : null;
     // the channel must not keep an idle worker alive
     (this.channel as unknown as { unref?(): void } | null)?.unref?.();
+    if (this.channel) this.channel.onmessage = (ev) => this.onRefusal((ev as unknown as { data: DiscoveryRefusal }).data);
   }
 
   /**
@@ -99,6 +107,11 @@ export class DiscoveryClient {
     const name = discoveredName(kind, service);
     const known = src.discovered.get(name);
     if (known) return this.use(known, kind, service, group, version);
+    if (this.refused.size > 0) {
+      const r = this.refused.get(name);
+      if (r && r[1] > performance.now()) return r[0];
+      if (r) this.refused.delete(name);
+    }
     let p = this.pending.get(name);
     if (!p) {
       const wait = src.config.registry.firstListTimeoutMs + GRACE_MS;
@@ -108,10 +121,10 @@ export class DiscoveryClient {
       this.pending.set(name, p);
       this.channel?.postMessage({ type: 'subscribe', kind, service } satisfies DiscoveryRequest);
     }
-    p.waiters.push(() => {
+    p.waiters.push((refused) => {
       const d = this.current().discovered.get(name);
       done(d ? this.use(d, kind, service, group, version)
-        : { miss: 'timeout', detail: `no registry answered for ${kind} service ${service} in time` });
+        : refused ?? { miss: 'timeout', detail: `no registry answered for ${kind} service ${service} in time` });
     });
     return undefined;
   }
@@ -133,11 +146,24 @@ export class DiscoveryClient {
     this.channel?.close();
   }
 
-  private expire(name: string): void {
+  private expire(name: string, refused?: DiscoveryResult): void {
     const p = this.pending.get(name);
     if (!p) return;
     this.pending.delete(name);
-    for (const w of p.waiters) w();
+    clearTimeout(p.timer);
+    for (const w of p.waiters) w(refused);
+  }
+
+  /** The main thread will not subscribe a service: its held requests go on now, and so do the next second's. */
+  private onRefusal(m: DiscoveryRefusal | undefined): void {
+    if (m?.type !== 'refused' || typeof m.service !== 'string') return;
+    const name = discoveredName(m.kind, m.service);
+    const r: DiscoveryResult = m.why === 'full'
+      ? { miss: 'full', detail: `${m.kind} service ${m.service} not subscribed: registry.maxServices services are subscribed already` }
+      : { miss: 'not_a_service', detail: `no registry can list ${m.kind} service ${m.service}` };
+    if (this.refused.size >= REFUSED_MAX) this.refused.clear();
+    this.refused.set(name, [r, performance.now() + REFUSED_MS]);
+    this.expire(name, r);
   }
 
   private use(d: DiscoveredCluster, kind: 'dubbo' | 'spring', service: string, group: string | undefined, version: string | undefined): DiscoveryResult {

@@ -26,6 +26,11 @@ const tlsRefusedLog = new LogEvery('inbound TLS connection refused');
 const plaintextRefusedLog = new LogEvery('plaintext connection refused on a strict mTLS port');
 
 
+/** A module-level listener: a closure here would keep the whole sniffing scope alive as long as the socket. */
+function destroyOnError(this: net.Socket): void {
+  this.destroy();
+}
+
 export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
   const cfg = rt.current();
   const { stats } = cfg;
@@ -33,7 +38,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   const inner = info.principal !== undefined;
   // the open-connection gauge is kept by the main thread (listeners.ts): it outlives a dead worker
   if (!inner) stats.inc(info.listener.cxTotal);
-  socket.on('error', () => socket.destroy());
+  socket.on('error', destroyOnError);
   socket.setNoDelay(true);
   info.socket = socket;
   const l = info.listener.config;
@@ -61,12 +66,20 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   let length = 0;
   /** Silent past tcp.sniffTimeoutMs: the upstream is dialled, and the first to speak decides. */
   let held: TcpProxy | null = null;
-  const decide = (verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null) => {
-    if (decided) return;
+  /**
+   * Sniffing is over: its timer and listeners go, and with them the last references to this
+   * scope (its closures, the timer, the chunks), which an idle connection must not keep.
+   */
+  const stopSniffing = () => {
     decided = true;
     clearTimeout(timer);
     socket.removeListener('readable', onReadable);
     socket.removeListener('end', onEnd);
+    socket.removeListener('close', onClose);
+  };
+  const decide = (verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null) => {
+    if (decided) return;
+    stopSniffing();
     const now = rt.current();
     if (mode !== 'disabled' && verdict !== 'refuse') {
       if (held !== null) { held.drop(); held = null; }
@@ -125,10 +138,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
         if (decided) return;
         // the server spoke first: whatever the client sent meanwhile goes to it as it is
         if (length > 0) { socket.unshift(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)); chunks.length = 0; }
-        decided = true;
-        clearTimeout(timer);
-        socket.removeListener('readable', onReadable);
-        socket.removeListener('end', onEnd);
+        stopSniffing();
         rt.current().stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tcp')]);
       },
     });
@@ -203,7 +213,8 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     chunks.length = 0;
     decide('tcp', head);
   };
-  socket.once('close', () => clearTimeout(timer));
+  const onClose = () => clearTimeout(timer);
+  socket.once('close', onClose);
   socket.on('readable', onReadable);
   socket.once('end', onEnd);
 }

@@ -81,7 +81,7 @@ t.test('an empty document gets every default', async (t) => {
     authorization: [],
     registries: [],
     registry: {
-      subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600_000, zeroInstanceHoldMs: 60_000, firstListTimeoutMs: 5000,
+      subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600_000, zeroInstanceHoldMs: 60_000, firstListTimeoutMs: 5000, maxServices: 10_000,
       balanceCaptured: true, cluster: { lbPolicy: 'round_robin', connectTimeoutMs: 5000, maxConnectionsPerEndpoint: 1024, maxPendingRequests: 1024 },
     },
   });

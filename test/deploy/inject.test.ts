@@ -83,6 +83,59 @@ t.test('a Deployment gets the capture init container and the proxy as a native s
   t.equal(d.spec.template.metadata.annotations['sluice.io/injected'], 'true');
 });
 
+const probed = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web }
+spec:
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers:
+        - name: web
+          image: "web:1"
+          ports: [ { name: http, containerPort: 8080 }, { name: grpc, containerPort: 9090 } ]
+          livenessProbe: { httpGet: { path: /healthz, port: http, httpHeaders: [ { name: x-probe, value: "1" } ] }, periodSeconds: 3, timeoutSeconds: 2, failureThreshold: 4 }
+          readinessProbe: { tcpSocket: { port: 8080 }, initialDelaySeconds: 5 }
+          startupProbe: { grpc: { port: 9090, service: web } }
+        - name: side
+          image: "side:1"
+          livenessProbe: { exec: { command: [ "true" ] } }
+          readinessProbe: { httpGet: { host: 10.0.0.1, path: /up, port: 80 } }
+`;
+
+t.test('application probes are rewritten to the health port, the originals handed to the proxy', async (t) => {
+  const out = injectYaml(probed);
+  t.equal(out.injected, 1, JSON.stringify(out.skipped));
+  const [d] = docs(out.yaml);
+  new Deployment(d).validate();
+  const [web, side] = d.spec.template.spec.containers;
+  t.same(web.livenessProbe, { httpGet: { path: '/app-health/web/livez', port: 15020, scheme: 'HTTP' }, periodSeconds: 3, timeoutSeconds: 2, failureThreshold: 4 }, 'timing kept');
+  t.same(web.readinessProbe, { httpGet: { path: '/app-health/web/readyz', port: 15020, scheme: 'HTTP' }, initialDelaySeconds: 5 });
+  t.same(web.startupProbe, { httpGet: { path: '/app-health/web/startupz', port: 15020, scheme: 'HTTP' } });
+  t.same(side.livenessProbe, { exec: { command: ['true'] } }, 'exec probes stay');
+  t.same(side.readinessProbe, { httpGet: { host: '10.0.0.1', path: '/up', port: 80 } }, 'a probe of another host stays');
+  const proxy = d.spec.template.spec.initContainers[1];
+  const env = proxy.env.find((e: any) => e.name === 'SLUICE_APP_PROBES');
+  t.same(JSON.parse(env.value), {
+    'web/livez': { httpGet: { port: 8080, path: '/healthz', scheme: 'HTTP', httpHeaders: [{ name: 'x-probe', value: '1' }] }, timeoutSeconds: 2 },
+    'web/readyz': { tcpSocket: { port: 8080 } },
+    'web/startupz': { grpc: { port: 9090, service: 'web' } },
+  }, 'named ports resolved');
+  t.equal(injectYaml(out.yaml).yaml, out.yaml, 'injecting twice gives the same manifest');
+
+  const off = injectYaml(probed.replace('metadata: { labels: { app: web } }', 'metadata: { labels: { app: web }, annotations: { sluice.io/rewrite-app-probes: "false" } }'));
+  const [o] = docs(off.yaml);
+  t.same(o.spec.template.spec.containers, docs(probed)[0].spec.template.spec.containers, 'sluice.io/rewrite-app-probes: "false" keeps them');
+  t.notOk(o.spec.template.spec.initContainers[1].env, 'and hands the proxy none');
+
+  const badPort = injectYaml(probed.replace('port: http,', 'port: nope,'));
+  t.equal(badPort.injected, 0);
+  t.equal(badPort.skipped[0].code, 'ERR_INJECT_PROBE');
+  t.match(badPort.skipped[0].message, /container "web" has a probe on port "nope", which is no port number nor one of its named ports/);
+});
+
 t.test('several documents: workloads injected, other kinds passed through', async (t) => {
   const out = injectYaml(statefulSetAndService);
   t.equal(out.injected, 2);

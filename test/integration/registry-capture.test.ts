@@ -151,6 +151,7 @@ t.test('captured Dubbo calls are balanced over the providers ZooKeeper lists for
     ],
     // the fixed names: this alone makes captured Dubbo calls discovered and balanced
     registries: [{ name: 'zk', type: 'zookeeper', address: `${hostAddr}:${relayPort}` }],
+    registry: { maxServices: 2 },
   }));
   chmodSync(cfgDir, 0o755);
   chmodSync(cfg, 0o644);
@@ -189,4 +190,12 @@ t.test('captured Dubbo calls are balanced over the providers ZooKeeper lists for
   // an interface ZooKeeper lists no provider of: where the application sent it, as without a registry
   const unlisted = await calls('com.example.Unlisted:1.0.0', 3);
   t.same(unlisted.map((a) => a.value), ['p0:transfer:c1', 'p0:transfer:c2', 'p0:transfer:c3'], 'to the original destination');
+
+  // a third service, past registry.maxServices (2): not subscribed and not held, where the application sent it
+  const over = await calls('com.example.Third:1.0.0', 3);
+  t.same(over.map((a) => a.value), ['p0:transfer:c1', 'p0:transfer:c2', 'p0:transfer:c3'], 'to the original destination');
+  const after = await stats();
+  t.ok((after.get('sluice_registry_subscriptions_refused_total') ?? 0) >= 1, 'the refusal counted');
+  t.equal(after.get('sluice_registry_subscriptions{registry="zk"}'), 2, 'still two subscriptions');
+  t.equal(after.get('sluice_registry_ready_timeout_total') ?? 0, 0, 'nothing waited for a list');
 });

@@ -5,7 +5,7 @@
  * service name, subscribed on its first call.
  */
 import t from 'tap';
-import { startSluice, stats, waitFor } from '../helpers/harness';
+import { run, startSluice, stats, waitFor } from '../helpers/harness';
 import { parseWchp } from '../helpers/zookeeper';
 import { Consumer, rawProvider, SERVICE, str } from './dubbo-peers';
 import { callsOf, CLUSTER, clusters, register, registryConfig, zookeeperForFile } from './registry-peers';
@@ -185,3 +185,33 @@ t.test('an interface nobody provides: SERVICE_NOT_FOUND with the reason', async 
   t.equal((await stats(s.admin)).get('sluice_registry_subscribe_total{registry="zk"}'), 1);
 });
 
+
+t.test('past registry.maxServices a new service is refused at once (Dubbo and HTTP), counted, and the services in use keep serving', async (t) => {
+  const a = await rawProvider();
+  t.teardown(() => a.close());
+  const na = await register(f, a, { version: '1.0.0' });
+  t.teardown(() => f.writer.remove(na).catch(() => {}));
+  // firstListTimeoutMs far above what the refusal may take: a refused call is not held for it
+  const s = await startSluice(registryConfig(f, { maxServices: 1, firstListTimeoutMs: 8000 }));
+  t.teardown(() => s.stop());
+  const c = await Consumer.connect(s.port('dubbo'));
+  t.teardown(() => c.close());
+  t.equal((await c.call('transfer', [str('first')])).status, 20, 'the first service is subscribed and served');
+
+  const t0 = Date.now();
+  const over = await c.call('transfer', [str('x')], {}, 20_000, 'com.example.Other:1.0.0');
+  const took = Date.now() - t0;
+  t.equal(over.status, 70, `SERVICE_ERROR: ${JSON.stringify(over)}`);
+  t.match(over.error, /sluice: registry_full: dubbo service com\.example\.Other not subscribed: registry\.maxServices/);
+  t.ok(took < 2000, `answered at once, not after firstListTimeoutMs (${took} ms)`);
+
+  const curl = await run('curl', ['-sS', '-o', '/dev/null', '-D', '-', '--max-time', '10', '-H', 'host: orders', `http://127.0.0.1:${s.port('web')}/x`]);
+  t.match(curl.stdout, /^HTTP\/1\.1 503/, curl.stdout + curl.stderr);
+  t.match(curl.stdout, /x-sluice-reason: registry_full/i);
+
+  t.equal((await c.call('transfer', [str('again')])).status, 20, 'the subscribed service keeps serving');
+  const st = await stats(s.admin);
+  t.ok((st.get('sluice_registry_subscriptions_refused_total') ?? 0) >= 2, `refusals counted: ${st.get('sluice_registry_subscriptions_refused_total')}`);
+  t.equal(st.get('sluice_registry_subscriptions{registry="zk"}'), 1, 'still one subscription');
+  t.same((await clusters(s)).clusters.filter((x) => x.name.includes('/')).map((x) => x.name), [CLUSTER], 'no cluster for the refused names');
+});

@@ -17,7 +17,7 @@ t.test('defaults', async (t) => {
     name: 'zk', type: 'zookeeper', address: '127.0.0.1:2181', sessionTimeoutMs: 30000, kinds: ['dubbo', 'spring'], dubboRoot: '/dubbo', springRoot: '/services',
   });
   const settings = {
-    subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600000, zeroInstanceHoldMs: 60000, firstListTimeoutMs: 5000,
+    subscribeAtStart: { dubbo: [], spring: [] }, idleUnsubscribeMs: 600000, zeroInstanceHoldMs: 60000, firstListTimeoutMs: 5000, maxServices: 10000,
     balanceCaptured: true, cluster: { lbPolicy: 'round_robin', connectTimeoutMs: 5000, maxConnectionsPerEndpoint: 1024, maxPendingRequests: 1024 },
   };
   t.same(config.registry, settings);
@@ -75,6 +75,11 @@ t.test('every rule, with its path', async (t) => {
   ]);
   t.same(issues({ registry: { subscribeAtStart: { dubbo: ['a.B'] } } }), ['/registry/subscribeAtStart/dubbo/0: no registry serves dubbo services (registries[].kinds)']);
   t.same(issues({ registries: {} }), ['/registries: must be array']);
+  t.same(issues({ registries: [{ name: 'a', type: 'zookeeper', address: 'h' }], registry: { maxServices: 1, subscribeAtStart: { dubbo: ['a.B'], spring: ['orders'] } } }), [
+    '/registry/maxServices: is 1, but registry.subscribeAtStart lists 2 services',
+  ]);
+  t.same(issues({ registry: { maxServices: 0 } }), ['/registry/maxServices: must be >= 1']);
+  t.same(issues({ registry: { maxServices: 65536 } }), ['/registry/maxServices: must be <= 65535']);
 });
 
 t.test('is part of the Sluice schema and stats', async (t) => {

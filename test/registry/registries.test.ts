@@ -352,6 +352,22 @@ t.test('subscribe refuses what cannot be a service, and kinds no registry serves
   t.throws(() => r.registries.subscribe('dubbo', 'a/b'), { code: 'ERR_REGISTRY_BAD_SERVICE' });
   t.throws(() => r.registries.subscribe('dubbo', ''), { code: 'ERR_REGISTRY_BAD_SERVICE' });
   t.throws(() => r.registries.subscribe('spring', 'orders'), { code: 'ERR_REGISTRY_NO_REGISTRY' });
+});
+
+t.test('past registry.maxServices a new service is refused and counted; one that is subscribed stays; a dropped one makes room', async (t) => {
+  const r = registries({}, { maxServices: 2 });
+  const subs = [r.registries.subscribe('dubbo', 'com.acme.A'), r.registries.subscribe('spring', 'orders')];
+  await Promise.all(subs.map((x) => x.ready));
+  t.throws(() => r.registries.subscribe('dubbo', 'com.acme.C'), { code: 'ERR_REGISTRY_FULL', message: /registry\.maxServices \(2\)/ });
+  t.throws(() => r.registries.subscribe('spring', 'payments'), { code: 'ERR_REGISTRY_FULL' });
+  t.equal(r.stat('sluice_registry_subscriptions_refused_total'), 2);
+  t.ok(r.registries.subscribe('dubbo', 'com.acme.A'), 'a subscribed service is found, not refused');
+  t.equal(r.registries.subscriptions().length, 2);
+  r.registries.unsubscribe('spring', 'orders');
+  const c = r.registries.subscribe('dubbo', 'com.acme.C');
+  t.ok(c, 'room again once one is gone');
+  await c.ready;
+  t.equal(r.stat('sluice_registry_subscriptions_refused_total'), 2);
   await r.registries.close();
   t.throws(() => r.registries.subscribe('dubbo', 'x'), { code: 'ERR_REGISTRY_CLOSED' });
 });

@@ -175,6 +175,8 @@ const S_MSG_END = 7;     // message complete, onMessageEnd not yet emitted (paus
 const NEED_MORE = -1;
 const FAILED = -2;
 
+/** Between messages: the field lists of the next one are made when it begins (an idle connection holds none). */
+const NO_FIELDS: string[] = Object.freeze([]) as unknown as string[];
 const EMPTY = Buffer.alloc(0);
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
 /** Chunks up to this size are decoded to a string whole instead of searching for the end of the head. */
@@ -225,7 +227,7 @@ export class Http1Decoder {
   private status = 0;
   private reason = '';
   private versionMinor = 1;
-  private headers: string[] = [];
+  private headers: string[] = NO_FIELDS;
   private trailers: string[] | null = null;
   private contentLength = -1;
   private teSeen = false;
@@ -234,7 +236,7 @@ export class Http1Decoder {
   private host = '';
   private upgradeHeader = false;
   private expectContinue = false;
-  private connTokens: string[] = [];
+  private connTokens: string[] = NO_FIELDS;
   private connClose = false;
   private connKeepAlive = false;
   private connUpgrade = false;
@@ -474,7 +476,9 @@ export class Http1Decoder {
       pos = r;
       if (this.state !== section || this.paused || this.stopped) break;
     }
+    // the mapped head is for this call only: an idle connection keeps no copy of its last head
     this.hsBuf = null;
+    this.hs = '';
     return pos;
   }
 
@@ -610,6 +614,8 @@ export class Http1Decoder {
     const end = i + 2;
     if (!this.count(end - s)) return FAILED;
     this.inMessage = true;
+    this.headers = [];
+    this.connTokens = [];
     this.versionMinor = minor;
     this.method = this.sub(buf, s, mEnd);
     this.target = this.sub(buf, ts, tEnd);
@@ -654,6 +660,8 @@ export class Http1Decoder {
     const end = i + 2;
     if (!this.count(end - s)) return FAILED;
     this.inMessage = true;
+    this.headers = [];
+    this.connTokens = [];
     this.versionMinor = minor;
     this.status = status;
     this.reason = rs < i ? this.sub(buf, rs, i) : '';
@@ -977,7 +985,7 @@ export class Http1Decoder {
     this.status = 0;
     this.reason = '';
     this.versionMinor = 1;
-    this.headers = [];
+    this.headers = NO_FIELDS;
     this.trailers = null;
     this.contentLength = -1;
     this.teSeen = false;
@@ -986,7 +994,7 @@ export class Http1Decoder {
     this.host = '';
     this.upgradeHeader = false;
     this.expectContinue = false;
-    this.connTokens = [];
+    this.connTokens = NO_FIELDS;
     this.connClose = false;
     this.connKeepAlive = false;
     this.connUpgrade = false;

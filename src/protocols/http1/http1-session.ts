@@ -56,6 +56,10 @@ interface Http1Target {
   target: Target;
 }
 
+/** Where a downstream socket's shared listeners find their session. */
+const SESSION = Symbol('http1Session');
+type OwnedSocket = net.Socket & { [SESSION]?: Http1Session };
+
 /**
  * The authority and path a request is routed on, which are also what is forwarded: an
  * absolute-form target's authority wins over Host (RFC 9112 §3.2.2), and goes upstream as
@@ -95,20 +99,28 @@ export class Http1Session implements Http1Handler {
   start(): void {
     const http = this.rt.current().config.http;
     this.decoder = new Http1Decoder('request', this, { maxHeaderBytes: http.maxHeaderBytes, maxHeaders: http.maxHeaders });
-    const s = this.socket;
-    s.on('data', (d: Buffer) => this.onData(d));
-    s.on('end', () => this.onEnd());
-    s.on('close', () => this.onClose());
+    const s = this.socket as OwnedSocket;
+    // shared listeners that find the session on the socket: no closures per connection
+    s[SESSION] = this;
+    s.on('data', Http1Session.onSocketData);
+    s.on('end', Http1Session.onSocketEnd);
+    s.on('close', Http1Session.onSocketClose);
     // one listener for the connection's life: the exchange that paused its upstream resumes it
-    s.on('drain', () => this.current?.x.onDownstreamWritable());
+    s.on('drain', Http1Session.onSocketDrain);
     // not setTimeout(ms, cb): that listener is a once, and the first timeout during a long
     // exchange (ignored) would leave the connection without an idle timeout for good
-    s.on('timeout', () => this.onIdle());
+    s.on('timeout', Http1Session.onSocketTimeout);
     s.setTimeout(http.idleTimeoutMs);
     this.rt.connections.add(this);
     if (this.rt.draining) this.draining = true;
     if (this.rt.closingIdle) this.closeIdle();
   }
+
+  private static onSocketData(this: OwnedSocket, d: Buffer): void { this[SESSION]!.onData(d); }
+  private static onSocketEnd(this: OwnedSocket): void { this[SESSION]!.onEnd(); }
+  private static onSocketClose(this: OwnedSocket): void { this[SESSION]!.onClose(); }
+  private static onSocketDrain(this: OwnedSocket): void { this[SESSION]!.current?.x.onDownstreamWritable(); }
+  private static onSocketTimeout(this: OwnedSocket): void { this[SESSION]!.onIdle(); }
 
   /** Bytes the decoder holds after an upgrade request (sent before the 101 came back). */
   takeRemainder(): Buffer {
