@@ -31,6 +31,7 @@ import { LogEvery } from '../log';
 import type { AccessLog, AccessRecord } from '../stats/access-log';
 import { grpcStatusIn, httpStatusOfGrpc, type ProtocolStats, type Stats } from '../stats/stats';
 import type { RpcStatsCollector } from '../stats/rpc-stats';
+import type { PeerStatsCollector } from '../stats/peer-stats';
 import type { ClusterRuntime, ClusterStats, Endpoint } from '../upstream/cluster';
 import type { UpstreamPools } from '../upstream/upstream-pools';
 import type { OutboundTls } from '../tls/tls-runtime';
@@ -67,6 +68,8 @@ export interface ExchangeEnv {
   readonly accessLog: AccessLog;
   readonly pools: UpstreamPools;
   readonly rpcStats: RpcStatsCollector | null;
+  /** Inbound requests by the caller's identity, and plaintext callers. */
+  readonly peerStats?: PeerStatsCollector | null;
   protocol(p: RequestView['protocol']): ProtocolStats;
   /** Where a request with no cluster goes: the original destination, the local application, or the listener's cluster. */
   /**
@@ -141,6 +144,8 @@ export interface Downstream {
   upgrade?(socket: import('node:net').Socket, rest: Buffer): void;
   /** Edits every request of the connection gets (the caller's identity in x-forwarded-client-cert; src/tls/xfcc.ts). */
   readonly identityEdits?: HeaderOps | null;
+  /** The connection is an inbound one of a port with mTLS on: its requests are counted by the caller's identity (src/stats/peer-stats.ts). */
+  readonly countPeer?: boolean;
   /** The exchange is over (the response complete, or given up): serve the next request, free the stream. */
   done(x: Exchange): void;
   /** The response-class (1-5) and outcome of a status the client got; 0 = none. */
@@ -1172,6 +1177,7 @@ export class Exchange implements AttemptSink, Timed {
       this.ifBreakers = null;
       ib.record(this.ifSlot, this.ifTicket, judged, seconds * 1000, '');
     }
+    if (this.down.countPeer) this.env.peerStats?.request(view.listener, view.source.principal, view.source.address);
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
     // the chain the request met: its route's, or the global filters when no route matched
     if (this.chained) {
@@ -1228,6 +1234,7 @@ export class Exchange implements AttemptSink, Timed {
       upstream: this.choice?.key, bytesIn: this.bytesIn + this.frameIn, bytesOut: this.bytesOut + this.frameOut,
       durationMs: Math.round(seconds * 1e6) / 1000, source: v.source.address,
     };
+    if (v.source.principal !== undefined) rec.principal = v.source.principal;
     if (this.attempts > 1) rec.attempts = this.attempts;
     if (this.notes) Object.assign(rec, this.notes);
     this.env.accessLog.write(rec);

@@ -10,6 +10,7 @@
  *   POST /drain         stop accepting, drain open connections, exit
  *   GET /certs          the workload identity in force: SPIFFE ID, serial, validity, seconds to expiry
  *   POST /certs         install a workload identity ({ cert, key, ca } PEM, JSON), held in memory only
+ *   GET /plaintext-callers  inbound plaintext callers seen recently (address, listener, times, counts), most recent first
  *
  * Reading is open to anyone who reaches the address; every POST (and so every change, /debug
  * included) needs `Authorization: Bearer <token>`, the token from admin.tokenFile (admin-token.ts).
@@ -102,7 +103,9 @@ export class AdminServer {
   private sendStats(res: http.ServerResponse): void {
     const s = this.sluice;
     s.refreshConnectionGauge();
-    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render() + renderBreakers(s.shared.memory, s.currentConfig), 'text/plain; version=0.0.4; charset=utf-8');
+    const peers = s.currentConfig.tls ? s.peerStats.render() : '';
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render() + renderBreakers(s.shared.memory, s.currentConfig) + peers,
+      'text/plain; version=0.0.4; charset=utf-8');
   }
 
   /** 200 only once every listener accepts and every worker serves, and until the drain begins. */
@@ -196,6 +199,9 @@ export class AdminServer {
         return;
       case 'GET /certs':
         this.json(res, 200, s.certs.view());
+        return;
+      case 'GET /plaintext-callers':
+        this.json(res, 200, { enabled: s.currentConfig.tls !== undefined, callers: s.peerStats.plaintextCallers() });
         return;
       case 'POST /certs': {
         // a new workload identity, held in memory: { "cert": PEM, "key": PEM, "ca": PEM }

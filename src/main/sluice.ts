@@ -28,11 +28,12 @@ import type { FilterMain } from '../filters/module';
 import { AdaptiveLoop } from '../filters/adaptive/adaptive-loop';
 import { clusterLimitSeries, protectionSeries, releaseShares } from '../protection';
 import {
-  CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
+  CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
 import { Discovery } from './discovery';
 import { TOUCH_REGION } from '../upstream/discovered';
 import { RpcStatsTable } from '../stats/rpc-stats';
+import { DEFAULT_PEER_LIMITS, PeerStatsTable } from '../stats/peer-stats';
 import { WorkerRuntime } from '../worker/runtime';
 import { EndpointDirectory } from '../upstream/endpoint-directory';
 import { serveConnection } from '../worker/connection';
@@ -82,7 +83,10 @@ export class Sluice {
   /** Adaptive limiting's measurements and control loop, for every worker (src/filters/adaptive). */
   readonly adaptive = new AdaptiveLoop(this.shared.memory);
   /** The workload identity: files watched, or pushed by POST /certs; published to every worker. */
-  readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats);
+  readonly certs = new CertSource(new IdentityMailbox(this.shared.memory), () => this.stats, () => {
+    this.control.postMessage({ type: 'identity' } satisfies ControlMessage);
+    this.localRuntime?.identityChanged();
+  });
   private statsView: Stats;
   /** Filters' main-thread parts (shared slots their rules own across reloads), by filter name. */
   private readonly filterMains = new Map<string, FilterMain>(
@@ -106,6 +110,8 @@ export class Sluice {
   private snapshot: ConfigSnapshot | null = null;
   /** Per interface and method RPC stats, summed from the workers' deltas. */
   readonly rpcStats = new RpcStatsTable(rpcChannelName(this.controlName));
+  /** Inbound traffic by the caller's identity, and the plaintext callers seen recently. */
+  readonly peerStats = new PeerStatsTable(peerChannelName(this.controlName), () => this.config.tls?.peerStats ?? DEFAULT_PEER_LIMITS);
   private localRuntime: WorkerRuntime | null = null;
   private config: SluiceConfig;
   private version = 0;
@@ -440,7 +446,7 @@ export class Sluice {
   private unwatch: () => void = () => {};
 
   private serveLocally(socket: import('node:net').Socket, listenerName: string, dst: { address: string; port: number } | null): void {
-    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName), registryChannelName(this.controlName));
+    this.localRuntime ??= new WorkerRuntime(this.shared, -1, rpcChannelName(this.controlName), registryChannelName(this.controlName), peerChannelName(this.controlName));
     const rt = this.localRuntime;
     const listener = rt.current().listeners.get(listenerName);
     if (!listener) { socket.destroy(); return; }
@@ -522,6 +528,7 @@ export class Sluice {
       this.localRuntime?.discovery.close();
       this.control.close();
       this.rpcStats.close();
+      this.peerStats.close();
       await this.admin.close();
       if (this.started) log.info('sluice stopped');
     })();

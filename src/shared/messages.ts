@@ -39,9 +39,11 @@ export interface ConfigSnapshot {
  * says `stalling` first. `endpoints`: the endpoint mailbox has lists that requests wait for (a
  * service's first list from a registry); a worker reads it now rather than at its next request.
  * `config`: a new config was published; workers load it now rather than at their next connection
- * (a port that became strict retires its plaintext connections).
+ * (a port that became strict retires its plaintext connections). `identity`: a new workload
+ * identity was published; workers build it now and retire connections made with the old one
+ * where tls.retirement asks for it.
  */
-export type ControlMessage = { type: 'drain' } | { type: 'close-idle' } | { type: 'endpoints' } | { type: 'config' }
+export type ControlMessage = { type: 'drain' } | { type: 'close-idle' } | { type: 'endpoints' } | { type: 'config' } | { type: 'identity' }
   | { type: 'stall'; threadId: number; ms: number } | { type: 'stalling'; threadId: number };
 
 /**
@@ -70,6 +72,11 @@ export function registryChannelName(control: string): string {
 }
 
 export const CONTROL_CHANNEL = 'sluice-control';
+
+/** Inbound traffic by the caller's identity and plaintext callers (src/stats/peer-stats.ts) travel on a channel of their own. */
+export function peerChannelName(control: string): string {
+  return `${control}:peers`;
+}
 
 /** Per-method RPC stats deltas travel on a channel of their own, beside the control channel. */
 export function rpcChannelName(control: string): string {

@@ -29,6 +29,8 @@ export interface AccessRecord {
   bytesOut: number;
   durationMs: number;
   source: string;
+  /** The caller's SPIFFE ID (without spiffe://) on an mTLS connection; absent on plaintext ones. */
+  principal?: string;
   /** Attempts at an upstream, when there was more than one. */
   attempts?: number;
   /** What filters noted (a fault injected, a mirror, a split's choice). */

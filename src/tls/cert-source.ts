@@ -51,7 +51,8 @@ export class CertSource {
   private lastRefusal: CertsView['lastRefusal'] = null;
   private ciphers = '';
 
-  constructor(private readonly mailbox: IdentityMailbox, private readonly stats: () => Stats) {}
+  /** `published`: called after each identity is published (the workers are told to look now). */
+  constructor(private readonly mailbox: IdentityMailbox, private readonly stats: () => Stats, private readonly published: () => void = () => {}) {}
 
   /**
    * A config's tls section, at start or reload. Files named: read and checked now; a bad identity
@@ -151,6 +152,7 @@ export class CertSource {
     this.mailbox.publish({
       generation: this.generation, id: id.info.id, certPem: id.certPem, keyPem: id.keyPem, caPem: id.caPem, ticketKeys: randomBytes(48), ciphers: this.ciphers,
     });
+    this.published();
   }
 
   private refused(source: 'file' | 'api', err: Error): void {

@@ -4,6 +4,7 @@
  *
  *   tls:
  *     certFile, keyFile, caFile          the workload identity (watched; or pushed by POST /certs)
+ *     retirement: { onCertificateChange, onTrustBundleChange, timeoutMs }
  *     inbound:  { mode: strict | permissive | disabled, ports: { <port>: mode } }
  *     outbound: { mode: mutual | disabled, destinations: [ CIDR | { cidr, ports } ], principals }
  *   listeners[].tls: { mode }            this inbound listener's mode (ports still override)
@@ -39,6 +40,36 @@ export const tlsSchema = {
     cipherSuites: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, uniqueItems: true },
     /** A TLS handshake (inbound or outbound) that takes longer is cut off. */
     handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 10_000 },
+    /**
+     * Connections made under an old policy: which changes retire them (gracefully: HTTP/1
+     * `connection: close` after the response in flight, HTTP/2 GOAWAY, Dubbo READONLY; upstream
+     * pools drained), and how long they get before they are closed.
+     */
+    retirement: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** A new workload certificate (or key) retires connections made with the old one. */
+        onCertificateChange: { type: 'boolean', default: false },
+        /** A new trust bundle retires connections whose peers were checked against the old one. */
+        onTrustBundleChange: { type: 'boolean', default: false },
+        /** The cap: a retired connection still open this long after its retirement is closed. */
+        timeoutMs: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 30_000 },
+      },
+    },
+    /** Inbound traffic by the caller's identity (GET /stats) and the plaintext callers seen recently (GET /plaintext-callers). */
+    peerStats: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        /** Principals with series of their own; the others are counted as principal="other". */
+        topPrincipals: { type: 'integer', minimum: 0, maximum: 1000, default: 20 },
+        /** Plaintext callers (source addresses) remembered, the least recently seen forgotten first. */
+        plaintextCallers: { type: 'integer', minimum: 0, maximum: 100_000, default: 256 },
+      },
+    },
     inbound: {
       type: 'object',
       additionalProperties: false,
@@ -108,6 +139,8 @@ export interface TlsConfig {
   watchIntervalMs: number;
   handshakeTimeoutMs: number;
   cipherSuites?: string[];
+  retirement: { onCertificateChange: boolean; onTrustBundleChange: boolean; timeoutMs: number };
+  peerStats: { topPrincipals: number; plaintextCallers: number };
   inbound: { mode: InboundMode; ports: Record<string, InboundMode> };
   outbound: { mode: 'mutual' | 'disabled'; destinations: Destination[]; principals?: string[] };
 }

@@ -45,9 +45,9 @@ export interface DialOptions {
   /**
    * Leave as mTLS with the thread's workload identity (src/tls/tls-runtime.ts): the socket's
    * 'connect' then comes after the handshake and the peer's identity check. `alpn`: the protocols
-   * offered (h2 between sidecars for HTTP/2 pools).
+   * offered (h2 between sidecars for HTTP/2 pools). `group`: the pool it serves (retirement).
    */
-  tls?: { runtime: TlsRuntime; spec: OutboundTls; alpn?: readonly string[] } | null;
+  tls?: { runtime: TlsRuntime; spec: OutboundTls; alpn?: readonly string[]; group?: string } | null;
 }
 
 /**
@@ -58,7 +58,7 @@ export interface DialOptions {
 export function dial(host: string, port: number, opts: DialOptions = {}): net.Socket {
   const t = opts.tls;
   const socket = t
-    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true)
+    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group)
     : net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true });
   if (net.isIP(host) === 0) {
     const tcp = (socket as unknown as { rawSocket?: net.Socket }).rawSocket ?? socket;

@@ -13,6 +13,7 @@ import { DubboPool } from '../protocols/dubbo/dubbo-pool';
 import type { OutboundTls, TlsRuntime } from '../tls/tls-runtime';
 
 const H2_ALPN = ['h2'];
+const MTLS = '#mtls:';
 const H1_ALPN = ['http/1.1'];
 
 export class UpstreamPools {
@@ -27,22 +28,23 @@ export class UpstreamPools {
 
   private poolKey(key: string, tls: OutboundTls | null): string {
     if (!tls) return key;
-    const k = `${key}#mtls:${tls.principals?.join(',') ?? '*'}`;
+    const k = `${key}${MTLS}${principalsKey(tls)}`;
     let v = this.variants.get(key);
     if (!v) this.variants.set(key, (v = new Set()));
     v.add(k);
     return k;
   }
 
-  private dialTls(tls: OutboundTls | null, alpn?: readonly string[]) {
-    return tls && this.tls ? { runtime: this.tls, spec: tls, alpn } : null;
+  /** `group`: the pool's key, so that retirement's time cap finds the pool's connections. */
+  private dialTls(tls: OutboundTls | null, group: string, alpn?: readonly string[]) {
+    return tls && this.tls ? { runtime: this.tls, spec: tls, alpn, group } : null;
   }
 
   http1(host: string, port: number, key: string, limits: PoolLimits, tls: OutboundTls | null = null): Http1Pool {
     const k = this.poolKey(key, tls);
     let p = this.h1.get(k);
     if (!p) {
-      p = new Http1Pool(host, port, this.stats(), limits, this.dialTls(tls, H1_ALPN));
+      p = new Http1Pool(host, port, this.stats(), limits, this.dialTls(tls, k, H1_ALPN));
       this.h1.set(k, p);
     }
     return p;
@@ -52,7 +54,7 @@ export class UpstreamPools {
     const k = this.poolKey(key, tls);
     let p = this.h2.get(k);
     if (!p) {
-      p = new Http2Pool(host, port, this.stats(), this.dialTls(tls, H2_ALPN));
+      p = new Http2Pool(host, port, this.stats(), this.dialTls(tls, k, H2_ALPN));
       this.h2.set(k, p);
     }
     return p;
@@ -62,7 +64,7 @@ export class UpstreamPools {
     const k = this.poolKey(key, tls);
     let p = this.dub.get(k);
     if (!p) {
-      p = new DubboPool(host, port, this.stats(), this.dialTls(tls));
+      p = new DubboPool(host, port, this.stats(), this.dialTls(tls, k));
       this.dub.set(k, p);
     }
     return p;
@@ -76,14 +78,37 @@ export class UpstreamPools {
   leave(key: string): void {
     const keys = [key, ...(this.variants.get(key) ?? [])];
     this.variants.delete(key);
-    for (const k of keys) {
-      const h1 = this.h1.get(k);
-      if (h1) { this.h1.delete(k); h1.leave(); }
-      const h2 = this.h2.get(k);
-      if (h2) { this.h2.delete(k); h2.leave(); }
-      const d = this.dub.get(k);
-      if (d) { this.dub.delete(k); d.leave(); }
+    for (const k of keys) this.leavePool(k);
+  }
+
+  private leavePool(k: string): void {
+    const h1 = this.h1.get(k);
+    if (h1) { this.h1.delete(k); h1.leave(); }
+    const h2 = this.h2.get(k);
+    if (h2) { this.h2.delete(k); h2.leave(); }
+    const d = this.dub.get(k);
+    if (d) { this.dub.delete(k); d.leave(); }
+  }
+
+  /**
+   * Retirement (a new identity, or expected peer identities that changed): the mTLS pools whose
+   * expected principals `pick` selects are given up as leave() gives up an endpoint's (HTTP/1
+   * connections close after their exchange, HTTP/2 ones get GOAWAY, Dubbo ones close when no call
+   * is pending); the next request opens a new pool, whose connections are made with the identity
+   * and expectations in force. Returns the keys of the pools given up, for the time cap.
+   */
+  retireTls(pick: (principals: string) => boolean): Set<string> {
+    const out = new Set<string>();
+    for (const [endpoint, variants] of this.variants) {
+      for (const k of [...variants]) {
+        if (!pick(k.slice(k.indexOf(MTLS) + MTLS.length))) continue;
+        variants.delete(k);
+        out.add(k);
+        this.leavePool(k);
+      }
+      if (variants.size === 0) this.variants.delete(endpoint);
     }
+    return out;
   }
 
   /** Pools by protocol, for tests and the admin view. */
@@ -96,4 +121,9 @@ export class UpstreamPools {
     for (const p of this.h2.values()) p.close();
     for (const p of this.dub.values()) p.closeIdle();
   }
+}
+
+/** The expected principals of an mTLS pool, as its key writes them. */
+export function principalsKey(tls: OutboundTls): string {
+  return tls.principals?.join(',') ?? '*';
 }

@@ -40,6 +40,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   if (!inner) stats.inc(info.listener.cxTotal);
   socket.on('error', destroyOnError);
   socket.setNoDelay(true);
+  info.socket = socket;
   const l = info.listener.config;
   const mode = inner ? 'disabled' : cfg.inboundMode(l, info.dst, socket.localPort ?? 0);
   if (!inner) {
@@ -94,6 +95,8 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
         return;
       }
       now.stats.inc(info.listener.tlsPlaintext);
+      info.countPeer = true;
+      rt.peerStats?.connection(l.name, null, socket.remoteAddress ?? '');
     }
     const accepted = verdict === 'http1' || verdict === 'http2'
       || (l.protocol === 'dubbo' && verdict === 'dubbo')
@@ -229,9 +232,10 @@ function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, i
     }
     now.stats.inc(lr.tlsHandshake);
     if (r.resumed) now.stats.inc(lr.tlsResumed);
+    rt.peerStats?.connection(lr.config.name, r.principal, peer.address);
     serveConnection(rt, r.socket, {
       listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
-      identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId),
+      identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId), tlsGen: r.gen, countPeer: true,
     });
   });
 }

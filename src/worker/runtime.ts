@@ -13,15 +13,17 @@ import type { SharedState } from '../shared/shared-state';
 import type { SharedMemory } from '../shared/shared-memory';
 import { PROTOCOLS, RESPONSE_CLASSES, Stats, type Protocol, type ProtocolStats } from '../stats/stats';
 import { ClusterRuntime, clusterStats, type ClusterStats } from '../upstream/cluster';
-import { UpstreamPools } from '../upstream/upstream-pools';
+import { principalsKey, UpstreamPools } from '../upstream/upstream-pools';
 import { EndpointReader, isDiscoveredList, isDiscoveredName } from '../upstream/endpoint-directory';
 import { DiscoveredCluster, DiscoveryClient, TOUCH_REGION, type DiscoveryResult } from '../upstream/discovered';
 import type { ConfigSnapshot, OriginalDst } from '../shared/messages';
 import { AccessLog } from '../stats/access-log';
 import { log } from '../log';
 import { RpcStatsCollector } from '../stats/rpc-stats';
+import { PeerStatsCollector } from '../stats/peer-stats';
 import { IdentityMailbox } from '../tls/identity-mailbox';
-import { TlsRuntime, type OutboundTls, type PeerRefusal } from '../tls/tls-runtime';
+import { TlsRuntime, type Generation, type OutboundTls, type PeerRefusal } from '../tls/tls-runtime';
+import type net from 'node:net';
 import { MeshDestinations, type InboundMode } from '../tls/tls-config';
 import { refusalSlots } from '../tls/tls-stats';
 import type { HeaderOps } from '../exchange/filter';
@@ -43,6 +45,7 @@ export interface ListenerRuntime {
   tlsPlaintext: number;
   tlsPlaintextRefused: number;
   tlsPlaintextRetired: number;
+  tlsRetired: number;
   tlsRefused: Record<PeerRefusal, number>;
 }
 
@@ -61,6 +64,12 @@ export interface ConnectionInfo {
   peer?: { address: string; port: number };
   /** What every request of this connection gets done to its headers (src/tls/xfcc.ts); set by the connection owner. */
   identityEdits?: HeaderOps | null;
+  /** mTLS: the identity (ours and the trust bundle) the handshake was made with, for retirement after a rotation. */
+  tlsGen?: Generation;
+  /** The socket the session reads (the TLS socket on mTLS): retirement's time cap closes it. */
+  socket?: net.Socket;
+  /** Inbound, on a port with mTLS on (strict or permissive): requests are counted by the caller's identity. */
+  countPeer?: boolean;
 }
 
 export type UpstreamDialTls = { runtime: TlsRuntime; spec: OutboundTls } | null;
@@ -91,6 +100,8 @@ export class CompiledConfig implements ExchangeEnv {
   version = 0;
   /** Where requests for services a registry lists find them (the worker's DiscoveryClient). */
   discovery: DiscoveryClient | null = null;
+  /** Inbound traffic by the caller's identity (the worker's collector). */
+  peerStats: PeerStatsCollector | null = null;
 
   /**
    * `endpoints`: the lists that replace the config's, by cluster (endpoint-directory.ts).
@@ -119,6 +130,7 @@ export class CompiledConfig implements ExchangeEnv {
         tlsPlaintext: stats.slot('sluice_tls_inbound_plaintext_total', { listener: l.name }),
         tlsPlaintextRefused: stats.slot('sluice_tls_inbound_plaintext_refused_total', { listener: l.name }),
         tlsPlaintextRetired: stats.slot('sluice_tls_inbound_plaintext_retired_total', { listener: l.name }),
+        tlsRetired: stats.slot('sluice_tls_inbound_retired_total', { listener: l.name }),
         tlsRefused: refusalSlots(stats, 'listener', l.name),
       });
     }
@@ -182,6 +194,14 @@ export class CompiledConfig implements ExchangeEnv {
     const dst = view.destination;
     if (!l || !l.capture || l.direction !== 'outbound' || !dst) return null;
     return this.meshDestinations.matches(dst.address, dst.port) ? this.meshTls : null;
+  }
+
+  /** The expected principals of every mTLS pool this config may use (pool keys write them so). */
+  upstreamPrincipals(): Set<string> {
+    const out = new Set<string>();
+    for (const o of this.clusterTls.values()) out.add(principalsKey(o));
+    if (this.meshTls) out.add(principalsKey(this.meshTls));
+    return out;
   }
 
   protocol(p: Protocol): ProtocolStats {
@@ -256,13 +276,17 @@ export class WorkerRuntime {
 
   /** Per interface and method counts of RPC protocols, sent to the main thread. */
   readonly rpcStats: RpcStatsCollector | null;
+  /** Inbound traffic by the caller's identity, and plaintext callers, sent to the main thread. */
+  readonly peerStats: PeerStatsCollector | null;
 
   /**
    * `gaugeRow`: this thread's row for gauges (a worker's), -1 on the main thread.
-   * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable).
+   * `rpcChannel`: where per-method RPC stats go (the main thread's RpcStatsTable); `peerChannel`:
+   * where counts by peer identity go (its PeerStatsTable).
    */
-  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string, registryChannel?: string) {
+  constructor(readonly shared: SharedState, private readonly gaugeRow = -1, rpcChannel?: string, registryChannel?: string, peerChannel?: string) {
     this.rpcStats = rpcChannel ? new RpcStatsCollector(rpcChannel, 'dubbo') : null;
+    this.peerStats = peerChannel ? new PeerStatsCollector(peerChannel) : null;
     this.tls = new TlsRuntime(new IdentityMailbox(shared.memory), (err) => log.error({ err: err.message }, 'the workload identity cannot be loaded here; the previous one keeps serving'));
     this.pools = new UpstreamPools(() => this.current().stats, this.tls);
     this.endpoints = new EndpointReader(shared.memory);
@@ -301,12 +325,14 @@ export class WorkerRuntime {
       (name) => this.endpoints.endpoints(name), { memory: this.shared.memory, filterData: snap.value.filterData });
     next.version = snap.value.version;
     next.discovery = this.discovery;
+    next.peerStats = this.peerStats;
     for (const [name, list] of this.endpoints.discovered()) next.discovered.set(name, new DiscoveredCluster(name, list, next.config, next.stats));
     next.endpointSeq = seq;
     this.compiled = next;
     if (c) {
       this.leaveUnused(c.endpointKeys(), next);
       this.retirePlaintext(c, next);
+      this.retireExpectations(c, next);
     }
     this.discovery.settle(next);
     return next;
@@ -319,6 +345,7 @@ export class WorkerRuntime {
    */
   private retirePlaintext(prev: CompiledConfig, next: CompiledConfig): void {
     if (!next.config.tls) return;
+    const retired: DrainableConnection[] = [];
     for (const conn of this.connections) {
       const i = conn.info;
       if (!i || i.principal !== undefined) continue;
@@ -329,8 +356,76 @@ export class WorkerRuntime {
       if (next.inboundMode(l, i.dst, port) === 'strict' && prev.inboundMode(was, i.dst, port) !== 'strict') {
         next.stats.inc(next.listeners.get(l.name)!.tlsPlaintextRetired);
         conn.closeIdle();
+        retired.push(conn);
       }
     }
+    this.capRetirement(next, retired, []);
+  }
+
+  /**
+   * A reload that changed the identities some upstream peers must have: mTLS pools that expect
+   * principals no cluster (or tls.outbound) of the new config expects are drained, so no request
+   * goes on a connection checked against the old expectation.
+   */
+  private retireExpectations(prev: CompiledConfig, next: CompiledConfig): void {
+    const keep = next.upstreamPrincipals();
+    const before = prev.upstreamPrincipals();
+    if (before.size === keep.size && [...before].every((p) => keep.has(p))) return;
+    const groups = this.pools.retireTls((p) => !keep.has(p));
+    if (groups.size === 0) return;
+    const sockets = this.tls.openOutbound((o) => groups.has(o.group));
+    next.stats.add(next.stats.slot('sluice_tls_outbound_retired_total'), sockets.length);
+    this.capRetirement(next, [], sockets);
+  }
+
+  /**
+   * A new identity was published (a rotation of the certificate or of the trust bundle). Where
+   * tls.retirement asks for it, connections made with the old one are retired: downstream ones are
+   * told to go elsewhere after what is in flight (HTTP/1 `connection: close` on the next response,
+   * HTTP/2 GOAWAY, Dubbo READONLY) and upstream pools holding such connections are drained; new
+   * connections use the new identity; tls.retirement.timeoutMs later what is left is closed.
+   */
+  identityChanged(): void {
+    let cfg: CompiledConfig;
+    try { cfg = this.current(); } catch { return; }
+    const r = cfg.config.tls?.retirement;
+    const gen = this.tls.current();
+    if (!r || !gen || (!r.onCertificateChange && !r.onTrustBundleChange)) return;
+    const stale = (g: Generation) => g !== gen && (
+      (r.onCertificateChange && (g.certPem !== gen.certPem || g.keyPem !== gen.keyPem)) || (r.onTrustBundleChange && g.caPem !== gen.caPem));
+    const retired: DrainableConnection[] = [];
+    for (const conn of this.connections) {
+      const g = conn.info?.tlsGen;
+      if (!g || !stale(g)) continue;
+      const l = cfg.listeners.get(conn.info!.listener.config.name);
+      if (l) cfg.stats.inc(l.tlsRetired);
+      conn.drain();
+      retired.push(conn);
+    }
+    const sockets = this.tls.openOutbound((o) => stale(o.gen));
+    if (sockets.length > 0) {
+      this.pools.retireTls(() => true);
+      cfg.stats.add(cfg.stats.slot('sluice_tls_outbound_retired_total'), sockets.length);
+    }
+    this.capRetirement(cfg, retired, sockets);
+  }
+
+  /** Retirement's time cap: what is still open of `conns` and `sockets` after tls.retirement.timeoutMs is closed, and counted. */
+  private capRetirement(cfg: CompiledConfig, conns: DrainableConnection[], sockets: net.Socket[]): void {
+    if (conns.length === 0 && sockets.length === 0) return;
+    const timer = setTimeout(() => {
+      let forced = 0;
+      for (const c of conns) {
+        const s = c.info?.socket;
+        if (this.connections.has(c) && s && !s.destroyed) { s.destroy(); forced++; }
+      }
+      for (const s of sockets) if (!s.destroyed) { s.destroy(); forced++; }
+      if (forced === 0) return;
+      const stats = this.compiled?.stats ?? cfg.stats;
+      stats.add(stats.slot('sluice_tls_retire_forced_total'), forced);
+      log.warn({ connections: forced }, 'retired connections still open at tls.retirement.timeoutMs: closed');
+    }, cfg.config.tls?.retirement.timeoutMs ?? 30_000);
+    timer.unref();
   }
 
   /** Lists that changed in the mailbox replace those of the clusters in force; routes stay. */
@@ -402,6 +497,7 @@ export class WorkerRuntime {
     for (const c of [...this.connections]) c.drain();
     this.compiled?.accessLog.flush();
     this.rpcStats?.flush();
+    this.peerStats?.flush();
   }
 
   /** The drain period is over: connections with nothing in flight close, and so do idle upstream connections. */
@@ -413,5 +509,6 @@ export class WorkerRuntime {
     this.pools.closeIdle();
     this.compiled?.accessLog.flush();
     this.rpcStats?.flush();
+    this.peerStats?.flush();
   }
 }

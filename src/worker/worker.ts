@@ -18,7 +18,7 @@ import { SharedState } from '../shared/shared-state';
 import type { SharedMemoryHandle } from '../shared/shared-memory';
 import { HandoffInbox, type Claimed } from '../shared/handoff';
 import { claimGaugeRow } from '../stats/stats';
-import { CONTROL_CHANNEL, registryChannelName, rpcChannelName, type ControlMessage, type WorkerPing } from '../shared/messages';
+import { CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ControlMessage, type WorkerPing } from '../shared/messages';
 import { WorkerRuntime, type CompiledConfig, type ListenerRuntime } from './runtime';
 import { serveConnection } from './connection';
 import { log } from '../log';
@@ -28,7 +28,7 @@ const data = workerData as { shared: SharedMemoryHandle; control?: string };
 const shared = new SharedState(data.shared);
 // gauges this worker raises live in its own row: if it dies, the main thread zeroes them
 const rt = new WorkerRuntime(shared, claimGaugeRow(shared, threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL),
-  registryChannelName(data.control ?? CONTROL_CHANNEL));
+  registryChannelName(data.control ?? CONTROL_CHANNEL), peerChannelName(data.control ?? CONTROL_CHANNEL));
 const native = loadNative();
 if (shared.draining) rt.draining = true;
 if (shared.closingIdle) rt.closingIdle = true;
@@ -40,6 +40,7 @@ control.onmessage = (ev) => {
   else if (msg.type === 'close-idle') rt.closeIdle();
   else if (msg.type === 'endpoints') rt.endpointsChanged();
   else if (msg.type === 'config') rt.current();
+  else if (msg.type === 'identity') rt.identityChanged();
   else if (msg.type === 'stall' && msg.threadId === threadId) {
     control.postMessage({ type: 'stalling', threadId } satisfies ControlMessage);
     const until = Date.now() + msg.ms;

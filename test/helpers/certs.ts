@@ -3,9 +3,11 @@
  * the openssl command): a CA per test directory, workload certificates on demand. Nothing is
  * checked in; the directory goes when the test ends.
  */
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { createCa, issueCert, type IssueOptions } from '../../src/tls/test-ca';
 
 export interface Workload { dir: string; certFile: string; keyFile: string; caFile: string; cert: string; key: string; ca: string }
@@ -32,4 +34,13 @@ export class TestPki {
   cleanup(): void {
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+/** The serial of the certificate a new mTLS handshake to `port` gets, as `caller`. */
+export async function servedSerial(port: number, caller: Workload): Promise<string> {
+  const s = tls.connect({ host: '127.0.0.1', port, cert: caller.cert, key: caller.key, ca: caller.ca, checkServerIdentity: () => undefined });
+  await once(s, 'secureConnect');
+  const serial = s.getPeerCertificate().serialNumber;
+  s.destroy();
+  return serial;
 }

@@ -12,8 +12,8 @@
  * rule; hot reload on a kept-alive connection; and shadow mode: the same traffic all served,
  * counted exactly as enforcing refused it.
  *
- * Principals are not set on plaintext connections: rules by principal or namespace are checked
- * on request views in test/filters/authz/policy.test.ts until TLS termination fills them.
+ * Principals are not set on plaintext connections: rules by principal, over mTLS from client
+ * sidecars and direct mTLS clients, are in test/tls/authz-principals.test.ts.
  */
 import * as grpc from '@grpc/grpc-js';
 import { once } from 'node:events';

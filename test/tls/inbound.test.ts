@@ -15,11 +15,9 @@ import path from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
 import { httpUpstream, ROOT, run, startSluice, stats, waitFor } from '../helpers/harness';
+import { xfccProvider } from './tls-peers';
 import { TestPki, type Workload } from '../helpers/certs';
-import { Consumer, remoting, str } from '../integration/dubbo-peers';
-
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const protocol: any = require('dubbo-remoting/lib/protocol');
+import { Consumer, str } from '../integration/dubbo-peers';
 
 const pki = new TestPki();
 t.teardown(() => pki.cleanup());
@@ -175,31 +173,8 @@ t.test('gRPC over mTLS (grpc-js, ALPN h2): the identity reaches the service as m
   t.equal(st.get('sluice_downstream_cx_protocol_total{listener="in",protocol="http2"}'), 1);
 });
 
-/** A Dubbo provider that answers each call with the attachment the sidecar added. */
-async function attachmentProvider(): Promise<{ port: number; close(): void }> {
-  const server = net.createServer((sock) => {
-    const enc = remoting.encoder({});
-    enc.pipe(sock);
-    let buf = Buffer.alloc(0);
-    sock.on('error', () => sock.destroy());
-    sock.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 16 && buf.length >= 16 + buf.readUInt32BE(12)) {
-        const frame = buf.subarray(0, 16 + buf.readUInt32BE(12));
-        buf = buf.subarray(frame.length);
-        const msg = protocol.decode(frame, {});
-        if (msg.packetType !== 'request') continue;
-        const a = msg.data.requestProps ?? {};
-        enc.writeResponse(msg, { appResponse: str(String(a['x-forwarded-client-cert'] ?? 'none')), isError: false });
-      }
-    });
-  }).listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
-}
-
 t.test('Dubbo over mTLS (dubbo-remoting consumer on a TLS socket): the identity is an attachment', async (t) => {
-  const prov = await attachmentProvider();
+  const prov = await xfccProvider();
   const s = await startSluice({
     tls: tlsDoc('strict'),
     listeners: [{ name: 'in', address: '127.0.0.1:0', direction: 'inbound', cluster: 'dubbo' }],

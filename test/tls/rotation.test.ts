@@ -9,10 +9,9 @@ import https from 'node:https';
 import { mkdirSync, renameSync, symlinkSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
-import { once } from 'node:events';
 import t from 'tap';
 import { adminPost, get, httpUpstream, startSluice, stats, waitFor } from '../helpers/harness';
-import { TestPki, type Workload } from '../helpers/certs';
+import { servedSerial, TestPki, type Workload } from '../helpers/certs';
 
 const pki = new TestPki();
 t.teardown(() => pki.cleanup());
@@ -37,15 +36,6 @@ class SecretVolume {
     renameSync(tmp, path.join(this.dir, '..data'));
     if (this.n === 1) for (const f of ['cert.pem', 'key.pem', 'ca.pem']) symlinkSync(path.join('..data', f), path.join(this.dir, f));
   }
-}
-
-/** The serial of the certificate a new mTLS handshake gets. */
-async function servedSerial(port: number): Promise<string> {
-  const s = tls.connect({ host: '127.0.0.1', port, cert: caller.cert, key: caller.key, ca: caller.ca, checkServerIdentity: () => undefined });
-  await once(s, 'secureConnect');
-  const serial = s.getPeerCertificate().serialNumber;
-  s.destroy();
-  return serial;
 }
 
 t.test('10 rotations by symlink swap and one refused, under load: zero failed requests', async (t) => {
@@ -87,14 +77,14 @@ t.test('10 rotations by symlink swap and one refused, under load: zero failed re
     vol.publish(versions[v]);
     const want = new (await import('node:crypto')).X509Certificate(versions[v].cert).serialNumber;
     await waitFor(async () => (await serialOf()) === want || null, 10_000, `rotation ${v} installed`);
-    t.equal(await servedSerial(port), want, `rotation ${v}: a new handshake gets the new certificate`);
+    t.equal(await servedSerial(port, caller), want, `rotation ${v}: a new handshake gets the new certificate`);
     if (v === 5) {
       // a secret written with the wrong key: refused, the identity in force keeps serving
       const before = await serialOf();
       vol.publish(versions[6], versions[7]);
       await waitFor(async () => ((await stats(s.admin)).get('sluice_tls_cert_refused_total{reason="key_mismatch"}') ?? 0) >= 1 || null, 10_000, 'the bad rotation refused');
       t.equal(await serialOf(), before, 'the bad rotation did not replace the identity');
-      t.equal(await servedSerial(port), before);
+      t.equal(await servedSerial(port, caller), before);
       t.match(JSON.parse((await get(`${s.admin}/certs`)).body).lastRefusal, { reason: 'key_mismatch', source: 'file' });
     }
   }

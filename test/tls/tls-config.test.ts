@@ -19,7 +19,8 @@ const app = { name: 'app', endpoints: ['127.0.0.1:8080'] };
 
 t.test('defaults: permissive inbound, outbound off', async (t) => {
   const c = buildConfig({ tls: { certFile: 'c', keyFile: 'k', caFile: 'a' }, listeners: [inbound], clusters: [app] });
-  t.match(c.tls, { inbound: { mode: 'permissive', ports: {} }, outbound: { mode: 'disabled', destinations: [] }, watchIntervalMs: 1000, handshakeTimeoutMs: 10_000 });
+  t.match(c.tls, { inbound: { mode: 'permissive', ports: {} }, outbound: { mode: 'disabled', destinations: [] }, watchIntervalMs: 1000, handshakeTimeoutMs: 10_000,
+    retirement: { onCertificateChange: false, onTrustBundleChange: false, timeoutMs: 30_000 } });
   t.equal(buildConfig({ listeners: [inbound], clusters: [app] }).tls, undefined);
 });
 
@@ -43,6 +44,11 @@ t.test('every bad value has its path', async (t) => {
   t.same(issues({ tls: {}, listeners: [{ ...inbound, direction: 'outbound', tls: { mode: 'strict' } }], clusters: [app] }), ['/listeners/0/tls: only inbound listeners terminate mTLS']);
   t.same(issues({ tls: {}, listeners: [{ ...inbound, protocol: 'tcp', tls: { mode: 'strict' } }], clusters: [app] }), ['/listeners/0/tls/mode: strict needs protocol detection (protocol: tcp never looks at the bytes)']);
   t.same(issues({ tls: { certfile: 'x' }, listeners: [inbound], clusters: [app] }), ['/tls/certfile: is not a known field']);
+  t.same(issues({ tls: { retirement: { timeoutMs: -1, onCertificateChange: 'yes', onRotation: true } }, listeners: [inbound], clusters: [app] }), [
+    '/tls/retirement/onCertificateChange: must be boolean',
+    '/tls/retirement/onRotation: is not a known field',
+    '/tls/retirement/timeoutMs: must be >= 0',
+  ]);
 });
 
 t.test('cipher suites: one this runtime cannot negotiate (the SM suites on Node 20) refuses the config', async (t) => {

@@ -306,6 +306,7 @@ class DubboCallDownstream implements Downstream, DubboCallForm {
   readonly request: DubboCallForm = this;
 
   get identityEdits(): HeaderOps | null { return this.session.info.identityEdits ?? null; }
+  get countPeer(): boolean { return this.session.info.countPeer === true; }
 
   constructor(private readonly session: DubboSession, cfg: CompiledConfig, readonly frame: DubboFrame, readonly req: DubboRequest) {
     this.view = new DubboView(session, req);

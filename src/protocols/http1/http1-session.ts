@@ -325,6 +325,7 @@ class Http1Downstream implements Downstream {
   tunnel = false;
 
   get identityEdits(): HeaderOps | null { return this.session.info.identityEdits ?? null; }
+  get countPeer(): boolean { return this.session.info.countPeer === true; }
 
   constructor(private readonly session: Http1Session, private readonly head: Http1Head) {
     const cfg = session.rt.current();

@@ -230,6 +230,7 @@ class Http2StreamDownstream implements Downstream {
   private noBody = false;
 
   get identityEdits(): HeaderOps | null { return this.down.info.identityEdits ?? null; }
+  get countPeer(): boolean { return this.down.info.countPeer === true; }
 
   constructor(cfg: CompiledConfig, private readonly down: Http2Downstream, private readonly stream: Http2Stream) {
     this.conn = down.conn;
