@@ -117,3 +117,29 @@ t.test('fallback on HTTP/1.1, HTTP/2, gRPC and Dubbo', async (t) => {
   t.equal(st.get('sluice_fallback_total{route="only-open",reason="circuit_open"}'), 0);
   t.equal(st.get('sluice_circuit_breaker_overflow_total{cluster="web-closed",limit="requests"}'), 3);
 });
+
+t.test('a rate limit\'s refusal gets the route\'s fallback; the rule still counts it', async (t) => {
+  const up = await httpSwitchable();
+  t.teardown(() => up.close());
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0' }],
+    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
+    // one request a minute: the second is refused
+    rateLimits: [{ name: 'tight', match: { path: { prefix: '/limited' } }, requestsPerMinute: 1, burst: 1 }],
+    routes: [
+      { name: 'limited', match: { path: { prefix: '/limited' } }, action: { cluster: 'web' }, fallback: { http: { status: 200, body: 'cached answer\n' } } },
+    ],
+  });
+  t.teardown(() => s.stop());
+  const base = `http://127.0.0.1:${s.port('app')}`;
+  const first = await curl(`${base}/limited`);
+  t.not(first.headers['x-sluice-fallback'], 'rate_limited', 'the first request is admitted and proxied');
+  const second = await curl(`${base}/limited`);
+  t.equal(second.status, 200, 'refused by the limit: the fallback\'s status, not 429');
+  t.equal(second.body, 'cached answer\n');
+  t.equal(second.headers['x-sluice-fallback'], 'rate_limited');
+  const m = await stats(s.admin);
+  t.equal(m.get('sluice_ratelimit_refused_total{rule="tight"}'), 1, 'the refusal is counted by its rule');
+  t.equal(m.get('sluice_fallback_total{route="limited",reason="rate_limited"}'), 1, 'and the fallback by its route');
+});
