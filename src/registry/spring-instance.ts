@@ -9,8 +9,11 @@
  *
  * An instance serves when `enabled` is not false (Curator 4+) and its `instance_status`
  * metadata is absent or UP (Spring Cloud Zookeeper's OUT_OF_SERVICE, as its own load balancer
- * filters it). The plain port wins; an instance with only `sslPort` is reached there and
- * labelled `secure: "true"`. Metadata become labels (numbers and booleans as text).
+ * filters it). The plain port is the one used. An instance with only `sslPort` is skipped
+ * (`unsupported`, counted): the requests Sluice balances over a Spring service are the plaintext
+ * HTTP it sees (an application speaking TLS itself passes through as opaque TCP), and Sluice
+ * does not originate TLS to a registry instance, so a plaintext request there could only fail.
+ * Metadata become labels (numbers and booleans as text).
  */
 import { hostPort } from './dubbo-url';
 
@@ -19,12 +22,11 @@ export interface SpringInstance {
   name: string;
   host: string;
   port: number;
-  secure: boolean;
   serving: boolean;
   labels: Record<string, string>;
 }
 
-export type SpringParse = { ok: true; value: SpringInstance } | { ok: false; reason: 'malformed'; detail: string };
+export type SpringParse = { ok: true; value: SpringInstance } | { ok: false; reason: 'malformed' | 'unsupported'; detail: string };
 
 const HOST = /^[A-Za-z0-9_.-]+$/;
 
@@ -52,6 +54,7 @@ export function parseSpringInstance(id: string, data: Buffer | undefined): Sprin
   if (o.port != null && port === undefined) return { ok: false, reason: 'malformed', detail: `port ${JSON.stringify(o.port)} is not a port` };
   if (o.sslPort != null && sslPort === undefined) return { ok: false, reason: 'malformed', detail: `sslPort ${JSON.stringify(o.sslPort)} is not a port` };
   if (port === undefined && sslPort === undefined) return { ok: false, reason: 'malformed', detail: 'no port nor sslPort' };
+  if (port === undefined) return { ok: false, reason: 'unsupported', detail: `only sslPort ${sslPort}: Sluice sends plaintext HTTP to registry instances` };
   const labels: Record<string, string> = {};
   const payload = o.payload;
   const metadata = typeof payload === 'object' && payload !== null ? (payload as Record<string, unknown>).metadata : undefined;
@@ -61,8 +64,6 @@ export function parseSpringInstance(id: string, data: Buffer | undefined): Sprin
       else if (typeof v === 'number' || typeof v === 'boolean') labels[k] = String(v);
     }
   }
-  const secure = port === undefined;
-  if (secure) labels.secure = 'true';
   const status = labels.instance_status;
   const serving = o.enabled !== false && (status === undefined || status.toUpperCase() === 'UP');
   return {
@@ -71,8 +72,7 @@ export function parseSpringInstance(id: string, data: Buffer | undefined): Sprin
       id: typeof o.id === 'string' ? o.id : id,
       name: typeof o.name === 'string' ? o.name : '',
       host: host.toLowerCase(),
-      port: (port ?? sslPort)!,
-      secure,
+      port: port!,
       serving,
       labels,
     },

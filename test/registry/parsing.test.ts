@@ -146,11 +146,11 @@ t.test("Dubbo's group and version rule", async (t) => {
 t.test('Spring Cloud instances', async (t) => {
   const doc = (o: Record<string, unknown>) => Buffer.from(JSON.stringify(o));
   const ok = parseSpringInstance('n1', doc({ name: 'orders', id: 'i1', address: '10.0.0.9', port: 8080, sslPort: null, payload: { metadata: { zone: 'a', n: 3, b: true, o: { x: 1 } } } }));
-  t.match(ok, { ok: true, value: { id: 'i1', name: 'orders', host: '10.0.0.9', port: 8080, secure: false, serving: true, labels: { zone: 'a', n: '3', b: 'true' } } });
+  t.match(ok, { ok: true, value: { id: 'i1', name: 'orders', host: '10.0.0.9', port: 8080, serving: true, labels: { zone: 'a', n: '3', b: 'true' } } });
   t.notOk(ok.ok && 'o' in ok.value.labels, 'nested metadata is left out');
   t.match(parseSpringInstance('n', doc({ address: 'Host.Local', port: 1 })), { ok: true, value: { id: 'n', host: 'host.local', labels: {} } }, 'no payload, the node name as id');
-  t.match(parseSpringInstance('n', doc({ address: 'h', port: null, sslPort: 8443 })), { ok: true, value: { port: 8443, secure: true, labels: { secure: 'true' } } });
-  t.match(parseSpringInstance('n', doc({ address: 'h', port: 80, sslPort: 443 })), { ok: true, value: { port: 80, secure: false } }, 'the plain port wins');
+  t.match(parseSpringInstance('n', doc({ address: 'h', port: null, sslPort: 8443 })), { ok: false, reason: 'unsupported', detail: /only sslPort 8443/ }, 'TLS only: skipped');
+  t.match(parseSpringInstance('n', doc({ address: 'h', port: 80, sslPort: 443 })), { ok: true, value: { port: 80 } }, 'the plain port is used');
   t.match(parseSpringInstance('n', doc({ address: 'fe80::1', port: 80 })), { ok: true, value: { host: 'fe80::1' } });
   t.match(parseSpringInstance('n', doc({ address: 'h', port: 80, enabled: false })), { ok: true, value: { serving: false } });
   t.match(parseSpringInstance('n', doc({ address: 'h', port: 80, payload: { metadata: { instance_status: 'OUT_OF_SERVICE' } } })), { ok: true, value: { serving: false } });

@@ -148,9 +148,9 @@ t.test('Spring Cloud instances: metadata as labels, OUT_OF_SERVICE and enabled:f
   const r = registries();
   const sub = r.registries.subscribe('spring', 'orders');
   await sub.ready;
-  t.same(addresses(sub), ['10.2.0.1:8080', '10.2.0.2:8080', '10.2.0.5:8443']);
+  t.same(addresses(sub), ['10.2.0.1:8080', '10.2.0.2:8080'], 'TLS-only id-5 skipped: plaintext requests cannot go there');
   t.same(sub.endpoints.find((e) => e.address === '10.2.0.1:8080')!.labels, { zone: 'a', instance_status: 'UP' });
-  t.same(sub.endpoints.find((e) => e.address === '10.2.0.5:8443')!.labels, { secure: 'true' });
+  t.equal(r.stat('sluice_registry_entries_skipped_total', { registry: 'zk', reason: 'unsupported' }), 1, 'the TLS-only instance');
   t.equal(sub.endpoints[0].weight, 1);
   t.equal(r.stat('sluice_registry_entries_skipped_total', { registry: 'zk', reason: 'malformed' }), 2, 'bad JSON, no address');
 
