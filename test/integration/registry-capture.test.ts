@@ -20,6 +20,7 @@ import t from 'tap';
 import YAML from 'yaml';
 import { ROOT, run, waitFor } from '../helpers/harness';
 import { createNetns, nodeInNetns, parseStats, sluiceStarted, spawnSluiceInNetns, vethPair, type Netns, type NsProcess } from '../helpers/netns';
+import { DUBBO_CONSUMER as CONSUMER, DUBBO_NAMED_PROVIDER as PROVIDER, REMOTING } from '../helpers/dubbo-scripts';
 import { CreateMode, dubboProviderNode, startZooKeeper, zookeeperInstalled, ZkWriter } from '../helpers/zookeeper';
 
 if (!zookeeperInstalled()) {
@@ -28,58 +29,7 @@ if (!zookeeperInstalled()) {
 }
 
 const SCRIPT = path.join(ROOT, 'scripts', 'iptables', 'sluice-iptables.sh');
-const REMOTING = require.resolve('dubbo-remoting');
 const SERVICE = 'com.example.TransferService';
-
-/** argv: remoting-path host port name. Answers "<name>:<method>:<arg>". */
-const PROVIDER = `
-const net = require('net');
-const [mod, host, port, name] = process.argv.slice(1);
-const remoting = require(mod);
-net.createServer((sock) => {
-  sock.on('error', () => sock.destroy());
-  const enc = remoting.encoder({});
-  const dec = remoting.decoder({});
-  enc.pipe(sock);
-  sock.pipe(dec);
-  dec.on('error', () => sock.destroy());
-  dec.on('heartbeat', (hb) => enc.writeHeartbeatAck(hb));
-  dec.on('request', (req) => {
-    const d = req.data;
-    enc.writeResponse(req, { appResponse: { $class: 'java.lang.String', $: name + ':' + d.methodName + ':' + d.args[0] }, isError: false });
-  });
-}).listen(Number(port), host, () => console.log('listening'));
-`;
-
-/**
- * argv: remoting-path host port signature count. `count` calls in turn over one connection, then
- * prints one JSON line: [{status, value | error}, ...]; gives up after 20 s.
- */
-const CONSUMER = `
-const net = require('net');
-const [mod, host, port, signature, count] = process.argv.slice(1);
-const remoting = require(mod);
-const out = [];
-const done = () => { console.log(JSON.stringify(out)); process.exit(0); };
-setTimeout(() => { out.push({ status: -2, error: 'consumer timeout' }); done(); }, 20000).unref();
-const sock = net.connect(Number(port), host);
-sock.on('error', (e) => { out.push({ status: -1, error: String(e.message) }); done(); });
-const enc = remoting.encoder({});
-const dec = remoting.decoder({});
-enc.pipe(sock);
-sock.pipe(dec);
-let id = 1;
-const next = () => {
-  if (id > Number(count)) { done(); return; }
-  enc.writeRequest(id, { serverSignature: signature, methodName: 'transfer', args: [{ $class: 'java.lang.String', $: 'c' + id }], requestProps: {}, timeout: 5000 });
-};
-dec.on('response', (r) => {
-  out.push(r.data.error ? { status: 1, error: String(r.data.error.message || r.data.error) } : { status: 20, value: r.data.appResponse });
-  id++;
-  next();
-});
-sock.on('connect', next);
-`;
 
 t.test('captured Dubbo calls are balanced over the providers ZooKeeper lists for their group and version', async (t) => {
   const zk = await startZooKeeper();
