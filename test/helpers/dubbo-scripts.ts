@@ -6,10 +6,14 @@
 /** The path dubbo-remoting is required from, the first argument of every script here. */
 export const REMOTING = require.resolve('dubbo-remoting');
 
-/** argv: remoting-path host port name. Answers "<name>:<method>:<arg>". */
-export const DUBBO_NAMED_PROVIDER = `
+/**
+ * argv: remoting-path host port name [from]. Answers "<name>:<method>:<arg>" (with " from=<peer
+ * address>" when the fifth argument is "from"); a provider named "@xfcc" answers every call with
+ * its x-forwarded-client-cert attachment instead ("none" without one).
+ */
+export const DUBBO_PROVIDER = `
 const net = require('net');
-const [mod, host, port, name] = process.argv.slice(1);
+const [mod, host, port, name, from] = process.argv.slice(1);
 const remoting = require(mod);
 net.createServer((sock) => {
   sock.on('error', () => sock.destroy());
@@ -21,27 +25,10 @@ net.createServer((sock) => {
   dec.on('heartbeat', (hb) => enc.writeHeartbeatAck(hb));
   dec.on('request', (req) => {
     const d = req.data;
-    enc.writeResponse(req, { appResponse: { $class: 'java.lang.String', $: name + ':' + d.methodName + ':' + d.args[0] }, isError: false });
-  });
-}).listen(Number(port), host, () => console.log('listening'));
-`;
-
-/** argv: remoting-path host port. Answers every call with its x-forwarded-client-cert attachment ('none' without one). */
-export const DUBBO_XFCC_PROVIDER = `
-const net = require('net');
-const [mod, host, port] = process.argv.slice(1);
-const remoting = require(mod);
-net.createServer((sock) => {
-  sock.on('error', () => sock.destroy());
-  const enc = remoting.encoder({});
-  const dec = remoting.decoder({});
-  enc.pipe(sock);
-  sock.pipe(dec);
-  dec.on('error', () => sock.destroy());
-  dec.on('heartbeat', (hb) => enc.writeHeartbeatAck(hb));
-  dec.on('request', (req) => {
-    const props = req.data.attachments || req.data.requestProps || {};
-    enc.writeResponse(req, { appResponse: { $class: 'java.lang.String', $: String(props['x-forwarded-client-cert'] || 'none') }, isError: false });
+    const props = d.attachments || d.requestProps || {};
+    const v = name === '@xfcc' ? String(props['x-forwarded-client-cert'] || 'none')
+      : name + ':' + d.methodName + ':' + d.args[0] + (from === 'from' ? ' from=' + sock.remoteAddress : '');
+    enc.writeResponse(req, { appResponse: { $class: 'java.lang.String', $: v }, isError: false });
   });
 }).listen(Number(port), host, () => console.log('listening'));
 `;

@@ -14,32 +14,10 @@
 import path from 'node:path';
 import t from 'tap';
 import { ROOT, waitFor } from '../helpers/harness';
+import { DUBBO_PROVIDER as PROVIDER, REMOTING } from '../helpers/dubbo-scripts';
 import { createNetns, nodeInNetns, parseStats, sluiceStarted, spawnSluiceInNetns, vethPair, type Netns, type NsProcess } from '../helpers/netns';
 
 const SCRIPT = path.join(ROOT, 'scripts', 'iptables', 'sluice-iptables.sh');
-const REMOTING = require.resolve('dubbo-remoting');
-
-/** argv: remoting-path host port name. Answers "<name>:<method>:<arg> from=<peer>". */
-const PROVIDER = `
-const net = require('net');
-const [mod, host, port, name] = process.argv.slice(1);
-const remoting = require(mod);
-net.createServer((sock) => {
-  sock.on('error', () => sock.destroy());
-  const enc = remoting.encoder({});
-  const dec = remoting.decoder({});
-  enc.pipe(sock);
-  sock.pipe(dec);
-  dec.on('error', () => sock.destroy());
-  dec.on('heartbeat', (hb) => enc.writeHeartbeatAck(hb));
-  dec.on('request', (req) => {
-    const d = req.data;
-    const v = name + ':' + d.methodName + ':' + d.args[0] + ' from=' + sock.remoteAddress;
-    enc.writeResponse(req, { appResponse: { $class: 'java.lang.String', $: v }, isError: false });
-  });
-}).listen(Number(port), host, () => console.log('listening'));
-`;
-
 /**
  * argv: remoting-path host port method arg. One call, then prints
  * {"status": <response status byte>, "value": ..., "error": ...} and exits; gives up after 10 s.
@@ -99,7 +77,7 @@ t.test('Dubbo in a captured pod', async (t) => {
   await vethPair(pod, '10.233.0.2', remote, '10.233.0.3');
 
   const provider = async (ns: Netns, host: string, port: number, name: string) => {
-    const p = nodeInNetns(ns, ['-e', PROVIDER, REMOTING, host, String(port), name]);
+    const p = nodeInNetns(ns, ['-e', PROVIDER, REMOTING, host, String(port), name, 'from']);
     procs.push(p);
     await waitFor(() => {
       if (p.proc.exitCode !== null) throw new Error(`provider ${name} exited: ${p.output()}`);

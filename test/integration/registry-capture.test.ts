@@ -20,7 +20,7 @@ import t from 'tap';
 import YAML from 'yaml';
 import { ROOT, run, waitFor } from '../helpers/harness';
 import { createNetns, nodeInNetns, parseStats, sluiceStarted, spawnSluiceInNetns, vethPair, type Netns, type NsProcess } from '../helpers/netns';
-import { DUBBO_CONSUMER as CONSUMER, DUBBO_NAMED_PROVIDER as PROVIDER, REMOTING } from '../helpers/dubbo-scripts';
+import { DUBBO_CONSUMER as CONSUMER, DUBBO_PROVIDER as PROVIDER, REMOTING } from '../helpers/dubbo-scripts';
 import { CreateMode, dubboProviderNode, startZooKeeper, zookeeperInstalled, ZkWriter } from '../helpers/zookeeper';
 
 if (!zookeeperInstalled()) {

@@ -21,7 +21,7 @@ import { once } from 'node:events';
 import t from 'tap';
 import YAML from 'yaml';
 import { TestPki, type Workload } from '../helpers/certs';
-import { DUBBO_CONSUMER, DUBBO_XFCC_PROVIDER, REMOTING } from '../helpers/dubbo-scripts';
+import { DUBBO_CONSUMER, DUBBO_PROVIDER, REMOTING } from '../helpers/dubbo-scripts';
 import { ROOT, waitFor } from '../helpers/harness';
 import { createNetns, nodeInNetns, parseStats, sluiceStarted, spawnSluiceInNetns, vethPair, type Netns, type NsProcess } from '../helpers/netns';
 
@@ -93,7 +93,7 @@ t.test('pod to pod through both sidecars: encrypted on the wire, the caller\'s i
   };
   await app(podB, ['-e', HTTP_APP]);
   await app(podB, ['-e', H2_APP]);
-  await app(podB, ['-e', DUBBO_XFCC_PROVIDER, REMOTING, '0.0.0.0', '20880']);
+  await app(podB, ['-e', DUBBO_PROVIDER, REMOTING, '0.0.0.0', '20880', '@xfcc']);
 
   for (const ns of [podA, podB]) {
     const init = await ns.exec(SCRIPT, []);
