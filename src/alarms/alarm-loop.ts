@@ -14,7 +14,7 @@ import type { SharedMemory } from '../shared/shared-memory';
 import { openCpuSource, type CpuSource } from '../filters/adaptive/cpu-usage';
 import { stableJson } from '../filters/ratelimit/slots';
 import { DURATION_BUCKETS, REQUEST_PROTOCOLS, RESPONSE_CLASSES, series, type Stats } from '../stats/stats';
-import { actionTarget, type AlarmConfig } from './config';
+import { actionTarget, DEFAULT_FACTOR, DEFAULT_WEBHOOK_TIMEOUT_MS, type AlarmConfig } from './config';
 import { AlarmState, type AlarmEvent, type Sample } from './evaluator';
 import { FACTOR_UNIT, OverrideSlots, type OverrideTable } from './overrides';
 
@@ -176,7 +176,7 @@ export class AlarmLoop {
   private actionJson(c: AlarmConfig): unknown {
     if (!c.action) return null;
     const { kind, rateLimit, factor, cluster, route, forMs } = c.action;
-    return { kind, ...(rateLimit !== undefined ? { rateLimit, factor } : {}), ...(cluster !== undefined ? { cluster } : {}), ...(route !== undefined ? { route } : {}), forMs };
+    return { kind, ...(rateLimit !== undefined ? { rateLimit, factor: factor ?? DEFAULT_FACTOR } : {}), ...(cluster !== undefined ? { cluster } : {}), ...(route !== undefined ? { route } : {}), forMs };
   }
 
   /** Fire and forget, bounded: a slow or dead webhook never holds the loop. */
@@ -190,7 +190,7 @@ export class AlarmLoop {
     }
     this.inFlight++;
     e.webhookSent++;
-    this.post(url, JSON.stringify(body), e.state.config.webhookTimeoutMs)
+    this.post(url, JSON.stringify(body), e.state.config.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS)
       .catch((err: unknown) => {
         e.webhookFailures++;
         log.warn({ alarm: body.alarm, state: body.state, err: err instanceof Error ? err.message : String(err) }, 'alarm webhook POST failed');
@@ -206,7 +206,7 @@ export class AlarmLoop {
       if (!a || !e.state.actionActive) continue;
       const w = this.slots.wordOf(actionTarget(a));
       if (w < 0) continue;
-      const v = a.kind === 'tighten_rate_limit' ? Math.max(1, Math.round(a.factor * FACTOR_UNIT)) : 1;
+      const v = a.kind === 'tighten_rate_limit' ? Math.max(1, Math.round((a.factor ?? DEFAULT_FACTOR) * FACTOR_UNIT)) : 1;
       const before = want.get(w);
       want.set(w, before === undefined ? v : Math.min(before, v));
     }

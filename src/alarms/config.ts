@@ -21,6 +21,8 @@ export const ACTION_KINDS = ['tighten_rate_limit', 'open_breaker', 'degrade_rout
 export type ActionKind = (typeof ACTION_KINDS)[number];
 /** At most this many alarms (each samples its signal every second on the main thread). */
 export const MAX_ALARMS = 256;
+export const DEFAULT_WEBHOOK_TIMEOUT_MS = 2000;
+export const DEFAULT_FACTOR = 0.5;
 
 const name = { type: 'string', pattern: '^[a-zA-Z0-9_.:-]{1,128}$' };
 const forMs = { type: 'integer', minimum: 1000, maximum: 86_400_000, default: 60_000 };
@@ -56,7 +58,8 @@ const alarmSchema = {
     forMs: { type: 'integer', minimum: 0, maximum: 86_400_000, default: 0 },
     /** POSTed a JSON body when the alarm fires and when it resolves. */
     webhook: { type: 'string', pattern: '^https?://' },
-    webhookTimeoutMs: { type: 'integer', minimum: 100, maximum: 60_000, default: 2000 },
+    /** Default 2000. */
+    webhookTimeoutMs: { type: 'integer', minimum: 100, maximum: 60_000 },
     action: {
       type: 'object',
       additionalProperties: false,
@@ -65,7 +68,8 @@ const alarmSchema = {
         kind: { enum: [...ACTION_KINDS] },
         /** tighten_rate_limit: the rule (rateLimits[].name) and what its rate is multiplied by. */
         rateLimit: name,
-        factor: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1, default: 0.5 },
+        /** Default 0.5. */
+        factor: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1 },
         /** open_breaker: the cluster whose requests are refused as circuit_open. */
         cluster: { type: 'string', minLength: 1 },
         /** degrade_route: the route (routes[].name) that answers with its fallback. */
@@ -82,7 +86,7 @@ export const alarmsSchema = { type: 'array', items: alarmSchema, default: [] };
 export interface AlarmAction {
   readonly kind: ActionKind;
   readonly rateLimit?: string;
-  readonly factor: number;
+  readonly factor?: number;
   readonly cluster?: string;
   readonly route?: string;
   readonly forMs: number;
@@ -97,7 +101,7 @@ export interface AlarmConfig {
   readonly windowMs: number;
   readonly forMs: number;
   readonly webhook?: string;
-  readonly webhookTimeoutMs: number;
+  readonly webhookTimeoutMs?: number;
   readonly action?: AlarmAction;
 }
 

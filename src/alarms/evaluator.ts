@@ -89,15 +89,16 @@ export class AlarmState {
     const value = this.windowValue();
     this.value = value;
     const now = s.at;
-    if (c.baselineFactor !== undefined && value !== null && !this.firing) {
+    const threshold = this.threshold(now);
+    // a rate over a learned baseline: at least one request a second, or noise would fire it
+    const holds = value !== null && threshold !== null && value > threshold && (c.baselineFactor === undefined || value >= 1);
+    // the baseline learns from normal traffic only: a surge must not become the new normal
+    if (c.baselineFactor !== undefined && value !== null && !holds && !this.firing) {
       if (this.baseline === null) { this.baseline = value; this.baselineFrom = now; } else {
         const dt = now - (this.samples[this.samples.length - 2]?.at ?? now);
         this.baseline += (value - this.baseline) * (1 - Math.exp(-dt / c.signal.baselineMs));
       }
     }
-    const threshold = this.threshold(now);
-    // a rate over a learned baseline: at least one request a second, or noise would fire it
-    const holds = value !== null && threshold !== null && value > threshold && (c.baselineFactor === undefined || value >= 1);
     const out: AlarmEvent[] = [];
     if (holds) {
       this.holdingSince ??= now;
