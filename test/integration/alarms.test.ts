@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
-import { get, run, startSluice, stats } from '../helpers/harness';
+import { adminRequest, get, run, startSluice, stats, withTestDefaults } from '../helpers/harness';
 import { curl } from './filter-peers';
 import { httpSwitchable } from './protection-peers';
 
@@ -144,4 +144,57 @@ t.test('an error_ratio alarm fires on a failing upstream, POSTs its webhook, and
   t.equal(st.get('sluice_alarm_webhook_failures_total{alarm="orders-errors"}'), 0);
   t.ok(st.get('sluice_fallback_total{route="orders",reason="degraded"}')! >= 1, 'fallbacks counted under their reason');
   t.equal(hook.got.filter((h) => h.alarm === 'orders-errors').map((h) => h.state).join(','), 'firing,resolved', 'one firing, one resolved');
+});
+
+t.test('tighten_rate_limit: fewer requests admitted under wrk while it holds; a reload that keeps the alarm keeps its state', async (t) => {
+  const api = await httpSwitchable();
+  api.mode = 500;
+  const hook = await webhookServer();
+  t.teardown(async () => { hook.close(); await api.close(); });
+  const forMs = 5000;
+  const doc = (extraRoutes: unknown[] = []) => ({
+    listeners: [{ name: 'app', address: '127.0.0.1:0' }],
+    clusters: [{ name: 'api', endpoints: [`127.0.0.1:${api.port}`] }],
+    routes: [...extraRoutes, { name: 'api', match: { path: { prefix: '/' } }, action: { cluster: 'api' } }],
+    rateLimits: [{ name: 'api-limit', requestsPerSecond: 100, burst: 20 }],
+    alarms: [{
+      name: 'api-errors', signal: { kind: 'error_ratio', cluster: 'api' }, above: 0.5, windowMs: 1000, minRequests: 5, webhook: hook.url,
+      action: { kind: 'tighten_rate_limit', rateLimit: 'api-limit', factor: 0.1, forMs },
+    }],
+  });
+  const s = await startSluice(doc());
+  t.teardown(() => s.stop());
+  const base = `http://127.0.0.1:${s.port('app')}`;
+  const admitted = async () => (await stats(s.admin)).get('sluice_ratelimit_admitted_total{rule="api-limit"}') ?? 0;
+  const wrk = async () => {
+    const before = await admitted();
+    const w = await run('wrk', ['-t', '1', '-c', '4', '-d', '2s', '--timeout', '2s', `${base}/x`], 20_000);
+    t.equal(w.code, 0, w.stderr);
+    return (await admitted()) - before;
+  };
+
+  for (let i = 0; i < 10; i++) await curl(`${base}/x`);
+  const fired = await hook.wait('api-errors', 'firing', 10_000);
+  t.match(fired.action, { kind: 'tighten_rate_limit', rateLimit: 'api-limit', factor: 0.1 });
+  api.mode = 'ok';
+
+  // a reload that leaves the alarm as it was: still firing, the action still in force
+  const pushed = await adminRequest(s.admin, 'POST', '/config', JSON.stringify(withTestDefaults(doc([{ name: 'health', match: { path: { exact: '/healthz' } }, action: { directResponse: { status: 200 } } }]))));
+  t.equal(pushed.status, 200, pushed.body);
+  const after = JSON.parse((await get(`${s.admin}/alarms`)).body);
+  t.match(after.alarms[0], { name: 'api-errors', actionActive: true, fired: 1 }, 'kept across the reload');
+
+  const tightened = await wrk();
+  // off after forMs (the upstream answers 200 now: the alarm resolved)
+  const deadline = Date.now() + 15_000;
+  while (JSON.parse((await get(`${s.admin}/alarms`)).body).actions.length > 0) {
+    if (Date.now() > deadline) throw new Error('the action did not end');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await new Promise((r) => setTimeout(r, 300)); // let the bucket fill up again, as before the tightened run
+  const normal = await wrk();
+  // tightened: a burst of 20 and 10/s over 2 s, about 40; at the rule's rate, 20 and 100/s, about 220
+  t.ok(tightened <= 60, `tightened: ${tightened} admitted in 2 s`);
+  t.ok(normal >= 150, `back to the rule's rate: ${normal} admitted in 2 s`);
+  t.equal(hook.got.map((h) => h.state).join(','), 'firing,resolved');
 });
