@@ -230,7 +230,8 @@ export class AlarmLoop {
         ...(s.baseline !== null ? { baseline: s.baseline } : {}),
         since: iso(s.since), windowMs: c.windowMs, forMs: c.forMs, fired: s.fired,
         action: this.actionJson(c), actionActive: s.actionActive, actionUntil: s.actionActive ? iso(s.actionUntil) : null,
-        webhook: c.webhook ? { url: c.webhook, sent: e.webhookSent, failed: e.webhookFailures } : undefined,
+        // the origin only: a webhook's path or query often carries its token
+        webhook: c.webhook ? { origin: new URL(c.webhook).origin, sent: e.webhookSent, failed: e.webhookFailures } : undefined,
       });
       if (s.actionActive && c.action) {
         actions.push({ alarm: c.name, ...(this.actionJson(c) as object), since: iso(s.since), until: s.firing ? 'the alarm resolves' : iso(s.actionUntil), earliestEnd: iso(s.actionUntil) });
