@@ -19,6 +19,7 @@ import { checkMatch } from '../filters/route-checks';
 import { registryConfigIssues, type RegistryConfig, type RegistrySettings } from '../registry/config';
 import { tlsIssues, type ClusterTls, type InboundMode, type TlsConfig } from '../tls/tls-config';
 import { circuitBreakerIssues, fallbackIssues, type CircuitBreakerConfig, type FallbackConfig } from '../protection/config';
+import { alarmIssues, type AlarmConfig } from '../alarms/config';
 
 export type Direction = 'inbound' | 'outbound';
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
@@ -113,6 +114,8 @@ export interface SluiceConfig {
   rateLimits: RateLimitRule[];
   /** Adaptive limiting (src/filters/adaptive): admitted concurrency per interface, driven by CPU and latency. */
   adaptiveLimit: AdaptiveLimitConfig;
+  /** Alarms (src/alarms): rules on the sidecar's own signals, and the actions they switch on. */
+  alarms: AlarmConfig[];
   drain: { periodMs: number; timeoutMs: number };
   logLevel: string;
   /** ZooKeeper ensembles that list Dubbo providers and Spring Cloud instances (src/registry/). */
@@ -346,6 +349,7 @@ function semanticIssues(c: Obj): ConfigIssue[] {
     for (const issue of fallbackIssues(r)) issues.push({ path: `${p}${issue.path}`, message: issue.message });
   });
   issues.push(...circuitBreakerIssues(c.clusters));
+  issues.push(...alarmIssues(c));
   // each filter checks its own top-level sections
   for (const m of FILTER_MODULES) issues.push(...(m.checkConfig?.(c) ?? []));
   issues.push(...registryConfigIssues(c));

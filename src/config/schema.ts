@@ -7,6 +7,7 @@ import { matchProperties } from './match-schema';
 import { registryConfigSchema } from '../registry/config';
 import { clusterTlsSchema, listenerTlsSchema, tlsSchema } from '../tls/tls-config';
 import { circuitBreakerSchema, fallbackSchema, protectionDefinitions } from '../protection/config';
+import { alarmsSchema } from '../alarms/config';
 
 /** Each filter adds its sections to a route, and to a route's action. */
 const filterRouteProps: Record<string, unknown> = Object.assign({}, ...FILTER_MODULES.map((m) => m.routeSchema ?? {}));
@@ -39,6 +40,8 @@ export const configSchema = {
   additionalProperties: false,
   definitions: protectionDefinitions,
   properties: {
+    /** Alarms on the sidecar's own signals, and the protective actions they switch on (src/alarms). */
+    alarms: alarmsSchema,
     admin: {
       type: 'object',
       additionalProperties: false,

@@ -41,7 +41,7 @@ import {
   type UpstreamTarget,
 } from './filter';
 import {
-  CIRCUIT_OPEN, CLUSTER_OVERFLOW, NO_HEALTHY_UPSTREAM, NO_ROUTE, classifyGrpcStatus, neverSent, replyForFailure,
+  CIRCUIT_OPEN, CLUSTER_OVERFLOW, DEGRADED, NO_HEALTHY_UPSTREAM, NO_ROUTE, classifyGrpcStatus, neverSent, replyForFailure,
   type FailureKind, type LocalReply, type OutcomeClass,
 } from './outcome';
 import type { RequestView } from './request-view';
@@ -519,6 +519,8 @@ export class Exchange implements AttemptSink, Timed {
   private forward(): void {
     const route = this.route;
     if (!route) { this.localReply(NO_ROUTE); return; }
+    // an alarm's action degraded the route (src/alarms/overrides.ts): one load, only on routes an alarm names
+    if (route.degradedAt !== undefined && route.degradedAt >= 0 && Atomics.load(route.overrides!, route.degradedAt) !== 0) { this.localReply(DEGRADED); return; }
     const t = route.target;
     if (t.kind === 'direct') {
       this.reason = 'direct_response';
@@ -647,6 +649,7 @@ export class Exchange implements AttemptSink, Timed {
   private admitToCluster(t: UpstreamTarget): boolean {
     const p = t.cluster?.protection;
     if (!p) return true;
+    if (p.forcedOpenAt >= 0 && Atomics.load(p.overrides!, p.forcedOpenAt) !== 0) { this.note('breaker', 'forced_open'); this.localReply(CIRCUIT_OPEN); return false; }
     if (p.iface !== null && this.ifBreakers === null && this.attempts === 0) {
       const v = this.down.view;
       const target = v.protocol === 'http1' || v.protocol === 'http2' ? `${v.service} ${v.path}` : `${v.service} ${v.method}`;

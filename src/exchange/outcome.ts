@@ -25,6 +25,8 @@ export type LocalReason =
   | 'overloaded'
   /** Refused by an open circuit breaker (src/protection/breaker.ts). */
   | 'circuit_open'
+  /** The route is degraded by an alarm's action (src/alarms): its fallback answers, else 503. */
+  | 'degraded'
   | 'fault_abort'
   | 'internal_error';
 
@@ -95,6 +97,8 @@ export const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no
 export const CLUSTER_OVERFLOW: LocalReply = Object.freeze({ status: 503, reason: 'overflow', body: 'cluster limit reached\n' });
 /** An open breaker: the interface's, or every endpoint's of the cluster. */
 export const CIRCUIT_OPEN: LocalReply = Object.freeze({ status: 503, reason: 'circuit_open', body: 'circuit breaker open\n' });
+/** A route an alarm's action degraded (src/alarms), when the route has no fallback for it. */
+export const DEGRADED: LocalReply = Object.freeze({ status: 503, reason: 'degraded', body: 'route degraded\n', grpcStatus: 14 });
 export const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
 
 /**

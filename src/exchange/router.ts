@@ -13,6 +13,7 @@ import type { ClusterRuntime } from '../upstream/cluster';
 import type { Filter, UpstreamTarget } from './filter';
 import type { RequestView } from './request-view';
 import { compileFallback, type CompiledFallback } from '../protection/fallback';
+import type { Overrides } from '../alarms/overrides';
 
 /** What a route does with a request. */
 export type RouteTarget =
@@ -49,6 +50,9 @@ export interface Route {
   readonly filters: readonly RouteFilter[];
   /** What the route answers instead of a refusal (routes[].fallback). */
   readonly fallback?: CompiledFallback | null;
+  /** Its word in the alarms' overrides (src/alarms/overrides.ts): non-zero while an alarm's action degrades it; absent or -1: no alarm names it. */
+  readonly degradedAt?: number;
+  readonly overrides?: Int32Array;
 }
 
 export type Matcher = (v: string) => boolean;
@@ -145,6 +149,7 @@ export class Router {
     private readonly defaultTimeoutMs: number,
     private readonly filters: readonly Filter[] = [],
     discovery: RouterDiscovery | null = null,
+    private readonly overrides: Overrides | null = null,
   ) {
     this.globalFilters = filters.filter((f) => f.global).map((filter) => ({ filter, state: null }));
     this.routes = routes.map((r, i) => this.compile(r, i, clusters));
@@ -188,7 +193,9 @@ export class Router {
       const state = filter.compileRoute ? filter.compileRoute(r as unknown as Record<string, unknown>, name) : null;
       if (state !== null || filter.global) routeFilters.push({ filter, state });
     }
-    return { test, route: { name, target, timeoutMs, filters: routeFilters, fallback: r.fallback ? compileFallback(r.fallback) : null } };
+    const degradedAt = this.overrides?.wordOf('route', name) ?? -1;
+    const route: Route = { name, target, timeoutMs, filters: routeFilters, fallback: r.fallback ? compileFallback(r.fallback) : null, degradedAt, overrides: this.overrides?.view };
+    return { test, route };
   }
 
   /**

@@ -5,7 +5,8 @@
  *   GET  /stats         Prometheus text: every counter, summed over all workers
  *   GET  /config_dump   the config in force (JSON)
  *   GET  /clusters      clusters, endpoints with labels, per-cluster counters (JSON)
- *   GET  /protection    traffic protection in force (JSON): rateLimits, adaptive, clusterLimits, breakers
+ *   GET  /protection    traffic protection in force (JSON): rateLimits, adaptive, clusterLimits, breakers, alarms
+ *   GET  /alarms        alarms (state, value, threshold, since, action and until when) and the actions in force
  *   POST /config        replace the config (YAML body); 400 with every error if invalid
  *   POST /drain         stop accepting, drain open connections, exit
  *   GET /certs          the workload identity in force: SPIFFE ID, serial, validity, seconds to expiry
@@ -104,7 +105,7 @@ export class AdminServer {
     const s = this.sluice;
     s.refreshConnectionGauge();
     const peers = s.currentConfig.tls ? s.peerStats.render() : '';
-    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render() + renderBreakers(s.shared.memory, s.currentConfig) + peers,
+    this.send(res, 200, s.registry.render(s.shared) + s.rpcStats.render() + s.adaptive.render() + s.alarms.render() + renderBreakers(s.shared.memory, s.currentConfig) + peers,
       'text/plain; version=0.0.4; charset=utf-8');
   }
 
@@ -226,7 +227,10 @@ export class AdminServer {
       case 'GET /protection':
         // what protects the application now, by config section: rate limits, adaptive limiting,
         // cluster limits and circuit breakers
-        this.json(res, 200, { ...s.protection(), adaptive: s.adaptive.view(), ...protectionView(s.shared.memory, s.currentConfig) });
+        this.json(res, 200, { ...s.protection(), adaptive: s.adaptive.view(), ...protectionView(s.shared.memory, s.currentConfig), alarms: s.alarms.view() });
+        return;
+      case 'GET /alarms':
+        this.json(res, 200, s.alarms.view());
         return;
       case 'GET /config_dump':
         this.json(res, 200, { version: s.configVersion, config: redacted(s.currentConfig) });

@@ -26,6 +26,7 @@ import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../st
 import { FILTER_MODULES, filterSeries } from '../filters';
 import type { FilterMain } from '../filters/module';
 import { AdaptiveLoop } from '../filters/adaptive/adaptive-loop';
+import { AlarmLoop } from '../alarms/alarm-loop';
 import { clusterLimitSeries, protectionSeries, releaseShares } from '../protection';
 import {
   CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
@@ -88,6 +89,8 @@ export class Sluice {
     this.localRuntime?.identityChanged();
   });
   private statsView: Stats;
+  /** Alarms on the sidecar's own signals and the actions they switch on (src/alarms). */
+  readonly alarms = new AlarmLoop(this.shared.memory, () => this.stats);
   /** Filters' main-thread parts (shared slots their rules own across reloads), by filter name. */
   private readonly filterMains = new Map<string, FilterMain>(
     FILTER_MODULES.flatMap((m) => (m.main ? [[m.name, m.main(this.shared.memory)] as const] : [])),
@@ -316,10 +319,12 @@ export class Sluice {
     for (const k of protectionSeries(config)) this.registry.add(k);
     const filterData: Record<string, unknown> = {};
     for (const [name, main] of this.filterMains) filterData[name] = main.publish(config as unknown as Readonly<Record<string, unknown>>);
+    filterData.alarms = this.alarms.publish(config.alarms ?? []);
     const snap: ConfigSnapshot = { version: ++this.version, config, statKeys: this.registry.keys, filterData };
     this.snapshot = snap;
     this.shared.publishConfig(snap);
     this.adaptive.apply(config.adaptiveLimit);
+    this.alarms.apply(config.alarms ?? []);
   }
 
   /** A stat series, unless the shared counters are full (then it is not counted; logged once). */
@@ -501,6 +506,7 @@ export class Sluice {
       this.unwatch();
       this.certs.stop();
       this.adaptive.stop();
+      this.alarms.stop();
       // /ready says no from now on, so the endpoint is taken out of service; until that has
       // propagated, clients keep coming: they are served and told to go elsewhere
       this.shared.draining = true;

@@ -55,7 +55,7 @@ export interface CircuitBreakerConfig {
 }
 
 /** The reasons a fallback answers for, unless the route says which. */
-export const FALLBACK_REASONS = ['rate_limited', 'overloaded', 'circuit_open', 'overflow', 'no_healthy_upstream'] as const;
+export const FALLBACK_REASONS = ['rate_limited', 'overloaded', 'circuit_open', 'overflow', 'no_healthy_upstream', 'degraded'] as const;
 export type FallbackReason = (typeof FALLBACK_REASONS)[number];
 
 /** What a Dubbo fallback may return: a value Hessian2 carries and a stub returns as is. */

@@ -10,6 +10,7 @@ import { declareFamilies, series, type Family, type Stats } from '../stats/stats
 import { BreakerTable, ClusterBreakers, breakerSlots, ruleFingerprint, type BreakerConfig, type Scope } from './breaker';
 import { ClusterLimits, DEFAULT_LIMITS, LIMIT_NAMES, LimitsTable, limitSlots } from './cluster-limits';
 import type { CircuitBreakerConfig } from './config';
+import { overridesOf } from '../alarms/overrides';
 
 export { CONNECTIONS, PENDING, REQUESTS, RETRIES, ClusterLimits, releaseShares } from './cluster-limits';
 export { ClusterBreakers, REFUSE, UNTRACKED, TRACKED, TRIAL, type Result } from './breaker';
@@ -49,6 +50,9 @@ export interface ClusterProtection {
   readonly limits: ClusterLimits;
   readonly endpoint: ClusterBreakers | null;
   readonly iface: ClusterBreakers | null;
+  /** Its word in the alarms' overrides: non-zero while an alarm's action holds it open; -1: no alarm names it. */
+  readonly forcedOpenAt: number;
+  readonly overrides: Int32Array | null;
 }
 
 /** A cluster's circuitBreaker with its defaults (a cluster from a registry has none: Envoy's defaults). */
@@ -71,7 +75,9 @@ export function clusterProtection(c: ClusterConfig, stats: Stats): ClusterProtec
     const b = breakerConfig(cb, scope);
     return b ? new ClusterBreakers(t.breakers, c.name, scope, b, stats, breakerSlots(stats, c.name, scope)) : null;
   };
-  return { limits, endpoint: make('endpoint'), iface: make('interface') };
+  const o = overridesOf(stats.memory);
+  const forcedOpenAt = o.wordOf('cluster', c.name);
+  return { limits, endpoint: make('endpoint'), iface: make('interface'), forcedOpenAt, overrides: forcedOpenAt >= 0 ? o.view : null };
 }
 
 /** A cluster's limit series; a cluster found in a registry gets them when it is found. */

@@ -4,6 +4,7 @@
  * Nothing here is tied to a thread: the main thread builds one too when it has
  * to serve connections itself.
  */
+import { attachOverrides } from '../alarms/overrides';
 import type { EndpointConfig, ListenerConfig, SluiceConfig } from '../config/config';
 import { Router } from '../exchange/router';
 import type { ExchangeEnv } from '../exchange/exchange';
@@ -113,6 +114,8 @@ export class CompiledConfig implements ExchangeEnv {
     endpoints?: (cluster: string) => readonly EndpointConfig[] | undefined,
     shared?: { memory: SharedMemory; filterData?: Readonly<Record<string, unknown>> },
   ) {
+    // before clusters and routes are compiled: they look up the words alarms' actions set
+    const overrides = attachOverrides(shared?.memory, shared?.filterData?.alarms);
     for (const c of config.clusters) this.clusters.set(c.name, new ClusterRuntime(c, stats, Math.random, endpoints?.(c.name)));
     const lmap = new Map<string, ListenerConfig>();
     for (const l of config.listeners) {
@@ -168,7 +171,7 @@ export class CompiledConfig implements ExchangeEnv {
     });
     const kinds = new Set(config.registries.flatMap((r) => r.kinds));
     const discovery = kinds.size === 0 ? null : { dubbo: kinds.has('dubbo'), spring: kinds.has('spring'), balanceCaptured: config.registry.balanceCaptured };
-    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters, discovery);
+    this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters, discovery, overrides);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
     if (!same) previous?.accessLog.close();

@@ -80,6 +80,7 @@ t.test('an empty document gets every default', async (t) => {
     logLevel: 'info',
     authorization: [],
     rateLimits: [],
+    alarms: [],
     adaptiveLimit: {
       enabled: false, mode: 'enforce', targetUtilization: 0.8, hysteresis: 0.05, intervalMs: 200, smoothing: 0.5, maxStepDown: 0.5,
       maxStepUp: 0.25, latencyTolerance: 3, latencyBufferMs: 2, criticalMinLimit: 1, maxInterfaces: 64, directions: ['inbound'],

@@ -30,7 +30,7 @@ function issuesOf(d: Doc): ConfigIssue[] {
 t.test('defaults: Envoy\'s limits, enforce, no breaker; a fallback answers for every refusal reason', async (t) => {
   const c = buildConfig(doc({}, { fallback: { http: {} } }));
   t.same(c.clusters[0].circuitBreaker, { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3, mode: 'enforce' });
-  t.same(c.routes[0].fallback, { on: ['rate_limited', 'overloaded', 'circuit_open', 'overflow', 'no_healthy_upstream'], http: { status: 200, headers: {}, body: '' } });
+  t.same(c.routes[0].fallback, { on: ['rate_limited', 'overloaded', 'circuit_open', 'overflow', 'no_healthy_upstream', 'degraded'], http: { status: 200, headers: {}, body: '' } });
   const b = buildConfig(doc({ circuitBreaker: { endpoint: {} } })).clusters[0].circuitBreaker!.endpoint;
   t.same(b, { errorRatio: 0.5, minimumRequests: 20, windowMs: 10_000, buckets: 10, openMs: 30_000, halfOpenRequests: 3 });
 });

@@ -26,6 +26,7 @@ import { compileRule, type AuthorizationRule } from '../authz/policy';
 import type { FilterMain, FilterModule } from '../module';
 import { HEADER_NAME, isObj, listenerNamesOf } from '../route-checks';
 import { monotonicNs, rateOf, tokens } from './gcra';
+import { attachOverrides, type Overrides } from '../../alarms/overrides';
 import { RateLimitFilter, RL_ADMITTED, RL_REFUSED, RL_SHADOW_REFUSED, type CompiledLimit } from './ratelimit-filter';
 import { BUCKETS, KEY_SLOTS, KEY_TAGS, KEY_WORDS, MAX_RULES, RateLimitSlots, type RuleSlots } from './slots';
 
@@ -127,7 +128,7 @@ function keyFunction(key: RateLimitRule['key']): ((v: RequestView) => string) | 
   };
 }
 
-export function compileLimits(rules: readonly RateLimitRule[], slots: readonly RuleSlots[]): CompiledLimit[] {
+export function compileLimits(rules: readonly RateLimitRule[], slots: readonly RuleSlots[], overrides?: Overrides): CompiledLimit[] {
   return rules.map((r, i) => {
     const s = slots[i];
     if (!s) throw new Error(`rate limit "${r.name}" has no slots (the config was published without them)`);
@@ -135,7 +136,7 @@ export function compileLimits(rules: readonly RateLimitRule[], slots: readonly R
     const test = compileRule({ ...(r.match as object), action: 'deny', mode: 'enforce' } as AuthorizationRule, i).test;
     return {
       name: r.name, shadow: r.mode === 'shadow', test, rate: rateOf(r.requestsPerSecond, r.requestsPerMinute, burstOf(r)),
-      word: s.word, keyOf: keyFunction(r.key), keyBase: s.keyBase, keySize: s.keySize,
+      word: s.word, keyOf: keyFunction(r.key), keyBase: s.keyBase, keySize: s.keySize, overrideAt: overrides?.wordOf('rateLimit', r.name) ?? -1,
     };
   });
 }
@@ -209,10 +210,11 @@ export const RATELIMIT_MODULE: FilterModule = {
     const memory = env.memory;
     if (rules.length > 0 && !memory) throw new Error('the ratelimit filter needs the shared memory');
     const slots = (env.data?.ratelimit as RuleSlots[] | undefined) ?? [];
-    const limits = rules.length > 0 ? compileLimits(rules, slots) : [];
+    const overrides = attachOverrides(memory, env.data?.alarms);
+    const limits = rules.length > 0 ? compileLimits(rules, slots, overrides) : [];
     const views = memory
-      ? { buckets: memory.region(BUCKETS), tags: memory.region(KEY_TAGS), keyWords: memory.region(KEY_WORDS) }
-      : { buckets: new BigInt64Array(0), tags: new Int32Array(0), keyWords: new BigInt64Array(0) };
+      ? { buckets: memory.region(BUCKETS), tags: memory.region(KEY_TAGS), keyWords: memory.region(KEY_WORDS), overrides: overrides.view }
+      : { buckets: new BigInt64Array(0), tags: new Int32Array(0), keyWords: new BigInt64Array(0), overrides: new Int32Array(1) };
     return new RateLimitFilter(limits, views, env.stats, (fields, msg) => log.info(fields, msg));
   },
 };

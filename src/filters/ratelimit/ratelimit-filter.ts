@@ -17,6 +17,7 @@ import type { ViewTest } from '../../exchange/router';
 import type { Stats } from '../../stats/stats';
 import { giveBack, monotonicNs, sharedNs, take, type Rate } from './gcra';
 import { slotOf } from './key-table';
+import { FACTOR_UNIT } from '../../alarms/overrides';
 
 export const RL_ADMITTED = 'sluice_ratelimit_admitted_total';
 export const RL_REFUSED = 'sluice_ratelimit_refused_total';
@@ -37,12 +38,15 @@ export interface CompiledLimit {
   readonly keyOf: ((v: RequestView) => string) | null;
   readonly keyBase: number;
   readonly keySize: number;
+  /** Its word in the alarms' overrides (src/alarms/overrides.ts): a factor on its rate while an alarm tightens it; -1: no alarm names it. */
+  readonly overrideAt: number;
 }
 
 export interface LimitMemory {
   readonly buckets: BigInt64Array;
   readonly tags: Int32Array;
   readonly keyWords: BigInt64Array;
+  readonly overrides: Int32Array;
 }
 
 export type ShadowLogger = (fields: Record<string, unknown>, msg: string) => void;
@@ -62,6 +66,9 @@ interface RuleState {
   /** Shadow refusals since the last line, and when it was logged. */
   pending: number;
   lastLine: number;
+  /** The rate last taken at (the rule's, or tightened by an alarm), and the factor that made it. */
+  rate: Rate;
+  factor: number;
 }
 
 export class RateLimitFilter implements Filter<null> {
@@ -87,6 +94,8 @@ export class RateLimitFilter implements Filter<null> {
       shadowRefused: stats.slot(RL_SHADOW_REFUSED, { rule: limit.name }),
       pending: 0,
       lastLine: -Infinity,
+      rate: limit.rate,
+      factor: 0,
     }));
     this.takenRule = new Int32Array(limits.length);
     this.takenSlot = new Int32Array(limits.length);
@@ -112,7 +121,8 @@ export class RateLimitFilter implements Filter<null> {
         words = this.memory.keyWords;
         slot = slotOf(this.memory.tags, words, l.keyBase, l.keySize, l.keyOf(v));
       }
-      const wait = take(words, slot, l.rate, now);
+      if (l.overrideAt >= 0) this.tighten(r, Atomics.load(this.memory.overrides, l.overrideAt));
+      const wait = take(words, slot, r.rate, now);
       if (wait === 0) {
         this.takenRule[taken] = i;
         this.takenSlot[taken++] = slot;
@@ -125,8 +135,8 @@ export class RateLimitFilter implements Filter<null> {
         continue;
       }
       for (let j = 0; j < taken; j++) {
-        const t = rules[this.takenRule[j]].limit;
-        giveBack(t.keyOf === null ? this.memory.buckets : this.memory.keyWords, this.takenSlot[j], t.rate);
+        const t = rules[this.takenRule[j]];
+        giveBack(t.limit.keyOf === null ? this.memory.buckets : this.memory.keyWords, this.takenSlot[j], t.rate);
       }
       this.stats.inc(r.refused);
       ctx.note('rateLimit', l.name);
@@ -135,6 +145,14 @@ export class RateLimitFilter implements Filter<null> {
     }
     for (let j = 0; j < taken; j++) this.stats.inc(rules[this.takenRule[j]].admitted);
     return CONTINUE;
+  }
+
+  /** An alarm's factor on the rule's rate (millionths; 0: none): the interval grows, the burst in requests stays. */
+  private tighten(r: RuleState, factor: number): void {
+    if (factor === r.factor) return;
+    r.factor = factor;
+    const base = r.limit.rate;
+    r.rate = factor <= 0 ? base : { intervalNs: (base.intervalNs * FACTOR_UNIT) / factor, capacityNs: (base.capacityNs * FACTOR_UNIT) / factor };
   }
 
   private sample(r: RuleState, v: RequestView, nowNs: number): void {

@@ -41,7 +41,7 @@ export function ruleIdentity(rule: Readonly<Record<string, unknown>>): string {
   return stableJson(rest);
 }
 
-function stableJson(v: unknown): string {
+export function stableJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
   if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;

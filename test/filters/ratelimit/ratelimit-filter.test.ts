@@ -11,6 +11,7 @@ import { RateLimitFilter, RL_ADMITTED, RL_REFUSED, RL_SHADOW_REFUSED } from '../
 import { BUCKETS, KEY_SLOTS, KEY_TAGS, KEY_WORDS, RateLimitSlots } from '../../../src/filters/ratelimit/slots';
 import { keyHash } from '../../../src/filters/ratelimit/key-table';
 import { SharedState } from '../../../src/shared/shared-state';
+import { attachOverrides, FACTOR_UNIT } from '../../../src/alarms/overrides';
 import { FakeContext, envFor, view } from '../fake-context';
 
 const S = 1e9;
@@ -25,16 +26,18 @@ function configOf(rules: unknown[]): SluiceConfig {
 }
 
 /** A sidecar's worth of rate limiting: main-thread slots, and `workers` filters over the same memory. */
-function setup(rules: unknown[], workers = 1) {
+function setup(rules: unknown[], workers = 1, tightened: string[] = []) {
   const config = configOf(rules);
   const env = envFor(config);
   const memory = env.memory!;
-  const views = { buckets: memory.region(BUCKETS), tags: memory.region(KEY_TAGS), keyWords: memory.region(KEY_WORDS) };
+  const words = Object.fromEntries(tightened.map((name, i) => [`rateLimit\t${name}`, i]));
+  const overrides = attachOverrides(memory, { words });
+  const views = { buckets: memory.region(BUCKETS), tags: memory.region(KEY_TAGS), keyWords: memory.region(KEY_WORDS), overrides: overrides.view };
   const clock = { now: 1000 * S };
   const lines: Array<Record<string, unknown>> = [];
   const slots = env.data!.ratelimit as never;
   const filters = Array.from({ length: workers }, () => new RateLimitFilter(
-    compileLimits(config.rateLimits, slots), views, env.stats, (f) => lines.push(f), () => clock.now,
+    compileLimits(config.rateLimits, slots, overrides), views, env.stats, (f) => lines.push(f), () => clock.now,
   ));
   const run = (v: RequestView = view(), w = 0) => {
     const ctx = new FakeContext(v);
@@ -42,7 +45,7 @@ function setup(rules: unknown[], workers = 1) {
     return { status, reply: ctx.replies[0], notes: ctx.notes };
   };
   const count = (name: string, rule: string) => env.value(name, { rule });
-  return { run, clock, lines, count, filters, env };
+  return { run, clock, lines, count, filters, env, overrides };
 }
 
 t.test('a burst is admitted, then one request per interval; a refusal says when to come back', async (t) => {
@@ -59,6 +62,25 @@ t.test('a burst is admitted, then one request per interval; a refusal says when 
   t.equal(run().status, 1);
   t.equal(count(RL_ADMITTED, 'r'), 4);
   t.equal(count(RL_REFUSED, 'r'), 3);
+});
+
+t.test('an alarm tightening a rule multiplies its rate by the factor while its word is set', async (t) => {
+  const { run, clock, overrides } = setup([{ name: 'r', requestsPerSecond: 2, burst: 1 }], 1, ['r']);
+  t.equal(run().status, 0);
+  clock.now += 0.5 * S;
+  t.equal(run().status, 0, 'a token every 0.5 s at the rule\'s rate');
+  Atomics.store(overrides.view, overrides.wordOf('rateLimit', 'r'), 0.5 * FACTOR_UNIT);
+  clock.now += 0.5 * S;
+  t.equal(run().status, 0);
+  clock.now += 0.6 * S;
+  t.equal(run().status, 1, 'tightened to 1/s: none after 0.6 s');
+  clock.now += 0.5 * S;
+  t.equal(run().status, 0, 'one after 1.1 s');
+  Atomics.store(overrides.view, overrides.wordOf('rateLimit', 'r'), 0);
+  clock.now += 1 * S;
+  t.equal(run().status, 0);
+  clock.now += 0.5 * S;
+  t.equal(run().status, 0, 'back to 2/s once the word is cleared');
 });
 
 t.test('retry-after is the whole seconds until a token, at least 1', async (t) => {
