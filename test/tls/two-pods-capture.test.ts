@@ -13,7 +13,7 @@
  * between the pods (tcpdump on B's side of the veth) TLS records only, no request line, no HTTP/2
  * preface, no Dubbo header; C's plaintext calls to B refused by strict mode.
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -122,7 +122,7 @@ t.test('pod to pod through both sidecars: encrypted on the wire, the caller\'s i
 
   // everything that crosses between the pods, seen from B's side of the veth
   const pcap = path.join(dir, 'wire.pcap');
-  dump = spawn('ip', ['netns', 'exec', podB.name, 'tcpdump', '-i', ifB, '-U', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  dump = spawn('ip', ['netns', 'exec', podB.name, 'tcpdump', '-i', ifB, '--immediate-mode', '-U', '-w', pcap, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let dumpErr = '';
   dump.stderr!.on('data', (d) => { dumpErr += d; });
   await waitFor(() => dumpErr.includes('listening on'), 10_000, 'tcpdump listening');
@@ -152,6 +152,8 @@ t.test('pod to pod through both sidecars: encrypted on the wire, the caller\'s i
   const refused = [...statsB].filter(([k]) => k.startsWith('sluice_tls_inbound_plaintext_refused_total')).reduce((n, [, v]) => n + v, 0);
   t.ok(refused >= 1, `B counted the plaintext refusal: ${refused}`);
 
+  // packets still in the kernel's capture ring when tcpdump stops are lost: wait for them on disk
+  await waitFor(() => statSync(pcap).size > 4000, 10_000, `the capture written (${dumpErr})`);
   dump.kill('SIGINT');
   await once(dump, 'exit');
   // both directions: neither may carry plaintext
