@@ -14,7 +14,7 @@ import t from 'tap';
 import { adminPost, get, run, startSluice, stats } from '../helpers/harness';
 import { Consumer, str } from './dubbo-peers';
 import { curl, loadEcho, unary } from './filter-peers';
-import { breakersOf, deadPort, dubboSwitchable, grpcSwitchable, httpSwitchable, sleep } from './protection-peers';
+import { breakersOf, breakersWhen, deadPort, dubboSwitchable, grpcSwitchable, httpSwitchable, sleep, type BreakerRow } from './protection-peers';
 import YAML from 'yaml';
 
 const OPEN_MS = 1500;
@@ -77,7 +77,7 @@ t.test('HTTP endpoint breaker: opens on 5xx, refuses, half-opens, closes; a fail
   up.mode = 'ok';
   await sleep(OPEN_MS + 100);
   for (let i = 0; i < 2; i++) t.equal((await curl(`${base}/x`)).status, 200, `trial ${i + 1} succeeds`);
-  rows = await breakersOf(s.admin, 'web');
+  rows = await breakersWhen(s.admin, 'web', 'closed');
   t.match(rows[0], { state: 'closed', opened: 2, halfOpened: 2, closed: 1 });
   for (let i = 0; i < 5; i++) t.equal((await curl(`${base}/x`)).status, 200, 'closed: requests pass');
 
@@ -166,7 +166,7 @@ t.test('gRPC: UNAVAILABLE opens an interface breaker; INVALID_ARGUMENT does not;
   g.mode = 'ok';
   await sleep(OPEN_MS + 100);
   for (let i = 0; i < 2; i++) t.equal((await unary(client)).status.code, grpc.status.OK, `trial ${i + 1}`);
-  t.match((await breakersOf(s.admin, 'grpc'))[0], { state: 'closed', closed: 1 });
+  t.match((await breakersWhen(s.admin, 'grpc', 'closed'))[0], { state: 'closed', closed: 1 });
   t.equal((await unary(client)).status.code, grpc.status.OK);
 });
 
@@ -200,7 +200,8 @@ t.test('Dubbo: error statuses open an interface breaker per method; the consumer
 
   await sleep(OPEN_MS + 100);
   for (let i = 0; i < 2; i++) t.equal((await c.call('transfer', [str('a')])).status, 20, `trial ${i + 1}`);
-  t.match((await breakersOf(s.admin, 'dubbo')).find((b) => b.target === 'com.example.TransferService transfer'), { state: 'closed', closed: 1 });
+  const transfer = (rows: BreakerRow[]) => rows.find((b) => b.target === 'com.example.TransferService transfer');
+  t.match(transfer(await breakersWhen(s.admin, 'dubbo', 'closed', transfer)), { state: 'closed', closed: 1 });
 });
 
 t.test('shadow mode lets everything through and counts the opens and refusals enforce makes', async (t) => {

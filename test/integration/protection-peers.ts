@@ -132,3 +132,16 @@ export async function breakersOf(admin: string, cluster: string): Promise<Breake
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The breaker rows of `cluster` once `pick` finds one in `state`: a breaker learns an outcome as
+ * its request finishes, which can be a moment after the client has its answer.
+ */
+export async function breakersWhen(admin: string, cluster: string, state: string, pick: (rows: BreakerRow[]) => BreakerRow | undefined = (r) => r[0]): Promise<BreakerRow[]> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const rows = await breakersOf(admin, cluster);
+    if (pick(rows)?.state === state || Date.now() > deadline) return rows;
+    await sleep(20);
+  }
+}
