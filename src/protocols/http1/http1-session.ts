@@ -21,6 +21,7 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
+import { atTurnEnd, type TurnEnd } from '../../worker/turn-end';
 import type { CompiledFallback } from '../../protection/fallback';
 
 class Http1View implements RequestView {
@@ -84,7 +85,7 @@ function resolveTarget(head: Http1Head, policy: PathPolicy): Http1Target | strin
   return { authority: a, target: t };
 }
 
-export class Http1Session implements Http1Handler {
+export class Http1Session implements Http1Handler, TurnEnd {
   private decoder!: Http1Decoder;
   private current: Http1Downstream | null = null;
   private headerTimer: NodeJS.Timeout | null = null;
@@ -93,6 +94,8 @@ export class Http1Session implements Http1Handler {
   /** We are ending the connection: input is no longer parsed. */
   private closing = false;
   private peerCache: Peer | null = null;
+  /** The socket is corked until the end of this turn (replyAtTurnEnd). */
+  private corkedForTurn = false;
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
@@ -145,7 +148,7 @@ export class Http1Session implements Http1Handler {
     } catch (err) {
       // a bug of ours, not the peer's: lose this connection, never the worker
       this.rt.logError(err as Error, 'http1 session');
-      this.socket.destroy();
+      this.destroy();
     }
   }
 
@@ -173,7 +176,7 @@ export class Http1Session implements Http1Handler {
       const cfg = this.rt.current();
       cfg.stats.inc(cfg.protocol('http1').timeout);
     }
-    this.socket.destroy();
+    this.destroy();
   }
 
   /**
@@ -227,6 +230,33 @@ export class Http1Session implements Http1Handler {
     return this.draining;
   }
 
+  /**
+   * A reply of Sluice's own goes out with the others of this turn of the event loop (turn-end.ts):
+   * the socket stays corked until then. Whatever ends the connection first (end(), or destroy()
+   * through this session) sends it before.
+   */
+  replyAtTurnEnd(bytes: Buffer): void {
+    if (!this.corkedForTurn) {
+      this.corkedForTurn = true;
+      this.socket.cork();
+      atTurnEnd(this);
+    }
+    this.socket.write(bytes);
+  }
+
+  /** @internal */
+  atTurnEnd(): void {
+    if (!this.corkedForTurn) return;
+    this.corkedForTurn = false;
+    this.socket.uncork();
+  }
+
+  /** Resets the connection, after what was written already (a reply corked for the turn end included). */
+  destroy(): void {
+    this.atTurnEnd();
+    this.socket.destroy();
+  }
+
   private writeErrorAndClose(status: number, body: string): void {
     this.socket.write(encodeLocalReply(status, 'bad_request', body, true));
     this.closeSoon();
@@ -264,7 +294,7 @@ export class Http1Session implements Http1Handler {
     const cfg = this.rt.current();
     cfg.stats.inc(cfg.protocol('http1').protocolError);
     const d = this.current;
-    if (d && d.x.responseStarted) { this.socket.destroy(); return; }
+    if (d && d.x.responseStarted) { this.destroy(); return; }
     // the request turned out malformed (body framing): its upstream side is given up quietly
     this.current = null;
     d?.x.onDownstreamGone();
@@ -443,7 +473,7 @@ class Http1Downstream implements Downstream {
   }
 
   abort(): void {
-    this.session.socket.destroy();
+    this.session.destroy();
   }
 
   localReply(r: LocalReply): number {
@@ -453,7 +483,7 @@ class Http1Downstream implements Downstream {
     const h = this.head;
     const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
-    this.session.socket.write(cachedLocalReply(r, this.closeAfter, h.method === 'HEAD'));
+    this.session.replyAtTurnEnd(cachedLocalReply(r, this.closeAfter, h.method === 'HEAD'));
     return r.status;
   }
 
@@ -463,7 +493,7 @@ class Http1Downstream implements Downstream {
     const h = this.head;
     const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
-    this.session.socket.write(encodeFallback(fb.status, fb.headers, fb.body, reason, this.closeAfter, h.method === 'HEAD'));
+    this.session.replyAtTurnEnd(encodeFallback(fb.status, fb.headers, fb.body, reason, this.closeAfter, h.method === 'HEAD'));
     return fb.status;
   }
 
