@@ -336,6 +336,9 @@ export class Http1Session implements Http1Handler, TurnEnd {
   }
 }
 
+/** The framing of a response not begun yet (shared: a framing is replaced, never changed). */
+const NO_FRAMING: Framing = Object.freeze({ kind: 'none' });
+
 function onHeaderTimeout(session: Http1Session): void {
   session.headerTimeout();
 }
@@ -344,10 +347,10 @@ function onHeaderTimeout(session: Http1Session): void {
 class Http1Downstream implements Downstream {
   readonly x: Exchange;
   readonly view: Http1View;
-  readonly request: HttpRequestForm | null;
+  private requestForm: HttpRequestForm | null = null;
   readonly upstreams = HTTP_UPSTREAMS;
   private readonly resolved: Http1Target | string;
-  private outFraming: Framing = { kind: 'none' };
+  private outFraming: Framing = NO_FRAMING;
   /** The request's end was decoded (onMessageEnd). */
   requestDone = false;
   closeAfter = false;
@@ -361,14 +364,16 @@ class Http1Downstream implements Downstream {
     const cfg = session.rt.current();
     const r = resolveTarget(head, cfg.config.http);
     this.resolved = r;
-    if (typeof r === 'string') {
-      this.view = new Http1View(session, head, '', '');
-      this.request = null;
-    } else {
-      this.view = new Http1View(session, head, r.authority.host, r.target.path);
-      this.request = { kind: 'h1', head, target: r.target, authority: r.authority };
-    }
+    if (typeof r === 'string') this.view = new Http1View(session, head, '', '');
+    else this.view = new Http1View(session, head, r.authority.host, r.target.path);
     this.x = new Exchange(cfg, this);
+  }
+
+  /** Made when an attempt or a mirror asks for it: a request answered locally never needs it. */
+  get request(): HttpRequestForm | null {
+    const r = this.resolved;
+    if (typeof r === 'string') return null;
+    return (this.requestForm ??= { kind: 'h1', head: this.head, target: r.target, authority: r.authority });
   }
 
   /** No body follows the head: the request is whole already. */
