@@ -94,8 +94,9 @@ export class Http1Session implements Http1Handler, TurnEnd {
   /** We are ending the connection: input is no longer parsed. */
   private closing = false;
   private peerCache: Peer | null = null;
-  /** The socket is corked until the end of this turn (replyAtTurnEnd). */
-  private corkedForTurn = false;
+  /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
+  private pending: Buffer | null = null;
+  private pendingMore: Buffer[] | null = null;
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
@@ -212,7 +213,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
     this.closing = true;
     this.clearHeaderTimer();
     if (this.closed) return;
-    this.socket.end();
+    this.out.end();
     this.socket.destroySoon?.();
   }
 
@@ -231,34 +232,48 @@ export class Http1Session implements Http1Handler, TurnEnd {
   }
 
   /**
-   * A reply of Sluice's own goes out with the others of this turn of the event loop (turn-end.ts):
-   * the socket stays corked until then. Whatever ends the connection first (end(), or destroy()
-   * through this session) sends it before.
+   * A reply of Sluice's own goes out with the others of this turn of the event loop (turn-end.ts).
+   * Held here, not in the socket (a corked socket buffers each write in an object of its own), so
+   * everything that writes to the socket or ends it goes through `out`, which sends it first.
    */
   replyAtTurnEnd(bytes: Buffer): void {
-    if (!this.corkedForTurn) {
-      this.corkedForTurn = true;
-      this.socket.cork();
+    if (this.pending === null) {
+      this.pending = bytes;
       atTurnEnd(this);
+    } else {
+      (this.pendingMore ??= []).push(bytes);
     }
-    this.socket.write(bytes);
   }
 
   /** @internal */
   atTurnEnd(): void {
-    if (!this.corkedForTurn) return;
-    this.corkedForTurn = false;
-    this.socket.uncork();
+    const p = this.pending;
+    if (p === null) return;
+    this.pending = null;
+    const more = this.pendingMore;
+    this.pendingMore = null;
+    const s = this.socket;
+    if (s.destroyed || s.writableEnded) return; // the client is gone: nobody to answer
+    if (more === null) { s.write(p); return; }
+    s.cork();
+    s.write(p);
+    for (let i = 0; i < more.length; i++) s.write(more[i]);
+    s.uncork();
   }
 
-  /** Resets the connection, after what was written already (a reply corked for the turn end included). */
+  /** The socket to write to or end: the replies held for the end of the turn go first. */
+  get out(): net.Socket {
+    if (this.pending !== null) this.atTurnEnd();
+    return this.socket;
+  }
+
+  /** Resets the connection, after what was written already (a reply held for the turn end included). */
   destroy(): void {
-    this.atTurnEnd();
-    this.socket.destroy();
+    this.out.destroy();
   }
 
   private writeErrorAndClose(status: number, body: string): void {
-    this.socket.write(encodeLocalReply(status, 'bad_request', body, true));
+    this.out.write(encodeLocalReply(status, 'bad_request', body, true));
     this.closeSoon();
   }
 
@@ -407,7 +422,7 @@ class Http1Downstream implements Downstream {
     // 100 Continue and friends go to a client that speaks HTTP/1.1
     const h = (form as Http1Head);
     if (this.head.versionMinor !== 1 || typeof h.status !== 'number') return;
-    this.session.socket.write(encodeResponseHead({
+    this.session.out.write(encodeResponseHead({
       status: h.status, reason: h.reason, headers: h.headers, connectionTokens: h.connectionTokens, framing: { kind: 'none' }, via: '',
     }), 'latin1');
   }
@@ -447,15 +462,16 @@ class Http1Downstream implements Downstream {
     if (this.closeAfter) connection = 'close';
     else if (!v11) connection = 'keep-alive';
     const upgrade = status === 101 ? this.view.header('upgrade') ?? fieldOf(headers, 'upgrade') : undefined;
-    this.session.socket.write(encodeResponseHead({
+    const down = this.session.out;
+    down.write(encodeResponseHead({
       status, reason, headers, connectionTokens: tokens, framing, via, connection, upgrade,
       keepLength: noBody && status !== 204 && form.kind === 'h1' ? contentLength : undefined,
     }), 'latin1');
-    if (end && framing.kind === 'chunked') this.session.socket.write(lastChunk(null));
+    if (end && framing.kind === 'chunked') down.write(lastChunk(null));
   }
 
   write(chunk: Buffer, end: boolean): boolean {
-    const down = this.session.socket;
+    const down = this.session.out;
     let ok = true;
     if (chunk.length > 0) {
       if (this.outFraming.kind === 'chunked') {
@@ -474,7 +490,7 @@ class Http1Downstream implements Downstream {
   }
 
   trailers(fields: string[]): void {
-    if (this.outFraming.kind === 'chunked') this.session.socket.write(lastChunk(fields));
+    if (this.outFraming.kind === 'chunked') this.session.out.write(lastChunk(fields));
   }
 
   abort(): void {
@@ -503,13 +519,13 @@ class Http1Downstream implements Downstream {
   }
 
   batch(start: boolean): void {
-    if (start) this.session.socket.cork();
+    if (start) this.session.out.cork();
     else this.session.socket.uncork();
   }
 
   upgrade(up: net.Socket, rest: Buffer): void {
     const session = this.session;
-    const down = session.socket;
+    const down = session.out;
     this.closeAfter = true;
     this.tunnel = true;
     session.exchangeFinished(this);
