@@ -529,7 +529,7 @@ export class Exchange implements AttemptSink, Timed {
         const s = this.down.directSuccess(t.status, t.body);
         if (s !== undefined) { this.status = s; this.responseStarted = true; this.finish(); return; }
       }
-      this.localReply({ status: t.status, reason: 'direct_response', body: t.body });
+      this.localReply(t.reply);
       return;
     }
     this.forwarded = true;
@@ -1268,7 +1268,7 @@ export class Exchange implements AttemptSink, Timed {
   }
 }
 
-const FILTER_FAILED: LocalReply = { status: 500, reason: 'internal_error', body: 'filter failed\n' };
+const FILTER_FAILED: LocalReply = Object.freeze({ status: 500, reason: 'internal_error', body: 'filter failed\n' });
 
 /** One log line per filter and hook at most every 10 s, with the count: a filter that throws on every request must not flood the log. */
 const filterErrorLogs = new Map<string, LogEvery>();
