@@ -310,9 +310,12 @@ const NO_BUFFERS: Buffer[] = Object.freeze([]) as unknown as Buffer[];
  * onRequest, and nothing else is allocated per request for it.
  */
 class FilterRequestContext implements RequestContext {
+  private bound: (() => void) | null = null;
   constructor(private readonly x: Exchange, private readonly index: number, private readonly name: string) {}
-  /** Bound: a filter may pass it on as a callback (`lookup().then(ctx.resume)`). */
-  readonly resume = (): void => this.x.resumeFilter(this.index);
+  /** Bound: a filter may pass it on as a callback (`lookup().then(ctx.resume)`). Made on first use: most filters never stop. */
+  get resume(): () => void {
+    return (this.bound ??= () => this.x.resumeFilter(this.index));
+  }
   get view(): RequestView { return this.x.down.view; }
   get routeName(): string | null { return this.x.route?.name ?? null; }
   get startMs(): number { return this.x.start0; }
@@ -509,9 +512,9 @@ export class Exchange implements AttemptSink, Timed {
     (this.timers ??= []).push(timer);
   }
 
-  /** @internal A field for the access log line. */
+  /** @internal A field for the access log line (nothing to keep when there is no log). */
   note(k: string, v: string | number): void {
-    (this.notes ??= {})[k] = v;
+    if (this.env.accessLog.enabled) (this.notes ??= {})[k] = v;
   }
 
   // ── routing and attempts ───────────────────────────────────────────────────
@@ -528,7 +531,7 @@ export class Exchange implements AttemptSink, Timed {
         const s = this.down.directSuccess(t.status, t.body);
         if (s !== undefined) { this.status = s; this.responseStarted = true; this.finish(); return; }
       }
-      this.localReply({ status: t.status, reason: 'direct_response', body: t.body });
+      this.localReply(t.reply);
       return;
     }
     this.forwarded = true;
@@ -1268,7 +1271,7 @@ export class Exchange implements AttemptSink, Timed {
   }
 }
 
-const FILTER_FAILED: LocalReply = { status: 500, reason: 'internal_error', body: 'filter failed\n' };
+const FILTER_FAILED: LocalReply = Object.freeze({ status: 500, reason: 'internal_error', body: 'filter failed\n' });
 
 /** One log line per filter and hook at most every 10 s, with the count: a filter that throws on every request must not flood the log. */
 const filterErrorLogs = new Map<string, LogEvery>();

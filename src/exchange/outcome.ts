@@ -63,7 +63,10 @@ export function neverSent(kind: FailureKind): boolean {
   return kind === 'connect_failed' || kind === 'dns_failed' || kind === 'overflow' || kind === 'refused' || kind === 'stale';
 }
 
-/** The reply for a failure that left no response to pass on. */
+/**
+ * The reply for a failure that left no response to pass on. The replies here are frozen: a
+ * protocol may then encode each one once (HTTP/1: cachedLocalReply) instead of per request.
+ */
 export function replyForFailure(kind: FailureKind): LocalReply {
   switch (kind) {
     case 'connect_failed': return CONNECT_FAILED;
@@ -75,12 +78,12 @@ export function replyForFailure(kind: FailureKind): LocalReply {
   }
 }
 
-const CONNECT_FAILED: LocalReply = { status: 503, reason: 'upstream_connect_failed', body: 'upstream connect failed\n' };
-const DNS_FAILED: LocalReply = { status: 503, reason: 'upstream_dns_failed', body: 'upstream name lookup failed\n' };
-const OVERFLOW: LocalReply = { status: 503, reason: 'overflow', body: 'upstream overflow\n' };
-const TIMEOUT: LocalReply = { status: 504, reason: 'upstream_timeout', body: 'upstream request timeout\n' };
-const INVALID_RESPONSE: LocalReply = { status: 502, reason: 'upstream_reset', body: 'upstream sent an invalid response\n' };
-const RESET: LocalReply = { status: 503, reason: 'upstream_reset', body: 'upstream connection reset before response\n' };
+const CONNECT_FAILED: LocalReply = Object.freeze({ status: 503, reason: 'upstream_connect_failed', body: 'upstream connect failed\n' });
+const DNS_FAILED: LocalReply = Object.freeze({ status: 503, reason: 'upstream_dns_failed', body: 'upstream name lookup failed\n' });
+const OVERFLOW: LocalReply = Object.freeze({ status: 503, reason: 'overflow', body: 'upstream overflow\n' });
+const TIMEOUT: LocalReply = Object.freeze({ status: 504, reason: 'upstream_timeout', body: 'upstream request timeout\n' });
+const INVALID_RESPONSE: LocalReply = Object.freeze({ status: 502, reason: 'upstream_reset', body: 'upstream sent an invalid response\n' });
+const RESET: LocalReply = Object.freeze({ status: 503, reason: 'upstream_reset', body: 'upstream connection reset before response\n' });
 /**
  * An authorization rule refused the request (src/filters/authz): HTTP 403, gRPC PERMISSION_DENIED,
  * Dubbo SERVICE_ERROR (see dubbo-session.ts for why). The body names no rule: the caller learns
@@ -92,14 +95,14 @@ export const DENIED: LocalReply = Object.freeze({ status: 403, reason: 'denied',
  * Dubbo SERVER_THREADPOOL_EXHAUSTED_ERROR (100), what Dubbo itself answers when a provider is full.
  */
 export const OVERLOADED: LocalReply = Object.freeze({ status: 503, reason: 'overloaded', body: 'overloaded\n', grpcStatus: 8, dubboStatus: 100 });
-export const NO_ROUTE: LocalReply = { status: 404, reason: 'no_route', body: 'no route\n' };
+export const NO_ROUTE: LocalReply = Object.freeze({ status: 404, reason: 'no_route', body: 'no route\n' });
 /** Over a cluster limit of clusters[].circuitBreaker (requests or pending requests in flight across every worker). */
 export const CLUSTER_OVERFLOW: LocalReply = Object.freeze({ status: 503, reason: 'overflow', body: 'cluster limit reached\n' });
 /** An open breaker: the interface's, or every endpoint's of the cluster. */
 export const CIRCUIT_OPEN: LocalReply = Object.freeze({ status: 503, reason: 'circuit_open', body: 'circuit breaker open\n' });
 /** A route an alarm's action degraded (src/alarms), when the route has no fallback for it. */
 export const DEGRADED: LocalReply = Object.freeze({ status: 503, reason: 'degraded', body: 'route degraded\n', grpcStatus: 14 });
-export const NO_HEALTHY_UPSTREAM: LocalReply = { status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' };
+export const NO_HEALTHY_UPSTREAM: LocalReply = Object.freeze({ status: 503, reason: 'no_healthy_upstream', body: 'no healthy upstream\n' });
 
 /**
  * How an exchange ended, as health checking and limiters need to know it:

@@ -11,6 +11,7 @@ import type { HeaderMatch, ListenerConfig, RouteConfig, StringMatch } from '../c
 import { compileMatchRegex, labelsKey } from '../config/match';
 import type { ClusterRuntime } from '../upstream/cluster';
 import type { Filter, UpstreamTarget } from './filter';
+import type { LocalReply } from './outcome';
 import type { RequestView } from './request-view';
 import { compileFallback, type CompiledFallback } from '../protection/fallback';
 import type { Overrides } from '../alarms/overrides';
@@ -19,7 +20,8 @@ import type { Overrides } from '../alarms/overrides';
 export type RouteTarget =
   | { kind: 'cluster'; target: UpstreamTarget }
   | { kind: 'passthrough'; target: UpstreamTarget }
-  | { kind: 'direct'; status: number; body: string }
+  /** `reply`: the local reply made once (frozen), for protocols without a form of their own for a 2xx. */
+  | { kind: 'direct'; status: number; body: string; reply: LocalReply }
   /**
    * No route matched an outbound request to a service a registry may list: its providers are
    * looked up by name (src/upstream/discovered.ts). Without any, `fallback` says what happens:
@@ -181,7 +183,8 @@ export class Router {
     const timeoutMs = r.action.timeoutMs ?? this.defaultTimeoutMs;
     let target: RouteTarget;
     if (r.action.directResponse) {
-      target = { kind: 'direct', status: r.action.directResponse.status, body: r.action.directResponse.body ?? '' };
+      const { status, body = '' } = r.action.directResponse;
+      target = { kind: 'direct', status, body, reply: Object.freeze({ status, reason: 'direct_response', body }) };
     } else if (r.action.cluster !== undefined) {
       target = { kind: 'cluster', target: clusterTarget(clusters, r.action.cluster, r.action.labels, name) };
     } else {

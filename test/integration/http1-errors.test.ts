@@ -581,6 +581,36 @@ t.test('HTTP/1.1 error paths and edge cases', async (t) => {
     t.notOk(c.closed);
   });
 
+  await t.test('pipelined local replies and proxied answers in one write come back whole and in order', async (t) => {
+    const c = await RawConn.open(app);
+    t.teardown(() => c.destroy());
+    // local replies go out at the end of the worker's turn: several in one turn, and one behind a proxied answer
+    c.write([
+      'GET /nowhere/1', 'GET /nowhere/2', 'GET /web/pipe/2', 'GET /nowhere/3', 'HEAD /nowhere/4', 'GET /web/len',
+    ].map((l) => `${l} HTTP/1.1\r\nHost: a\r\n\r\n`).join(''));
+    for (let i = 0; i < 2; i++) t.equal((await c.response()).body.toString(), 'no route\n');
+    t.equal((await c.response()).body.toString(), 'response 2');
+    const nr = await c.response();
+    t.equal(nr.status, 404);
+    t.equal(nr.body.toString(), 'no route\n');
+    t.equal((await c.response({ noBody: true })).status, 404);
+    t.equal((await c.response()).body.toString(), 'hello world');
+    t.equal(c.unread, 0);
+    t.notOk(c.closed);
+  });
+
+  await t.test('a local reply sent before the request body turns out malformed reaches the client before the reset', async (t) => {
+    const c = await RawConn.open(app);
+    t.teardown(() => c.destroy());
+    // one write: the head is refused (no route, before any body), then the chunk size is not hex
+    c.write('POST /nowhere HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
+    const r = await c.response();
+    t.equal(r.status, 404);
+    t.equal(header(r, 'x-sluice-reason'), 'no_route');
+    t.equal(header(r, 'connection'), 'close', 'the body was never read');
+    await c.untilClosed();
+  });
+
   await t.test('Upgrade: after 101 the connection is a tunnel both ways', async (t) => {
     const c = await RawConn.open(app);
     t.teardown(() => c.destroy());

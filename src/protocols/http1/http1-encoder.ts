@@ -163,9 +163,12 @@ export function encodeLocalReply(status: number, reason: string, body: string, c
  */
 const replyBytes = new WeakMap<object, Buffer[]>();
 export function cachedLocalReply(r: { readonly status: number; readonly reason: string; readonly body?: string; readonly retryAfter?: number }, close: boolean, headOnly: boolean): Buffer {
-  if (!Object.isFrozen(r)) return encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter);
+  // the map first: it holds only frozen replies, and a lookup is cheaper than Object.isFrozen
   let forms = replyBytes.get(r);
-  if (forms === undefined) replyBytes.set(r, (forms = []));
+  if (forms === undefined) {
+    if (!Object.isFrozen(r)) return encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter);
+    replyBytes.set(r, (forms = []));
+  }
   const i = (close ? 1 : 0) + (headOnly ? 2 : 0);
   return (forms[i] ??= encodeLocalReply(r.status, r.reason, r.body ?? '', close, headOnly, r.retryAfter));
 }

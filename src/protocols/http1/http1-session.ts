@@ -21,6 +21,7 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
+import { atTurnEnd, type TurnEnd } from '../../worker/turn-end';
 import type { CompiledFallback } from '../../protection/fallback';
 
 class Http1View implements RequestView {
@@ -84,7 +85,7 @@ function resolveTarget(head: Http1Head, policy: PathPolicy): Http1Target | strin
   return { authority: a, target: t };
 }
 
-export class Http1Session implements Http1Handler {
+export class Http1Session implements Http1Handler, TurnEnd {
   private decoder!: Http1Decoder;
   private current: Http1Downstream | null = null;
   private headerTimer: NodeJS.Timeout | null = null;
@@ -93,6 +94,9 @@ export class Http1Session implements Http1Handler {
   /** We are ending the connection: input is no longer parsed. */
   private closing = false;
   private peerCache: Peer | null = null;
+  /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
+  private pending: Buffer | null = null;
+  private pendingMore: Buffer[] | null = null;
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
@@ -145,7 +149,7 @@ export class Http1Session implements Http1Handler {
     } catch (err) {
       // a bug of ours, not the peer's: lose this connection, never the worker
       this.rt.logError(err as Error, 'http1 session');
-      this.socket.destroy();
+      this.destroy();
     }
   }
 
@@ -173,7 +177,7 @@ export class Http1Session implements Http1Handler {
       const cfg = this.rt.current();
       cfg.stats.inc(cfg.protocol('http1').timeout);
     }
-    this.socket.destroy();
+    this.destroy();
   }
 
   /**
@@ -209,7 +213,7 @@ export class Http1Session implements Http1Handler {
     this.closing = true;
     this.clearHeaderTimer();
     if (this.closed) return;
-    this.socket.end();
+    this.out.end();
     this.socket.destroySoon?.();
   }
 
@@ -227,8 +231,49 @@ export class Http1Session implements Http1Handler {
     return this.draining;
   }
 
+  /**
+   * A reply of Sluice's own goes out with the others of this turn of the event loop (turn-end.ts).
+   * Held here, not in the socket (a corked socket buffers each write in an object of its own), so
+   * everything that writes to the socket or ends it goes through `out`, which sends it first.
+   */
+  replyAtTurnEnd(bytes: Buffer): void {
+    if (this.pending === null) {
+      this.pending = bytes;
+      atTurnEnd(this);
+    } else {
+      (this.pendingMore ??= []).push(bytes);
+    }
+  }
+
+  /** @internal */
+  atTurnEnd(): void {
+    const p = this.pending;
+    if (p === null) return;
+    this.pending = null;
+    const more = this.pendingMore;
+    this.pendingMore = null;
+    const s = this.socket;
+    if (s.destroyed || s.writableEnded) return; // the client is gone: nobody to answer
+    if (more === null) { s.write(p); return; }
+    s.cork();
+    s.write(p);
+    for (let i = 0; i < more.length; i++) s.write(more[i]);
+    s.uncork();
+  }
+
+  /** The socket to write to or end: the replies held for the end of the turn go first. */
+  get out(): net.Socket {
+    if (this.pending !== null) this.atTurnEnd();
+    return this.socket;
+  }
+
+  /** Resets the connection, after what was written already (a reply held for the turn end included). */
+  destroy(): void {
+    this.out.destroy();
+  }
+
   private writeErrorAndClose(status: number, body: string): void {
-    this.socket.write(encodeLocalReply(status, 'bad_request', body, true));
+    this.out.write(encodeLocalReply(status, 'bad_request', body, true));
     this.closeSoon();
   }
 
@@ -264,7 +309,7 @@ export class Http1Session implements Http1Handler {
     const cfg = this.rt.current();
     cfg.stats.inc(cfg.protocol('http1').protocolError);
     const d = this.current;
-    if (d && d.x.responseStarted) { this.socket.destroy(); return; }
+    if (d && d.x.responseStarted) { this.destroy(); return; }
     // the request turned out malformed (body framing): its upstream side is given up quietly
     this.current = null;
     d?.x.onDownstreamGone();
@@ -306,6 +351,9 @@ export class Http1Session implements Http1Handler {
   }
 }
 
+/** The framing of a response not begun yet (shared: a framing is replaced, never changed). */
+const NO_FRAMING: Framing = Object.freeze({ kind: 'none' });
+
 function onHeaderTimeout(session: Http1Session): void {
   session.headerTimeout();
 }
@@ -314,10 +362,10 @@ function onHeaderTimeout(session: Http1Session): void {
 class Http1Downstream implements Downstream {
   readonly x: Exchange;
   readonly view: Http1View;
-  readonly request: HttpRequestForm | null;
+  private requestForm: HttpRequestForm | null = null;
   readonly upstreams = HTTP_UPSTREAMS;
   private readonly resolved: Http1Target | string;
-  private outFraming: Framing = { kind: 'none' };
+  private outFraming: Framing = NO_FRAMING;
   /** The request's end was decoded (onMessageEnd). */
   requestDone = false;
   closeAfter = false;
@@ -331,14 +379,16 @@ class Http1Downstream implements Downstream {
     const cfg = session.rt.current();
     const r = resolveTarget(head, cfg.config.http);
     this.resolved = r;
-    if (typeof r === 'string') {
-      this.view = new Http1View(session, head, '', '');
-      this.request = null;
-    } else {
-      this.view = new Http1View(session, head, r.authority.host, r.target.path);
-      this.request = { kind: 'h1', head, target: r.target, authority: r.authority };
-    }
+    if (typeof r === 'string') this.view = new Http1View(session, head, '', '');
+    else this.view = new Http1View(session, head, r.authority.host, r.target.path);
     this.x = new Exchange(cfg, this);
+  }
+
+  /** Made when an attempt or a mirror asks for it: a request answered locally never needs it. */
+  get request(): HttpRequestForm | null {
+    const r = this.resolved;
+    if (typeof r === 'string') return null;
+    return (this.requestForm ??= { kind: 'h1', head: this.head, target: r.target, authority: r.authority });
   }
 
   /** No body follows the head: the request is whole already. */
@@ -372,7 +422,7 @@ class Http1Downstream implements Downstream {
     // 100 Continue and friends go to a client that speaks HTTP/1.1
     const h = (form as Http1Head);
     if (this.head.versionMinor !== 1 || typeof h.status !== 'number') return;
-    this.session.socket.write(encodeResponseHead({
+    this.session.out.write(encodeResponseHead({
       status: h.status, reason: h.reason, headers: h.headers, connectionTokens: h.connectionTokens, framing: { kind: 'none' }, via: '',
     }), 'latin1');
   }
@@ -412,15 +462,16 @@ class Http1Downstream implements Downstream {
     if (this.closeAfter) connection = 'close';
     else if (!v11) connection = 'keep-alive';
     const upgrade = status === 101 ? this.view.header('upgrade') ?? fieldOf(headers, 'upgrade') : undefined;
-    this.session.socket.write(encodeResponseHead({
+    const down = this.session.out;
+    down.write(encodeResponseHead({
       status, reason, headers, connectionTokens: tokens, framing, via, connection, upgrade,
       keepLength: noBody && status !== 204 && form.kind === 'h1' ? contentLength : undefined,
     }), 'latin1');
-    if (end && framing.kind === 'chunked') this.session.socket.write(lastChunk(null));
+    if (end && framing.kind === 'chunked') down.write(lastChunk(null));
   }
 
   write(chunk: Buffer, end: boolean): boolean {
-    const down = this.session.socket;
+    const down = this.session.out;
     let ok = true;
     if (chunk.length > 0) {
       if (this.outFraming.kind === 'chunked') {
@@ -439,11 +490,11 @@ class Http1Downstream implements Downstream {
   }
 
   trailers(fields: string[]): void {
-    if (this.outFraming.kind === 'chunked') this.session.socket.write(lastChunk(fields));
+    if (this.outFraming.kind === 'chunked') this.session.out.write(lastChunk(fields));
   }
 
   abort(): void {
-    this.session.socket.destroy();
+    this.session.destroy();
   }
 
   localReply(r: LocalReply): number {
@@ -453,7 +504,7 @@ class Http1Downstream implements Downstream {
     const h = this.head;
     const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
-    this.session.socket.write(cachedLocalReply(r, this.closeAfter, h.method === 'HEAD'));
+    this.session.replyAtTurnEnd(cachedLocalReply(r, this.closeAfter, h.method === 'HEAD'));
     return r.status;
   }
 
@@ -463,18 +514,18 @@ class Http1Downstream implements Downstream {
     const h = this.head;
     const bodyLeft = !this.requestDone && (h.chunked || h.contentLength > 0);
     this.closeAfter = bodyLeft || !h.keepAlive || this.session.isDraining;
-    this.session.socket.write(encodeFallback(fb.status, fb.headers, fb.body, reason, this.closeAfter, h.method === 'HEAD'));
+    this.session.replyAtTurnEnd(encodeFallback(fb.status, fb.headers, fb.body, reason, this.closeAfter, h.method === 'HEAD'));
     return fb.status;
   }
 
   batch(start: boolean): void {
-    if (start) this.session.socket.cork();
+    if (start) this.session.out.cork();
     else this.session.socket.uncork();
   }
 
   upgrade(up: net.Socket, rest: Buffer): void {
     const session = this.session;
-    const down = session.socket;
+    const down = session.out;
     this.closeAfter = true;
     this.tunnel = true;
     session.exchangeFinished(this);
