@@ -65,6 +65,12 @@ export const configSchema = {
         threads: { type: 'integer', minimum: 0, maximum: 256, default: 0 },
         /** Connections a worker may serve at once before new ones queue. */
         maxConnectionsPerWorker: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 100_000 },
+        /**
+         * The most a worker's young generation (V8's new space) may grow to, in MB. Taken when the
+         * workers start. V8's own limit lets a busy worker keep tens of MB of new space it has
+         * mostly emptied; 8 keeps it small at about 1 µs more collector time per request.
+         */
+        youngGenerationMb: { type: 'integer', minimum: 1, maximum: 1024, default: 8 },
       },
     },
     listeners: {

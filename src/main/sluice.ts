@@ -170,6 +170,8 @@ export class Sluice {
       // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
       atomics: 'disabled',
       workerData: { shared: this.shared.handle, control: this.controlName },
+      // a small new space: what a worker keeps resident between collections (docs/benchmarks.md)
+      resourceLimits: { maxYoungGenerationSizeMb: opts.config.workers.youngGenerationMb },
     });
     // A dead Worker reports threadId -1 and piscina hands out a new wrapper per event, so
     // remember the ids of live workers and, when one goes, free the rows of those gone.
