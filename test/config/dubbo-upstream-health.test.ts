@@ -4,18 +4,9 @@
  * value refused with its path.
  */
 import t from 'tap';
+import { issuesOf } from '../helpers/config-issues';
 import { buildConfig } from '../../src/config/config';
-import { ConfigError, type ConfigIssue } from '../../src/errors';
 
-function issuesOf(doc: Record<string, unknown>): ConfigIssue[] {
-  try {
-    buildConfig(doc);
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues];
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but the config was accepted');
-}
 
 t.test('defaults: heartbeat after 1 s of silence with calls pending, 2 s to answer, 3 timeouts in a row', async (t) => {
   const d = buildConfig({}).dubbo;

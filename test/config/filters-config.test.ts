@@ -3,12 +3,11 @@
  * requestHeaders/responseHeaders). One test per rule that a bad value is refused with its path,
  * and that the good forms load.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
+import { type Doc, refuses } from '../helpers/config-issues';
 import { buildConfig } from '../../src/config/config';
-import { ConfigError, type ConfigIssue } from '../../src/errors';
 import { DEFAULT_FILTERS } from '../../src/filters';
 
-type Doc = Record<string, unknown>;
 
 function base(extra: Doc = {}): Doc {
   return {
@@ -25,21 +24,7 @@ function base(extra: Doc = {}): Doc {
 /** One route with these sections (and an action of its own, or to web). */
 const route = (r: Doc, extra: Doc = {}) => base({ routes: [{ action: { cluster: 'web' }, ...r }], ...extra });
 
-function issuesOf(doc: Doc): ConfigIssue[] {
-  try {
-    buildConfig(doc);
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues];
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but the config was accepted');
-}
 
-function refuses(t: Test, doc: Doc, path: string, msg: RegExp): void {
-  const issues = issuesOf(doc);
-  t.same(issues.map((i) => i.path), [path], `one issue, at ${path}: ${JSON.stringify(issues)}`);
-  t.match(issues[0]?.message ?? '', msg);
-}
 
 t.test('filters: the default chain, names known, each once', async (t) => {
   t.same(DEFAULT_FILTERS, ['authz', 'ratelimit', 'adaptive', 'headers', 'fault', 'split', 'mirror', 'retry']);

@@ -2,11 +2,10 @@
  * The `authorization` section: the good forms load with their defaults; each bad value is refused
  * with its path and a message that says what is wrong.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
+import { type Doc, refuses } from '../../helpers/config-issues';
 import { buildConfig } from '../../../src/config/config';
-import { ConfigError, type ConfigIssue } from '../../../src/errors';
 
-type Doc = Record<string, unknown>;
 
 const base = (extra: Doc = {}): Doc => ({
   admin: { address: '127.0.0.1:0' },
@@ -16,19 +15,7 @@ const base = (extra: Doc = {}): Doc => ({
 });
 const rules = (...r: Doc[]) => base({ authorization: r });
 
-function issuesOf(doc: Doc): ConfigIssue[] {
-  try { buildConfig(doc); } catch (err) {
-    if (err instanceof ConfigError) return [...err.issues];
-    throw err;
-  }
-  throw new Error('expected a ConfigError, but the config was accepted');
-}
 
-function refuses(t: Test, doc: Doc, path: string, msg: RegExp): void {
-  const issues = issuesOf(doc);
-  t.same(issues.map((i) => i.path), [path], `one issue, at ${path}: ${JSON.stringify(issues)}`);
-  t.match(issues[0]?.message ?? '', msg);
-}
 
 t.test('the good forms load, with mode enforce by default', async (t) => {
   const c = buildConfig(rules(
