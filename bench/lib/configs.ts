@@ -38,7 +38,18 @@ export interface Ports {
   sluiceH1RateLimit: number; sluiceH1RateLimited: number;
   /** An inbound listener: adaptive limiting on (it applies to inbound calls), never refusing. */
   sluiceH1Adaptive?: number;
+  /** haproxy in `mode tcp` in front of the Dubbo provider's :dubboPlain (Dubbo write system calls, beside Sluice's). */
+  haproxyDubbo?: number;
 }
+
+/**
+ * Large bodies (http1-upload, http1-download): the upstream serves a file of BIG_BODY_BYTES at
+ * BIG_PATH and reads and discards request bodies there; the proxies stream both ways (nginx:
+ * no body size limit, no request or response buffering to disk).
+ */
+export const BIG_PATH = '/big/body';
+export const BIG_BODY_BYTES = 10 * 1024 * 1024;
+export const BIG_FILE = 'big-body';
 
 /** The interface every Dubbo bench call names (bench/load/dubbo-load.ts sends it). */
 export const DUBBO_BENCH_SERVICE = 'org.sluice.bench.PaymentService';
@@ -72,6 +83,12 @@ ${NGINX_HTTP_COMMON(dir, 'upstream')}
     # the second upstream, where mirrored copies go
     listen 127.0.0.1:${p.up3} backlog=16384;
     location / { return 200 "${BODY}"; }
+    # GET: the large body; POST: the request body is read and discarded, then the same 100 bytes
+    location = ${BIG_PATH} {
+      client_max_body_size 0;
+      if ($request_method = POST) { return 200 "${BODY}"; }
+      alias ${dir}/${BIG_FILE};
+    }
   }
   server {
     # nginx 1.22: "listen … http2" without ssl is h2c with prior knowledge only
@@ -89,6 +106,14 @@ export function proxyNginx(dir: string, p: Ports): string {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }`;
+  const big = `location = ${BIG_PATH} {
+      proxy_pass http://up_h1;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      client_max_body_size 0;
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }`;
   return `${NGINX_COMMON(dir, 'nginx-proxy')}
 http {
 ${NGINX_HTTP_COMMON(dir, 'nginx-proxy')}
@@ -101,6 +126,7 @@ ${NGINX_HTTP_COMMON(dir, 'nginx-proxy')}
   server {
     listen 127.0.0.1:${p.nginxH1} backlog=16384;
     ${loc}
+    ${big}
   }
   server {
     # h2c downstream, HTTP/1.1 upstream (nginx has no HTTP/2 proxying)
@@ -139,7 +165,16 @@ backend be_h1
 
 backend be_h2
   server up 127.0.0.1:${p.up2} proto h2
-`;
+${p.haproxyDubbo && p.dubboPlain ? `
+frontend fe_dubbo
+  mode tcp
+  bind 127.0.0.1:${p.haproxyDubbo}
+  default_backend be_dubbo
+
+backend be_dubbo
+  mode tcp
+  server provider 127.0.0.1:${p.dubboPlain}
+` : ''}`;
 }
 
 /**
