@@ -44,10 +44,12 @@ export interface Ports {
 
 /**
  * Large bodies (http1-upload, http1-download): the upstream serves a file of BIG_BODY_BYTES at
- * BIG_PATH and reads and discards request bodies there; the proxies stream both ways (nginx:
- * no body size limit, no request or response buffering to disk).
+ * BIG_DOWNLOAD, and at BIG_UPLOAD reads a request body whole (in memory) before it answers the
+ * 100 bytes; the proxies stream both ways (nginx: no body size limit, no request or response
+ * buffering).
  */
-export const BIG_PATH = '/big/body';
+export const BIG_DOWNLOAD = '/big/download';
+export const BIG_UPLOAD = '/big/upload';
 export const BIG_BODY_BYTES = 10 * 1024 * 1024;
 export const BIG_FILE = 'big-body';
 
@@ -83,11 +85,17 @@ ${NGINX_HTTP_COMMON(dir, 'upstream')}
     # the second upstream, where mirrored copies go
     listen 127.0.0.1:${p.up3} backlog=16384;
     location / { return 200 "${BODY}"; }
-    # GET: the large body; POST: the request body is read and discarded, then the same 100 bytes
-    location = ${BIG_PATH} {
+    location = ${BIG_DOWNLOAD} { alias ${dir}/${BIG_FILE}; }
+    # the body is read whole before the request goes on, without it, to the 100 bytes of "/"
+    # ("return" alone would answer first and discard the body as it comes)
+    location = ${BIG_UPLOAD} {
       client_max_body_size 0;
-      if ($request_method = POST) { return 200 "${BODY}"; }
-      alias ${dir}/${BIG_FILE};
+      client_body_buffer_size ${BIG_BODY_BYTES + 65536};
+      proxy_pass http://127.0.0.1:${p.up1}/;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
     }
   }
   server {
@@ -106,7 +114,7 @@ export function proxyNginx(dir: string, p: Ports): string {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }`;
-  const big = `location = ${BIG_PATH} {
+  const big = `location ^~ /big/ {
       proxy_pass http://up_h1;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
