@@ -12,14 +12,21 @@ function closed(c: Consumer, ms: number): Promise<unknown> {
   return c.closed ? Promise.resolve() : waitEvent(c.events, 'close', ms);
 }
 
-t.test('POST /drain: READONLY event to every consumer, calls in flight answered, then each connection closes', async (t) => {
+/** A provider that holds calls of method `hold`, and Sluice in front of it with long drain and request timeouts. */
+async function providerAndSluice(extra: Record<string, unknown> = {}) {
   const p = await rawProvider({ holdMethod: 'hold' });
   const s = await startSluice({
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'c' }],
     clusters: [{ name: 'c', endpoints: [`127.0.0.1:${p.port}`] }],
     http: { requestTimeoutMs: 30_000 },
     drain: { timeoutMs: 30_000 },
+    ...extra,
   });
+  return { p, s };
+}
+
+t.test('POST /drain: READONLY event to every consumer, calls in flight answered, then each connection closes', async (t) => {
+  const { p, s } = await providerAndSluice();
   const busy = await Consumer.connect(s.port('app'));
   const idle = await Consumer.connect(s.port('app'));
   // a consumer that does not answer heartbeats still gets closed, a little later
@@ -50,14 +57,7 @@ t.test('POST /drain: READONLY event to every consumer, calls in flight answered,
 });
 
 t.test('calls pipelined in one segment, answered together while the connection drains: every answer reaches its caller before the close', async (t) => {
-  const p = await rawProvider({ holdMethod: 'hold' });
-  const s = await startSluice({
-    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'c' }],
-    clusters: [{ name: 'c', endpoints: [`127.0.0.1:${p.port}`] }],
-    http: { requestTimeoutMs: 30_000 },
-    drain: { timeoutMs: 30_000 },
-    workers: { threads: 1 },
-  });
+  const { p, s } = await providerAndSluice({ workers: { threads: 1 } });
   const c = await Consumer.connect(s.port('app'));
   t.teardown(async () => { c.close(); await s.stop(); await p.close(); });
   const n = 200;

@@ -14,7 +14,9 @@
  * buffered (`writableLength === 0`): otherwise it waits in the connection's queue, in userland,
  * where it can still move. Bytes handed to a socket cannot be taken back, and a call in the
  * kernel's buffer may have reached the provider, so a written call stays where it is (Dubbo
- * calls are not retried once sent); a queued one has certainly not been sent.
+ * calls are not retried once sent); a queued one has certainly not been sent. The calls (and
+ * heartbeats) written in one turn of the event loop go to the socket together at its end, in one
+ * write (held-writes.ts): from then on they are sent, even while still held.
  *
  *   call:  queued (in the pool: can move) ──write──▶ sent (pending its response) ──▶ done
  *
@@ -48,8 +50,8 @@ import { log } from '../../log';
 import type { Stats } from '../../stats/stats';
 import type { ClusterStats } from '../../upstream/cluster';
 import { dial, isDnsFailure, type DialOptions } from '../../upstream/dial';
-import { atTurnEnd, type TurnEnd } from '../../worker/turn-end';
-import { writeHeld } from './held-writes';
+import type { TurnEnd } from '../../worker/turn-end';
+import { HeldWrites } from './held-writes';
 
 export const DUBBO_HEARTBEAT_MS = 30_000;
 /** Connections per endpoint per worker, not counting retired ones; a second opens only when the first is busy or on probation. */
@@ -169,8 +171,7 @@ export class DubboUpstream implements TurnEnd {
    * (turn-end.ts): the calls read from all the consumers in one turn go in one write. Written calls
    * are here until then (`heldCalls`): sent as far as the pool is concerned, they never move.
    */
-  private held: Buffer[] = [];
-  private heldBytes = 0;
+  private readonly held = new HeldWrites(this);
   private heldCalls: DubboUpstreamCall[] = [];
   private nextId = 1;
   private connected = false;
@@ -287,15 +288,8 @@ export class DubboUpstream implements TurnEnd {
       call.state = DONE; // one-way: nothing comes back
     }
     this.lastCall = performance.now();
-    this.hold(call.raw);
+    this.held.push(call.raw);
     this.heldCalls.push(call);
-  }
-
-  /** Bytes for the provider, sent at the end of this turn with the others (atTurnEnd). */
-  private hold(buf: Buffer): void {
-    if (this.held.length === 0) atTurnEnd(this);
-    this.held.push(buf);
-    this.heldBytes += buf.length;
   }
 
   /**
@@ -304,15 +298,10 @@ export class DubboUpstream implements TurnEnd {
    * queues behind them (enqueue sees writableLength).
    */
   atTurnEnd(): void {
-    const held = this.held;
-    if (held.length === 0) return;
-    const calls = this.heldCalls;
-    const bytes = this.heldBytes;
-    this.held = [];
-    this.heldBytes = 0;
-    this.heldCalls = [];
     const s = this.socket;
-    if (!s.destroyed) writeHeld(s, held, bytes, this.onWritten);
+    if (!this.held.flushTo(s, this.onWritten)) return;
+    const calls = this.heldCalls;
+    this.heldCalls = [];
     // a socket lost meanwhile fails its written calls in onClose; the callers waiting on them are released there
     if (s.destroyed || s.writableLength === 0) {
       for (let i = 0; i < calls.length; i++) calls[i].release();
@@ -387,7 +376,7 @@ export class DubboUpstream implements TurnEnd {
 
   private probe(now: number): void {
     this.probeSentAt = now;
-    this.hold(encodeHeartbeatRequest(this.takeId(), true));
+    this.held.push(encodeHeartbeatRequest(this.takeId(), true));
     this.setWatchdog(this.probeTimeoutMs);
   }
 
@@ -469,7 +458,7 @@ export class DubboUpstream implements TurnEnd {
   private onFrame(f: DubboFrame): void {
     if (f.isRequest) {
       // the provider's own heartbeat: answer it; nothing else is expected from that side
-      if (isHeartbeat(f) && f.twoWay) this.hold(encodeHeartbeatResponse(f));
+      if (isHeartbeat(f) && f.twoWay) this.held.push(encodeHeartbeatResponse(f));
       return;
     }
     if (f.isEvent) return; // the answer to our heartbeat (its bytes already ended any probation)

@@ -33,8 +33,8 @@ import type { DubboUpstreamCall } from './dubbo-pool';
 import { DubboAttempt, type DubboCallForm } from './dubbo-upstream';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
 import type { CompiledFallback } from '../../protection/fallback';
-import { atTurnEnd, type TurnEnd } from '../../worker/turn-end';
-import { writeHeld } from './held-writes';
+import type { TurnEnd } from '../../worker/turn-end';
+import { HeldWrites } from './held-writes';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;
@@ -120,8 +120,7 @@ export class DubboSession implements TurnEnd {
   private inputEnded = false;
   private maxCalls = MAX_DUBBO_CALLS_IN_FLIGHT;
   /** Frames for the consumer written in this turn of the event loop, sent together at its end (atTurnEnd). */
-  private held: Buffer[] = [];
-  private heldBytes = 0;
+  private readonly held = new HeldWrites(this);
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
@@ -265,22 +264,12 @@ export class DubboSession implements TurnEnd {
    * whatever ends the socket sends them first (closeSoon).
    */
   write(buf: Buffer): void {
-    if (this.closed || this.socket.destroyed) return;
-    if (this.held.length === 0) atTurnEnd(this);
-    this.held.push(buf);
-    this.heldBytes += buf.length;
+    if (!this.closed && !this.socket.destroyed) this.held.push(buf);
   }
 
-  /** @internal sends the frames held in this turn. */
+  /** @internal sends the frames held in this turn (none if the consumer is gone). */
   atTurnEnd(): void {
-    const held = this.held;
-    if (held.length === 0) return;
-    const bytes = this.heldBytes;
-    this.held = [];
-    this.heldBytes = 0;
-    const s = this.socket;
-    if (this.closed || s.destroyed || s.writableEnded) return; // the consumer is gone: nobody to answer
-    writeHeld(s, held, bytes);
+    this.held.flushTo(this.socket);
   }
 
   closeSoon(): void {
