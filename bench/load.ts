@@ -49,7 +49,7 @@ const HAPROXY = '/usr/sbin/haproxy';
 export const SCENARIOS = [
   'http1-keepalive', 'http1-single-connection', 'http1-new-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
   'http1-fault0', 'http1-mirror100', 'http1-adaptive', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
-  'http1-ratelimit', 'http1-ratelimited', 'http1-c1000', 'http1-upload', 'http1-download',
+  'http1-ratelimit', 'http1-ratelimited', 'http1-upload', 'http1-download', 'http1-c1000',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
 type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy';
