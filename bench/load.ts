@@ -4,12 +4,18 @@
  *
  *   node dist/bench/load.js [--quick] [--scenario NAME[,NAME]] [--threads N] [--node-floor] [--out FILE]
  *
- * Scenarios: http1-keepalive, http1-single-connection, http1-new-connection, http2, memory-idle, dubbo-header,
- * dubbo-attachment, and filter variants (http1-fault0, http1-mirror100, http1-adaptive, ...). http1-new-connection is one request per connection (`Connection: close`): CPU per
+ * Scenarios: http1-keepalive, http1-single-connection, http1-new-connection, http1-c1000, http1-upload,
+ * http1-download, http2, memory-idle, dubbo-header, dubbo-attachment, and filter variants (http1-fault0,
+ * http1-mirror100, http1-adaptive, ...). http1-new-connection is one request per connection (`Connection: close`): CPU per
  * connection of each proxy and its ratio to nginx's and haproxy's, system calls per connection, and
  * for Sluice the main thread's own CPU and calls per connection (what accepting and handing off costs).
- * The dubbo scenarios compare direct and Sluice only (nginx and haproxy do not speak Dubbo): the load
- * is bench/load/dubbo-load.ts against bench/load/dubbo-provider.ts (see bench/lib/configs.ts).
+ * http1-c1000 is keep-alive with 1000 connections; http1-upload and http1-download carry 10 MiB bodies
+ * (CPU per MiB). The dubbo scenarios compare direct and Sluice (nginx and haproxy do not speak Dubbo);
+ * dubbo-header adds haproxy in `mode tcp` in front of the same provider, and write system calls per
+ * call of Sluice and haproxy (strace, a pass of its own). The load is bench/load/dubbo-load.ts against
+ * bench/load/dubbo-provider.ts (see bench/lib/configs.ts). After the scenarios, one table puts the rows
+ * of the data path (new connections, keep-alive c50 and c1000, large bodies, idle memory, h2c, Dubbo
+ * writes) side by side for Sluice, nginx and haproxy with the ratios.
  * Besides throughput and latency it reports each proxy's CPU time per request (user + system of
  * the proxy's process tree, read from /proc), which is steadier than throughput on a shared machine.
  * --node-floor adds a minimal node:http2 proxy to the http2 scenario: the floor for any proxy built
@@ -17,18 +23,18 @@
  * Results: a table on stdout and JSON in bench/results/latest.json.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { h2load, wrk, type LoadResult } from './lib/clients';
-import { BODY, proxyHaproxy, proxyNginx, sluiceConfig, upstreamNginx, type Ports } from './lib/configs';
+import { BIG_BODY_BYTES, BIG_DOWNLOAD, BIG_FILE, BIG_UPLOAD, BODY, proxyHaproxy, proxyNginx, sluiceConfig, upstreamNginx, type Ports } from './lib/configs';
 import { dubboCall, dubboLoad, DUBBO_FRAME_BYTES, type DubboLoadResult } from './load/dubbo-load';
 import {
   freePorts, httpGet, killAllStartedSync, processTree, startChild, stopAllStarted, stopChild, threadCpuMicros, treeCpuMicros, treeRssKiB,
   waitFor, withOpenFileLimit, type Child,
 } from './lib/procs';
-import { countSyscalls, syscallTool } from './lib/syscalls';
+import { countSyscalls, syscallTool, writeCalls } from './lib/syscalls';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SLUICE_BIN = path.join(ROOT, 'bin', 'sluice.js');
@@ -43,7 +49,7 @@ const HAPROXY = '/usr/sbin/haproxy';
 export const SCENARIOS = [
   'http1-keepalive', 'http1-single-connection', 'http1-new-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
   'http1-fault0', 'http1-mirror100', 'http1-adaptive', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
-  'http1-ratelimit', 'http1-ratelimited',
+  'http1-ratelimit', 'http1-ratelimited', 'http1-upload', 'http1-download', 'http1-c1000',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
 type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy';
@@ -90,6 +96,13 @@ export interface Row {
   /** Sluice, http1-new-connection: the main thread's own CPU and system calls per connection. */
   mainCpuUsPerConn?: number;
   mainSyscallsPerConn?: number;
+  /** http1-upload, http1-download: CPU per MiB of body carried, and MiB/s. */
+  cpuUsPerMiB?: number;
+  mibPerSecond?: number;
+  /** dubbo-header: write-family system calls (WRITE_CALLS) per call, both directions, counted by strace in a pass of their own. */
+  writesPerCall?: number;
+  /** dubbo-header, Sluice: write and writev calls per call from /proc/PID/io (syscw) in a pass with nothing attached. */
+  writesPerCallUntraced?: number;
   error?: string;
 }
 
@@ -221,14 +234,19 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
   const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
-    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive] = await freePorts(25);
+    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive, haproxyDubbo] = await freePorts(26);
   const ports: Ports = {
     up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
-    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive,
+    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive, haproxyDubbo,
   };
   const dubbo = opts.scenarios.some((s) => s.startsWith('dubbo-'));
+  if (opts.scenarios.some((s) => s === 'http1-upload' || s === 'http1-download')) {
+    writeFileSync(path.join(dir, BIG_FILE), Buffer.alloc(BIG_BODY_BYTES, 'b'), { mode: 0o644 });
+    // nginx's worker (user nobody) must reach the file in the temp dir (0700 as made)
+    chmodSync(dir, 0o711);
+  }
   const upstream = await startNginx('upstream', dir, upstreamNginx(dir, ports));
   const stack: Stack = { dir, ports, upstream, sluiceAdmin: `http://127.0.0.1:${sluiceAdmin}`, broken: new Map() };
   await waitForwarding(`http://127.0.0.1:${up1}/`, 10_000, upstream);
@@ -266,6 +284,8 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
     const dubboReady = async () => await dubboCall('127.0.0.1', sluiceDubboHeader, 1000) === DUBBO_VALUE['dubbo-header']
       && await dubboCall('127.0.0.1', sluiceDubboAttachment, 1000) === DUBBO_VALUE['dubbo-attachment'];
     checks.push(['sluice', false, stack.sluice, () => waitFor('Sluice Dubbo routes', dubboReady, 10_000, stack.sluice), 'dubbo']);
+    const haproxyReady = async () => await dubboCall('127.0.0.1', haproxyDubbo, 1000) === DUBBO_VALUE['dubbo-header'];
+    checks.push(['haproxy', false, stack.haproxy, () => waitFor('haproxy Dubbo (mode tcp)', haproxyReady, 10_000, stack.haproxy), 'dubbo']);
   }
   if (stack.nodeFloor) {
     const nf = stack.nodeFloor;
@@ -291,6 +311,8 @@ function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc:
     if (t === 'direct') return { url: `dubbo://127.0.0.1:${header ? p.dubboPlain : p.dubboGroup2}`, proc: stack.dubboProvider };
     const port = { 'dubbo-header': p.sluiceDubboHeader, 'dubbo-attachment': p.sluiceDubboAttachment, 'dubbo-fault0': p.sluiceDubboFault0, 'dubbo-mirror100': p.sluiceDubboMirror }[kind as DubboKind];
     if (t === 'sluice') return { url: `dubbo://127.0.0.1:${port}`, proc: stack.sluice };
+    // haproxy in mode tcp, in front of the provider the dubbo-header route goes to
+    if (t === 'haproxy' && kind === 'dubbo-header') return { url: `dubbo://127.0.0.1:${p.haproxyDubbo}`, proc: stack.haproxy };
     return { url: '', proc: undefined };
   }
   if (t === 'sluice' && kind !== 'h1' && kind !== 'h2') {
@@ -466,6 +488,60 @@ async function http1KeepAlive(ctx: Ctx): Promise<void> {
     {}, TARGETS, WRK_PROBE_CONNECTIONS);
 }
 
+/** Each proxy's CPU (per request, or per MiB where measured) over nginx's and haproxy's in the same run. */
+function cpuRatios(ctx: Ctx, scenario: ScenarioName): void {
+  const rows = ctx.rows.filter((r) => r.scenario === scenario && !r.error);
+  const cpu = (r: Row | undefined) => r?.cpuUsPerMiB ?? r?.cpuUsPerReq;
+  const nginx = cpu(rows.find((r) => r.target === 'nginx'));
+  const haproxy = cpu(rows.find((r) => r.target === 'haproxy'));
+  for (const r of rows) {
+    const c = cpu(r);
+    if (r.target === 'direct' || c === undefined) continue;
+    if (nginx) r.cpuVsNginx = c / nginx;
+    if (haproxy) r.cpuVsHaproxy = c / haproxy;
+  }
+}
+
+/** HTTP/1.1 keep-alive with 1000 connections (wrk c1000): CPU per request beside nginx's and haproxy's. */
+async function http1C1000(ctx: Ctx): Promise<void> {
+  const seconds = ctx.opts.quick ? 3 : 10;
+  await measure(ctx, 'http1-c1000', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 1000, seconds: warm ? 2 : seconds }),
+    {}, TARGETS, WRK_PROBE_CONNECTIONS);
+  cpuRatios(ctx, 'http1-c1000');
+}
+
+/** Connections of the large-body scenarios, each with one 10 MiB body at a time. */
+const BIG_CONNECTIONS = 8;
+
+/**
+ * 10 MiB bodies over keep-alive connections: POSTed to the upstream, which reads and discards them
+ * (http1-upload), or served by it (http1-download). CPU per MiB of body carried.
+ */
+async function http1BigBodies(ctx: Ctx, scenario: 'http1-upload' | 'http1-download'): Promise<void> {
+  const seconds = ctx.opts.quick ? 3 : 10;
+  const mib = BIG_BODY_BYTES / 2 ** 20;
+  let script: string | undefined;
+  if (scenario === 'http1-upload') {
+    script = path.join(ctx.stack.dir, 'upload.lua');
+    writeFileSync(script, `wrk.method = "POST"\nwrk.body = string.rep("u", ${BIG_BODY_BYTES})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
+  }
+  const how = scenario === 'http1-upload' ? `POST of ${mib} MiB, the upstream discards it` : `GET of ${mib} MiB from the upstream`;
+  await measure(ctx, scenario, 'h1', (url, warm) => wrk(new URL(scenario === 'http1-upload' ? BIG_UPLOAD : BIG_DOWNLOAD, url).toString(), { threads: 1, connections: BIG_CONNECTIONS, seconds: warm ? 1 : seconds, script }),
+    { direct: how }, TARGETS, WRK_PROBE_CONNECTIONS);
+  // wrk stops in the middle of bodies: each of its connections may leave one upload short, which
+  // Sluice rightly counts as a protocol error (a body cut off by the client's close)
+  const cut = new RegExp(`^${scenario}: Sluice counters moved: sluice_downstream_protocol_error_total\\{protocol="http1"\\} \\+(\\d+)$`);
+  for (let i = ctx.problems.length - 1; i >= 0; i--) {
+    const m = cut.exec(ctx.problems[i]);
+    if (m && Number(m[1]) <= BIG_CONNECTIONS) ctx.problems.splice(i, 1);
+  }
+  for (const r of ctx.rows.filter((x) => x.scenario === scenario && !x.error)) {
+    if (r.cpuUsPerReq !== undefined) r.cpuUsPerMiB = r.cpuUsPerReq / mib;
+    if (r.rps !== undefined) r.mibPerSecond = r.rps * mib;
+  }
+  cpuRatios(ctx, scenario);
+}
+
 async function http1SingleConnection(ctx: Ctx): Promise<void> {
   const seconds = ctx.opts.quick ? 2 : 5;
   await measure(ctx, 'http1-single-connection', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 1, seconds: warm ? 1 : seconds }),
@@ -603,7 +679,10 @@ async function dubboScenario(ctx: Ctx, scenario: DubboKind): Promise<void> {
     'dubbo-mirror100': 'route on the interface, mirror: a copy of every call to a second provider',
   }[scenario];
   const variant = scenario === 'dubbo-fault0' || scenario === 'dubbo-mirror100';
-  await measure(ctx, scenario, scenario, drive, { direct: 'provider, no proxy', sluice: how }, variant ? ['sluice'] : ['direct', 'sluice']);
+  const header = scenario === 'dubbo-header';
+  await measure(ctx, scenario, scenario, drive, { direct: 'provider, no proxy', sluice: how, haproxy: 'mode tcp: bytes relayed, no routing' },
+    variant ? ['sluice'] : header ? ['direct', 'sluice', 'haproxy'] : ['direct', 'sluice']);
+  if (header) await dubboWrites(ctx, scenario);
   const want = DUBBO_VALUE[scenario];
   for (const row of ctx.rows.filter((r) => r.scenario === scenario && !r.error)) {
     const r = answered.get(targetOf(ctx.stack, row.target, scenario).url);
@@ -613,6 +692,40 @@ async function dubboScenario(ctx: Ctx, scenario: DubboKind): Promise<void> {
       r.firstError ? `first error: ${r.firstError}` : ''].filter(Boolean).join('; ');
     const wrong = Object.keys(r.values).filter((v) => v !== want);
     if (row.target === 'sluice' && wrong.length) ctx.problems.push(`${scenario}: calls through Sluice were answered by ${wrong.join(', ')}, not only by ${want}`);
+  }
+}
+
+/** Write system calls per task (every thread) so far: `syscw` of /proc/PID/io (write, writev; not send*). */
+function writeSyscallsOf(pid: number): number {
+  try {
+    return Number(/^syscw:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? NaN);
+  } catch { return NaN; }
+}
+
+/**
+ * Write system calls per Dubbo call (both directions, the proxy's whole process), the load as in
+ * the scenario: counted by strace (every write-family call by name) in a pass of its own, for Sluice
+ * and haproxy; for Sluice also from /proc/PID/io in a pass with nothing attached (strace stops the
+ * process at every call, which slows it and lets more calls gather per read).
+ */
+async function dubboWrites(ctx: Ctx, scenario: DubboKind): Promise<void> {
+  const seconds = ctx.opts.quick ? 2 : 4;
+  for (const row of ctx.rows.filter((r) => r.scenario === scenario && !r.error && (r.target === 'sluice' || r.target === 'haproxy'))) {
+    const { url, proc } = targetOf(ctx.stack, row.target, scenario);
+    if (!proc?.alive()) continue;
+    const load = () => dubboLoad({ host: '127.0.0.1', port: Number(new URL(url).port), connections: DUBBO_CONNECTIONS, inflight: DUBBO_INFLIGHT, seconds });
+    try {
+      if (row.target === 'sluice') {
+        const w0 = writeSyscallsOf(proc.pid);
+        const r = await load();
+        const w1 = writeSyscallsOf(proc.pid);
+        if (r.requests > 0 && Number.isFinite(w1 - w0)) row.writesPerCallUntraced = (w1 - w0) / r.requests;
+      }
+      const { count, result } = await countSyscalls(processTree(proc.pid), path.join(ctx.stack.dir, 'syscalls.txt'), load, true);
+      if (result.requests > 0) row.writesPerCall = writeCalls(count) / result.requests;
+    } catch (err) {
+      row.note = [row.note, `write system calls not counted: ${(err as Error).message.split('\n')[0]}`].join('; ');
+    }
   }
 }
 
@@ -732,6 +845,15 @@ export function formatTable(report: Report): string {
       }
       continue;
     }
+    if (sc === 'http1-upload' || sc === 'http1-download') {
+      out.push(`${pad('target', w)}${lpad('req/s', 9)}${lpad('MiB/s', 9)}${lpad('p50 ms', 9)}${lpad('CPU µs/MiB', 12)}${lpad('× nginx', 9)}${lpad('× haproxy', 11)}${lpad('non2xx', 8)}${lpad('errors', 8)}  notes`);
+      for (const r of rows) {
+        if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
+        const cpu = r.target === 'direct' ? `(${fmt(r.cpuUsPerMiB, 1)})` : fmt(r.cpuUsPerMiB, 1);
+        out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 1), 9)}${lpad(fmt(r.mibPerSecond, 0), 9)}${lpad(fmt(r.p50Ms, 2), 9)}${lpad(cpu, 12)}${lpad(fmt(r.cpuVsNginx, 2), 9)}${lpad(fmt(r.cpuVsHaproxy, 2), 11)}${lpad(String(r.non2xx ?? '-'), 8)}${lpad(String(r.errors ?? '-'), 8)}  ${r.note ?? ''}`);
+      }
+      continue;
+    }
     out.push(`${pad('target', w)}${lpad('req/s', 10)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/req', 12)}${lpad('× direct', 10)}${lpad('p50 +ms', 9)}${lpad('non2xx', 8)}${lpad('errors', 8)}  notes`);
     for (const r of rows) {
       if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
@@ -739,6 +861,7 @@ export function formatTable(report: Report): string {
       out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 10)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 12)}${lpad(r.target === 'direct' ? '1.00' : fmt(r.rpsRatio, 2), 10)}${lpad(r.target === 'direct' ? '0' : fmt(r.p50DiffMs, 3), 9)}${lpad(String(r.non2xx ?? '-'), 8)}${lpad(String(r.errors ?? '-'), 8)}  ${r.note ?? ''}`);
     }
   }
+  out.push(...issueTable(report));
   const cpuOf = (sc: ScenarioName) => report.rows.find((r) => r.scenario === sc && r.target === 'sluice' && !r.error)?.cpuUsPerReq;
   const base = cpuOf('http1-keepalive');
   const limited = cpuOf('http1-ratelimit');
@@ -755,6 +878,40 @@ export function formatTable(report: Report): string {
     'that CPU over theirs in this run; syscalls/conn: every thread of the process tree, counted in a second pass',
     `(${report.syscallTool ?? 'no counter available'}); main: Sluice's main thread alone (accept and hand-off).`);
   return out.join('\n');
+}
+
+/** One line per row of the data-path table (issue 13): Sluice, nginx and haproxy in this run, and the ratios. */
+function issueTable(report: Report): string[] {
+  const get = (sc: ScenarioName, t: TargetName, v: (r: Row) => number | undefined) => {
+    const r = report.rows.find((x) => x.scenario === sc && x.target === t && !x.error);
+    return r ? v(r) : undefined;
+  };
+  const lines: Array<[string, ScenarioName, (r: Row) => number | undefined, number, string]> = [
+    ['a new connection per request, CPU µs per connection', 'http1-new-connection', (r) => r.cpuUsPerReq, 1, '≤ 2 × nginx'],
+    ['HTTP/1.1 keep-alive c50, CPU µs per request', 'http1-keepalive', (r) => r.cpuUsPerReq, 1, '≤ 1.5 × nginx'],
+    ['HTTP/1.1 keep-alive c1000, CPU µs per request', 'http1-c1000', (r) => r.cpuUsPerReq, 1, '≤ 1.5 × nginx'],
+    [`${BIG_BODY_BYTES / 2 ** 20} MiB upload, CPU µs per MiB`, 'http1-upload', (r) => r.cpuUsPerMiB, 0, '≤ 1.2 × nginx'],
+    [`${BIG_BODY_BYTES / 2 ** 20} MiB download, CPU µs per MiB`, 'http1-download', (r) => r.cpuUsPerMiB, 0, '≤ 1.2 × nginx'],
+    ['idle keep-alive connection, KiB resident', 'memory-idle', (r) => r.kibPerConnection, 2, '≤ 4 KiB'],
+    ['h2c, h2load c10 m10, CPU µs per request', 'http2', (r) => r.cpuUsPerReq, 1, ''],
+    ['Dubbo, write system calls per call (haproxy: mode tcp)', 'dubbo-header', (r) => r.writesPerCall, 3, '≤ 0.5'],
+  ];
+  const out: string[] = [];
+  const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+  const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
+  for (const [what, sc, v, digits, target] of lines) {
+    const [s, n, h] = (['sluice', 'nginx', 'haproxy'] as const).map((t) => get(sc, t, v));
+    if (s === undefined && n === undefined && h === undefined) continue;
+    if (!out.length) {
+      out.push('', '## the data path beside nginx and haproxy (same run)',
+        `${pad('work', 56)}${lpad('Sluice', 9)}${lpad('nginx', 9)}${lpad('haproxy', 9)}${lpad('÷ nginx', 9)}${lpad('÷ haproxy', 11)}  target`);
+    }
+    out.push(`${pad(what, 56)}${lpad(fmt(s, digits), 9)}${lpad(fmt(n, digits), 9)}${lpad(fmt(h, digits), 9)}` +
+      `${lpad(s !== undefined && n ? fmt(s / n, 2) : '-', 9)}${lpad(s !== undefined && h ? fmt(s / h, 2) : '-', 11)}  ${target}`);
+  }
+  const untraced = get('dubbo-header', 'sluice', (r) => r.writesPerCallUntraced);
+  if (untraced !== undefined) out.push(`(Sluice, Dubbo: ${fmt(untraced, 3)} write and writev calls per call with nothing attached, from /proc/PID/io)`);
+  return out;
 }
 
 // ---- main --------------------------------------------------------------------------------------
@@ -836,6 +993,9 @@ export async function main(argv: string[]): Promise<number> {
       'dubbo-mirror100': () => dubboScenario(c, 'dubbo-mirror100'),
       'http1-ratelimit': () => http1RateLimit(c, 'http1-ratelimit'),
       'http1-ratelimited': () => http1RateLimit(c, 'http1-ratelimited'),
+      'http1-c1000': () => http1C1000(c),
+      'http1-upload': () => http1BigBodies(c, 'http1-upload'),
+      'http1-download': () => http1BigBodies(c, 'http1-download'),
     };
     report.loadAverageByScenario = {};
     if (opts.scenarios.includes('http1-new-connection')) report.syscallTool = syscallTool();

@@ -64,9 +64,10 @@ export function parseWrk(out: string): LoadResult {
 }
 
 /** wrk with the latency distribution; the run is bounded by its own -d plus a margin. */
-export async function wrk(url: string, opts: { threads: number; connections: number; seconds: number; headers?: string[] }): Promise<LoadResult> {
+export async function wrk(url: string, opts: { threads: number; connections: number; seconds: number; headers?: string[]; script?: string }): Promise<LoadResult> {
   const headers = (opts.headers ?? []).flatMap((h) => ['-H', h]);
-  const r = await exec('wrk', [`-t${opts.threads}`, `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', '--timeout', '5s', ...headers, url],
+  const script = opts.script ? ['-s', opts.script] : [];
+  const r = await exec('wrk', [`-t${opts.threads}`, `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', '--timeout', '5s', ...headers, ...script, url],
     opts.seconds * 1000 + 20_000);
   if (r.code !== 0) throw new Error(`wrk exited ${r.timedOut ? 'after its time limit' : `with ${r.code}`}: ${r.stderr}${r.stdout}`);
   return parseWrk(r.stdout);

@@ -38,7 +38,20 @@ export interface Ports {
   sluiceH1RateLimit: number; sluiceH1RateLimited: number;
   /** An inbound listener: adaptive limiting on (it applies to inbound calls), never refusing. */
   sluiceH1Adaptive?: number;
+  /** haproxy in `mode tcp` in front of the Dubbo provider's :dubboPlain (Dubbo write system calls, beside Sluice's). */
+  haproxyDubbo?: number;
 }
+
+/**
+ * Large bodies (http1-upload, http1-download): the upstream serves a file of BIG_BODY_BYTES at
+ * BIG_DOWNLOAD, and at BIG_UPLOAD reads a request body whole (in memory) before it answers the
+ * 100 bytes; the proxies stream both ways (nginx: no body size limit, no request or response
+ * buffering).
+ */
+export const BIG_DOWNLOAD = '/big/download';
+export const BIG_UPLOAD = '/big/upload';
+export const BIG_BODY_BYTES = 10 * 1024 * 1024;
+export const BIG_FILE = 'big-body';
 
 /** The interface every Dubbo bench call names (bench/load/dubbo-load.ts sends it). */
 export const DUBBO_BENCH_SERVICE = 'org.sluice.bench.PaymentService';
@@ -72,6 +85,18 @@ ${NGINX_HTTP_COMMON(dir, 'upstream')}
     # the second upstream, where mirrored copies go
     listen 127.0.0.1:${p.up3} backlog=16384;
     location / { return 200 "${BODY}"; }
+    location = ${BIG_DOWNLOAD} { alias ${dir}/${BIG_FILE}; }
+    # the body is read whole before the request goes on, without it, to the 100 bytes of "/"
+    # ("return" alone would answer first and discard the body as it comes)
+    location = ${BIG_UPLOAD} {
+      client_max_body_size 0;
+      client_body_buffer_size ${BIG_BODY_BYTES + 65536};
+      proxy_pass http://127.0.0.1:${p.up1}/;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
   }
   server {
     # nginx 1.22: "listen … http2" without ssl is h2c with prior knowledge only
@@ -89,6 +114,14 @@ export function proxyNginx(dir: string, p: Ports): string {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }`;
+  const big = `location ^~ /big/ {
+      proxy_pass http://up_h1;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      client_max_body_size 0;
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }`;
   return `${NGINX_COMMON(dir, 'nginx-proxy')}
 http {
 ${NGINX_HTTP_COMMON(dir, 'nginx-proxy')}
@@ -101,6 +134,7 @@ ${NGINX_HTTP_COMMON(dir, 'nginx-proxy')}
   server {
     listen 127.0.0.1:${p.nginxH1} backlog=16384;
     ${loc}
+    ${big}
   }
   server {
     # h2c downstream, HTTP/1.1 upstream (nginx has no HTTP/2 proxying)
@@ -139,7 +173,16 @@ backend be_h1
 
 backend be_h2
   server up 127.0.0.1:${p.up2} proto h2
-`;
+${p.haproxyDubbo && p.dubboPlain ? `
+frontend fe_dubbo
+  mode tcp
+  bind 127.0.0.1:${p.haproxyDubbo}
+  default_backend be_dubbo
+
+backend be_dubbo
+  mode tcp
+  server provider 127.0.0.1:${p.dubboPlain}
+` : ''}`;
 }
 
 /**

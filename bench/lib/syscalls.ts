@@ -41,10 +41,13 @@ export function syscallTool(): 'perf' | 'strace' | null {
   return havePerf() ? 'perf' : haveStrace() ? 'strace' : null;
 }
 
-/** Counts the system calls of `pids` (every thread of each) while `during` runs. */
-export async function countSyscalls<T>(pids: number[], file: string, during: () => Promise<T>): Promise<{ count: SyscallCount; result: T }> {
-  const tool = syscallTool();
-  if (!tool) throw new Error('neither perf nor strace can count system calls here');
+/**
+ * Counts the system calls of `pids` (every thread of each) while `during` runs. `byName`: counts per
+ * call name are needed (strace only: perf counts the tracepoint, not which call).
+ */
+export async function countSyscalls<T>(pids: number[], file: string, during: () => Promise<T>, byName = false): Promise<{ count: SyscallCount; result: T }> {
+  const tool = byName ? (haveStrace() ? 'strace' : null) : syscallTool();
+  if (!tool) throw new Error(`${byName ? 'strace' : 'neither perf nor strace'} cannot count system calls here`);
   rmSync(file, { force: true });
   const args = tool === 'perf'
     ? ['stat', '-e', 'raw_syscalls:sys_enter', '--per-thread', '-x,', '-o', file, '-p', pids.join(',')]
@@ -99,4 +102,14 @@ export function parseStrace(text: string): SyscallCount {
     total += Number(m[1]);
   }
   return { tool: 'strace', total, byTid: new Map(), byName };
+}
+
+/** The system calls that write to a descriptor (a socket, a pipe, an eventfd). */
+export const WRITE_CALLS = ['write', 'writev', 'pwrite64', 'pwritev', 'send', 'sendto', 'sendmsg', 'sendmmsg'];
+
+/** How many of the calls counted by name were writes (WRITE_CALLS). */
+export function writeCalls(c: SyscallCount): number {
+  let n = 0;
+  for (const name of WRITE_CALLS) n += c.byName?.get(name) ?? 0;
+  return n;
 }

@@ -5,21 +5,28 @@
  * (dubbo-remoting, reacting to "R" as Dubbo's HeaderExchangeHandler does), POST /drain.
  */
 import t from 'tap';
-import { adminPost, startSluice } from '../helpers/harness';
+import { adminPost, startSluice, waitFor } from '../helpers/harness';
 import { Consumer, rawProvider, str, waitEvent } from './dubbo-peers';
 
 function closed(c: Consumer, ms: number): Promise<unknown> {
   return c.closed ? Promise.resolve() : waitEvent(c.events, 'close', ms);
 }
 
-t.test('POST /drain: READONLY event to every consumer, calls in flight answered, then each connection closes', async (t) => {
+/** A provider that holds calls of method `hold`, and Sluice in front of it with long drain and request timeouts. */
+async function providerAndSluice(extra: Record<string, unknown> = {}) {
   const p = await rawProvider({ holdMethod: 'hold' });
   const s = await startSluice({
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'c' }],
     clusters: [{ name: 'c', endpoints: [`127.0.0.1:${p.port}`] }],
     http: { requestTimeoutMs: 30_000 },
     drain: { timeoutMs: 30_000 },
+    ...extra,
   });
+  return { p, s };
+}
+
+t.test('POST /drain: READONLY event to every consumer, calls in flight answered, then each connection closes', async (t) => {
+  const { p, s } = await providerAndSluice();
   const busy = await Consumer.connect(s.port('app'));
   const idle = await Consumer.connect(s.port('app'));
   // a consumer that does not answer heartbeats still gets closed, a little later
@@ -47,4 +54,31 @@ t.test('POST /drain: READONLY event to every consumer, calls in flight answered,
   t.match(await held, { status: 20, value: /^\d:hold:h$/ }, 'the call received before the drain is answered');
   await closed(busy, 10_000);
   t.same(busy.log, ['readonly', 'heartbeat', 'answer 1000', 'close'], 'READONLY first, the answer, then the close');
+});
+
+t.test('calls pipelined in one segment, answered together while the connection drains: every answer reaches its caller before the close', async (t) => {
+  const { p, s } = await providerAndSluice({ workers: { threads: 1 } });
+  const c = await Consumer.connect(s.port('app'));
+  t.teardown(async () => { c.close(); await s.stop(); await p.close(); });
+  const n = 200;
+  // every call in one write of the consumer's socket
+  c.sock.cork();
+  const answers = Array.from({ length: n }, (_, i) => c.call('hold', [str(`a${i}`)]));
+  await new Promise((r) => setImmediate(r));
+  c.sock.uncork();
+  await waitFor(() => p.held() === n || null, 10_000, `${n} calls at the provider`);
+
+  t.equal((await adminPost(s.admin, '/drain')).status, 202);
+  await waitEvent(c.events, 'readonly', 10_000);
+  // the provider answers them all at once: Sluice reads them in a few reads and answers each read in one write;
+  // the last answer is also the moment the draining connection closes
+  p.release();
+  const got = await Promise.all(answers);
+  let right = 0;
+  for (let i = 0; i < n; i++) if (got[i].status === 20 && new RegExp(`^\\d:hold:a${i}$`).test(String(got[i].value))) right++;
+  t.equal(right, n, 'every call answered with its own result');
+  await closed(c, 10_000);
+  t.same(c.log.filter((e) => !e.startsWith('answer')), ['readonly', 'heartbeat', 'close'], 'READONLY first, then the answers, then the close');
+  t.equal(c.log.filter((e) => e.startsWith('answer')).length, n, `${n} answers before the close`);
+  t.equal(c.log.at(-1), 'close');
 });

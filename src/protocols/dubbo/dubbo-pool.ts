@@ -14,7 +14,9 @@
  * buffered (`writableLength === 0`): otherwise it waits in the connection's queue, in userland,
  * where it can still move. Bytes handed to a socket cannot be taken back, and a call in the
  * kernel's buffer may have reached the provider, so a written call stays where it is (Dubbo
- * calls are not retried once sent); a queued one has certainly not been sent.
+ * calls are not retried once sent); a queued one has certainly not been sent. The calls (and
+ * heartbeats) written in one turn of the event loop go to the socket together at its end, in one
+ * write (held-writes.ts): from then on they are sent, even while still held.
  *
  *   call:  queued (in the pool: can move) ──write──▶ sent (pending its response) ──▶ done
  *
@@ -48,6 +50,8 @@ import { log } from '../../log';
 import type { Stats } from '../../stats/stats';
 import type { ClusterStats } from '../../upstream/cluster';
 import { dial, isDnsFailure, type DialOptions } from '../../upstream/dial';
+import type { TurnEnd } from '../../worker/turn-end';
+import { HeldWrites } from './held-writes';
 
 export const DUBBO_HEARTBEAT_MS = 30_000;
 /** Connections per endpoint per worker, not counting retired ones; a second opens only when the first is busy or on probation. */
@@ -153,7 +157,7 @@ export class DubboUpstreamCall {
   }
 }
 
-export class DubboUpstream {
+export class DubboUpstream implements TurnEnd {
   readonly socket: net.Socket;
   private readonly decoder: DubboFrameDecoder;
   private readonly pending = new Map<number, DubboUpstreamCall>();
@@ -162,6 +166,13 @@ export class DubboUpstream {
   private queued = 0;
   /** Calls written while the socket still held bytes of its own: released when it flushes. */
   private backedUp: DubboUpstreamCall[] = [];
+  /**
+   * Frames written in this turn of the event loop (calls, heartbeats), sent together at its end
+   * (turn-end.ts): the calls read from all the consumers in one turn go in one write. Written calls
+   * are here until then (`heldCalls`): sent as far as the pool is concerned, they never move.
+   */
+  private readonly held = new HeldWrites(this);
+  private heldCalls: DubboUpstreamCall[] = [];
   private nextId = 1;
   private connected = false;
   closed = false;
@@ -277,12 +288,28 @@ export class DubboUpstream {
       call.state = DONE; // one-way: nothing comes back
     }
     this.lastCall = performance.now();
-    this.socket.write(call.raw, this.onWritten);
-    if (this.socket.writableLength === 0) {
-      call.release();
+    this.held.push(call.raw);
+    this.heldCalls.push(call);
+  }
+
+  /**
+   * @internal the end of the turn: the frames held go out in one write. Calls the socket took at once
+   * are out of userland; those it buffered wait for it to flush (backedUp), and what comes next
+   * queues behind them (enqueue sees writableLength).
+   */
+  atTurnEnd(): void {
+    const s = this.socket;
+    if (!this.held.flushTo(s, this.onWritten)) return;
+    const calls = this.heldCalls;
+    this.heldCalls = [];
+    // a socket lost meanwhile fails its written calls in onClose; the callers waiting on them are released there
+    if (s.destroyed || s.writableLength === 0) {
+      for (let i = 0; i < calls.length; i++) calls[i].release();
     } else {
-      call.block();
-      this.backedUp.push(call);
+      for (let i = 0; i < calls.length; i++) {
+        calls[i].block();
+        this.backedUp.push(calls[i]);
+      }
     }
   }
 
@@ -349,7 +376,7 @@ export class DubboUpstream {
 
   private probe(now: number): void {
     this.probeSentAt = now;
-    this.socket.write(encodeHeartbeatRequest(this.takeId(), true), this.onWritten);
+    this.held.push(encodeHeartbeatRequest(this.takeId(), true));
     this.setWatchdog(this.probeTimeoutMs);
   }
 
@@ -403,7 +430,10 @@ export class DubboUpstream {
   }
 
   private closeIfRetiredAndDone(): void {
-    if ((this.retired || this.leaving) && !this.closed && this.pending.size === 0 && this.queued === 0) this.socket.destroy();
+    if ((this.retired || this.leaving) && !this.closed && this.pending.size === 0 && this.queued === 0) {
+      this.atTurnEnd(); // one-way calls written in this turn still go
+      this.socket.destroy();
+    }
   }
 
   /** The endpoint left its cluster: the calls on this connection finish, then it closes. */
@@ -428,7 +458,7 @@ export class DubboUpstream {
   private onFrame(f: DubboFrame): void {
     if (f.isRequest) {
       // the provider's own heartbeat: answer it; nothing else is expected from that side
-      if (isHeartbeat(f) && f.twoWay) this.socket.write(encodeHeartbeatResponse(f), this.onWritten);
+      if (isHeartbeat(f) && f.twoWay) this.held.push(encodeHeartbeatResponse(f));
       return;
     }
     if (f.isEvent) return; // the answer to our heartbeat (its bytes already ended any probation)

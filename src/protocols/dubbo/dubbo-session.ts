@@ -33,6 +33,8 @@ import type { DubboUpstreamCall } from './dubbo-pool';
 import { DubboAttempt, type DubboCallForm } from './dubbo-upstream';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
 import type { CompiledFallback } from '../../protection/fallback';
+import type { TurnEnd } from '../../worker/turn-end';
+import { HeldWrites } from './held-writes';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;
@@ -107,7 +109,7 @@ class DubboView implements RequestView {
   }
 }
 
-export class DubboSession {
+export class DubboSession implements TurnEnd {
   private decoder!: DubboFrameDecoder;
   private readonly calls = new Set<DubboCallDownstream>();
   private peerCache: Peer | null = null;
@@ -117,6 +119,8 @@ export class DubboSession {
   private fenceTimer: NodeJS.Timeout | null = null;
   private inputEnded = false;
   private maxCalls = MAX_DUBBO_CALLS_IN_FLIGHT;
+  /** Frames for the consumer written in this turn of the event loop, sent together at its end (atTurnEnd). */
+  private readonly held = new HeldWrites(this);
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
@@ -254,12 +258,23 @@ export class DubboSession {
     });
   }
 
+  /**
+   * A frame for the consumer. Every answer of one turn of the event loop (a provider's read
+   * carries many) goes out in one write at its end (turn-end.ts), in the order written here;
+   * whatever ends the socket sends them first (closeSoon).
+   */
   write(buf: Buffer): void {
-    if (!this.closed && !this.socket.destroyed) this.socket.write(buf);
+    if (!this.closed && !this.socket.destroyed) this.held.push(buf);
+  }
+
+  /** @internal sends the frames held in this turn (none if the consumer is gone). */
+  atTurnEnd(): void {
+    this.held.flushTo(this.socket);
   }
 
   closeSoon(): void {
     if (this.closed) return;
+    this.atTurnEnd();
     this.socket.end();
     this.socket.destroySoon?.();
   }
