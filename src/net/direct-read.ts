@@ -30,9 +30,9 @@ export interface ReadSink {
   onRead(bytes: Buffer): boolean;
 }
 
+/** On a socket made with `directRead()`: its sink, or null (its Readable side). Absent on any other socket. */
 const SINK = Symbol('readSink');
-const DIRECT = Symbol('directRead');
-type DirectSocket = net.Socket & { [SINK]?: ReadSink | null; [DIRECT]?: true };
+type DirectSocket = net.Socket & { [SINK]?: ReadSink | null };
 
 /** Called by Node with the socket as `this` (lib/internal/stream_base_commons.js, onStreamRead). */
 function onDirectRead(this: DirectSocket, n: number, buf: Buffer): boolean {
@@ -50,14 +50,12 @@ export function directRead(): { readonly buffer: Buffer; readonly callback: (n: 
 
 /** Marks a socket made with `directRead()` (the option leaves no public trace on the socket). */
 export function markDirect(socket: net.Socket): net.Socket {
-  const s = socket as DirectSocket;
-  s[DIRECT] = true;
-  s[SINK] = null;
+  (socket as DirectSocket)[SINK] = null;
   return socket;
 }
 
 export function isDirect(socket: net.Socket): boolean {
-  return (socket as DirectSocket)[DIRECT] === true;
+  return (socket as DirectSocket)[SINK] !== undefined;
 }
 
 /**
@@ -66,7 +64,7 @@ export function isDirect(socket: net.Socket): boolean {
  */
 export function setReadSink(socket: net.Socket, sink: ReadSink | null): void {
   const s = socket as DirectSocket;
-  if (s[DIRECT] !== true) return;
+  if (s[SINK] === undefined) return;
   s[SINK] = sink;
   if (sink !== null && s.readableLength > 0) {
     let c: Buffer | null;
