@@ -334,6 +334,33 @@ class FilterRequestContext implements RequestContext {
   note(key: string, value: string | number): void { this.x.note(key, value); }
 }
 
+/**
+ * What few requests need, made on first use (Exchange.more()): circuit breakers' tickets, retry
+ * state and timers, mirrors, filter timers. A request refused or answered at once, or proxied
+ * with no breaker, retry or mirror, never allocates it.
+ */
+class Rare {
+  /** The endpoint breaker of the current attempt: its slot, the ticket it gave, when the attempt began. */
+  epBreakers: ClusterBreakers | null = null;
+  epSlot = -1;
+  epTicket = UNTRACKED;
+  epStart = 0;
+  /** The interface breaker of the request. */
+  ifBreakers: ClusterBreakers | null = null;
+  ifSlot = -1;
+  ifTicket = UNTRACKED;
+  /** The cluster limits this exchange holds a retry place of, until it ends. */
+  retryLimits: ClusterLimits | null = null;
+  /** The cluster whose retry gauge this exchange holds up while it retries. */
+  retryingOn: ClusterStats | null = null;
+  retriedStale = false;
+  tryTimer: NodeJS.Timeout | null = null;
+  retryTimer: NodeJS.Timeout | null = null;
+  mirrors: Mirror[] | null = null;
+  pendingMirrors: Array<{ cluster: ClusterRuntime; dropped?: () => void }> | null = null;
+  timers: NodeJS.Timeout[] | null = null;
+}
+
 export class Exchange implements AttemptSink, Timed {
   readonly start0 = performance.now();
   route: Route | null = null;
@@ -348,25 +375,13 @@ export class Exchange implements AttemptSink, Timed {
   retry: RetryPolicy = DEFAULT_RETRY;
   requestEdits: HeaderOps[] | null = null;
   private responseEdits: HeaderOps[] | null = null;
-  private mirrors: Mirror[] | null = null;
+  private rare: Rare | null = null;
   private notes: Record<string, string | number> | null = null;
-  private timers: NodeJS.Timeout[] | null = null;
 
   /** The cluster limits this exchange holds a request and a pending place of (released as the attempt ends). */
   private limits: ClusterLimits | null = null;
   private holdsRequest = false;
   private holdsPending = false;
-  /** The cluster limits this exchange holds a retry place of, until it ends. */
-  private retryLimits: ClusterLimits | null = null;
-  /** The endpoint breaker of the current attempt: its slot, the ticket it gave, when the attempt began. */
-  private epBreakers: ClusterBreakers | null = null;
-  private epSlot = -1;
-  private epTicket = UNTRACKED;
-  private epStart = 0;
-  /** The interface breaker of the request. */
-  private ifBreakers: ClusterBreakers | null = null;
-  private ifSlot = -1;
-  private ifTicket = UNTRACKED;
 
   private attempt: Attempt | null = null;
   /** The attempt has a connection and the request head went out. */
@@ -379,8 +394,6 @@ export class Exchange implements AttemptSink, Timed {
   dlPrev: Timed | null = null;
   dlNext: Timed | null = null;
   dlAt = 0;
-  private tryTimer: NodeJS.Timeout | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
 
   requestEnded: boolean;
   private reqTrailers: string[] | null = null;
@@ -418,6 +431,11 @@ export class Exchange implements AttemptSink, Timed {
   }
 
   get view(): RequestView { return this.down.view; }
+
+  /** The rarely used state, made now if it was not. */
+  private more(): Rare {
+    return (this.rare ??= new Rare());
+  }
   private get pstats(): ProtocolStats { return this.env.protocol(this.down.view.protocol); }
 
   // ── request filters ────────────────────────────────────────────────────────
@@ -509,7 +527,7 @@ export class Exchange implements AttemptSink, Timed {
   /** @internal `fn` after `ms`, unless the request has finished by then. */
   after(ms: number, fn: () => void): void {
     const timer = setTimeout(() => { if (!this.finished) fn(); }, ms);
-    (this.timers ??= []).push(timer);
+    (this.more().timers ??= []).push(timer);
   }
 
   /** @internal A field for the access log line (nothing to keep when there is no log). */
@@ -626,10 +644,11 @@ export class Exchange implements AttemptSink, Timed {
         return null;
       }
     }
-    this.epBreakers = eb;
-    this.epSlot = s;
-    this.epTicket = ticket;
-    this.epStart = performance.now();
+    const r = this.more();
+    r.epBreakers = eb;
+    r.epSlot = s;
+    r.epTicket = ticket;
+    r.epStart = performance.now();
     return ep;
   }
 
@@ -641,10 +660,11 @@ export class Exchange implements AttemptSink, Timed {
       if (this.holdsRequest) { this.holdsRequest = false; lim.release(REQUESTS); }
       this.limits = null;
     }
-    const eb = this.epBreakers;
-    if (eb !== null) {
-      this.epBreakers = null;
-      eb.record(this.epSlot, this.epTicket, result, performance.now() - this.epStart, this.choice?.key ?? '');
+    const r = this.rare;
+    if (r !== null && r.epBreakers !== null) {
+      const eb = r.epBreakers;
+      r.epBreakers = null;
+      eb.record(r.epSlot, r.epTicket, result, performance.now() - r.epStart, this.choice?.key ?? '');
     }
   }
 
@@ -653,16 +673,17 @@ export class Exchange implements AttemptSink, Timed {
     const p = t.cluster?.protection;
     if (!p) return true;
     if (p.forcedOpenAt >= 0 && Atomics.load(p.overrides!, p.forcedOpenAt) !== 0) { this.note('breaker', 'forced_open'); this.localReply(CIRCUIT_OPEN); return false; }
-    if (p.iface !== null && this.ifBreakers === null && this.attempts === 0) {
+    if (p.iface !== null && (this.rare === null || this.rare.ifBreakers === null) && this.attempts === 0) {
       const v = this.down.view;
       const target = v.protocol === 'http1' || v.protocol === 'http2' ? `${v.service} ${v.path}` : `${v.service} ${v.method}`;
       const s = p.iface.slotOf(target);
       let ticket = p.iface.admit(s);
       if (ticket === REFUSE) ticket = p.iface.refused(s, target);
       if (ticket === REFUSE) { this.localReply(CIRCUIT_OPEN); return false; }
-      this.ifBreakers = p.iface;
-      this.ifSlot = s;
-      this.ifTicket = ticket;
+      const r = this.more();
+      r.ifBreakers = p.iface;
+      r.ifSlot = s;
+      r.ifTicket = ticket;
     }
     const lim = p.limits;
     if (!lim.acquire(REQUESTS)) { this.localReply(CLUSTER_OVERFLOW); return false; }
@@ -684,8 +705,9 @@ export class Exchange implements AttemptSink, Timed {
     this.attempts++;
     this.attemptReady = false;
     if (this.retry.perTryTimeoutMs > 0) {
-      if (this.tryTimer) clearTimeout(this.tryTimer);
-      this.tryTimer = setTimeout(onTryTimeout, this.retry.perTryTimeoutMs, this);
+      const r = this.more();
+      if (r.tryTimer) clearTimeout(r.tryTimer);
+      r.tryTimer = setTimeout(onTryTimeout, this.retry.perTryTimeoutMs, this);
     }
     const a = this.down.upstreams.open(this, c, this);
     this.attempt = a;
@@ -792,7 +814,7 @@ export class Exchange implements AttemptSink, Timed {
   onRequestBody(chunk: Buffer, end: boolean): void {
     this.bytesIn += chunk.length;
     if (end) this.requestEnded = true;
-    const mirrors = this.mirrors;
+    const mirrors = this.rare?.mirrors;
     if (mirrors) for (let i = 0; i < mirrors.length; i++) mirrors[i].write(chunk, end);
     if (this.finished || this.responseEnded) {
       // answered already: nobody takes the rest
@@ -816,7 +838,7 @@ export class Exchange implements AttemptSink, Timed {
   onRequestTrailers(fields: string[]): void {
     this.requestEnded = true;
     this.reqTrailers = fields;
-    const mirrors = this.mirrors;
+    const mirrors = this.rare?.mirrors;
     if (mirrors) for (let i = 0; i < mirrors.length; i++) mirrors[i].trailers(fields);
     if (this.finished || this.responseEnded) return;
     if (this.attempt !== null && this.attemptReady) {
@@ -897,7 +919,8 @@ export class Exchange implements AttemptSink, Timed {
         if (this.finished || this.responseStarted) { a.cancel(); return; } // replaced by a local reply
       }
     }
-    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
+    const r = this.rare;
+    if (r !== null && r.tryTimer) { clearTimeout(r.tryTimer); r.tryTimer = null; }
     this.status = head.status;
     if (head.grpcStatus >= 0) this.grpcStatus = head.grpcStatus;
     this.responseStarted = true;
@@ -995,8 +1018,8 @@ export class Exchange implements AttemptSink, Timed {
     if (this.wrote && this.sent === null) return false;
     if (kind === 'stale') {
       // a keep-alive connection the upstream closed as we sent: once, for a request that can be repeated
-      if (this.retriedStale || this.wrote || !IDEMPOTENT.has(this.down.view.method)) return false;
-      this.retriedStale = true;
+      if (this.rare?.retriedStale || this.wrote || !IDEMPOTENT.has(this.down.view.method)) return false;
+      this.more().retriedStale = true;
       return true;
     }
     if (this.attempts > p.retries) return false;
@@ -1010,16 +1033,16 @@ export class Exchange implements AttemptSink, Timed {
     if (!p.admit(t.cluster)) return false;
     // the cluster's retries in flight (maxRetries): one place for the rest of this exchange
     const lim = t.cluster.protection?.limits;
-    if (!lim || this.retryLimits !== null) return true;
+    if (!lim || (this.rare !== null && this.rare.retryLimits !== null)) return true;
     if (!lim.acquire(RETRIES)) return false;
-    this.retryLimits = lim;
+    this.more().retryLimits = lim;
     return true;
   }
 
-  private retriedStale = false;
 
   private scheduleRetry(avoid: Endpoint | undefined): void {
-    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
+    const r = this.more();
+    if (r.tryTimer) { clearTimeout(r.tryTimer); r.tryTimer = null; }
     // what the failed attempt owed the client is given back: the body it took is kept in `sent`
     if (this.owedDown > 0) { this.down.consumed(this.owedDown); this.owedDown = 0; }
     this.attemptReady = false;
@@ -1028,21 +1051,19 @@ export class Exchange implements AttemptSink, Timed {
     const c = this.choice;
     if (c) {
       this.env.stats.inc(c.cstats.rqRetry);
-      if (this.retryingOn === null) { this.retryingOn = c.cstats; this.env.stats.inc(c.cstats.rqRetryActive); }
+      if (r.retryingOn === null) { r.retryingOn = c.cstats; this.env.stats.inc(c.cstats.rqRetryActive); }
     }
     if (delay <= 0) { this.tryUpstream(avoid); return; }
-    this.retryTimer = setTimeout(() => { this.retryTimer = null; this.tryUpstream(avoid); }, delay);
+    r.retryTimer = setTimeout(() => { r.retryTimer = null; this.tryUpstream(avoid); }, delay);
   }
 
-  /** The cluster whose retry gauge this exchange holds up while it retries. */
-  private retryingOn: ClusterStats | null = null;
 
   /** The route's deadline (deadlines.ts). */
   onDeadline(): void { this.onTimeout(false); }
 
   /** The route's time ran out (`perTry`: only this attempt's). */
   onTimeout(perTry: boolean): void {
-    if (perTry) this.tryTimer = null;
+    if (perTry && this.rare !== null) this.rare.tryTimer = null;
     if (this.finished) return;
     const a = this.attempt;
     if (perTry && a !== null && !this.responseStarted) {
@@ -1069,7 +1090,8 @@ export class Exchange implements AttemptSink, Timed {
 
   /** The attempt (if any) is given up. */
   private dropAttempt(timedOut = false): void {
-    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+    const r = this.rare;
+    if (r !== null && r.retryTimer) { clearTimeout(r.retryTimer); r.retryTimer = null; }
     const a = this.attempt;
     this.attempt = null;
     this.uncountUpstream();
@@ -1129,9 +1151,12 @@ export class Exchange implements AttemptSink, Timed {
     if (this.finished) return;
     this.finished = true;
     if (this.dlList !== null) clearDeadline(this);
-    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = null; }
-    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
-    if (this.timers) { for (const t of this.timers) clearTimeout(t); this.timers = null; }
+    const rare = this.rare;
+    if (rare !== null) {
+      if (rare.tryTimer) { clearTimeout(rare.tryTimer); rare.tryTimer = null; }
+      if (rare.retryTimer) { clearTimeout(rare.retryTimer); rare.retryTimer = null; }
+      if (rare.timers) { for (const t of rare.timers) clearTimeout(t); rare.timers = null; }
+    }
     const a = this.attempt;
     if (a !== null) {
       this.attempt = null;
@@ -1146,7 +1171,7 @@ export class Exchange implements AttemptSink, Timed {
     const view = this.down.view;
     const ps = this.pstats;
     stats.dec(ps.rqActive);
-    if (this.retryingOn !== null) { stats.dec(this.retryingOn.rqRetryActive); this.retryingOn = null; }
+    if (rare !== null && rare.retryingOn !== null) { stats.dec(rare.retryingOn.rqRetryActive); rare.retryingOn = null; }
     // a response the upstream (or its timeout) cut off is a reset or a timeout, not also a 2xx
     const cut = this.responseStarted && !this.responseEnded && (this.reason === 'upstream_reset' || this.reason === 'upstream_timeout');
     let status = this.status;
@@ -1176,12 +1201,14 @@ export class Exchange implements AttemptSink, Timed {
     this.uncountUpstream();
     // what the breakers learn: the last attempt's answer for its endpoint, the request's for its interface
     const judged = breakerResult(outcome, this.reason, this.upstreamAnswered);
-    this.settleAttempt(this.epBreakers !== null && this.upstreamAnswered ? judged : 'neutral');
-    if (this.retryLimits !== null) { this.retryLimits.release(RETRIES); this.retryLimits = null; }
-    if (this.ifBreakers !== null) {
-      const ib = this.ifBreakers;
-      this.ifBreakers = null;
-      ib.record(this.ifSlot, this.ifTicket, judged, seconds * 1000, '');
+    this.settleAttempt(rare !== null && rare.epBreakers !== null && this.upstreamAnswered ? judged : 'neutral');
+    if (rare !== null) {
+      if (rare.retryLimits !== null) { rare.retryLimits.release(RETRIES); rare.retryLimits = null; }
+      if (rare.ifBreakers !== null) {
+        const ib = rare.ifBreakers;
+        rare.ifBreakers = null;
+        ib.record(rare.ifSlot, rare.ifTicket, judged, seconds * 1000, '');
+      }
     }
     if (this.down.countPeer) this.env.peerStats?.request(view.listener, view.source.principal, view.source.address);
     if (view.protocol === 'dubbo') this.env.rpcStats?.record(view.service, view.method, this.oneWay ? 'oneway' : this.status, seconds);
@@ -1248,24 +1275,24 @@ export class Exchange implements AttemptSink, Timed {
 
   // ── mirrors ────────────────────────────────────────────────────────────────
 
-  private pendingMirrors: Array<{ cluster: ClusterRuntime; dropped?: () => void }> | null = null;
 
   /** @internal */
   addMirror(cluster: ClusterRuntime, dropped?: () => void): void {
-    (this.pendingMirrors ??= []).push({ cluster, dropped });
+    (this.more().pendingMirrors ??= []).push({ cluster, dropped });
   }
 
   /** The copies the filters asked for start with the request itself, with the body received so far. */
   private startMirrors(): void {
-    const list = this.pendingMirrors;
-    if (!list) return;
-    this.pendingMirrors = null;
+    const r = this.rare;
+    const list = r?.pendingMirrors;
+    if (!r || !list) return;
+    r.pendingMirrors = null;
     const timeoutMs = this.route?.timeoutMs ?? this.env.config.http.requestTimeoutMs;
     for (const { cluster, dropped } of list) {
       const ep = cluster.pick('');
       if (!ep) { dropped?.(); continue; }
       const m = new Mirror(this, MIRROR_BUFFER_BYTES, dropped);
-      (this.mirrors ??= []).push(m);
+      (r.mirrors ??= []).push(m);
       m.start({ host: ep.host, port: ep.port, key: ep.key, cstats: cluster.stats, cluster, endpoint: null, tls: this.env.upstreamTls(cluster, this.down.view) }, this.early, this.requestEnded, this.reqTrailers, timeoutMs);
     }
   }

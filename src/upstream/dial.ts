@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import { LogEvery } from '../log';
+import { directRead, markDirect } from '../net/direct-read';
 import type { OutboundTls, TlsRuntime } from '../tls/tls-runtime';
 
 export type DialFailure = 'dns_failed' | 'connect_failed';
@@ -49,18 +50,11 @@ export interface DialOptions {
    */
   tls?: { runtime: TlsRuntime; spec: OutboundTls; alpn?: readonly string[]; group?: string } | null;
   /**
-   * Plaintext only (ignored with `tls`): the socket's bytes come to `onRead` rather than as
-   * 'data' events. Each read lands in one buffer the thread's upstream sockets share and
-   * `onRead` is given a copy of its own (which it may keep), with no `Readable` stream in
-   * between: no per-read allocation of a 64 KiB buffer, no push, no tick. The socket still
-   * emits 'end', 'error' and 'close', and pause()/resume() still stop and start reading.
+   * A plaintext socket reads through the thread's buffer (src/net/direct-read.ts), for a caller
+   * that takes its bytes with setReadSink; until it does, the socket reads as a stream.
    */
-  onRead?: (bytes: Buffer) => void;
+  direct?: boolean;
 }
-
-/** Where plaintext upstream reads land (see DialOptions.onRead): one per thread, copied out at once. */
-let readBuffer: Buffer | null = null;
-const READ_BUFFER_BYTES = 64 * 1024;
 
 /**
  * Opens a connection to `host:port` (Nagle off). The socket is returned at once: bytes written
@@ -71,26 +65,12 @@ export function dial(host: string, port: number, opts: DialOptions = {}): net.So
   const t = opts.tls;
   const socket = t
     ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group)
-    : net.connect({
-      host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true,
-      onread: opts.onRead ? userRead(opts.onRead) : undefined,
-    });
+    : opts.direct === true
+      ? markDirect(net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true, onread: directRead() } as net.NetConnectOpts))
+      : net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true });
   if (net.isIP(host) === 0) {
     const tcp = (socket as unknown as { rawSocket?: net.Socket }).rawSocket ?? socket;
     tcp.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
   }
   return socket;
-}
-
-function userRead(onRead: (bytes: Buffer) => void): net.OnReadOpts {
-  const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_BYTES));
-  return {
-    buffer,
-    callback(n: number, buf: Uint8Array): boolean {
-      const bytes = Buffer.allocUnsafe(n);
-      bytes.set(n === buf.length ? buf : buf.subarray(0, n));
-      onRead(bytes);
-      return true;
-    },
-  };
 }

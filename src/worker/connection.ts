@@ -2,7 +2,9 @@
  * The owner of one downstream connection: sniff its protocol from the first
  * bytes, then hand it to the matching session (HTTP/1, HTTP/2) or to the
  * opaque TCP proxy. Sniffing reads in paused mode and unshifts every byte back
- * in the same tick, so the codec sees the stream from its first byte.
+ * in the same tick, so the codec sees the stream from its first byte. A socket
+ * that reads through the worker's buffer (src/net/direct-read.ts) whose first
+ * read is plainly HTTP/1 skips all that: the session gets those bytes as they are.
  *
  * On an inbound listener with mTLS on (tls.inbound, src/tls/), a connection that begins
  * `16 03` is terminated here, in the worker, and what comes out of it is sniffed again as if it
@@ -21,6 +23,7 @@ import { serveHttp2 } from '../protocols/http2/http2-session';
 import { DubboSession } from '../protocols/dubbo/dubbo-session';
 import { identityEdits } from '../tls/xfcc';
 import { LogEvery } from '../log';
+import { deliverRead, isDirect, setReadSink } from '../net/direct-read';
 
 const tlsRefusedLog = new LogEvery('inbound TLS connection refused');
 const plaintextRefusedLog = new LogEvery('plaintext connection refused on a strict mTLS port');
@@ -62,6 +65,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   }
 
   let decided = false;
+  const direct = isDirect(socket);
   const chunks: Buffer[] = [];
   let length = 0;
   /** Silent past tcp.sniffTimeoutMs: the upstream is dialled, and the first to speak decides. */
@@ -73,6 +77,8 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   const stopSniffing = () => {
     decided = true;
     clearTimeout(timer);
+    // reads go to the Readable side again, unless the session dispatched to takes them (HTTP/1)
+    if (direct) setReadSink(socket, null);
     socket.removeListener('readable', onReadable);
     socket.removeListener('end', onEnd);
     socket.removeListener('close', onClose);
@@ -217,6 +223,26 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   socket.once('close', onClose);
   socket.on('readable', onReadable);
   socket.once('end', onEnd);
+  /**
+   * A socket that reads through the thread's buffer (src/net/direct-read.ts): first bytes that
+   * decide HTTP/1 by themselves go straight to its session, with no copy and no stream. Anything
+   * else (more bytes needed, another protocol, a held upstream) is pushed into the socket's
+   * Readable side and recognised as above.
+   */
+  if (direct) {
+    setReadSink(socket, {
+      onRead(bytes: Buffer): boolean {
+        if (!decided && held === null && length === 0
+          && sniff(bytes.length > MAX_SNIFF_BYTES ? bytes.subarray(0, MAX_SNIFF_BYTES) : bytes) === 'http1') {
+          decide('http1');
+          if (socket.destroyed) return false;
+        } else {
+          setReadSink(socket, null);
+        }
+        return deliverRead(socket, bytes);
+      },
+    });
+  }
 }
 
 /** Terminates inbound mTLS, then serves what is inside as a connection of its own, with the caller's identity. */

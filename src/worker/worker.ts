@@ -23,6 +23,7 @@ import { WorkerRuntime, type CompiledConfig, type ListenerRuntime } from './runt
 import { serveConnection } from './connection';
 import { log } from '../log';
 import { loadNative } from '../net/native';
+import { directRead, markDirect } from '../net/direct-read';
 
 const data = workerData as { shared: SharedMemoryHandle; control?: string };
 const shared = new SharedState(data.shared);
@@ -77,16 +78,20 @@ const tcpWrap = ((): { TCP: new (type: number) => { open(fd: number): number; cl
   }
 })();
 
-/** A socket that owns `fd`. noDelay: the descriptor has TCP_NODELAY from its listener, so serveConnection's setNoDelay costs nothing. */
+/**
+ * A socket that owns `fd`. noDelay: the descriptor has TCP_NODELAY from its listener, so
+ * serveConnection's setNoDelay costs nothing. It reads through the thread's buffer
+ * (src/net/direct-read.ts): HTTP/1 takes the bytes from there, the rest reads it as a stream.
+ */
 function socketFor(fd: number): net.Socket {
   if (tcpWrap) {
     const handle = new tcpWrap.TCP(tcpWrap.constants.SOCKET);
     if (handle.open(fd) === 0) {
-      return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
+      return markDirect(new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true, noDelay: true, onread: directRead() } as net.SocketConstructorOpts));
     }
     handle.close(); // it never took the descriptor
   }
-  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true } as net.SocketConstructorOpts);
+  return markDirect(new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true, onread: directRead() } as net.SocketConstructorOpts));
 }
 
 const inbox = HandoffInbox.claim(shared.memory, threadId);

@@ -266,14 +266,19 @@ export class Http1Decoder {
     return this.queued + this.lineLen;
   }
 
-  push(chunk: Buffer): void {
+  /**
+   * `transient`: the chunk's memory is reused once this call returns (a socket's shared read
+   * buffer): whatever of it the decoder keeps (a paused or pipelined remainder) is copied. Body
+   * slices handed to onBody are views of it all the same, valid during that call only.
+   */
+  push(chunk: Buffer, transient = false): void {
     if (this.dead || this.closed || this.discarding || chunk.length === 0) return;
     if (this.paused || this.stopped || this.executing) {
-      this.queue.push(chunk);
+      this.queue.push(transient ? Buffer.from(chunk) : chunk);
       this.queued += chunk.length;
       return;
     }
-    this.drain(chunk);
+    this.drain(chunk, transient);
   }
 
   /** Stop emitting events (also callable from inside a handler); later bytes are buffered. */
@@ -343,7 +348,7 @@ export class Http1Decoder {
 
   // ---- driver ------------------------------------------------------------------------------
 
-  private drain(first: Buffer | null): void {
+  private drain(first: Buffer | null, transient = false): void {
     this.executing = true;
     try {
       let buf: Buffer | undefined = first ?? this.shiftQueue() ?? EMPTY;
@@ -351,7 +356,8 @@ export class Http1Decoder {
         const pos = this.run(buf, 0);
         if (this.dead) break;
         if (pos < buf.length) {
-          this.queue.unshift(pos === 0 ? buf : buf.subarray(pos));
+          const rest = pos === 0 ? buf : buf.subarray(pos);
+          this.queue.unshift(transient && buf === first ? Buffer.from(rest) : rest);
           this.queued += buf.length - pos;
           break;
         }

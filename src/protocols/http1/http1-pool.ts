@@ -14,6 +14,7 @@ import type { ClusterConfig, SluiceConfig } from '../../config/config';
 import type { ClusterStats } from '../../upstream/cluster';
 import { dial, dialFailure, type DialOptions } from '../../upstream/dial';
 import { CONNECTIONS, type ClusterLimits } from '../../protection';
+import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
@@ -83,6 +84,8 @@ export class Http1Connection implements Http1Handler {
   /** The cluster limits this connection holds a place of, given back when it closes. */
   gate: ClusterLimits | null = null;
   private keepAlive = true;
+  /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
+  private readonly direct: boolean;
 
   constructor(
     private readonly pool: Http1Pool,
@@ -90,12 +93,13 @@ export class Http1Connection implements Http1Handler {
     private readonly stats: Stats,
     private readonly cstats: ClusterStats,
     limits: PoolLimits,
-    userReads: boolean,
   ) {
     this.socket = socket;
     this.decoder = new Http1Decoder('response', this, { maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders });
-    // a plaintext connection was dialled with its reads coming to onData already (Http1Pool.connect)
-    if (!userReads) socket.on('data', (d: Buffer) => this.onData(d));
+    // a plaintext connection reads through the thread's buffer (onRead), a TLS one as a stream
+    this.direct = isDirect(socket);
+    if (this.direct) setReadSink(socket, this);
+    else socket.on('data', (d: Buffer) => this.onRead(d));
     socket.on('end', () => {
       try {
         if (this.sink) this.decoder.end();
@@ -113,20 +117,19 @@ export class Http1Connection implements Http1Handler {
     socket.on('timeout', () => { if (!this.sink) this.destroy(); });
   }
 
-  /** Bytes from the upstream. */
-  onData(d: Buffer): void {
-    // a tunnel (after 101) is piped, which listens for 'data': reads dialled to come here go there
-    if (this.detached) { this.socket.emit('data', d); return; }
-    if (!this.sink) { this.destroy(); return; } // bytes nobody asked for: the connection is out of step
-    this.responseStarted = true;
+  /** Response bytes; with `direct`, a view of the thread's read buffer, valid during this call only. */
+  onRead(d: Buffer): boolean {
     const sink = this.sink;
+    if (!sink) { this.destroy(); return false; } // bytes nobody asked for: the connection is out of step
+    this.responseStarted = true;
     try {
       sink.batchStart?.();
-      this.decoder.push(d);
+      this.decoder.push(d, this.direct);
       sink.batchEnd?.();
     } catch (err) {
       this.bug(err as Error);
     }
+    return true;
   }
 
   /** A bug of ours surfaced in a response callback: lose this exchange, never the worker. */
@@ -160,7 +163,8 @@ export class Http1Connection implements Http1Handler {
   }
 
   onBody(chunk: Buffer): void {
-    this.sink?.onResponseBody(chunk);
+    // a view of the shared read buffer outlives this call in a downstream write libuv may hold
+    this.sink?.onResponseBody(this.direct ? copyOf(chunk) : chunk);
   }
 
   onMessageEnd(trailers: string[] | null): boolean {
@@ -172,6 +176,7 @@ export class Http1Connection implements Http1Handler {
       const rest = this.decoder.takeRemainder();
       this.socket.removeAllListeners('data');
       this.socket.removeAllListeners('end');
+      setReadSink(this.socket, null); // the tunnel reads the socket as a stream
       this.socket.setTimeout(0); // a tunnel's idle time is the session's business
       this.detached = true;
       this.pool.detach();
@@ -266,14 +271,7 @@ export class Http1Pool {
     this.total++;
     this.connecting++;
     this.stats.inc(cstats.cxTotal);
-    // plaintext: reads come straight to the connection (no Readable stream); before it exists
-    // (connecting) the upstream has nothing to say, and bytes it sends anyway are out of step
-    let conn: Http1Connection | null = null;
-    const userReads = !this.tls;
-    const socket = dial(this.host, this.port, {
-      tls: this.tls,
-      onRead: userReads ? (d) => { if (conn) conn.onData(d); else socket.destroy(); } : undefined,
-    });
+    const socket = dial(this.host, this.port, { tls: this.tls, direct: true });
     let settled = false;
     const timer = setTimeout(() => fail('connect_timeout'), this.limits.connectTimeoutMs);
     const fail = (why: AcquireError) => {
@@ -296,7 +294,7 @@ export class Http1Pool {
       this.connecting--;
       socket.removeAllListeners('error');
       this.stats.inc(cstats.cxActive);
-      conn = new Http1Connection(this, socket, this.stats, cstats, this.limits, userReads);
+      const conn = new Http1Connection(this, socket, this.stats, cstats, this.limits);
       conn.gate = gate;
       cb(null, conn);
     });

@@ -23,6 +23,7 @@ import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
 import { atTurnEnd, corkUntilTurnEnd, type TurnEnd } from '../../worker/turn-end';
 import type { CompiledFallback } from '../../protection/fallback';
+import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
@@ -94,6 +95,8 @@ export class Http1Session implements Http1Handler, TurnEnd {
   /** We are ending the connection: input is no longer parsed. */
   private closing = false;
   private peerCache: Peer | null = null;
+  /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
+  private direct = false;
   /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
   private pending: Buffer | null = null;
   private pendingMore: Buffer[] | null = null;
@@ -107,7 +110,10 @@ export class Http1Session implements Http1Handler, TurnEnd {
     const s = this.socket as OwnedSocket;
     // shared listeners that find the session on the socket: no closures per connection
     s[SESSION] = this;
-    s.on('data', Http1Session.onSocketData);
+    // a socket that reads through the thread's buffer gives its bytes to onRead; others emit 'data'
+    this.direct = isDirect(s);
+    if (this.direct) setReadSink(s, this);
+    else s.on('data', Http1Session.onSocketData);
     s.on('end', Http1Session.onSocketEnd);
     s.on('close', Http1Session.onSocketClose);
     // one listener for the connection's life: the exchange that paused its upstream resumes it
@@ -139,10 +145,16 @@ export class Http1Session implements Http1Handler, TurnEnd {
 
   // ── downstream socket ────────────────────────────────────────────────────
 
+  /** @internal Bytes in the thread's read buffer (src/net/direct-read.ts), valid during this call only. */
+  onRead(bytes: Buffer): boolean {
+    this.onData(bytes);
+    return true; // backpressure pauses the socket (pause() stops the handle's reads)
+  }
+
   private onData(d: Buffer): void {
     if (this.closing) return;
     try {
-      this.decoder.push(d);
+      this.decoder.push(d, this.direct);
       // pipelined requests queue in the decoder; stop reading once a head's worth is waiting
       if (this.decoder.bufferedBytes > this.rt.current().config.http.maxHeaderBytes) this.socket.pause();
       this.headerPending();
@@ -287,7 +299,8 @@ export class Http1Session implements Http1Handler, TurnEnd {
   }
 
   onBody(chunk: Buffer): void {
-    this.current?.x.onRequestBody(chunk, false);
+    // a view of the shared read buffer outlives this call wherever it goes (a write libuv holds, a retry's copy)
+    this.current?.x.onRequestBody(this.direct ? copyOf(chunk) : chunk, false);
   }
 
   onMessageEnd(trailers: string[] | null): boolean {
@@ -531,6 +544,7 @@ class Http1Downstream implements Downstream {
     session.exchangeFinished(this);
     down.removeAllListeners('data');
     down.removeAllListeners('end');
+    setReadSink(down, null); // the tunnel reads the socket as a stream
     // bytes the client sent after its upgrade request, held by the stopped decoder, go first
     const early = session.takeRemainder();
     if (early.length) up.write(early);

@@ -1,0 +1,86 @@
+/**
+ * Reads that bypass Node's Readable stream. A socket made with `directRead()` as its `onread`
+ * option has libuv read into one buffer shared by every such socket of the thread, and the bytes
+ * go straight to the socket's sink: no read buffer allocated and freed per read, no
+ * `Readable.push`, no `nextTick` per chunk.
+ *
+ *   libuv read ─▶ READ_BUFFER ─▶ onDirectRead ─┬─ sink set:   sink.onRead(view)   (view valid during the call only)
+ *                                              └─ no sink:    push(copy)          (a plain Readable: 'data', pipe, read())
+ *
+ * The view is overwritten by the next read of any socket of the thread: a sink keeps nothing of
+ * it past the call without copying (a request body forwarded with socket.write may be held by
+ * libuv when the write does not complete at once, so body chunks are copied). With no sink the
+ * socket is an ordinary stream (one copy per read, in place of Node's own allocation), which is
+ * what TLS termination, HTTP/2, Dubbo and opaque TCP use; TLS takes the handle over with a stream
+ * listener of its own and no longer reads through here at all.
+ *
+ * Backpressure: `pause()` and `resume()` of a direct socket stop and restart the handle's reads
+ * (Node does that for sockets with a user buffer); a sink may also return false to stop reading.
+ * End of stream and errors come as the socket's usual 'end', 'error' and 'close'.
+ */
+import type net from 'node:net';
+
+/** Bytes one read may bring. Node's own reads use 64 KiB too. */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+const READ_BUFFER = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+
+export interface ReadSink {
+  /** Bytes read; `bytes` is valid only during the call. False stops reading (resume() restarts it). */
+  onRead(bytes: Buffer): boolean;
+}
+
+/** On a socket made with `directRead()`: its sink, or null (its Readable side). Absent on any other socket. */
+const SINK = Symbol('readSink');
+type DirectSocket = net.Socket & { [SINK]?: ReadSink | null };
+
+/** Called by Node with the socket as `this` (lib/internal/stream_base_commons.js, onStreamRead). */
+function onDirectRead(this: DirectSocket, n: number, buf: Buffer): boolean {
+  const sink = this[SINK];
+  if (sink) return sink.onRead(buf.subarray(0, n));
+  return this.push(copyOf(buf, n));
+}
+
+const OPTION = Object.freeze({ buffer: READ_BUFFER, callback: onDirectRead as (n: number, buf: Buffer) => boolean });
+
+/** The `onread` option for a socket that reads through the thread's buffer. */
+export function directRead(): { readonly buffer: Buffer; readonly callback: (n: number, buf: Buffer) => boolean } {
+  return OPTION;
+}
+
+/** Marks a socket made with `directRead()` (the option leaves no public trace on the socket). */
+export function markDirect(socket: net.Socket): net.Socket {
+  (socket as DirectSocket)[SINK] = null;
+  return socket;
+}
+
+export function isDirect(socket: net.Socket): boolean {
+  return (socket as DirectSocket)[SINK] !== undefined;
+}
+
+/**
+ * Sends the socket's reads to `sink`, or (null) back to its Readable side. Bytes already in the
+ * Readable buffer go to the sink first, so nothing is lost or reordered by the switch.
+ */
+export function setReadSink(socket: net.Socket, sink: ReadSink | null): void {
+  const s = socket as DirectSocket;
+  if (s[SINK] === undefined) return;
+  s[SINK] = sink;
+  if (sink !== null && s.readableLength > 0) {
+    let c: Buffer | null;
+    while ((c = s.read() as Buffer | null) !== null) sink.onRead(c);
+  }
+}
+
+/** Bytes read while the socket's reader changed (inside a sink's onRead): to its sink now, or its Readable side. */
+export function deliverRead(socket: net.Socket, bytes: Buffer): boolean {
+  const sink = (socket as DirectSocket)[SINK];
+  return sink ? sink.onRead(bytes) : socket.push(copyOf(bytes));
+}
+
+/** A copy of the first `n` bytes of `buf` that owns its memory (small ones share Node's pool). */
+export function copyOf(buf: Buffer, n: number = buf.length): Buffer {
+  const c = Buffer.allocUnsafe(n);
+  buf.copy(c, 0, 0, n);
+  return c;
+}
