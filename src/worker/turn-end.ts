@@ -20,8 +20,23 @@ export interface TurnEnd {
 
 let queued: TurnEnd[] = [];
 let spare: TurnEnd[] = [];
+let scheduled = false;
+
+/** Sockets corked until the end of this turn (see `corkUntilTurnEnd`). */
+const kCorkedForTurn = Symbol('sluice.corkedForTurn');
+type Corkable = { cork(): void; uncork(): void; destroyed: boolean; writableEnded: boolean; [kCorkedForTurn]?: boolean };
+let corked: Corkable[] = [];
+let spareCorked: Corkable[] = [];
+
+function schedule(): void {
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(runTurnEnd);
+  }
+}
 
 function runTurnEnd(): void {
+  scheduled = false;
   const list = queued;
   queued = spare;
   for (let i = 0; i < list.length; i++) {
@@ -34,10 +49,41 @@ function runTurnEnd(): void {
   }
   list.length = 0;
   spare = list;
+  // after the held replies, which may have gone into a corked socket
+  const socks = corked;
+  corked = spareCorked;
+  for (let i = 0; i < socks.length; i++) {
+    const s = socks[i];
+    s[kCorkedForTurn] = false;
+    // a socket ended meanwhile was flushed by end(); a destroyed one has nobody to write to
+    if (s.destroyed || s.writableEnded) continue;
+    try {
+      s.uncork();
+    } catch (err) {
+      log.error({ err, where: 'turn end' }, 'internal error on a connection');
+    }
+  }
+  socks.length = 0;
+  spareCorked = socks;
 }
 
 /** Queues `t` for the end of this turn; the caller queues it at most once per turn. */
 export function atTurnEnd(t: TurnEnd): void {
-  if (queued.length === 0) setImmediate(runTurnEnd);
+  schedule();
   queued.push(t);
+}
+
+/**
+ * Holds what is written to `s` from now until the end of this turn, then writes it in one go
+ * (one writev): a proxied response or request goes out after every socket readable in this turn
+ * was read, as local replies do, rather than waking its reader in the middle of the turn.
+ * Writing, ending or destroying the socket meanwhile keeps the order: end() flushes what is
+ * held first, destroy() drops it as it would drop any unsent bytes.
+ */
+export function corkUntilTurnEnd(s: Corkable): void {
+  if (s[kCorkedForTurn] === true) return;
+  s[kCorkedForTurn] = true;
+  s.cork();
+  schedule();
+  corked.push(s);
 }

@@ -90,21 +90,12 @@ export class Http1Connection implements Http1Handler {
     private readonly stats: Stats,
     private readonly cstats: ClusterStats,
     limits: PoolLimits,
+    userReads: boolean,
   ) {
     this.socket = socket;
     this.decoder = new Http1Decoder('response', this, { maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders });
-    socket.on('data', (d: Buffer) => {
-      if (!this.sink) { this.destroy(); return; } // bytes nobody asked for: the connection is out of step
-      this.responseStarted = true;
-      const sink = this.sink;
-      try {
-        sink.batchStart?.();
-        this.decoder.push(d);
-        sink.batchEnd?.();
-      } catch (err) {
-        this.bug(err as Error);
-      }
-    });
+    // a plaintext connection was dialled with its reads coming to onData already (Http1Pool.connect)
+    if (!userReads) socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => {
       try {
         if (this.sink) this.decoder.end();
@@ -120,6 +111,22 @@ export class Http1Connection implements Http1Handler {
     // An exchange waiting on a slow upstream ignores it (the route timeout covers that).
     socket.setTimeout(limits.idleTimeoutMs);
     socket.on('timeout', () => { if (!this.sink) this.destroy(); });
+  }
+
+  /** Bytes from the upstream. */
+  onData(d: Buffer): void {
+    // a tunnel (after 101) is piped, which listens for 'data': reads dialled to come here go there
+    if (this.detached) { this.socket.emit('data', d); return; }
+    if (!this.sink) { this.destroy(); return; } // bytes nobody asked for: the connection is out of step
+    this.responseStarted = true;
+    const sink = this.sink;
+    try {
+      sink.batchStart?.();
+      this.decoder.push(d);
+      sink.batchEnd?.();
+    } catch (err) {
+      this.bug(err as Error);
+    }
   }
 
   /** A bug of ours surfaced in a response callback: lose this exchange, never the worker. */
@@ -259,7 +266,14 @@ export class Http1Pool {
     this.total++;
     this.connecting++;
     this.stats.inc(cstats.cxTotal);
-    const socket = dial(this.host, this.port, { tls: this.tls });
+    // plaintext: reads come straight to the connection (no Readable stream); before it exists
+    // (connecting) the upstream has nothing to say, and bytes it sends anyway are out of step
+    let conn: Http1Connection | null = null;
+    const userReads = !this.tls;
+    const socket = dial(this.host, this.port, {
+      tls: this.tls,
+      onRead: userReads ? (d) => { if (conn) conn.onData(d); else socket.destroy(); } : undefined,
+    });
     let settled = false;
     const timer = setTimeout(() => fail('connect_timeout'), this.limits.connectTimeoutMs);
     const fail = (why: AcquireError) => {
@@ -282,7 +296,7 @@ export class Http1Pool {
       this.connecting--;
       socket.removeAllListeners('error');
       this.stats.inc(cstats.cxActive);
-      const conn = new Http1Connection(this, socket, this.stats, cstats, this.limits);
+      conn = new Http1Connection(this, socket, this.stats, cstats, this.limits, userReads);
       conn.gate = gate;
       cb(null, conn);
     });

@@ -21,7 +21,7 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
-import { atTurnEnd, type TurnEnd } from '../../worker/turn-end';
+import { atTurnEnd, corkUntilTurnEnd, type TurnEnd } from '../../worker/turn-end';
 import type { CompiledFallback } from '../../protection/fallback';
 
 class Http1View implements RequestView {
@@ -519,8 +519,8 @@ class Http1Downstream implements Downstream {
   }
 
   batch(start: boolean): void {
-    if (start) this.session.out.cork();
-    else this.session.socket.uncork();
+    // what the batch writes goes out at the end of the turn, with the other sockets' answers
+    if (start) corkUntilTurnEnd(this.session.out);
   }
 
   upgrade(up: net.Socket, rest: Buffer): void {

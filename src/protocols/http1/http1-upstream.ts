@@ -16,6 +16,7 @@ import { applyEdits, h2ToFlat, type HttpRequestForm } from '../http/forms';
 import type { Http1Head } from './http1-decoder';
 import { chunkParts, encodeRequestHead, lastChunk, type Framing } from './http1-encoder';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from './http1-pool';
+import { corkUntilTurnEnd } from '../../worker/turn-end';
 
 const EMPTY = Buffer.alloc(0);
 /** Also left out of a request whose h2c upgrade is not forwarded. */
@@ -63,11 +64,11 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     const form = this.x.down.request as HttpRequestForm;
     conn.start(this, form.kind === 'h1' ? form.head.method : form.stream.method);
     const sock = conn.socket;
-    sock.cork();
+    // the request (head, and the body that came with it) goes upstream at the end of the turn
+    corkUntilTurnEnd(sock);
     sock.write(this.head(form, this.x.requestEdits), 'latin1');
     if (this.x.headOnly) { this.ended = true; conn.requestDone = true; }
     this.sink.onAttemptReady(this);
-    sock.uncork();
   }
 
   /** The request head in HTTP/1 form, with the routed target and Host, framing of our own. */
