@@ -234,7 +234,7 @@ export class TlsRuntime {
    * its 'connect' comes only once the handshake and the peer's identity check are done, so a pool
    * counts a connection only when requests can go on it, and a refused peer is a connect failure.
    */
-  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean, group = ''): net.Socket {
+  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean, group = '', onread?: net.OnReadOpts): net.Socket {
     const gen = this.current();
     if (!gen) {
       const s = new net.Socket();
@@ -242,11 +242,12 @@ export class TlsRuntime {
       return s;
     }
     const sessionKey = `${host}:${port}`;
-    const raw = net.connect({ host, port, noDelay: true, allowHalfOpen });
     /** Why checkServerIdentity refused the peer, if it did. */
     let refused: PeerRefusal | null = null;
+    // the TLS socket makes its own TCP connection (its 'lookup' is dial's to log): only so does
+    // `onread` take effect, the decrypted bytes going to the caller without a Readable stream
     const c = tls.connect({
-      socket: raw, secureContext: gen.client, ALPNProtocols: alpn ? [...alpn] : undefined, session: gen.sessions.get(sessionKey),
+      host, port, onread, secureContext: gen.client, ALPNProtocols: alpn ? [...alpn] : undefined, session: gen.sessions.get(sessionKey),
       rejectUnauthorized: true, allowHalfOpen,
       checkServerIdentity: (_host: string, cert: tls.PeerCertificate) => {
         // the chain was checked by OpenSSL against the bundle; here: one SPIFFE ID, and one the config expects
@@ -259,6 +260,7 @@ export class TlsRuntime {
         return undefined;
       },
     } as tls.ConnectionOptions);
+    c.setNoDelay(true);
     this.outbound.set(c, { gen, group });
     c.once('close', () => this.outbound.delete(c));
     c.on('session', (s: Buffer) => {
@@ -298,8 +300,6 @@ export class TlsRuntime {
       c.destroy(Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }));
     }, o.handshakeTimeoutMs);
     timer.unref();
-    // name lookups of the raw socket are logged by dial
-    (c as unknown as { rawSocket: net.Socket }).rawSocket = raw;
     return c;
   }
 

@@ -49,8 +49,8 @@ export interface DialOptions {
    */
   tls?: { runtime: TlsRuntime; spec: OutboundTls; alpn?: readonly string[]; group?: string } | null;
   /**
-   * Plaintext only (ignored with `tls`): the socket's bytes come to `onRead` rather than as
-   * 'data' events. Each read lands in one buffer the thread's upstream sockets share and
+   * The socket's bytes (with `tls`, once decrypted) come to `onRead` rather than as 'data'
+   * events. Each read lands in one buffer the thread's upstream sockets share and
    * `onRead` is given a copy of its own (which it may keep), with no `Readable` stream in
    * between: no per-read allocation of a 64 KiB buffer, no push, no tick. The socket still
    * emits 'end', 'error' and 'close', and pause()/resume() still stop and start reading.
@@ -58,7 +58,7 @@ export interface DialOptions {
   onRead?: (bytes: Buffer) => void;
 }
 
-/** Where plaintext upstream reads land (see DialOptions.onRead): one per thread, copied out at once. */
+/** Where upstream reads land (see DialOptions.onRead): one per thread, copied out at once. */
 let readBuffer: Buffer | null = null;
 const READ_BUFFER_BYTES = 64 * 1024;
 
@@ -69,15 +69,12 @@ const READ_BUFFER_BYTES = 64 * 1024;
  */
 export function dial(host: string, port: number, opts: DialOptions = {}): net.Socket {
   const t = opts.tls;
+  const onread = opts.onRead ? userRead(opts.onRead) : undefined;
   const socket = t
-    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group)
-    : net.connect({
-      host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true,
-      onread: opts.onRead ? userRead(opts.onRead) : undefined,
-    });
+    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group, onread)
+    : net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true, onread });
   if (net.isIP(host) === 0) {
-    const tcp = (socket as unknown as { rawSocket?: net.Socket }).rawSocket ?? socket;
-    tcp.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
+    socket.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
   }
   return socket;
 }

@@ -266,13 +266,12 @@ export class Http1Pool {
     this.total++;
     this.connecting++;
     this.stats.inc(cstats.cxTotal);
-    // plaintext: reads come straight to the connection (no Readable stream); before it exists
-    // (connecting) the upstream has nothing to say, and bytes it sends anyway are out of step
+    // reads (on mTLS, decrypted) come straight to the connection (no Readable stream); before it
+    // exists (connecting) the upstream has nothing to say, and bytes it sends anyway are out of step
     let conn: Http1Connection | null = null;
-    const userReads = !this.tls;
     const socket = dial(this.host, this.port, {
       tls: this.tls,
-      onRead: userReads ? (d) => { if (conn) conn.onData(d); else socket.destroy(); } : undefined,
+      onRead: (d) => { if (conn) conn.onData(d); else socket.destroy(); },
     });
     let settled = false;
     const timer = setTimeout(() => fail('connect_timeout'), this.limits.connectTimeoutMs);
@@ -296,7 +295,7 @@ export class Http1Pool {
       this.connecting--;
       socket.removeAllListeners('error');
       this.stats.inc(cstats.cxActive);
-      conn = new Http1Connection(this, socket, this.stats, cstats, this.limits, userReads);
+      conn = new Http1Connection(this, socket, this.stats, cstats, this.limits, true);
       conn.gate = gate;
       cb(null, conn);
     });
