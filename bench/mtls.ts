@@ -5,12 +5,14 @@
  *                wrk ─▶ Sluice A' ─mTLS─────▶ Sluice B' ─▶ nginx       (added by mTLS: target ≤ 12 µs)
  *                wrk ─▶ Sluice A ─plaintext──▶ nginx N  ─▶ nginx        N in B's place: nginx terminating
  *                wrk ─▶ Sluice A' ─mTLS─────▶ nginx N' ─▶ nginx        mTLS (one worker), CPU µs/req of N
+ *                wrk ─▶ nginx M ─plaintext──▶ Sluice B ─▶ nginx        M in A's place: nginx originating
+ *                wrk ─▶ nginx M' ─mTLS──────▶ Sluice B' ─▶ nginx       mTLS, CPU µs/req of B beside it
  *   handshakes   a TLS 1.3 client with a client certificate ─▶ Sluice B' (strict), ─▶ nginx N' and
  *                ─▶ openssl s_server -Verify 1: full handshakes, then resumed ones (session tickets),
  *                CPU µs per handshake of the server                  (targets: full ≤ 1.3 × s_server,
  *                                                                      resumed ≤ ½ full)
  *
- *   node dist/bench/mtls.js [--seconds N] [--rounds N] [--connections 8,1] [--out FILE]
+ *   node dist/bench/mtls.js [--seconds N] [--rounds N] [--connections 8[,1]] [--out FILE]
  *
  * CPU is utime + stime of the server's process tree from /proc, after minus before, divided by
  * what was completed; the load tools (wrk, this process's TLS client) are not counted. The
@@ -47,7 +49,7 @@ const SECONDS = arg('seconds', 5);
 const ROUNDS = arg('rounds', 3);
 const connIdx = process.argv.indexOf('--connections');
 /** wrk's connections for the keep-alive rows: 8 keeps two CPUs busy (four processes on them), 1 leaves them idle between requests. */
-const CONNECTIONS = connIdx > 0 ? process.argv[connIdx + 1].split(',').map(Number) : [8, 1];
+const CONNECTIONS = connIdx > 0 ? process.argv[connIdx + 1].split(',').map(Number) : [8];
 const outIdx = process.argv.indexOf('--out');
 const OUT = outIdx > 0 ? process.argv[outIdx + 1] : path.join(ROOT, 'bench', 'results', 'mtls-latest.json');
 
@@ -136,22 +138,33 @@ async function cpuPer<T extends number | { done: number }>(pids: number[], run: 
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** nginx in B's place: mTLS terminated (client certificate required) and plaintext, proxying keep-alive to `up`. */
-function nginxTerminatorConf(dir: string, w: Workload, up: number, plainPort: number, tlsPort: number, ownId: string): string {
-  const proxy = 'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";';
+/**
+ * One nginx (one worker) in two roles, never loaded at once. N, in B's place: terminates mTLS
+ * (client certificate required) or plaintext and proxies keep-alive to `up`. M, in A's place:
+ * plaintext in, to Sluice B over plaintext or mTLS (its own certificate; B's is not checked: it has
+ * no DNS name for nginx to match, and a handshake's checks do not change the cost per request).
+ */
+function nginxConf(dir: string, p: { up: number; nPlain: number; nTls: number; mPlain: number; mTls: number; bPlain: number; bTls: number },
+  server: Workload, client: Workload, ownId: string): string {
+  const keep = 'proxy_http_version 1.1; proxy_set_header Connection "";';
   return `worker_processes 1; daemon off; master_process on; pid ${dir}/nginx-n.pid;
 error_log ${dir}/nginx-n-error.log warn; events { worker_connections 4096; }
 http { access_log off; client_body_temp_path ${dir}/nginx-n; proxy_temp_path ${dir}/nginx-n; keepalive_requests 10000000; keepalive_timeout 300s;
-  upstream app { server 127.0.0.1:${up}; keepalive 64; }
-  server { listen 127.0.0.1:${plainPort}; location / { ${proxy} proxy_set_header x-forwarded-client-cert ""; } }
-  server { listen 127.0.0.1:${tlsPort} ssl;
-    ssl_certificate ${w.certFile}; ssl_certificate_key ${w.keyFile}; ssl_client_certificate ${w.caFile}; ssl_verify_client on;
+  upstream app { server 127.0.0.1:${p.up}; keepalive 64; }
+  upstream b_plain { server 127.0.0.1:${p.bPlain}; keepalive 64; }
+  upstream b_tls { server 127.0.0.1:${p.bTls}; keepalive 64; }
+  server { listen 127.0.0.1:${p.nPlain}; location / { proxy_pass http://app; ${keep} proxy_set_header x-forwarded-client-cert ""; } }
+  server { listen 127.0.0.1:${p.nTls} ssl;
+    ssl_certificate ${server.certFile}; ssl_certificate_key ${server.keyFile}; ssl_client_certificate ${server.caFile}; ssl_verify_client on;
     ssl_protocols TLSv1.3; ssl_session_tickets on;
-    location / { ${proxy} proxy_set_header x-forwarded-client-cert "By=${ownId};Hash=$ssl_client_fingerprint"; } } }
+    location / { proxy_pass http://app; ${keep} proxy_set_header x-forwarded-client-cert "By=${ownId};Hash=$ssl_client_fingerprint"; } }
+  server { listen 127.0.0.1:${p.mPlain}; location / { proxy_pass http://b_plain; ${keep} } }
+  server { listen 127.0.0.1:${p.mTls}; location / { proxy_pass https://b_tls; ${keep}
+    proxy_ssl_certificate ${client.certFile}; proxy_ssl_certificate_key ${client.keyFile}; proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on; } } }
 `;
 }
 
-type Kind = 'plaintext' | 'mtls' | 'nginxPlaintext' | 'nginxMtls';
+type Kind = 'plaintext' | 'mtls' | 'nginxPlaintext' | 'nginxMtls' | 'nginxAPlaintext' | 'nginxAMtls';
 
 async function main(): Promise<void> {
   process.once('exit', killAllStartedSync);
@@ -161,7 +174,7 @@ async function main(): Promise<void> {
   console.log(`node ${info.node}, ${info.cpus} CPUs, commit ${info.commit}, load average ${info.loadavg.toFixed(2)}`);
   try {
     const ids = pki(path.join(dir, 'pki'));
-    const [up, aPlain, bPlain, aTls, bTls, bProbe, sServer, ad1, ad2, ad3, ad4, aPlainNgx, aTlsNgx, nPlain, nTls] = await freePorts(15);
+    const [up, aPlain, bPlain, aTls, bTls, bProbe, sServer, ad1, ad2, ad3, ad4, aPlainNgx, aTlsNgx, nPlain, nTls, mPlain, mTls] = await freePorts(17);
     mkdirSync(path.join(dir, 'nginx'));
     mkdirSync(path.join(dir, 'nginx-n'));
     writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes 1; daemon off; master_process on; pid ${dir}/nginx.pid;
@@ -171,7 +184,7 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
 `);
     const nginx = startChild('nginx', NGINX, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'nginx-error.log')]);
     await waitHttp200(`http://127.0.0.1:${up}/`, 10_000, nginx);
-    writeFileSync(path.join(dir, 'nginx-n.conf'), nginxTerminatorConf(dir, ids.server, up, nPlain, nTls, 'spiffe://cluster.local/ns/shop/sa/orders'));
+    writeFileSync(path.join(dir, 'nginx-n.conf'), nginxConf(dir, { up, nPlain, nTls, mPlain, mTls, bPlain, bTls }, ids.server, ids.a, 'spiffe://cluster.local/ns/shop/sa/orders'));
     const ngxN = startChild('nginx-n', NGINX, ['-p', dir, '-c', path.join(dir, 'nginx-n.conf'), '-e', path.join(dir, 'nginx-n-error.log')]);
     await waitHttp200(`http://127.0.0.1:${nPlain}/`, 10_000, ngxN);
     const app = { name: 'app', endpoints: [`127.0.0.1:${up}`] };
@@ -202,13 +215,14 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
     });
     const sv = startChild('s_server', 'openssl', ['s_server', '-accept', `127.0.0.1:${sServer}`, '-cert', ids.server.certFile, '-key', ids.server.keyFile,
       '-CAfile', ids.server.caFile, '-Verify', '1', '-quiet', '-naccept', '100000000'], { stdin: true });
-    for (const [port, c] of [[aPlain, a1], [aTls, a2], [aPlainNgx, a1], [aTlsNgx, a2]] as const) await waitHttp200(`http://127.0.0.1:${port}/`, 20_000, c);
+    for (const [port, c] of [[aPlain, a1], [aTls, a2], [aPlainNgx, a1], [aTlsNgx, a2], [mPlain, ngxN], [mTls, ngxN]] as const) await waitHttp200(`http://127.0.0.1:${port}/`, 20_000, c);
     await waitFor('s_server', () => new Promise<boolean>((r) => { const s = net.connect(sServer, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); }), 10_000, sv);
 
     // ── keep-alive: A and B, and A with nginx N in B's place ─────────────────────────
     // per connection count, kind and round: CPU µs/req of A and of the terminating side (B or N)
     const scenarios: Array<[Kind, number, Child, Child]> = [
       ['plaintext', aPlain, a1, b1], ['mtls', aTls, a2, b2], ['nginxPlaintext', aPlainNgx, a1, ngxN], ['nginxMtls', aTlsNgx, a2, ngxN],
+      ['nginxAPlaintext', mPlain, ngxN, b1], ['nginxAMtls', mTls, ngxN, b2],
     ];
     type Sides = Record<Kind, { a: number[]; b: number[]; rps: number[] }>;
     const perConn = new Map<number, Sides>();
@@ -228,20 +242,21 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
           });
           sides[kind].a.push(m.each[0]);
           sides[kind].b.push(m.each[1]);
-          console.log(`keep-alive -c${conns} ${kind.padEnd(14)} round ${r + 1}: A ${m.each[0].toFixed(1)} + ${b === ngxN ? 'nginx N' : 'B'} ${m.each[1].toFixed(1)} = ${m.per.toFixed(1)} µs/req, ${m.result.done} requests`);
+          console.log(`keep-alive -c${conns} ${kind.padEnd(15)} round ${r + 1}: ${a === ngxN ? 'nginx M' : 'A'} ${m.each[0].toFixed(1)} + ${b === ngxN ? 'nginx N' : 'B'} ${m.each[1].toFixed(1)} = ${m.per.toFixed(1)} µs/req, ${m.result.done} requests`);
         }
       }
     }
     const keepAlive = (sides: Sides) => {
       const med = (k: Kind, side: 'a' | 'b') => median(sides[k][side]);
       const pair = (k: Kind) => median(sides[k].a.map((x, i) => x + sides[k].b[i]));
-      const side = (k: 'mtls' | 'nginxMtls', w: 'a' | 'b') => {
-        const plain = med(k === 'mtls' ? 'plaintext' : 'nginxPlaintext', w);
+      const side = (k: 'mtls' | 'nginxMtls' | 'nginxAMtls', w: 'a' | 'b') => {
+        const plain = med(k === 'mtls' ? 'plaintext' : k === 'nginxMtls' ? 'nginxPlaintext' : 'nginxAPlaintext', w);
         return { plaintext: plain, mtls: med(k, w), added: med(k, w) - plain };
       };
       return {
         plaintextMicrosPerReq: pair('plaintext'), mtlsMicrosPerReq: pair('mtls'), addedMicrosPerReq: pair('mtls') - pair('plaintext'), target: 12,
         sluiceA: side('mtls', 'a'), sluiceB: side('mtls', 'b'), nginxN: side('nginxMtls', 'b'), sluiceAToNginx: side('nginxMtls', 'a'),
+        nginxM: side('nginxAMtls', 'a'), sluiceBBehindNginx: side('nginxAMtls', 'b'),
         rps: Object.fromEntries(scenarios.map(([k]) => [k, median(sides[k].rps)])),
       };
     };
@@ -296,6 +311,8 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
       console.log(`| -c${c}: Sluice B (terminates) | ${us(k.sluiceB.plaintext)} | ${us(k.sluiceB.mtls)} | ${us(k.sluiceB.added)} | |`);
       console.log(`| -c${c}: nginx N in B's place (terminates) | ${us(k.nginxN.plaintext)} | ${us(k.nginxN.mtls)} | ${us(k.nginxN.added)} | |`);
       console.log(`| -c${c}: Sluice A in front of nginx N | ${us(k.sluiceAToNginx.plaintext)} | ${us(k.sluiceAToNginx.mtls)} | ${us(k.sluiceAToNginx.added)} | |`);
+      console.log(`| -c${c}: nginx M in A's place (originates) | ${us(k.nginxM.plaintext)} | ${us(k.nginxM.mtls)} | ${us(k.nginxM.added)} | |`);
+      console.log(`| -c${c}: Sluice B behind nginx M | ${us(k.sluiceBBehindNginx.plaintext)} | ${us(k.sluiceBBehindNginx.mtls)} | ${us(k.sluiceBBehindNginx.added)} | |`);
     }
     console.log('');
     console.log('| handshake (CPU of the server) | whole connection | less a plaintext connection | target |');

@@ -244,10 +244,13 @@ export class TlsRuntime {
     const sessionKey = `${host}:${port}`;
     /** Why checkServerIdentity refused the peer, if it did. */
     let refused: PeerRefusal | null = null;
-    // the TLS socket makes its own TCP connection (its 'lookup' is dial's to log): only so does
-    // `onread` take effect, the decrypted bytes going to the caller without a Readable stream
+    // With `onread`, the TLS socket makes its own TCP connection: only so does onread take effect
+    // (the decrypted bytes go to the caller without a Readable stream). Without it, over a socket
+    // of ours: the TCP 'connect' is held back below, and a TLS socket that connects itself would
+    // also lose the read it queued for that event.
+    const raw = onread ? null : net.connect({ host, port, noDelay: true, allowHalfOpen });
     const c = tls.connect({
-      host, port, onread, secureContext: gen.client, ALPNProtocols: alpn ? [...alpn] : undefined, session: gen.sessions.get(sessionKey),
+      ...(raw ? { socket: raw } : { host, port, onread }), secureContext: gen.client, ALPNProtocols: alpn ? [...alpn] : undefined, session: gen.sessions.get(sessionKey),
       rejectUnauthorized: true, allowHalfOpen,
       checkServerIdentity: (_host: string, cert: tls.PeerCertificate) => {
         // the chain was checked by OpenSSL against the bundle; here: one SPIFFE ID, and one the config expects
@@ -259,8 +262,8 @@ export class TlsRuntime {
         }
         return undefined;
       },
-    } as tls.ConnectionOptions);
-    c.setNoDelay(true);
+    } as unknown as tls.ConnectionOptions);
+    if (!raw) c.setNoDelay(true);
     this.outbound.set(c, { gen, group });
     c.once('close', () => this.outbound.delete(c));
     c.on('session', (s: Buffer) => {
@@ -300,6 +303,8 @@ export class TlsRuntime {
       c.destroy(Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }));
     }, o.handshakeTimeoutMs);
     timer.unref();
+    // name lookups of the TCP socket are logged by dial
+    if (raw) (c as unknown as { rawSocket: net.Socket }).rawSocket = raw;
     return c;
   }
 

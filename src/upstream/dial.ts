@@ -74,7 +74,8 @@ export function dial(host: string, port: number, opts: DialOptions = {}): net.So
     ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group, onread)
     : net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true, onread });
   if (net.isIP(host) === 0) {
-    socket.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
+    const tcp = (socket as unknown as { rawSocket?: net.Socket }).rawSocket ?? socket;
+    tcp.once('lookup', (err: Error | null) => { if (err) noteLookupFailure(host, err as NodeJS.ErrnoException); });
   }
   return socket;
 }
