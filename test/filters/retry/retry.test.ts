@@ -87,7 +87,7 @@ t.before(async () => {
       { name: 'post', match: { path: { exact: '/post' } }, action: { cluster: 'flaky' }, retry: { on: ['503'], attempts: 2 } },
       { name: 'post-idem', match: { path: { exact: '/post-idem' } }, action: { cluster: 'flaky' }, retry: { on: ['503'], attempts: 2, idempotent: true } },
       { name: 'none', match: { path: { exact: '/none' } }, action: { cluster: 'flaky' } },
-      { name: 'hang', match: { path: { exact: '/hang' } }, action: { cluster: 'hanging' }, retry: { on: ['timeout'], attempts: 2, perTryTimeoutMs: 200 } },
+      { name: 'hang', match: { path: { exact: '/hang' } }, action: { cluster: 'hanging' }, retry: { on: ['timeout'], attempts: 2, perTryTimeoutMs: 600 } },
       { name: 'reset', match: { path: { exact: '/reset' } }, action: { cluster: 'resetting' }, retry: { on: ['reset'], attempts: 2 } },
       { name: 'budget', match: { path: { exact: '/budget' } }, action: { cluster: 'flaky' }, retry: { on: ['503'], attempts: 2, budget: { percent: 0, minConcurrency: 0 } } },
       { name: 'h2', match: { path: { exact: '/h2' } }, action: { cluster: 'flaky-h2' }, retry: { on: ['gateway-error'], attempts: 2 } },
