@@ -112,7 +112,7 @@ function serve(c: Claimed): void {
   try {
     const listener = listenerAt(rt.current(), c.slot);
     if (!listener) { socket.destroy(); return; }
-    serveConnection(rt, socket, { listener, dst: c.dst });
+    serveConnection(rt, socket, { listener, dst: c.dst, localPort: c.localPort || undefined });
   } catch (err) {
     log.error({ err }, 'connection setup failed');
     socket.destroy();
