@@ -29,7 +29,6 @@ async function setUp(t: Test): Promise<RunningSluice> {
   });
   t.teardown(() => up.close());
   const s = await startSluice({
-    workers: { threads: 1 },
     listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
     clusters: [{ name: 'web', endpoints: [`127.0.0.1:${up.port}`] }],
   });
