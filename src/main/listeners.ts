@@ -279,6 +279,9 @@ export class Listeners {
     const b = l.batch;
     let open = this.active;
     let closing = 0;
+    // what a worker would otherwise ask getsockname for; a capture listener's connections may
+    // have been sent to it under another address (TPROXY), so theirs is left for the worker to read
+    const localPort = l.config.capture === true ? 0 : l.address.port;
     for (let i = 0; i < n; i++) {
       const o = i * ACCEPT_ENTRY_WORDS;
       const fd = b[o];
@@ -302,8 +305,8 @@ export class Listeners {
         if (dst && isLocalAddress(plain(dst.address))) family = 0;
       }
       open++;
-      if (!sender.send(fd, l.index, l.slot, 0, family, b[o + 2], b, o + 3)) {
-        this.hold({ fd, listener: l.index, slot: l.slot, attempt: 0, family, port: b[o + 2], addr: b.slice(o + 3, o + 7) });
+      if (!sender.send(fd, l.index, l.slot, 0, family, b[o + 2], b, o + 3, localPort)) {
+        this.hold({ fd, listener: l.index, slot: l.slot, attempt: 0, family, port: b[o + 2], addr: b.slice(o + 3, o + 7), localPort });
       }
     }
     sender.flush();
@@ -323,7 +326,7 @@ export class Listeners {
     let i = 0;
     for (; i < this.pending.length; i++) {
       const c = this.pending[i];
-      if (!sender.send(c.fd, c.listener, c.slot, c.attempt, c.family, c.port, c.addr, 0)) break;
+      if (!sender.send(c.fd, c.listener, c.slot, c.attempt, c.family, c.port, c.addr, 0, c.localPort)) break;
       this.pendingBy[c.listener]--;
     }
     if (i > 0) {
@@ -348,7 +351,7 @@ export class Listeners {
           handed++;
           this.events.requeued?.();
           c.attempt = 1;
-          if (!sender.send(c.fd, c.listener, c.slot, 1, c.family, c.port, c.addr, 0)) this.hold(c);
+          if (!sender.send(c.fd, c.listener, c.slot, 1, c.family, c.port, c.addr, 0, c.localPort)) this.hold(c);
         } else {
           closed++;
           this.drop(c);

@@ -14,7 +14,8 @@
  *   per row, in handoff.rows (Int32 × ROW_WORDS):  0 prod (main writes) │ 1 owner threadId
  *                                                  16 cons (worker writes) │ 17 done (worker writes)
  *   handoff.ring (Int32 × ROWS × RING × ENTRY_WORDS): 0 fd │ 1 token │ 2 listener │ 3 listener
- *       stat slot │ 4 attempt │ 5 dst family (0 none, 4, 6) │ 6 dst port │ 7..10 dst address bytes
+ *       stat slot │ 4 attempt │ 5 dst family (0 none, 4, 6) │ 6 dst port │ 7..10 dst address bytes │
+ *       11 local port (the listener's bound port; 0 when not known, as on capture listeners)
  *   handoff.done (Int32 × ROWS × MAX_LISTENERS): connections of listener l that row r finished
  *   handoff.wake (Int32): bumped on every finished connection; the main thread waits on it
  *       only while it has something to wait for (a drain, connections waiting for room)
@@ -52,6 +53,7 @@ const E_ATTEMPT = 4;
 const E_FAMILY = 5;
 const E_PORT = 6;
 const E_ADDR = 7;
+const E_LOCAL_PORT = 11;
 
 /** Atomics.waitAsync (V8, Node ≥ 16), missing from the ES2022 typings. */
 const waitAsync = (Atomics as unknown as {
@@ -70,6 +72,8 @@ export interface Claimed {
   listener: number;
   slot: number;
   dst: OriginalDst | null;
+  /** The port it was accepted on, as the main thread knows it (no getsockname in the worker); 0: not known. */
+  localPort: number;
 }
 
 /** The address an entry carries, as text. */
@@ -99,6 +103,7 @@ export interface Returned {
   family: number;
   port: number;
   addr: Int32Array;
+  localPort: number;
 }
 
 /** Main thread: the sending side of every row. */
@@ -171,9 +176,9 @@ export class HandoffSender {
    * caller keeps the descriptor. `listener`: the caller's index of the listener; `slot`: the
    * stat slot of `sluice_downstream_cx_total{listener}`, how a worker finds it in its config;
    * `attempt`: 0, or 1 once a dead worker's queue gave it back; the dst address is the four
-   * words at addr[at] (IPv4 in the first).
+   * words at addr[at] (IPv4 in the first); `localPort`: the port it was accepted on, 0 if not known.
    */
-  send(fd: number, listener: number, slot: number, attempt: number, family: number, port: number, addr: Int32Array, at: number): boolean {
+  send(fd: number, listener: number, slot: number, attempt: number, family: number, port: number, addr: Int32Array, at: number, localPort = 0): boolean {
     let live = this.live;
     if (live.length === 0) live = this.refresh();
     let best = -1;
@@ -202,6 +207,7 @@ export class HandoffSender {
     ring[e + E_ATTEMPT] = attempt;
     ring[e + E_FAMILY] = family;
     ring[e + E_PORT] = port;
+    ring[e + E_LOCAL_PORT] = localPort;
     if (family !== 0) {
       ring[e + E_ADDR] = addr[at];
       ring[e + E_ADDR + 1] = addr[at + 1];
@@ -241,6 +247,7 @@ export class HandoffSender {
       back.push({
         fd, listener: this.ring[e + E_LISTENER], slot: this.ring[e + E_SLOT], attempt: this.ring[e + E_ATTEMPT],
         family: this.ring[e + E_FAMILY], port: this.ring[e + E_PORT], addr: this.ring.slice(e + E_ADDR, e + E_ADDR + 4),
+        localPort: this.ring[e + E_LOCAL_PORT],
       });
     }
     this.assigned[row] = 0;
@@ -327,6 +334,7 @@ export class HandoffInbox {
     const c: Claimed = {
       fd, token, listener, slot: ring[e + E_SLOT],
       dst: formatDst(ring[e + E_FAMILY], ring.subarray(e + E_ADDR, e + E_ADDR + 4), ring[e + E_PORT]),
+      localPort: ring[e + E_LOCAL_PORT],
     };
     try {
       serve(c);

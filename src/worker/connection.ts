@@ -45,11 +45,10 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   socket.setNoDelay(true);
   info.socket = socket;
   const l = info.listener.config;
-  const mode = inner ? 'disabled' : cfg.inboundMode(l, info.dst, socket.localPort ?? 0);
-  if (!inner) {
-    info.identityEdits = identityEdits(l.direction, undefined, undefined);
-    info.localPort = socket.localPort ?? 0;
-  }
+  // the main thread names the port it accepted on (handoff.ts); getsockname only where it could not
+  if (!inner && info.localPort === undefined) info.localPort = socket.localPort ?? 0;
+  const mode = inner ? 'disabled' : cfg.inboundMode(l, info.dst, info.localPort ?? 0);
+  if (!inner) info.identityEdits = identityEdits(l.direction, undefined, undefined);
 
   // a port known to carry opaque (often server-speaks-first) traffic: nothing to wait for
   const declaredOpaque = l.protocol === 'tcp'

@@ -79,6 +79,24 @@ const tcpWrap = ((): { TCP: new (type: number) => { open(fd: number): number; cl
 })();
 
 /**
+ * The options of a handed-off socket, with every key that net.Socket and its streams' states
+ * look up present (absent ones as undefined, the others at the values they would get anyway).
+ * A lookup of a key an object lacks walks its prototype chain, and in stream code that every
+ * kind of stream goes through such a lookup is megamorphic and missed the stub cache on each
+ * connection; found on the object, it is a plain field load.
+ */
+function socketOptions(handle: unknown): net.SocketConstructorOpts {
+  return {
+    handle, fd: undefined, readable: true, writable: true, allowHalfOpen: true, noDelay: true, keepAlive: undefined,
+    keepAliveInitialDelay: undefined, onread: directRead(), signal: undefined, blockList: undefined, pauseOnCreate: undefined,
+    manualStart: undefined, objectMode: false, readableObjectMode: false, writableObjectMode: false, highWaterMark: undefined,
+    readableHighWaterMark: undefined, writableHighWaterMark: undefined, encoding: undefined, defaultEncoding: undefined,
+    emitClose: false, autoDestroy: true, decodeStrings: false, construct: undefined, destroy: undefined, final: undefined,
+    read: undefined, write: undefined, writev: undefined, captureRejections: undefined,
+  } as unknown as net.SocketConstructorOpts;
+}
+
+/**
  * A socket that owns `fd`. noDelay: the descriptor has TCP_NODELAY from its listener, so
  * serveConnection's setNoDelay costs nothing. It reads through the thread's buffer
  * (src/net/direct-read.ts): HTTP/1 takes the bytes from there, the rest reads it as a stream.
@@ -87,7 +105,7 @@ function socketFor(fd: number): net.Socket {
   if (tcpWrap) {
     const handle = new tcpWrap.TCP(tcpWrap.constants.SOCKET);
     if (handle.open(fd) === 0) {
-      return markDirect(new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true, noDelay: true, onread: directRead() } as net.SocketConstructorOpts));
+      return markDirect(new net.Socket(socketOptions(handle)));
     }
     handle.close(); // it never took the descriptor
   }
@@ -112,7 +130,7 @@ function serve(c: Claimed): void {
   try {
     const listener = listenerAt(rt.current(), c.slot);
     if (!listener) { socket.destroy(); return; }
-    serveConnection(rt, socket, { listener, dst: c.dst });
+    serveConnection(rt, socket, { listener, dst: c.dst, localPort: c.localPort || undefined });
   } catch (err) {
     log.error({ err }, 'connection setup failed');
     socket.destroy();

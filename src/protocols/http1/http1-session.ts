@@ -229,6 +229,23 @@ export class Http1Session implements Http1Handler, TurnEnd {
     this.socket.destroySoon?.();
   }
 
+  /**
+   * Closes a plain TCP connection with nothing left to read at once, as nginx does: when what
+   * was written is all in the kernel, close() sends it and then the FIN, with no shutdown
+   * request, no 'finish' and no wait for another turn. Anything still queued in the socket
+   * (a client slow to read) takes the usual way, end() and then destroy.
+   */
+  private closeNow(): void {
+    this.closing = true;
+    this.clearHeaderTimer();
+    if (this.closed) return;
+    const s = this.out;
+    while (s.writableCorked > 0) s.uncork(); // the response held for the turn's end goes now
+    if (s.writableLength === 0 && !s.writableEnded) { s.destroy(); return; }
+    s.end();
+    s.destroySoon?.();
+  }
+
   /** The next response says `connection: close`; an idle connection stays open for the client's next request. */
   drain(): void {
     this.draining = true;
@@ -357,7 +374,10 @@ export class Http1Session implements Http1Handler, TurnEnd {
   /** Decides whether the connection serves another request; closes it when not. */
   private afterExchange(d: Http1Downstream): boolean {
     if (d.closeAfter || this.draining || (this.clientEnded && this.decoder.idle)) {
-      this.closeSoon();
+      // the client said this request was its last, or ended, and sent nothing past it: nothing
+      // is left to read, so the connection closes once the response is in the kernel
+      if (this.direct && this.decoder.idle && (!d.view.head.keepAlive || this.clientEnded)) this.closeNow();
+      else this.closeSoon();
       return false;
     }
     return !this.closed;
