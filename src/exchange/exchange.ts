@@ -52,6 +52,7 @@ import {
   PENDING, REFUSE, REQUESTS, RETRIES, UNTRACKED, type ClusterBreakers, type ClusterLimits, type Result,
 } from '../protection';
 import type { CompiledFallback } from '../protection/fallback';
+import { copyOf } from '../net/direct-read';
 
 /** Request body kept for sending it again on a retry; a longer body cannot be retried once sent. */
 export const RETRY_BODY_BYTES = 64 * 1024;
@@ -125,6 +126,8 @@ export interface Downstream {
   respond(head: ResponseHead, end: boolean, edits: HeaderOps[] | null): void;
   /** A body chunk; false when the client is not taking more now (onDownstreamWritable follows). */
   write(chunk: Buffer, end: boolean): boolean;
+  /** write() of a chunk valid during this call only (a view of a read buffer): what outlives the call is copied. */
+  writeLent?(chunk: Buffer, end: boolean): boolean;
   trailers(fields: string[]): void;
   /** The response is cut off: the client must see it so (a reset stream or connection). */
   abort(): void;
@@ -165,6 +168,8 @@ export interface Attempt {
   start(): void;
   /** A request body chunk; false when queued beyond what the upstream takes now (sink.onUpstreamWritable follows). */
   write(chunk: Buffer, end: boolean): boolean;
+  /** write() of a chunk valid during this call only (a view of a read buffer): what outlives the call is copied. */
+  writeLent?(chunk: Buffer, end: boolean): boolean;
   trailers(fields: string[]): void;
   /** Credit for `n` response bytes the client took. */
   consumed(n: number): void;
@@ -181,7 +186,8 @@ export interface AttemptSink {
   onAttemptReady(a: Attempt): void;
   onInformational?(a: Attempt, form: unknown): void;
   onResponseHead(a: Attempt, head: ResponseHead, end: boolean): void;
-  onResponseBody(a: Attempt, chunk: Buffer, end: boolean): void;
+  /** `lent`: the chunk is valid during this call only (a view of a read buffer); whoever keeps it copies it. */
+  onResponseBody(a: Attempt, chunk: Buffer, end: boolean, lent?: boolean): void;
   onResponseTrailers(a: Attempt, fields: string[]): void;
   /** The attempt failed before its response was complete; `started`: some of the response was received. */
   onAttemptFailed(a: Attempt, kind: FailureKind, started: boolean): void;
@@ -791,11 +797,12 @@ export class Exchange implements AttemptSink, Timed {
    * One request chunk to the current attempt. It is kept for a retry while the body fits
    * RETRY_BODY_BYTES and the policy may send a request again after it went out.
    */
-  private writeUp(chunk: Buffer, end: boolean): void {
+  private writeUp(chunk: Buffer, end: boolean, lent = false): void {
     const a = this.attempt!;
     this.wrote = true;
     if (this.sent !== null && chunk.length > 0) {
       if (!this.retry.neverSentOnly && this.sentBytes + chunk.length <= RETRY_BODY_BYTES) {
+        if (lent) { chunk = copyOf(chunk); lent = false; }
         if (this.sent === NO_BUFFERS) this.sent = [];
         this.sent.push(chunk);
         this.sentBytes += chunk.length;
@@ -803,7 +810,7 @@ export class Exchange implements AttemptSink, Timed {
         this.sent = null;
       }
     }
-    const ok = a.write(chunk, end);
+    const ok = !lent ? a.write(chunk, end) : a.writeLent ? a.writeLent(chunk, end) : a.write(copyOf(chunk), end);
     if (ok) { if (chunk.length > 0) this.down.consumed(chunk.length); return; }
     this.owedDown += chunk.length;
     if (!this.requestPaused) { this.requestPaused = true; this.down.pauseRequest(); }
@@ -811,10 +818,16 @@ export class Exchange implements AttemptSink, Timed {
 
   // ── the request body ───────────────────────────────────────────────────────
 
-  onRequestBody(chunk: Buffer, end: boolean): void {
+  /**
+   * `lent`: the chunk is valid during this call only (a view of the worker's read buffer); it is
+   * copied where it is kept (a mirror, the body that waits for a connection, a retry's copy) or
+   * where the upstream cannot take it at once.
+   */
+  onRequestBody(chunk: Buffer, end: boolean, lent = false): void {
     this.bytesIn += chunk.length;
     if (end) this.requestEnded = true;
     const mirrors = this.rare?.mirrors;
+    if (lent && mirrors) { chunk = copyOf(chunk); lent = false; }
     if (mirrors) for (let i = 0; i < mirrors.length; i++) mirrors[i].write(chunk, end);
     if (this.finished || this.responseEnded) {
       // answered already: nobody takes the rest
@@ -824,14 +837,14 @@ export class Exchange implements AttemptSink, Timed {
     if (this.attempt === null || !this.attemptReady) {
       if (chunk.length > 0) {
         if (this.early === NO_BUFFERS) this.early = [];
-        this.early.push(chunk);
+        this.early.push(lent ? copyOf(chunk) : chunk);
       }
       this.earlyBytes += chunk.length;
       if (this.earlyBytes > EARLY_BODY_BYTES && !this.requestPaused) { this.requestPaused = true; this.down.pauseRequest(); }
       if (end) this.requestEndedNow();
       return;
     }
-    this.writeUp(chunk, end);
+    this.writeUp(chunk, end, lent);
     if (end) this.requestEndedNow();
   }
 
@@ -943,10 +956,12 @@ export class Exchange implements AttemptSink, Timed {
     };
   }
 
-  onResponseBody(a: Attempt, chunk: Buffer, end: boolean): void {
+  onResponseBody(a: Attempt, chunk: Buffer, end: boolean, lent = false): void {
     if (a !== this.attempt || this.finished) return;
     this.bytesOut += chunk.length;
-    if (this.down.write(chunk, end)) a.consumed(chunk.length);
+    const down = this.down;
+    const ok = !lent ? down.write(chunk, end) : down.writeLent ? down.writeLent(chunk, end) : down.write(copyOf(chunk), end);
+    if (ok) a.consumed(chunk.length);
     else { this.owedUp += chunk.length; a.pauseResponse(); }
     if (end) this.responseDone();
   }

@@ -8,8 +8,9 @@
  *                                              └─ no sink:    push(copy)          (a plain Readable: 'data', pipe, read())
  *
  * The view is overwritten by the next read of any socket of the thread: a sink keeps nothing of
- * it past the call without copying (a request body forwarded with socket.write may be held by
- * libuv when the write does not complete at once, so body chunks are copied). With no sink the
+ * it past the call without copying (a body chunk forwarded with socket.write may be held by libuv
+ * when the write does not complete at once: large ones are written with src/net/lent-write.ts,
+ * which copies only what the socket did not take; small ones are copied). With no sink the
  * socket is an ordinary stream (one copy per read, in place of Node's own allocation), which is
  * what TLS termination, HTTP/2, Dubbo and opaque TCP use; TLS takes the handle over with a stream
  * listener of its own and no longer reads through here at all.
@@ -20,8 +21,12 @@
  */
 import type net from 'node:net';
 
-/** Bytes one read may bring. Node's own reads use 64 KiB too. */
-export const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * Bytes one read may bring: 256 KiB, one buffer per thread. Node's own reads take 64 KiB; a large
+ * body streamed through takes a quarter of the reads (and callbacks, and writes) with this, and
+ * a small read costs the same in either.
+ */
+export const READ_BUFFER_BYTES = 256 * 1024;
 
 const READ_BUFFER = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
 

@@ -54,6 +54,7 @@ function runTurnEnd(): void {
   corked = spareCorked;
   for (let i = 0; i < socks.length; i++) {
     const s = socks[i];
+    if (s[kCorkedForTurn] !== true) continue; // flushed already (flushTurnCork), or listed twice
     s[kCorkedForTurn] = false;
     // a socket ended meanwhile was flushed by end(); a destroyed one has nobody to write to
     if (s.destroyed || s.writableEnded) continue;
@@ -86,4 +87,16 @@ export function corkUntilTurnEnd(s: Corkable): void {
   s.cork();
   schedule();
   corked.push(s);
+}
+
+/**
+ * Sends now what `s` holds for the end of this turn (corkUntilTurnEnd), so that what follows can
+ * be written at once after it: a large body chunk goes out as it is read, not held. No-op when
+ * the socket is not corked for the turn.
+ */
+export function flushTurnCork(s: Corkable): void {
+  if (s[kCorkedForTurn] !== true) return;
+  s[kCorkedForTurn] = false;
+  if (s.destroyed || s.writableEnded) return;
+  s.uncork();
 }

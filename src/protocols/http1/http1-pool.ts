@@ -14,11 +14,12 @@ import type { ClusterConfig, SluiceConfig } from '../../config/config';
 import type { ClusterStats } from '../../upstream/cluster';
 import { dial, dialFailure, type DialOptions } from '../../upstream/dial';
 import { CONNECTIONS, type ClusterLimits } from '../../protection';
-import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
+import { isDirect, setReadSink } from '../../net/direct-read';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
-  onResponseBody(chunk: Buffer): void;
+  /** `lent`: a view of the thread's read buffer, valid during this call only (whoever keeps it copies it). */
+  onResponseBody(chunk: Buffer, lent: boolean): void;
   /** The final response is complete. */
   onResponseEnd(trailers: string[] | null): void;
   /** The connection failed before the response completed. `started`: response bytes were received. */
@@ -163,8 +164,8 @@ export class Http1Connection implements Http1Handler {
   }
 
   onBody(chunk: Buffer): void {
-    // a view of the shared read buffer outlives this call in a downstream write libuv may hold
-    this.sink?.onResponseBody(this.direct ? copyOf(chunk) : chunk);
+    // a view of the shared read buffer: whoever keeps it (a write the socket did not take at once) copies it
+    this.sink?.onResponseBody(chunk, this.direct);
   }
 
   onMessageEnd(trailers: string[] | null): boolean {

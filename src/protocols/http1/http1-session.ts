@@ -21,9 +21,10 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
-import { atTurnEnd, corkUntilTurnEnd, type TurnEnd } from '../../worker/turn-end';
+import { atTurnEnd, corkUntilTurnEnd, flushTurnCork, type TurnEnd } from '../../worker/turn-end';
 import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
+import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
@@ -316,8 +317,8 @@ export class Http1Session implements Http1Handler, TurnEnd {
   }
 
   onBody(chunk: Buffer): void {
-    // a view of the shared read buffer outlives this call wherever it goes (a write libuv holds, a retry's copy)
-    this.current?.x.onRequestBody(this.direct ? copyOf(chunk) : chunk, false);
+    // a view of the shared read buffer: whoever keeps it (a write libuv holds, a retry's copy) copies it
+    this.current?.x.onRequestBody(chunk, false, this.direct);
   }
 
   onMessageEnd(trailers: string[] | null): boolean {
@@ -520,6 +521,18 @@ class Http1Downstream implements Downstream {
     }
     if (end && this.outFraming.kind === 'chunked') ok = down.write(lastChunk(null)) && ok;
     return ok;
+  }
+
+  /**
+   * A chunk valid during this call only: a large one with length framing goes out now (after
+   * what the turn held for the socket), copied only where the socket does not take it whole
+   * (src/net/lent-write.ts); anything else is copied and written as usual.
+   */
+  writeLent(chunk: Buffer, end: boolean): boolean {
+    if (this.outFraming.kind !== 'length' || chunk.length < LENT_WRITE_MIN) return this.write(copyOf(chunk), end);
+    const down = this.session.out;
+    flushTurnCork(down);
+    return writeLent(down, chunk);
   }
 
   trailers(fields: string[]): void {

@@ -16,7 +16,9 @@ import { applyEdits, h2ToFlat, type HttpRequestForm } from '../http/forms';
 import type { Http1Head } from './http1-decoder';
 import { chunkParts, encodeRequestHead, lastChunk, type Framing } from './http1-encoder';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from './http1-pool';
-import { corkUntilTurnEnd } from '../../worker/turn-end';
+import { corkUntilTurnEnd, flushTurnCork } from '../../worker/turn-end';
+import { copyOf } from '../../net/direct-read';
+import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
 
 const EMPTY = Buffer.alloc(0);
 /** Also left out of a request whose h2c upgrade is not forwarded. */
@@ -136,6 +138,25 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     return ok;
   }
 
+  /**
+   * A chunk valid during this call only: a large one with length framing goes out now (after the
+   * request head, if it is still held for the turn's end), copied only where the socket does not
+   * take it whole (src/net/lent-write.ts); anything else is copied and written as usual.
+   */
+  writeLent(chunk: Buffer, end: boolean): boolean {
+    const conn = this.conn;
+    if (conn === null || this.ended) return true;
+    if (this.framing.kind !== 'length' || chunk.length < LENT_WRITE_MIN) return this.write(copyOf(chunk), end);
+    const sock = conn.socket;
+    flushTurnCork(sock);
+    const ok = writeLent(sock, chunk);
+    if (end) {
+      this.ended = true;
+      conn.requestDone = true;
+    }
+    return ok;
+  }
+
   trailers(fields: string[]): void {
     const conn = this.conn;
     if (conn === null || this.ended) return;
@@ -183,8 +204,8 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     this.sink.onResponseHead(this, { status: h.status, grpcStatus: -1, form: { kind: 'h1', head: h } }, false);
   }
 
-  onResponseBody(chunk: Buffer): void {
-    this.sink.onResponseBody(this, chunk, false);
+  onResponseBody(chunk: Buffer, lent: boolean): void {
+    this.sink.onResponseBody(this, chunk, false, lent);
   }
 
   onResponseEnd(trailers: string[] | null): void {

@@ -1,0 +1,55 @@
+/**
+ * Writing bytes that are only lent: a view of the worker's read buffer (src/net/direct-read.ts),
+ * valid until the next read of any socket of the thread. `socket.write` would do for bytes the
+ * kernel takes at once, but when it takes only part, libuv keeps a pointer to the rest and sends
+ * it later, from a buffer the next read overwrites. Whether the kernel takes all of it is known
+ * only after the write, and by then libuv holds the pointer. So a large body chunk is written
+ * here with write(2) on the socket's descriptor: what the kernel took is gone, and only what it
+ * did not take is copied and queued on the socket as usual.
+ *
+ *   lent bytes ≥ LENT_WRITE_MIN, nothing queued ─▶ write(2) ─┬─ all taken: no copy, nothing held
+ *                                                             └─ the rest:  socket.write(copy of the rest)
+ *   anything else (small, queued, corked, TLS)   ─▶ socket.write(copy)
+ *
+ * The copy that was made of every body chunk allocated fresh memory outside V8's heap per read,
+ * and V8 starts a full collection each time that memory grows by 64 MB ("external memory
+ * pressure"): a quarter of a large body's CPU went there, and more to faulting the fresh pages in.
+ *
+ * Order is kept: the direct write happens only when Node holds nothing for the socket (no byte
+ * queued or in flight, not corked, connected), so nothing written before can come after it.
+ * Errors (EAGAIN aside, a reset or a closed peer) leave the bytes to `socket.write`, which meets
+ * the same error and reports it as the socket's 'error', as before.
+ */
+import fs from 'node:fs';
+import type net from 'node:net';
+import { copyOf, isDirect } from './direct-read';
+
+/** Lent chunks from this size up are written at once; smaller ones are copied and go with the turn's other writes. */
+export const LENT_WRITE_MIN = 16 * 1024;
+
+type Handle = { fd?: number };
+type Refreshable = { _handle?: Handle | null; _unrefTimer?: () => void };
+
+/**
+ * Writes `bytes`, valid during this call only, to `s`; the result is `socket.write`'s (false:
+ * more is queued than the socket's high-water mark, 'drain' follows). The caller has flushed
+ * whatever it held for the socket (a turn's cork) if it wants the direct path.
+ */
+export function writeLent(s: net.Socket, bytes: Buffer): boolean {
+  if (bytes.length >= LENT_WRITE_MIN && s.writableLength === 0 && s.writableCorked === 0 && !s.connecting && !s.destroyed && !s.writableEnded && isDirect(s)) {
+    const r = s as net.Socket & Refreshable;
+    const fd = r._handle?.fd;
+    if (fd !== undefined && fd >= 0) {
+      let n = 0;
+      try {
+        n = fs.writeSync(fd, bytes, 0, bytes.length);
+      } catch {
+        n = 0; // EAGAIN: the socket's buffer is full; anything else: socket.write meets it too and reports it
+      }
+      if (n > 0) r._unrefTimer?.(); // a write keeps the socket's idle timeout away, as socket.write does
+      if (n === bytes.length) return true;
+      return s.write(copyOf(bytes.subarray(n)));
+    }
+  }
+  return s.write(copyOf(bytes));
+}
