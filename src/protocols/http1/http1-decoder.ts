@@ -267,8 +267,9 @@ export class Http1Decoder {
       !this.dead && !this.stopped;
   }
 
+  /** Bytes held and not decoded yet; from onMessageEnd, the rest of the read being decoded counts too. */
   get bufferedBytes(): number {
-    return this.queued + this.lineLen;
+    return (this.endBuf !== null ? this.endBuf.length - this.endPos : 0) + this.queued + this.lineLen;
   }
 
   /**
