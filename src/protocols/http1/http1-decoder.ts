@@ -200,6 +200,11 @@ export class Http1Decoder {
   /** Bytes queued while paused / stopped / re-entrant. */
   private queue: Buffer[] = [];
   private queued = 0;
+  /** The buffer being decoded when a message ended, and where: takeRemainder() from onMessageEnd takes its rest too. */
+  private endBuf: Buffer | null = null;
+  private endPos = 0;
+  /** `endBuf` is a transient view (push's `transient`): its rest is copied when taken. */
+  private runTransient = false;
 
   /** Incomplete head / trailer line. */
   private lineBuf: Buffer = EMPTY;
@@ -262,8 +267,9 @@ export class Http1Decoder {
       !this.dead && !this.stopped;
   }
 
+  /** Bytes held and not decoded yet; from onMessageEnd, the rest of the read being decoded counts too. */
   get bufferedBytes(): number {
-    return this.queued + this.lineLen;
+    return (this.endBuf !== null ? this.endBuf.length - this.endPos : 0) + this.queued + this.lineLen;
   }
 
   /**
@@ -319,6 +325,16 @@ export class Http1Decoder {
    */
   takeRemainder(): Buffer {
     const q = this.queue;
+    const cur = this.endBuf;
+    if (cur !== null) {
+      // called from onMessageEnd (a 101 and the new protocol's first bytes in one read): the rest of that read comes first
+      this.endBuf = null;
+      if (this.endPos < cur.length) {
+        const rest = cur.subarray(this.endPos);
+        q.unshift(this.runTransient ? Buffer.from(rest) : rest);
+        this.queued += rest.length;
+      }
+    }
     let out: Buffer;
     if (q.length === 0) out = EMPTY;
     else if (q.length === 1) out = q[0];
@@ -353,6 +369,7 @@ export class Http1Decoder {
     try {
       let buf: Buffer | undefined = first ?? this.shiftQueue() ?? EMPTY;
       for (;;) {
+        this.runTransient = transient && buf === first;
         const pos = this.run(buf, 0);
         if (this.dead) break;
         if (pos < buf.length) {
@@ -367,6 +384,7 @@ export class Http1Decoder {
       }
     } finally {
       this.executing = false;
+      this.endBuf = null;
     }
     if (this.dead || this.discarding) {
       this.queue = [];
@@ -401,7 +419,14 @@ export class Http1Decoder {
     for (;;) {
       if (this.paused || this.stopped) return pos;
       if (this.dead || this.discarding) return len;
-      if (this.state === S_MSG_END) { this.messageEnd(); continue; }
+      if (this.state === S_MSG_END) {
+        this.endBuf = buf;
+        this.endPos = pos;
+        this.messageEnd();
+        if (this.endBuf === null) pos = len; // takeRemainder() took the rest
+        else this.endBuf = null;
+        continue;
+      }
       if (pos >= len) return pos;
       switch (this.state) {
         case S_HEAD:

@@ -186,7 +186,8 @@ export class Http1Connection implements Http1Handler {
       return false;
     }
     this.sink = null;
-    const reusable = this.keepAlive && this.requestDone && !this.closed && this.decoder.bufferedBytes === 0;
+    // an answer nobody asked for (sink gone), or bytes behind this one (bufferedBytes): out of step, not reused
+    const reusable = sink !== null && this.keepAlive && this.requestDone && !this.closed && this.decoder.bufferedBytes === 0;
     if (reusable) {
       // Idle before the sink hears of the end, so that a request it unblocks (the next pipelined
       // one) reuses this connection instead of opening another. Waiters are served only after the

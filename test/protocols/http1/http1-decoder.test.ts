@@ -848,3 +848,29 @@ t.test('at least as strict as llhttp on mutated messages', async (t) => {
   t.ok(compared > 300, `compared ${compared} inputs both parsers accept`);
   if (problems.length) t.comment(problems.join('\n'));
 });
+
+t.test('from inside onMessageEnd: takeRemainder and bufferedBytes see the rest of the read being decoded (copied when transient)', async (t) => {
+  for (const transient of [false, true]) {
+    let taken = '';
+    let buffered = -1;
+    const d = new Http1Decoder('response', {
+      onHead: () => {},
+      onBody: () => {},
+      onMessageEnd: () => {
+        buffered = d.bufferedBytes;
+        taken = d.takeRemainder().toString('latin1');
+        return false;
+      },
+      onError: () => t.fail('no error'),
+    }, LIMITS);
+    d.expectResponseTo('GET');
+    // the read buffer of the worker: overwritten by the next read once push returns
+    const read = Buffer.from('HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nfirst-tunnel-bytes', 'latin1');
+    d.push(read, transient);
+    read.fill(0x2a);
+    t.equal(buffered, 'first-tunnel-bytes'.length, `${transient ? 'transient' : 'owned'}: counted as buffered`);
+    t.equal(taken, 'first-tunnel-bytes', `${transient ? 'transient' : 'owned'}: taken whole, nothing left behind`);
+    t.equal(d.bufferedBytes, 0);
+    t.equal(d.takeRemainder().length, 0);
+  }
+});
