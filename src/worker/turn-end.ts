@@ -54,12 +54,8 @@ function runTurnEnd(): void {
   corked = spareCorked;
   for (let i = 0; i < socks.length; i++) {
     const s = socks[i];
-    if (s[kCorkedForTurn] !== true) continue; // flushed already (flushTurnCork), or listed twice
-    s[kCorkedForTurn] = false;
-    // a socket ended meanwhile was flushed by end(); a destroyed one has nobody to write to
-    if (s.destroyed || s.writableEnded) continue;
     try {
-      s.uncork();
+      flushTurnCork(s); // a no-op if flushed already, or listed twice
     } catch (err) {
       log.error({ err, where: 'turn end' }, 'internal error on a connection');
     }
@@ -97,6 +93,7 @@ export function corkUntilTurnEnd(s: Corkable): void {
 export function flushTurnCork(s: Corkable): void {
   if (s[kCorkedForTurn] !== true) return;
   s[kCorkedForTurn] = false;
+  // a socket ended meanwhile was flushed by end(); a destroyed one has nobody to write to
   if (s.destroyed || s.writableEnded) return;
   s.uncork();
 }

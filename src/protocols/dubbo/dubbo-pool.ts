@@ -16,7 +16,7 @@
  * kernel's buffer may have reached the provider, so a written call stays where it is (Dubbo
  * calls are not retried once sent); a queued one has certainly not been sent. The calls (and
  * heartbeats) written in one turn of the event loop go to the socket together at its end, in one
- * write (held-writes.ts): from then on they are sent, even while still held.
+ * write (src/worker/held-writes.ts): from then on they are sent, even while still held.
  *
  *   call:  queued (in the pool: can move) ──write──▶ sent (pending its response) ──▶ done
  *
@@ -51,7 +51,7 @@ import type { Stats } from '../../stats/stats';
 import type { ClusterStats } from '../../upstream/cluster';
 import { dial, isDnsFailure, type DialOptions } from '../../upstream/dial';
 import type { TurnEnd } from '../../worker/turn-end';
-import { HeldWrites } from './held-writes';
+import { HeldWrites } from '../../worker/held-writes';
 
 export const DUBBO_HEARTBEAT_MS = 30_000;
 /** Connections per endpoint per worker, not counting retired ones; a second opens only when the first is busy or on probation. */

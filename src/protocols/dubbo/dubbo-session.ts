@@ -34,7 +34,7 @@ import { DubboAttempt, type DubboCallForm } from './dubbo-upstream';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
 import type { CompiledFallback } from '../../protection/fallback';
 import type { TurnEnd } from '../../worker/turn-end';
-import { HeldWrites } from './held-writes';
+import { HeldWrites } from '../../worker/held-writes';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;

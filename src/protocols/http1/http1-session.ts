@@ -21,7 +21,8 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
-import { atTurnEnd, corkUntilTurnEnd, flushTurnCork, type TurnEnd } from '../../worker/turn-end';
+import { corkUntilTurnEnd, flushTurnCork, type TurnEnd } from '../../worker/turn-end';
+import { HeldWrites } from '../../worker/held-writes';
 import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
 import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
@@ -99,8 +100,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private direct = false;
   /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
-  private pending: Buffer | null = null;
-  private pendingMore: Buffer[] | null = null;
+  private readonly held = new HeldWrites(this);
   closed = false;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
@@ -267,33 +267,17 @@ export class Http1Session implements Http1Handler, TurnEnd {
    * everything that writes to the socket or ends it goes through `out`, which sends it first.
    */
   replyAtTurnEnd(bytes: Buffer): void {
-    if (this.pending === null) {
-      this.pending = bytes;
-      atTurnEnd(this);
-    } else {
-      (this.pendingMore ??= []).push(bytes);
-    }
+    this.held.push(bytes);
   }
 
-  /** @internal */
+  /** @internal the replies held for this turn go out (none if the client is gone). */
   atTurnEnd(): void {
-    const p = this.pending;
-    if (p === null) return;
-    this.pending = null;
-    const more = this.pendingMore;
-    this.pendingMore = null;
-    const s = this.socket;
-    if (s.destroyed || s.writableEnded) return; // the client is gone: nobody to answer
-    if (more === null) { s.write(p); return; }
-    s.cork();
-    s.write(p);
-    for (let i = 0; i < more.length; i++) s.write(more[i]);
-    s.uncork();
+    this.held.flushTo(this.socket);
   }
 
   /** The socket to write to or end: the replies held for the end of the turn go first. */
   get out(): net.Socket {
-    if (this.pending !== null) this.atTurnEnd();
+    if (this.held.holding) this.held.flushTo(this.socket);
     return this.socket;
   }
 
