@@ -12,7 +12,7 @@
  *                CPU µs per handshake of the server                  (targets: full ≤ 1.3 × s_server,
  *                                                                      resumed ≤ ½ full)
  *
- *   node dist/bench/mtls.js [--seconds N] [--rounds N] [--connections 8[,1]] [--out FILE]
+ *   node dist/bench/mtls.js [--seconds N] [--rounds N] [--connections 8[,1]] [--only keepalive|handshakes] [--out FILE]
  *
  * CPU is utime + stime of the server's process tree from /proc, after minus before, divided by
  * what was completed; the load tools (wrk, this process's TLS client) are not counted. The
@@ -50,6 +50,10 @@ const ROUNDS = arg('rounds', 3);
 const connIdx = process.argv.indexOf('--connections');
 /** wrk's connections for the keep-alive rows: 8 keeps two CPUs busy (four processes on them), 1 leaves them idle between requests. */
 const CONNECTIONS = connIdx > 0 ? process.argv[connIdx + 1].split(',').map(Number) : [8];
+const onlyIdx = process.argv.indexOf('--only');
+/** One half of the bench only (the other's rows are left out of the tables). */
+const ONLY = onlyIdx > 0 ? process.argv[onlyIdx + 1] : '';
+if (ONLY !== '' && ONLY !== 'keepalive' && ONLY !== 'handshakes') throw new Error(`--only takes keepalive or handshakes, not ${ONLY}`);
 const outIdx = process.argv.indexOf('--out');
 const OUT = outIdx > 0 ? process.argv[outIdx + 1] : path.join(ROOT, 'bench', 'results', 'mtls-latest.json');
 
@@ -136,7 +140,7 @@ async function cpuPer<T extends number | { done: number }>(pids: number[], run: 
   return { result, micros, per: micros / n, each: each.map((m) => m / n) };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
 
 /**
  * One nginx (one worker) in two roles, never loaded at once. N, in B's place: terminates mTLS
@@ -228,8 +232,8 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
     const perConn = new Map<number, Sides>();
     let failures = 0;
     // warm-up, not counted
-    for (const [, port] of scenarios) await wrk(`http://127.0.0.1:${port}/`, { threads: 1, connections: 8, seconds: 1 });
-    for (let r = 0; r < ROUNDS; r++) {
+    if (ONLY !== 'handshakes') for (const [, port] of scenarios) await wrk(`http://127.0.0.1:${port}/`, { threads: 1, connections: 8, seconds: 1 });
+    for (let r = 0; r < (ONLY === 'handshakes' ? 0 : ROUNDS); r++) {
       for (const conns of CONNECTIONS) {
         let sides = perConn.get(conns);
         if (!sides) perConn.set(conns, (sides = Object.fromEntries(scenarios.map(([k]) => [k, { a: [], b: [], rps: [] }])) as unknown as Sides));
@@ -266,7 +270,7 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
       sluiceFull: [], sluiceResumed: [], sServerFull: [], sServerResumed: [], sluicePlainCx: [], nginxFull: [], nginxResumed: [], nginxPlainCx: [],
     };
     let resumedShare = { sluice: 0, sServer: 0, nginx: 0 };
-    for (let r = 0; r < ROUNDS; r++) {
+    for (let r = 0; r < (ONLY === 'keepalive' ? 0 : ROUNDS); r++) {
       const sf = await cpuPer([b2.pid], () => handshakes(bTls, ids.client, SECONDS, false));
       const sr = await cpuPer([b2.pid], () => handshakes(bTls, ids.client, SECONDS, true));
       const of = await cpuPer([sv.pid], () => handshakes(sServer, ids.client, SECONDS, false));
@@ -314,15 +318,17 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
       console.log(`| -c${c}: nginx M in A's place (originates) | ${us(k.nginxM.plaintext)} | ${us(k.nginxM.mtls)} | ${us(k.nginxM.added)} | |`);
       console.log(`| -c${c}: Sluice B behind nginx M | ${us(k.sluiceBBehindNginx.plaintext)} | ${us(k.sluiceBBehindNginx.mtls)} | ${us(k.sluiceBBehindNginx.added)} | |`);
     }
-    console.log('');
-    console.log('| handshake (CPU of the server) | whole connection | less a plaintext connection | target |');
-    console.log('| --- | ---: | ---: | --- |');
-    console.log(`| full, openssl s_server | ${h.sServerFullMicros.toFixed(0)} µs | | |`);
-    console.log(`| full, Sluice B | ${h.sluiceFullMicros.toFixed(0)} µs (${x(h.sluiceFullMicros, h.sServerFullMicros)} s_server) | ${h.sluiceFullTlsOnlyMicros.toFixed(0)} µs (**${x(h.sluiceFullTlsOnlyMicros, h.sServerFullMicros)}** s_server; plaintext connection ${h.sluicePlainConnectionMicros.toFixed(0)} µs) | ≤ 1.3× s_server |`);
-    console.log(`| full, nginx N | ${h.nginxFullMicros.toFixed(0)} µs (${x(h.nginxFullMicros, h.sServerFullMicros)} s_server) | ${h.nginxFullTlsOnlyMicros.toFixed(0)} µs (${x(h.nginxFullTlsOnlyMicros, h.sServerFullMicros)} s_server; plaintext connection ${h.nginxPlainConnectionMicros.toFixed(0)} µs) | |`);
-    console.log(`| resumed, openssl s_server | ${h.sServerResumedMicros.toFixed(0)} µs (${x(h.sServerResumedMicros, h.sServerFullMicros)} full) | | |`);
-    console.log(`| resumed, Sluice B | ${h.sluiceResumedMicros.toFixed(0)} µs (${x(h.sluiceResumedMicros, h.sluiceFullMicros)} full) | ${h.sluiceResumedTlsOnlyMicros.toFixed(0)} µs (**${x(h.sluiceResumedTlsOnlyMicros, h.sluiceFullTlsOnlyMicros)}** full) | ≤ 0.5× full |`);
-    console.log(`| resumed, nginx N | ${h.nginxResumedMicros.toFixed(0)} µs (${x(h.nginxResumedMicros, h.nginxFullMicros)} full) | ${h.nginxResumedTlsOnlyMicros.toFixed(0)} µs (${x(h.nginxResumedTlsOnlyMicros, h.nginxFullTlsOnlyMicros)} full) | |`);
+    if (ONLY !== 'keepalive') {
+      console.log('');
+      console.log('| handshake (CPU of the server) | whole connection | less a plaintext connection | target |');
+      console.log('| --- | ---: | ---: | --- |');
+      console.log(`| full, openssl s_server | ${h.sServerFullMicros.toFixed(0)} µs | | |`);
+      console.log(`| full, Sluice B | ${h.sluiceFullMicros.toFixed(0)} µs (${x(h.sluiceFullMicros, h.sServerFullMicros)} s_server) | ${h.sluiceFullTlsOnlyMicros.toFixed(0)} µs (**${x(h.sluiceFullTlsOnlyMicros, h.sServerFullMicros)}** s_server; plaintext connection ${h.sluicePlainConnectionMicros.toFixed(0)} µs) | ≤ 1.3× s_server |`);
+      console.log(`| full, nginx N | ${h.nginxFullMicros.toFixed(0)} µs (${x(h.nginxFullMicros, h.sServerFullMicros)} s_server) | ${h.nginxFullTlsOnlyMicros.toFixed(0)} µs (${x(h.nginxFullTlsOnlyMicros, h.sServerFullMicros)} s_server; plaintext connection ${h.nginxPlainConnectionMicros.toFixed(0)} µs) | |`);
+      console.log(`| resumed, openssl s_server | ${h.sServerResumedMicros.toFixed(0)} µs (${x(h.sServerResumedMicros, h.sServerFullMicros)} full) | | |`);
+      console.log(`| resumed, Sluice B | ${h.sluiceResumedMicros.toFixed(0)} µs (${x(h.sluiceResumedMicros, h.sluiceFullMicros)} full) | ${h.sluiceResumedTlsOnlyMicros.toFixed(0)} µs (**${x(h.sluiceResumedTlsOnlyMicros, h.sluiceFullTlsOnlyMicros)}** full) | ≤ 0.5× full |`);
+      console.log(`| resumed, nginx N | ${h.nginxResumedMicros.toFixed(0)} µs (${x(h.nginxResumedMicros, h.nginxFullMicros)} full) | ${h.nginxResumedTlsOnlyMicros.toFixed(0)} µs (${x(h.nginxResumedTlsOnlyMicros, h.nginxFullTlsOnlyMicros)} full) | |`);
+    }
     if (failures > 0) console.log(`FAILED requests: ${failures}`);
     mkdirSync(path.dirname(OUT), { recursive: true });
     writeFileSync(OUT, JSON.stringify(summary, null, 2));

@@ -19,7 +19,7 @@
  * (Node does that for sockets with a user buffer); a sink may also return false to stop reading.
  * End of stream and errors come as the socket's usual 'end', 'error' and 'close'.
  */
-import type net from 'node:net';
+import net from 'node:net';
 
 /**
  * Bytes one read may bring: 256 KiB, one buffer per thread. Node's own reads take 64 KiB; a large
@@ -88,4 +88,35 @@ export function copyOf(buf: Buffer, n: number = buf.length): Buffer {
   const c = Buffer.allocUnsafe(n);
   buf.copy(c, 0, 0, n);
   return c;
+}
+
+/**
+ * Node's own keys for a socket's `onread` buffer and callback (lib/internal/stream_base_commons.js),
+ * read once from a socket made with the option; null where this runtime has other ones.
+ */
+const USER_BUFFER_KEYS = ((): { buffer: symbol; callback: symbol } | null => {
+  const probe = new net.Socket({ onread: OPTION } as net.SocketConstructorOpts);
+  const keys = new Map(Object.getOwnPropertySymbols(probe).map((s) => [s.description, s]));
+  const buffer = keys.get('kBuffer');
+  const callback = keys.get('kBufferCb');
+  const own = probe as unknown as Record<symbol, unknown>;
+  return buffer && callback && own[buffer] === READ_BUFFER && own[callback] === onDirectRead ? { buffer, callback } : null;
+})();
+
+/**
+ * Makes an open socket read through the thread's buffer, as `directRead()` does for a socket
+ * being made. For a TLS socket over a socket of Sluice's own (inbound termination, upstream mTLS):
+ * Node takes `onread` only on a TLS socket that makes its own TCP connection, yet its TLS wrap
+ * hands decrypted bytes to whatever buffer its reader gives, as any stream handle does. False
+ * (and the socket left as it is, a stream) where the runtime offers no way to.
+ */
+export function adoptDirectRead(socket: net.Socket): boolean {
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (b: Buffer) => void } | null })._handle;
+  if (USER_BUFFER_KEYS === null || typeof handle?.useUserBuffer !== 'function') return false;
+  const own = socket as unknown as Record<symbol, unknown>;
+  own[USER_BUFFER_KEYS.buffer] = READ_BUFFER;
+  own[USER_BUFFER_KEYS.callback] = onDirectRead;
+  handle.useUserBuffer(READ_BUFFER);
+  markDirect(socket);
+  return true;
 }

@@ -36,7 +36,9 @@ type Refreshable = { _handle?: Handle | null; _unrefTimer?: () => void };
  * whatever it held for the socket (a turn's cork) if it wants the direct path.
  */
 export function writeLent(s: net.Socket, bytes: Buffer): boolean {
-  if (bytes.length >= LENT_WRITE_MIN && s.writableLength === 0 && s.writableCorked === 0 && !s.connecting && !s.destroyed && !s.writableEnded && isDirect(s)) {
+  // a TLS socket that reads directly has its TCP descriptor under it: bytes written there would skip the encryption
+  if (bytes.length >= LENT_WRITE_MIN && s.writableLength === 0 && s.writableCorked === 0 && !s.connecting && !s.destroyed && !s.writableEnded && isDirect(s)
+    && (s as net.Socket & { encrypted?: boolean }).encrypted !== true) {
     const r = s as net.Socket & Refreshable;
     const fd = r._handle?.fd;
     if (fd !== undefined && fd >= 0) {

@@ -20,6 +20,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { chainsTo, pemBlocks, principalMatches, spiffeIdOf, validityProblem } from './identity';
 import type { IdentityMailbox, IdentityMessage } from './identity-mailbox';
+import { adoptDirectRead } from '../net/direct-read';
 
 export type PeerRefusal = 'no_identity' | 'no_client_cert' | 'not_chained' | 'expired' | 'not_yet_valid' | 'no_spiffe_id'
   | 'principal_mismatch' | 'handshake_failed' | 'handshake_timeout';
@@ -225,6 +226,8 @@ export class TlsRuntime {
     s.once('secure', () => {
       const check = opensslVerified(s) ? gen.checkAuthorizedLeaf(s.getPeerCertificate(false)) : gen.checkPeer(peerChain(s));
       if ('reason' in check) { finish({ ok: false, ...check }); return; }
+      // what comes out of the TLS socket is read as a plaintext connection's bytes are: through the thread's buffer
+      adoptDirectRead(s);
       finish({ ok: true, socket: s, principal: check.id, ownId: gen.id, resumed: s.isSessionReused(), alpn: s.alpnProtocol ?? false, gen });
     });
   }
@@ -234,7 +237,7 @@ export class TlsRuntime {
    * its 'connect' comes only once the handshake and the peer's identity check are done, so a pool
    * counts a connection only when requests can go on it, and a refused peer is a connect failure.
    */
-  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean, group = ''): net.Socket {
+  connect(host: string, port: number, o: OutboundTls, alpn: readonly string[] | undefined, allowHalfOpen: boolean, group = '', direct = false): net.Socket {
     const gen = this.current();
     if (!gen) {
       const s = new net.Socket();
@@ -259,6 +262,8 @@ export class TlsRuntime {
         return undefined;
       },
     } as tls.ConnectionOptions);
+    // decrypted bytes through the thread's buffer, for a caller that takes them with setReadSink (src/net/direct-read.ts)
+    if (direct) adoptDirectRead(c);
     this.outbound.set(c, { gen, group });
     c.once('close', () => this.outbound.delete(c));
     c.on('session', (s: Buffer) => {

@@ -50,8 +50,9 @@ export interface DialOptions {
    */
   tls?: { runtime: TlsRuntime; spec: OutboundTls; alpn?: readonly string[]; group?: string } | null;
   /**
-   * A plaintext socket reads through the thread's buffer (src/net/direct-read.ts), for a caller
-   * that takes its bytes with setReadSink; until it does, the socket reads as a stream.
+   * The socket (plaintext, or the TLS socket's decrypted side) reads through the thread's buffer
+   * (src/net/direct-read.ts), for a caller that takes its bytes with setReadSink; until it does,
+   * the socket reads as a stream.
    */
   direct?: boolean;
 }
@@ -64,7 +65,7 @@ export interface DialOptions {
 export function dial(host: string, port: number, opts: DialOptions = {}): net.Socket {
   const t = opts.tls;
   const socket = t
-    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group)
+    ? t.runtime.connect(host, port, t.spec, t.alpn, opts.allowHalfOpen === true, t.group, opts.direct === true)
     : opts.direct === true
       ? markDirect(net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true, onread: directRead() } as net.NetConnectOpts))
       : net.connect({ host, port, noDelay: true, allowHalfOpen: opts.allowHalfOpen === true });

@@ -97,7 +97,7 @@ export class Http1Connection implements Http1Handler {
   ) {
     this.socket = socket;
     this.decoder = new Http1Decoder('response', this, { maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders });
-    // a plaintext connection reads through the thread's buffer (onRead), a TLS one as a stream
+    // reads through the thread's buffer (onRead), plaintext or mTLS; a stream where the runtime gives no way to
     this.direct = isDirect(socket);
     if (this.direct) setReadSink(socket, this);
     else socket.on('data', (d: Buffer) => this.onRead(d));
