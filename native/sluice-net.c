@@ -40,6 +40,18 @@
  *   acceptResume(handle), acceptStop(handle)   stop also closes the fd
  *   closeMany(fds: Int32Array, n)   close n descriptors (refusals)
  *
+ *   tlsSetNumTickets(ctx: string, n) -> boolean
+ *       SSL_CTX_set_num_tickets on the SSL_CTX a Node SecureContext holds:
+ *       the TLS 1.3 session tickets a server sends after each handshake
+ *       (OpenSSL's default is 2). `ctx` is the SSL_CTX's address in hex, as
+ *       Node shows `secureContext.context._external` (an External that
+ *       Node-API cannot read: napi_get_value_external expects one of its own).
+ *       The functions are looked up in the running process (Node exports
+ *       OpenSSL's symbols), so no OpenSSL headers are needed to build this;
+ *       false when this Node has no such symbol, when the context does not
+ *       hold OpenSSL's default (2) or n already (then the address is not
+ *       what it should be, and nothing is written), or OpenSSL refuses.
+ *
  * Errors are thrown as JS errors with code = errno name, so callers can
  * tell EBADF (bug) from ENOENT (not redirected).
  */
@@ -57,6 +69,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <sys/resource.h>
+#include <dlfcn.h>
 
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
@@ -582,6 +595,40 @@ static napi_value close_many(napi_env env, napi_callback_info info) {
   return u;
 }
 
+/* OpenSSL's, from the running node binary: int SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t num_tickets) */
+typedef int (*set_num_tickets_fn)(void *ctx, size_t num_tickets);
+/* size_t SSL_CTX_get_num_tickets(const SSL_CTX *ctx) */
+typedef size_t (*get_num_tickets_fn)(const void *ctx);
+
+static napi_value tls_set_num_tickets(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char hex[24];
+  size_t len = 0;
+  uint32_t n = 0;
+  char *end = NULL;
+  unsigned long long addr = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 2 &&
+      napi_get_value_string_utf8(env, argv[0], hex, sizeof hex, &len) == napi_ok && len > 0 && len < sizeof hex - 1 &&
+      napi_get_value_uint32(env, argv[1], &n) == napi_ok) {
+    errno = 0;
+    addr = strtoull(hex, &end, 16);
+  }
+  if (addr == 0 || end == NULL || *end != '\0' || errno != 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsSetNumTickets(ctx: hex address, n)");
+    return NULL;
+  }
+  set_num_tickets_fn set = (set_num_tickets_fn)dlsym(RTLD_DEFAULT, "SSL_CTX_set_num_tickets");
+  get_num_tickets_fn get = (get_num_tickets_fn)dlsym(RTLD_DEFAULT, "SSL_CTX_get_num_tickets");
+  void *ctx = (void *)(uintptr_t)addr;
+  /* a context as Node makes it has OpenSSL's default (2), or what an earlier call set: anything
+     else means the address is not an SSL_CTX, and nothing is written */
+  size_t was = set != NULL && get != NULL ? get(ctx) : 0;
+  napi_value r;
+  napi_get_boolean(env, (was == 2 || was == n) && set(ctx, n) == 1, &r);
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL },
@@ -594,6 +641,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "acceptResume", NULL, accept_resume, NULL, NULL, NULL, napi_default, NULL },
     { "acceptStop", NULL, accept_stop, NULL, NULL, NULL, napi_default, NULL },
     { "closeMany", NULL, close_many, NULL, NULL, NULL, napi_default, NULL },
+    { "tlsSetNumTickets", NULL, tls_set_num_tickets, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

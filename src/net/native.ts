@@ -35,6 +35,11 @@ export interface NativeNet {
   /** Stop accepting and close the listening socket. */
   acceptStop(a: Acceptor): void;
   closeMany(fds: Int32Array, n: number): void;
+  /**
+   * SSL_CTX_set_num_tickets on the SSL_CTX at `ctx` (its address in hex, as Node shows a
+   * SecureContext's `context._external`); false where it could not. Absent from older builds.
+   */
+  tlsSetNumTickets?(ctx: string, n: number): boolean;
 }
 
 const REQUIRED: (keyof NativeNet)[] = ['originalDst', 'dup', 'close', 'fdLimit', 'listen', 'localAddress', 'acceptStart', 'acceptResume', 'acceptStop', 'closeMany'];

@@ -15,12 +15,14 @@
  * again, so that the refusal says why (expired, another CA, no SPIFFE ID); that result is cached
  * per chain for the generation, so a repeated handshake costs a hash, not a signature check.
  */
-import { X509Certificate, createHash } from 'node:crypto';
+import crypto, { X509Certificate, createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
+import { inspect } from 'node:util';
 import { chainsTo, pemBlocks, principalMatches, spiffeIdOf, validityProblem } from './identity';
 import type { IdentityMailbox, IdentityMessage } from './identity-mailbox';
 import { adoptDirectRead } from '../net/direct-read';
+import { loadNative } from '../net/native';
 
 export type PeerRefusal = 'no_identity' | 'no_client_cert' | 'not_chained' | 'expired' | 'not_yet_valid' | 'no_spiffe_id'
   | 'principal_mismatch' | 'handshake_failed' | 'handshake_timeout';
@@ -58,6 +60,7 @@ export class Generation {
     const ticketKeys = Buffer.from(m.ticketKeys);
     const ciphers = m.ciphers || undefined;
     this.server = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2', ciphers });
+    oneSessionTicket(this.server);
     this.client = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2', ciphers });
     this.roots = pemBlocks(m.caPem).map((p) => new X509Certificate(p));
   }
@@ -65,18 +68,16 @@ export class Generation {
   /**
    * The fast path of a handshake OpenSSL already verified against this generation's bundle
    * (its verify result: chain, signatures, validity): only the leaf's SPIFFE ID is ours to check,
-   * cached by the leaf's fingerprint. `leaf` is the peer's certificate as getPeerCertificate()
-   * gives it without the chain: the first time a handshake reads it, that costs about 55 µs,
-   * getPeerX509Certificate() 160 µs (OpenSSL 3 decodes the certificate again to copy it) and
-   * getPeerCertificate(true), the whole chain as objects (what checkPeer needs), 270 µs.
+   * cached by the leaf's SHA-256. `leaf` is the peer's certificate (DER), read from the session
+   * (see peerLeaf).
    */
-  checkAuthorizedLeaf(leaf: Pick<tls.PeerCertificate, 'fingerprint256' | 'raw'> | undefined, now = Date.now()): PeerCheck {
-    if (!leaf || !leaf.raw) return { reason: 'no_client_cert', message: 'the peer presented no certificate' };
-    const key = leaf.fingerprint256;
+  checkAuthorizedLeaf(leaf: Buffer | null, now = Date.now()): PeerCheck {
+    if (!leaf) return { reason: 'no_client_cert', message: 'the peer presented no certificate' };
+    const key = sha256(leaf);
     let v = this.leaves.get(key);
     if (!v) {
       let cert: X509Certificate | null = null;
-      try { cert = new X509Certificate(leaf.raw); } catch { /* OpenSSL verified it: cannot happen */ }
+      try { cert = new X509Certificate(leaf); } catch { /* OpenSSL verified it: cannot happen */ }
       const sid = cert ? spiffeIdOf(cert) : { error: 'cannot be parsed' };
       v = 'error' in sid
         ? { reason: 'no_spiffe_id', message: `the peer's certificate ${sid.error}` }
@@ -126,6 +127,78 @@ export class Generation {
     }
     return { id: sid.id, notBeforeMs: Date.parse(leaf.validFrom), notAfterMs: Date.parse(leaf.validTo) };
   }
+}
+
+/**
+ * A TLS 1.3 server sends OpenSSL's default of two session tickets after each full handshake (none
+ * after a resumed one: the ticket it was offered stays good); a client of Sluice's keeps only the
+ * last, so one is enough, and each costs the server a copy of the session with the peer's
+ * certificate decoded again. Node has no option for it: the project's addon sets it on the
+ * context's SSL_CTX (src/net/native.ts). Without the addon, two it is.
+ */
+export function oneSessionTicket(ctx: tls.SecureContext): boolean {
+  const native = loadNative();
+  const external = (ctx as unknown as { context?: { _external?: unknown } }).context?._external;
+  if (typeof native?.tlsSetNumTickets !== 'function' || external === undefined) return false;
+  // Node-API cannot read an External that Node's core made; Node shows its address
+  const m = /^\[External: ([0-9a-f]{1,16})\]$/.exec(inspect(external));
+  return m !== null && native.tlsSetNumTickets(m[1], 1);
+}
+
+const sha256: (b: Buffer) => string = typeof (crypto as { hash?: unknown }).hash === 'function'
+  ? (b) => (crypto as unknown as { hash(alg: string, data: Buffer, enc: 'base64'): string }).hash('sha256', b, 'base64')
+  : (b) => createHash('sha256').update(b).digest('base64');
+
+/**
+ * The peer's certificate (DER) on a TLS socket whose handshake is done, or null when it sent none.
+ * Read from the session as OpenSSL encodes it (SSL_SESSION_ASN1: a SEQUENCE whose `[3] EXPLICIT
+ * Certificate` is the peer's leaf), which costs about 11 µs; getPeerCertificate() builds an object
+ * of every field with three fingerprints, about 70 µs (getPeerX509Certificate() 160 µs: OpenSSL 3.0
+ * decodes the certificate again, public key included, to copy it). Where the session cannot be
+ * read that way, getPeerCertificate() it is.
+ */
+export function peerLeaf(s: tls.TLSSocket): Buffer | null {
+  const session = s.getSession();
+  const leaf = session ? certOfSession(session) : undefined;
+  if (leaf !== undefined) return leaf;
+  const c = s.getPeerCertificate(false) as tls.PeerCertificate | Record<string, never>;
+  return c && 'raw' in c && c.raw ? c.raw : null;
+}
+
+/** One DER element at `at`: where its content starts and ends; null if it does not fit in `b`. */
+function derElement(b: Buffer, at: number): { tag: number; start: number; end: number } | null {
+  if (at + 2 > b.length) return null;
+  const tag = b[at];
+  let len = b[at + 1];
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 3 || start + n > b.length) return null;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + b[start + i];
+    start += n;
+  }
+  return start + len > b.length ? null : { tag, start, end: start + len };
+}
+
+/**
+ * The peer certificate of an encoded session: the element tagged [3] (0xa3) of the outer SEQUENCE,
+ * holding one Certificate SEQUENCE. null: the session has none (no client certificate);
+ * undefined: not an encoding this reads.
+ */
+export function certOfSession(der: Buffer): Buffer | null | undefined {
+  const outer = derElement(der, 0);
+  if (!outer || outer.tag !== 0x30) return undefined;
+  for (let at = outer.start; at < outer.end;) {
+    const e = derElement(der, at);
+    if (!e || e.end > outer.end) return undefined;
+    if (e.tag === 0xa3) {
+      const cert = derElement(der, e.start);
+      return cert && cert.tag === 0x30 && cert.end === e.end ? der.subarray(e.start, cert.end) : undefined;
+    }
+    at = e.end;
+  }
+  return null;
 }
 
 /** The DER chain a TLS socket's peer presented, leaf first (the trust anchor OpenSSL added left out only if it is the peer's own). */
@@ -224,7 +297,7 @@ export class TlsRuntime {
     });
     s.once('close', () => finish({ ok: false, reason: 'handshake_failed', message: 'the connection closed during the handshake' }));
     s.once('secure', () => {
-      const check = opensslVerified(s) ? gen.checkAuthorizedLeaf(s.getPeerCertificate(false)) : gen.checkPeer(peerChain(s));
+      const check = opensslVerified(s) ? gen.checkAuthorizedLeaf(peerLeaf(s)) : gen.checkPeer(peerChain(s));
       if ('reason' in check) { finish({ ok: false, ...check }); return; }
       // what comes out of the TLS socket is read as a plaintext connection's bytes are: through the thread's buffer
       adoptDirectRead(s);
