@@ -8,7 +8,8 @@
  *                wrk ─▶ nginx M ─plaintext──▶ Sluice B ─▶ nginx        M in A's place: nginx originating
  *                wrk ─▶ nginx M' ─mTLS──────▶ Sluice B' ─▶ nginx       mTLS, CPU µs/req of B beside it
  *   handshakes   a TLS 1.3 client with a client certificate ─▶ Sluice B' (strict), ─▶ nginx N' and
- *                ─▶ openssl s_server -Verify 1: full handshakes, then resumed ones (session tickets),
+ *                ─▶ openssl s_server -Verify 1 (also with -num_tickets 1, the one ticket Sluice sends):
+ *                full handshakes, then resumed ones (session tickets),
  *                CPU µs per handshake of the server                  (targets: full ≤ 1.3 × s_server,
  *                                                                      resumed ≤ ½ full)
  *
@@ -81,6 +82,9 @@ function tlsOf(w: Workload, mode: string) {
   return { certFile: w.certFile, keyFile: w.keyFile, caFile: w.caFile, inbound: { mode } };
 }
 
+/** The group of each server's key exchange as the handshake client saw it, by port (all the same: X25519, what the client offers first). */
+const keyExchange: Record<number, string> = {};
+
 /** TLS connections for `seconds`, two at a time, each closed once its handshake is done; with `resume`, each offers the last session ticket. */
 async function handshakes(port: number, w: Workload, seconds: number, resume: boolean): Promise<{ done: number; resumed: number }> {
   const cert = readFileSync(w.certFile);
@@ -88,6 +92,7 @@ async function handshakes(port: number, w: Workload, seconds: number, resume: bo
   const ca = readFileSync(w.caFile);
   let session: Buffer | undefined;
   let done = 0;
+  const note = (s: tls.TLSSocket) => { keyExchange[port] ??= (s.getEphemeralKeyInfo() as { name?: string } | null)?.name ?? 'none'; };
   let resumed = 0;
   const deadline = Date.now() + seconds * 1000;
   const one = async () => {
@@ -99,6 +104,7 @@ async function handshakes(port: number, w: Workload, seconds: number, resume: bo
     } catch (err) {
       throw new Error(`handshake with 127.0.0.1:${port} (${resume ? 'resumed' : 'full'}): ${(err as Error).message}`);
     }
+    note(s);
     if (s.isSessionReused()) resumed++;
     // a ticket comes after the handshake in TLS 1.3: read until the server has sent it
     if (resume && !session) await once(s, 'session');
@@ -178,7 +184,7 @@ async function main(): Promise<void> {
   console.log(`node ${info.node}, ${info.cpus} CPUs, commit ${info.commit}, load average ${info.loadavg.toFixed(2)}`);
   try {
     const ids = pki(path.join(dir, 'pki'));
-    const [up, aPlain, bPlain, aTls, bTls, bProbe, sServer, ad1, ad2, ad3, ad4, aPlainNgx, aTlsNgx, nPlain, nTls, mPlain, mTls] = await freePorts(17);
+    const [up, aPlain, bPlain, aTls, bTls, bProbe, sServer, ad1, ad2, ad3, ad4, aPlainNgx, aTlsNgx, nPlain, nTls, mPlain, mTls, sServer1] = await freePorts(18);
     mkdirSync(path.join(dir, 'nginx'));
     mkdirSync(path.join(dir, 'nginx-n'));
     writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes 1; daemon off; master_process on; pid ${dir}/nginx.pid;
@@ -219,8 +225,13 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
     });
     const sv = startChild('s_server', 'openssl', ['s_server', '-accept', `127.0.0.1:${sServer}`, '-cert', ids.server.certFile, '-key', ids.server.keyFile,
       '-CAfile', ids.server.caFile, '-Verify', '1', '-quiet', '-naccept', '100000000'], { stdin: true });
+    // the same with one session ticket per full handshake, as Sluice B sends (OpenSSL's default, and nginx's, is two)
+    const sv1 = startChild('s_server-1', 'openssl', ['s_server', '-accept', `127.0.0.1:${sServer1}`, '-cert', ids.server.certFile, '-key', ids.server.keyFile,
+      '-CAfile', ids.server.caFile, '-Verify', '1', '-quiet', '-naccept', '100000000', '-num_tickets', '1'], { stdin: true });
     for (const [port, c] of [[aPlain, a1], [aTls, a2], [aPlainNgx, a1], [aTlsNgx, a2], [mPlain, ngxN], [mTls, ngxN]] as const) await waitHttp200(`http://127.0.0.1:${port}/`, 20_000, c);
-    await waitFor('s_server', () => new Promise<boolean>((r) => { const s = net.connect(sServer, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); }), 10_000, sv);
+    for (const [port, c] of [[sServer, sv], [sServer1, sv1]] as const) {
+      await waitFor('s_server', () => new Promise<boolean>((r) => { const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); }), 10_000, c);
+    }
 
     // ── keep-alive: A and B, and A with nginx N in B's place ─────────────────────────
     // per connection count, kind and round: CPU µs/req of A and of the terminating side (B or N)
@@ -267,7 +278,7 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
 
     // ── handshakes ─────────────────────────────────────────────────────────────────
     const hs: Record<string, number[]> = {
-      sluiceFull: [], sluiceResumed: [], sServerFull: [], sServerResumed: [], sluicePlainCx: [], nginxFull: [], nginxResumed: [], nginxPlainCx: [],
+      sluiceFull: [], sluiceResumed: [], sServerFull: [], sServerResumed: [], sServer1Full: [], sServer1Resumed: [], sluicePlainCx: [], nginxFull: [], nginxResumed: [], nginxPlainCx: [],
     };
     let resumedShare = { sluice: 0, sServer: 0, nginx: 0 };
     for (let r = 0; r < (ONLY === 'keepalive' ? 0 : ROUNDS); r++) {
@@ -275,16 +286,19 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
       const sr = await cpuPer([b2.pid], () => handshakes(bTls, ids.client, SECONDS, true));
       const of = await cpuPer([sv.pid], () => handshakes(sServer, ids.client, SECONDS, false));
       const or = await cpuPer([sv.pid], () => handshakes(sServer, ids.client, SECONDS, true));
+      const o1f = await cpuPer([sv1.pid], () => handshakes(sServer1, ids.client, SECONDS, false));
+      const o1r = await cpuPer([sv1.pid], () => handshakes(sServer1, ids.client, SECONDS, true));
       const nf = await cpuPer([ngxN.pid], () => handshakes(nTls, ids.client, SECONDS, false));
       const nr = await cpuPer([ngxN.pid], () => handshakes(nTls, ids.client, SECONDS, true));
       const pc = await cpuPer([b2.pid], () => plainConnections(bProbe, SECONDS));
       const npc = await cpuPer([ngxN.pid], () => plainConnections(nPlain, SECONDS));
-      hs.sluiceFull.push(sf.per); hs.sluiceResumed.push(sr.per); hs.sServerFull.push(of.per); hs.sServerResumed.push(or.per); hs.sluicePlainCx.push(pc.per);
+      hs.sluiceFull.push(sf.per); hs.sluiceResumed.push(sr.per); hs.sServerFull.push(of.per); hs.sServerResumed.push(or.per); hs.sServer1Full.push(o1f.per); hs.sServer1Resumed.push(o1r.per); hs.sluicePlainCx.push(pc.per);
       hs.nginxFull.push(nf.per); hs.nginxResumed.push(nr.per); hs.nginxPlainCx.push(npc.per);
       resumedShare = { sluice: sr.result.resumed / sr.result.done, sServer: or.result.resumed / or.result.done, nginx: nr.result.resumed / nr.result.done };
       const pct = (x: number) => `${(x * 100).toFixed(0)}% resumed`;
       console.log(`handshakes round ${r + 1}: Sluice full ${sf.per.toFixed(0)} µs (${sf.result.done}), resumed ${sr.per.toFixed(0)} µs (${sr.result.done}, ${pct(resumedShare.sluice)}), plaintext connection ${pc.per.toFixed(0)} µs; `
         + `s_server full ${of.per.toFixed(0)} µs (${of.result.done}), resumed ${or.per.toFixed(0)} µs (${pct(resumedShare.sServer)}); `
+        + `s_server -num_tickets 1 full ${o1f.per.toFixed(0)} µs, resumed ${o1r.per.toFixed(0)} µs; `
         + `nginx full ${nf.per.toFixed(0)} µs (${nf.result.done}), resumed ${nr.per.toFixed(0)} µs (${pct(resumedShare.nginx)}), plaintext connection ${npc.per.toFixed(0)} µs`);
     }
     const m = (k: string) => median(hs[k]);
@@ -295,6 +309,7 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
       handshake: {
         sluiceFullMicros: m('sluiceFull'), sluiceResumedMicros: m('sluiceResumed'), sluicePlainConnectionMicros: m('sluicePlainCx'),
         sServerFullMicros: m('sServerFull'), sServerResumedMicros: m('sServerResumed'),
+        sServerOneTicketFullMicros: m('sServer1Full'), sServerOneTicketResumedMicros: m('sServer1Resumed'), keyExchange,
         nginxFullMicros: m('nginxFull'), nginxResumedMicros: m('nginxResumed'), nginxPlainConnectionMicros: m('nginxPlainCx'),
         sluiceFullTlsOnlyMicros: m('sluiceFull') - m('sluicePlainCx'), sluiceResumedTlsOnlyMicros: m('sluiceResumed') - m('sluicePlainCx'),
         nginxFullTlsOnlyMicros: m('nginxFull') - m('nginxPlainCx'), nginxResumedTlsOnlyMicros: m('nginxResumed') - m('nginxPlainCx'),
@@ -323,12 +338,15 @@ http { access_log off; client_body_temp_path ${dir}/nginx; keepalive_requests 10
       console.log('| handshake (CPU of the server) | whole connection | less a plaintext connection | target |');
       console.log('| --- | ---: | ---: | --- |');
       console.log(`| full, openssl s_server | ${h.sServerFullMicros.toFixed(0)} µs | | |`);
+      console.log(`| full, openssl s_server -num_tickets 1 | ${h.sServerOneTicketFullMicros.toFixed(0)} µs | (Sluice B's TLS part: ${x(h.sluiceFullTlsOnlyMicros, h.sServerOneTicketFullMicros)} of it) | |`);
       console.log(`| full, Sluice B | ${h.sluiceFullMicros.toFixed(0)} µs (${x(h.sluiceFullMicros, h.sServerFullMicros)} s_server) | ${h.sluiceFullTlsOnlyMicros.toFixed(0)} µs (**${x(h.sluiceFullTlsOnlyMicros, h.sServerFullMicros)}** s_server; plaintext connection ${h.sluicePlainConnectionMicros.toFixed(0)} µs) | ≤ 1.3× s_server |`);
       console.log(`| full, nginx N | ${h.nginxFullMicros.toFixed(0)} µs (${x(h.nginxFullMicros, h.sServerFullMicros)} s_server) | ${h.nginxFullTlsOnlyMicros.toFixed(0)} µs (${x(h.nginxFullTlsOnlyMicros, h.sServerFullMicros)} s_server; plaintext connection ${h.nginxPlainConnectionMicros.toFixed(0)} µs) | |`);
       console.log(`| resumed, openssl s_server | ${h.sServerResumedMicros.toFixed(0)} µs (${x(h.sServerResumedMicros, h.sServerFullMicros)} full) | | |`);
+      console.log(`| resumed, openssl s_server -num_tickets 1 | ${h.sServerOneTicketResumedMicros.toFixed(0)} µs (${x(h.sServerOneTicketResumedMicros, h.sServerOneTicketFullMicros)} full) | | |`);
       console.log(`| resumed, Sluice B | ${h.sluiceResumedMicros.toFixed(0)} µs (${x(h.sluiceResumedMicros, h.sluiceFullMicros)} full) | ${h.sluiceResumedTlsOnlyMicros.toFixed(0)} µs (**${x(h.sluiceResumedTlsOnlyMicros, h.sluiceFullTlsOnlyMicros)}** full) | ≤ 0.5× full |`);
       console.log(`| resumed, nginx N | ${h.nginxResumedMicros.toFixed(0)} µs (${x(h.nginxResumedMicros, h.nginxFullMicros)} full) | ${h.nginxResumedTlsOnlyMicros.toFixed(0)} µs (${x(h.nginxResumedTlsOnlyMicros, h.nginxFullTlsOnlyMicros)} full) | |`);
     }
+    if (ONLY !== 'keepalive') console.log(`key exchange by port: ${JSON.stringify(keyExchange)} (Sluice B ${bTls}, s_server ${sServer} and ${sServer1}, nginx N ${nTls})`);
     if (failures > 0) console.log(`FAILED requests: ${failures}`);
     mkdirSync(path.dirname(OUT), { recursive: true });
     writeFileSync(OUT, JSON.stringify(summary, null, 2));
