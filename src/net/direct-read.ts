@@ -12,8 +12,10 @@
  * when the write does not complete at once: large ones are written with src/net/lent-write.ts,
  * which copies only what the socket did not take; small ones are copied). With no sink the
  * socket is an ordinary stream (one copy per read, in place of Node's own allocation), which is
- * what TLS termination, HTTP/2, Dubbo and opaque TCP use; TLS takes the handle over with a stream
- * listener of its own and no longer reads through here at all.
+ * what HTTP/2, Dubbo and opaque TCP use. A TLS socket made over such a socket takes its handle over
+ * (the ciphertext no longer comes here); its own decrypted reads come through here once it has
+ * `adoptDirectRead()`: then each TLS record's plaintext is one read (TLS 1.3 records hold up to
+ * 16 KiB), and after a sink stops reading, the rest of what one TCP read decrypted still comes.
  *
  * Backpressure: `pause()` and `resume()` of a direct socket stop and restart the handle's reads
  * (Node does that for sockets with a user buffer); a sink may also return false to stop reading.
