@@ -19,7 +19,8 @@ import { PROTOCOLS } from '../stats/stats';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from './runtime';
 import type { ListenerConfig } from '../config/config';
 import type { InboundMode } from '../tls/tls-config';
-import { deadlineList, type Deadline, type DeadlineList } from './deadlines';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../exchange/deadlines';
+import { log } from '../log';
 import { proxyTcp, type TcpProxy } from '../protocols/tcp/tcp-proxy';
 import { Http1Session } from '../protocols/http1/http1-session';
 import { serveHttp2 } from '../protocols/http2/http2-session';
@@ -68,7 +69,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
 
   const sniffer = new Sniffer(rt, socket, info, mode);
   (socket as SniffedSocket)[SNIFFER] = sniffer;
-  deadlineList(l.protocol === 'http' ? cfg.config.http.headerTimeoutMs : cfg.config.tcp.sniffTimeoutMs).add(sniffer);
+  addDeadline(sniffer, l.protocol === 'http' ? cfg.config.http.headerTimeoutMs : cfg.config.tcp.sniffTimeoutMs, performance.now());
   // module-level listeners that find the sniffer on the socket: no closures per connection
   socket.on('close', onSniffClose);
   socket.on('end', onSniffEnd);
@@ -85,20 +86,21 @@ function onSniffReadable(this: SniffedSocket): void { this[SNIFFER]?.onReadable(
 function onSniffEnd(this: SniffedSocket): void { this[SNIFFER]?.onEnd(); }
 function onSniffClose(this: SniffedSocket): void {
   const s = this[SNIFFER];
-  if (s) s.dueList?.cancel(s);
+  if (s) clearDeadline(s);
 }
 
 /**
  * Recognition of one connection's protocol from its first bytes, then the hand-off to its
  * session. One object per connection (no closures): its socket's listeners find it through
- * SNIFFER, the thread's deadline list (deadlines.ts) holds it for the sniff or header timeout,
+ * SNIFFER, the thread's deadline list for that duration (src/exchange/deadlines.ts: one timer
+ * per duration, shared with the route timeouts) holds it for the sniff or header timeout,
  * and a socket that reads through the thread's buffer gives it its reads (it is their sink).
  */
-class Sniffer implements Deadline, ReadSink {
-  dueAt = NaN;
-  prevDue: Deadline | null = null;
-  nextDue: Deadline | null = null;
-  dueList: DeadlineList | null = null;
+class Sniffer implements Timed, ReadSink {
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
+  dlList: DeadlineList | null = null;
   decided = false;
   readonly direct: boolean;
   private readonly l: ListenerConfig;
@@ -122,7 +124,7 @@ class Sniffer implements Deadline, ReadSink {
    */
   private stop(): void {
     this.decided = true;
-    this.dueList?.cancel(this);
+    clearDeadline(this);
     const socket = this.socket as SniffedSocket;
     socket[SNIFFER] = null;
     // reads go to the Readable side again, unless the session dispatched to takes them (HTTP/1)
@@ -219,8 +221,18 @@ class Sniffer implements Deadline, ReadSink {
    * slow client must not skip the routes, and a slowloris must not hold the connection longer
    * than an HTTP one could.
    */
-  onDue(): void {
+  onDeadline(): void {
     if (this.decided || this.socket.destroyed) return;
+    try {
+      this.timedOut();
+    } catch (err) {
+      // a bug of ours: lose this connection, never the worker
+      log.error({ err }, 'sniff timeout');
+      this.socket.destroy();
+    }
+  }
+
+  private timedOut(): void {
     const { rt, info, l, mode } = this;
     if (this.length === 0) {
       if (mode === 'strict') {
@@ -262,7 +274,8 @@ class Sniffer implements Deadline, ReadSink {
     if (v === 'more') {
       if (first) {
         info.firstByteAt = performance.now();
-        deadlineList(this.rt.current().config.http.headerTimeoutMs).add(this);
+        clearDeadline(this);
+        addDeadline(this, this.rt.current().config.http.headerTimeoutMs, info.firstByteAt);
       }
       return;
     }

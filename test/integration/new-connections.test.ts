@@ -11,7 +11,7 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import t, { type Test } from 'tap';
-import { httpUpstream, openFds, spawnSluice, stats, waitFor, withTestDefaults, writeConfig, type ChildSluice, type Upstream } from '../helpers/harness';
+import { fdsBackTo, httpUpstream, settledFds, spawnSluice, stats, waitFor, withTestDefaults, writeConfig, type ChildSluice, type Upstream } from '../helpers/harness';
 import { sluiceStarted, type StartedSluice } from '../helpers/netns';
 
 const SNIFF_MS = 300;
@@ -48,25 +48,8 @@ async function oneRequest(port: number): Promise<string> {
   return r.data.split('\r\n')[0];
 }
 
-/** The fd count once it stops changing. */
-async function settledFds(): Promise<number> {
-  let last = -1;
-  let same = 0;
-  return waitFor(() => {
-    const n = openFds(child.proc.pid!);
-    same = n === last ? same + 1 : 0;
-    last = n;
-    return same >= 25 ? n : 0; // unchanged for ~0.5 s
-  }, 20_000, 'a steady descriptor count');
-}
-
-async function fdsBack(t: Test, what: string): Promise<void> {
-  const margin = 2;
-  const n = await waitFor(() => {
-    const c = openFds(child.proc.pid!);
-    return c <= baseline + margin ? c : 0;
-  }, 20_000, `descriptor count back within ${margin} of ${baseline}`).catch(() => openFds(child.proc.pid!));
-  t.ok(n <= baseline + margin, `${what}: ${n} open descriptors, baseline ${baseline}`);
+function fdsBack(t: Test, what: string): Promise<void> {
+  return fdsBackTo(t, child.proc.pid!, baseline, what);
 }
 
 async function activeIs(listener: string, n: number): Promise<number> {
@@ -88,7 +71,7 @@ t.before(async () => {
   child = spawnSluice(['start', '--config', file]);
   started = await sluiceStarted(child);
   t.equal(await oneRequest(started.ports.auto), 'HTTP/1.1 200 OK', 'warm-up request');
-  baseline = await settledFds();
+  baseline = await settledFds(child.proc.pid!);
 });
 
 t.teardown(async () => {
