@@ -260,6 +260,7 @@ function admitOpaque(cfg: CompiledConfig, socket: net.Socket, info: ConnectionIn
 function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): void {
   const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
   const lr = info.listener;
+  const upstream = lr.config.cluster !== undefined ? cfg.clusters.get(lr.config.cluster) : undefined;
   rt.tls.terminate(socket, cfg.config.tls?.handshakeTimeoutMs ?? 10_000, (r) => {
     const now = rt.current();
     if (!r.ok) {
@@ -274,7 +275,7 @@ function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, i
       listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
       identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId), tlsGen: r.gen, countPeer: true,
     });
-  });
+  }, upstream?.config.protocol === 'http2');
 }
 
 function dispatch(
