@@ -189,7 +189,9 @@ class Sniffer implements Timed, ReadSink {
     const now = rt.current();
     if (l.protocol !== 'auto' || l.opaque !== 'passthrough' || this.mode === 'strict') return false;
     const target = now.passthrough({ listener: l.name, destination: info.dst });
+    // dialled before anyone speaks, so decided now; a client that speaks HTTP or Dubbo first meets the policy on each request
     if (!target) return false;
+    if (!admitOpaque(now, socket, info)) { this.stop(); socket.destroy(); return true; }
     const c = now.config.tcp;
     this.held = proxyTcp(socket, target, now.stats, {
       connectTimeoutMs: c.connectTimeoutMs, idleTimeoutMs: c.idleTimeoutMs, held: true, tls: now.dialTls(target.tls),
@@ -311,10 +313,21 @@ class Sniffer implements Timed, ReadSink {
   }
 }
 
+/**
+ * Authorization of a connection carried as opaque bytes (it has no request to decide on): its
+ * listener, direction and caller. Refused: false, and the caller closes it.
+ */
+function admitOpaque(cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): boolean {
+  const l = info.listener.config;
+  const source = { address: info.peer?.address ?? socket.remoteAddress ?? '', port: info.peer?.port ?? socket.remotePort ?? 0, principal: info.principal };
+  return cfg.admitConnection({ direction: l.direction, listener: l.name, source });
+}
+
 /** Terminates inbound mTLS, then serves what is inside as a connection of its own, with the caller's identity. */
 function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): void {
   const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
   const lr = info.listener;
+  const upstream = lr.config.cluster !== undefined ? cfg.clusters.get(lr.config.cluster) : undefined;
   rt.tls.terminate(socket, cfg.config.tls?.handshakeTimeoutMs ?? 10_000, (r) => {
     const now = rt.current();
     if (!r.ok) {
@@ -329,7 +342,7 @@ function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, i
       listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
       identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId), tlsGen: r.gen, countPeer: true,
     });
-  });
+  }, upstream?.config.protocol === 'http2');
 }
 
 function dispatch(
@@ -350,7 +363,7 @@ function dispatch(
   }
   // TLS passes through as opaque TCP until its termination lands.
   const target = cfg.passthrough({ listener: info.listener.config.name, destination: info.dst });
-  if (!target) {
+  if (!target || !admitOpaque(cfg, socket, info)) {
     socket.destroy();
     return;
   }
