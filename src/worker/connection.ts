@@ -118,9 +118,10 @@ class Sniffer implements Timed, ReadSink {
   }
 
   /**
-   * Sniffing is over: its deadline and reader go, and with them the last references to this
-   * object (the chunks, the held upstream), which an idle connection must not keep. The 'end'
-   * and 'close' listeners stay, finding no sniffer: cheaper than taking them off.
+   * Sniffing is over: its deadline, reader and listeners go, and with them the last references
+   * to this object (the chunks, the held upstream), which an idle connection must not keep. The
+   * listeners are taken off, not left to find no sniffer: a third listener for 'end' or 'close'
+   * grows the emitter's array to 19 slots, about 300 bytes more per idle connection.
    */
   private stop(): void {
     this.decided = true;
@@ -130,6 +131,8 @@ class Sniffer implements Timed, ReadSink {
     // reads go to the Readable side again, unless the session dispatched to takes them (HTTP/1)
     if (this.direct) setReadSink(socket, null);
     socket.removeListener('readable', onSniffReadable);
+    socket.removeListener('end', onSniffEnd);
+    socket.removeListener('close', onSniffClose);
   }
 
   decide(verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null): void {
