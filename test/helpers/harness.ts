@@ -65,6 +65,17 @@ export async function startSluice(doc: Record<string, unknown>, opts: { configPa
   };
 }
 
+/** One worker (every connection reads through the same buffer), listener `app` to the cluster `web` at `upstreamPort`; stopped at the test's end. */
+export async function oneWorkerSluice(t: { teardown(fn: () => unknown): void }, upstreamPort: number): Promise<RunningSluice> {
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
+    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${upstreamPort}`] }],
+  });
+  t.teardown(() => s.stop());
+  return s;
+}
+
 export function writeConfig(doc: Record<string, unknown>, dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-test-'))): string {
   const file = path.join(dir, 'sluice.yaml');
   writeFileSync(file, YAML.stringify(doc));
@@ -221,4 +232,25 @@ export async function stats(admin: string): Promise<Map<string, number>> {
 /** Open file descriptors of a process (this one by default). */
 export function openFds(pid: number | 'self' = 'self'): number {
   return require('node:fs').readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The descriptor count of process `pid` once it stops changing (the same for about half a second). */
+export async function settledFds(pid: number): Promise<number> {
+  let last = -1;
+  let same = 0;
+  return waitFor(() => {
+    const n = openFds(pid);
+    same = n === last ? same + 1 : 0;
+    last = n;
+    return same >= 25 ? n : 0;
+  }, 20_000, 'a steady descriptor count');
+}
+
+/** Asserts that process `pid` comes back to within `margin` descriptors of `baseline` (waiting up to 20 s). */
+export async function fdsBackTo(t: { ok(v: boolean, msg: string): unknown }, pid: number, baseline: number, what: string, margin = 2): Promise<void> {
+  const n = await waitFor(() => {
+    const c = openFds(pid);
+    return c <= baseline + margin ? c : 0;
+  }, 20_000, `descriptor count back within ${margin} of ${baseline}`).catch(() => openFds(pid));
+  t.ok(n <= baseline + margin, `${what}: ${n} open descriptors, baseline ${baseline}`);
 }
