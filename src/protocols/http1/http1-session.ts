@@ -97,6 +97,19 @@ export class Http1Session implements Http1Handler, TurnEnd {
   /** We are ending the connection: input is no longer parsed. */
   private closing = false;
   private peerCache: Peer | null = null;
+  /**
+   * The last request's Host and target and what they resolved to: the requests of a keep-alive
+   * connection nearly always repeat both, and resolving is a pure function of the two strings
+   * and the path policy, so an equal pair reuses the result (refusals are not kept).
+   */
+  private lastHost = '';
+  private lastTarget = '';
+  private lastPolicy: PathPolicy | null = null;
+  private lastResolved: Http1Target | null = null;
+  /** The decoder's header limit (the config the connection started with): past it, pipelined bytes stop the reads. */
+  private maxHeaderBytes = 0;
+  /** The session paused the socket (backpressure, pipelined bytes): only then does it need a resume(). */
+  private readPaused = false;
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private direct = false;
   /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
@@ -107,6 +120,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
 
   start(): void {
     const http = this.rt.current().config.http;
+    this.maxHeaderBytes = http.maxHeaderBytes;
     this.decoder = new Http1Decoder('request', this, { maxHeaderBytes: http.maxHeaderBytes, maxHeaders: http.maxHeaders });
     const s = this.socket as OwnedSocket;
     // shared listeners that find the session on the socket: no closures per connection
@@ -157,13 +171,39 @@ export class Http1Session implements Http1Handler, TurnEnd {
     try {
       this.decoder.push(d, this.direct);
       // pipelined requests queue in the decoder; stop reading once a head's worth is waiting
-      if (this.decoder.bufferedBytes > this.rt.current().config.http.maxHeaderBytes) this.socket.pause();
+      if (this.decoder.bufferedBytes > this.maxHeaderBytes) this.pauseReads();
       this.headerPending();
     } catch (err) {
       // a bug of ours, not the peer's: lose this connection, never the worker
       this.rt.logError(err as Error, 'http1 session');
       this.destroy();
     }
+  }
+
+  /** @internal Stop reading the socket until resumeReads(). */
+  pauseReads(): void {
+    this.readPaused = true;
+    this.socket.pause();
+  }
+
+  /** @internal Read again (a no-op unless the session paused the socket: a resume() costs a few calls per request). */
+  resumeReads(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    this.socket.resume();
+  }
+
+  /** Where a request is routed and forwarded, or why it is refused; the last connection's answer when it asks the same. */
+  resolve(head: Http1Head, policy: PathPolicy): Http1Target | string {
+    if (head.host === this.lastHost && head.target === this.lastTarget && policy === this.lastPolicy && this.lastResolved !== null) return this.lastResolved;
+    const r = resolveTarget(head, policy);
+    if (typeof r !== 'string') {
+      this.lastHost = head.host;
+      this.lastTarget = head.target;
+      this.lastPolicy = policy;
+      this.lastResolved = r;
+    }
+    return r;
   }
 
   private onEnd(): void {
@@ -343,12 +383,12 @@ export class Http1Session implements Http1Handler, TurnEnd {
     }
     if (!d.requestDone) {
       // the rest of the request body still has to be read past, even if backpressure paused us
-      this.socket.resume();
+      this.resumeReads();
       return;
     }
     this.current = null;
     if (this.afterExchange(d)) {
-      this.socket.resume();
+      this.resumeReads();
       // an upgrade the upstream declined: the next request follows on the same connection
       this.decoder.cancelUpgrade();
       this.decoder.resume();
@@ -395,7 +435,7 @@ class Http1Downstream implements Downstream {
 
   constructor(private readonly session: Http1Session, private readonly head: Http1Head) {
     const cfg = session.rt.current();
-    const r = resolveTarget(head, cfg.config.http);
+    const r = session.resolve(head, cfg.config.http);
     this.resolved = r;
     if (typeof r === 'string') this.view = new Http1View(session, head, '', '');
     else this.view = new Http1View(session, head, r.authority.host, r.target.path);
@@ -429,11 +469,11 @@ class Http1Downstream implements Downstream {
   consumed(): void {}
 
   pauseRequest(): void {
-    this.session.socket.pause();
+    this.session.pauseReads();
   }
 
   resumeRequest(): void {
-    this.session.socket.resume();
+    this.session.resumeReads();
   }
 
   informational(form: unknown): void {
