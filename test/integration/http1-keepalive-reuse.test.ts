@@ -357,3 +357,64 @@ t.test('pipelined beyond the header limit: the session pauses the reads and resu
   t.equal(withBody?.headers.get('connection'), 'close', 'says close');
   t.equal(await body.next(), null, 'and closes');
 });
+
+t.test('the idle timeout: requests keep a connection open, silence closes it', async (t) => {
+  const { port } = await stack(t, { idleTimeoutMs: 400 });
+  const r = await connect(t, port);
+  let last = 0;
+  for (let i = 0; i < 8; i++) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 250));
+    t.equal(seen(await ask(r, `GET /k${i} HTTP/1.1\r\nHost: c.example\r\n\r\n`)).url, `/k${i}`, `request ${i}, ${i * 250} ms in`);
+    last = Date.now();
+  }
+  t.notOk(r.closed, 'requests every 250 ms kept the connection open for 2 s (idle timeout 400 ms)');
+  t.equal(await r.next(false, 5000), null, 'silence closes it, without a reply');
+  // timers never fire early: the bound holds however loaded the machine is
+  t.ok(Date.now() - last >= 380, `closed ${Date.now() - last} ms after the last request (idleTimeoutMs 400)`);
+});
+
+t.test('a tunnel (101) answers to tcp.idleTimeoutMs, not to http.idleTimeoutMs', async (t) => {
+  const up = net.createServer((sock) => {
+    let head = '';
+    const onHead = (d: Buffer) => {
+      head += d.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      sock.removeListener('data', onHead);
+      sock.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n');
+      sock.on('data', (e) => sock.write(e));
+    };
+    sock.on('data', onHead);
+    sock.on('error', () => {});
+  });
+  up.listen(0, '127.0.0.1');
+  await once(up, 'listening');
+  t.teardown(() => up.close());
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'ws' }],
+    clusters: [{ name: 'ws', endpoints: [`127.0.0.1:${(up.address() as net.AddressInfo).port}`] }],
+    http: { idleTimeoutMs: 300 },
+    tcp: { idleTimeoutMs: 1500 },
+  });
+  t.teardown(() => s.stop());
+  const c = net.connect({ port: s.port('app'), host: '127.0.0.1' });
+  await once(c, 'connect');
+  t.teardown(() => c.destroy());
+  let got = '';
+  let closedAt = 0;
+  c.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  c.on('close', () => { closedAt = Date.now(); });
+  c.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n');
+  const until = async (cond: () => boolean, ms: number) => { const end = Date.now() + ms; while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20)); };
+  await until(() => got.includes('\r\n\r\n'), 3000);
+  t.match(got, /^HTTP\/1.1 101 /, 'switched');
+  await new Promise((resolve) => setTimeout(resolve, 900));
+  t.equal(closedAt, 0, 'three times http.idleTimeoutMs later the tunnel is still open');
+  c.write('ping');
+  await until(() => got.endsWith('ping'), 3000);
+  t.ok(got.endsWith('ping'), 'and carries bytes');
+  const last = Date.now();
+  await until(() => closedAt !== 0, 6000);
+  t.ok(closedAt !== 0, 'then tcp.idleTimeoutMs closes it');
+  t.ok(closedAt - last >= 1400, `${closedAt - last} ms after its last bytes (tcp.idleTimeoutMs 1500)`);
+});

@@ -160,50 +160,6 @@ function targetFormOk(buf: Buffer, ms: number, me: number, ts: number, te: numbe
   return i > ts && te - i > 3 && buf[i] === COLON && buf[i + 1] === 0x2f && buf[i + 2] === 0x2f;
 }
 
-/**
- * Field names and values that nearly every message carries, spelled as clients and servers
- * send them: a field whose bytes are exactly one of these gets the one string instead of a new
- * one (the field was validated already; the string is the same either way). Indexed by length,
- * then found by the first byte.
- */
-const KNOWN_NAMES: Array<Array<{ first: number; text: string }> | undefined> = [];
-const KNOWN_VALUES: Array<Array<{ first: number; text: string }> | undefined> = [];
-function know(table: typeof KNOWN_NAMES, words: readonly string[]): void {
-  for (const text of words) {
-    const list = (table[text.length] ??= []);
-    // knownIn stops at the first entry with the field's first byte: two must never share one
-    if (list.some((k) => k.first === text.charCodeAt(0))) throw new Error(`known field "${text}": first byte taken`);
-    list.push({ first: text.charCodeAt(0), text });
-  }
-}
-know(KNOWN_NAMES, [
-  'Host', 'host', 'Date', 'date', 'Server', 'server', 'Accept', 'accept', 'Connection', 'connection', 'User-Agent', 'user-agent',
-  'Content-Type', 'content-type', 'Content-Length', 'content-length', 'Transfer-Encoding', 'transfer-encoding',
-]);
-know(KNOWN_VALUES, ['keep-alive', 'close', 'chunked', '*/*']);
-
-function knownIn(table: typeof KNOWN_NAMES, buf: Buffer, s: number, e: number): string | null {
-  const list = table[e - s];
-  if (list === undefined) return null;
-  const c0 = buf[s];
-  for (let i = 0; i < list.length; i++) {
-    const k = list[i];
-    if (k.first !== c0) continue;
-    const t = k.text;
-    for (let j = 1; j < t.length; j++) if (buf[s + j] !== t.charCodeAt(j)) return null;
-    return t;
-  }
-  return null;
-}
-
-function knownName(buf: Buffer, s: number, e: number): string | null {
-  return knownIn(KNOWN_NAMES, buf, s, e);
-}
-
-function knownValue(buf: Buffer, s: number, e: number): string | null {
-  return knownIn(KNOWN_VALUES, buf, s, e);
-}
-
 // ---- states --------------------------------------------------------------------------------
 
 const S_HEAD = 0;        // reading start line + header lines
@@ -791,8 +747,8 @@ export class Http1Decoder {
       this.fail('ERR_HTTP_HEADERS_TOO_LARGE', `more than ${this.maxHeaders} header fields`, 431);
       return FAILED;
     }
-    const name = knownName(buf, s, nEnd) ?? this.sub(buf, s, nEnd);
-    const value = vs < ve ? knownValue(buf, vs, ve) ?? this.sub(buf, vs, ve) : '';
+    const name = this.sub(buf, s, nEnd);
+    const value = vs < ve ? this.sub(buf, vs, ve) : '';
     if (this.state === S_TRAILERS) {
       const n = nEnd - s;
       if ((n === 14 && eqLower(buf, s, 'content-length')) || (n === 17 && eqLower(buf, s, 'transfer-encoding'))) {

@@ -110,6 +110,16 @@ export class Http1Session implements Http1Handler, TurnEnd {
   private maxHeaderBytes = 0;
   /** The session paused the socket (backpressure, pipelined bytes): only then does it need a resume(). */
   private readPaused = false;
+  /**
+   * The idle timeout, checked lazily: reads and finished exchanges only bump `activity`, and a
+   * timer that fires every quarter of the timeout closes the connection after four quiet checks
+   * in a row (so between 1 and 1.25 times the timeout after the last activity). A socket timeout
+   * (socket.setTimeout) would move a timer in Node's lists on every read and every write.
+   */
+  private idleTimer: NodeJS.Timeout | null = null;
+  private activity = 0;
+  private checkedActivity = 0;
+  private quietChecks = 0;
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private direct = false;
   /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
@@ -133,10 +143,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
     s.on('close', Http1Session.onSocketClose);
     // one listener for the connection's life: the exchange that paused its upstream resumes it
     s.on('drain', Http1Session.onSocketDrain);
-    // not setTimeout(ms, cb): that listener is a once, and the first timeout during a long
-    // exchange (ignored) would leave the connection without an idle timeout for good
-    s.on('timeout', Http1Session.onSocketTimeout);
-    s.setTimeout(http.idleTimeoutMs);
+    this.startIdleTimer(http.idleTimeoutMs);
     this.rt.connections.add(this);
     if (this.rt.draining) this.draining = true;
     if (this.rt.closingIdle) this.closeIdle();
@@ -146,7 +153,6 @@ export class Http1Session implements Http1Handler, TurnEnd {
   private static onSocketEnd(this: OwnedSocket): void { this[SESSION]!.onEnd(); }
   private static onSocketClose(this: OwnedSocket): void { this[SESSION]!.onClose(); }
   private static onSocketDrain(this: OwnedSocket): void { this[SESSION]!.current?.x.onDownstreamWritable(); }
-  private static onSocketTimeout(this: OwnedSocket): void { this[SESSION]!.onIdle(); }
 
   /** Bytes the decoder holds after an upgrade request (sent before the 101 came back). */
   takeRemainder(): Buffer {
@@ -167,6 +173,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
   }
 
   private onData(d: Buffer): void {
+    this.activity++;
     if (this.closing) return;
     try {
       this.decoder.push(d, this.direct);
@@ -218,8 +225,35 @@ export class Http1Session implements Http1Handler, TurnEnd {
   private onClose(): void {
     this.closed = true;
     this.clearHeaderTimer();
+    this.stopIdleTimer();
     this.rt.connections.delete(this);
     this.current?.x.onDownstreamGone();
+  }
+
+  private startIdleTimer(ms: number): void {
+    if (!(ms > 0)) return;
+    this.idleTimer = setTimeout(onIdleCheck, Math.max(1, Math.ceil(ms / IDLE_CHECKS)), this);
+    this.idleTimer.unref();
+  }
+
+  /** @internal The connection is no longer HTTP/1 (a tunnel) or is gone: no idle checks. */
+  stopIdleTimer(): void {
+    if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; }
+  }
+
+  /** @internal A quarter of the idle timeout went by. */
+  idleCheck(): void {
+    const t = this.idleTimer;
+    if (t === null || this.closed) return;
+    if (this.activity !== this.checkedActivity) {
+      this.checkedActivity = this.activity;
+      this.quietChecks = 0;
+    } else if (++this.quietChecks >= IDLE_CHECKS) {
+      this.quietChecks = 0;
+      this.onIdle();
+      if (this.closed || this.idleTimer === null) return;
+    }
+    t.refresh();
   }
 
   private onIdle(): void {
@@ -374,6 +408,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
   /** Called when an exchange is over (its response written, or given up). */
   exchangeFinished(d: Http1Downstream): void {
     if (this.current !== d) return;
+    this.activity++;
     if (d.tunnel) {
       // the bytes are the tunnel's now; no more requests on this connection
       this.current = null;
@@ -414,6 +449,18 @@ const NO_FRAMING: Framing = Object.freeze({ kind: 'none' });
 
 function onHeaderTimeout(session: Http1Session): void {
   session.headerTimeout();
+}
+
+/** Quiet checks in a row that make a connection idle (one every idleTimeoutMs / IDLE_CHECKS). */
+const IDLE_CHECKS = 4;
+
+function onIdleCheck(session: Http1Session): void {
+  session.idleCheck();
+}
+
+/** A tunnel's socket, idle past tcp.idleTimeoutMs. */
+function destroyOnTimeout(this: net.Socket): void {
+  this.destroy();
 }
 
 /** One request on the connection: the exchange's downstream side, in HTTP/1 form. */
@@ -602,11 +649,13 @@ class Http1Downstream implements Downstream {
     down.removeAllListeners('data');
     down.removeAllListeners('end');
     setReadSink(down, null); // the tunnel reads the socket as a stream
+    session.stopIdleTimer(); // the tunnel's idle timeout is the socket's own (below)
     // bytes the client sent after its upgrade request, held by the stopped decoder, go first
     const early = session.takeRemainder();
     if (early.length) up.write(early);
     if (rest.length) down.write(rest);
     down.setTimeout(session.rt.current().config.tcp.idleTimeoutMs);
+    down.on('timeout', destroyOnTimeout);
     up.pipe(down);
     down.pipe(up);
     // a clean close lets what is already written drain (pipe passed the FIN on); a reset does not
