@@ -200,7 +200,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
     this.socket.resume();
   }
 
-  /** Where a request is routed and forwarded, or why it is refused; the last connection's answer when it asks the same. */
+  /** Where a request is routed and forwarded, or why it is refused; the previous request's answer when it names the same Host and target. */
   resolve(head: Http1Head, policy: PathPolicy): Http1Target | string {
     if (head.host === this.lastHost && head.target === this.lastTarget && policy === this.lastPolicy && this.lastResolved !== null) return this.lastResolved;
     const r = resolveTarget(head, policy);
