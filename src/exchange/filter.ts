@@ -19,7 +19,8 @@ import type { SharedMemory } from '../shared/shared-memory';
 import type { ClusterRuntime } from '../upstream/cluster';
 import type { Stats } from '../stats/stats';
 import type { FailureKind, LocalReply, OutcomeClass } from './outcome';
-import type { RequestView } from './request-view';
+import type { Peer, RequestView } from './request-view';
+import type { Direction } from '../config/config';
 
 export type { LocalReason, LocalReply } from './outcome';
 
@@ -139,6 +140,19 @@ export interface Filter<S = unknown> {
   onRequest?(ctx: RequestContext, state: S): FilterStatus;
   onResponseHead?(ctx: ResponseContext, state: S): FilterStatus;
   onComplete?(c: Completion, state: S): void;
+  /**
+   * A connection Sluice carries as opaque bytes (TCP it does not speak, TLS it passes through):
+   * there is no request in it, only who connected where. false refuses the connection before any
+   * byte of it reaches an upstream. Asked of global filters only.
+   */
+  onConnection?(conn: ConnectionView): boolean;
+}
+
+/** What is known of a connection carried as opaque bytes: a request view without the request. */
+export interface ConnectionView {
+  readonly direction: Direction;
+  readonly listener: string;
+  readonly source: Peer;
 }
 
 /** What a filter is given when it is created (per config, per worker): nothing of sockets or protocols. */

@@ -27,7 +27,7 @@ import { FILTER_MODULES, filterSeries } from '../filters';
 import type { FilterMain } from '../filters/module';
 import { AdaptiveLoop } from '../filters/adaptive/adaptive-loop';
 import { AlarmLoop } from '../alarms/alarm-loop';
-import { clusterLimitSeries, protectionSeries, releaseShares } from '../protection';
+import { clusterLimitSeries, protectionSeries, releaseShares, sweepBreakersPeriodically } from '../protection';
 import {
   CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, type ConfigSnapshot, type ControlMessage, type DiscoveryRefusal, type DiscoveryRequest, type WorkerPing,
 } from '../shared/messages';
@@ -91,6 +91,7 @@ export class Sluice {
   private statsView: Stats;
   /** Alarms on the sidecar's own signals and the actions they switch on (src/alarms). */
   readonly alarms = new AlarmLoop(this.shared.memory, () => this.stats);
+  private readonly stopBreakerSweep: () => void;
   /** Filters' main-thread parts (shared slots their rules own across reloads), by filter name. */
   private readonly filterMains = new Map<string, FilterMain>(
     FILTER_MODULES.flatMap((m) => (m.main ? [[m.name, m.main(this.shared.memory)] as const] : [])),
@@ -173,6 +174,7 @@ export class Sluice {
       // a small new space: what a worker keeps resident between collections (docs/benchmarks.md)
       resourceLimits: { maxYoungGenerationSizeMb: opts.config.workers.youngGenerationMb },
     });
+    this.stopBreakerSweep = sweepBreakersPeriodically(this.shared.memory);
     // A dead Worker reports threadId -1 and piscina hands out a new wrapper per event, so
     // remember the ids of live workers and, when one goes, free the rows of those gone.
     const threadIds = new Set<number>();
@@ -509,6 +511,7 @@ export class Sluice {
       this.certs.stop();
       this.adaptive.stop();
       this.alarms.stop();
+      this.stopBreakerSweep();
       // /ready says no from now on, so the endpoint is taken out of service; until that has
       // propagated, clients keep coming: they are served and told to go elsewhere
       this.shared.draining = true;

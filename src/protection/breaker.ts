@@ -40,6 +40,10 @@ import type { Mode } from './cluster-limits';
 import { KeyedSlots, KeyedSlotsLayout, keyHash } from './keyed-slots';
 
 export const BREAKER_SLOTS = 4096;
+/** How often the main thread frees breakers nothing consults (BreakerTable.sweep). */
+export const BREAKER_SWEEP_MS = 60_000;
+/** A breaker no call has consulted for this many sweeps (10 minutes) may be freed. */
+export const BREAKER_IDLE_SWEEPS = 10;
 export const BUCKETS_MAX = 20;
 const WORDS = 8 + BUCKETS_MAX * 4;
 
@@ -117,6 +121,28 @@ export class BreakerTable {
     this.slots = new KeyedSlots(memory, LAYOUT);
     this.words = memory.region(STATE);
     this.until = memory.region(UNTIL);
+  }
+
+  /**
+   * Main thread, every BREAKER_SWEEP_MS: frees the slots of breakers no call has consulted for
+   * BREAKER_IDLE_SWEEPS sweeps and that are not holding a target open (an endpoint that left, a
+   * rule a reload replaced, an interface no caller names any more), so that the table does not
+   * fill as endpoints come and go. A freed breaker that is needed again starts closed, as a new
+   * one does. Returns how many were freed.
+   */
+  sweep(idleSweeps = BREAKER_IDLE_SWEEPS): number {
+    const w = this.words;
+    const now = this.now();
+    return this.slots.sweep({
+      idle: (s) => {
+        const st = Atomics.load(w, s * WORDS + W_STATE);
+        return st !== MOVING && !(st === OPEN && this.until[s] > now);
+      },
+      reset: (s) => {
+        w.fill(0, s * WORDS, (s + 1) * WORDS);
+        this.until[s] = 0;
+      },
+    }, idleSweeps);
   }
 
   /** Every breaker some thread created, with its state (the admin view). */

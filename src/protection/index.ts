@@ -7,7 +7,8 @@
 import type { ClusterConfig } from '../config/config';
 import type { SharedMemory } from '../shared/shared-memory';
 import { declareFamilies, series, type Family, type Stats } from '../stats/stats';
-import { BreakerTable, ClusterBreakers, breakerSlots, ruleFingerprint, type BreakerConfig, type Scope } from './breaker';
+import { BREAKER_SWEEP_MS, BreakerTable, ClusterBreakers, breakerSlots, ruleFingerprint, type BreakerConfig, type Scope } from './breaker';
+import { log } from '../log';
 import { ClusterLimits, DEFAULT_LIMITS, LIMIT_NAMES, LimitsTable, limitSlots } from './cluster-limits';
 import type { CircuitBreakerConfig } from './config';
 import { overridesOf } from '../alarms/overrides';
@@ -44,6 +45,19 @@ export function protectionTables(memory: SharedMemory, row = -1): ProtectionTabl
 }
 
 const SCOPES: readonly Scope[] = ['endpoint', 'interface'];
+
+/**
+ * Main thread: every BREAKER_SWEEP_MS, frees the breakers nothing has consulted for a while
+ * (BreakerTable.sweep). The timer does not keep the process alive; the returned function stops it.
+ */
+export function sweepBreakersPeriodically(memory: SharedMemory): () => void {
+  const timer = setInterval(() => {
+    const freed = protectionTables(memory).breakers.sweep();
+    if (freed > 0) log.info({ freed }, 'circuit breakers no call consulted for a while were freed');
+  }, BREAKER_SWEEP_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 
 /** What a cluster's requests pass, for one config on one thread. */
 export interface ClusterProtection {

@@ -76,9 +76,16 @@ export interface Claimed {
   localPort: number;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /** The address an entry carries, as text. */
 export function formatDst(family: number, words: ArrayLike<number>, port: number): OriginalDst | null {
   if (family !== 4 && family !== 6) return null;
+  if (family === 4 && LITTLE_ENDIAN) {
+    // the word holds the address's bytes in memory order: the first is its low byte here
+    const w = words[0];
+    return { address: `${w & 255}.${(w >>> 8) & 255}.${(w >>> 16) & 255}.${w >>> 24}`, port };
+  }
   const bytes = new Uint8Array(Int32Array.from({ length: 4 }, (_, i) => words[i]).buffer); // the sockaddr's bytes, in order
   if (family === 4) return { address: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`, port };
   return { address: formatIPv6(bytes), port };
@@ -331,9 +338,10 @@ export class HandoffInbox {
     const token = ring[e + E_TOKEN];
     const listener = ring[e + E_LISTENER];
     if (!this.fds.claim(fd, token)) { this.count(listener); return; } // main took it back
+    const family = ring[e + E_FAMILY];
     const c: Claimed = {
       fd, token, listener, slot: ring[e + E_SLOT],
-      dst: formatDst(ring[e + E_FAMILY], ring.subarray(e + E_ADDR, e + E_ADDR + 4), ring[e + E_PORT]),
+      dst: family === 0 ? null : formatDst(family, ring.subarray(e + E_ADDR, e + E_ADDR + 4), ring[e + E_PORT]),
       localPort: ring[e + E_LOCAL_PORT],
     };
     try {

@@ -28,7 +28,15 @@ export const PEER_REFUSALS: readonly PeerRefusal[] = ['no_identity', 'no_client_
 
 export type PeerCheck = { id: string } | { reason: PeerRefusal; message: string };
 
-const INBOUND_ALPN = ['h2', 'http/1.1'];
+/**
+ * What an inbound connection may negotiate, in the order Sluice prefers (OpenSSL picks the first
+ * of these the client offers). A client that offers both is served HTTP/1.1 unless the listener's
+ * upstream speaks HTTP/2: with an upstream protocol of `auto` the application gets what the client
+ * spoke, and an application behind a sidecar is HTTP/1.1 far more often than HTTP/2 alone (curl
+ * offers both; gRPC clients and Sluice's own HTTP/2 pools offer h2 alone, and get it).
+ */
+const INBOUND_ALPN_H1_FIRST = ['http/1.1', 'h2'];
+const INBOUND_ALPN_H2_FIRST = ['h2', 'http/1.1'];
 const MAX_CACHED = 4096;
 
 interface Verified { id: string; notBeforeMs: number; notAfterMs: number }
@@ -196,9 +204,10 @@ export class TlsRuntime {
   /**
    * Terminates TLS on a handed-off socket whose first bytes (a ClientHello, unshifted back) are
    * waiting in it. `done` is called once: with the decrypted socket and the caller's identity, or
-   * with the reason the caller was refused (the socket is then destroyed).
+   * with the reason the caller was refused (the socket is then destroyed). `preferH2`: a client
+   * that offers both h2 and http/1.1 gets h2 (the listener's upstream speaks HTTP/2).
    */
-  terminate(raw: net.Socket, handshakeTimeoutMs: number, done: (r: Terminated) => void): void {
+  terminate(raw: net.Socket, handshakeTimeoutMs: number, done: (r: Terminated) => void, preferH2 = false): void {
     const gen = this.current();
     if (!gen) {
       raw.destroy();
@@ -214,7 +223,7 @@ export class TlsRuntime {
       done(r);
     };
     const s = new tls.TLSSocket(raw, {
-      isServer: true, secureContext: gen.server, requestCert: true, rejectUnauthorized: false, ALPNProtocols: INBOUND_ALPN,
+      isServer: true, secureContext: gen.server, requestCert: true, rejectUnauthorized: false, ALPNProtocols: preferH2 ? INBOUND_ALPN_H2_FIRST : INBOUND_ALPN_H1_FIRST,
     });
     const timer = setTimeout(() => finish({ ok: false, reason: 'handshake_timeout', message: `no TLS handshake within ${handshakeTimeoutMs} ms` }), handshakeTimeoutMs);
     s.on('error', (err: NodeJS.ErrnoException) => {

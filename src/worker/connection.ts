@@ -15,15 +15,19 @@
  */
 import type net from 'node:net';
 import { MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../protocols/sniff';
-import { PROTOCOLS, type Protocol } from '../stats/stats';
+import { PROTOCOLS } from '../stats/stats';
 import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from './runtime';
+import type { ListenerConfig } from '../config/config';
+import type { InboundMode } from '../tls/tls-config';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../exchange/deadlines';
+import { log } from '../log';
 import { proxyTcp, type TcpProxy } from '../protocols/tcp/tcp-proxy';
 import { Http1Session } from '../protocols/http1/http1-session';
 import { serveHttp2 } from '../protocols/http2/http2-session';
 import { DubboSession } from '../protocols/dubbo/dubbo-session';
 import { identityEdits } from '../tls/xfcc';
 import { LogEvery } from '../log';
-import { deliverRead, isDirect, setReadSink } from '../net/direct-read';
+import { deliverRead, isDirect, setReadSink, type ReadSink } from '../net/direct-read';
 
 const tlsRefusedLog = new LogEvery('inbound TLS connection refused');
 const plaintextRefusedLog = new LogEvery('plaintext connection refused on a strict mTLS port');
@@ -63,31 +67,81 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     return;
   }
 
-  let decided = false;
-  const direct = isDirect(socket);
-  const chunks: Buffer[] = [];
-  let length = 0;
+  const sniffer = new Sniffer(rt, socket, info, mode);
+  (socket as SniffedSocket)[SNIFFER] = sniffer;
+  addDeadline(sniffer, l.protocol === 'http' ? cfg.config.http.headerTimeoutMs : cfg.config.tcp.sniffTimeoutMs, performance.now());
+  // module-level listeners that find the sniffer on the socket: no closures per connection
+  socket.on('close', onSniffClose);
+  socket.on('end', onSniffEnd);
+  if (sniffer.direct) setReadSink(socket, sniffer);
+  // a direct socket's reads come to the sniffer's onRead; its Readable side is listened to
+  // only once bytes go there (a first read that is not plainly HTTP/1)
+  else socket.on('readable', onSniffReadable);
+}
+
+const SNIFFER = Symbol('sniffer');
+type SniffedSocket = net.Socket & { [SNIFFER]?: Sniffer | null };
+
+function onSniffReadable(this: SniffedSocket): void { this[SNIFFER]?.onReadable(); }
+function onSniffEnd(this: SniffedSocket): void { this[SNIFFER]?.onEnd(); }
+function onSniffClose(this: SniffedSocket): void {
+  const s = this[SNIFFER];
+  if (s) clearDeadline(s);
+}
+
+/**
+ * Recognition of one connection's protocol from its first bytes, then the hand-off to its
+ * session. One object per connection (no closures): its socket's listeners find it through
+ * SNIFFER, the thread's deadline list for that duration (src/exchange/deadlines.ts: one timer
+ * per duration, shared with the route timeouts) holds it for the sniff or header timeout,
+ * and a socket that reads through the thread's buffer gives it its reads (it is their sink).
+ */
+class Sniffer implements Timed, ReadSink {
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
+  dlList: DeadlineList | null = null;
+  decided = false;
+  readonly direct: boolean;
+  private readonly l: ListenerConfig;
+  private chunks: Buffer[] = [];
+  private length = 0;
   /** Silent past tcp.sniffTimeoutMs: the upstream is dialled, and the first to speak decides. */
-  let held: TcpProxy | null = null;
+  private held: TcpProxy | null = null;
+
+  constructor(
+    private readonly rt: WorkerRuntime, private readonly socket: net.Socket, private readonly info: ConnectionInfo,
+    private readonly mode: InboundMode,
+  ) {
+    this.l = info.listener.config;
+    this.direct = isDirect(socket);
+  }
+
   /**
-   * Sniffing is over: its timer and listeners go, and with them the last references to this
-   * scope (its closures, the timer, the chunks), which an idle connection must not keep.
+   * Sniffing is over: its deadline, reader and listeners go, and with them the last references
+   * to this object (the chunks, the held upstream), which an idle connection must not keep. The
+   * listeners are taken off, not left to find no sniffer: a third listener for 'end' or 'close'
+   * grows the emitter's array to 19 slots, about 300 bytes more per idle connection.
    */
-  const stopSniffing = () => {
-    decided = true;
-    clearTimeout(timer);
+  private stop(): void {
+    this.decided = true;
+    clearDeadline(this);
+    const socket = this.socket as SniffedSocket;
+    socket[SNIFFER] = null;
     // reads go to the Readable side again, unless the session dispatched to takes them (HTTP/1)
-    if (direct) setReadSink(socket, null);
-    socket.removeListener('readable', onReadable);
-    socket.removeListener('end', onEnd);
-    socket.removeListener('close', onClose);
-  };
-  const decide = (verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null) => {
-    if (decided) return;
-    stopSniffing();
+    if (this.direct) setReadSink(socket, null);
+    socket.removeListener('readable', onSniffReadable);
+    socket.removeListener('end', onSniffEnd);
+    socket.removeListener('close', onSniffClose);
+  }
+
+  decide(verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null): void {
+    if (this.decided) return;
+    this.stop();
+    const { rt, socket, info, l, mode } = this;
     const now = rt.current();
     if (mode !== 'disabled' && verdict !== 'refuse') {
-      if (held !== null) { held.drop(); held = null; }
+      if (this.held !== null) { this.held.drop(); this.held = null; }
       if (verdict === 'tls') {
         now.stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tls')]);
         terminate(rt, now, socket, info);
@@ -106,6 +160,8 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     const accepted = verdict === 'http1' || verdict === 'http2'
       || (l.protocol === 'dubbo' && verdict === 'dubbo')
       || (l.protocol === 'auto' && (verdict === 'dubbo' || l.opaque === 'passthrough'));
+    const held = this.held;
+    this.held = null;
     if (held !== null) {
       if (accepted && (verdict === 'tcp' || verdict === 'tls')) {
         // the client spoke first, and not a protocol with routes: opaque after all, on the connection already made
@@ -123,7 +179,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
     }
     now.stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
     dispatch(rt, now, socket, info, verdict, early);
-  };
+  }
 
   /**
    * Silence past tcp.sniffTimeoutMs: a server-speaks-first protocol, or only a slow client. The
@@ -131,24 +187,36 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
    * client does, its bytes are recognised as any first bytes are, so a request that waited out
    * the sniff timeout still meets its routes.
    */
-  const holdForFirstSpeaker = (): boolean => {
+  private holdForFirstSpeaker(): boolean {
+    const { rt, l, socket, info } = this;
     const now = rt.current();
-    if (l.protocol !== 'auto' || l.opaque !== 'passthrough' || mode === 'strict') return false;
+    if (l.protocol !== 'auto' || l.opaque !== 'passthrough' || this.mode === 'strict') return false;
     const target = now.passthrough({ listener: l.name, destination: info.dst });
+    // dialled before anyone speaks, so decided now; a client that speaks HTTP or Dubbo first meets the policy on each request
     if (!target) return false;
+    if (!admitOpaque(now, socket, info)) { this.stop(); socket.destroy(); return true; }
     const c = now.config.tcp;
-    held = proxyTcp(socket, target, now.stats, {
+    this.held = proxyTcp(socket, target, now.stats, {
       connectTimeoutMs: c.connectTimeoutMs, idleTimeoutMs: c.idleTimeoutMs, held: true, tls: now.dialTls(target.tls),
       onServerFirst: () => {
-        if (decided) return;
+        if (this.decided) return;
         // the server spoke first: whatever the client sent meanwhile goes to it as it is
-        if (length > 0) { socket.unshift(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)); chunks.length = 0; }
-        stopSniffing();
+        if (this.length > 0) { socket.unshift(this.head()); }
+        this.stop();
+        this.held = null;
         rt.current().stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tcp')]);
       },
     });
     return true;
-  };
+  }
+
+  /** The bytes read so far, as one buffer; the chunks are let go. */
+  private head(): Buffer {
+    const { chunks } = this;
+    const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.length);
+    chunks.length = 0;
+    return head;
+  }
 
   /**
    * Before the first byte: a client that stays silent for tcp.sniffTimeoutMs is opaque (a
@@ -158,96 +226,111 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
    * slow client must not skip the routes, and a slowloris must not hold the connection longer
    * than an HTTP one could.
    */
-  const onTimeout = () => {
-    if (length === 0) {
+  onDeadline(): void {
+    if (this.decided || this.socket.destroyed) return;
+    try {
+      this.timedOut();
+    } catch (err) {
+      // a bug of ours: lose this connection, never the worker
+      log.error({ err }, 'sniff timeout');
+      this.socket.destroy();
+    }
+  }
+
+  private timedOut(): void {
+    const { rt, info, l, mode } = this;
+    if (this.length === 0) {
       if (mode === 'strict') {
         // a mesh peer's sidecar speaks first (its ClientHello): silence is not mTLS
         rt.current().stats.inc(info.listener.tlsPlaintextRefused);
-        decide('refuse');
+        this.decide('refuse');
         return;
       }
       if (l.protocol === 'http') {
         rt.current().stats.inc(info.listener.cxHeaderTimeout);
-        decide('refuse');
+        this.decide('refuse');
         return;
       }
       rt.current().stats.inc(info.listener.sniffTimeout);
-      if (held === null && holdForFirstSpeaker()) return;
-      decide('tcp');
+      if (this.held === null && this.holdForFirstSpeaker()) return;
+      this.decide('tcp');
       return;
     }
-    const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
-    chunks.length = 0;
+    const head = this.head();
     if (mayBeRouted(head)) {
       rt.current().stats.inc(info.listener.cxHeaderTimeout);
-      decide('refuse');
+      this.decide('refuse');
       return;
     }
     rt.current().stats.inc(info.listener.sniffTimeout);
-    socket.unshift(head);
-    decide('tcp');
-  };
-  let timer = setTimeout(onTimeout, l.protocol === 'http' ? cfg.config.http.headerTimeoutMs : cfg.config.tcp.sniffTimeoutMs);
+    this.socket.unshift(head);
+    this.decide('tcp');
+  }
 
-  const onReadable = () => {
+  onReadable(): void {
+    const { socket, chunks, info } = this;
     let chunk: Buffer | null;
-    const first = length === 0;
-    while ((chunk = socket.read()) !== null) { chunks.push(chunk); length += chunk.length; }
-    if (length === 0) return;
-    const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
+    const first = this.length === 0;
+    while ((chunk = socket.read()) !== null) { chunks.push(chunk); this.length += chunk.length; }
+    if (this.length === 0) return;
+    const head = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.length);
     let v = sniff(head.length > MAX_SNIFF_BYTES ? head.subarray(0, MAX_SNIFF_BYTES) : head);
-    if (v === 'more' && length >= MAX_SNIFF_BYTES) v = 'http1'; // cannot happen by sniff's bounds; the strict decoder decides
+    if (v === 'more' && this.length >= MAX_SNIFF_BYTES) v = 'http1'; // cannot happen by sniff's bounds; the strict decoder decides
     if (v === 'more') {
       if (first) {
         info.firstByteAt = performance.now();
-        clearTimeout(timer);
-        timer = setTimeout(onTimeout, rt.current().config.http.headerTimeoutMs);
+        clearDeadline(this);
+        addDeadline(this, this.rt.current().config.http.headerTimeoutMs, info.firstByteAt);
       }
       return;
     }
-    if (first) clearTimeout(timer);
     if (info.firstByteAt === undefined) info.firstByteAt = performance.now();
     chunks.length = 0;
     socket.unshift(head);
-    decide(v);
-  };
-  const onEnd = () => {
-    // the client half-closed before saying enough: it cannot be a request any more
-    if (length === 0) { decide('tcp'); return; }
-    const head = Buffer.concat(chunks, length);
-    chunks.length = 0;
-    decide('tcp', head);
-  };
-  const onClose = () => clearTimeout(timer);
-  socket.once('close', onClose);
-  socket.on('readable', onReadable);
-  socket.once('end', onEnd);
-  /**
-   * A socket that reads through the thread's buffer (src/net/direct-read.ts): first bytes that
-   * decide HTTP/1 by themselves go straight to its session, with no copy and no stream. Anything
-   * else (more bytes needed, another protocol, a held upstream) is pushed into the socket's
-   * Readable side and recognised as above.
-   */
-  if (direct) {
-    setReadSink(socket, {
-      onRead(bytes: Buffer): boolean {
-        if (!decided && held === null && length === 0
-          && sniff(bytes.length > MAX_SNIFF_BYTES ? bytes.subarray(0, MAX_SNIFF_BYTES) : bytes) === 'http1') {
-          decide('http1');
-          if (socket.destroyed) return false;
-        } else {
-          setReadSink(socket, null);
-        }
-        return deliverRead(socket, bytes);
-      },
-    });
+    this.decide(v);
   }
+
+  /** The client half-closed before saying enough: it cannot be a request any more. */
+  onEnd(): void {
+    if (this.length === 0) { this.decide('tcp'); return; }
+    this.decide('tcp', Buffer.concat(this.chunks, this.length));
+  }
+
+  /**
+   * A read of a socket that reads through the thread's buffer (src/net/direct-read.ts): first
+   * bytes that decide HTTP/1 by themselves go straight to its session, with no copy and no
+   * stream. Anything else (more bytes needed, another protocol, a held upstream) is pushed into
+   * the socket's Readable side and recognised as above.
+   */
+  onRead(bytes: Buffer): boolean {
+    const socket = this.socket;
+    if (!this.decided && this.held === null && this.length === 0
+      && sniff(bytes.length > MAX_SNIFF_BYTES ? bytes.subarray(0, MAX_SNIFF_BYTES) : bytes) === 'http1') {
+      this.decide('http1');
+      if (socket.destroyed) return false;
+    } else {
+      setReadSink(socket, null);
+      if (!this.decided) socket.on('readable', onSniffReadable);
+    }
+    return deliverRead(socket, bytes);
+  }
+}
+
+/**
+ * Authorization of a connection carried as opaque bytes (it has no request to decide on): its
+ * listener, direction and caller. Refused: false, and the caller closes it.
+ */
+function admitOpaque(cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): boolean {
+  const l = info.listener.config;
+  const source = { address: info.peer?.address ?? socket.remoteAddress ?? '', port: info.peer?.port ?? socket.remotePort ?? 0, principal: info.principal };
+  return cfg.admitConnection({ direction: l.direction, listener: l.name, source });
 }
 
 /** Terminates inbound mTLS, then serves what is inside as a connection of its own, with the caller's identity. */
 function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): void {
   const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
   const lr = info.listener;
+  const upstream = lr.config.cluster !== undefined ? cfg.clusters.get(lr.config.cluster) : undefined;
   rt.tls.terminate(socket, cfg.config.tls?.handshakeTimeoutMs ?? 10_000, (r) => {
     const now = rt.current();
     if (!r.ok) {
@@ -262,7 +345,7 @@ function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, i
       listener: lr, dst: info.dst, principal: r.principal, ownId: r.ownId, peer, localPort: info.localPort,
       identityEdits: identityEdits(lr.config.direction, r.principal, r.ownId), tlsGen: r.gen, countPeer: true,
     });
-  });
+  }, upstream?.config.protocol === 'http2');
 }
 
 function dispatch(
@@ -283,7 +366,7 @@ function dispatch(
   }
   // TLS passes through as opaque TCP until its termination lands.
   const target = cfg.passthrough({ listener: info.listener.config.name, destination: info.dst });
-  if (!target) {
+  if (!target || !admitOpaque(cfg, socket, info)) {
     socket.destroy();
     return;
   }

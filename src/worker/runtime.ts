@@ -27,7 +27,7 @@ import { TlsRuntime, type Generation, type OutboundTls, type PeerRefusal } from 
 import type net from 'node:net';
 import { MeshDestinations, type InboundMode } from '../tls/tls-config';
 import { refusalSlots } from '../tls/tls-stats';
-import type { HeaderOps } from '../exchange/filter';
+import type { ConnectionView, Filter, HeaderOps } from '../exchange/filter';
 
 
 export interface ListenerRuntime {
@@ -81,6 +81,8 @@ export class CompiledConfig implements ExchangeEnv {
   readonly discovered = new Map<string, DiscoveredCluster>();
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly router: Router;
+  /** The global filters that decide on connections carried as opaque bytes (admitConnection). */
+  private readonly connectionFilters: readonly Filter[];
   readonly protocolStats = new Map<Protocol, ProtocolStats>();
   /** Stats for traffic sent to original destinations and to the local application. */
   readonly passthroughStats: ClusterStats;
@@ -172,6 +174,7 @@ export class CompiledConfig implements ExchangeEnv {
     const kinds = new Set(config.registries.flatMap((r) => r.kinds));
     const discovery = kinds.size === 0 ? null : { dubbo: kinds.has('dubbo'), spring: kinds.has('spring'), balanceCaptured: config.registry.balanceCaptured };
     this.router = new Router(config.routes, this.clusters, lmap, config.http.requestTimeoutMs, filters, discovery, overrides);
+    this.connectionFilters = filters.filter((f) => f.global === true && f.onConnection !== undefined);
     const same = previous && JSON.stringify(previous.config.accessLog) === JSON.stringify(config.accessLog);
     this.accessLog = same ? previous.accessLog : new AccessLog(config.accessLog, stats);
     if (!same) previous?.accessLog.close();
@@ -187,6 +190,16 @@ export class CompiledConfig implements ExchangeEnv {
     if (!t || l.direction !== 'inbound') return 'disabled';
     const port = dst ? dst.port : localPort;
     return t.inbound.ports[String(port)] ?? l.tls?.mode ?? t.inbound.mode;
+  }
+
+  /**
+   * Whether a connection about to be carried as opaque bytes may be: the global filters that
+   * decide on connections (authorization) each have their say; a refused one reaches no upstream.
+   */
+  admitConnection(conn: ConnectionView): boolean {
+    const fs = this.connectionFilters;
+    for (let i = 0; i < fs.length; i++) if (!fs[i].onConnection!(conn)) return false;
+    return true;
   }
 
   /** How an upstream connection to a cluster (or, null, to the passthrough target) must leave: mTLS or plaintext. */

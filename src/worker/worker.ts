@@ -115,6 +115,14 @@ function socketFor(fd: number): net.Socket {
 const inbox = HandoffInbox.claim(shared.memory, threadId);
 if (!inbox) log.error({ threadId }, 'no free hand-off row: this worker gets no connections');
 
+/** The hand-off entry a socket was made from: its one 'close' listener finds it here (no closure per connection). */
+const CLAIMED = Symbol('claimed');
+type HandedSocket = net.Socket & { [CLAIMED]: Claimed };
+
+function onHandedClose(this: HandedSocket): void {
+  inbox!.finished(this[CLAIMED]);
+}
+
 function serve(c: Claimed): void {
   let socket: net.Socket;
   try {
@@ -126,7 +134,8 @@ function serve(c: Claimed): void {
     inbox!.finished(c);
     return;
   }
-  socket.once('close', () => inbox!.finished(c));
+  (socket as HandedSocket)[CLAIMED] = c;
+  socket.on('close', onHandedClose);
   try {
     const listener = listenerAt(rt.current(), c.slot);
     if (!listener) { socket.destroy(); return; }

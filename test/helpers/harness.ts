@@ -222,3 +222,24 @@ export async function stats(admin: string): Promise<Map<string, number>> {
 export function openFds(pid: number | 'self' = 'self'): number {
   return require('node:fs').readdirSync(`/proc/${pid}/fd`).length;
 }
+
+/** The descriptor count of process `pid` once it stops changing (the same for about half a second). */
+export async function settledFds(pid: number): Promise<number> {
+  let last = -1;
+  let same = 0;
+  return waitFor(() => {
+    const n = openFds(pid);
+    same = n === last ? same + 1 : 0;
+    last = n;
+    return same >= 25 ? n : 0;
+  }, 20_000, 'a steady descriptor count');
+}
+
+/** Asserts that process `pid` comes back to within `margin` descriptors of `baseline` (waiting up to 20 s). */
+export async function fdsBackTo(t: { ok(v: boolean, msg: string): unknown }, pid: number, baseline: number, what: string, margin = 2): Promise<void> {
+  const n = await waitFor(() => {
+    const c = openFds(pid);
+    return c <= baseline + margin ? c : 0;
+  }, 20_000, `descriptor count back within ${margin} of ${baseline}`).catch(() => openFds(pid));
+  t.ok(n <= baseline + margin, `${what}: ${n} open descriptors, baseline ${baseline}`);
+}

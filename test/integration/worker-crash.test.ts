@@ -8,7 +8,7 @@
  */
 import net from 'node:net';
 import t, { type Test } from 'tap';
-import { ADMIN_AUTH, httpUpstream, openFds, run, spawnSluice, stats, waitFor, withTestDefaults, writeConfig, type ChildSluice, type Upstream } from '../helpers/harness';
+import { ADMIN_AUTH, fdsBackTo, httpUpstream, run, settledFds, spawnSluice, stats, waitFor, withTestDefaults, writeConfig, type ChildSluice, type Upstream } from '../helpers/harness';
 import { sluiceStarted, type StartedSluice } from '../helpers/netns';
 
 /** A keep-alive HTTP/1.1 connection that sends one request at a time and reads a content-length response. */
@@ -96,7 +96,7 @@ t.before(async () => {
   started = await sluiceStarted(child);
   // one request end to end, so everything created lazily exists before the baseline
   t.equal(await oneShot(started.ports.app), 200, 'warm-up request');
-  baseline = await settledFds();
+  baseline = await settledFds(child.proc.pid!);
 });
 
 t.teardown(async () => {
@@ -104,25 +104,9 @@ t.teardown(async () => {
   await up?.close();
 });
 
-/** The fd count once it stops changing (idle upstream connections time out). */
-async function settledFds(): Promise<number> {
-  let last = -1;
-  let same = 0;
-  return waitFor(() => {
-    const n = openFds(child.proc.pid!);
-    same = n === last ? same + 1 : 0;
-    last = n;
-    return same >= 25 ? n : 0; // unchanged for ~0.5 s
-  }, 20_000, 'a steady descriptor count');
-}
-
-async function fdsBackTo(t: Test, what: string): Promise<void> {
-  const margin = 2;
-  const n = await waitFor(() => {
-    const c = openFds(child.proc.pid!);
-    return c <= baseline + margin ? c : 0;
-  }, 20_000, `descriptor count back within ${margin} of ${baseline}`).catch(() => openFds(child.proc.pid!));
-  t.ok(n <= baseline + margin, `${what}: ${n} open descriptors, baseline ${baseline}`);
+/** Back to the descriptors it had before the test (idle upstream connections time out meanwhile). */
+function fdsBack(t: Test, what: string): Promise<void> {
+  return fdsBackTo(t, child.proc.pid!, baseline, what);
 }
 
 t.test('a worker killed under load: its connections fail, others and new ones work, no fd leak', async (t) => {
@@ -166,7 +150,7 @@ t.test('a worker killed under load: its connections fail, others and new ones wo
   t.notMatch(w.stdout, /Non-2xx/, 'no error responses: a lost connection is a socket error, never a bad reply');
 
   for (const c of conns) c.socket.destroy();
-  await fdsBackTo(t, 'after the crash and the load');
+  await fdsBack(t, 'after the crash and the load');
   const st = await stats(started.admin);
   t.equal(st.get('sluice_downstream_cx_active{listener="app"}'), 0, 'no connection left open');
   // Gauges a dead worker had raised are zeroed by the main thread: it never ran the code that lowers them.
@@ -201,7 +185,7 @@ t.test('a worker killed with connections queued for it: each is served by anothe
   t.equal(delta('sluice_downstream_cx_total{listener="app"}'), 20, 'each served once');
   await waitFor(async () => (await stats(started.admin)).get('sluice_worker_restarts_total') === (before.get('sluice_worker_restarts_total') ?? 0) + 1, 10_000, 'restart counted');
   await waitFor(async () => (await stats(started.admin)).get('sluice_downstream_cx_active{listener="app"}') === 0, 10_000, 'all closed');
-  await fdsBackTo(t, 'after the stalled worker was killed');
+  await fdsBack(t, 'after the stalled worker was killed');
 });
 
 t.test('10,000 connections, one request each, 50 at a time: descriptors come back', async (t) => {
@@ -227,7 +211,7 @@ t.test('10,000 connections, one request each, 50 at a time: descriptors come bac
   t.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), N, 'Sluice accepted exactly N connections');
   await waitFor(async () => (await stats(started.admin)).get('sluice_downstream_cx_active{listener="app"}') === 0, 10_000, 'all closed');
   t.equal(after.get('sluice_handoff_failed_total'), before.get('sluice_handoff_failed_total'), 'no hand-off failed');
-  await fdsBackTo(t, 'after 10,000 connections');
+  await fdsBack(t, 'after 10,000 connections');
 });
 
 async function fetchPost(url: string): Promise<number> {

@@ -144,4 +144,9 @@ t.test('addresses as inet_ntop writes them', async (t) => {
   const w = new Int32Array(new Uint8Array([10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).buffer);
   t.same(formatDst(4, w, 80), { address: '10.1.2.3', port: 80 });
   t.equal(formatDst(0, w, 80), null);
+  // bytes of 128 and over (the word is negative as an Int32) come out as they went in
+  const high = new Int32Array(new Uint8Array([255, 128, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).buffer);
+  t.same(formatDst(4, high, 65535), { address: '255.128.0.200', port: 65535 });
+  const top = new Int32Array(new Uint8Array([192, 168, 1, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).buffer);
+  t.same(formatDst(4, top, 1), { address: '192.168.1.255', port: 1 });
 });

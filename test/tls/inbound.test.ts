@@ -14,7 +14,7 @@ import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
-import { httpUpstream, ROOT, run, startSluice, stats, waitFor } from '../helpers/harness';
+import { h2Upstream, httpUpstream, ROOT, run, startSluice, stats, waitFor } from '../helpers/harness';
 import { xfccProvider } from './tls-peers';
 import { TestPki, type Workload } from '../helpers/certs';
 import { Consumer, str } from '../integration/dubbo-peers';
@@ -171,6 +171,36 @@ t.test('gRPC over mTLS (grpc-js, ALPN h2): the identity reaches the service as m
   const st = await stats(s.admin);
   t.equal(st.get('sluice_downstream_cx_protocol_total{listener="in",protocol="tls"}'), 1);
   t.equal(st.get('sluice_downstream_cx_protocol_total{listener="in",protocol="http2"}'), 1);
+});
+
+t.test('a client that offers h2 and http/1.1 (curl --cert, as it comes): served whatever the application speaks', async (t) => {
+  const h1 = await httpUpstream((req, res) => res.end(`HTTP/${req.httpVersion} ${req.headers['x-forwarded-client-cert'] ?? 'none'}`));
+  const h2 = await h2Upstream((stream, headers) => { stream.respond({ ':status': 200 }); stream.end(`h2 ${headers['x-forwarded-client-cert'] ?? 'none'}`); });
+  const s = await startSluice({
+    tls: tlsDoc('strict'),
+    listeners: [
+      { name: 'auto', address: '127.0.0.1:0', direction: 'inbound', cluster: 'h1app' },
+      { name: 'h2', address: '127.0.0.1:0', direction: 'inbound', cluster: 'h2app' },
+    ],
+    clusters: [
+      { name: 'h1app', endpoints: [`127.0.0.1:${h1.port}`] },
+      { name: 'h2app', protocol: 'http2', endpoints: [`127.0.0.1:${h2.port}`] },
+    ],
+  });
+  t.teardown(async () => { await s.stop(); await h1.close(); await h2.close(); });
+  const curlAny = (port: number, extra: string[] = []) => run('curl', ['-sS', '-k', '--max-time', '10', '--cert', caller.certFile, '--key', caller.keyFile,
+    '-w', '\n%{http_version} %{http_code}', ...extra, `https://127.0.0.1:${port}/hello`]);
+  const a = await curlAny(s.port('auto'));
+  t.equal(a.code, 0, a.stderr);
+  t.equal(a.stdout, `HTTP/1.1 ${XFCC}\n1.1 200`, 'upstream protocol auto: HTTP/1.1 is chosen, and the HTTP/1.1 application answers');
+  const b = await curlAny(s.port('h2'));
+  t.equal(b.stdout, `h2 ${XFCC}\n2 200`, 'a listener whose upstream speaks HTTP/2: h2 is chosen');
+  const c = await curlAny(s.port('auto'), ['--http2']);
+  t.equal(c.stdout, `HTTP/1.1 ${XFCC}\n1.1 200`, 'curl --http2 offers both too');
+  const only = tls.connect({ host: '127.0.0.1', port: s.port('auto'), cert: caller.cert, key: caller.key, ca: caller.ca, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
+  await once(only, 'secureConnect');
+  t.equal(only.alpnProtocol, 'h2', 'a client that offers h2 alone still gets it');
+  only.destroy();
 });
 
 t.test('Dubbo over mTLS (dubbo-remoting consumer on a TLS socket): the identity is an attachment', async (t) => {

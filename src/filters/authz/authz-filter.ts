@@ -3,11 +3,11 @@
  * it. Denied: the exchange's DENIED local reply, which each protocol renders in its own form.
  * Shadow-denied: counted, noted in the access log, logged (sampled), and let through.
  */
-import { CONTINUE, STOP, type Filter, type FilterStatus, type RequestContext } from '../../exchange/filter';
+import { CONTINUE, STOP, type ConnectionView, type Filter, type FilterStatus, type RequestContext } from '../../exchange/filter';
 import { DENIED } from '../../exchange/outcome';
 import type { RequestView } from '../../exchange/request-view';
 import type { Stats } from '../../stats/stats';
-import { DEFAULT_ALLOW, DEFAULT_DENY, type Policy } from './policy';
+import { DEFAULT_ALLOW, DEFAULT_DENY, type Decision, type Policy } from './policy';
 
 export const AUTHZ_ALLOWED = 'sluice_authz_allowed_total';
 export const AUTHZ_DENIED = 'sluice_authz_denied_total';
@@ -15,6 +15,8 @@ export const AUTHZ_SHADOW_DENIED = 'sluice_authz_shadow_denied_total';
 
 /** At most one shadow line per rule and worker in this time; the line says how many it stands for. */
 export const SHADOW_LOG_INTERVAL_MS = 1000;
+
+const SHADOW_LINE = 'authorization: would deny (shadow mode), let through';
 
 interface RuleSlots { allowed: number; denied: number; shadowDenied: number }
 
@@ -45,17 +47,14 @@ export class AuthzFilter implements Filter<null> {
 
   onRequest(ctx: RequestContext): FilterStatus {
     const d = this.policy.decide(ctx.view);
-    const s = this.slots.get(d.rule)!;
+    this.count(d);
     if (d.denied) {
-      this.stats.inc(s.denied);
       ctx.note('authz', 'denied');
       ctx.note('authzRule', d.rule);
       ctx.reply(DENIED);
       return STOP;
     }
-    this.stats.inc(s.allowed);
     if (d.shadowRule !== null) {
-      this.stats.inc(this.slots.get(d.shadowRule)!.shadowDenied);
       ctx.note('authz', 'shadow_denied');
       ctx.note('authzRule', d.shadowRule);
       this.sample(ctx.view, d.shadowRule);
@@ -63,16 +62,35 @@ export class AuthzFilter implements Filter<null> {
     return CONTINUE;
   }
 
-  private sample(v: RequestView, rule: string): void {
+  /**
+   * A connection carried as opaque bytes counts as one request of its own: refused, it is closed
+   * before it reaches an upstream, and a line is logged (sampled as shadow lines are).
+   */
+  onConnection(conn: ConnectionView): boolean {
+    const d = this.policy.decideConnection(conn);
+    this.count(d);
+    if (d.denied) this.sample(conn, d.rule, 'authorization: opaque connection denied');
+    else if (d.shadowRule !== null) this.sample(conn, d.shadowRule);
+    return !d.denied;
+  }
+
+  private count(d: Decision): void {
+    const s = this.slots.get(d.rule)!;
+    this.stats.inc(d.denied ? s.denied : s.allowed);
+    if (d.shadowRule !== null) this.stats.inc(this.slots.get(d.shadowRule)!.shadowDenied);
+  }
+
+  private sample(v: RequestView | ConnectionView, rule: string, msg = SHADOW_LINE): void {
     const now = this.now();
-    let last = this.lastLine.get(rule);
-    if (last === undefined) this.lastLine.set(rule, (last = { at: -Infinity, count: 0 }));
+    const key = msg === SHADOW_LINE ? rule : `${msg} ${rule}`;
+    let last = this.lastLine.get(key);
+    if (last === undefined) this.lastLine.set(key, (last = { at: -Infinity, count: 0 }));
     last.count++;
     if (now - last.at < SHADOW_LOG_INTERVAL_MS) return;
     this.shadowLog({
-      rule, requests: last.count, protocol: v.protocol, direction: v.direction, listener: v.listener,
-      source: v.source.address, principal: v.source.principal, service: v.service, method: v.method, path: v.path,
-    }, 'authorization: would deny (shadow mode), let through');
+      rule, requests: last.count, direction: v.direction, listener: v.listener, source: v.source.address, principal: v.source.principal,
+      ...('protocol' in v ? { protocol: v.protocol, service: v.service, method: v.method, path: v.path } : { protocol: 'tcp' }),
+    }, msg);
     last.at = now;
     last.count = 0;
   }

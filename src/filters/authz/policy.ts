@@ -20,6 +20,7 @@
 import type { HeaderMatch, RouteConfig, StringMatch } from '../../config/config';
 import { allOf, matchTests, stringMatcher, type Matcher, type ViewTest } from '../../exchange/router';
 import type { Peer, RequestView } from '../../exchange/request-view';
+import type { ConnectionView } from '../../exchange/filter';
 import { inRange, parseCidr, parseIp, type CidrRange, type IpAddress } from '../../net/cidr';
 
 /** One entry of `authorization`, as the schema leaves it (defaults filled). */
@@ -135,11 +136,15 @@ export interface CompiledRule {
   readonly action: 'allow' | 'deny';
   readonly shadow: boolean;
   readonly test: ViewTest;
+  /** The rule on a connection carried as opaque bytes, which has no request (see `connectionTest`). */
+  readonly connectionTest: ConnectionTest;
 }
 
-export function compileRule(r: AuthorizationRule, i: number): CompiledRule {
-  // the route match fields first (cheap ones lead), then identity and address
-  const tests = matchTests(r, headerTest(r.action));
+type ConnectionTest = (c: ConnectionView) => boolean;
+
+/** The conditions on who is calling: the caller's identity and address. */
+function callerTests(r: AuthorizationRule): ConnectionTest[] {
+  const tests: ConnectionTest[] = [];
   if (r.principals) {
     const m = anyOf(r.principals);
     tests.push((v) => { const p = v.source.principal; return p !== undefined && m(p); });
@@ -162,7 +167,39 @@ export function compileRule(r: AuthorizationRule, i: number): CompiledRule {
       return false;
     });
   }
-  return { name: ruleName(r, i), action: r.action, shadow: r.mode === 'shadow', test: allOf(tests) };
+  return tests;
+}
+
+/** Whether a rule has a condition on the request itself (a connection carried as opaque bytes has none). */
+function aboutRequests(r: AuthorizationRule): boolean {
+  return r.protocol !== undefined || r.service !== undefined || r.authority !== undefined || r.method !== undefined
+    || r.path !== undefined || (r.headers !== undefined && Object.keys(r.headers).length > 0);
+}
+
+const never: ConnectionTest = () => false;
+
+/**
+ * A rule on a connection carried as opaque bytes: its listener, direction and caller are known,
+ * and it has no request, so a condition on the request (protocol, service, authority, method,
+ * path, headers) never holds for it, as a condition on the principal never holds for a plaintext
+ * request (Envoy's network RBAC reads its HTTP-only permissions the same way). Rules on who calls
+ * (`deny principals: [...]`, `allow sourceRanges: [...]`) hold for every connection; a deny rule
+ * about requests leaves opaque connections alone, and an allow rule about requests admits none.
+ */
+function connectionTest(r: AuthorizationRule): ConnectionTest {
+  if (aboutRequests(r)) return never;
+  const tests: ConnectionTest[] = [];
+  if (r.listener !== undefined) { const l = r.listener; tests.push((v) => v.listener === l); }
+  if (r.direction !== undefined) { const d = r.direction; tests.push((v) => v.direction === d); }
+  tests.push(...callerTests(r));
+  // a test of a connection's fields reads a request view as well (it has them all)
+  return allOf(tests) as (c: ConnectionView) => boolean;
+}
+
+export function compileRule(r: AuthorizationRule, i: number): CompiledRule {
+  // the route match fields first (cheap ones lead), then identity and address
+  const tests: ViewTest[] = [...matchTests(r, headerTest(r.action)), ...callerTests(r)];
+  return { name: ruleName(r, i), action: r.action, shadow: r.mode === 'shadow', test: allOf(tests), connectionTest: connectionTest(r) };
 }
 
 export interface Decision {
@@ -173,6 +210,9 @@ export interface Decision {
   /** For an allowed request: the rule that would have refused it with the shadow rules enforced; else null. */
   readonly shadowRule: string | null;
 }
+
+const onRequest = (r: CompiledRule, v: RequestView): boolean => r.test(v);
+const onConnection = (r: CompiledRule, c: ConnectionView): boolean => r.connectionTest(c);
 
 export class Policy {
   private readonly deny: CompiledRule[];
@@ -197,23 +237,32 @@ export class Policy {
   }
 
   decide(view: RequestView): Decision {
-    for (const r of this.deny) if (r.test(view)) return this.decision(true, r.name, null);
+    return this.walk(view, onRequest);
+  }
+
+  /** The decision for a connection carried as opaque bytes: every rule as `connectionTest` reads it. */
+  decideConnection(conn: ConnectionView): Decision {
+    return this.walk(conn, onConnection);
+  }
+
+  private walk<V>(v: V, test: (r: CompiledRule, v: V) => boolean): Decision {
+    for (const r of this.deny) if (test(r, v)) return this.decision(true, r.name, null);
     let allowedBy = DEFAULT_ALLOW;
     if (this.allow.length > 0) {
       let hit: CompiledRule | null = null;
-      for (const r of this.allow) if (r.test(view)) { hit = r; break; }
+      for (const r of this.allow) if (test(r, v)) { hit = r; break; }
       if (hit === null) return this.defaultDeny;
       allowedBy = hit.name;
     }
-    return this.decision(false, allowedBy, this.shadowDecision(view, allowedBy === DEFAULT_ALLOW));
+    return this.decision(false, allowedBy, this.shadowDecision(v, test, allowedBy === DEFAULT_ALLOW));
   }
 
   /** With the shadow rules enforced too, the rule that would refuse an allowed request; null if none. */
-  private shadowDecision(view: RequestView, noAllowRuleMatched: boolean): string | null {
-    for (const r of this.shadowDeny) if (r.test(view)) return r.name;
+  private shadowDecision<V>(v: V, test: (r: CompiledRule, v: V) => boolean, noAllowRuleMatched: boolean): string | null {
+    for (const r of this.shadowDeny) if (test(r, v)) return r.name;
     // an enforced allow rule that matched still allows; else shadow allow rules form the list
     if (noAllowRuleMatched && this.shadowAllow.length > 0) {
-      for (const r of this.shadowAllow) if (r.test(view)) return null;
+      for (const r of this.shadowAllow) if (test(r, v)) return null;
       return DEFAULT_DENY;
     }
     return null;

@@ -208,3 +208,42 @@ t.test('patterns: what is and is not one', async (t) => {
   for (const ok of ['a', '*', 'a*', '*a', 'cluster.local/ns/x/*', '*/sa/y']) t.equal(patternProblem(ok), null, ok);
   for (const bad of ['', 'a*b', 'a*b*', '*a*', '**', 'a**']) t.not(patternProblem(bad), null, bad);
 });
+
+t.test('a connection carried as opaque bytes: rules on who calls hold, conditions on requests never do', async (t) => {
+  const conn = (c: { principal?: string; address?: string; listener?: string; direction?: 'inbound' | 'outbound' } = {}) => {
+    const d = p.decideConnection({
+      direction: c.direction ?? 'inbound', listener: c.listener ?? 'inbound',
+      source: { address: c.address ?? '10.1.2.3', port: 40000, ...(c.principal !== undefined ? { principal: c.principal } : {}) },
+    });
+    return `${d.denied ? 'deny' : 'allow'}:${d.rule}${d.shadowRule ? ` shadow:${d.shadowRule}` : ''}`;
+  };
+  let p = policy([
+    { name: 'untrusted', action: 'deny', principals: ['cluster.local/ns/untrusted/*'] },
+    { name: 'bad-net', action: 'deny', sourceRanges: ['192.0.2.0/24'], direction: 'inbound' },
+    { name: 'no-admin', action: 'deny', path: { prefix: '/admin' } },
+    { name: 'no-prod', action: 'deny', headers: { 'x-env': 'prod' } },
+    { name: 'dubbo-only', action: 'deny', protocol: 'dubbo', sourceRanges: ['10.0.0.0/8'] },
+  ]);
+  t.equal(conn({ principal: UNTRUSTED }), 'deny:untrusted', 'a deny rule by identity refuses the connection');
+  t.equal(conn({ address: '192.0.2.7' }), 'deny:bad-net', 'a deny rule by address refuses it');
+  t.equal(conn({ address: '192.0.2.7', direction: 'outbound' }), 'allow:default_allow', 'the rule\'s direction holds');
+  t.equal(conn({ principal: API }), 'allow:default_allow', 'deny rules about requests (path, headers, protocol) leave it alone');
+  t.equal(decide(p, { protocol: 'dubbo', address: '10.9.9.9' }), 'deny:dubbo-only', 'the same rule still refuses requests');
+
+  p = policy([
+    { name: 'payments', action: 'allow', namespaces: ['payments'] },
+    { name: 'health', action: 'allow', sourceRanges: ['10.0.0.0/8'], path: { prefix: '/healthz' } },
+    { name: 'ops', action: 'allow', listener: 'inbound', sourceRanges: ['198.51.100.0/24'] },
+  ]);
+  t.equal(conn({ principal: API }), 'allow:payments', 'an allow rule by identity admits the connection');
+  t.equal(conn({ address: '10.1.2.3' }), 'deny:default_deny', 'an allow rule about requests admits no connection');
+  t.equal(conn({ address: '198.51.100.4' }), 'allow:ops');
+  t.equal(conn({ address: '198.51.100.4', listener: 'other' }), 'deny:default_deny', 'the rule\'s listener holds');
+
+  p = policy([
+    { name: 'try-untrusted', action: 'deny', mode: 'shadow', principals: ['cluster.local/ns/untrusted/*'] },
+    { name: 'try-path', action: 'deny', mode: 'shadow', path: { prefix: '/' } },
+  ]);
+  t.equal(conn({ principal: UNTRUSTED }), 'allow:default_allow shadow:try-untrusted', 'shadow rules decide as if enforced, and let it through');
+  t.equal(conn({ principal: API }), 'allow:default_allow');
+});
