@@ -31,22 +31,54 @@ type Handle = { fd?: number };
 type Refreshable = { _handle?: Handle | null; _unrefTimer?: () => void };
 
 /**
+ * Node holds nothing for `s` (no byte queued or in flight, not corked, connected, not ended), and
+ * `s` is a plaintext socket of this thread (made with direct reads, not encrypted: a TLS socket's
+ * handle has a descriptor too, and bytes written to it would bypass the encryption). Bytes
+ * written to its descriptor now come after everything written to the socket before, and before
+ * anything written after.
+ */
+export function writableNow(s: net.Socket): boolean {
+  return s.writableLength === 0 && s.writableCorked === 0 && !s.connecting && !s.destroyed && !s.writableEnded && isDirect(s) && (s as net.Socket & { encrypted?: boolean }).encrypted !== true;
+}
+
+/** The descriptor of a socket for which `writableNow` holds, or -1. */
+export function fdOf(s: net.Socket): number {
+  const fd = (s as net.Socket & Refreshable)._handle?.fd;
+  return fd !== undefined && fd >= 0 ? fd : -1;
+}
+
+/** The descriptor to write `s`'s next bytes to at once (see writableNow), or -1. */
+export function directFd(s: net.Socket): number {
+  return writableNow(s) ? fdOf(s) : -1;
+}
+
+/**
+ * write(2) of `bytes[0, len)` on `fd` (from `directFd(s)`): the count the kernel took, 0 when it
+ * took nothing (EAGAIN: its buffer is full; a reset or a closed peer: `socket.write` of the same
+ * bytes meets the error and reports it as the socket's 'error', as it always did). A write keeps
+ * the socket's idle timeout away, as `socket.write` does.
+ */
+export function writeFd(s: net.Socket, fd: number, bytes: Buffer, len: number): number {
+  let n = 0;
+  try {
+    n = fs.writeSync(fd, bytes, 0, len);
+  } catch {
+    n = 0;
+  }
+  if (n > 0) (s as net.Socket & Refreshable)._unrefTimer?.();
+  return n;
+}
+
+/**
  * Writes `bytes`, valid during this call only, to `s`; the result is `socket.write`'s (false:
  * more is queued than the socket's high-water mark, 'drain' follows). The caller has flushed
- * whatever it held for the socket (a turn's cork) if it wants the direct path.
+ * whatever it held for the socket (the turn's held writes) if it wants the direct path.
  */
 export function writeLent(s: net.Socket, bytes: Buffer): boolean {
-  if (bytes.length >= LENT_WRITE_MIN && s.writableLength === 0 && s.writableCorked === 0 && !s.connecting && !s.destroyed && !s.writableEnded && isDirect(s)) {
-    const r = s as net.Socket & Refreshable;
-    const fd = r._handle?.fd;
-    if (fd !== undefined && fd >= 0) {
-      let n = 0;
-      try {
-        n = fs.writeSync(fd, bytes, 0, bytes.length);
-      } catch {
-        n = 0; // EAGAIN: the socket's buffer is full; anything else: socket.write meets it too and reports it
-      }
-      if (n > 0) r._unrefTimer?.(); // a write keeps the socket's idle timeout away, as socket.write does
+  if (bytes.length >= LENT_WRITE_MIN) {
+    const fd = directFd(s);
+    if (fd >= 0) {
+      const n = writeFd(s, fd, bytes, bytes.length);
       if (n === bytes.length) return true;
       return s.write(copyOf(bytes.subarray(n)));
     }

@@ -65,6 +65,17 @@ export async function startSluice(doc: Record<string, unknown>, opts: { configPa
   };
 }
 
+/** One worker (every connection reads through the same buffer), listener `app` to the cluster `web` at `upstreamPort`; stopped at the test's end. */
+export async function oneWorkerSluice(t: { teardown(fn: () => unknown): void }, upstreamPort: number): Promise<RunningSluice> {
+  const s = await startSluice({
+    workers: { threads: 1 },
+    listeners: [{ name: 'app', address: '127.0.0.1:0', cluster: 'web' }],
+    clusters: [{ name: 'web', endpoints: [`127.0.0.1:${upstreamPort}`] }],
+  });
+  t.teardown(() => s.stop());
+  return s;
+}
+
 export function writeConfig(doc: Record<string, unknown>, dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-test-'))): string {
   const file = path.join(dir, 'sluice.yaml');
   writeFileSync(file, YAML.stringify(doc));

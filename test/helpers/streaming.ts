@@ -89,3 +89,16 @@ export function pumpStalling(out: NodeJS.WritableStream, size: number, stall: St
   };
   pump();
 }
+
+/** Reads `s` in bursts: after every `every` bytes it stops for `ms`, so that its sender's writes back up meanwhile. */
+export function readInBursts(s: { on(event: 'data', f: (d: Buffer) => void): unknown; pause(): unknown; resume(): unknown }, every: number, ms: number): void {
+  let since = 0;
+  s.on('data', (d: Buffer) => {
+    since += d.length;
+    if (since >= every) {
+      since = 0;
+      s.pause();
+      setTimeout(() => s.resume(), ms);
+    }
+  });
+}

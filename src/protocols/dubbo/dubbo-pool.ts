@@ -299,7 +299,7 @@ export class DubboUpstream implements TurnEnd {
    */
   atTurnEnd(): void {
     const s = this.socket;
-    if (!this.held.flushTo(s, this.onWritten)) return;
+    if (!this.held.endTurn(s, this.onWritten)) return;
     const calls = this.heldCalls;
     this.heldCalls = [];
     // a socket lost meanwhile fails its written calls in onClose; the callers waiting on them are released there

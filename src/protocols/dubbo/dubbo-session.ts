@@ -269,12 +269,12 @@ export class DubboSession implements TurnEnd {
 
   /** @internal sends the frames held in this turn (none if the consumer is gone). */
   atTurnEnd(): void {
-    this.held.flushTo(this.socket);
+    this.held.endTurn(this.socket);
   }
 
   closeSoon(): void {
     if (this.closed) return;
-    this.atTurnEnd();
+    this.held.flushTo(this.socket);
     this.socket.end();
     this.socket.destroySoon?.();
   }

@@ -15,6 +15,7 @@ import type { ClusterStats } from '../../upstream/cluster';
 import { dial, dialFailure, type DialOptions } from '../../upstream/dial';
 import { CONNECTIONS, type ClusterLimits } from '../../protection';
 import { isDirect, setReadSink } from '../../net/direct-read';
+import { SocketWrites } from '../../worker/held-writes';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
@@ -87,6 +88,11 @@ export class Http1Connection implements Http1Handler {
   private keepAlive = true;
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private readonly direct: boolean;
+  /**
+   * What the request writes: held until the end of the turn in which the exchange took the
+   * connection (the head, and the body that came with it), sent then in one write (held-writes.ts).
+   */
+  readonly writes: SocketWrites;
 
   constructor(
     private readonly pool: Http1Pool,
@@ -96,6 +102,7 @@ export class Http1Connection implements Http1Handler {
     limits: PoolLimits,
   ) {
     this.socket = socket;
+    this.writes = new SocketWrites(socket);
     this.decoder = new Http1Decoder('response', this, { maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders });
     // a plaintext connection reads through the thread's buffer (onRead), a TLS one as a stream
     this.direct = isDirect(socket);
@@ -181,7 +188,7 @@ export class Http1Connection implements Http1Handler {
       this.socket.setTimeout(0); // a tunnel's idle time is the session's business
       this.detached = true;
       this.pool.detach();
-      if (sink?.onUpgrade) sink.onUpgrade(this.socket, rest);
+      if (sink?.onUpgrade) sink.onUpgrade(this.writes.out, rest);
       else this.socket.destroy();
       return false;
     }

@@ -21,8 +21,7 @@ import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type Pa
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
 import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
-import { corkUntilTurnEnd, flushTurnCork, type TurnEnd } from '../../worker/turn-end';
-import { HeldWrites } from '../../worker/held-writes';
+import { SocketWrites } from '../../worker/held-writes';
 import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
 import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
@@ -88,7 +87,7 @@ function resolveTarget(head: Http1Head, policy: PathPolicy): Http1Target | strin
   return { authority: a, target: t };
 }
 
-export class Http1Session implements Http1Handler, TurnEnd {
+export class Http1Session implements Http1Handler {
   private decoder!: Http1Decoder;
   private current: Http1Downstream | null = null;
   private headerTimer: NodeJS.Timeout | null = null;
@@ -122,11 +121,16 @@ export class Http1Session implements Http1Handler, TurnEnd {
   private quietChecks = 0;
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private direct = false;
-  /** Replies put off to the end of this turn (replyAtTurnEnd); more than one only for pipelined requests. */
-  private readonly held = new HeldWrites(this);
+  /**
+   * What is written to the socket in this turn of the event loop, sent at its end in one write:
+   * local replies (replyAtTurnEnd), and responses written while a batch holds (holdTurn).
+   */
+  readonly writes: SocketWrites;
   closed = false;
 
-  constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
+  constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
+    this.writes = new SocketWrites(socket);
+  }
 
   start(): void {
     const http = this.rt.current().config.http;
@@ -314,8 +318,7 @@ export class Http1Session implements Http1Handler, TurnEnd {
     this.closing = true;
     this.clearHeaderTimer();
     if (this.closed) return;
-    const s = this.out;
-    while (s.writableCorked > 0) s.uncork(); // the response held for the turn's end goes now
+    const s = this.out; // the response held for the turn's end goes now (into the kernel, when it takes it all)
     if (s.writableLength === 0 && !s.writableEnded) { s.destroy(); return; }
     s.end();
     s.destroySoon?.();
@@ -337,22 +340,17 @@ export class Http1Session implements Http1Handler, TurnEnd {
 
   /**
    * A reply of Sluice's own goes out with the others of this turn of the event loop (turn-end.ts).
-   * Held here, not in the socket (a corked socket buffers each write in an object of its own), so
-   * everything that writes to the socket or ends it goes through `out`, which sends it first.
+   * Held in `writes`, not in the socket (a corked socket buffers each write in an object of its
+   * own), so everything that writes to the socket or ends it goes through `writes` or `out`, which
+   * sends it first.
    */
   replyAtTurnEnd(bytes: Buffer): void {
-    this.held.push(bytes);
+    this.writes.push(bytes);
   }
 
-  /** @internal the replies held for this turn go out (none if the client is gone). */
-  atTurnEnd(): void {
-    this.held.flushTo(this.socket);
-  }
-
-  /** The socket to write to or end: the replies held for the end of the turn go first. */
+  /** The socket to write to or end: what is held for the end of the turn goes first. */
   get out(): net.Socket {
-    if (this.held.holding) this.held.flushTo(this.socket);
-    return this.socket;
+    return this.writes.out;
   }
 
   /** Resets the connection, after what was written already (a reply held for the turn end included). */
@@ -527,9 +525,9 @@ class Http1Downstream implements Downstream {
     // 100 Continue and friends go to a client that speaks HTTP/1.1
     const h = (form as Http1Head);
     if (this.head.versionMinor !== 1 || typeof h.status !== 'number') return;
-    this.session.out.write(encodeResponseHead({
+    this.session.writes.send(encodeResponseHead({
       status: h.status, reason: h.reason, headers: h.headers, connectionTokens: h.connectionTokens, framing: { kind: 'none' }, via: '',
-    }), 'latin1');
+    }));
   }
 
   respond(head: ResponseHead, end: boolean, edits: HeaderOps[] | null): void {
@@ -567,30 +565,22 @@ class Http1Downstream implements Downstream {
     if (this.closeAfter) connection = 'close';
     else if (!v11) connection = 'keep-alive';
     const upgrade = status === 101 ? this.view.header('upgrade') ?? fieldOf(headers, 'upgrade') : undefined;
-    const down = this.session.out;
-    down.write(encodeResponseHead({
+    const session = this.session;
+    session.writes.send(encodeResponseHead({
       status, reason, headers, connectionTokens: tokens, framing, via, connection, upgrade,
       keepLength: noBody && status !== 204 && form.kind === 'h1' ? contentLength : undefined,
-    }), 'latin1');
-    if (end && framing.kind === 'chunked') down.write(lastChunk(null));
+    }));
+    if (end && framing.kind === 'chunked') session.writes.send(lastChunk(null));
   }
 
   write(chunk: Buffer, end: boolean): boolean {
-    const down = this.session.out;
+    const session = this.session;
     let ok = true;
     if (chunk.length > 0) {
-      if (this.outFraming.kind === 'chunked') {
-        const parts = chunkParts(chunk);
-        down.cork();
-        down.write(parts[0]);
-        down.write(parts[1]);
-        ok = down.write(parts[2]);
-        down.uncork();
-      } else if (this.outFraming.kind !== 'none') {
-        ok = down.write(chunk);
-      }
+      if (this.outFraming.kind === 'chunked') ok = session.writes.sendAll(chunkParts(chunk));
+      else if (this.outFraming.kind !== 'none') ok = session.writes.send(chunk);
     }
-    if (end && this.outFraming.kind === 'chunked') ok = down.write(lastChunk(null)) && ok;
+    if (end && this.outFraming.kind === 'chunked') ok = session.writes.send(lastChunk(null)) && ok;
     return ok;
   }
 
@@ -601,13 +591,11 @@ class Http1Downstream implements Downstream {
    */
   writeLent(chunk: Buffer, end: boolean): boolean {
     if (this.outFraming.kind !== 'length' || chunk.length < LENT_WRITE_MIN) return this.write(copyOf(chunk), end);
-    const down = this.session.out;
-    flushTurnCork(down);
-    return writeLent(down, chunk);
+    return writeLent(this.session.out, chunk); // after what is held for the socket
   }
 
   trailers(fields: string[]): void {
-    if (this.outFraming.kind === 'chunked') this.session.out.write(lastChunk(fields));
+    if (this.outFraming.kind === 'chunked') this.session.writes.send(lastChunk(fields));
   }
 
   abort(): void {
@@ -637,7 +625,7 @@ class Http1Downstream implements Downstream {
 
   batch(start: boolean): void {
     // what the batch writes goes out at the end of the turn, with the other sockets' answers
-    if (start) corkUntilTurnEnd(this.session.out);
+    if (start) this.session.writes.holdTurn();
   }
 
   upgrade(up: net.Socket, rest: Buffer): void {

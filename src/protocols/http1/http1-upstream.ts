@@ -16,7 +16,6 @@ import { applyEdits, h2ToFlat, type HttpRequestForm } from '../http/forms';
 import type { Http1Head } from './http1-decoder';
 import { chunkParts, encodeRequestHead, lastChunk, type Framing } from './http1-encoder';
 import { poolLimits, type AcquireError, type Http1Connection, type Http1ResponseSink } from './http1-pool';
-import { corkUntilTurnEnd, flushTurnCork } from '../../worker/turn-end';
 import { copyOf } from '../../net/direct-read';
 import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
 
@@ -65,10 +64,9 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     this.conn = conn;
     const form = this.x.down.request as HttpRequestForm;
     conn.start(this, form.kind === 'h1' ? form.head.method : form.stream.method);
-    const sock = conn.socket;
     // the request (head, and the body that came with it) goes upstream at the end of the turn
-    corkUntilTurnEnd(sock);
-    sock.write(this.head(form, this.x.requestEdits), 'latin1');
+    conn.writes.holdTurn();
+    conn.writes.send(this.head(form, this.x.requestEdits));
     if (this.x.headOnly) { this.ended = true; conn.requestDone = true; }
     this.sink.onAttemptReady(this);
   }
@@ -115,24 +113,15 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
   write(chunk: Buffer, end: boolean): boolean {
     const conn = this.conn;
     if (conn === null || this.ended) return true;
-    const sock = conn.socket;
     let ok = true;
     if (chunk.length > 0) {
-      if (this.framing.kind === 'chunked') {
-        // one writev, not three small segments
-        const parts = chunkParts(chunk);
-        sock.cork();
-        sock.write(parts[0]);
-        sock.write(parts[1]);
-        ok = sock.write(parts[2]);
-        sock.uncork();
-      } else {
-        ok = sock.write(chunk);
-      }
+      // a chunk's size line, data and CRLF together, not three small segments
+      if (this.framing.kind === 'chunked') ok = conn.writes.sendAll(chunkParts(chunk));
+      else ok = conn.writes.send(chunk);
     }
     if (end) {
       this.ended = true;
-      if (this.framing.kind === 'chunked') ok = sock.write(lastChunk(null)) && ok;
+      if (this.framing.kind === 'chunked') ok = conn.writes.send(lastChunk(null)) && ok;
       conn.requestDone = true;
     }
     return ok;
@@ -147,9 +136,7 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     const conn = this.conn;
     if (conn === null || this.ended) return true;
     if (this.framing.kind !== 'length' || chunk.length < LENT_WRITE_MIN) return this.write(copyOf(chunk), end);
-    const sock = conn.socket;
-    flushTurnCork(sock);
-    const ok = writeLent(sock, chunk);
+    const ok = writeLent(conn.writes.out, chunk); // after what is held for the socket
     if (end) {
       this.ended = true;
       conn.requestDone = true;
@@ -161,7 +148,7 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     const conn = this.conn;
     if (conn === null || this.ended) return;
     this.ended = true;
-    if (this.framing.kind === 'chunked') conn.socket.write(lastChunk(fields));
+    if (this.framing.kind === 'chunked') conn.writes.send(lastChunk(fields));
     conn.requestDone = true;
   }
 
