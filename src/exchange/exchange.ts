@@ -442,7 +442,9 @@ export class Exchange implements AttemptSink, Timed {
   private more(): Rare {
     return (this.rare ??= new Rare());
   }
-  private get pstats(): ProtocolStats { return this.env.protocol(this.down.view.protocol); }
+  /** The protocol's counters, looked up once (start and finish both need them). */
+  private ps: ProtocolStats | null = null;
+  private get pstats(): ProtocolStats { return (this.ps ??= this.env.protocol(this.down.view.protocol)); }
 
   // ── request filters ────────────────────────────────────────────────────────
 

@@ -177,6 +177,10 @@ const FAILED = -2;
 
 /** Between messages: the field lists of the next one are made when it begins (an idle connection holds none). */
 const NO_FIELDS: string[] = Object.freeze([]) as unknown as string[];
+/** A Connection header with one token, as nearly every message has: one list for all (read only, as every head's lists are to their users). */
+const TOKENS_CLOSE: string[] = Object.freeze(['close']) as unknown as string[];
+const TOKENS_KEEP_ALIVE: string[] = Object.freeze(['keep-alive']) as unknown as string[];
+const TOKENS_UPGRADE: string[] = Object.freeze(['upgrade']) as unknown as string[];
 const EMPTY = Buffer.alloc(0);
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
 /** Chunks up to this size are decoded to a string whole instead of searching for the end of the head. */
@@ -219,8 +223,13 @@ export class Http1Decoder {
   private hsBase = 0;
   private hsEnd = 0;
 
-  /** Methods of requests whose responses are still expected (response decoder only). */
-  private expected: string[] = [];
+  /**
+   * Methods of requests whose responses are still expected (response decoder only), first in
+   * first out: the next one apart, so that one request at a time (the usual case) needs no array.
+   * `laterMethods` is empty whenever `nextMethod` is null.
+   */
+  private nextMethod: string | null = null;
+  private laterMethods: string[] | null = null;
 
   // ---- per-message scratch ----
   private inMessage = false;   // start line seen
@@ -242,6 +251,8 @@ export class Http1Decoder {
   private upgradeHeader = false;
   private expectContinue = false;
   private connTokens: string[] = NO_FIELDS;
+  /** connTokens is an array of this message's own (not NO_FIELDS or one of the shared one-token lists). */
+  private connTokensOwned = false;
   private connClose = false;
   private connKeepAlive = false;
   private connUpgrade = false;
@@ -316,7 +327,8 @@ export class Http1Decoder {
    * queued FIFO (one per request, pipelining-safe); each final (non-1xx) response consumes one.
    */
   expectResponseTo(method: string): void {
-    this.expected.push(method);
+    if (this.nextMethod === null) this.nextMethod = method;
+    else (this.laterMethods ??= []).push(method);
   }
 
   /**
@@ -378,7 +390,7 @@ export class Http1Decoder {
           this.queued += buf.length - pos;
           break;
         }
-        if (this.paused || this.stopped) break;
+        if (this.paused || this.stopped || this.queued === 0) break;
         buf = this.shiftQueue();
         if (buf === undefined) break;
       }
@@ -646,7 +658,7 @@ export class Http1Decoder {
     if (!this.count(end - s)) return FAILED;
     this.inMessage = true;
     this.headers = [];
-    this.connTokens = [];
+    this.connTokensOwned = false;
     this.versionMinor = minor;
     this.method = this.sub(buf, s, mEnd);
     this.target = this.sub(buf, ts, tEnd);
@@ -692,7 +704,7 @@ export class Http1Decoder {
     if (!this.count(end - s)) return FAILED;
     this.inMessage = true;
     this.headers = [];
-    this.connTokens = [];
+    this.connTokensOwned = false;
     this.versionMinor = minor;
     this.status = status;
     this.reason = rs < i ? this.sub(buf, rs, i) : '';
@@ -784,11 +796,22 @@ export class Http1Decoder {
       while (b > a && (buf[b - 1] === SP || buf[b - 1] === HTAB)) b--;
       const n = b - a;
       if (n === 0) continue;
-      if (n === 5 && eqLower(buf, a, 'close')) { this.connClose = true; this.connTokens.push('close'); }
-      else if (n === 10 && eqLower(buf, a, 'keep-alive')) { this.connKeepAlive = true; this.connTokens.push('keep-alive'); }
-      else if (n === 7 && eqLower(buf, a, 'upgrade')) { this.connUpgrade = true; this.connTokens.push('upgrade'); }
-      else this.connTokens.push(this.sub(buf, a, b).toLowerCase());
+      if (n === 5 && eqLower(buf, a, 'close')) { this.connClose = true; this.addToken('close', TOKENS_CLOSE); }
+      else if (n === 10 && eqLower(buf, a, 'keep-alive')) { this.connKeepAlive = true; this.addToken('keep-alive', TOKENS_KEEP_ALIVE); }
+      else if (n === 7 && eqLower(buf, a, 'upgrade')) { this.connUpgrade = true; this.addToken('upgrade', TOKENS_UPGRADE); }
+      else this.addToken(this.sub(buf, a, b).toLowerCase(), null);
     }
+  }
+
+  /** A Connection token: alone, one of the shared lists (`shared`); with others, a list of the message's own. */
+  private addToken(token: string, shared: string[] | null): void {
+    const cur = this.connTokens;
+    if (this.connTokensOwned) { cur.push(token); return; }
+    if (cur.length === 0 && shared !== null) { this.connTokens = shared; return; }
+    const own = cur.slice();
+    own.push(token);
+    this.connTokens = own;
+    this.connTokensOwned = true;
   }
 
   private contentLengthField(buf: Buffer, vs: number, ve: number, rawEnd: number): boolean {
@@ -872,7 +895,9 @@ export class Http1Decoder {
       if (status < 200 && status !== 101) {
         next = S_MSG_END; // interim response; the final one follows and answers the same request
       } else {
-        const m = this.expected.length > 0 ? this.expected.shift() : undefined;
+        const m = this.nextMethod;
+        const later = this.laterMethods;
+        this.nextMethod = later !== null && later.length > 0 ? later.shift()! : null;
         if (status === 101 || status === 204 || status === 304 || m === 'HEAD') next = S_MSG_END;
         else if (this.chunked) next = S_CHUNK_SIZE;
         else if (this.contentLength >= 0) next = this.contentLength > 0 ? S_BODY : S_MSG_END;
@@ -1026,6 +1051,7 @@ export class Http1Decoder {
     this.upgradeHeader = false;
     this.expectContinue = false;
     this.connTokens = NO_FIELDS;
+    this.connTokensOwned = false;
     this.connClose = false;
     this.connKeepAlive = false;
     this.connUpgrade = false;

@@ -96,6 +96,29 @@ export class Http1Session implements Http1Handler {
   /** We are ending the connection: input is no longer parsed. */
   private closing = false;
   private peerCache: Peer | null = null;
+  /**
+   * The last request's Host and target and what they resolved to: the requests of a keep-alive
+   * connection nearly always repeat both, and resolving is a pure function of the two strings
+   * and the path policy, so an equal pair reuses the result (refusals are not kept).
+   */
+  private lastHost = '';
+  private lastTarget = '';
+  private lastPolicy: PathPolicy | null = null;
+  private lastResolved: Http1Target | null = null;
+  /** The decoder's header limit (the config the connection started with): past it, pipelined bytes stop the reads. */
+  private maxHeaderBytes = 0;
+  /** The session paused the socket (backpressure, pipelined bytes): only then does it need a resume(). */
+  private readPaused = false;
+  /**
+   * The idle timeout, checked lazily: reads and finished exchanges only bump `activity`, and a
+   * timer that fires every quarter of the timeout closes the connection after four quiet checks
+   * in a row (so between 1 and 1.25 times the timeout after the last activity). A socket timeout
+   * (socket.setTimeout) would move a timer in Node's lists on every read and every write.
+   */
+  private idleTimer: NodeJS.Timeout | null = null;
+  private activity = 0;
+  private checkedActivity = 0;
+  private quietChecks = 0;
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private direct = false;
   /**
@@ -111,6 +134,7 @@ export class Http1Session implements Http1Handler {
 
   start(): void {
     const http = this.rt.current().config.http;
+    this.maxHeaderBytes = http.maxHeaderBytes;
     this.decoder = new Http1Decoder('request', this, { maxHeaderBytes: http.maxHeaderBytes, maxHeaders: http.maxHeaders });
     const s = this.socket as OwnedSocket;
     // shared listeners that find the session on the socket: no closures per connection
@@ -123,10 +147,7 @@ export class Http1Session implements Http1Handler {
     s.on('close', Http1Session.onSocketClose);
     // one listener for the connection's life: the exchange that paused its upstream resumes it
     s.on('drain', Http1Session.onSocketDrain);
-    // not setTimeout(ms, cb): that listener is a once, and the first timeout during a long
-    // exchange (ignored) would leave the connection without an idle timeout for good
-    s.on('timeout', Http1Session.onSocketTimeout);
-    s.setTimeout(http.idleTimeoutMs);
+    this.startIdleTimer(http.idleTimeoutMs);
     this.rt.connections.add(this);
     if (this.rt.draining) this.draining = true;
     if (this.rt.closingIdle) this.closeIdle();
@@ -136,7 +157,6 @@ export class Http1Session implements Http1Handler {
   private static onSocketEnd(this: OwnedSocket): void { this[SESSION]!.onEnd(); }
   private static onSocketClose(this: OwnedSocket): void { this[SESSION]!.onClose(); }
   private static onSocketDrain(this: OwnedSocket): void { this[SESSION]!.current?.x.onDownstreamWritable(); }
-  private static onSocketTimeout(this: OwnedSocket): void { this[SESSION]!.onIdle(); }
 
   /** Bytes the decoder holds after an upgrade request (sent before the 101 came back). */
   takeRemainder(): Buffer {
@@ -157,17 +177,44 @@ export class Http1Session implements Http1Handler {
   }
 
   private onData(d: Buffer): void {
+    this.activity++;
     if (this.closing) return;
     try {
       this.decoder.push(d, this.direct);
       // pipelined requests queue in the decoder; stop reading once a head's worth is waiting
-      if (this.decoder.bufferedBytes > this.rt.current().config.http.maxHeaderBytes) this.socket.pause();
+      if (this.decoder.bufferedBytes > this.maxHeaderBytes) this.pauseReads();
       this.headerPending();
     } catch (err) {
       // a bug of ours, not the peer's: lose this connection, never the worker
       this.rt.logError(err as Error, 'http1 session');
       this.destroy();
     }
+  }
+
+  /** @internal Stop reading the socket until resumeReads(). */
+  pauseReads(): void {
+    this.readPaused = true;
+    this.socket.pause();
+  }
+
+  /** @internal Read again (a no-op unless the session paused the socket: a resume() costs a few calls per request). */
+  resumeReads(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    this.socket.resume();
+  }
+
+  /** Where a request is routed and forwarded, or why it is refused; the previous request's answer when it names the same Host and target. */
+  resolve(head: Http1Head, policy: PathPolicy): Http1Target | string {
+    if (head.host === this.lastHost && head.target === this.lastTarget && policy === this.lastPolicy && this.lastResolved !== null) return this.lastResolved;
+    const r = resolveTarget(head, policy);
+    if (typeof r !== 'string') {
+      this.lastHost = head.host;
+      this.lastTarget = head.target;
+      this.lastPolicy = policy;
+      this.lastResolved = r;
+    }
+    return r;
   }
 
   private onEnd(): void {
@@ -182,8 +229,35 @@ export class Http1Session implements Http1Handler {
   private onClose(): void {
     this.closed = true;
     this.clearHeaderTimer();
+    this.stopIdleTimer();
     this.rt.connections.delete(this);
     this.current?.x.onDownstreamGone();
+  }
+
+  private startIdleTimer(ms: number): void {
+    if (!(ms > 0)) return;
+    this.idleTimer = setTimeout(onIdleCheck, Math.max(1, Math.ceil(ms / IDLE_CHECKS)), this);
+    this.idleTimer.unref();
+  }
+
+  /** @internal The connection is no longer HTTP/1 (a tunnel) or is gone: no idle checks. */
+  stopIdleTimer(): void {
+    if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; }
+  }
+
+  /** @internal A quarter of the idle timeout went by. */
+  idleCheck(): void {
+    const t = this.idleTimer;
+    if (t === null || this.closed) return;
+    if (this.activity !== this.checkedActivity) {
+      this.checkedActivity = this.activity;
+      this.quietChecks = 0;
+    } else if (++this.quietChecks >= IDLE_CHECKS) {
+      this.quietChecks = 0;
+      this.onIdle();
+      if (this.closed || this.idleTimer === null) return;
+    }
+    t.refresh();
   }
 
   private onIdle(): void {
@@ -332,6 +406,7 @@ export class Http1Session implements Http1Handler {
   /** Called when an exchange is over (its response written, or given up). */
   exchangeFinished(d: Http1Downstream): void {
     if (this.current !== d) return;
+    this.activity++;
     if (d.tunnel) {
       // the bytes are the tunnel's now; no more requests on this connection
       this.current = null;
@@ -341,12 +416,12 @@ export class Http1Session implements Http1Handler {
     }
     if (!d.requestDone) {
       // the rest of the request body still has to be read past, even if backpressure paused us
-      this.socket.resume();
+      this.resumeReads();
       return;
     }
     this.current = null;
     if (this.afterExchange(d)) {
-      this.socket.resume();
+      this.resumeReads();
       // an upgrade the upstream declined: the next request follows on the same connection
       this.decoder.cancelUpgrade();
       this.decoder.resume();
@@ -374,6 +449,18 @@ function onHeaderTimeout(session: Http1Session): void {
   session.headerTimeout();
 }
 
+/** Quiet checks in a row that make a connection idle (one every idleTimeoutMs / IDLE_CHECKS). */
+const IDLE_CHECKS = 4;
+
+function onIdleCheck(session: Http1Session): void {
+  session.idleCheck();
+}
+
+/** A tunnel's socket, idle past tcp.idleTimeoutMs. */
+function destroyOnTimeout(this: net.Socket): void {
+  this.destroy();
+}
+
 /** One request on the connection: the exchange's downstream side, in HTTP/1 form. */
 class Http1Downstream implements Downstream {
   readonly x: Exchange;
@@ -393,7 +480,7 @@ class Http1Downstream implements Downstream {
 
   constructor(private readonly session: Http1Session, private readonly head: Http1Head) {
     const cfg = session.rt.current();
-    const r = resolveTarget(head, cfg.config.http);
+    const r = session.resolve(head, cfg.config.http);
     this.resolved = r;
     if (typeof r === 'string') this.view = new Http1View(session, head, '', '');
     else this.view = new Http1View(session, head, r.authority.host, r.target.path);
@@ -427,11 +514,11 @@ class Http1Downstream implements Downstream {
   consumed(): void {}
 
   pauseRequest(): void {
-    this.session.socket.pause();
+    this.session.pauseReads();
   }
 
   resumeRequest(): void {
-    this.session.socket.resume();
+    this.session.resumeReads();
   }
 
   informational(form: unknown): void {
@@ -550,11 +637,13 @@ class Http1Downstream implements Downstream {
     down.removeAllListeners('data');
     down.removeAllListeners('end');
     setReadSink(down, null); // the tunnel reads the socket as a stream
+    session.stopIdleTimer(); // the tunnel's idle timeout is the socket's own (below)
     // bytes the client sent after its upgrade request, held by the stopped decoder, go first
     const early = session.takeRemainder();
     if (early.length) up.write(early);
     if (rest.length) down.write(rest);
     down.setTimeout(session.rt.current().config.tcp.idleTimeoutMs);
+    down.on('timeout', destroyOnTimeout);
     up.pipe(down);
     down.pipe(up);
     // a clean close lets what is already written drain (pipe passed the FIN on); a reset does not
