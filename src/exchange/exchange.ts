@@ -141,7 +141,7 @@ export interface Downstream {
   fallback?(f: CompiledFallback, reason: string): number | undefined;
   /** A 2xx direct response where the protocol has its own form for it (a Dubbo value); else undefined and localReply is used. */
   directSuccess?(status: number, body: string): number | undefined;
-  /** Around one read from the upstream (start true, then false): HTTP/1 corks the socket. */
+  /** Around one read from the upstream (start true, then false): HTTP/1 holds what it writes to the client for the turn's end. */
   batch?(start: boolean): void;
   /** An HTTP/1 upgrade the upstream accepted: the connection becomes a tunnel to `socket`. */
   upgrade?(socket: import('node:net').Socket, rest: Buffer): void;
@@ -730,7 +730,7 @@ export class Exchange implements AttemptSink, Timed {
   }
 
   onBatch(a: Attempt, start: boolean): void {
-    // the end of a batch goes through even when the exchange finished inside it: the client's socket must be uncorked
+    // the end of a batch goes through even when the exchange finished inside it: the protocol may hold writes until it
     if (start) {
       if (a !== this.attempt || this.finished || this.batching) return;
       this.batching = true;
