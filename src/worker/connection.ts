@@ -16,7 +16,7 @@
 import type net from 'node:net';
 import { MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../protocols/sniff';
 import { PROTOCOLS } from '../stats/stats';
-import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from './runtime';
+import { callerOf, type CompiledConfig, type ConnectionInfo, type WorkerRuntime } from './runtime';
 import type { ListenerConfig } from '../config/config';
 import type { InboundMode } from '../tls/tls-config';
 import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../exchange/deadlines';
@@ -322,8 +322,7 @@ class Sniffer implements Timed, ReadSink {
  */
 function admitOpaque(cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): boolean {
   const l = info.listener.config;
-  const source = { address: info.peer?.address ?? socket.remoteAddress ?? '', port: info.peer?.port ?? socket.remotePort ?? 0, principal: info.principal };
-  return cfg.admitConnection({ direction: l.direction, listener: l.name, source });
+  return cfg.admitConnection({ direction: l.direction, listener: l.name, source: callerOf(socket, info) });
 }
 
 /** Terminates inbound mTLS, then serves what is inside as a connection of its own, with the caller's identity. */

@@ -8,7 +8,7 @@ import { attachOverrides } from '../alarms/overrides';
 import type { EndpointConfig, ListenerConfig, SluiceConfig } from '../config/config';
 import { Router } from '../exchange/router';
 import type { ExchangeEnv } from '../exchange/exchange';
-import type { RequestView } from '../exchange/request-view';
+import type { Peer, RequestView } from '../exchange/request-view';
 import { createFilters } from '../filters';
 import type { SharedState } from '../shared/shared-state';
 import type { SharedMemory } from '../shared/shared-memory';
@@ -71,6 +71,14 @@ export interface ConnectionInfo {
   socket?: net.Socket;
   /** Inbound, on a port with mTLS on (strict or permissive): requests are counted by the caller's identity. */
   countPeer?: boolean;
+}
+
+/**
+ * Who is calling on a connection: the peer the TLS layer saw (inside a terminated connection),
+ * else the socket's, with the principal its mTLS proved.
+ */
+export function callerOf(socket: net.Socket, info: ConnectionInfo): Peer {
+  return { address: info.peer?.address ?? socket.remoteAddress ?? '', port: info.peer?.port ?? socket.remotePort ?? 0, principal: info.principal };
 }
 
 export type UpstreamDialTls = { runtime: TlsRuntime; spec: OutboundTls } | null;

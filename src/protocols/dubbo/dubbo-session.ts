@@ -31,7 +31,7 @@ import type { LocalReply, OutcomeClass } from '../../exchange/outcome';
 import type { Peer, RequestView } from '../../exchange/request-view';
 import type { DubboUpstreamCall } from './dubbo-pool';
 import { DubboAttempt, type DubboCallForm } from './dubbo-upstream';
-import type { CompiledConfig, ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
+import { callerOf, type CompiledConfig, type ConnectionInfo, type WorkerRuntime } from '../../worker/runtime';
 import type { CompiledFallback } from '../../protection/fallback';
 import type { TurnEnd } from '../../worker/turn-end';
 import { HeldWrites } from '../../worker/held-writes';
@@ -144,7 +144,7 @@ export class DubboSession implements TurnEnd {
 
   peer(): Peer {
     const i = this.info;
-    return (this.peerCache ??= { address: i.peer?.address ?? this.socket.remoteAddress ?? '', port: i.peer?.port ?? this.socket.remotePort ?? 0, principal: i.principal });
+    return (this.peerCache ??= callerOf(this.socket, i));
   }
 
   get inFlight(): number {

@@ -20,7 +20,7 @@ import { type Peer, type RequestView } from '../../exchange/request-view';
 import { normalizeTarget, parseAuthority, splitAbsolute, type Authority, type PathPolicy, type Target } from '../http/http-target';
 import { applyEdits, fieldOf, h2ResponseToH1, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
-import type { ConnectionInfo, WorkerRuntime } from '../../worker/runtime';
+import { callerOf, type ConnectionInfo, type WorkerRuntime } from '../../worker/runtime';
 import { SocketWrites } from '../../worker/held-writes';
 import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
@@ -165,7 +165,7 @@ export class Http1Session implements Http1Handler {
 
   peer(): Peer {
     const i = this.info;
-    return (this.peerCache ??= { address: i.peer?.address ?? this.socket.remoteAddress ?? '', port: i.peer?.port ?? this.socket.remotePort ?? 0, principal: i.principal });
+    return (this.peerCache ??= callerOf(this.socket, i));
   }
 
   // ── downstream socket ────────────────────────────────────────────────────

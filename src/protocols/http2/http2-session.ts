@@ -22,7 +22,7 @@ import { type Peer, type RequestView, type RequestProtocol } from '../../exchang
 import { normalizeTarget, parseAuthority, type Authority, type PathPolicy, type Target } from '../http/http-target';
 import { addVia, applyEdits, h1ResponseToH2, trailersToH2, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
-import type { CompiledConfig, ConnectionInfo, DrainableConnection, WorkerRuntime } from '../../worker/runtime';
+import { callerOf, type CompiledConfig, type ConnectionInfo, type DrainableConnection, type WorkerRuntime } from '../../worker/runtime';
 import type { CompiledFallback } from '../../protection/fallback';
 
 /**
@@ -116,7 +116,7 @@ class Http2Downstream implements Http2ConnectionHost {
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
     // the access log may ask after the socket closed
-    this.peer = { address: info.peer?.address ?? socket.remoteAddress ?? '', port: info.peer?.port ?? socket.remotePort ?? 0, principal: info.principal };
+    this.peer = callerOf(socket, info);
     this.conn = new Http2Connection(true, this, SERVER_OPTIONS(rt.current()));
   }
 
