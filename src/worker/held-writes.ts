@@ -42,6 +42,13 @@ function copyInto(dst: Buffer, off: number, p: Piece): number {
   return off + p.copy(dst, off);
 }
 
+/** `first` and `more` copied one after the other into `dst` from 0; returns the bytes copied. */
+function gather(dst: Buffer, first: Piece, more: readonly Piece[] | null): number {
+  let off = copyInto(dst, 0, first);
+  if (more !== null) for (let i = 0; i < more.length; i++) off = copyInto(dst, off, more[i]);
+  return off;
+}
+
 function toBuffer(p: Piece): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'latin1') : p;
 }
@@ -100,8 +107,7 @@ export class HeldWrites {
       return typeof p === 'string' ? s.write(p, 'latin1') : s.write(p);
     }
     this.push(p);
-    if (this.bytes + s.writableLength < s.writableHighWaterMark) return true;
-    return this.sendHeld(s);
+    return this.sendIfFull(s);
   }
 
   /**
@@ -111,8 +117,7 @@ export class HeldWrites {
   writeAll(s: net.Socket, parts: readonly Piece[]): boolean {
     if (this.holdingTurn) {
       for (let i = 0; i < parts.length; i++) this.push(parts[i]);
-      if (this.bytes + s.writableLength < s.writableHighWaterMark) return true;
-      return this.sendHeld(s);
+      return this.sendIfFull(s);
     }
     if (this.first !== null) this.flushTo(s);
     s.cork();
@@ -120,6 +125,12 @@ export class HeldWrites {
     for (let i = 0; i < parts.length; i++) ok = s.write(parts[i], 'latin1');
     s.uncork();
     return ok;
+  }
+
+  /** Held bytes past the socket's high-water mark (with what Node holds) go now; else true. */
+  private sendIfFull(s: net.Socket): boolean {
+    if (this.bytes + s.writableLength < s.writableHighWaterMark) return true;
+    return this.sendHeld(s);
   }
 
   /** The turn's end, from the owner's atTurnEnd: what is held goes, and write() writes at once again. */
@@ -160,8 +171,7 @@ export class HeldWrites {
       if (more === null && typeof first !== 'string') {
         data = first;
       } else {
-        let off = copyInto(STAGING, 0, first);
-        if (more !== null) for (let i = 0; i < more.length; i++) off = copyInto(STAGING, off, more[i]);
+        gather(STAGING, first, more);
         data = STAGING;
         staged = true;
       }
@@ -176,8 +186,7 @@ export class HeldWrites {
     if (more === null) return typeof first === 'string' ? s.write(first, 'latin1', cb) : s.write(first, cb);
     if (bytes <= CONCAT_MAX_BYTES) {
       const buf = Buffer.allocUnsafe(bytes);
-      let off = copyInto(buf, 0, first);
-      for (let i = 0; i < more.length; i++) off = copyInto(buf, off, more[i]);
+      gather(buf, first, more);
       return s.write(buf, cb);
     }
     s.cork();
