@@ -454,4 +454,8 @@ t.test('a 101 the request did not ask for is no tunnel', async (t) => {
   t.same(seen.slice(n).map((x) => x.url), ['/switch'], 'nothing else reached the upstream');
   t.same(statuses, [502, 403], 'the next request meets the routes');
   c.destroy();
+  const started = Date.now();
+  const r = await h2(sluice.port('app'), requestFields('GET', '/switch'));
+  t.equal(r.status, 502, 'HTTP/2 → HTTP/1: an invalid response');
+  t.ok(Date.now() - started < 5000, `answered at once, not at a timeout (${Date.now() - started} ms)`);
 });
