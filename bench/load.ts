@@ -349,6 +349,13 @@ const WATCHED = [
   /sluice_downstream_rq_(rate_limited|overflow)_total/,
 ];
 
+/** The soft open-file limit of a process, from /proc ('?' when unreadable). */
+function openFileLimit(pid: number): string {
+  try {
+    return /^Max open files\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1] ?? '?';
+  } catch { return '?'; }
+}
+
 async function sluiceStats(admin: string): Promise<Map<string, number> | null> {
   const r = await httpGet(`${admin}/stats`, 5000);
   if (r.status !== 200) return null;
@@ -791,8 +798,17 @@ async function memoryIdle(ctx: Ctx, who: TargetName[]): Promise<void> {
         upstreamCx(row, 'up_h1', statsBefore, statsAfter);
         const d = statsDelta(statsBefore, statsAfter);
         if (d.length) ctx.problems.push(`memory-idle: Sluice counters moved: ${d.join(', ')}`);
-        if (idle < IDLE_CONNECTIONS || Number(status.errors) > 0 || row.non2xx) {
-          ctx.problems.push(`memory-idle: only ${idle} of ${IDLE_CONNECTIONS} connections idle through Sluice; statuses ${JSON.stringify(status.statuses)}, errors ${status.errors} (${status.firstError}), closed by Sluice ${status.closedByPeer}`);
+        // past its descriptor budget (two descriptors per connection: the client's and an upstream's)
+        // Sluice closes new connections at once and counts them; a process whose open-file limit
+        // cannot be raised to 65536 (a container's hard limit) reaches it before 10,000
+        const overflowKey = 'sluice_downstream_cx_overflow_total{listener="h1"}';
+        const overflow = (statsAfter?.get(overflowKey) ?? 0) - (statsBefore?.get(overflowKey) ?? 0);
+        if (overflow > 0) {
+          row.note += `; ${overflow} closed at once at Sluice's descriptor budget (open-file limit ${openFileLimit(proc.pid)}, two descriptors per connection)`;
+        }
+        const unexplained = IDLE_CONNECTIONS - idle - overflow;
+        if (unexplained > 0 || Number(status.errors) > overflow || row.non2xx) {
+          ctx.problems.push(`memory-idle: only ${idle} of ${IDLE_CONNECTIONS} connections idle through Sluice (${overflow} at its descriptor budget); statuses ${JSON.stringify(status.statuses)}, errors ${status.errors} (${status.firstError}), closed by Sluice ${status.closedByPeer}`);
         }
         if (statsAfter) {
           const active = statsAfter.get('sluice_downstream_cx_active{listener="h1"}');
