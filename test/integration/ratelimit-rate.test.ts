@@ -63,7 +63,9 @@ for (const threads of [1, 4]) {
     t.ok(non2xx > requests / 2, `offered far above the limit: ${requests} requests, ${non2xx} refused`);
     t.ok(Math.abs(rate - 300) / 300 <= 0.05, `admitted ${times.length} in ${((times[times.length - 1] - times[0]) / 1000).toFixed(2)} s: ${rate.toFixed(1)}/s against 300/s`);
     const st = await stats(s.admin);
-    t.equal(st.get('sluice_ratelimit_admitted_total{rule="all"}'), times.length, 'every admitted request reached the upstream');
+    // a request admitted as wrk stopped may have lost its client before it went upstream: at most one per connection
+    const admitted = st.get('sluice_ratelimit_admitted_total{rule="all"}') ?? 0;
+    t.ok(admitted >= times.length && admitted <= times.length + 32, `the admitted count (${admitted}) is what reached the upstream (${times.length}), less requests in flight at wrk's end`);
     // wrk stops counting with requests still in flight: at most one per connection
     const refused = st.get('sluice_ratelimit_refused_total{rule="all"}') ?? 0;
     t.ok(refused >= non2xx && refused <= non2xx + 32, `the refusals counted (${refused}) are the 429s wrk saw (${non2xx})`);
