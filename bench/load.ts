@@ -234,12 +234,12 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
   const [up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
-    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive, haproxyDubbo] = await freePorts(26);
+    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive, haproxyDubbo, nginxH1RateLimited, haproxyH1RateLimited] = await freePorts(28);
   const ports: Ports = {
     up1, up2, sluiceH1, sluiceH2, sluiceAdmin, nginxH1, nginxH2, haproxyH1, haproxyH2,
     dubboPlain, dubboGroup2, sluiceDubboHeader, sluiceDubboAttachment,
     up3, up4, dubboShadow, sluiceH1Fault0, sluiceH1Mirror, sluiceH2Fault0, sluiceH2Mirror, sluiceDubboFault0, sluiceDubboMirror,
-    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive, haproxyDubbo,
+    sluiceH1RateLimit, sluiceH1RateLimited, sluiceH1Adaptive, haproxyDubbo, nginxH1RateLimited, haproxyH1RateLimited,
   };
   const dubbo = opts.scenarios.some((s) => s.startsWith('dubbo-'));
   if (opts.scenarios.some((s) => s === 'http1-upload' || s === 'http1-download')) {
@@ -322,6 +322,10 @@ function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc:
     }[kind as 'h1-fault0'];
     return { url: `http://127.0.0.1:${port}/`, proc: stack.sluice };
   }
+  if (kind === 'h1-ratelimited' && (t === 'nginx' || t === 'haproxy')) {
+    const port = t === 'nginx' ? p.nginxH1RateLimited : p.haproxyH1RateLimited;
+    return { url: `http://127.0.0.1:${port}/`, proc: t === 'nginx' ? stack.nginx : stack.haproxy };
+  }
   switch (t) {
     case 'direct': return { url: `http://127.0.0.1:${h2 ? p.up2 : p.up1}/`, proc: stack.upstream };
     case 'sluice': return { url: `http://127.0.0.1:${h2 ? p.sluiceH2 : p.sluiceH1}/`, proc: stack.sluice };
@@ -348,6 +352,13 @@ const WATCHED = [
   // the dubbo scenarios: calls Sluice refused or could not complete
   /sluice_downstream_rq_(rate_limited|overflow)_total/,
 ];
+
+/** The soft open-file limit of a process, from /proc ('?' when unreadable). */
+function openFileLimit(pid: number): string {
+  try {
+    return /^Max open files\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1] ?? '?';
+  } catch { return '?'; }
+}
 
 async function sluiceStats(admin: string): Promise<Map<string, number> | null> {
   const r = await httpGet(`${admin}/stats`, 5000);
@@ -478,8 +489,10 @@ async function http1RateLimit(ctx: Ctx, scenario: 'http1-ratelimit' | 'http1-rat
   const seconds = ctx.opts.quick ? 3 : 10;
   const refusing = scenario === 'http1-ratelimited';
   const how = refusing ? 'rate limit: every request refused (429)' : 'rate limit: matches every request, never refuses';
+  // nginx's limit_req and haproxy's stick table refuse the same load, for the refused ÷ proxied ratio of each
+  const notes = refusing ? { sluice: how, nginx: 'limit_req, every request but one a minute refused (429)', haproxy: 'stick table, every request but one a minute refused (429)' } : { sluice: how };
   await measure(ctx, scenario, refusing ? 'h1-ratelimited' : 'h1-ratelimit', (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
-    { sluice: how }, ['sluice'], WRK_PROBE_CONNECTIONS, refusing);
+    notes, refusing ? ['sluice', 'nginx', 'haproxy'] : ['sluice'], WRK_PROBE_CONNECTIONS, refusing);
 }
 
 async function http1KeepAlive(ctx: Ctx): Promise<void> {
@@ -791,8 +804,17 @@ async function memoryIdle(ctx: Ctx, who: TargetName[]): Promise<void> {
         upstreamCx(row, 'up_h1', statsBefore, statsAfter);
         const d = statsDelta(statsBefore, statsAfter);
         if (d.length) ctx.problems.push(`memory-idle: Sluice counters moved: ${d.join(', ')}`);
-        if (idle < IDLE_CONNECTIONS || Number(status.errors) > 0 || row.non2xx) {
-          ctx.problems.push(`memory-idle: only ${idle} of ${IDLE_CONNECTIONS} connections idle through Sluice; statuses ${JSON.stringify(status.statuses)}, errors ${status.errors} (${status.firstError}), closed by Sluice ${status.closedByPeer}`);
+        // past its descriptor budget (two descriptors per connection: the client's and an upstream's)
+        // Sluice closes new connections at once and counts them; a process whose open-file limit
+        // cannot be raised to 65536 (a container's hard limit) reaches it before 10,000
+        const overflowKey = 'sluice_downstream_cx_overflow_total{listener="h1"}';
+        const overflow = (statsAfter?.get(overflowKey) ?? 0) - (statsBefore?.get(overflowKey) ?? 0);
+        if (overflow > 0) {
+          row.note += `; ${overflow} closed at once at Sluice's descriptor budget (open-file limit ${openFileLimit(proc.pid)}, two descriptors per connection)`;
+        }
+        const unexplained = IDLE_CONNECTIONS - idle - overflow;
+        if (unexplained > 0 || Number(status.errors) > overflow || row.non2xx) {
+          ctx.problems.push(`memory-idle: only ${idle} of ${IDLE_CONNECTIONS} connections idle through Sluice (${overflow} at its descriptor budget); statuses ${JSON.stringify(status.statuses)}, errors ${status.errors} (${status.firstError}), closed by Sluice ${status.closedByPeer}`);
         }
         if (statsAfter) {
           const active = statsAfter.get('sluice_downstream_cx_active{listener="h1"}');
@@ -870,6 +892,11 @@ export function formatTable(report: Report): string {
     out.push('', '## rate limits against http1-keepalive (Sluice CPU µs/req, same run)');
     if (limited !== undefined) out.push(`a rule that matches, never refusing: ${fmt(limited, 1)} against ${fmt(base, 1)}: ${fmt(limited - base, 2)} µs more (target ≤ 3)`);
     if (refused !== undefined) out.push(`a refused request: ${fmt(refused, 1)} against a proxied ${fmt(base, 1)}: ${fmt(refused / base, 3)} of it (target ≤ 0.25)`);
+    for (const t of ['nginx', 'haproxy'] as const) {
+      const own = report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === t && !r.error)?.cpuUsPerReq;
+      const proxied = report.rows.find((r) => r.scenario === 'http1-keepalive' && r.target === t && !r.error)?.cpuUsPerReq;
+      if (own !== undefined && proxied !== undefined) out.push(`  ${t}, the same load: a refused request ${fmt(own, 1)} against its proxied ${fmt(proxied, 1)}: ${fmt(own / proxied, 3)} of it`);
+    }
   }
   out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
     'for direct, in parentheses, the upstream nginx\'s own (dubbo: the provider\'s). p50 +ms: p50 minus direct p50.',

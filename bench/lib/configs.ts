@@ -36,6 +36,8 @@ export interface Ports {
   sluiceDubboFault0?: number; sluiceDubboMirror?: number;
   /** Rate limit variants: a rule that matches and never refuses, one that refuses every request. */
   sluiceH1RateLimit: number; sluiceH1RateLimited: number;
+  /** nginx (`limit_req`) and haproxy (a stick table) refusing every request with 429, for the same ratio. */
+  nginxH1RateLimited?: number; haproxyH1RateLimited?: number;
   /** An inbound listener: adaptive limiting on (it applies to inbound calls), never refusing. */
   sluiceH1Adaptive?: number;
   /** haproxy in `mode tcp` in front of the Dubbo provider's :dubboPlain (Dubbo write system calls, beside Sluice's). */
@@ -141,6 +143,17 @@ ${NGINX_HTTP_COMMON(dir, 'nginx-proxy')}
     listen 127.0.0.1:${p.nginxH2} http2 backlog=16384;
     ${loc}
   }
+${p.nginxH1RateLimited ? `
+  # one request a minute passes, every other is refused with 429 (refusals are logged at info,
+  # below the error log's level: nothing is written per refusal)
+  limit_req_zone $server_port zone=bench_always:1m rate=1r/m;
+  server {
+    listen 127.0.0.1:${p.nginxH1RateLimited} backlog=16384;
+    limit_req zone=bench_always;
+    limit_req_status 429;
+    limit_req_log_level info;
+    ${loc}
+  }` : ''}
 }
 `;
 }
@@ -170,7 +183,15 @@ frontend fe_h2
 
 backend be_h1
   server up 127.0.0.1:${p.up1}
-
+${p.haproxyH1RateLimited ? `
+# one request a minute passes, every other is refused with 429
+frontend fe_h1_ratelimited
+  bind 127.0.0.1:${p.haproxyH1RateLimited}
+  stick-table type integer size 1 expire 60s store http_req_rate(60s)
+  http-request track-sc0 int(1)
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1 }
+  default_backend be_h1
+` : ''}
 backend be_h2
   server up 127.0.0.1:${p.up2} proto h2
 ${p.haproxyDubbo && p.dubboPlain ? `

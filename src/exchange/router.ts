@@ -81,7 +81,7 @@ function serviceMatcher(m: string | StringMatch): Matcher {
   return (v) => re.test(v);
 }
 
-/** A route's header test: on the value the view gives (HTTP/2 joins repeated fields; HTTP/1 gives the first). */
+/** A route's header test: on the value the view gives (a repeated field's values joined, in every protocol). */
 function headerMatcher(name: string, m: HeaderMatch): ViewTest {
   if (typeof m === 'object' && 'present' in m) {
     const want = m.present;

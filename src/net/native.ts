@@ -40,6 +40,11 @@ export interface NativeNet {
    * SecureContext's `context._external`); false where it could not. Absent from older builds.
    */
   tlsSetNumTickets?(ctx: string, n: number): boolean;
+  /**
+   * One write(2) of `bytes[0, n)` on `fd` (retried on EINTR): the count the kernel took, 0 when
+   * it took nothing (EAGAIN or an error). Absent from older builds.
+   */
+  writeSome?(fd: number, bytes: Uint8Array, n: number): number;
 }
 
 const REQUIRED: (keyof NativeNet)[] = ['originalDst', 'dup', 'close', 'fdLimit', 'listen', 'localAddress', 'acceptStart', 'acceptResume', 'acceptStop', 'closeMany'];

@@ -73,6 +73,8 @@ t.before(async () => {
     routes: [
       { name: 'deny-admin', match: { path: { prefix: '/admin' } }, action: { directResponse: { status: 403, body: 'denied\n' } } },
       { name: 'deny-admin-host', match: { service: 'admin.internal' }, action: { directResponse: { status: 403, body: 'denied host\n' } } },
+      // any item of x-tenant equal to "blocked": one field or several, one protocol or the other
+      { name: 'deny-tenant', match: { headers: { 'x-tenant': { regex: '(.*, )?blocked(, .*)?' } } }, action: { directResponse: { status: 403, body: 'denied tenant\n' } } },
     ],
     clusters: [
       { name: 'web', protocol: 'http1', endpoints: [up] },
@@ -382,6 +384,23 @@ function refused(t: Test, r: StreamResult, what: string): void {
   t.ok(r.status === 400 || r.rst === ErrorCode.PROTOCOL_ERROR, `${what}: refused (${describeOutcome(r)})`);
 }
 
+t.test('a header field sent twice reads the same to a route in HTTP/1 and HTTP/2: its values joined', async (t) => {
+  const port = sluice.port('app');
+  // before: HTTP/1 gave a route the first value only, so `ok` then `blocked` passed a route that
+  // HTTP/2 (joining) denied, and the application read "ok, blocked"
+  for (const [what, fields] of [
+    ['blocked then ok', 'X-Tenant: blocked\r\nX-Tenant: ok\r\n'],
+    ['ok then blocked', 'X-Tenant: ok\r\nx-tenant: blocked\r\n'],
+    ['one field, listed', 'X-Tenant: ok, blocked\r\n'],
+    ['three fields', 'X-Tenant: a\r\nX-Tenant: blocked\r\nX-Tenant: c\r\n'],
+  ] as const) {
+    await untouched(t, `HTTP/1 ${what}`, async () => { t.same(await h1(port, `GET /x HTTP/1.1\r\nHost: a.test\r\n${fields}\r\n`), [403], `HTTP/1 ${what}`); });
+    const h2Fields = fields.split('\r\n').filter((l) => l).map((l) => ['x-tenant', l.slice(l.indexOf(':') + 2)] as [string, string]);
+    await untouched(t, `HTTP/2 ${what}`, async () => { t.equal((await h2(port, requestFields('GET', '/x', h2Fields))).status, 403, `HTTP/2 ${what}`); });
+  }
+  t.same(await h1(port, 'GET /x HTTP/1.1\r\nHost: a.test\r\nX-Tenant: ok\r\nX-Tenant: unblocked\r\n\r\n'), [200], 'no item equal to blocked: served');
+});
+
 t.test('HTTP/2 → HTTP/1: a :path no request line can carry is refused', async (t) => {
   const port = sluice.port('app');
   for (const p of ['/a b', '/a\tb', '/a\x7f', '/x?a b']) {
@@ -435,4 +454,8 @@ t.test('a 101 the request did not ask for is no tunnel', async (t) => {
   t.same(seen.slice(n).map((x) => x.url), ['/switch'], 'nothing else reached the upstream');
   t.same(statuses, [502, 403], 'the next request meets the routes');
   c.destroy();
+  const started = Date.now();
+  const r = await h2(sluice.port('app'), requestFields('GET', '/switch'));
+  t.equal(r.status, 502, 'HTTP/2 → HTTP/1: an invalid response');
+  t.ok(Date.now() - started < 5000, `answered at once, not at a timeout (${Date.now() - started} ms)`);
 });

@@ -16,6 +16,7 @@ import { dial, dialFailure, type DialOptions } from '../../upstream/dial';
 import { CONNECTIONS, type ClusterLimits } from '../../protection';
 import { isDirect, setReadSink } from '../../net/direct-read';
 import { SocketWrites } from '../../worker/held-writes';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../../exchange/deadlines';
 
 export interface Http1ResponseSink {
   onResponseHead(head: Http1Head): void;
@@ -68,7 +69,7 @@ export function poolLimits(config: SluiceConfig, cluster: ClusterConfig | undefi
 export type AcquireError = 'connect_failed' | 'dns_failed' | 'connect_timeout' | 'overflow';
 export type AcquireCallback = (err: AcquireError | null, conn: Http1Connection | null) => void;
 
-export class Http1Connection implements Http1Handler {
+export class Http1Connection implements Http1Handler, Timed {
   readonly socket: net.Socket;
   private readonly decoder: Http1Decoder;
   private sink: Http1ResponseSink | null = null;
@@ -81,8 +82,15 @@ export class Http1Connection implements Http1Handler {
   closed = false;
   /** Became a tunnel after 101: no longer counted by the pool. */
   detached = false;
-  /** In the pool's idle list. */
+  /** In the pool's idle list (and then in the thread's deadline list of the idle timeout). */
   parked = false;
+  // The idle timeout, as a deadline (src/exchange/deadlines.ts) from the moment the connection is
+  // parked to the moment it is taken again. A socket timeout would move a timer in Node's lists
+  // on every read and every write of every request.
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
+  dlList: DeadlineList | null = null;
   /** The cluster limits this connection holds a place of, given back when it closes. */
   gate: ClusterLimits | null = null;
   private keepAlive = true;
@@ -119,10 +127,11 @@ export class Http1Connection implements Http1Handler {
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.onClose());
     socket.on('drain', () => this.sink?.onUpstreamDrain?.());
-    // Set once: any read or write re-arms it, so it fires only after idleTimeoutMs without traffic.
-    // An exchange waiting on a slow upstream ignores it (the route timeout covers that).
-    socket.setTimeout(limits.idleTimeoutMs);
-    socket.on('timeout', () => { if (!this.sink) this.destroy(); });
+  }
+
+  /** Idle for the pool's idle timeout (only a parked connection has the deadline). */
+  onDeadline(): void {
+    if (this.parked) this.destroy();
   }
 
   /** Response bytes; with `direct`, a view of the thread's read buffer, valid during this call only. */
@@ -185,7 +194,6 @@ export class Http1Connection implements Http1Handler {
       this.socket.removeAllListeners('data');
       this.socket.removeAllListeners('end');
       setReadSink(this.socket, null); // the tunnel reads the socket as a stream
-      this.socket.setTimeout(0); // a tunnel's idle time is the session's business
       this.detached = true;
       this.pool.detach();
       if (sink?.onUpgrade) sink.onUpgrade(this.writes.out, rest);
@@ -220,6 +228,7 @@ export class Http1Connection implements Http1Handler {
 
   private onClose(): void {
     this.closed = true;
+    clearDeadline(this);
     this.stats.dec(this.cstats.cxActive);
     if (this.gate) { this.gate.release(CONNECTIONS); this.gate = null; }
     if (!this.detached) this.pool.remove(this);
@@ -254,6 +263,7 @@ export class Http1Pool {
     while (this.idle.length) {
       const c = this.idle.pop()!;
       c.parked = false;
+      clearDeadline(c);
       // destroyed by its idle timer or an upstream FIN, its 'close' not delivered yet
       if (c.closed || c.socket.destroyed) continue;
       cb(null, c);
@@ -313,6 +323,8 @@ export class Http1Pool {
   park(c: Http1Connection): void {
     c.parked = true;
     this.idle.push(c);
+    // An exchange waiting on a slow upstream has no idle timeout (its route timeout covers it)
+    if (this.limits.idleTimeoutMs > 0) addDeadline(c, this.limits.idleTimeoutMs, performance.now());
     if (this.leaving) queueMicrotask(() => { if (c.parked && this.waiters.length === 0) c.destroy(); });
   }
 
@@ -322,6 +334,7 @@ export class Http1Pool {
     const i = this.idle.lastIndexOf(c);
     if (i >= 0) this.idle.splice(i, 1);
     c.parked = false;
+    clearDeadline(c);
     this.waiters.shift()!.cb(null, c);
   }
 
@@ -329,6 +342,7 @@ export class Http1Pool {
   remove(c: Http1Connection): void {
     if (c.parked) {
       c.parked = false;
+      clearDeadline(c);
       const i = this.idle.indexOf(c);
       if (i >= 0) this.idle.splice(i, 1);
     }

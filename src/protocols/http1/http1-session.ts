@@ -38,12 +38,20 @@ class Http1View implements RequestView {
   get listener() { return this.session.info.listener.config.name; }
   get destination() { return this.session.info.dst; }
   get source(): Peer { return this.session.peer(); }
+  /**
+   * A field sent more than once reads as its values joined (`, `; `; ` for cookie), as the HTTP/2
+   * view gives it (RFC 9110 §5.3), so a route or a rate limit key sees the same value whichever
+   * protocol carried the request.
+   */
   header(name: string): string | undefined {
     const h = this.head.headers;
+    let out: string | undefined;
     for (let i = 0; i < h.length; i += 2) {
-      if (h[i].length === name.length && h[i].toLowerCase() === name) return h[i + 1];
+      if (h[i].length === name.length && h[i].toLowerCase() === name) {
+        out = out === undefined ? h[i + 1] : `${out}${name === 'cookie' ? '; ' : ', '}${h[i + 1]}`;
+      }
     }
-    return undefined;
+    return out;
   }
   headerValues(name: string): string[] {
     const h = this.head.headers;
