@@ -159,6 +159,9 @@ export class Sluice {
     this.fdLimit = typeof native?.fdLimit === 'function' ? native.fdLimit(MAX_FD).soft : Infinity;
     if (!native) {
       log.warn({ err: nativeLoadError()?.message }, 'native addon not loaded: transparent capture is off, connections are served on the main thread');
+    } else if (opts.config.tls && typeof native.tlsSetNumTickets !== 'function') {
+      // it loads, but predates tlsSetNumTickets: inbound TLS then sends OpenSSL's two session tickets per full handshake
+      log.warn('the native addon is an older build: inbound TLS sends two session tickets per full handshake instead of one (rebuild it: npm install, or npx node-gyp rebuild)');
     }
     this.threads = opts.config.workers.threads || Math.max(1, os.availableParallelism());
     this.pool = new Piscina({

@@ -23,6 +23,7 @@ import { chainsTo, pemBlocks, principalMatches, spiffeIdOf, validityProblem } fr
 import type { IdentityMailbox, IdentityMessage } from './identity-mailbox';
 import { adoptDirectRead } from '../net/direct-read';
 import { loadNative } from '../net/native';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../exchange/deadlines';
 
 export type PeerRefusal = 'no_identity' | 'no_client_cert' | 'not_chained' | 'expired' | 'not_yet_valid' | 'no_spiffe_id'
   | 'principal_mismatch' | 'handshake_failed' | 'handshake_timeout';
@@ -67,10 +68,11 @@ export class Generation {
     this.caPem = m.caPem;
     const ticketKeys = Buffer.from(m.ticketKeys);
     const ciphers = m.ciphers || undefined;
-    this.server = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2', ciphers });
-    oneSessionTicket(this.server);
-    this.client = tls.createSecureContext({ cert: m.certPem, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2', ciphers });
     this.roots = pemBlocks(m.caPem).map((p) => new X509Certificate(p));
+    const cert = withChain(m.certPem, this.roots);
+    this.server = tls.createSecureContext({ cert, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext: 'sluice', minVersion: 'TLSv1.2', ciphers });
+    oneSessionTicket(this.server);
+    this.client = tls.createSecureContext({ cert, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2', ciphers });
   }
 
   /**
@@ -135,6 +137,32 @@ export class Generation {
     }
     return { id: sid.id, notBeforeMs: Date.parse(leaf.validFrom), notAfterMs: Date.parse(leaf.validTo) };
   }
+}
+
+/**
+ * The certificate as the secure contexts take it: with the chain it is sent with. A certificate
+ * file that holds only the leaf leaves OpenSSL to build the chain from the trust bundle, and it
+ * does so on every handshake it sends the certificate in (a chain verification, the CA's
+ * signature checked: about 1.5% of a full handshake's CPU, server and client alike). The same
+ * chain, found once here (leaf, then each issuer in the bundle up to the self-signed root, as
+ * OpenSSL sends it), is given with the certificate, so the handshake only copies it. A file that
+ * holds its own chain is taken as it is (OpenSSL then sends that, and builds nothing); a leaf with
+ * no path through the bundle (the main thread refuses such an identity) is left to OpenSSL.
+ */
+export function withChain(certPem: string, roots: readonly X509Certificate[]): string {
+  const blocks = pemBlocks(certPem);
+  if (blocks.length !== 1) return certPem;
+  let cur: X509Certificate;
+  try { cur = new X509Certificate(blocks[0]); } catch { return certPem; }
+  const path: string[] = [];
+  for (let depth = 0; depth < 8; depth++) {
+    const issuer = roots.find((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
+    if (!issuer) return certPem;
+    path.push(issuer.toString());
+    if (issuer.checkIssued(issuer)) return blocks[0] + path.join('');
+    cur = issuer;
+  }
+  return certPem;
 }
 
 /**
@@ -250,6 +278,66 @@ export interface OutboundTls {
 /** An open upstream mTLS connection: the identity it was made with, and the pool it serves. */
 export interface OutboundConnection { readonly gen: Generation; readonly group: string }
 
+const HANDSHAKE = Symbol('handshake');
+type HandshakingSocket = tls.TLSSocket & { [HANDSHAKE]?: InboundHandshake | null };
+
+/**
+ * One inbound handshake under way: settled once (the caller checked, or refused with its reason).
+ * No closures and no timer of its own per connection: the socket's listeners are module-level
+ * functions that find it through HANDSHAKE, and the timeout is an entry of the thread's deadline
+ * list for that duration (src/exchange/deadlines.ts).
+ */
+class InboundHandshake implements Timed {
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
+  dlList: DeadlineList | null = null;
+
+  constructor(
+    private readonly s: HandshakingSocket, private readonly gen: Generation, private readonly timeoutMs: number,
+    private readonly done: (r: Terminated) => void,
+  ) {}
+
+  finish(r: Terminated): void {
+    const { s } = this;
+    if (s[HANDSHAKE] !== this) return;
+    s[HANDSHAKE] = null;
+    clearDeadline(this);
+    s.removeListener('close', onHandshakeClose);
+    s.removeListener('secure', onHandshakeSecure);
+    if (!r.ok) s.destroy();
+    this.done(r);
+  }
+
+  onDeadline(): void {
+    this.finish({ ok: false, reason: 'handshake_timeout', message: `no TLS handshake within ${this.timeoutMs} ms` });
+  }
+
+  secure(): void {
+    const { s, gen } = this;
+    const check = opensslVerified(s) ? gen.checkAuthorizedLeaf(peerLeaf(s)) : gen.checkPeer(peerChain(s));
+    if ('reason' in check) { this.finish({ ok: false, ...check }); return; }
+    // what comes out of the TLS socket is read as a plaintext connection's bytes are: through the thread's buffer
+    adoptDirectRead(s);
+    this.finish({ ok: true, socket: s, principal: check.id, ownId: gen.id, resumed: s.isSessionReused(), alpn: s.alpnProtocol ?? false, gen });
+  }
+}
+
+/** Errors during the handshake refuse the caller; after it, they only end the socket (its session has its own listener). */
+function onHandshakeError(this: HandshakingSocket, err: NodeJS.ErrnoException): void {
+  const h = this[HANDSHAKE];
+  if (h) h.finish({ ok: false, reason: err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' ? 'no_client_cert' : 'handshake_failed', message: err.message });
+  else this.destroy();
+}
+
+function onHandshakeClose(this: HandshakingSocket): void {
+  this[HANDSHAKE]?.finish({ ok: false, reason: 'handshake_failed', message: 'the connection closed during the handshake' });
+}
+
+function onHandshakeSecure(this: HandshakingSocket): void {
+  this[HANDSHAKE]?.secure();
+}
+
 export class TlsRuntime {
   private gen: Generation | null = null;
   private failedSeq = -1;
@@ -288,30 +376,15 @@ export class TlsRuntime {
       done({ ok: false, reason: 'no_identity', message: 'no workload identity installed' });
       return;
     }
-    let settled = false;
-    const finish = (r: Terminated) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (!r.ok) s.destroy();
-      done(r);
-    };
     const s = new tls.TLSSocket(raw, {
       isServer: true, secureContext: gen.server, requestCert: true, rejectUnauthorized: false, ALPNProtocols: preferH2 ? INBOUND_ALPN_H2_FIRST : INBOUND_ALPN_H1_FIRST,
-    });
-    const timer = setTimeout(() => finish({ ok: false, reason: 'handshake_timeout', message: `no TLS handshake within ${handshakeTimeoutMs} ms` }), handshakeTimeoutMs);
-    s.on('error', (err: NodeJS.ErrnoException) => {
-      if (!settled) finish({ ok: false, reason: err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' ? 'no_client_cert' : 'handshake_failed', message: err.message });
-      else s.destroy();
-    });
-    s.once('close', () => finish({ ok: false, reason: 'handshake_failed', message: 'the connection closed during the handshake' }));
-    s.once('secure', () => {
-      const check = opensslVerified(s) ? gen.checkAuthorizedLeaf(peerLeaf(s)) : gen.checkPeer(peerChain(s));
-      if ('reason' in check) { finish({ ok: false, ...check }); return; }
-      // what comes out of the TLS socket is read as a plaintext connection's bytes are: through the thread's buffer
-      adoptDirectRead(s);
-      finish({ ok: true, socket: s, principal: check.id, ownId: gen.id, resumed: s.isSessionReused(), alpn: s.alpnProtocol ?? false, gen });
-    });
+    }) as HandshakingSocket;
+    const h = new InboundHandshake(s, gen, handshakeTimeoutMs, done);
+    s[HANDSHAKE] = h;
+    addDeadline(h, handshakeTimeoutMs, performance.now());
+    s.on('error', onHandshakeError);
+    s.once('close', onHandshakeClose);
+    s.once('secure', onHandshakeSecure);
   }
 
   /**

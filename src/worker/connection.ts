@@ -299,15 +299,26 @@ class Sniffer implements Timed, ReadSink {
   /**
    * A read of a socket that reads through the thread's buffer (src/net/direct-read.ts): first
    * bytes that decide HTTP/1 by themselves go straight to its session, with no copy and no
-   * stream. Anything else (more bytes needed, another protocol, a held upstream) is pushed into
-   * the socket's Readable side and recognised as above.
+   * stream; first bytes of a TLS handshake on a port that terminates TLS are pushed into the
+   * Readable side, where the TLS socket takes them, and decided at once. Anything else (more
+   * bytes needed, another protocol, a held upstream) is pushed into the socket's Readable side
+   * and recognised as above.
    */
   onRead(bytes: Buffer): boolean {
     const socket = this.socket;
-    if (!this.decided && this.held === null && this.length === 0
-      && sniff(bytes.length > MAX_SNIFF_BYTES ? bytes.subarray(0, MAX_SNIFF_BYTES) : bytes) === 'http1') {
+    const v = !this.decided && this.held === null && this.length === 0
+      ? sniff(bytes.length > MAX_SNIFF_BYTES ? bytes.subarray(0, MAX_SNIFF_BYTES) : bytes) : 'more';
+    if (v === 'http1') {
       this.decide('http1');
       if (socket.destroyed) return false;
+    } else if (v === 'tls' && this.mode !== 'disabled') {
+      // a ClientHello to terminate: it waits in the Readable side, which the TLS socket made over
+      // this one reads first; no 'readable' turn, read and unshift to decide what is decided here
+      setReadSink(socket, null);
+      deliverRead(socket, bytes);
+      this.info.firstByteAt = performance.now();
+      this.decide('tls');
+      return true;
     } else {
       setReadSink(socket, null);
       if (!this.decided) socket.on('readable', onSniffReadable);
