@@ -76,7 +76,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   if (sniffer.direct) setReadSink(socket, sniffer);
   // a direct socket's reads come to the sniffer's onRead; its Readable side is listened to
   // only once bytes go there (a first read that is not plainly HTTP/1)
-  else socket.on('readable', onSniffReadable);
+  else sniffer.listenReadable();
 }
 
 const SNIFFER = Symbol('sniffer');
@@ -103,6 +103,8 @@ class Sniffer implements Timed, ReadSink {
   dlList: DeadlineList | null = null;
   decided = false;
   readonly direct: boolean;
+  /** The socket has onSniffReadable: only then is it taken off (a Readable's removeListener('readable') costs a nextTick). */
+  private readableOn = false;
   private readonly l: ListenerConfig;
   private chunks: Buffer[] = [];
   private length = 0;
@@ -130,9 +132,15 @@ class Sniffer implements Timed, ReadSink {
     socket[SNIFFER] = null;
     // reads go to the Readable side again, unless the session dispatched to takes them (HTTP/1)
     if (this.direct) setReadSink(socket, null);
-    socket.removeListener('readable', onSniffReadable);
+    if (this.readableOn) { this.readableOn = false; socket.removeListener('readable', onSniffReadable); }
     socket.removeListener('end', onSniffEnd);
     socket.removeListener('close', onSniffClose);
+  }
+
+  listenReadable(): void {
+    if (this.readableOn) return;
+    this.readableOn = true;
+    this.socket.on('readable', onSniffReadable);
   }
 
   decide(verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null): void {
@@ -321,7 +329,7 @@ class Sniffer implements Timed, ReadSink {
       return true;
     } else {
       setReadSink(socket, null);
-      if (!this.decided) socket.on('readable', onSniffReadable);
+      if (!this.decided) this.listenReadable();
     }
     return deliverRead(socket, bytes);
   }

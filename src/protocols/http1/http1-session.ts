@@ -25,6 +25,7 @@ import { SocketWrites } from '../../worker/held-writes';
 import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
 import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
+import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../../exchange/deadlines';
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
@@ -95,7 +96,7 @@ function resolveTarget(head: Http1Head, policy: PathPolicy): Http1Target | strin
   return { authority: a, target: t };
 }
 
-export class Http1Session implements Http1Handler {
+export class Http1Session implements Http1Handler, Timed {
   private decoder!: Http1Decoder;
   private current: Http1Downstream | null = null;
   private headerTimer: NodeJS.Timeout | null = null;
@@ -119,11 +120,18 @@ export class Http1Session implements Http1Handler {
   private readPaused = false;
   /**
    * The idle timeout, checked lazily: reads and finished exchanges only bump `activity`, and a
-   * timer that fires every quarter of the timeout closes the connection after four quiet checks
-   * in a row (so between 1 and 1.25 times the timeout after the last activity). A socket timeout
-   * (socket.setTimeout) would move a timer in Node's lists on every read and every write.
+   * check every quarter of the timeout closes the connection after four quiet checks in a row
+   * (so between 1 and 1.25 times the timeout after the last activity). A socket timeout
+   * (socket.setTimeout) would move a timer in Node's lists on every read and every write. The
+   * check is the session's entry in the thread's deadline list of that quarter
+   * (src/exchange/deadlines.ts: one Node timer per duration), not a Timeout of its own: a
+   * connection that lives for one request links itself in and out, and allocates nothing.
    */
-  private idleTimer: NodeJS.Timeout | null = null;
+  private idleCheckMs = 0;
+  dlPrev: Timed | null = null;
+  dlNext: Timed | null = null;
+  dlAt = 0;
+  dlList: DeadlineList | null = null;
   private activity = 0;
   private checkedActivity = 0;
   private quietChecks = 0;
@@ -244,28 +252,34 @@ export class Http1Session implements Http1Handler {
 
   private startIdleTimer(ms: number): void {
     if (!(ms > 0)) return;
-    this.idleTimer = setTimeout(onIdleCheck, Math.max(1, Math.ceil(ms / IDLE_CHECKS)), this);
-    this.idleTimer.unref();
+    this.idleCheckMs = Math.max(1, Math.ceil(ms / IDLE_CHECKS));
+    addDeadline(this, this.idleCheckMs, performance.now());
   }
 
   /** @internal The connection is no longer HTTP/1 (a tunnel) or is gone: no idle checks. */
   stopIdleTimer(): void {
-    if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; }
+    this.idleCheckMs = 0;
+    clearDeadline(this);
   }
 
-  /** @internal A quarter of the idle timeout went by. */
-  idleCheck(): void {
-    const t = this.idleTimer;
-    if (t === null || this.closed) return;
-    if (this.activity !== this.checkedActivity) {
-      this.checkedActivity = this.activity;
-      this.quietChecks = 0;
-    } else if (++this.quietChecks >= IDLE_CHECKS) {
-      this.quietChecks = 0;
-      this.onIdle();
-      if (this.closed || this.idleTimer === null) return;
+  /** @internal A quarter of the idle timeout went by (the session's deadline). */
+  onDeadline(): void {
+    if (this.idleCheckMs === 0 || this.closed) return;
+    try {
+      if (this.activity !== this.checkedActivity) {
+        this.checkedActivity = this.activity;
+        this.quietChecks = 0;
+      } else if (++this.quietChecks >= IDLE_CHECKS) {
+        this.quietChecks = 0;
+        this.onIdle();
+        if (this.closed || this.idleCheckMs === 0) return;
+      }
+      addDeadline(this, this.idleCheckMs, performance.now());
+    } catch (err) {
+      // a bug of ours: lose this connection, never the worker (the list's other entries still run)
+      this.rt.logError(err as Error, 'http1 idle check');
+      this.destroy();
     }
-    t.refresh();
   }
 
   private onIdle(): void {
@@ -459,10 +473,6 @@ function onHeaderTimeout(session: Http1Session): void {
 
 /** Quiet checks in a row that make a connection idle (one every idleTimeoutMs / IDLE_CHECKS). */
 const IDLE_CHECKS = 4;
-
-function onIdleCheck(session: Http1Session): void {
-  session.idleCheck();
-}
 
 /** A tunnel's socket, idle past tcp.idleTimeoutMs. */
 function destroyOnTimeout(this: net.Socket): void {
