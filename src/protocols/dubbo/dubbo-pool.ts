@@ -180,6 +180,8 @@ export class DubboUpstream implements TurnEnd {
   retired = false;
   /** The pool was given up (its endpoint left every cluster): close once the calls on it end. */
   private leaving = false;
+  /** Retired or leaving, with nothing pending: ending (what the socket holds is flushed, then it closes). */
+  private closing = false;
   private lastCall = performance.now();
   /** When the last byte arrived (0: never). */
   private lastRead = 0;
@@ -327,6 +329,8 @@ export class DubboUpstream implements TurnEnd {
       for (const c of b) c.release();
     }
     this.flush();
+    // a leaving connection's last queued calls were one-way: nothing will answer to close it
+    this.closeIfRetiredAndDone();
   }
 
   private flush(): void {
@@ -360,7 +364,7 @@ export class DubboUpstream implements TurnEnd {
 
   /** @internal */
   heartbeatTick(): void {
-    if (this.closed || !this.connected || this.retired) return;
+    if (this.closed || !this.connected || this.retired || this.closing) return;
     const now = performance.now();
     const idleFor = now - this.lastCall;
     if (this.pending.size === 0 && this.queued === 0 && idleFor >= this.limits.idleTimeoutMs) {
@@ -395,7 +399,7 @@ export class DubboUpstream implements TurnEnd {
   /** @internal the watchdog fired: probe a silent busy connection, or give up on an unanswered probe. */
   check(): void {
     this.watchdog = null;
-    if (this.closed || this.retired) return;
+    if (this.closed || this.retired || this.closing) return;
     const now = performance.now();
     if (this.probeSentAt !== 0) {
       // bytes arriving end the probation, so this heartbeat has had no answer at all
@@ -430,10 +434,19 @@ export class DubboUpstream implements TurnEnd {
   }
 
   private closeIfRetiredAndDone(): void {
-    if ((this.retired || this.leaving) && !this.closed && this.pending.size === 0 && this.queued === 0) {
-      this.atTurnEnd(); // one-way calls written in this turn still go
-      this.socket.destroy();
+    if (this.closing || this.closed || !(this.retired || this.leaving) || this.pending.size !== 0 || this.queued !== 0) return;
+    this.closing = true;
+    this.atTurnEnd(); // one-way calls written in this turn still go
+    const s = this.socket;
+    if (this.retired || s.destroyed || s.writableLength === 0) {
+      s.destroy(); // retired: it stopped answering, what it holds would not get through
+      return;
     }
+    // Leaving a healthy provider: one-way calls (and heartbeat answers) the socket still holds would
+    // be lost by a destroy. They are flushed, then the FIN; the provider's own close ends it ('end'
+    // destroys), or the cap does.
+    s.end();
+    setTimeout(destroySocket, this.limits.idleTimeoutMs, s).unref();
   }
 
   /** The endpoint left its cluster: the calls on this connection finish, then it closes. */
@@ -458,7 +471,7 @@ export class DubboUpstream implements TurnEnd {
   private onFrame(f: DubboFrame): void {
     if (f.isRequest) {
       // the provider's own heartbeat: answer it; nothing else is expected from that side
-      if (isHeartbeat(f) && f.twoWay) this.held.push(encodeHeartbeatResponse(f));
+      if (isHeartbeat(f) && f.twoWay && !this.closing) this.held.push(encodeHeartbeatResponse(f));
       return;
     }
     if (f.isEvent) return; // the answer to our heartbeat (its bytes already ended any probation)
@@ -519,6 +532,10 @@ export class DubboUpstream implements TurnEnd {
   destroy(): void {
     if (!this.closed) this.socket.destroy();
   }
+}
+
+function destroySocket(s: net.Socket): void {
+  s.destroy();
 }
 
 function onHeartbeatTick(c: DubboUpstream): void {
