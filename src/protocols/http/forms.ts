@@ -25,7 +25,8 @@ export type HttpRequestForm =
 
 /** An HTTP response head as its upstream sent it. */
 export type HttpResponseForm =
-  | { readonly kind: 'h1'; readonly head: Http1Head }
+  /** `raw`: the upstream's read the head is the start of, valid while the head is being handled (http1-pool.ts); else null. */
+  | { readonly kind: 'h1'; readonly head: Http1Head; readonly raw: Buffer | null }
   | { readonly kind: 'h2'; readonly fields: string[] };
 
 /** Adds `via` to a flat lower-case field list in place (after any `via` already there). */

@@ -6,6 +6,7 @@
  * Framing is written fresh by the caller's `framing`, so a message is never
  * forwarded with a length that the proxy did not check.
  */
+import type { Http1Head } from './http1-decoder';
 
 export type Framing =
   | { kind: 'length'; length: number }
@@ -31,15 +32,45 @@ export function isHopByHop(lowerName: string): boolean {
   }
 }
 
+/** `name` equals the lower-case literal `lower`, case aside (no lower-case copy of `name` made). */
+function eqNoCase(name: string, lower: string): boolean {
+  if (name.length !== lower.length) return false;
+  for (let k = 0; k < lower.length; k++) {
+    const c = name.charCodeAt(k);
+    // ASCII letters fold with 0x20; anything else must be equal as it is
+    if (c !== lower.charCodeAt(k) && ((c | 0x20) !== lower.charCodeAt(k) || c < 0x41 || c > 0x5a)) return false;
+  }
+  return true;
+}
+
+/** isHopByHop of a field name as received (any case), without making its lower-case copy. */
+function hopByHopName(name: string): boolean {
+  switch (name.length) {
+    case 2: return eqNoCase(name, 'te');
+    case 4: return eqNoCase(name, 'host');
+    case 7: return eqNoCase(name, 'upgrade');
+    case 10: return eqNoCase(name, 'connection') || eqNoCase(name, 'keep-alive');
+    case 14: return eqNoCase(name, 'content-length');
+    case 16: return eqNoCase(name, 'proxy-connection');
+    case 17: return eqNoCase(name, 'transfer-encoding');
+    default: return false;
+  }
+}
+
+/** `name` is one of the (lower-case) Connection tokens. */
+function namedByConnection(name: string, tokens: readonly string[]): boolean {
+  for (let k = 0; k < tokens.length; k++) if (eqNoCase(name, tokens[k])) return true;
+  return false;
+}
+
 /** Appends the end-to-end fields of a flat [name, value, ...] list. `host` and `content-length` are the caller's. */
 export function appendEndToEnd(out: string, headers: readonly string[], connectionTokens: readonly string[], via: string): string {
   let sawVia = false;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i];
-    const lower = name.toLowerCase();
-    if (isHopByHop(lower)) continue;
-    if (connectionTokens.length !== 0 && connectionTokens.includes(lower)) continue;
-    if (via && lower === 'via') {
+    if (hopByHopName(name)) continue;
+    if (connectionTokens.length !== 0 && namedByConnection(name, connectionTokens)) continue;
+    if (via && eqNoCase(name, 'via')) {
       out += `${name}: ${headers[i + 1]}, ${via}\r\n`;
       sawVia = true;
       continue;
@@ -98,6 +129,137 @@ export function encodeResponseHead(r: ResponseHeadInput): string {
   if (r.upgrade !== undefined) out += `connection: upgrade\r\nupgrade: ${r.upgrade}\r\n`;
   else if (r.connection) out += `connection: ${r.connection}\r\n`;
   return out + '\r\n';
+}
+
+const COLON = 0x3a;
+const SP = 0x20;
+const CR = 0x0d;
+const LF = 0x0a;
+
+/** buf[at, at + lower.length) equals the lower-case literal, case aside (letters only fold). */
+function bytesNoCase(buf: Buffer, at: number, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) {
+    const c = buf[at + k];
+    if (c !== lower.charCodeAt(k) && ((c | 0x20) !== lower.charCodeAt(k) || c < 0x41 || c > 0x5a)) return false;
+  }
+  return true;
+}
+
+/** isHopByHop of the field name at buf[at, at + n), without a string. */
+function hopByHopAt(buf: Buffer, at: number, n: number): boolean {
+  switch (n) {
+    case 2: return bytesNoCase(buf, at, 'te');
+    case 4: return bytesNoCase(buf, at, 'host');
+    case 7: return bytesNoCase(buf, at, 'upgrade');
+    case 10: return bytesNoCase(buf, at, 'connection') || bytesNoCase(buf, at, 'keep-alive');
+    case 14: return bytesNoCase(buf, at, 'content-length');
+    case 16: return bytesNoCase(buf, at, 'proxy-connection');
+    case 17: return bytesNoCase(buf, at, 'transfer-encoding');
+    default: return false;
+  }
+}
+
+function decimalDigits(n: number): number {
+  let digits = 1;
+  for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++;
+  return digits;
+}
+
+/** `n` (an integer, 0 up to 2^53) in decimal, `digits` long, at `at`. */
+function putDecimal(dst: Buffer, at: number, n: number, digits: number): number {
+  for (let k = digits - 1, m = n; k >= 0; k--, m = Math.floor(m / 10)) dst[at + k] = 0x30 + (m % 10);
+  return at + digits;
+}
+
+/** The runs of lines relayResponseHead copies, [start, end) pairs; more runs than this: encoded as usual. */
+const MAX_RUNS = 8;
+const runs = new Int32Array(2 * MAX_RUNS);
+
+/** `via: <via>\r\ncontent-length: ` (or without the Via line), made once per Via value. */
+let tailVia: string | null = null;
+let tail: Buffer = Buffer.alloc(0);
+
+function tailFor(via: string): Buffer {
+  if (via !== tailVia) {
+    tail = Buffer.from(`${via ? `via: ${via}\r\n` : ''}content-length: `, 'latin1');
+    tailVia = via;
+  }
+  return tail;
+}
+
+/**
+ * The response head `encodeResponseHead` would write for `h` with content-length framing and
+ * nothing else added (no edits, no Connection or Upgrade of our own), made by copying the
+ * upstream's own lines out of `raw`, the read `h` was decoded from, when its head starts at
+ * `raw[0]` and is written the way the encoder writes it: `HTTP/1.1 <status> <reason>`, every
+ * field line `<name>: <value>` with one space and no trailing whitespace. The bytes are the
+ * same as the encoder's; the strings of the decoded head are not joined and flattened again.
+ * null where that does not hold (any other layout, a Via field to add to, Connection naming
+ * other fields): the caller encodes the head as usual. A body of `bodyUpTo` bytes or less that
+ * follows the head whole in `raw` is copied after it (relayIncludedBody() says so): the caller
+ * leaves those bytes out when the decoder hands them over.
+ */
+export function relayResponseHead(raw: Buffer, h: Http1Head, via: string, length: number, bodyUpTo = 0): Buffer | null {
+  relayedBody = false;
+  const reason = h.reason;
+  const tokens = h.connectionTokens;
+  if (h.versionMinor !== 1 || reason.length === 0 || (tokens.length !== 0 && (tokens.length !== 1 || tokens[0] !== 'keep-alive'))) return null;
+  // "HTTP/1.1 " 3DIGIT SP reason CRLF (the decoder read the version and status from these bytes)
+  const statusEnd = 13 + reason.length + 2;
+  const rawLen = raw.length;
+  if (rawLen < statusEnd + 2 || raw[0] !== 0x48 || raw[12] !== SP || raw[statusEnd - 2] !== CR || raw[statusEnd - 1] !== LF) return null;
+  const headers = h.headers;
+  // every line where the canonical layout puts it; the end-to-end ones in runs
+  let nRuns = 0;
+  let runStart = 0;
+  let at = statusEnd;
+  let kept = statusEnd;
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i].length;
+    const end = at + n + 2 + headers[i + 1].length + 2;
+    if (end > rawLen || raw[at + n] !== COLON || raw[at + n + 1] !== SP || raw[end - 2] !== CR || raw[end - 1] !== LF) return null;
+    if (n === 3 && bytesNoCase(raw, at, 'via')) return null; // the encoder appends ours to it
+    if (hopByHopAt(raw, at, n)) {
+      if (runStart >= 0) {
+        if (nRuns === MAX_RUNS) return null;
+        runs[2 * nRuns] = runStart;
+        runs[2 * nRuns + 1] = at;
+        nRuns++;
+        runStart = -1;
+      }
+    } else {
+      if (runStart < 0) runStart = at;
+      kept += end - at;
+    }
+    at = end;
+  }
+  if (at + 2 > rawLen || raw[at] !== CR || raw[at + 1] !== LF) return null;
+  if (runStart >= 0) {
+    if (nRuns === MAX_RUNS) return null;
+    runs[2 * nRuns] = runStart;
+    runs[2 * nRuns + 1] = at;
+    nRuns++;
+  }
+  const t = tailFor(via);
+  const digits = decimalDigits(length);
+  // a small body that is whole in this read goes with the head (relayIncludedBody)
+  const bodyAt = at + 2;
+  const withBody = length > 0 && length <= bodyUpTo && bodyAt + length <= rawLen;
+  const out = Buffer.allocUnsafe(kept + t.length + digits + 4 + (withBody ? length : 0));
+  let o = 0;
+  for (let r = 0; r < nRuns; r++) o += raw.copy(out, o, runs[2 * r], runs[2 * r + 1]);
+  for (let k = 0; k < t.length; k++) out[o++] = t[k];
+  o = putDecimal(out, o, length, digits);
+  out[o++] = CR; out[o++] = LF; out[o++] = CR; out[o++] = LF;
+  if (withBody) { raw.copy(out, o, bodyAt, bodyAt + length); relayedBody = true; }
+  return out;
+}
+
+let relayedBody = false;
+
+/** The last relayResponseHead included the body (the `length` bytes after the head in its read). */
+export function relayIncludedBody(): boolean {
+  return relayedBody;
 }
 
 const CRLF = Buffer.from('\r\n', 'latin1');

@@ -19,7 +19,12 @@ import { SocketWrites } from '../../worker/held-writes';
 import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../../exchange/deadlines';
 
 export interface Http1ResponseSink {
-  onResponseHead(head: Http1Head): void;
+  /**
+   * `raw`: the read the head was decoded from, when the head is its first byte on (valid during
+   * this call only); null when the head began in an earlier read, after other bytes of this one,
+   * or came after an interim response.
+   */
+  onResponseHead(head: Http1Head, raw: Buffer | null): void;
   /** `lent`: a view of the thread's read buffer, valid during this call only (whoever keeps it copies it). */
   onResponseBody(chunk: Buffer, lent: boolean): void;
   /** The final response is complete. */
@@ -94,6 +99,8 @@ export class Http1Connection implements Http1Handler, Timed {
   /** The cluster limits this connection holds a place of, given back when it closes. */
   gate: ClusterLimits | null = null;
   private keepAlive = true;
+  /** The read being decoded while the decoder was between messages when it came (see Http1ResponseSink.onResponseHead). */
+  private headRead: Buffer | null = null;
   /** The socket reads through the thread's buffer (src/net/direct-read.ts). */
   private readonly direct: boolean;
   /**
@@ -141,9 +148,13 @@ export class Http1Connection implements Http1Handler, Timed {
     this.responseStarted = true;
     try {
       sink.batchStart?.();
+      // a head that comes first in this read is at d[0] (the decoder holds nothing of an earlier one)
+      if (this.decoder.idle) this.headRead = d;
       this.decoder.push(d, this.direct);
+      this.headRead = null;
       sink.batchEnd?.();
     } catch (err) {
+      this.headRead = null;
       this.bug(err as Error);
     }
     return true;
@@ -175,8 +186,11 @@ export class Http1Connection implements Http1Handler, Timed {
 
   onHead(head: Http1Head): void {
     this.head = head;
+    // only the read's first head starts at its first byte
+    const raw = this.headRead;
+    this.headRead = null;
     if (head.status >= 200 || head.status === 101) this.keepAlive = head.keepAlive;
-    this.sink?.onResponseHead(head);
+    this.sink?.onResponseHead(head, raw);
   }
 
   onBody(chunk: Buffer): void {

@@ -11,7 +11,7 @@
  */
 import type net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from './http1-decoder';
-import { cachedLocalReply, chunkParts, encodeFallback, encodeLocalReply, encodeResponseHead, lastChunk, type Framing } from './http1-encoder';
+import { cachedLocalReply, chunkParts, encodeFallback, encodeLocalReply, encodeResponseHead, lastChunk, relayIncludedBody, relayResponseHead, type Framing } from './http1-encoder';
 import type { ProtocolError } from '../../errors';
 import { Exchange, type Downstream, type ResponseHead } from '../../exchange/exchange';
 import type { HeaderOps } from '../../exchange/filter';
@@ -466,6 +466,7 @@ export class Http1Session implements Http1Handler, Timed {
 
 /** The framing of a response not begun yet (shared: a framing is replaced, never changed). */
 const NO_FRAMING: Framing = Object.freeze({ kind: 'none' });
+const EMPTY = Buffer.alloc(0);
 
 function onHeaderTimeout(session: Http1Session): void {
   session.headerTimeout();
@@ -487,6 +488,8 @@ class Http1Downstream implements Downstream {
   readonly upstreams = HTTP_UPSTREAMS;
   private readonly resolved: Http1Target | string;
   private outFraming: Framing = NO_FRAMING;
+  /** Body bytes the head was written with (respond): left out of the body as it is handed over. */
+  private bodyAhead = 0;
   /** The request's end was decoded (onMessageEnd). */
   requestDone = false;
   closeAfter = false;
@@ -584,6 +587,15 @@ class Http1Downstream implements Downstream {
     else if (!v11) connection = 'keep-alive';
     const upgrade = status === 101 ? this.view.header('upgrade') ?? fieldOf(headers, 'upgrade') : undefined;
     const session = this.session;
+    // the upstream's head as it came, where that is byte for byte what encodeResponseHead would write
+    const relayed = form.kind === 'h1' && form.raw !== null && edits === null && framing.kind === 'length' && connection === undefined && upgrade === undefined
+      ? relayResponseHead(form.raw, form.head, via, contentLength, LENT_WRITE_MIN - 1) : null;
+    if (relayed !== null) {
+      // with a small body that came in the same read: written now, left out when it is handed over
+      if (relayIncludedBody()) this.bodyAhead = contentLength;
+      session.writes.send(relayed);
+      return;
+    }
     session.writes.send(encodeResponseHead({
       status, reason, headers, connectionTokens: tokens, framing, via, connection, upgrade,
       keepLength: noBody && status !== 204 && form.kind === 'h1' ? contentLength : undefined,
@@ -593,6 +605,11 @@ class Http1Downstream implements Downstream {
 
   write(chunk: Buffer, end: boolean): boolean {
     const session = this.session;
+    if (this.bodyAhead > 0) {
+      const n = Math.min(this.bodyAhead, chunk.length);
+      this.bodyAhead -= n;
+      chunk = n === chunk.length ? EMPTY : chunk.subarray(n);
+    }
     let ok = true;
     if (chunk.length > 0) {
       if (this.outFraming.kind === 'chunked') ok = session.writes.sendAll(chunkParts(chunk));
@@ -608,6 +625,8 @@ class Http1Downstream implements Downstream {
    * (src/net/lent-write.ts); anything else is copied and written as usual.
    */
   writeLent(chunk: Buffer, end: boolean): boolean {
+    // the body written with the head (respond): nothing of it to copy
+    if (this.bodyAhead >= chunk.length) return this.write(chunk, end);
     if (this.outFraming.kind !== 'length' || chunk.length < LENT_WRITE_MIN) return this.write(copyOf(chunk), end);
     return writeLent(this.session.out, chunk); // after what is held for the socket
   }

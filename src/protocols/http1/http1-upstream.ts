@@ -176,7 +176,7 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
 
   // ── the connection's events ────────────────────────────────────────────────
 
-  onResponseHead(h: Http1Head): void {
+  onResponseHead(h: Http1Head, raw: Buffer | null): void {
     if (h.status < 200 && h.status !== 101) {
       this.sink.onInformational?.(this, h);
       return;
@@ -188,7 +188,7 @@ export class Http1Attempt implements Attempt, Http1ResponseSink {
     }
     this.started = true;
     // a 101 is followed by onUpgrade; a response without a body (HEAD, 204, 304) ends with onResponseEnd
-    this.sink.onResponseHead(this, { status: h.status, grpcStatus: -1, form: { kind: 'h1', head: h } }, false);
+    this.sink.onResponseHead(this, { status: h.status, grpcStatus: -1, form: { kind: 'h1', head: h, raw } }, false);
   }
 
   onResponseBody(chunk: Buffer, lent: boolean): void {
