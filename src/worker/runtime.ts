@@ -28,6 +28,7 @@ import type net from 'node:net';
 import { MeshDestinations, type InboundMode } from '../tls/tls-config';
 import { refusalSlots } from '../tls/tls-stats';
 import type { ConnectionView, Filter, HeaderOps } from '../exchange/filter';
+import { ConnectionList, type Listed } from './connection-list';
 
 
 export interface ListenerRuntime {
@@ -274,8 +275,8 @@ export class CompiledConfig implements ExchangeEnv {
   }
 }
 
-/** What the drain asks of a downstream connection. */
-export interface DrainableConnection {
+/** What the drain asks of a downstream connection (its links in the worker's list of them are its own fields). */
+export interface DrainableConnection extends Listed {
   /** Tell the client to go elsewhere (after the response in flight, or at once where the protocol can). */
   drain(): void;
   /** Close now if nothing is in flight; otherwise once it is done. */
@@ -292,7 +293,7 @@ export class WorkerRuntime {
   private statKeysLength = -1;
   private stats: Stats | null = null;
   /** Open downstream connections, for drain. */
-  readonly connections = new Set<DrainableConnection>();
+  readonly connections = new ConnectionList<DrainableConnection>();
   /** Clients are being told to go elsewhere; connections still serve. */
   draining = false;
   /** The drain period is over: a connection closes as soon as it has nothing in flight. */

@@ -35,6 +35,7 @@ import { callerOf, type CompiledConfig, type ConnectionInfo, type WorkerRuntime 
 import type { CompiledFallback } from '../../protection/fallback';
 import type { TurnEnd } from '../../worker/turn-end';
 import { HeldWrites } from '../../worker/held-writes';
+import type { ConnectionList, Listed } from '../../worker/connection-list';
 
 /** Two-way calls in flight per downstream connection; beyond it calls are refused (status 100). */
 export const MAX_DUBBO_CALLS_IN_FLIGHT = 1000;
@@ -122,6 +123,10 @@ export class DubboSession implements TurnEnd {
   /** Frames for the consumer written in this turn of the event loop, sent together at its end (atTurnEnd). */
   private readonly held = new HeldWrites(this);
   closed = false;
+  /** Its links in the worker's list of open connections (src/worker/connection-list.ts). */
+  connPrev: Listed | null = null;
+  connNext: Listed | null = null;
+  connList: ConnectionList<Listed> | null = null;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {}
 

@@ -26,6 +26,7 @@ import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
 import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
 import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../../exchange/deadlines';
+import type { ConnectionList, Listed } from '../../worker/connection-list';
 
 class Http1View implements RequestView {
   readonly protocol = 'http1' as const;
@@ -132,6 +133,10 @@ export class Http1Session implements Http1Handler, Timed {
   dlNext: Timed | null = null;
   dlAt = 0;
   dlList: DeadlineList | null = null;
+  /** Its links in the worker's list of open connections (src/worker/connection-list.ts). */
+  connPrev: Listed | null = null;
+  connNext: Listed | null = null;
+  connList: ConnectionList<Listed> | null = null;
   private activity = 0;
   private checkedActivity = 0;
   private quietChecks = 0;

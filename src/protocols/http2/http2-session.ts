@@ -111,6 +111,7 @@ class Http2Downstream implements Http2ConnectionHost {
   readonly peer: Peer;
   private readonly drainer: DrainableConnection = ((d: Http2Downstream) => ({
     drain: () => d.drain(), closeIdle: () => d.conn.shutdown(), get info() { return d.info; },
+    connPrev: null, connNext: null, connList: null,
   }))(this);
   private drainTimer: NodeJS.Timeout | null = null;
 
