@@ -549,3 +549,35 @@ t.test('how an attempt failure becomes the client\'s reply', async (t) => {
   t.equal(cut.down.attempts.length, 1, 'not retried');
   t.match(done.completions.at(-1), { outcome: 'local_origin_error', status: 200, reason: 'upstream_reset', attempts: 1 });
 });
+
+t.test('the active gauge and the duration: a request answered within its start is never active and took no time; a held one is active until it ends', async (t) => {
+  let hold = false;
+  const log: Log = [];
+  const gate = new TestFilter('gate', log, (ctx) => {
+    if (hold) return STOP;
+    ctx.reply({ status: 429, reason: 'rate_limited', body: 'rate limited\n' });
+    return STOP;
+  });
+  const { env, stat } = world([gate]);
+  const active = () => stat('sluice_downstream_rq_active', { protocol: 'http1' });
+
+  const refused = run(env, 'orders');
+  t.same(refused.down.events, ['reply 429 rate_limited', 'done']);
+  t.equal(active(), 0, 'a refusal within the start never shows in the gauge');
+  t.equal(gate.completions[0].durationMs, 0, 'finished in the call that began it: no second read of the clock');
+  t.equal(stat('sluice_downstream_rq_total', { protocol: 'http1' }), 1, 'but it is counted as a request');
+
+  hold = true;
+  const held = run(env, 'orders');
+  t.equal(active(), 1, 'a request a filter holds is active');
+  await new Promise((r) => setTimeout(r, 5));
+  held.x.filterReply({ status: 503, reason: 'overflow', body: '' });
+  t.equal(active(), 0, 'and no longer once answered');
+  t.ok(gate.completions[1].durationMs >= 4, `its duration is measured (${gate.completions[1].durationMs} ms)`);
+
+  hold = false;
+  const badTarget = new Exchange(env, new FakeDownstream(view('orders')));
+  badTarget.refuse({ status: 400, reason: 'bad_request', body: 'bad\n' });
+  t.equal(active(), 0, 'a request refused before the chain is never active either');
+  t.equal(stat('sluice_downstream_rq_total', { protocol: 'http1' }), 3);
+});
