@@ -654,6 +654,17 @@ static napi_value write_some(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* An SSL_CTX's address, given as hex (Node shows a SecureContext's `context._external` so); NULL when `v` is not one */
+static void *ctx_address(napi_env env, napi_value v) {
+  char hex[24];
+  size_t len = 0;
+  char *end = NULL;
+  if (napi_get_value_string_utf8(env, v, hex, sizeof hex, &len) != napi_ok || len == 0 || len >= sizeof hex - 1) return NULL;
+  errno = 0;
+  unsigned long long addr = strtoull(hex, &end, 16);
+  return addr == 0 || end == NULL || *end != '\0' || errno != 0 ? NULL : (void *)(uintptr_t)addr;
+}
+
 /* OpenSSL's, from the running node binary: int SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t num_tickets) */
 typedef int (*set_num_tickets_fn)(void *ctx, size_t num_tickets);
 /* size_t SSL_CTX_get_num_tickets(const SSL_CTX *ctx) */
@@ -662,24 +673,16 @@ typedef size_t (*get_num_tickets_fn)(const void *ctx);
 static napi_value tls_set_num_tickets(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  char hex[24];
-  size_t len = 0;
   uint32_t n = 0;
-  char *end = NULL;
-  unsigned long long addr = 0;
+  void *ctx = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 2 &&
-      napi_get_value_string_utf8(env, argv[0], hex, sizeof hex, &len) == napi_ok && len > 0 && len < sizeof hex - 1 &&
-      napi_get_value_uint32(env, argv[1], &n) == napi_ok) {
-    errno = 0;
-    addr = strtoull(hex, &end, 16);
-  }
-  if (addr == 0 || end == NULL || *end != '\0' || errno != 0) {
+      napi_get_value_uint32(env, argv[1], &n) == napi_ok) ctx = ctx_address(env, argv[0]);
+  if (ctx == NULL) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsSetNumTickets(ctx: hex address, n)");
     return NULL;
   }
   set_num_tickets_fn set = (set_num_tickets_fn)dlsym(RTLD_DEFAULT, "SSL_CTX_set_num_tickets");
   get_num_tickets_fn get = (get_num_tickets_fn)dlsym(RTLD_DEFAULT, "SSL_CTX_get_num_tickets");
-  void *ctx = (void *)(uintptr_t)addr;
   /* a context as Node makes it has OpenSSL's default (2), or what an earlier call set: anything
      else means the address is not an SSL_CTX, and nothing is written */
   size_t was = set != NULL && get != NULL ? get(ctx) : 0;
@@ -807,27 +810,19 @@ static void *on_get_session(void *ssl, const unsigned char *id, int len, int *co
 static napi_value tls_server_sessions(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  char hex[24];
-  size_t len = 0;
   uint32_t slots = 0;
-  char *end = NULL;
-  unsigned long long addr = 0;
   napi_typedarray_type type;
   size_t sid_len = 0;
   void *sid = NULL;
+  void *ctx = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 3 &&
-      napi_get_value_string_utf8(env, argv[0], hex, sizeof hex, &len) == napi_ok && len > 0 && len < sizeof hex - 1 &&
       napi_get_typedarray_info(env, argv[1], &type, &sid_len, &sid, NULL, NULL) == napi_ok && type == napi_uint8_array &&
       sid_len > 0 && sid_len <= SID_MAX &&
-      napi_get_value_uint32(env, argv[2], &slots) == napi_ok && slots > 0 && slots <= (1u << 24)) {
-    errno = 0;
-    addr = strtoull(hex, &end, 16);
-  }
-  if (addr == 0 || end == NULL || *end != '\0' || errno != 0) {
+      napi_get_value_uint32(env, argv[2], &slots) == napi_ok && slots > 0 && slots <= (1u << 24)) ctx = ctx_address(env, argv[0]);
+  if (ctx == NULL) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsServerSessions(ctx: hex address, sidCtx: Uint8Array of 1..32 bytes, slots: 1..2^24)");
     return NULL;
   }
-  void *ctx = (void *)(uintptr_t)addr;
   int ok = 0;
   pthread_mutex_lock(&sessions_mu);
   if (ossl_lookup()) {
@@ -866,20 +861,12 @@ static napi_value tls_server_sessions(napi_env env, napi_callback_info info) {
 static napi_value tls_server_sessions_rearm(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  char hex[24];
-  size_t len = 0;
-  char *end = NULL;
-  unsigned long long addr = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1 &&
-      napi_get_value_string_utf8(env, argv[0], hex, sizeof hex, &len) == napi_ok && len > 0 && len < sizeof hex - 1) {
-    errno = 0;
-    addr = strtoull(hex, &end, 16);
-  }
-  if (addr == 0 || end == NULL || *end != '\0' || errno != 0) {
+  void *ctx = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1) ctx = ctx_address(env, argv[0]);
+  if (ctx == NULL) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsServerSessionsRearm(ctx: hex address)");
     return NULL;
   }
-  void *ctx = (void *)(uintptr_t)addr;
   int ok = 0;
   /* only a context tlsServerSessions took */
   pthread_mutex_lock(&sessions_mu);
