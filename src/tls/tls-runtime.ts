@@ -74,7 +74,7 @@ export class Generation {
     const cert = withChain(m.certPem, this.roots);
     // the identity's own: a session made under one identity (its trust bundle) never resumes under another
     const sessionIdContext = createHash('sha256').update(ticketKeys).digest('hex').slice(0, 32);
-    this.server = tls.createSecureContext({ cert, key: m.keyPem, ca: m.caPem, ticketKeys, minVersion: 'TLSv1.2', ciphers });
+    this.server = tls.createSecureContext({ cert, key: m.keyPem, ca: m.caPem, ticketKeys, sessionIdContext, minVersion: 'TLSv1.2', ciphers });
     oneSessionTicket(this.server);
     this.sessionStore = serverSessionsInProcess(this.server, sessionIdContext);
     this.client = tls.createSecureContext({ cert, key: m.keyPem, ca: m.caPem, minVersion: 'TLSv1.2', ciphers });
@@ -192,7 +192,7 @@ function contextAddress(ctx: tls.SecureContext): string | null {
 }
 
 /** Sessions the process keeps for inbound TLS (the addon's store, shared by all threads): at most this many. */
-export const SERVER_SESSION_SLOTS = 8192;
+export const SERVER_SESSION_SLOTS = 4096;
 
 /**
  * Inbound sessions kept in the process, the tickets being their IDs (stateful tickets), instead
@@ -295,7 +295,8 @@ export function peerChain(s: tls.TLSSocket): Buffer[] {
 
 /**
  * OpenSSL verified the peer's chain against the secure context's bundle (on a resumed session:
- * when the session was made, under the same identity, since ticket keys are per identity). A
+ * when the session was made, under the same identity, since ticket keys and the session ID
+ * context that keys the process's session store are per identity). A
  * TLSSocket made by hand never sets `authorized` (tls.Server does, from this same result), so it
  * is read here; where the runtime does not offer it, the answer is no and the slow path decides.
  */
