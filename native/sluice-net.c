@@ -59,6 +59,34 @@
  *       hold OpenSSL's default (2) or n already (then the address is not
  *       what it should be, and nothing is written), or OpenSSL refuses.
  *
+ *   tlsServerSessions(ctx: string, sidCtx: Uint8Array, slots) -> boolean
+ *       Server sessions kept in this process instead of in the tickets: the
+ *       SSL_CTX (address as for tlsSetNumTickets) sends stateful tickets
+ *       (SSL_OP_NO_TICKET: a TLS 1.3 ticket, or a TLS 1.2 session ID, is
+ *       the session's ID) and its sessions go to one store shared by every
+ *       thread's contexts (`slots` entries, fixed by the first call, each
+ *       holding one SSL_SESSION; an entry taken by another ID drops the one
+ *       it held). A stateless ticket costs OpenSSL 3.0 an encoding of the
+ *       session, a decoding of it again (the peer's certificate and its
+ *       public key included: OSSL_DECODER's set-up, about 100 us) and an
+ *       encryption per ticket sent, and a decryption and that decoding per
+ *       resumption; a stateful one costs an ID and a lookup.
+ *       The context's session ID context is set to `sidCtx` (its identity;
+ *       OpenSSL keeps no session of a context without one that verifies its
+ *       peers), and a session is given back only to a context registered
+ *       with the same `sidCtx`, while it is within its lifetime, resumable,
+ *       and of the handshake digest of the cipher the connection chose;
+ *       then no new ticket is sent on that connection (SSL_set_num_tickets
+ *       0): the client keeps the one it has, as with Node's stateless
+ *       tickets, which OpenSSL does not renew either. false when this Node
+ *       lacks a function, or `ctx` does not look like an SSL_CTX (its
+ *       ticket count is neither OpenSSL's default nor 1).
+ *   tlsServerSessionsRearm(ctx: string) -> boolean
+ *       Node sets its own session callbacks on a context each time it makes
+ *       a TLS socket of it: call this after each new TLSSocket of a context
+ *       tlsServerSessions took (false for any other), before the socket
+ *       reads (Node reads what is buffered on the next tick).
+ *
  * Errors are thrown as JS errors with code = errno name, so callers can
  * tell EBADF (bug) from ENOENT (not redirected).
  */
@@ -77,6 +105,8 @@
 #include <arpa/inet.h>
 #include <sys/resource.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <time.h>
 
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
@@ -624,6 +654,17 @@ static napi_value write_some(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* An SSL_CTX's address, given as hex (Node shows a SecureContext's `context._external` so); NULL when `v` is not one */
+static void *ctx_address(napi_env env, napi_value v) {
+  char hex[24];
+  size_t len = 0;
+  char *end = NULL;
+  if (napi_get_value_string_utf8(env, v, hex, sizeof hex, &len) != napi_ok || len == 0 || len >= sizeof hex - 1) return NULL;
+  errno = 0;
+  unsigned long long addr = strtoull(hex, &end, 16);
+  return addr == 0 || end == NULL || *end != '\0' || errno != 0 ? NULL : (void *)(uintptr_t)addr;
+}
+
 /* OpenSSL's, from the running node binary: int SSL_CTX_set_num_tickets(SSL_CTX *ctx, size_t num_tickets) */
 typedef int (*set_num_tickets_fn)(void *ctx, size_t num_tickets);
 /* size_t SSL_CTX_get_num_tickets(const SSL_CTX *ctx) */
@@ -632,29 +673,211 @@ typedef size_t (*get_num_tickets_fn)(const void *ctx);
 static napi_value tls_set_num_tickets(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  char hex[24];
-  size_t len = 0;
   uint32_t n = 0;
-  char *end = NULL;
-  unsigned long long addr = 0;
+  void *ctx = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 2 &&
-      napi_get_value_string_utf8(env, argv[0], hex, sizeof hex, &len) == napi_ok && len > 0 && len < sizeof hex - 1 &&
-      napi_get_value_uint32(env, argv[1], &n) == napi_ok) {
-    errno = 0;
-    addr = strtoull(hex, &end, 16);
-  }
-  if (addr == 0 || end == NULL || *end != '\0' || errno != 0) {
+      napi_get_value_uint32(env, argv[1], &n) == napi_ok) ctx = ctx_address(env, argv[0]);
+  if (ctx == NULL) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsSetNumTickets(ctx: hex address, n)");
     return NULL;
   }
   set_num_tickets_fn set = (set_num_tickets_fn)dlsym(RTLD_DEFAULT, "SSL_CTX_set_num_tickets");
   get_num_tickets_fn get = (get_num_tickets_fn)dlsym(RTLD_DEFAULT, "SSL_CTX_get_num_tickets");
-  void *ctx = (void *)(uintptr_t)addr;
   /* a context as Node makes it has OpenSSL's default (2), or what an earlier call set: anything
      else means the address is not an SSL_CTX, and nothing is written */
   size_t was = set != NULL && get != NULL ? get(ctx) : 0;
   napi_value r;
   napi_get_boolean(env, (was == 2 || was == n) && set(ctx, n) == 1, &r);
+  return r;
+}
+
+/* ── server sessions shared by every thread's contexts (tlsServerSessions) ───────────────────── */
+/* OpenSSL's, from the running node binary; opaque pointers, no headers needed */
+typedef const unsigned char *(*sess_get_id_fn)(const void *sess, unsigned int *len);
+typedef const unsigned char *(*sess_get_sid_ctx_fn)(const void *sess, unsigned int *len);
+typedef int (*sess_up_ref_fn)(void *sess);
+typedef void (*sess_free_fn)(void *sess);
+typedef long (*sess_time_fn)(const void *sess);
+typedef int (*sess_is_resumable_fn)(const void *sess);
+typedef const void *(*sess_cipher_fn)(const void *sess);
+typedef const void *(*ssl_pending_cipher_fn)(const void *ssl);
+typedef const void *(*cipher_digest_fn)(const void *cipher);
+typedef int (*md_type_fn)(const void *md);
+typedef void *(*ssl_get_ctx_fn)(const void *ssl);
+typedef int (*ssl_set_num_tickets_fn)(void *ssl, size_t n);
+typedef uint64_t (*ctx_set_options_fn)(void *ctx, uint64_t op);
+typedef long (*ctx_ctrl_fn)(void *ctx, int cmd, long larg, void *parg);
+typedef void (*ctx_set_new_cb_fn)(void *ctx, int (*cb)(void *ssl, void *sess));
+typedef int (*ctx_set_sid_ctx_fn)(void *ctx, const unsigned char *sid, unsigned int len);
+typedef void (*ctx_set_get_cb_fn)(void *ctx, void *(*cb)(void *ssl, const unsigned char *id, int len, int *copy));
+
+#define OSSL_SSL_OP_NO_TICKET ((uint64_t)1 << 14)
+#define OSSL_CTRL_SET_SESS_CACHE_MODE 44
+#define OSSL_CTRL_GET_SESS_CACHE_MODE 45
+#define OSSL_SESS_CACHE_SERVER 0x0002
+#define OSSL_SESS_CACHE_NO_INTERNAL 0x0300 /* no internal lookup, no internal store */
+#define SID_MAX 32
+
+static struct {
+  sess_get_id_fn get_id; sess_get_sid_ctx_fn get_sid_ctx; sess_up_ref_fn up_ref; sess_free_fn free;
+  sess_time_fn get_time, get_timeout; sess_is_resumable_fn is_resumable; sess_cipher_fn sess_cipher;
+  ssl_pending_cipher_fn pending_cipher; cipher_digest_fn cipher_digest; md_type_fn md_type; ssl_get_ctx_fn get_ctx;
+  ssl_set_num_tickets_fn ssl_set_num_tickets; ctx_set_options_fn set_options; ctx_ctrl_fn ctrl;
+  ctx_set_new_cb_fn set_new_cb; ctx_set_get_cb_fn set_get_cb; ctx_set_sid_ctx_fn set_sid_ctx; get_num_tickets_fn ctx_get_num_tickets;
+} ossl;
+static int ossl_state; /* 0 not looked up, 1 found, -1 missing; under sessions_mu */
+
+typedef struct { unsigned char id[SID_MAX]; unsigned int len; void *sess; } session_slot;
+/* the contexts registered, with their session ID context (an identity): a session goes back only to its own */
+typedef struct { void *ctx; unsigned char sid[SID_MAX]; unsigned int len; } session_ctx;
+#define MAX_CTXS 256
+static pthread_mutex_t sessions_mu = PTHREAD_MUTEX_INITIALIZER;
+static session_slot *session_slots;
+static size_t session_nslots;
+static session_ctx session_ctxs[MAX_CTXS];
+static size_t session_ctx_next;
+
+static int ossl_lookup(void) {
+  if (ossl_state != 0) return ossl_state > 0;
+#define SYM(field, name) if ((*(void **)&ossl.field = dlsym(RTLD_DEFAULT, name)) == NULL) { ossl_state = -1; return 0; }
+  SYM(get_id, "SSL_SESSION_get_id") SYM(get_sid_ctx, "SSL_SESSION_get0_id_context") SYM(up_ref, "SSL_SESSION_up_ref")
+  SYM(free, "SSL_SESSION_free") SYM(get_time, "SSL_SESSION_get_time") SYM(get_timeout, "SSL_SESSION_get_timeout")
+  SYM(is_resumable, "SSL_SESSION_is_resumable") SYM(sess_cipher, "SSL_SESSION_get0_cipher")
+  SYM(pending_cipher, "SSL_get_pending_cipher") SYM(cipher_digest, "SSL_CIPHER_get_handshake_digest")
+  SYM(md_type, "EVP_MD_get_type") SYM(get_ctx, "SSL_get_SSL_CTX") SYM(ssl_set_num_tickets, "SSL_set_num_tickets")
+  SYM(set_options, "SSL_CTX_set_options") SYM(ctrl, "SSL_CTX_ctrl") SYM(set_new_cb, "SSL_CTX_sess_set_new_cb")
+  SYM(set_get_cb, "SSL_CTX_sess_set_get_cb") SYM(set_sid_ctx, "SSL_CTX_set_session_id_context") SYM(ctx_get_num_tickets, "SSL_CTX_get_num_tickets")
+#undef SYM
+  ossl_state = 1;
+  return 1;
+}
+
+static size_t session_slot_of(const unsigned char *id, unsigned int len) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a: the IDs are random already */
+  for (unsigned int i = 0; i < len; i++) h = (h ^ id[i]) * 1099511628211ULL;
+  return (size_t)(h % session_nslots);
+}
+
+/* OpenSSL took a reference for this call: returning 1 keeps it in the store */
+static int on_new_session(void *ssl, void *sess) {
+  (void)ssl;
+  unsigned int len = 0;
+  const unsigned char *id = ossl.get_id(sess, &len);
+  if (len == 0 || len > SID_MAX) return 0;
+  pthread_mutex_lock(&sessions_mu);
+  session_slot *slot = &session_slots[session_slot_of(id, len)];
+  void *old = slot->sess;
+  memcpy(slot->id, id, len);
+  slot->len = len;
+  slot->sess = sess;
+  pthread_mutex_unlock(&sessions_mu);
+  if (old != NULL) ossl.free(old);
+  return 1;
+}
+
+static int same_digest(const void *a, const void *b) {
+  const void *ma = a ? ossl.cipher_digest(a) : NULL, *mb = b ? ossl.cipher_digest(b) : NULL;
+  return ma != NULL && mb != NULL && ossl.md_type(ma) == ossl.md_type(mb);
+}
+
+/* a reference of our own is taken under the lock (*copy = 0), so another thread's eviction cannot free it first */
+static void *on_get_session(void *ssl, const unsigned char *id, int len, int *copy) {
+  *copy = 0;
+  if (len <= 0 || len > SID_MAX) return NULL;
+  void *ctx = ossl.get_ctx(ssl);
+  void *found = NULL;
+  pthread_mutex_lock(&sessions_mu);
+  session_ctx *c = NULL;
+  for (size_t i = 0; i < MAX_CTXS; i++) if (session_ctxs[i].ctx == ctx) { c = &session_ctxs[i]; break; }
+  session_slot *slot = &session_slots[session_slot_of(id, (unsigned int)len)];
+  if (c != NULL && slot->sess != NULL && slot->len == (unsigned int)len && memcmp(slot->id, id, (size_t)len) == 0) {
+    unsigned int sl = 0;
+    const unsigned char *sid = ossl.get_sid_ctx(slot->sess, &sl);
+    if (sl == c->len && memcmp(sid, c->sid, sl) == 0) { found = slot->sess; ossl.up_ref(found); }
+  }
+  pthread_mutex_unlock(&sessions_mu);
+  if (found == NULL) return NULL;
+  /* what OpenSSL checks next, checked first: only a session it will resume stops the new ticket */
+  long now = (long)time(NULL);
+  if (ossl.is_resumable(found) && now >= ossl.get_time(found) && now < ossl.get_time(found) + ossl.get_timeout(found)) {
+    const void *pending = ossl.pending_cipher(ssl);
+    /* TLS 1.2 resumes the session's own cipher (no pending one yet); TLS 1.3 needs the same digest */
+    if (pending == NULL || same_digest(ossl.sess_cipher(found), pending)) ossl.ssl_set_num_tickets(ssl, 0);
+  }
+  return found;
+}
+
+static napi_value tls_server_sessions(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  uint32_t slots = 0;
+  napi_typedarray_type type;
+  size_t sid_len = 0;
+  void *sid = NULL;
+  void *ctx = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 3 &&
+      napi_get_typedarray_info(env, argv[1], &type, &sid_len, &sid, NULL, NULL) == napi_ok && type == napi_uint8_array &&
+      sid_len > 0 && sid_len <= SID_MAX &&
+      napi_get_value_uint32(env, argv[2], &slots) == napi_ok && slots > 0 && slots <= (1u << 24)) ctx = ctx_address(env, argv[0]);
+  if (ctx == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsServerSessions(ctx: hex address, sidCtx: Uint8Array of 1..32 bytes, slots: 1..2^24)");
+    return NULL;
+  }
+  int ok = 0;
+  pthread_mutex_lock(&sessions_mu);
+  if (ossl_lookup()) {
+    size_t tickets = ossl.ctx_get_num_tickets(ctx);
+    if (session_slots == NULL) {
+      session_slots = calloc(slots, sizeof *session_slots);
+      session_nslots = session_slots != NULL ? slots : 0;
+    }
+    if (session_slots != NULL && (tickets == 1 || tickets == 2)) {
+      size_t i = 0;
+      while (i < MAX_CTXS && session_ctxs[i].ctx != ctx) i++;
+      if (i == MAX_CTXS) { i = session_ctx_next; session_ctx_next = (session_ctx_next + 1) % MAX_CTXS; }
+      session_ctxs[i].ctx = ctx;
+      memcpy(session_ctxs[i].sid, sid, sid_len);
+      session_ctxs[i].len = (unsigned int)sid_len;
+      ok = 1;
+    }
+  }
+  pthread_mutex_unlock(&sessions_mu);
+  /* the sessions it makes carry it (OpenSSL stores no session of a context without one that verifies its peers) */
+  if (ok) ok = ossl.set_sid_ctx(ctx, sid, (unsigned int)sid_len) == 1;
+  if (ok) {
+    ossl.set_options(ctx, OSSL_SSL_OP_NO_TICKET);
+    long mode = ossl.ctrl(ctx, OSSL_CTRL_GET_SESS_CACHE_MODE, 0, NULL);
+    ossl.ctrl(ctx, OSSL_CTRL_SET_SESS_CACHE_MODE, mode | OSSL_SESS_CACHE_SERVER | OSSL_SESS_CACHE_NO_INTERNAL, NULL);
+    ossl.set_new_cb(ctx, on_new_session);
+    ossl.set_get_cb(ctx, on_get_session);
+  }
+  napi_value r;
+  napi_get_boolean(env, ok, &r);
+  return r;
+}
+
+/* Node installs its own session callbacks on the context each time it makes a TLS socket of it (TLSWrap's
+   ConfigureSecureContext): ours go back after each, before the socket reads (Node reads on the next tick) */
+static napi_value tls_server_sessions_rearm(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *ctx = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 1) ctx = ctx_address(env, argv[0]);
+  if (ctx == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "tlsServerSessionsRearm(ctx: hex address)");
+    return NULL;
+  }
+  int ok = 0;
+  /* only a context tlsServerSessions took */
+  pthread_mutex_lock(&sessions_mu);
+  if (ossl_state > 0) for (size_t i = 0; i < MAX_CTXS; i++) if (session_ctxs[i].ctx == ctx) { ok = 1; break; }
+  pthread_mutex_unlock(&sessions_mu);
+  if (ok) {
+    ossl.set_new_cb(ctx, on_new_session);
+    ossl.set_get_cb(ctx, on_get_session);
+  }
+  napi_value r;
+  napi_get_boolean(env, ok, &r);
   return r;
 }
 
@@ -671,6 +894,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "acceptStop", NULL, accept_stop, NULL, NULL, NULL, napi_default, NULL },
     { "closeMany", NULL, close_many, NULL, NULL, NULL, napi_default, NULL },
     { "tlsSetNumTickets", NULL, tls_set_num_tickets, NULL, NULL, NULL, napi_default, NULL },
+    { "tlsServerSessions", NULL, tls_server_sessions, NULL, NULL, NULL, napi_default, NULL },
+    { "tlsServerSessionsRearm", NULL, tls_server_sessions_rearm, NULL, NULL, NULL, napi_default, NULL },
     { "writeSome", NULL, write_some, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

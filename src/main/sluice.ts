@@ -162,6 +162,9 @@ export class Sluice {
     } else if (opts.config.tls && typeof native.tlsSetNumTickets !== 'function') {
       // it loads, but predates tlsSetNumTickets: inbound TLS then sends OpenSSL's two session tickets per full handshake
       log.warn('the native addon is an older build: inbound TLS sends two session tickets per full handshake instead of one (rebuild it: npm install, or npx node-gyp rebuild)');
+    } else if (opts.config.tls && typeof native.tlsServerSessions !== 'function') {
+      // it loads, but predates tlsServerSessions: inbound sessions then travel encrypted in the tickets
+      log.warn('the native addon is an older build: inbound TLS sessions are kept in stateless tickets, about 100 µs more per handshake (rebuild it: npm install, or npx node-gyp rebuild)');
     }
     this.threads = opts.config.workers.threads || Math.max(1, os.availableParallelism());
     this.pool = new Piscina({

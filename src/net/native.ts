@@ -41,6 +41,14 @@ export interface NativeNet {
    */
   tlsSetNumTickets?(ctx: string, n: number): boolean;
   /**
+   * The SSL_CTX at `ctx` sends stateful tickets and keeps its sessions in the process's store
+   * (`slots` sessions, fixed by the first call, shared by every thread), given back only to a
+   * context registered with the same `sidCtx`; false where it could not. Absent from older builds.
+   */
+  tlsServerSessions?(ctx: string, sidCtx: Uint8Array, slots: number): boolean;
+  /** Node sets its own session callbacks on a context with each TLS socket it makes of it: ours again, on a context tlsServerSessions took. */
+  tlsServerSessionsRearm?(ctx: string): boolean;
+  /**
    * One write(2) of `bytes[0, n)` on `fd` (retried on EINTR): the count the kernel took, 0 when
    * it took nothing (EAGAIN or an error). Absent from older builds.
    */

@@ -147,8 +147,9 @@ export class CertSource {
 
   private publish(id: Identity): void {
     this.generation++;
-    // new ticket keys with every identity: a session resumed on a ticket of the old one would skip
-    // the new bundle's check of the peer
+    // new ticket keys with every identity (and from them a new session ID context, under which the
+    // process keeps inbound sessions): a session resumed from the old one would skip the new
+    // bundle's check of the peer
     this.mailbox.publish({
       generation: this.generation, id: id.info.id, certPem: id.certPem, keyPem: id.keyPem, caPem: id.caPem, ticketKeys: randomBytes(48), ciphers: this.ciphers,
     });
