@@ -91,18 +91,6 @@ for (let c = 0x80; c <= 0xff; c++) VAL[c] = 1;
 VAL[SP] = 2;
 VAL[HTAB] = 2;
 
-const L_100_CONTINUE = lower('100-continue');
-const L_CHUNKED = lower('chunked');
-const L_CLOSE = lower('close');
-const L_CONNECTION = lower('connection');
-const L_CONTENT_LENGTH = lower('content-length');
-const L_EXPECT = lower('expect');
-const L_HOST = lower('host');
-const L_HTTP_ = lower('http/');
-const L_KEEP_ALIVE = lower('keep-alive');
-const L_TRANSFER_ENCODING = lower('transfer-encoding');
-const L_UPGRADE = lower('upgrade');
-
 /** Hex digit values; 0xff = not a hex digit. */
 const HEX = new Uint8Array(256).fill(0xff);
 for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
@@ -115,16 +103,11 @@ function str(buf: Buffer, s: number, e: number): string {
 }
 
 /** Case-insensitive compare of buf[s, s+lit.length) with a lower-case literal (caller checks length). */
-function eqLower(buf: Buffer, s: number, lit: Uint8Array): boolean {
+function eqLower(buf: Buffer, s: number, lit: string): boolean {
   for (let k = 0; k < lit.length; k++) {
-    if ((buf[s + k] | 0x20) !== lit[k]) return false;
+    if ((buf[s + k] | 0x20) !== lit.charCodeAt(k)) return false;
   }
   return true;
-}
-
-/** A lower-case literal's bytes, for eqLower. */
-function lower(lit: string): Uint8Array {
-  return Uint8Array.from(lit, (ch) => ch.charCodeAt(0));
 }
 
 function hasHtab(buf: Buffer, s: number, e: number): boolean {
@@ -134,7 +117,7 @@ function hasHtab(buf: Buffer, s: number, e: number): boolean {
 
 function isVersionLike(buf: Buffer, s: number, e: number): boolean {
   // case-insensitive "HTTP/" 1*DIGIT [ "." 1*DIGIT ]
-  if (e - s < 6 || !eqLower(buf, s, L_HTTP_)) return false;
+  if (e - s < 6 || !eqLower(buf, s, 'http/')) return false;
   let i = s + 5;
   let digits = 0;
   while (i < e && buf[i] >= 0x30 && buf[i] <= 0x39) { i++; digits++; }
@@ -729,15 +712,14 @@ export class Http1Decoder {
   }
 
   private fieldLine(buf: Buffer, s: number, len: number): number {
+    const c0 = buf[s];
+    if (c0 === SP || c0 === HTAB) return this.badHeader('obsolete line folding / line starts with whitespace');
     let i = s;
     while (i < len && TCHAR[buf[i]] === 1) i++;
     if (i >= len) return NEED_MORE;
     if (buf[i] !== COLON) {
+      if (i === s) return this.badHeader('field name is not a token');
       const c = buf[i];
-      if (i === s) {
-        if (c === SP || c === HTAB) return this.badHeader('obsolete line folding / line starts with whitespace');
-        return this.badHeader('field name is not a token');
-      }
       if (c === SP || c === HTAB) return this.badHeader('whitespace between field name and colon');
       if (c === CR || c === LF) return this.badHeader('header line without colon');
       return this.badHeader('field name is not a token');
@@ -746,10 +728,13 @@ export class Http1Decoder {
     const nEnd = i++;
     while (i < len && (buf[i] === SP || buf[i] === HTAB)) i++;
     const vs = i;
-    while (i < len && VAL[buf[i]] !== 0) i++;
-    if (i >= len) return NEED_MORE;
     let ve = i;
-    while (ve > vs && VAL[buf[ve - 1]] === 2) ve--;
+    for (; i < len; i++) {
+      const t = VAL[buf[i]];
+      if (t === 1) ve = i + 1;
+      else if (t !== 2) break;
+    }
+    if (i >= len) return NEED_MORE;
     if (buf[i] !== CR) {
       if (buf[i] === LF) return this.bareLf();
       return this.badHeader('control character in field value');
@@ -762,20 +747,11 @@ export class Http1Decoder {
       this.fail('ERR_HTTP_HEADERS_TOO_LARGE', `more than ${this.maxHeaders} header fields`, 431);
       return FAILED;
     }
-    let name: string;
-    let value = '';
-    if (buf === this.hsBuf && s >= this.hsBase && ve <= this.hsEnd) {
-      const hs = this.hs;
-      const base = this.hsBase;
-      name = hs.substring(s - base, nEnd - base);
-      if (vs < ve) value = hs.substring(vs - base, ve - base);
-    } else {
-      name = str(buf, s, nEnd);
-      if (vs < ve) value = str(buf, vs, ve);
-    }
+    const name = this.sub(buf, s, nEnd);
+    const value = vs < ve ? this.sub(buf, vs, ve) : '';
     if (this.state === S_TRAILERS) {
       const n = nEnd - s;
-      if ((n === 14 && eqLower(buf, s, L_CONTENT_LENGTH)) || (n === 17 && eqLower(buf, s, L_TRANSFER_ENCODING))) {
+      if ((n === 14 && eqLower(buf, s, 'content-length')) || (n === 17 && eqLower(buf, s, 'transfer-encoding'))) {
         return this.badHeader(`${name} is not allowed in the trailer section`);
       }
       (this.trailers ??= []).push(name, value);
@@ -784,26 +760,26 @@ export class Http1Decoder {
     this.headers.push(name, value);
     switch (nEnd - s) {
       case 4:
-        if (eqLower(buf, s, L_HOST)) {
+        if (eqLower(buf, s, 'host')) {
           if (this.hostSeen) return this.fail('ERR_HTTP_DUPLICATE_HOST', 'more than one Host header', 400);
           this.hostSeen = true;
           this.host = value;
         }
         break;
       case 6:
-        if (eqLower(buf, s, L_EXPECT) && ve - vs === 12 && eqLower(buf, vs, L_100_CONTINUE)) this.expectContinue = true;
+        if (eqLower(buf, s, 'expect') && ve - vs === 12 && eqLower(buf, vs, '100-continue')) this.expectContinue = true;
         break;
       case 7:
-        if (eqLower(buf, s, L_UPGRADE) && ve > vs) this.upgradeHeader = true;
+        if (eqLower(buf, s, 'upgrade') && ve > vs) this.upgradeHeader = true;
         break;
       case 10:
-        if (eqLower(buf, s, L_CONNECTION)) this.connection(buf, vs, ve);
+        if (eqLower(buf, s, 'connection')) this.connection(buf, vs, ve);
         break;
       case 14:
-        if (eqLower(buf, s, L_CONTENT_LENGTH) && !this.contentLengthField(buf, vs, ve, i)) return FAILED;
+        if (eqLower(buf, s, 'content-length') && !this.contentLengthField(buf, vs, ve, i)) return FAILED;
         break;
       case 17:
-        if (eqLower(buf, s, L_TRANSFER_ENCODING) && !this.transferEncoding(buf, vs, ve, i)) return FAILED;
+        if (eqLower(buf, s, 'transfer-encoding') && !this.transferEncoding(buf, vs, ve, i)) return FAILED;
         break;
     }
     return end;
@@ -820,9 +796,9 @@ export class Http1Decoder {
       while (b > a && (buf[b - 1] === SP || buf[b - 1] === HTAB)) b--;
       const n = b - a;
       if (n === 0) continue;
-      if (n === 5 && eqLower(buf, a, L_CLOSE)) { this.connClose = true; this.addToken('close', TOKENS_CLOSE); }
-      else if (n === 10 && eqLower(buf, a, L_KEEP_ALIVE)) { this.connKeepAlive = true; this.addToken('keep-alive', TOKENS_KEEP_ALIVE); }
-      else if (n === 7 && eqLower(buf, a, L_UPGRADE)) { this.connUpgrade = true; this.addToken('upgrade', TOKENS_UPGRADE); }
+      if (n === 5 && eqLower(buf, a, 'close')) { this.connClose = true; this.addToken('close', TOKENS_CLOSE); }
+      else if (n === 10 && eqLower(buf, a, 'keep-alive')) { this.connKeepAlive = true; this.addToken('keep-alive', TOKENS_KEEP_ALIVE); }
+      else if (n === 7 && eqLower(buf, a, 'upgrade')) { this.connUpgrade = true; this.addToken('upgrade', TOKENS_UPGRADE); }
       else this.addToken(this.sub(buf, a, b).toLowerCase(), null);
     }
   }
@@ -871,7 +847,7 @@ export class Http1Decoder {
       return false;
     }
     this.teSeen = true;
-    if (ve - vs === 7 && eqLower(buf, vs, L_CHUNKED) && !hasHtab(buf, ve, rawEnd)) {
+    if (ve - vs === 7 && eqLower(buf, vs, 'chunked') && !hasHtab(buf, ve, rawEnd)) {
       this.chunked = true;
       return true;
     }
@@ -881,7 +857,7 @@ export class Http1Decoder {
     if (c >= vs) {
       let a = c + 1;
       while (a < ve && (buf[a] === SP || buf[a] === HTAB)) a++;
-      if (ve - a === 7 && eqLower(buf, a, L_CHUNKED)) {
+      if (ve - a === 7 && eqLower(buf, a, 'chunked')) {
         this.fail('ERR_HTTP_UNSUPPORTED_TRANSFER_ENCODING',
           `unsupported Transfer-Encoding "${str(buf, vs, ve)}"`, 501);
         return false;
