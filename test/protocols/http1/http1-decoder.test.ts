@@ -874,3 +874,89 @@ t.test('from inside onMessageEnd: takeRemainder and bufferedBytes see the rest o
     t.equal(d.takeRemainder().length, 0);
   }
 });
+
+// Every byte value in each place of a field line, whole and 1 byte at a time: which bytes are
+// refused, with which code and message, and what an accepted value becomes (OWS trimmed, obs-text kept).
+t.test('field lines: every byte in the name, the value and the OWS, accepted or refused as the grammar says', async (t) => {
+  const run = (kind: Kind, msg: Buffer, split?: number) => {
+    const out: { heads: Http1Head[]; errs: string[] } = { heads: [], errs: [] };
+    const d = new Http1Decoder(kind, {
+      onHead: (h) => { out.heads.push(h); },
+      onBody: () => {},
+      onMessageEnd: () => {},
+      onError: (e) => { out.errs.push(`${e.code} ${e.status} ${e.message}`); },
+    }, LIMITS);
+    d.expectResponseTo('GET');
+    const step = split ?? msg.length;
+    for (let i = 0; i < msg.length; i += step) d.push(msg.subarray(i, Math.min(msg.length, i + step)));
+    return out;
+  };
+  const tchar = (c: number) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) ||
+    "!#$%&'*+-.^_`|~".includes(String.fromCharCode(c));
+  const fieldValueByte = (c: number) => c === 0x09 || c === 0x20 || (c >= 0x21 && c <= 0x7e) || c >= 0x80;
+  const starts: Record<Kind, string> = { request: 'GET / HTTP/1.1\r\nHost: a\r\n', response: 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n' };
+  const mk = (kind: Kind, line: number[]) => Buffer.concat([Buffer.from(starts[kind], 'latin1'), Buffer.from(line), Buffer.from('\r\n\r\n', 'latin1')]);
+  const b = (s: string) => [...Buffer.from(s, 'latin1')];
+  let checked = 0;
+  for (const kind of ['request', 'response'] as Kind[]) {
+    const errPrefix = (code: string) => `${code} ${kind === 'request' ? 400 : 502} HTTP/1 ${kind}: `;
+    const bareCr = errPrefix('ERR_HTTP_BAD_LINE_ENDING') + 'bare CR (CR not followed by LF)';
+    const bareLf = errPrefix('ERR_HTTP_BAD_LINE_ENDING') + 'bare LF (lines must end in CRLF)';
+    for (let c = 0; c < 256; c++) {
+      const x = String.fromCharCode(c);
+      // in the value: between visible bytes, first after the OWS, last before CRLF
+      for (const [where, line, trimmed] of [
+        ['inside', b('X-V: a') .concat([c], b('b')), `a${x}b`],
+        ['first', b('X-V: ').concat([c], b('b')), c === 0x09 || c === 0x20 ? 'b' : `${x}b`],
+        ['last', b('X-V: a').concat([c]), c === 0x09 || c === 0x20 ? 'a' : `a${x}`],
+        ['alone', b('X-V:').concat([c]), c === 0x09 || c === 0x20 ? '' : x],
+      ] as [string, number[], string][]) {
+        let want: string | null = null;
+        if (c === 0x0d) want = bareCr;
+        else if (c === 0x0a) want = bareLf;
+        else if (!fieldValueByte(c)) want = errPrefix('ERR_HTTP_BAD_HEADER') + 'control character in field value';
+        for (const split of [undefined, 1]) {
+          const r = run(kind, mk(kind, line), split);
+          const label = `${kind} value byte 0x${c.toString(16)} ${where}${split ? ' (1 byte at a time)' : ''}`;
+          if (want !== null) {
+            if (r.errs.length !== 1 || r.errs[0] !== want || r.heads.length !== 0) t.same(r, { heads: [], errs: [want] }, label);
+          } else {
+            const h = r.heads[0];
+            if (r.errs.length !== 0 || !h || h.headers[h.headers.length - 2] !== 'X-V' || h.headers[h.headers.length - 1] !== trimmed) {
+              t.same({ errs: r.errs, headers: h?.headers }, { errs: [], headers: [kind === 'request' ? 'Host' : 'Content-Length', kind === 'request' ? 'a' : '0', 'X-V', trimmed] }, label);
+            }
+          }
+          checked++;
+        }
+      }
+      // in the name: inside it, and as its first byte
+      for (const [where, line] of [['inside', b('X').concat([c], b('Y: v'))], ['first', [c].concat(b('XY: v'))]] as [string, number[]][]) {
+        let want: string | null = null;
+        if (!tchar(c)) {
+          // CR or LF first: an empty line (the end of the head) or a bare LF; inside a name: a line without a colon
+          if (c === 0x0a) want = where === 'first' ? bareLf : errPrefix('ERR_HTTP_BAD_HEADER') + 'header line without colon';
+          else if (c === 0x0d) want = where === 'first' ? null : errPrefix('ERR_HTTP_BAD_HEADER') + 'header line without colon';
+          else if (where === 'first' && (c === 0x20 || c === 0x09)) want = errPrefix('ERR_HTTP_BAD_HEADER') + 'obsolete line folding / line starts with whitespace';
+          else if (c === 0x20 || c === 0x09) want = errPrefix('ERR_HTTP_BAD_HEADER') + 'whitespace between field name and colon';
+          else if (c === 0x3a) want = where === 'first' ? errPrefix('ERR_HTTP_BAD_HEADER') + 'empty field name' : null;
+          else want = errPrefix('ERR_HTTP_BAD_HEADER') + 'field name is not a token';
+        }
+        if (c === 0x0d && where === 'first') continue;
+        for (const split of [undefined, 1]) {
+          const r = run(kind, mk(kind, line), split);
+          const label = `${kind} name byte 0x${c.toString(16)} ${where}${split ? ' (1 byte at a time)' : ''}`;
+          if (want !== null) {
+            if (r.errs.length !== 1 || r.errs[0] !== want || r.heads.length !== 0) t.same(r, { heads: [], errs: [want] }, label);
+          } else if (r.errs.length !== 0 || r.heads.length !== 1) {
+            t.same(r.errs, [], label);
+          }
+          checked++;
+        }
+      }
+    }
+  }
+  t.ok(checked > 4000, `${checked} field lines checked`);
+  // OWS: tabs and spaces on both sides are trimmed, inner ones kept; an all-OWS value is empty
+  const h = heads(decode('request', 'GET / HTTP/1.1\r\nHost: a\r\nA:\t \tx \t y\t \r\nB: \t \r\nC:\r\nD:\xe9\xff\x80\r\n\r\n').ev)[0];
+  t.same(h.headers, ['Host', 'a', 'A', 'x \t y', 'B', '', 'C', '', 'D', '\xe9\xff\x80']);
+});
