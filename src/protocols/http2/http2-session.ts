@@ -22,6 +22,7 @@ import { type Peer, type RequestView, type RequestProtocol } from '../../exchang
 import { normalizeTarget, parseAuthority, type Authority, type PathPolicy, type Target } from '../http/http-target';
 import { addVia, applyEdits, h1ResponseToH2, trailersToH2, type HttpRequestForm, type HttpResponseForm } from '../http/forms';
 import { HTTP_UPSTREAMS } from '../http/http-upstreams';
+import { ConnectionList, type Listed } from '../../worker/connection-list';
 import { callerOf, type CompiledConfig, type ConnectionInfo, type DrainableConnection, type WorkerRuntime } from '../../worker/runtime';
 import type { CompiledFallback } from '../../protection/fallback';
 
@@ -105,15 +106,33 @@ const SERVER_OPTIONS = (cfg: CompiledConfig): Http2Options => ({
   maxHeaderCount: cfg.config.http.maxHeaders,
 });
 
+/**
+ * A downstream connection's entry in rt.connections. A class, not an object literal with a getter:
+ * each such literal gets a hidden class of its own that points (through the getter's closure) at
+ * its connection, from a transition tree in the old generation.
+ */
+class Http2DrainHandle implements DrainableConnection {
+  connPrev: Listed | null = null;
+  connNext: Listed | null = null;
+  connList: ConnectionList<Listed> | null = null;
+  constructor(private readonly d: Http2Downstream) {}
+  drain(): void { this.d.drain(); }
+  closeIdle(): void { this.d.conn.shutdown(); }
+  get info(): ConnectionInfo { return this.d.info; }
+}
+
 /** A downstream connection: its socket, its codec, where it came from. */
-class Http2Downstream implements Http2ConnectionHost {
+class Http2Downstream implements Http2ConnectionHost, Listed {
   readonly conn: Http2Connection;
+  // its links in this runtime's list of open HTTP/2 connections (live())
+  connPrev: Listed | null = null;
+  connNext: Listed | null = null;
+  connList: ConnectionList<Listed> | null = null;
   readonly peer: Peer;
-  private readonly drainer: DrainableConnection = ((d: Http2Downstream) => ({
-    drain: () => d.drain(), closeIdle: () => d.conn.shutdown(), get info() { return d.info; },
-    connPrev: null, connNext: null, connList: null,
-  }))(this);
+  private readonly drainer: DrainableConnection = new Http2DrainHandle(this);
   private drainTimer: NodeJS.Timeout | null = null;
+  /** After our end (onEnd): destroys a socket whose client does not close its side. */
+  private endTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
     // the access log may ask after the socket closed
@@ -130,6 +149,8 @@ class Http2Downstream implements Http2ConnectionHost {
       live(this.rt).delete(this);
       rt.connections.delete(this.drainer);
       if (this.drainTimer) clearTimeout(this.drainTimer);
+      // cleared, not left to fire: for its second it would keep the closed connection alive
+      if (this.endTimer) clearTimeout(this.endTimer);
       this.conn.destroy();
     });
     live(rt).add(this);
@@ -140,7 +161,7 @@ class Http2Downstream implements Http2ConnectionHost {
   }
 
   /** The two-step GOAWAY (Http2Connection.drainGracefully); the final one DRAIN_GOAWAY_DELAY_MS later. */
-  private drain(): void {
+  drain(): void {
     if (this.conn.drainNotified || this.conn.goingAway) return;
     this.conn.drainGracefully();
     this.drainTimer = setTimeout(() => { this.drainTimer = null; this.conn.shutdown(); }, DRAIN_GOAWAY_DELAY_MS);
@@ -164,7 +185,9 @@ class Http2Downstream implements Http2ConnectionHost {
   onEnd(): void {
     this.socket.end();
     // a client that does not close its side is not waited for
-    setTimeout(() => this.socket.destroy(), 1000).unref();
+    if (this.endTimer !== null) return;
+    this.endTimer = setTimeout(() => { this.endTimer = null; this.socket.destroy(); }, 1000);
+    this.endTimer.unref();
   }
 
   onGoaway(): void {}
@@ -175,13 +198,17 @@ class Http2Downstream implements Http2ConnectionHost {
   }
 }
 
-/** Open downstream connections per runtime, swept for idle ones (no stream for http.idleTimeoutMs, Envoy's meaning). */
-const lives = new WeakMap<WorkerRuntime, Set<Http2Downstream>>();
+/**
+ * Open downstream connections per runtime, swept for idle ones (no stream for http.idleTimeoutMs,
+ * Envoy's meaning). A list linked through the connections, not a Set: a Set's old tables keep
+ * closed connections alive for young collections (src/worker/connection-list.ts).
+ */
+const lives = new WeakMap<WorkerRuntime, ConnectionList<Http2Downstream>>();
 
-function live(rt: WorkerRuntime): Set<Http2Downstream> {
+function live(rt: WorkerRuntime): ConnectionList<Http2Downstream> {
   let set = lives.get(rt);
   if (set) return set;
-  const s = new Set<Http2Downstream>();
+  const s = new ConnectionList<Http2Downstream>();
   set = s;
   lives.set(rt, s);
   const { idleTimeoutMs, headerTimeoutMs } = rt.current().config.http;
