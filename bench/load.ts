@@ -19,7 +19,9 @@
  * Besides throughput and latency it reports each proxy's CPU time per request (user + system of
  * the proxy's process tree, read from /proc), which is steadier than throughput on a shared machine.
  * --node-floor adds a minimal node:http2 proxy to the http2 scenario: the floor for any proxy built
- * on node:http2 (Sluice's HTTP/2 path is).
+ * on node:http2 (Sluice's HTTP/2 path is); and to http1-keepalive, http1-new-connection and
+ * http1-ratelimited the floor of Sluice's design for HTTP/1.1 (bench/load/h1-floor.ts: native
+ * accept on the main thread, the hand-off to a worker thread, Node sockets, nothing else).
  * Results: a table on stdout and JSON in bench/results/latest.json.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -31,7 +33,7 @@ import { h2load, wrk, type LoadResult } from './lib/clients';
 import { BIG_BODY_BYTES, BIG_DOWNLOAD, BIG_FILE, BIG_UPLOAD, BODY, proxyHaproxy, proxyNginx, sluiceConfig, upstreamNginx, type Ports } from './lib/configs';
 import { dubboCall, dubboLoad, DUBBO_FRAME_BYTES, type DubboLoadResult } from './load/dubbo-load';
 import {
-  freePorts, httpGet, killAllStartedSync, processTree, startChild, stopAllStarted, stopChild, threadCpuMicros, treeCpuMicros, treeRssKiB,
+  freePorts, httpGet, killAllStartedSync, processTree, startChild, stopAllStarted, stopChild, threadCpuMicros, treeCpu, treeRssKiB,
   waitFor, withOpenFileLimit, type Child,
 } from './lib/procs';
 import { countSyscalls, syscallTool, writeCalls } from './lib/syscalls';
@@ -41,6 +43,7 @@ const SLUICE_BIN = path.join(ROOT, 'bin', 'sluice.js');
 const IDLE_CLIENT = path.join(__dirname, 'load', 'idle-client.js');
 const NODE_H2_PROXY = path.join(__dirname, 'load', 'node-h2-proxy.js');
 const HTTP2_PROXY_BASELINE = path.join(__dirname, 'load', 'http2-proxy-baseline.js');
+const H1_FLOOR = path.join(__dirname, 'load', 'h1-floor.js');
 const DUBBO_PROVIDER = path.join(__dirname, 'load', 'dubbo-provider.js');
 const RESULTS = path.join(ROOT, 'bench', 'results');
 const NGINX = '/usr/sbin/nginx';
@@ -52,7 +55,7 @@ export const SCENARIOS = [
   'http1-ratelimit', 'http1-ratelimited', 'http1-upload', 'http1-download', 'http1-c1000',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
-type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy';
+type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy' | 'node-h1-floor';
 /**
  * What a target is asked to serve: HTTP/1.1, h2c, or Dubbo routed on the interface or on an
  * attachment; `-fault0` / `-mirror100`: the same through Sluice's filter-variant listeners.
@@ -76,6 +79,8 @@ export interface Row {
   p99Ms?: number;
   /** Proxy process tree CPU per completed request; for `direct`, the upstream's own. */
   cpuUsPerReq?: number;
+  /** The part of cpuUsPerReq spent in the kernel (system time). */
+  sysUsPerReq?: number;
   rpsRatio?: number;
   p50DiffMs?: number;
   non2xx?: number;
@@ -201,6 +206,8 @@ interface Stack {
   haproxy?: Child;
   sluiceAdmin: string;
   nodeFloor?: { child: Child; port: number };
+  /** --node-floor: bench/load/h1-floor.ts, a minimal HTTP/1.1 proxy on Sluice's design, and its refusing port. */
+  h1Floor?: { child: Child; port: number; refusePort: number };
   http2Proxy?: { child: Child; port: number };
   dubboProvider?: Child;
   /** `target/h1`, `target/h2` or `target/dubbo` → why that proxy cannot be measured with that protocol. */
@@ -269,6 +276,8 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
     stack.nodeFloor = { child, port };
     const [port2] = await freePorts(1);
     stack.http2Proxy = { child: startChild('http2-proxy', process.execPath, [HTTP2_PROXY_BASELINE, String(port2), String(ports.up1)]), port: port2 };
+    const [port3, refusePort] = await freePorts(2);
+    stack.h1Floor = { child: startChild('node-h1-floor', process.execPath, [H1_FLOOR, String(port3), String(refusePort), String(ports.up1)]), port: port3, refusePort };
   }
   // a proxy that fails to answer is reported in its rows; the others still run
   const checks: [TargetName, boolean, Child, () => Promise<unknown>, string?][] = [
@@ -290,6 +299,10 @@ async function startStack(dir: string, opts: Options): Promise<Stack> {
   if (stack.nodeFloor) {
     const nf = stack.nodeFloor;
     checks.push(['node-http2', true, nf.child, () => waitFor('node-http2 h2c', () => h2Get(`http://127.0.0.1:${nf.port}`), 10_000, nf.child)]);
+  }
+  if (stack.h1Floor) {
+    const f = stack.h1Floor;
+    checks.push(['node-h1-floor', false, f.child, () => waitForwarding(`http://127.0.0.1:${f.port}/`, 10_000, f.child)]);
   }
   if (stack.http2Proxy) {
     const hp = stack.http2Proxy;
@@ -321,6 +334,11 @@ function targetOf(stack: Stack, t: TargetName, kind: Kind): { url: string; proc:
       'h1-ratelimit': p.sluiceH1RateLimit, 'h1-ratelimited': p.sluiceH1RateLimited,
     }[kind as 'h1-fault0'];
     return { url: `http://127.0.0.1:${port}/`, proc: stack.sluice };
+  }
+  if (t === 'node-h1-floor') {
+    const f = stack.h1Floor;
+    if (!f || (kind !== 'h1' && kind !== 'h1-ratelimited')) return { url: '', proc: undefined };
+    return { url: `http://127.0.0.1:${kind === 'h1' ? f.port : f.refusePort}/`, proc: f.child };
   }
   if (kind === 'h1-ratelimited' && (t === 'nginx' || t === 'haproxy')) {
     const port = t === 'nginx' ? p.nginxH1RateLimited : p.haproxyH1RateLimited;
@@ -431,12 +449,13 @@ async function measure(
     try {
       await drive(url, true);
       const before = t === 'sluice' ? await sluiceStats(ctx.stack.sluiceAdmin) : null;
-      const cpu0 = treeCpuMicros(proc.pid);
+      const cpu0 = treeCpu(proc.pid);
       const r = await drive(url, false);
-      const cpu1 = treeCpuMicros(proc.pid);
+      const cpu1 = treeCpu(proc.pid);
       Object.assign(row, {
         requests: r.requests, rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, non2xx: r.non2xx, errors: r.errors,
-        cpuUsPerReq: r.requests > 0 ? (cpu1 - cpu0) / r.requests : undefined,
+        cpuUsPerReq: r.requests > 0 ? (cpu1.total - cpu0.total) / r.requests : undefined,
+        sysUsPerReq: r.requests > 0 ? (cpu1.system - cpu0.system) / r.requests : undefined,
       });
       if (t === 'direct') direct = row;
       else if (direct?.rps && direct.p50Ms !== undefined) {
@@ -492,13 +511,18 @@ async function http1RateLimit(ctx: Ctx, scenario: 'http1-ratelimit' | 'http1-rat
   // nginx's limit_req and haproxy's stick table refuse the same load, for the refused ÷ proxied ratio of each
   const notes = refusing ? { sluice: how, nginx: 'limit_req, every request but one a minute refused (429)', haproxy: 'stick table, every request but one a minute refused (429)' } : { sluice: how };
   await measure(ctx, scenario, refusing ? 'h1-ratelimited' : 'h1-ratelimit', (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
-    notes, refusing ? ['sluice', 'nginx', 'haproxy'] : ['sluice'], WRK_PROBE_CONNECTIONS, refusing);
+    notes, refusing ? withH1Floor(ctx, ['sluice', 'nginx', 'haproxy']) : ['sluice'], WRK_PROBE_CONNECTIONS, refusing);
+}
+
+/** The targets, and the HTTP/1.1 floor of Sluice's design where --node-floor started it. */
+function withH1Floor(ctx: Ctx, targets: TargetName[]): TargetName[] {
+  return ctx.stack.h1Floor ? [...targets, 'node-h1-floor'] : targets;
 }
 
 async function http1KeepAlive(ctx: Ctx): Promise<void> {
   const seconds = ctx.opts.quick ? 3 : 10;
   await measure(ctx, 'http1-keepalive', 'h1', (url, warm) => wrk(url, { threads: 1, connections: 50, seconds: warm ? 1 : seconds }),
-    {}, TARGETS, WRK_PROBE_CONNECTIONS);
+    {}, withH1Floor(ctx, TARGETS), WRK_PROBE_CONNECTIONS);
 }
 
 /** Each proxy's CPU (per request, or per MiB where measured) over nginx's and haproxy's in the same run. */
@@ -610,7 +634,7 @@ async function http1NewConnection(ctx: Ctx): Promise<void> {
   const drive = (url: string, secs: number) => wrk(url, { threads: 1, connections: NEWCX_CONNECTIONS, seconds: secs, headers: ['Connection: close'] });
   const rows: Row[] = [];
   const tool = syscallTool();
-  for (const t of TARGETS) {
+  for (const t of withH1Floor(ctx, TARGETS)) {
     const { url, proc } = targetOf(ctx.stack, t, 'h1');
     const row: Row = { scenario: 'http1-new-connection', target: t };
     ctx.rows.push(row);
@@ -624,17 +648,18 @@ async function http1NewConnection(ctx: Ctx): Promise<void> {
     try {
       await drive(url, 1);
       const before = t === 'sluice' ? await sluiceStats(ctx.stack.sluiceAdmin) : null;
-      const cpu0 = treeCpuMicros(proc.pid);
+      const cpu0 = treeCpu(proc.pid);
       const main0 = threadCpuMicros(proc.pid);
       const r = await drive(url, seconds);
-      const cpu1 = treeCpuMicros(proc.pid);
+      const cpu1 = treeCpu(proc.pid);
       const main1 = threadCpuMicros(proc.pid);
       Object.assign(row, {
         requests: r.requests, rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, non2xx: r.non2xx, errors: r.errors,
-        cpuUsPerReq: r.requests > 0 ? (cpu1 - cpu0) / r.requests : undefined,
+        cpuUsPerReq: r.requests > 0 ? (cpu1.total - cpu0.total) / r.requests : undefined,
+        sysUsPerReq: r.requests > 0 ? (cpu1.system - cpu0.system) / r.requests : undefined,
       });
+      if (t === 'sluice' || t === 'node-h1-floor') row.mainCpuUsPerConn = r.requests > 0 ? (main1 - main0) / r.requests : undefined;
       if (t === 'sluice') {
-        row.mainCpuUsPerConn = r.requests > 0 ? (main1 - main0) / r.requests : undefined;
         const after = await sluiceStats(ctx.stack.sluiceAdmin);
         // when its time is up wrk closes every connection it has, some just opened and still
         // silent: those are (empty) opaque TCP, up to one per client, besides the probe
@@ -847,7 +872,7 @@ export function formatTable(report: Report): string {
   const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
   for (const sc of SCENARIOS) {
     const rows = report.rows.filter((r) => r.scenario === sc);
-    const w = 11;
+    const w = rows.some((r) => r.target.length > 10) ? 15 : 11;
     if (!rows.length) continue;
     out.push('', `## ${sc}`);
     if (sc === 'memory-idle') {
@@ -859,11 +884,11 @@ export function formatTable(report: Report): string {
       continue;
     }
     if (sc === 'http1-new-connection') {
-      out.push(`${pad('target', w)}${lpad('conn/s', 9)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/conn', 13)}${lpad('× nginx', 9)}${lpad('× haproxy', 11)}${lpad('syscalls/conn', 15)}${lpad('main µs/conn', 14)}${lpad('main calls/conn', 17)}${lpad('errors', 8)}  notes`);
+      out.push(`${pad('target', w)}${lpad('conn/s', 9)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/conn', 13)}${lpad('kernel', 8)}${lpad('× nginx', 9)}${lpad('× haproxy', 11)}${lpad('syscalls/conn', 15)}${lpad('main µs/conn', 14)}${lpad('main calls/conn', 17)}${lpad('errors', 8)}  notes`);
       for (const r of rows) {
         if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
         const cpu = r.target === 'direct' ? `(${fmt(r.cpuUsPerReq, 1)})` : fmt(r.cpuUsPerReq, 1);
-        out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 9)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 13)}${lpad(fmt(r.cpuVsNginx, 2), 9)}${lpad(fmt(r.cpuVsHaproxy, 2), 11)}${lpad(fmt(r.syscallsPerConn, 1), 15)}${lpad(fmt(r.mainCpuUsPerConn, 1), 14)}${lpad(fmt(r.mainSyscallsPerConn, 1), 17)}${lpad(String((r.non2xx ?? 0) + (r.errors ?? 0)), 8)}  ${r.note ?? ''}`);
+        out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 9)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 13)}${lpad(fmt(r.sysUsPerReq, 1), 8)}${lpad(fmt(r.cpuVsNginx, 2), 9)}${lpad(fmt(r.cpuVsHaproxy, 2), 11)}${lpad(fmt(r.syscallsPerConn, 1), 15)}${lpad(fmt(r.mainCpuUsPerConn, 1), 14)}${lpad(fmt(r.mainSyscallsPerConn, 1), 17)}${lpad(String((r.non2xx ?? 0) + (r.errors ?? 0)), 8)}  ${r.note ?? ''}`);
       }
       continue;
     }
@@ -876,11 +901,11 @@ export function formatTable(report: Report): string {
       }
       continue;
     }
-    out.push(`${pad('target', w)}${lpad('req/s', 10)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/req', 12)}${lpad('× direct', 10)}${lpad('p50 +ms', 9)}${lpad('non2xx', 8)}${lpad('errors', 8)}  notes`);
+    out.push(`${pad('target', w)}${lpad('req/s', 10)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/req', 12)}${lpad('kernel', 8)}${lpad('× direct', 10)}${lpad('p50 +ms', 9)}${lpad('non2xx', 8)}${lpad('errors', 8)}  notes`);
     for (const r of rows) {
       if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
       const cpu = r.target === 'direct' ? `(${fmt(r.cpuUsPerReq, 1)})` : fmt(r.cpuUsPerReq, 1);
-      out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 10)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 12)}${lpad(r.target === 'direct' ? '1.00' : fmt(r.rpsRatio, 2), 10)}${lpad(r.target === 'direct' ? '0' : fmt(r.p50DiffMs, 3), 9)}${lpad(String(r.non2xx ?? '-'), 8)}${lpad(String(r.errors ?? '-'), 8)}  ${r.note ?? ''}`);
+      out.push(`${pad(r.target, w)}${lpad(fmt(r.rps, 0), 10)}${lpad(fmt(r.p50Ms, 3), 9)}${lpad(fmt(r.p99Ms, 3), 9)}${lpad(cpu, 12)}${lpad(fmt(r.sysUsPerReq, 1), 8)}${lpad(r.target === 'direct' ? '1.00' : fmt(r.rpsRatio, 2), 10)}${lpad(r.target === 'direct' ? '0' : fmt(r.p50DiffMs, 3), 9)}${lpad(String(r.non2xx ?? '-'), 8)}${lpad(String(r.errors ?? '-'), 8)}  ${r.note ?? ''}`);
     }
   }
   out.push(...issueTable(report));
@@ -892,10 +917,19 @@ export function formatTable(report: Report): string {
     out.push('', '## rate limits against http1-keepalive (Sluice CPU µs/req, same run)');
     if (limited !== undefined) out.push(`a rule that matches, never refusing: ${fmt(limited, 1)} against ${fmt(base, 1)}: ${fmt(limited - base, 2)} µs more (target ≤ 3)`);
     if (refused !== undefined) out.push(`a refused request: ${fmt(refused, 1)} against a proxied ${fmt(base, 1)}: ${fmt(refused / base, 3)} of it (target ≤ 0.25)`);
-    for (const t of ['nginx', 'haproxy'] as const) {
+    for (const t of ['nginx', 'haproxy', 'node-h1-floor'] as const) {
       const own = report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === t && !r.error)?.cpuUsPerReq;
       const proxied = report.rows.find((r) => r.scenario === 'http1-keepalive' && r.target === t && !r.error)?.cpuUsPerReq;
       if (own !== undefined && proxied !== undefined) out.push(`  ${t}, the same load: a refused request ${fmt(own, 1)} against its proxied ${fmt(proxied, 1)}: ${fmt(own / proxied, 3)} of it`);
+    }
+    const floorRefused = report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === 'node-h1-floor' && !r.error)?.cpuUsPerReq;
+    if (refused !== undefined && floorRefused !== undefined) {
+      out.push(`  the floor of Sluice's design answering 429 (node-h1-floor): ${fmt(floorRefused, 1)}, ${fmt(floorRefused / base, 3)} of Sluice's proxied request`);
+    }
+    const kernel = (['sluice', 'nginx', 'haproxy', 'node-h1-floor'] as const).map((t) => [t, report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === t && !r.error)?.sysUsPerReq] as const)
+      .filter(([, v]) => v !== undefined);
+    if (kernel.length) {
+      out.push(`  in the kernel (one read and one write per refusal): ${kernel.map(([t, v]) => `${t} ${fmt(v, 1)}`).join(', ')} µs; a quarter of Sluice's proxied request is ${fmt(base / 4, 1)} µs`);
     }
   }
   out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
@@ -903,7 +937,8 @@ export function formatTable(report: Report): string {
     'dubbo: req/s are calls/s; non2xx counts calls answered with a status other than OK.',
     'http1-new-connection: one request per connection (Connection: close); CPU µs/conn as above, per connection; × nginx, × haproxy:',
     'that CPU over theirs in this run; syscalls/conn: every thread of the process tree, counted in a second pass',
-    `(${report.syscallTool ?? 'no counter available'}); main: Sluice's main thread alone (accept and hand-off).`);
+    `(${report.syscallTool ?? 'no counter available'}); main: Sluice's main thread alone (accept and hand-off).`,
+    'kernel: the part of the CPU column spent in the kernel (system time).');
   return out.join('\n');
 }
 
@@ -936,6 +971,15 @@ function issueTable(report: Report): string[] {
     out.push(`${pad(what, 56)}${lpad(fmt(s, digits), 9)}${lpad(fmt(n, digits), 9)}${lpad(fmt(h, digits), 9)}` +
       `${lpad(s !== undefined && n ? fmt(s / n, 2) : '-', 9)}${lpad(s !== undefined && h ? fmt(s / h, 2) : '-', 11)}  ${target}`);
   }
+  const floorLines: string[] = [];
+  for (const [what, sc] of [['a new connection per request', 'http1-new-connection'], ['HTTP/1.1 keep-alive c50', 'http1-keepalive']] as const) {
+    const f = get(sc, 'node-h1-floor', (r) => r.cpuUsPerReq);
+    const n = get(sc, 'nginx', (r) => r.cpuUsPerReq);
+    const s = get(sc, 'sluice', (r) => r.cpuUsPerReq);
+    if (f === undefined) continue;
+    floorLines.push(`  ${what}: ${fmt(f, 1)} µs${n ? `, ${fmt(f / n, 2)} × nginx` : ''}${s ? `; Sluice ÷ the floor ${fmt(s / f, 2)}` : ''}`);
+  }
+  if (floorLines.length) out.push('(the floor of Sluice\'s design, node-h1-floor: native accept, hand-off to a worker thread, Node sockets, nothing else)', ...floorLines);
   const untraced = get('dubbo-header', 'sluice', (r) => r.writesPerCallUntraced);
   if (untraced !== undefined) out.push(`(Sluice, Dubbo: ${fmt(untraced, 3)} write and writev calls per call with nothing attached, from /proc/PID/io)`);
   return out;
@@ -973,6 +1017,7 @@ export async function main(argv: string[]): Promise<number> {
       upstream: 'nginx, worker_processes 1, return 200 with a 100-byte body (HTTP/1.1 port and h2c port)',
       'node-http2': 'bench/load/node-h2-proxy.ts: node:http2 server + one node:http2 client session, nothing else (only with --node-floor)',
       'http2-proxy': 'bench/load/http2-proxy-baseline.ts: node:http2 server + http2-proxy to the HTTP/1.1 upstream, keep-alive agent (only with --node-floor)',
+      'node-h1-floor': 'bench/load/h1-floor.ts: the floor of Sluice\'s design for HTTP/1.1: the main thread accepts with the addon and posts each batch of descriptors to one worker thread, which relays each request to an idle keep-alive upstream connection with Node sockets, or answers a constant 429 (http1-keepalive, http1-new-connection, http1-ratelimited; only with --node-floor)',
       sluice: `node bin/sluice.js start, workers.threads ${opts.threads} (plus the main thread that accepts), explicit listeners, cluster protocol auto, access log off, tcp.sniffTimeoutMs 5000`,
       nginx: 'worker_processes 1, upstream keepalive 256, proxy_http_version 1.1, access_log off',
       haproxy: 'nbthread 1, -db (one process), http-reuse always, h2: proto h2 on bind and server',

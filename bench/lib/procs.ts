@@ -97,7 +97,7 @@ export function killAllStartedSync(): void {
   }
 }
 
-interface ProcStat { pid: number; ppid: number; ticks: number }
+interface ProcStat { pid: number; ppid: number; ticks: number; systemTicks: number }
 
 function readStat(pid: number): ProcStat | null {
   let s: string;
@@ -105,7 +105,7 @@ function readStat(pid: number): ProcStat | null {
   // comm may contain spaces and parentheses: fields start after the last ')'
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
   // f[0] is field 3 (state): ppid is field 4, utime 14, stime 15
-  return { pid, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+  return { pid, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), systemTicks: Number(f[12]) };
 }
 
 /** `pid` and all its descendants (nginx and haproxy workers are children of their master). */
@@ -134,9 +134,24 @@ export function processTree(pid: number): number[] {
  * /proc/<pid>/stat already sums every thread, live or exited.
  */
 export function treeCpuMicros(pid: number): number {
+  return treeCpu(pid).total;
+}
+
+/**
+ * The same, and its part in the kernel (system time: the system calls, the network stack they
+ * run, the scheduler), in microseconds. The kernel's accounting splits one precise total by
+ * sampling, so the part is good to a few per cent over a run of seconds.
+ */
+export function treeCpu(pid: number): { total: number; system: number } {
   let ticks = 0;
-  for (const p of processTree(pid)) ticks += readStat(p)?.ticks ?? 0;
-  return (ticks * 1e6) / CLK_TCK;
+  let systemTicks = 0;
+  for (const p of processTree(pid)) {
+    const st = readStat(p);
+    if (!st) continue;
+    ticks += st.ticks;
+    systemTicks += st.systemTicks;
+  }
+  return { total: (ticks * 1e6) / CLK_TCK, system: (systemTicks * 1e6) / CLK_TCK };
 }
 
 /**
