@@ -7,6 +7,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -14,7 +15,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { get, h2Upstream, httpUpstream, ROOT, run, startSluice, stats, waitFor } from '../helpers/harness';
+import { type ExecResult, get, h2Upstream, httpUpstream, ROOT, run, startSluice, stats, waitFor } from '../helpers/harness';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const remoting: any = require('dubbo-remoting');
@@ -88,6 +89,27 @@ async function dubboCalls(port: number, n: number): Promise<void> {
   sock.destroy();
 }
 
+/**
+ * curl with the response body to a pipe, unbuffered (-N): `onBody` runs once `n` body bytes have
+ * come to curl (the result's stdout is their count). An upstream cuts its response there, not
+ * before: bytes it wrote just before closing are not sure to reach Sluice (a close with bytes of
+ * ours unread is an RST, and so is a write of Sluice's to the closed connection; a socket whose
+ * write fails is destroyed with what it had not read yet), and Sluice then rightly answers on its
+ * own (502, UNAVAILABLE) instead of passing on a cut-off response.
+ */
+function curlUntil(args: string[], n: number, onBody: () => void): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    const p = spawn('curl', ['-sS', '-N', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const timer = setTimeout(() => p.kill(), 30_000);
+    let got = 0;
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { if (got < n && (got += d.length) >= n) onBody(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d; });
+    // stdout: how many body bytes came
+    p.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout: String(got), stderr }); });
+  });
+}
+
 async function closedPort(): Promise<number> {
   const srv = net.createServer().listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -97,6 +119,8 @@ async function closedPort(): Promise<number> {
 }
 
 t.test('/stats after HTTP/1, HTTP/2, gRPC and Dubbo traffic', async (t) => {
+  // each upstream below that cuts its response off does so when the test says, once the client has the bytes before the cut
+  const cuts = { web: () => {}, h2: () => {}, grpc: () => {} };
   const web = await httpUpstream((req, res) => {
     if (req.url === '/body') {
       req.resume();
@@ -106,14 +130,16 @@ t.test('/stats after HTTP/1, HTTP/2, gRPC and Dubbo traffic', async (t) => {
     } else if (req.url === '/cut') {
       // 10 of the 1000 bytes promised, then the connection is gone
       res.writeHead(200, { 'content-length': 1000 });
-      res.write(Buffer.alloc(10, 0x62), () => setImmediate(() => res.socket?.destroy()));
+      res.write(Buffer.alloc(10, 0x62));
+      cuts.web = () => res.socket?.destroy();
     }
   });
   const h2 = await h2Upstream((stream, headers) => {
     stream.on('error', () => {});
     if (headers[':path'] === '/h2cut') {
       stream.respond({ ':status': 200 });
-      stream.write(Buffer.alloc(50, 0x63), () => setImmediate(() => stream.session?.destroy()));
+      stream.write(Buffer.alloc(50, 0x63));
+      cuts.h2 = () => stream.session?.destroy();
       return;
     }
     stream.resume();
@@ -125,7 +151,8 @@ t.test('/stats after HTTP/1, HTTP/2, gRPC and Dubbo traffic', async (t) => {
     stream.on('error', () => {});
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
     const msg = Buffer.from([0x0a, 0x03, 0x6f, 0x6e, 0x65]);
-    stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]), () => setImmediate(() => stream.session?.destroy()));
+    stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]));
+    cuts.grpc = () => stream.session?.destroy();
   });
   const provider = await dubboProvider();
   const dead = await closedPort();
@@ -168,16 +195,18 @@ t.test('/stats after HTTP/1, HTTP/2, gRPC and Dubbo traffic', async (t) => {
     t.equal(r.stdout, '200 1000');
   }
   t.equal((await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `${webUrl}/slow`])).stdout, '200');
-  const cut = await run('curl', ['-sS', '-o', '/dev/null', `${webUrl}/cut`]);
-  t.not(cut.code, 0, 'curl sees the HTTP/1 response cut off');
+  const cut = await curlUntil([`${webUrl}/cut`], 10, () => cuts.web());
+  t.equal(cut.stdout, '10', 'curl had the 10 bytes before the cut');
+  t.ok(cut.code !== null && cut.code !== 0, `curl sees the HTTP/1 response cut off (exit ${cut.code})`);
 
   // HTTP/2: two GETs and a 100-byte POST answered with 500 bytes, one cut off (its upstream connection closes)
   for (const args of [[], [], ['--data-binary', body]]) {
     const r = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', ...args, `${h2Url}/h2`]);
     t.equal(r.stdout, '200 500');
   }
-  const h2cut = await run('curl', ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', `${h2Url}/h2cut`]);
-  t.not(h2cut.code, 0, 'curl sees the HTTP/2 response reset');
+  const h2cut = await curlUntil(['--http2-prior-knowledge', `${h2Url}/h2cut`], 50, () => cuts.h2());
+  t.equal(h2cut.stdout, '50', 'curl had the 50 bytes before the reset');
+  t.ok(h2cut.code !== null && h2cut.code !== 0, `curl sees the HTTP/2 response reset (exit ${h2cut.code})`);
 
   // gRPC: 3 OK, 2 NOT_FOUND from the server, 1 UNAVAILABLE from Sluice, 1 cut off mid-call
   const [grpcClient, deadClient, cutClient] = clients;
@@ -186,12 +215,14 @@ t.test('/stats after HTTP/1, HTTP/2, gRPC and Dubbo traffic', async (t) => {
   for (let i = 0; i < 2; i++) codes.push(await unary(grpcClient, { message: 'nf', failCode: grpc.status.NOT_FOUND }));
   codes.push(await unary(deadClient, { message: 'd' }));
   t.same(codes, [0, 0, 0, 5, 5, 14], 'what the gRPC clients got');
+  let cutMessages = 0;
   const cutCode = await new Promise<number>((resolve) => {
     const call = cutClient.ServerStream({ message: 'x', count: 5 }, { deadline: Date.now() + 10_000 }) as grpc.ClientReadableStream<unknown>;
-    call.on('data', () => {});
+    call.on('data', () => { cutMessages++; cuts.grpc(); }); // the message came through: now the upstream's connection goes
     call.on('error', () => {});
     call.on('status', (st: grpc.StatusObject) => resolve(st.code));
   });
+  t.equal(cutMessages, 1, 'the cut-off call had its one message first');
   t.not(cutCode, grpc.status.OK, 'the cut-off call failed at the client');
 
   // Dubbo: three calls
