@@ -909,7 +909,8 @@ export function formatTable(report: Report): string {
     }
   }
   out.push(...issueTable(report));
-  const cpuOf = (sc: ScenarioName) => report.rows.find((r) => r.scenario === sc && r.target === 'sluice' && !r.error)?.cpuUsPerReq;
+  const rowOf = (sc: ScenarioName, t: TargetName) => report.rows.find((r) => r.scenario === sc && r.target === t && !r.error);
+  const cpuOf = (sc: ScenarioName) => rowOf(sc, 'sluice')?.cpuUsPerReq;
   const base = cpuOf('http1-keepalive');
   const limited = cpuOf('http1-ratelimit');
   const refused = cpuOf('http1-ratelimited');
@@ -918,15 +919,15 @@ export function formatTable(report: Report): string {
     if (limited !== undefined) out.push(`a rule that matches, never refusing: ${fmt(limited, 1)} against ${fmt(base, 1)}: ${fmt(limited - base, 2)} µs more (target ≤ 3)`);
     if (refused !== undefined) out.push(`a refused request: ${fmt(refused, 1)} against a proxied ${fmt(base, 1)}: ${fmt(refused / base, 3)} of it (target ≤ 0.25)`);
     for (const t of ['nginx', 'haproxy', 'node-h1-floor'] as const) {
-      const own = report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === t && !r.error)?.cpuUsPerReq;
-      const proxied = report.rows.find((r) => r.scenario === 'http1-keepalive' && r.target === t && !r.error)?.cpuUsPerReq;
+      const own = rowOf('http1-ratelimited', t)?.cpuUsPerReq;
+      const proxied = rowOf('http1-keepalive', t)?.cpuUsPerReq;
       if (own !== undefined && proxied !== undefined) out.push(`  ${t}, the same load: a refused request ${fmt(own, 1)} against its proxied ${fmt(proxied, 1)}: ${fmt(own / proxied, 3)} of it`);
     }
-    const floorRefused = report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === 'node-h1-floor' && !r.error)?.cpuUsPerReq;
+    const floorRefused = rowOf('http1-ratelimited', 'node-h1-floor')?.cpuUsPerReq;
     if (refused !== undefined && floorRefused !== undefined) {
       out.push(`  the floor of Sluice's design answering 429 (node-h1-floor): ${fmt(floorRefused, 1)}, ${fmt(floorRefused / base, 3)} of Sluice's proxied request`);
     }
-    const kernel = (['sluice', 'nginx', 'haproxy', 'node-h1-floor'] as const).map((t) => [t, report.rows.find((r) => r.scenario === 'http1-ratelimited' && r.target === t && !r.error)?.sysUsPerReq] as const)
+    const kernel = (['sluice', 'nginx', 'haproxy', 'node-h1-floor'] as const).map((t) => [t, rowOf('http1-ratelimited', t)?.sysUsPerReq] as const)
       .filter(([, v]) => v !== undefined);
     if (kernel.length) {
       out.push(`  in the kernel (one read and one write per refusal): ${kernel.map(([t, v]) => `${t} ${fmt(v, 1)}`).join(', ')} µs; a quarter of Sluice's proxied request is ${fmt(base / 4, 1)} µs`);
