@@ -47,6 +47,17 @@
  *       same call costs about three times as much (a request object, trace
  *       checks, argument validation in JS).
  *
+ *   connInit(buffer: Uint8Array, onEvent)   once per thread
+ *   connOpen(fd, owner) -> handle, connEvents(handle, READ 1 | WRITE 2 | 0) -> 0 | -errno,
+ *   connClose(handle, closeFd)
+ *       a downstream connection without a Node socket (src/net/native-socket.ts): a uv_poll_t
+ *       in the calling thread's loop; when readable, one read(2) into `buffer` and
+ *       onEvent.call(owner, n) (n > 0 bytes, 0 the end, -errno an error); when writable and
+ *       asked for, onEvent.call(owner, -65536). connClose(handle, 0) leaves the descriptor open
+ *       for a Node socket to take over. A thread's connections are closed with its environment.
+ *   connWrite(fd, bytes, n) -> count | 0 (EAGAIN) | -errno     one send(2), MSG_NOSIGNAL
+ *   shutdownWrite(fd) -> 0 | -errno,  peerAddress(fd) -> { address, port, family } | null
+ *
  *   tlsSetNumTickets(ctx: string, n) -> boolean
  *       SSL_CTX_set_num_tickets on the SSL_CTX a Node SecureContext holds:
  *       the TLS 1.3 session tickets a server sends after each handshake
@@ -881,6 +892,327 @@ static napi_value tls_server_sessions_rearm(napi_env env, napi_callback_info inf
   return r;
 }
 
+/*
+ * Downstream connections served without a Node socket (src/net/native-socket.ts): one uv_poll_t
+ * per connection in the calling thread's loop, read(2) into the thread's buffer, and one call
+ * into JS per event. A worker thread that goes away closes what it still has (an environment
+ * cleanup hook), as Node does with its own sockets, so no descriptor outlives it and its loop
+ * closes with no handle of ours left in it.
+ */
+#define CONN_READ 1
+#define CONN_WRITE 2
+/* the code an event call carries for "writable" (reads carry n >= 0, errors -errno) */
+#define CONN_WRITABLE (-65536)
+
+typedef struct conn_s conn_t;
+
+typedef struct {
+  napi_env env;
+  napi_ref cb_ref;
+  napi_ref buf_ref;
+  napi_async_context actx;
+  char *buf;
+  size_t cap;
+  conn_t *head;      /* open connections, for the cleanup hook */
+  int closes;        /* handles closed whose close callback has not run yet */
+  int torn_down;     /* the cleanup hook ran: no N-API call any more */
+  int finalized;     /* the environment let go of this: the last close callback frees it */
+} conn_env_t;
+
+struct conn_s {
+  uv_poll_t poll;
+  conn_env_t *ce;
+  napi_ref owner;
+  conn_t *prev, *next;
+  int fd;
+  int events;        /* CONN_READ | CONN_WRITE being polled */
+  int closing;
+};
+
+static void conn_call(conn_t *c, int code) {
+  conn_env_t *ce = c->ce;
+  napi_env env = ce->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, arg;
+  napi_get_reference_value(env, ce->cb_ref, &cb);
+  napi_get_reference_value(env, c->owner, &recv);
+  napi_create_int32(env, code, &arg);
+  napi_make_callback(env, ce->actx, recv, cb, 1, &arg, NULL);
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static int uv_events(int events) {
+  return (events & CONN_READ ? UV_READABLE : 0) | (events & CONN_WRITE ? UV_WRITABLE : 0);
+}
+
+static void on_conn(uv_poll_t *h, int status, int events) {
+  conn_t *c = (conn_t *)h->data;
+  if (c->closing) return;
+  if (status < 0) {
+    /* an error on the socket (libuv stopped the poll): what it is, from the socket itself */
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = -status;
+    c->events = 0;
+    conn_call(c, -err);
+    return;
+  }
+  if ((events & UV_WRITABLE) && (c->events & CONN_WRITE)) {
+    conn_call(c, CONN_WRITABLE);
+    if (c->closing) return;
+  }
+  if ((events & (UV_READABLE | UV_DISCONNECT)) && (c->events & CONN_READ)) {
+    ssize_t n;
+    do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      conn_call(c, -errno);
+      return;
+    }
+    conn_call(c, (int)n);
+  }
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+  conn_t *c = (conn_t *)h->data;
+  conn_env_t *ce = c->ce;
+  if (!ce->torn_down) napi_delete_reference(ce->env, c->owner);
+  free(c);
+  if (--ce->closes == 0 && ce->finalized) free(ce);
+}
+
+static void conn_unlink(conn_t *c) {
+  conn_env_t *ce = c->ce;
+  if (c->prev) c->prev->next = c->next; else ce->head = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+static void conn_close(conn_t *c, int close_fd) {
+  if (c->closing) return;
+  c->closing = 1;
+  c->ce->closes++;
+  conn_unlink(c);
+  uv_poll_stop(&c->poll); /* out of epoll: the descriptor may be closed or handed to a Node socket */
+  if (close_fd) close(c->fd);
+  c->fd = -1;
+  uv_close((uv_handle_t *)&c->poll, on_conn_closed);
+}
+
+/* The thread's environment is going: its connections are closed with it (their close callbacks run in its last loop turns). */
+static void conn_env_cleanup(void *arg) {
+  conn_env_t *ce = (conn_env_t *)arg;
+  ce->torn_down = 1;
+  while (ce->head) conn_close(ce->head, 1);
+}
+
+static void conn_env_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  conn_env_t *ce = (conn_env_t *)data;
+  /* after the cleanup hook: every connection of the thread is closed; the last close callback frees this */
+  ce->torn_down = 1;
+  ce->finalized = 1;
+  if (ce->closes == 0) free(ce);
+}
+
+static napi_value conn_init(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_valuetype t;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
+      length == 0 || napi_typeof(env, argv[1], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "connInit(buffer: Uint8Array, onEvent: function)");
+    return NULL;
+  }
+  void *old = NULL;
+  if (napi_get_instance_data(env, &old) == napi_ok && old != NULL) {
+    napi_throw_error(env, "ERR_CONN_INIT", "connInit: already called on this thread");
+    return NULL;
+  }
+  conn_env_t *ce = calloc(1, sizeof *ce);
+  if (!ce) return throw_errno(env, "connInit", ENOMEM);
+  ce->env = env;
+  ce->buf = (char *)data;
+  ce->cap = length;
+  napi_value name;
+  napi_create_string_utf8(env, "sluice:conn", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[1], 1, &ce->cb_ref) != napi_ok ||
+      napi_create_reference(env, argv[0], 1, &ce->buf_ref) != napi_ok ||
+      napi_async_init(env, NULL, name, &ce->actx) != napi_ok ||
+      napi_add_env_cleanup_hook(env, conn_env_cleanup, ce) != napi_ok ||
+      napi_set_instance_data(env, ce, conn_env_finalize, NULL) != napi_ok) {
+    free(ce);
+    napi_throw_error(env, "ERR_NAPI", "connInit: cannot keep references");
+    return NULL;
+  }
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value conn_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1;
+  napi_valuetype t;
+  conn_env_t *ce = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "connOpen(fd, owner: object)");
+    return NULL;
+  }
+  if (napi_get_instance_data(env, (void **)&ce) != napi_ok || ce == NULL) {
+    napi_throw_error(env, "ERR_CONN_INIT", "connOpen: connInit was not called on this thread");
+    return NULL;
+  }
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, "ERR_NO_LOOP", "no event loop");
+    return NULL;
+  }
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) return throw_errno(env, "connOpen", ENOMEM);
+  c->ce = ce;
+  c->fd = fd;
+  if (napi_create_reference(env, argv[1], 1, &c->owner) != napi_ok) {
+    free(c);
+    napi_throw_error(env, "ERR_NAPI", "connOpen: cannot keep a reference");
+    return NULL;
+  }
+  int r = uv_poll_init(loop, &c->poll, fd);
+  if (r == 0) {
+    c->poll.data = c;
+    r = uv_poll_start(&c->poll, UV_READABLE, on_conn);
+    if (r != 0) {
+      c->closing = 1;
+      ce->closes++;
+      uv_close((uv_handle_t *)&c->poll, on_conn_closed);
+      return throw_errno(env, "uv_poll_start", -r);
+    }
+  }
+  if (r != 0) {
+    napi_delete_reference(env, c->owner);
+    free(c);
+    return throw_errno(env, "uv_poll_init", -r);
+  }
+  c->events = CONN_READ;
+  c->next = ce->head;
+  if (ce->head) ce->head->prev = c;
+  ce->head = c;
+  napi_value ext;
+  napi_create_external(env, c, NULL, NULL, &ext);
+  return ext;
+}
+
+/* The handle argument and an int32 after it; NULL (thrown) when it is not a live connection. */
+static conn_t *conn_arg(napi_env env, napi_callback_info info, int32_t *extra) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *p = NULL;
+  napi_valuetype t;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
+      napi_get_value_external(env, argv[0], &p) != napi_ok || !p ||
+      napi_get_value_int32(env, argv[1], extra) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "a connection handle and an integer are required");
+    return NULL;
+  }
+  return (conn_t *)p;
+}
+
+/* connEvents(handle, events): poll for CONN_READ | CONN_WRITE (0: nothing); -errno, or 0 */
+static napi_value conn_events(napi_env env, napi_callback_info info) {
+  int32_t events = 0;
+  conn_t *c = conn_arg(env, info, &events);
+  if (!c) return NULL;
+  int r = 0;
+  if (!c->closing) {
+    events &= CONN_READ | CONN_WRITE;
+    r = events == 0 ? uv_poll_stop(&c->poll) : uv_poll_start(&c->poll, uv_events(events), on_conn);
+    if (r == 0) c->events = events;
+  }
+  napi_value v;
+  napi_create_int32(env, r, &v);
+  return v;
+}
+
+/* connClose(handle, closeFd): no more events; the descriptor closed, or left open for a Node socket (closeFd 0) */
+static napi_value conn_close_js(napi_env env, napi_callback_info info) {
+  int32_t close_fd = 1;
+  conn_t *c = conn_arg(env, info, &close_fd);
+  if (!c) return NULL;
+  conn_close(c, close_fd != 0);
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+/* connWrite(fd, bytes, n): one write(2) of bytes[0, n): the count taken, 0 on EAGAIN, -errno on an error */
+static napi_value conn_write(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd = -1;
+  uint32_t n = 0;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
+      napi_get_value_uint32(env, argv[2], &n) != napi_ok || n > length) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "connWrite(fd, bytes: Uint8Array, n <= bytes.length)");
+    return NULL;
+  }
+  ssize_t w;
+  do w = send(fd, data, n, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
+  int32_t r = w >= 0 ? (int32_t)w : (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+  napi_value v;
+  napi_create_int32(env, r, &v);
+  return v;
+}
+
+/* shutdownWrite(fd): shutdown(SHUT_WR); 0 or -errno */
+static napi_value shutdown_write(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (fd_arg(env, info, &fd)) return NULL;
+  int r = shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
+  napi_value v;
+  napi_create_int32(env, r, &v);
+  return v;
+}
+
+static napi_value peer_address(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (fd_arg(env, info, &fd)) return NULL;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  napi_value nul;
+  napi_get_null(env, &nul);
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return nul;
+  char ip[INET6_ADDRSTRLEN];
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+    return make_addr(env, ip, ntohs(s4->sin_port), 4);
+  }
+  if (ss.ss_family != AF_INET6) return nul;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+  return make_addr(env, ip, ntohs(s6->sin6_port), 6);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL },
@@ -897,6 +1229,13 @@ static napi_value init(napi_env env, napi_value exports) {
     { "tlsServerSessions", NULL, tls_server_sessions, NULL, NULL, NULL, napi_default, NULL },
     { "tlsServerSessionsRearm", NULL, tls_server_sessions_rearm, NULL, NULL, NULL, napi_default, NULL },
     { "writeSome", NULL, write_some, NULL, NULL, NULL, napi_default, NULL },
+    { "connInit", NULL, conn_init, NULL, NULL, NULL, napi_default, NULL },
+    { "connOpen", NULL, conn_open, NULL, NULL, NULL, napi_default, NULL },
+    { "connEvents", NULL, conn_events, NULL, NULL, NULL, napi_default, NULL },
+    { "connClose", NULL, conn_close_js, NULL, NULL, NULL, napi_default, NULL },
+    { "connWrite", NULL, conn_write, NULL, NULL, NULL, napi_default, NULL },
+    { "shutdownWrite", NULL, shutdown_write, NULL, NULL, NULL, napi_default, NULL },
+    { "peerAddress", NULL, peer_address, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

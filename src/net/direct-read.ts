@@ -32,13 +32,21 @@ export const READ_BUFFER_BYTES = 256 * 1024;
 
 const READ_BUFFER = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
 
+/** The thread's read buffer: a native socket (src/net/native-socket.ts) reads into it too. */
+export function threadReadBuffer(): Buffer {
+  return READ_BUFFER;
+}
+
 export interface ReadSink {
   /** Bytes read; `bytes` is valid only during the call. False stops reading (resume() restarts it). */
   onRead(bytes: Buffer): boolean;
 }
 
-/** On a socket made with `directRead()`: its sink, or null (its Readable side). Absent on any other socket. */
-const SINK = Symbol('readSink');
+/**
+ * On a socket made with `directRead()`: its sink, or null (its Readable side). Absent on any other
+ * socket. A native socket (src/net/native-socket.ts) has one too: its reads go only to a sink.
+ */
+export const SINK = Symbol('readSink');
 type DirectSocket = net.Socket & { [SINK]?: ReadSink | null };
 
 /** Called by Node with the socket as `this` (lib/internal/stream_base_commons.js, onStreamRead). */

@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import { copyOf, isDirect } from './direct-read';
 import { loadNative } from './native';
+import { isNative } from './native-socket';
 
 /**
  * write(2) through the project's addon where it has it: `fs.writeSync` costs about three times
@@ -51,6 +52,7 @@ export function writableNow(s: net.Socket): boolean {
 
 /** The descriptor of a socket for which `writableNow` holds, or -1. */
 export function fdOf(s: net.Socket): number {
+  if (isNative(s)) return s.fd;
   const fd = (s as net.Socket & Refreshable)._handle?.fd;
   return fd !== undefined && fd >= 0 ? fd : -1;
 }

@@ -53,7 +53,32 @@ export interface NativeNet {
    * it took nothing (EAGAIN or an error). Absent from older builds.
    */
   writeSome?(fd: number, bytes: Uint8Array, n: number): number;
+  /**
+   * Downstream connections without a Node socket (src/net/native-socket.ts). connInit, once per
+   * thread: the buffer reads go into, and the function each event calls with the owner as `this`
+   * and one code (bytes read, 0 at the end of the stream, CONN_WRITABLE, or -errno).
+   */
+  connInit?(buffer: Uint8Array, onEvent: (code: number) => void): void;
+  /** Polls `fd` for reading in this thread's loop; events call onEvent on `owner`. */
+  connOpen?(fd: number, owner: object): Connection;
+  /** Polls for CONN_READ | CONN_WRITE, or (0) nothing; 0 or -errno. */
+  connEvents?(c: Connection, events: number): number;
+  /** No more events; the descriptor closed (closeFd 1) or left open for a Node socket (0). */
+  connClose?(c: Connection, closeFd: number): void;
+  /** One send(2) of bytes[0, n) (no SIGPIPE): the count taken, 0 on EAGAIN, -errno on an error. */
+  connWrite?(fd: number, bytes: Uint8Array, n: number): number;
+  /** shutdown(SHUT_WR): 0 or -errno. */
+  shutdownWrite?(fd: number): number;
+  /** getpeername; null when the peer is gone. */
+  peerAddress?(fd: number): { address: string; port: number; family: 4 | 6 } | null;
 }
+
+/** A connection polled by the addon; opaque. */
+export type Connection = { readonly __connection: unique symbol };
+export const CONN_READ = 1;
+export const CONN_WRITE = 2;
+/** The event code for "writable" (reads bring n >= 0, errors -errno). */
+export const CONN_WRITABLE = -65536;
 
 const REQUIRED: (keyof NativeNet)[] = ['originalDst', 'dup', 'close', 'fdLimit', 'listen', 'localAddress', 'acceptStart', 'acceptResume', 'acceptStop', 'closeMany'];
 

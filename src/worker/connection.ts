@@ -27,6 +27,7 @@ import { serveHttp2 } from '../protocols/http2/http2-session';
 import { DubboSession } from '../protocols/dubbo/dubbo-session';
 import { identityEdits } from '../tls/xfcc';
 import { LogEvery } from '../log';
+import { isNative } from '../net/native-socket';
 import { deliverRead, isDirect, setReadSink, type ReadSink } from '../net/direct-read';
 
 const tlsRefusedLog = new LogEvery('inbound TLS connection refused');
@@ -36,6 +37,17 @@ const plaintextRefusedLog = new LogEvery('plaintext connection refused on a stri
 /** A module-level listener: a closure here would keep the whole sniffing scope alive as long as the socket. */
 function destroyOnError(this: net.Socket): void {
   this.destroy();
+}
+
+/**
+ * The connection as a Node socket: a native one (src/net/native-socket.ts) is promoted, for
+ * whatever needs a stream (TLS, HTTP/2, Dubbo, opaque bytes, a client that has not said enough).
+ */
+function asNodeSocket(socket: net.Socket, info: ConnectionInfo): net.Socket {
+  if (!isNative(socket)) return socket;
+  const s = socket.promote();
+  info.socket = s;
+  return s;
 }
 
 export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: ConnectionInfo): void {
@@ -63,7 +75,7 @@ export function serveConnection(rt: WorkerRuntime, socket: net.Socket, info: Con
   if (skipDetection) {
     const verdict = declaredOpaque ? 'tcp' : 'dubbo';
     stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf(verdict)]);
-    dispatch(rt, cfg, socket, info, verdict, null);
+    dispatch(rt, cfg, asNodeSocket(socket, info), info, verdict, null);
     return;
   }
 
@@ -112,7 +124,7 @@ class Sniffer implements Timed, ReadSink {
   private held: TcpProxy | null = null;
 
   constructor(
-    private readonly rt: WorkerRuntime, private readonly socket: net.Socket, private readonly info: ConnectionInfo,
+    private readonly rt: WorkerRuntime, private socket: net.Socket, private readonly info: ConnectionInfo,
     private readonly mode: InboundMode,
   ) {
     this.l = info.listener.config;
@@ -137,6 +149,12 @@ class Sniffer implements Timed, ReadSink {
     socket.removeListener('close', onSniffClose);
   }
 
+  /** From here on the connection needs a stream: a native socket becomes a Node socket (its sink, listeners and this sniffer come along). */
+  private promote(): net.Socket {
+    this.socket = asNodeSocket(this.socket, this.info);
+    return this.socket;
+  }
+
   listenReadable(): void {
     if (this.readableOn) return;
     this.readableOn = true;
@@ -146,6 +164,7 @@ class Sniffer implements Timed, ReadSink {
   decide(verdict: Exclude<Sniffed, 'more'> | 'refuse', early: Buffer | null = null): void {
     if (this.decided) return;
     this.stop();
+    if (verdict !== 'http1' && verdict !== 'refuse') this.promote();
     const { rt, socket, info, l, mode } = this;
     const now = rt.current();
     if (mode !== 'disabled' && verdict !== 'refuse') {
@@ -204,12 +223,12 @@ class Sniffer implements Timed, ReadSink {
     if (!target) return false;
     if (!admitOpaque(now, socket, info)) { this.stop(); socket.destroy(); return true; }
     const c = now.config.tcp;
-    this.held = proxyTcp(socket, target, now.stats, {
+    this.held = proxyTcp(this.promote(), target, now.stats, {
       connectTimeoutMs: c.connectTimeoutMs, idleTimeoutMs: c.idleTimeoutMs, held: true, tls: now.dialTls(target.tls),
       onServerFirst: () => {
         if (this.decided) return;
         // the server spoke first: whatever the client sent meanwhile goes to it as it is
-        if (this.length > 0) { socket.unshift(this.head()); }
+        if (this.length > 0) { this.socket.unshift(this.head()); }
         this.stop();
         this.held = null;
         rt.current().stats.inc(info.listener.cxProtocol[PROTOCOLS.indexOf('tcp')]);
@@ -313,13 +332,16 @@ class Sniffer implements Timed, ReadSink {
    * and recognised as above.
    */
   onRead(bytes: Buffer): boolean {
-    const socket = this.socket;
+    let socket = this.socket;
     const v = !this.decided && this.held === null && this.length === 0
       ? sniff(bytes.length > MAX_SNIFF_BYTES ? bytes.subarray(0, MAX_SNIFF_BYTES) : bytes) : 'more';
     if (v === 'http1') {
       this.decide('http1');
       if (socket.destroyed) return false;
-    } else if (v === 'tls' && this.mode !== 'disabled') {
+      return deliverRead(socket, bytes);
+    }
+    socket = this.promote();
+    if (v === 'tls' && this.mode !== 'disabled') {
       // a ClientHello to terminate: it waits in the Readable side, which the TLS socket made over
       // this one reads first; no 'readable' turn, read and unshift to decide what is decided here
       setReadSink(socket, null);

@@ -205,7 +205,8 @@ export class HeldWrites {
  * socket from `out`, which sends what is held first.
  */
 export class SocketWrites extends HeldWrites implements TurnEnd {
-  constructor(readonly socket: net.Socket) {
+  /** Replaced only when the connection's native socket becomes a Node socket (an upgrade). */
+  constructor(public socket: net.Socket) {
     super();
   }
 

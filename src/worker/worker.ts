@@ -5,13 +5,15 @@
  * The only piscina tasks are the start-up ping (this module's default export) and the log flush.
  *
  *   load ─▶ attach shared memory, claim a gauge row and a hand-off row ─▶ wait on the row
- *   woken ─▶ for each entry: claim the fd (CAS) ─▶ new net.Socket({ fd }) ─▶ serveConnection
+ *   woken ─▶ for each entry: claim the fd (CAS) ─▶ a socket over it ─▶ serveConnection
+ *            (on an `http` or `auto` listener a native one, src/net/native-socket.ts, which becomes
+ *            a net.Socket only if the connection is not plain HTTP/1.1; else a net.Socket)
  *   socket closed ─▶ release the fd slot, count the connection finished (the main thread's
  *   open-connection count and its drain read that)
  *
  * Failures of a connection are that connection's business: nothing here throws past it.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { SharedState } from '../shared/shared-state';
@@ -23,7 +25,8 @@ import { WorkerRuntime, type CompiledConfig, type ListenerRuntime } from './runt
 import { serveConnection } from './connection';
 import { log } from '../log';
 import { loadNative } from '../net/native';
-import { directRead, markDirect } from '../net/direct-read';
+import { socketFor } from '../net/tcp-socket';
+import { downstreamSocket } from '../net/native-socket';
 
 const data = workerData as { shared: SharedMemoryHandle; control?: string };
 const shared = new SharedState(data.shared);
@@ -64,113 +67,6 @@ function listenerAt(cfg: CompiledConfig, slot: number): ListenerRuntime | undefi
   return m.get(slot);
 }
 
-/**
- * Node's TCP handle class. `new net.Socket({ fd })` first asks what the descriptor is (four system
- * calls: ioctl, fstat, getsockname, getsockopt); a handed-off descriptor is always a connected TCP
- * socket, so open it as one. Where the binding is not there, the plain way.
- */
-interface TcpHandle {
-  open(fd: number): number;
-  close(): void;
-  getAsyncId(): number;
-  useUserBuffer(buffer: Buffer): void;
-  onread: unknown;
-}
-
-const tcpWrap = ((): { TCP: new (type: number) => TcpHandle; constants: { SOCKET: number } } | null => {
-  try {
-    const b = (process as unknown as { binding(name: string): unknown }).binding('tcp_wrap') as { TCP?: unknown; constants?: { SOCKET?: unknown } };
-    return typeof b?.TCP === 'function' && typeof b.constants?.SOCKET === 'number' ? (b as never) : null;
-  } catch {
-    return null;
-  }
-})();
-
-/**
- * The options of a handed-off socket, with every key that net.Socket and its streams' states
- * look up present (absent ones as undefined, the others at the values they would get anyway).
- * A lookup of a key an object lacks walks its prototype chain, and in stream code that every
- * kind of stream goes through such a lookup is megamorphic and missed the stub cache on each
- * connection; found on the object, it is a plain field load.
- */
-function socketOptions(handle: unknown): net.SocketConstructorOpts {
-  return {
-    handle, fd: undefined, readable: true, writable: true, allowHalfOpen: true, noDelay: true, keepAlive: undefined,
-    keepAliveInitialDelay: undefined, onread: directRead(), signal: undefined, blockList: undefined, pauseOnCreate: undefined,
-    manualStart: undefined, objectMode: false, readableObjectMode: false, writableObjectMode: false, highWaterMark: undefined,
-    readableHighWaterMark: undefined, writableHighWaterMark: undefined, encoding: undefined, defaultEncoding: undefined,
-    emitClose: false, autoDestroy: true, decodeStrings: false, construct: undefined, destroy: undefined, final: undefined,
-    read: undefined, write: undefined, writev: undefined, captureRejections: undefined,
-  } as unknown as net.SocketConstructorOpts;
-}
-
-/**
- * What net.Socket's constructor does with a `handle`, an `onread` buffer, `noDelay` and
- * `allowHalfOpen`, done to a socket made without options: Node's own keys for it, read once from a
- * socket made the usual way, and its read callback. A socket made with options copies them
- * (`{ ...options }`) and its streams look each one up; made without, it is several times
- * cheaper to build (measured in docs/benchmarks.md). Null where this runtime's sockets have
- * other keys: then sockets are made with their options, as before.
- */
-const ATTACH = ((): { asyncId: symbol; buffer: symbol; bufferCb: symbol; noDelay: symbol; owner: symbol; onStreamRead: unknown } | null => {
-  if (!tcpWrap) return null;
-  try {
-    const handle = new tcpWrap.TCP(tcpWrap.constants.SOCKET);
-    const probe = new net.Socket({ handle, manualStart: true, noDelay: true, onread: directRead() } as net.SocketConstructorOpts);
-    const own = new Map(Object.getOwnPropertySymbols(probe).map((k) => [k.description, k]));
-    const owner = Object.getOwnPropertySymbols(handle).find((k) => k.description === 'owner_symbol');
-    const keys = {
-      asyncId: own.get('async_id_symbol'), buffer: own.get('kBuffer'), bufferCb: own.get('kBufferCb'),
-      noDelay: own.get('kSetNoDelay'), owner, onStreamRead: handle.onread,
-    };
-    const p = probe as unknown as Record<symbol, unknown>;
-    const h = handle as unknown as Record<symbol, unknown>;
-    const ok = keys.asyncId !== undefined && keys.buffer !== undefined && keys.bufferCb !== undefined && keys.noDelay !== undefined
-      && owner !== undefined && typeof keys.onStreamRead === 'function' && typeof handle.useUserBuffer === 'function'
-      && p[keys.buffer] === directRead().buffer && p[keys.bufferCb] === directRead().callback && p[keys.noDelay] === true
-      && h[owner] === probe && p[keys.asyncId] === handle.getAsyncId();
-    probe.destroy();
-    return ok ? (keys as { asyncId: symbol; buffer: symbol; bufferCb: symbol; noDelay: symbol; owner: symbol; onStreamRead: unknown }) : null;
-  } catch {
-    return null;
-  }
-})();
-
-/** A socket over `handle` (open), reading through the thread's buffer, as the constructor would make it. */
-function attachedSocket(handle: TcpHandle, keys: NonNullable<typeof ATTACH>): net.Socket {
-  const socket = new net.Socket();
-  const s = socket as unknown as Record<symbol, unknown> & { allowHalfOpen: boolean; _handle: unknown; _sockname: unknown };
-  const { buffer, callback } = directRead();
-  s.allowHalfOpen = true;
-  s[keys.buffer] = buffer;
-  s[keys.bufferCb] = callback;
-  s[keys.noDelay] = true; // the descriptor has TCP_NODELAY from its listener
-  s._handle = handle;
-  s[keys.asyncId] = handle.getAsyncId();
-  s._sockname = null;
-  (handle as unknown as Record<symbol, unknown>)[keys.owner] = socket;
-  handle.onread = keys.onStreamRead;
-  handle.useUserBuffer(buffer);
-  socket.read(0); // starts reading, as the constructor does
-  return socket;
-}
-
-/**
- * A socket that owns `fd`. noDelay: the descriptor has TCP_NODELAY from its listener, so
- * serveConnection's setNoDelay costs nothing. It reads through the thread's buffer
- * (src/net/direct-read.ts): HTTP/1 takes the bytes from there, the rest reads it as a stream.
- */
-function socketFor(fd: number): net.Socket {
-  if (tcpWrap) {
-    const handle = new tcpWrap.TCP(tcpWrap.constants.SOCKET);
-    if (handle.open(fd) === 0) {
-      return markDirect(ATTACH !== null ? attachedSocket(handle, ATTACH) : new net.Socket(socketOptions(handle)));
-    }
-    handle.close(); // it never took the descriptor
-  }
-  return markDirect(new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, noDelay: true, onread: directRead() } as net.SocketConstructorOpts));
-}
-
 const inbox = HandoffInbox.claim(shared.memory, threadId);
 if (!inbox) log.error({ threadId }, 'no free hand-off row: this worker gets no connections');
 
@@ -182,10 +78,18 @@ function onHandedClose(this: HandedSocket): void {
   inbox!.finished(this[CLAIMED]);
 }
 
+/** A listener whose connections are sniffed and may turn out HTTP/1.1 (an `http` or `auto` one). */
+function mayBePlainHttp1(l: ListenerRuntime): boolean {
+  const p = l.config.protocol;
+  return p === 'http' || p === 'auto';
+}
+
 function serve(c: Claimed): void {
   let socket: net.Socket;
+  const listener = listenerAt(rt.current(), c.slot);
   try {
-    socket = socketFor(c.fd);
+    // a connection that may be plain HTTP/1.1 starts without a Node socket (src/net/native-socket.ts)
+    socket = listener && mayBePlainHttp1(listener) ? downstreamSocket(c.fd) : socketFor(c.fd);
   } catch (err) {
     // The fd is ours now and no handle holds it: close it here, or nobody will.
     log.error({ err, fd: c.fd }, 'cannot wrap handed-off descriptor');
@@ -196,7 +100,6 @@ function serve(c: Claimed): void {
   (socket as HandedSocket)[CLAIMED] = c;
   socket.on('close', onHandedClose);
   try {
-    const listener = listenerAt(rt.current(), c.slot);
     if (!listener) { socket.destroy(); return; }
     serveConnection(rt, socket, { listener, dst: c.dst, localPort: c.localPort || undefined });
   } catch (err) {

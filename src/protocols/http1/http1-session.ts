@@ -24,6 +24,7 @@ import { callerOf, type ConnectionInfo, type WorkerRuntime } from '../../worker/
 import { SocketWrites } from '../../worker/held-writes';
 import type { CompiledFallback } from '../../protection/fallback';
 import { copyOf, isDirect, setReadSink } from '../../net/direct-read';
+import { isNative } from '../../net/native-socket';
 import { LENT_WRITE_MIN, writeLent } from '../../net/lent-write';
 import { addDeadline, clearDeadline, type DeadlineList, type Timed } from '../../exchange/deadlines';
 import type { ConnectionList, Listed } from '../../worker/connection-list';
@@ -149,7 +150,7 @@ export class Http1Session implements Http1Handler, Timed {
   readonly writes: SocketWrites;
   closed = false;
 
-  constructor(readonly rt: WorkerRuntime, readonly socket: net.Socket, readonly info: ConnectionInfo) {
+  constructor(readonly rt: WorkerRuntime, public socket: net.Socket, readonly info: ConnectionInfo) {
     this.writes = new SocketWrites(socket);
   }
 
@@ -178,6 +179,20 @@ export class Http1Session implements Http1Handler, Timed {
   private static onSocketEnd(this: OwnedSocket): void { this[SESSION]!.onEnd(); }
   private static onSocketClose(this: OwnedSocket): void { this[SESSION]!.onClose(); }
   private static onSocketDrain(this: OwnedSocket): void { this[SESSION]!.current?.x.onDownstreamWritable(); }
+
+  /**
+   * The connection as a Node socket (an upgrade's tunnel pipes streams): a native socket is
+   * promoted (src/net/native-socket.ts), with what the turn held for it sent first.
+   */
+  nodeSocket(): net.Socket {
+    const s = this.out;
+    if (!isNative(s)) return s;
+    const n = s.promote();
+    this.socket = n;
+    this.writes.socket = n;
+    this.info.socket = n;
+    return n;
+  }
 
   /** Bytes the decoder holds after an upgrade request (sent before the 101 came back). */
   takeRemainder(): Buffer {
@@ -672,7 +687,7 @@ class Http1Downstream implements Downstream {
 
   upgrade(up: net.Socket, rest: Buffer): void {
     const session = this.session;
-    const down = session.out;
+    const down = session.nodeSocket();
     this.closeAfter = true;
     this.tunnel = true;
     session.exchangeFinished(this);
