@@ -22,10 +22,11 @@
  *       listening fd; when it is readable, accept4() until EAGAIN or the batch
  *       is full, reading each connection's original destination when
  *       `capture`, then ONE call onBatch(n, refused, status) for the batch.
- *       Entry i is batch[i*8 .. i*8+7]:
+ *       Entry i is batch[i*14 .. i*14+13]:
  *
  *         0 fd   1 flags   2 dst port   3..6 dst address (4 or 16 bytes, as in
  *         the sockaddr)   7 errno of a failed original-destination read
+ *         8 peer family (4, 6; 0 unknown)   9 peer port   10..13 peer address
  *         flags: 0xff dst family (0 none, 4, 6) | 0x100 check whether dst is a
  *         local address (dst port is ours, the listener is bound to a
  *         wildcard) | 0x200 the original destination could not be read
@@ -50,8 +51,8 @@
  *   connInit(buffer: Uint8Array, onEvent)   once per thread
  *   connOpen(fd, owner) -> handle, connEvents(handle, READ 1 | WRITE 2 | 0) -> 0 | -errno,
  *   connClose(handle, closeFd)
- *       a downstream connection without a Node socket (src/net/native-socket.ts): a uv_poll_t
- *       in the calling thread's loop; when readable, one read(2) into `buffer` and
+ *       a downstream connection without a Node socket (src/net/native-socket.ts), in the
+ *       calling thread's epoll set (one per thread, in its loop); when readable, one read(2) into `buffer` and
  *       onEvent.call(owner, n) (n > 0 bytes, 0 the end, -errno an error); when writable and
  *       asked for, onEvent.call(owner, -65536). connClose(handle, 0) leaves the descriptor open
  *       for a Node socket to take over. A thread's connections are closed with its environment.
@@ -343,7 +344,8 @@ static napi_value local_address(napi_env env, napi_callback_info info) {
   return make_addr(env, ip, ntohs(s6->sin6_port), 6);
 }
 
-#define ENTRY_WORDS 8
+#define ENTRY_WORDS 14
+#define E_PEER 8   /* 8 peer family (4, 6), 9 peer port, 10..13 peer address */
 #define F_OWN_CHECK 0x100
 #define F_DST_ERROR 0x200
 /* batches handled per readable event before the loop gets a turn for other work */
@@ -396,6 +398,19 @@ static int same_ip(const struct sockaddr_storage *a, const void *ip, int family)
 static void fill_entry(acceptor_t *a, int fd, const struct sockaddr_storage *peer, int32_t *e) {
   memset(e, 0, ENTRY_WORDS * sizeof *e);
   e[0] = fd;
+  /* the peer as accept4 saw it: known even when the client has reset the connection since,
+     when getpeername would fail (and a rule on source addresses would have nothing to match) */
+  if (peer->ss_family == AF_INET) {
+    const struct sockaddr_in *p4 = (const struct sockaddr_in *)peer;
+    e[E_PEER] = 4;
+    e[E_PEER + 1] = ntohs(p4->sin_port);
+    memcpy(&e[E_PEER + 2], &p4->sin_addr, 4);
+  } else if (peer->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)peer;
+    e[E_PEER] = 6;
+    e[E_PEER + 1] = ntohs(p6->sin6_port);
+    memcpy(&e[E_PEER + 2], &p6->sin6_addr, 16);
+  }
   if (!a->capture) return;
   int v4 = peer->ss_family == AF_INET ||
            (peer->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)peer)->sin6_addr));
@@ -893,16 +908,25 @@ static napi_value tls_server_sessions_rearm(napi_env env, napi_callback_info inf
 }
 
 /*
- * Downstream connections served without a Node socket (src/net/native-socket.ts): one uv_poll_t
- * per connection in the calling thread's loop, read(2) into the thread's buffer, and one call
- * into JS per event. A worker thread that goes away closes what it still has (an environment
- * cleanup hook), as Node does with its own sockets, so no descriptor outlives it and its loop
- * closes with no handle of ours left in it.
+ * Downstream connections served without a Node socket (src/net/native-socket.ts). Each thread
+ * that serves them has one epoll set of its own, polled by one uv_poll_t in the thread's loop:
+ * a connection costs one epoll_ctl to add and one to remove, where a uv_poll_t of its own costs
+ * five (libuv checks the descriptor with an add and a remove, and removes it again on start and
+ * on close) and an ioctl (accepted descriptors are non-blocking already). When the set is
+ * readable, its ready connections are taken (epoll_wait, no wait) and each gets one read(2)
+ * into the thread's buffer and one call into JS. A thread that goes away closes what it still
+ * has (an environment cleanup hook), as Node does with its own sockets: no descriptor outlives
+ * it, and its loop closes with no handle of ours left in it.
  */
+#include <sys/epoll.h>
+
 #define CONN_READ 1
 #define CONN_WRITE 2
 /* the code an event call carries for "writable" (reads carry n >= 0, errors -errno) */
 #define CONN_WRITABLE (-65536)
+/* ready connections taken per epoll_wait, and rounds per wake-up before the loop gets a turn */
+#define CONN_BATCH 64
+#define CONN_ROUNDS 4
 
 typedef struct conn_s conn_t;
 
@@ -913,19 +937,22 @@ typedef struct {
   napi_async_context actx;
   char *buf;
   size_t cap;
-  conn_t *head;      /* open connections, for the cleanup hook */
-  int closes;        /* handles closed whose close callback has not run yet */
-  int torn_down;     /* the cleanup hook ran: no N-API call any more */
-  int finalized;     /* the environment let go of this: the last close callback frees it */
+  int epfd;
+  uv_poll_t poll;      /* the epoll set, in the thread's loop */
+  conn_t *head;        /* open connections, for the cleanup hook */
+  conn_t *dead;        /* closed while a batch of events was being dispatched: freed after it */
+  int dispatching;
+  int torn_down;       /* the cleanup hook ran: no N-API call any more */
+  int finalized;       /* the environment let go of this */
+  int poll_closed;     /* the uv_poll_t's close callback ran */
 } conn_env_t;
 
 struct conn_s {
-  uv_poll_t poll;
   conn_env_t *ce;
   napi_ref owner;
   conn_t *prev, *next;
   int fd;
-  int events;        /* CONN_READ | CONN_WRITE being polled */
+  int events;          /* CONN_READ | CONN_WRITE in the epoll set; 0: not in it */
   int closing;
 };
 
@@ -948,44 +975,111 @@ static void conn_call(conn_t *c, int code) {
   napi_close_handle_scope(env, scope);
 }
 
-static int uv_events(int events) {
-  return (events & CONN_READ ? UV_READABLE : 0) | (events & CONN_WRITE ? UV_WRITABLE : 0);
+/* Polls `c` for `events` (0: takes it out of the set); 0 or -errno. */
+static int conn_set(conn_t *c, int events) {
+  if (events == c->events) return 0;
+  if (events == 0) {
+    if (epoll_ctl(c->ce->epfd, EPOLL_CTL_DEL, c->fd, NULL) != 0 && errno != ENOENT) return -errno;
+    c->events = 0;
+    return 0;
+  }
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = (events & CONN_READ ? EPOLLIN | EPOLLRDHUP : 0) | (events & CONN_WRITE ? EPOLLOUT : 0);
+  ev.data.ptr = c;
+  if (epoll_ctl(c->ce->epfd, c->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev) != 0) return -errno;
+  c->events = events;
+  return 0;
 }
 
-static void on_conn(uv_poll_t *h, int status, int events) {
-  conn_t *c = (conn_t *)h->data;
-  if (c->closing) return;
-  if (status < 0) {
-    /* an error on the socket (libuv stopped the poll): what it is, from the socket itself */
+/* One read(2) into the thread's buffer, given to JS: bytes, 0 at the end, -errno; nothing on EAGAIN. */
+static void conn_read(conn_t *c) {
+  ssize_t n;
+  do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    conn_call(c, -errno);
+    return;
+  }
+  conn_call(c, (int)n);
+}
+
+static void conn_dispatch(conn_t *c, uint32_t e) {
+  if (e & EPOLLERR) {
+    /* an error on the socket (a reset). What the client sent before it is read first, as a
+       Node socket reads it: a whole request followed by a reset is served as one, not lost.
+       Then the error, from the socket itself. */
+    if (c->events & CONN_READ) {
+      ssize_t n;
+      do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
+      if (n > 0) {
+        conn_call(c, (int)n);
+        if (c->closing) return;
+      }
+    }
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = -status;
-    c->events = 0;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = ECONNRESET;
     conn_call(c, -err);
     return;
   }
-  if ((events & UV_WRITABLE) && (c->events & CONN_WRITE)) {
+  int handled = 0;
+  if ((e & EPOLLOUT) && (c->events & CONN_WRITE)) {
+    handled = 1;
     conn_call(c, CONN_WRITABLE);
     if (c->closing) return;
   }
-  if ((events & (UV_READABLE | UV_DISCONNECT)) && (c->events & CONN_READ)) {
-    ssize_t n;
-    do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      conn_call(c, -errno);
-      return;
-    }
-    conn_call(c, (int)n);
+  if ((e & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) && (c->events & CONN_READ)) {
+    conn_read(c);
+    return;
+  }
+  /* hung up while only waiting to write, and not writable: the bytes can never go (epoll
+     reports a hang-up whatever was asked for, so it would come back at every turn) */
+  if ((e & EPOLLHUP) && !handled) conn_call(c, -EPIPE);
+}
+
+static void conn_free(conn_t *c) {
+  conn_env_t *ce = c->ce;
+  if (ce->dispatching > 0) {
+    c->next = ce->dead;
+    ce->dead = c;
+  } else {
+    free(c);
   }
 }
 
-static void on_conn_closed(uv_handle_t *h) {
-  conn_t *c = (conn_t *)h->data;
+static void on_conns(uv_poll_t *h, int status, int events) {
+  (void)status; (void)events;
+  conn_env_t *ce = (conn_env_t *)h->data;
+  struct epoll_event evs[CONN_BATCH];
+  for (int round = 0; round < CONN_ROUNDS && !ce->torn_down; round++) {
+    int n;
+    do n = epoll_wait(ce->epfd, evs, CONN_BATCH, 0); while (n < 0 && errno == EINTR);
+    if (n <= 0) break;
+    ce->dispatching++;
+    for (int i = 0; i < n; i++) {
+      conn_t *c = (conn_t *)evs[i].data.ptr;
+      /* closed by an earlier event of this batch: kept (not freed) until the batch is over */
+      if (!c->closing) conn_dispatch(c, evs[i].events);
+    }
+    if (--ce->dispatching == 0) {
+      while (ce->dead) {
+        conn_t *d = ce->dead;
+        ce->dead = d->next;
+        free(d);
+      }
+    }
+    if (n < CONN_BATCH) break;
+  }
+}
+
+/* The set keeps the thread's loop alive while it holds a connection, as an open Node socket does. */
+static void conn_link(conn_t *c) {
   conn_env_t *ce = c->ce;
-  if (!ce->torn_down) napi_delete_reference(ce->env, c->owner);
-  free(c);
-  if (--ce->closes == 0 && ce->finalized) free(ce);
+  if (ce->head == NULL) uv_ref((uv_handle_t *)&ce->poll);
+  c->next = ce->head;
+  if (ce->head) ce->head->prev = c;
+  ce->head = c;
 }
 
 static void conn_unlink(conn_t *c) {
@@ -993,33 +1087,46 @@ static void conn_unlink(conn_t *c) {
   if (c->prev) c->prev->next = c->next; else ce->head = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
+  if (ce->head == NULL && !ce->torn_down) uv_unref((uv_handle_t *)&ce->poll);
 }
 
 static void conn_close(conn_t *c, int close_fd) {
   if (c->closing) return;
+  conn_env_t *ce = c->ce;
   c->closing = 1;
-  c->ce->closes++;
   conn_unlink(c);
-  uv_poll_stop(&c->poll); /* out of epoll: the descriptor may be closed or handed to a Node socket */
+  /* out of the set before the close: a copy of the descriptor elsewhere (a child between fork
+     and exec) would keep it in the set, and its events would name freed memory */
+  conn_set(c, 0);
   if (close_fd) close(c->fd);
   c->fd = -1;
-  uv_close((uv_handle_t *)&c->poll, on_conn_closed);
+  if (!ce->torn_down) napi_delete_reference(ce->env, c->owner);
+  conn_free(c);
 }
 
-/* The thread's environment is going: its connections are closed with it (their close callbacks run in its last loop turns). */
+static void on_conns_closed(uv_handle_t *h) {
+  conn_env_t *ce = (conn_env_t *)h->data;
+  ce->poll_closed = 1;
+  if (ce->finalized) free(ce);
+}
+
+/* The thread's environment is going: its connections are closed with it, then the set. */
 static void conn_env_cleanup(void *arg) {
   conn_env_t *ce = (conn_env_t *)arg;
   ce->torn_down = 1;
   while (ce->head) conn_close(ce->head, 1);
+  uv_poll_stop(&ce->poll);
+  close(ce->epfd);
+  ce->epfd = -1;
+  uv_close((uv_handle_t *)&ce->poll, on_conns_closed);
 }
 
 static void conn_env_finalize(napi_env env, void *data, void *hint) {
   (void)env; (void)hint;
   conn_env_t *ce = (conn_env_t *)data;
-  /* after the cleanup hook: every connection of the thread is closed; the last close callback frees this */
   ce->torn_down = 1;
   ce->finalized = 1;
-  if (ce->closes == 0) free(ce);
+  if (ce->poll_closed) free(ce);
 }
 
 static napi_value conn_init(napi_env env, napi_callback_info info) {
@@ -1040,11 +1147,40 @@ static napi_value conn_init(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_CONN_INIT", "connInit: already called on this thread");
     return NULL;
   }
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, "ERR_NO_LOOP", "no event loop");
+    return NULL;
+  }
   conn_env_t *ce = calloc(1, sizeof *ce);
   if (!ce) return throw_errno(env, "connInit", ENOMEM);
   ce->env = env;
   ce->buf = (char *)data;
   ce->cap = length;
+  ce->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (ce->epfd < 0) {
+    int err = errno;
+    free(ce);
+    return throw_errno(env, "epoll_create1", err);
+  }
+  int r = uv_poll_init(loop, &ce->poll, ce->epfd);
+  if (r == 0) {
+    ce->poll.data = ce;
+    r = uv_poll_start(&ce->poll, UV_READABLE, on_conns);
+    if (r == 0) uv_unref((uv_handle_t *)&ce->poll); /* no connection yet */
+    if (r != 0) {
+      /* the handle is in the loop: it is freed by its close callback */
+      ce->finalized = 1;
+      uv_close((uv_handle_t *)&ce->poll, on_conns_closed);
+      close(ce->epfd);
+      return throw_errno(env, "uv_poll_start", -r);
+    }
+  }
+  if (r != 0) {
+    close(ce->epfd);
+    free(ce);
+    return throw_errno(env, "uv_poll_init", -r);
+  }
   napi_value name;
   napi_create_string_utf8(env, "sluice:conn", NAPI_AUTO_LENGTH, &name);
   if (napi_create_reference(env, argv[1], 1, &ce->cb_ref) != napi_ok ||
@@ -1052,7 +1188,6 @@ static napi_value conn_init(napi_env env, napi_callback_info info) {
       napi_async_init(env, NULL, name, &ce->actx) != napi_ok ||
       napi_add_env_cleanup_hook(env, conn_env_cleanup, ce) != napi_ok ||
       napi_set_instance_data(env, ce, conn_env_finalize, NULL) != napi_ok) {
-    free(ce);
     napi_throw_error(env, "ERR_NAPI", "connInit: cannot keep references");
     return NULL;
   }
@@ -1073,13 +1208,8 @@ static napi_value conn_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "connOpen(fd, owner: object)");
     return NULL;
   }
-  if (napi_get_instance_data(env, (void **)&ce) != napi_ok || ce == NULL) {
+  if (napi_get_instance_data(env, (void **)&ce) != napi_ok || ce == NULL || ce->torn_down) {
     napi_throw_error(env, "ERR_CONN_INIT", "connOpen: connInit was not called on this thread");
-    return NULL;
-  }
-  uv_loop_t *loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    napi_throw_error(env, "ERR_NO_LOOP", "no event loop");
     return NULL;
   }
   conn_t *c = calloc(1, sizeof *c);
@@ -1091,26 +1221,13 @@ static napi_value conn_open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NAPI", "connOpen: cannot keep a reference");
     return NULL;
   }
-  int r = uv_poll_init(loop, &c->poll, fd);
-  if (r == 0) {
-    c->poll.data = c;
-    r = uv_poll_start(&c->poll, UV_READABLE, on_conn);
-    if (r != 0) {
-      c->closing = 1;
-      ce->closes++;
-      uv_close((uv_handle_t *)&c->poll, on_conn_closed);
-      return throw_errno(env, "uv_poll_start", -r);
-    }
-  }
+  int r = conn_set(c, CONN_READ);
   if (r != 0) {
     napi_delete_reference(env, c->owner);
     free(c);
-    return throw_errno(env, "uv_poll_init", -r);
+    return throw_errno(env, "epoll_ctl", -r);
   }
-  c->events = CONN_READ;
-  c->next = ce->head;
-  if (ce->head) ce->head->prev = c;
-  ce->head = c;
+  conn_link(c);
   napi_value ext;
   napi_create_external(env, c, NULL, NULL, &ext);
   return ext;
@@ -1132,17 +1249,12 @@ static conn_t *conn_arg(napi_env env, napi_callback_info info, int32_t *extra) {
   return (conn_t *)p;
 }
 
-/* connEvents(handle, events): poll for CONN_READ | CONN_WRITE (0: nothing); -errno, or 0 */
+/* connEvents(handle, events): poll for CONN_READ | CONN_WRITE (0: nothing); 0 or -errno */
 static napi_value conn_events(napi_env env, napi_callback_info info) {
   int32_t events = 0;
   conn_t *c = conn_arg(env, info, &events);
   if (!c) return NULL;
-  int r = 0;
-  if (!c->closing) {
-    events &= CONN_READ | CONN_WRITE;
-    r = events == 0 ? uv_poll_stop(&c->poll) : uv_poll_start(&c->poll, uv_events(events), on_conn);
-    if (r == 0) c->events = events;
-  }
+  int r = c->closing ? 0 : conn_set(c, events & (CONN_READ | CONN_WRITE));
   napi_value v;
   napi_create_int32(env, r, &v);
   return v;

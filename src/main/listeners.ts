@@ -28,8 +28,8 @@ import { LogEvery, log } from '../log';
 import { parseAddress } from '../net/address';
 import type { SharedState } from '../shared/shared-state';
 import { FdOwnership, MAX_FD } from '../shared/fd-ownership';
-import { formatDst, HandoffSender, MAX_LISTENERS, type Returned } from '../shared/handoff';
-import { ACCEPT_DST_ERROR, ACCEPT_ENTRY_WORDS, ACCEPT_OWN_CHECK, type Acceptor, type NativeNet } from '../net/native';
+import { formatDst, HandoffSender, MAX_LISTENERS, PEER_WORDS, type Returned } from '../shared/handoff';
+import { ACCEPT_DST_ERROR, ACCEPT_ENTRY_WORDS, ACCEPT_OWN_CHECK, ACCEPT_PEER, type Acceptor, type NativeNet } from '../net/native';
 import type { OriginalDst } from '../shared/messages';
 
 /** Serves a connection on the main thread when no hand-off is possible (no addon). */
@@ -305,8 +305,11 @@ export class Listeners {
         if (dst && isLocalAddress(plain(dst.address))) family = 0;
       }
       open++;
-      if (!sender.send(fd, l.index, l.slot, 0, family, b[o + 2], b, o + 3, localPort)) {
-        this.hold({ fd, listener: l.index, slot: l.slot, attempt: 0, family, port: b[o + 2], addr: b.slice(o + 3, o + 7), localPort });
+      if (!sender.send(fd, l.index, l.slot, 0, family, b[o + 2], b, o + 3, localPort, b, o + ACCEPT_PEER)) {
+        this.hold({
+          fd, listener: l.index, slot: l.slot, attempt: 0, family, port: b[o + 2], addr: b.slice(o + 3, o + 7), localPort,
+          peer: b.slice(o + ACCEPT_PEER, o + ACCEPT_PEER + PEER_WORDS),
+        });
       }
     }
     sender.flush();
@@ -351,7 +354,7 @@ export class Listeners {
           handed++;
           this.events.requeued?.();
           c.attempt = 1;
-          if (!sender.send(c.fd, c.listener, c.slot, 1, c.family, c.port, c.addr, 0, c.localPort)) this.hold(c);
+          if (!sender.send(c.fd, c.listener, c.slot, 1, c.family, c.port, c.addr, 0, c.localPort, c.peer, 0)) this.hold(c);
         } else {
           closed++;
           this.drop(c);

@@ -7,7 +7,9 @@
 import path from 'node:path';
 
 /** Words per accepted connection in an acceptor's batch (see native/sluice-net.c). */
-export const ACCEPT_ENTRY_WORDS = 8;
+export const ACCEPT_ENTRY_WORDS = 14;
+/** Where an entry's peer starts: family (4, 6; 0 unknown), port, four words of address (PEER_WORDS in all). */
+export const ACCEPT_PEER = 8;
 /** Entry flags: the dst family in the low byte; dst may be one of our own addresses; dst unreadable. */
 export const ACCEPT_OWN_CHECK = 0x100;
 export const ACCEPT_DST_ERROR = 0x200;

@@ -15,7 +15,8 @@
  *                                                  16 cons (worker writes) │ 17 done (worker writes)
  *   handoff.ring (Int32 × ROWS × RING × ENTRY_WORDS): 0 fd │ 1 token │ 2 listener │ 3 listener
  *       stat slot │ 4 attempt │ 5 dst family (0 none, 4, 6) │ 6 dst port │ 7..10 dst address bytes │
- *       11 local port (the listener's bound port; 0 when not known, as on capture listeners)
+ *       11 local port (the listener's bound port; 0 when not known, as on capture listeners) │
+ *       12 peer family (4, 6; 0 not known) │ 13 peer port │ 14..17 peer address bytes (as accept saw it)
  *   handoff.done (Int32 × ROWS × MAX_LISTENERS): connections of listener l that row r finished
  *   handoff.wake (Int32): bumped on every finished connection; the main thread waits on it
  *       only while it has something to wait for (a drain, connections waiting for room)
@@ -35,7 +36,9 @@ import { declareRegion, type SharedMemory } from './shared-memory';
 export const HANDOFF_ROWS = 272;
 /** Entries per row: connections queued for one worker and not yet taken. */
 export const RING = 1024;
-export const ENTRY_WORDS = 12;
+export const ENTRY_WORDS = 18;
+/** A peer in an entry: family (4, 6; 0 unknown), port, four words of address as in the sockaddr. */
+export const PEER_WORDS = 6;
 /** Listeners ever opened (by name, append-only) in one process. */
 export const MAX_LISTENERS = 1024;
 
@@ -54,6 +57,7 @@ const E_FAMILY = 5;
 const E_PORT = 6;
 const E_ADDR = 7;
 const E_LOCAL_PORT = 11;
+const E_PEER = 12;
 
 /** Atomics.waitAsync (V8, Node ≥ 16), missing from the ES2022 typings. */
 const waitAsync = (Atomics as unknown as {
@@ -74,6 +78,8 @@ export interface Claimed {
   dst: OriginalDst | null;
   /** The port it was accepted on, as the main thread knows it (no getsockname in the worker); 0: not known. */
   localPort: number;
+  /** The peer as accept saw it (a client that resets at once still has one); null: not known. */
+  peer: { address: string; port: number } | null;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
@@ -89,6 +95,14 @@ export function formatDst(family: number, words: ArrayLike<number>, port: number
   const bytes = new Uint8Array(Int32Array.from({ length: 4 }, (_, i) => words[i]).buffer); // the sockaddr's bytes, in order
   if (family === 4) return { address: `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`, port };
   return { address: formatIPv6(bytes), port };
+}
+
+/** The peer of an entry's PEER_WORDS at `at`, as Node's remoteAddress/remotePort would say; null when not known. */
+function peerAt(ring: Int32Array, at: number): { address: string; port: number } | null {
+  const family = ring[at];
+  if (family !== 4 && family !== 6) return null;
+  const a = formatDst(family, ring.subarray(at + 2, at + 6), ring[at + 1]);
+  return a;
 }
 
 /** RFC 5952 text of 16 bytes, as inet_ntop writes it (IPv4-mapped as ::ffff:a.b.c.d). */
@@ -111,6 +125,8 @@ export interface Returned {
   port: number;
   addr: Int32Array;
   localPort: number;
+  /** PEER_WORDS words, or null. */
+  peer: Int32Array | null;
 }
 
 /** Main thread: the sending side of every row. */
@@ -185,7 +201,7 @@ export class HandoffSender {
    * `attempt`: 0, or 1 once a dead worker's queue gave it back; the dst address is the four
    * words at addr[at] (IPv4 in the first); `localPort`: the port it was accepted on, 0 if not known.
    */
-  send(fd: number, listener: number, slot: number, attempt: number, family: number, port: number, addr: Int32Array, at: number, localPort = 0): boolean {
+  send(fd: number, listener: number, slot: number, attempt: number, family: number, port: number, addr: Int32Array, at: number, localPort = 0, peer: Int32Array | null = null, peerAt = 0): boolean {
     let live = this.live;
     if (live.length === 0) live = this.refresh();
     let best = -1;
@@ -215,6 +231,8 @@ export class HandoffSender {
     ring[e + E_FAMILY] = family;
     ring[e + E_PORT] = port;
     ring[e + E_LOCAL_PORT] = localPort;
+    if (peer !== null) for (let k = 0; k < PEER_WORDS; k++) ring[e + E_PEER + k] = peer[peerAt + k];
+    else ring[e + E_PEER] = 0;
     if (family !== 0) {
       ring[e + E_ADDR] = addr[at];
       ring[e + E_ADDR + 1] = addr[at + 1];
@@ -254,7 +272,7 @@ export class HandoffSender {
       back.push({
         fd, listener: this.ring[e + E_LISTENER], slot: this.ring[e + E_SLOT], attempt: this.ring[e + E_ATTEMPT],
         family: this.ring[e + E_FAMILY], port: this.ring[e + E_PORT], addr: this.ring.slice(e + E_ADDR, e + E_ADDR + 4),
-        localPort: this.ring[e + E_LOCAL_PORT],
+        localPort: this.ring[e + E_LOCAL_PORT], peer: this.ring.slice(e + E_PEER, e + E_PEER + PEER_WORDS),
       });
     }
     this.assigned[row] = 0;
@@ -343,6 +361,7 @@ export class HandoffInbox {
       fd, token, listener, slot: ring[e + E_SLOT],
       dst: family === 0 ? null : formatDst(family, ring.subarray(e + E_ADDR, e + E_ADDR + 4), ring[e + E_PORT]),
       localPort: ring[e + E_LOCAL_PORT],
+      peer: peerAt(ring, e + E_PEER),
     };
     try {
       serve(c);

@@ -176,13 +176,13 @@ class Sniffer implements Timed, ReadSink {
       }
       if (mode === 'strict') {
         now.stats.inc(info.listener.tlsPlaintextRefused);
-        plaintextRefusedLog.note({ listener: l.name, peer: socket.remoteAddress, port: info.dst?.port ?? socket.localPort, protocol: verdict });
+        plaintextRefusedLog.note({ listener: l.name, peer: callerOf(socket, info).address, port: info.dst?.port ?? socket.localPort, protocol: verdict });
         socket.destroy();
         return;
       }
       now.stats.inc(info.listener.tlsPlaintext);
       info.countPeer = true;
-      rt.peerStats?.connection(l.name, null, socket.remoteAddress ?? '');
+      rt.peerStats?.connection(l.name, null, callerOf(socket, info).address);
     }
     const accepted = verdict === 'http1' || verdict === 'http2'
       || (l.protocol === 'dubbo' && verdict === 'dubbo')
@@ -368,7 +368,7 @@ function admitOpaque(cfg: CompiledConfig, socket: net.Socket, info: ConnectionIn
 
 /** Terminates inbound mTLS, then serves what is inside as a connection of its own, with the caller's identity. */
 function terminate(rt: WorkerRuntime, cfg: CompiledConfig, socket: net.Socket, info: ConnectionInfo): void {
-  const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+  const peer = info.peer ?? { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
   const lr = info.listener;
   const upstream = lr.config.cluster !== undefined ? cfg.clusters.get(lr.config.cluster) : undefined;
   rt.tls.terminate(socket, cfg.config.tls?.handshakeTimeoutMs ?? 10_000, (r) => {

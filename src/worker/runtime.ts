@@ -62,7 +62,11 @@ export interface ConnectionInfo {
   /** mTLS was terminated on this connection: the caller's SPIFFE ID (without spiffe://) and ours. */
   principal?: string;
   ownId?: string;
-  /** The peer's address as accepted (a TLS socket over it reports the same, but read it once). */
+  /**
+   * The peer's address as accepted: by the main thread's accept (src/shared/handoff.ts), so a
+   * client that resets at once still has its address (getpeername would fail, and a rule on
+   * source addresses would have nothing to match); a TLS socket over it reports the same.
+   */
   peer?: { address: string; port: number };
   /** What every request of this connection gets done to its headers (src/tls/xfcc.ts); set by the connection owner. */
   identityEdits?: HeaderOps | null;

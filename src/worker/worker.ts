@@ -101,7 +101,7 @@ function serve(c: Claimed): void {
   socket.on('close', onHandedClose);
   try {
     if (!listener) { socket.destroy(); return; }
-    serveConnection(rt, socket, { listener, dst: c.dst, localPort: c.localPort || undefined });
+    serveConnection(rt, socket, { listener, dst: c.dst, localPort: c.localPort || undefined, peer: c.peer ?? undefined });
   } catch (err) {
     log.error({ err }, 'connection setup failed');
     socket.destroy();

@@ -19,13 +19,13 @@ const fs = require('node:fs');
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
 const fd = n.listen('127.0.0.1', 0, 64);
 const port = n.localAddress(fd).port;
-const batch = new Int32Array(8 * 8);
+const batch = new Int32Array(14 * 8);
 const filler = [];
 const fill = () => { for (;;) { try { filler.push(fs.openSync('/dev/null', 'r')); } catch (e) { return e.code; } } };
 let h;
 const start = () => { h = n.acceptStart(fd, batch, false, (k, refused, status) => {
   say({ k, refused, status });
-  for (let i = 0; i < k; i++) n.close(batch[i * 8]);
+  for (let i = 0; i < k; i++) n.close(batch[i * 14]);
 }); };
 let why;
 if (process.argv[1] === 'fill-first') { why = fill(); start(); } else { start(); why = fill(); }

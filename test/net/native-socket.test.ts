@@ -14,7 +14,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import t, { type Test } from 'tap';
-import { loadNative, type Acceptor } from '../../src/net/native';
+import { ACCEPT_ENTRY_WORDS, loadNative, type Acceptor } from '../../src/net/native';
 import { NativeSocket } from '../../src/net/native-socket';
 import { setReadSink } from '../../src/net/direct-read';
 import { waitFor } from '../helpers/harness';
@@ -26,12 +26,12 @@ const usable = native !== null && typeof native.connOpen === 'function';
 async function acceptor(t: Test): Promise<{ port: number; next(): Promise<number> }> {
   const lfd = native!.listen('127.0.0.1', 0, 64);
   const port = native!.localAddress(lfd).port;
-  const batch = new Int32Array(8 * 16);
+  const batch = new Int32Array(ACCEPT_ENTRY_WORDS * 16);
   const fds: number[] = [];
   const waiting: ((fd: number) => void)[] = [];
   const a: Acceptor = native!.acceptStart(lfd, batch, false, (n) => {
     for (let i = 0; i < n; i++) {
-      const fd = batch[i * 8];
+      const fd = batch[i * ACCEPT_ENTRY_WORDS];
       const w = waiting.shift();
       if (w) w(fd); else fds.push(fd);
     }

@@ -160,9 +160,12 @@ function callerTests(r: AuthorizationRule): ConnectionTest[] {
   }
   if (r.sourceRanges) {
     const ranges: CidrRange[] = r.sourceRanges.map(parseCidr);
+    // a caller whose address is not known (it cannot be read) is in a deny rule's ranges and
+    // in no allow rule's: not knowing an address must not get a request past a rule on it
+    const unknown = r.action === 'deny';
     tests.push((v) => {
       const ip = peerIp(v.source);
-      if (ip === null) return false;
+      if (ip === null) return unknown;
       for (const range of ranges) if (inRange(ip, range)) return true;
       return false;
     });

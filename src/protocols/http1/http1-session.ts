@@ -182,10 +182,12 @@ export class Http1Session implements Http1Handler, Timed {
 
   /**
    * The connection as a Node socket (an upgrade's tunnel pipes streams): a native socket is
-   * promoted (src/net/native-socket.ts), with what the turn held for it sent first.
+   * promoted (src/net/native-socket.ts), with what the turn held for it sent first; null when
+   * the client is gone.
    */
-  nodeSocket(): net.Socket {
-    const s = this.out;
+  nodeSocket(): net.Socket | null {
+    const s = this.out; // what the turn held goes first: its write may find the client gone
+    if (s.destroyed) return null;
     if (!isNative(s)) return s;
     const n = s.promote();
     this.socket = n;
@@ -687,10 +689,15 @@ class Http1Downstream implements Downstream {
 
   upgrade(up: net.Socket, rest: Buffer): void {
     const session = this.session;
-    const down = session.nodeSocket();
     this.closeAfter = true;
     this.tunnel = true;
     session.exchangeFinished(this);
+    const down = session.nodeSocket();
+    if (down === null) {
+      // the client is gone (a reset before the 101): there is nothing to tunnel to
+      up.destroy();
+      return;
+    }
     down.removeAllListeners('data');
     down.removeAllListeners('end');
     setReadSink(down, null); // the tunnel reads the socket as a stream
