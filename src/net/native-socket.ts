@@ -1,10 +1,10 @@
 /**
- * A downstream connection served without a Node socket: the project's addon polls its descriptor
- * in the worker's loop (one `uv_poll_t`), reads into the thread's buffer and calls `onEvent`;
- * writes are one send(2) each, from JS. A new connection that is plain HTTP/1.1 costs no TCP
- * handle, no Duplex stream state, no write requests and no close callbacks: building, serving and
- * closing a `net.Socket` was about a third of a worker's CPU per short connection
- * (docs/benchmarks.md, "Plain HTTP/1.1 downstream connections without a Node socket").
+ * A downstream connection served without a Node socket: the project's addon keeps its descriptor
+ * in the worker's epoll set (one per thread, polled from the worker's loop), reads into the
+ * thread's buffer and calls `onEvent`; writes are one send(2) each, from JS. A new connection
+ * that is plain HTTP/1.1 costs no TCP handle, no Duplex stream state, no write requests and no
+ * close callbacks (docs/benchmarks.md, "Plain HTTP/1.1 downstream connections without a Node
+ * socket").
  *
  *   fd ─▶ NativeSocket ─ first read ─┬─ plainly HTTP/1 ─▶ Http1Session reads and writes it as it is
  *                                    └─ anything else (TLS, HTTP/2, Dubbo, opaque, a partial

@@ -103,7 +103,17 @@ t.test('source ranges, IPv4 and IPv6, mapped addresses included', async (t) => {
   t.equal(decide(p, { address: '192.0.2.1' }), 'deny:default_deny');
   t.equal(decide(p, { address: '127.0.0.1' }), 'allow:inside');
   t.equal(decide(p, { address: '127.0.0.2' }), 'deny:default_deny');
-  t.equal(decide(p, { address: '' }), 'deny:default_deny', 'an address that cannot be read matches no range');
+  t.equal(decide(p, { address: '' }), 'deny:blocked', 'an address that cannot be read is in a deny rule\'s ranges, and in no allow rule\'s');
+});
+
+t.test('a caller whose address is not known: caught by a deny rule on addresses, never let in by an allow rule on them', async (t) => {
+  const denyOnly = policy([{ name: 'blocked', action: 'deny', sourceRanges: ['127.0.0.1'] }]);
+  t.equal(decide(denyOnly, { address: '10.1.2.3' }), 'allow:default_allow', 'another address passes');
+  t.equal(decide(denyOnly, { address: '' }), 'deny:blocked', 'not knowing the address does not get past the deny rule');
+  t.equal(decide(denyOnly, { address: 'not an address' }), 'deny:blocked');
+  const allowOnly = policy([{ name: 'inside', action: 'allow', sourceRanges: ['0.0.0.0/0', '::/0'] }]);
+  t.equal(decide(allowOnly, { address: '192.0.2.1' }), 'allow:inside');
+  t.equal(decide(allowOnly, { address: '' }), 'deny:default_deny', 'an allow rule on addresses does not hold for an unknown one');
 });
 
 t.test('the route match fields, all of them ANDed with identity', async (t) => {
