@@ -183,6 +183,24 @@ static napi_value make_addr(napi_env env, const char *ip, int port, int family) 
   return obj;
 }
 
+/* { address, port, family } of an AF_INET or AF_INET6 address (inet_ntop's text, as Node shows it); null for another family */
+static napi_value sockaddr_value(napi_env env, const struct sockaddr_storage *ss) {
+  char ip[INET6_ADDRSTRLEN];
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+    return make_addr(env, ip, ntohs(s4->sin_port), 4);
+  }
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+    return make_addr(env, ip, ntohs(s6->sin6_port), 6);
+  }
+  napi_value nul;
+  napi_get_null(env, &nul);
+  return nul;
+}
+
 static napi_value original_dst(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (fd_arg(env, info, &fd)) return NULL;
@@ -333,15 +351,7 @@ static napi_value local_address(napi_env env, napi_callback_info info) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return throw_errno(env, "getsockname", errno);
-  char ip[INET6_ADDRSTRLEN];
-  if (ss.ss_family == AF_INET) {
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
-    return make_addr(env, ip, ntohs(s4->sin_port), 4);
-  }
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
-  return make_addr(env, ip, ntohs(s6->sin6_port), 6);
+  return sockaddr_value(env, &ss);
 }
 
 #define ENTRY_WORDS 14
@@ -658,21 +668,28 @@ static napi_value close_many(napi_env env, napi_callback_info info) {
   return u;
 }
 
-static napi_value write_some(napi_env env, napi_callback_info info) {
+/* The (fd, bytes: Uint8Array, n <= bytes.length) of a write; -1 (thrown, naming `usage`) when they are not that. */
+static int write_args(napi_env env, napi_callback_info info, const char *usage, int32_t *fd, void **data, uint32_t *n) {
   size_t argc = 3;
   napi_value argv[3];
-  int32_t fd = -1;
-  uint32_t n = 0;
   napi_typedarray_type type;
   size_t length = 0;
-  void *data = NULL;
+  *fd = -1;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
-      napi_get_value_uint32(env, argv[2], &n) != napi_ok || n > length) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "writeSome(fd, bytes: Uint8Array, n <= bytes.length)");
-    return NULL;
+      napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0 ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
+      napi_get_value_uint32(env, argv[2], n) != napi_ok || *n > length) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", usage);
+    return -1;
   }
+  return 0;
+}
+
+static napi_value write_some(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  void *data = NULL;
+  uint32_t n = 0;
+  if (write_args(env, info, "writeSome(fd, bytes: Uint8Array, n <= bytes.length)", &fd, &data, &n)) return NULL;
   ssize_t w;
   do w = write(fd, data, n); while (w < 0 && errno == EINTR);
   napi_value r;
@@ -1273,20 +1290,10 @@ static napi_value conn_close_js(napi_env env, napi_callback_info info) {
 
 /* connWrite(fd, bytes, n): one write(2) of bytes[0, n): the count taken, 0 on EAGAIN, -errno on an error */
 static napi_value conn_write(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  int32_t fd = -1;
-  uint32_t n = 0;
-  napi_typedarray_type type;
-  size_t length = 0;
+  int32_t fd;
   void *data = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
-      napi_get_value_uint32(env, argv[2], &n) != napi_ok || n > length) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "connWrite(fd, bytes: Uint8Array, n <= bytes.length)");
-    return NULL;
-  }
+  uint32_t n = 0;
+  if (write_args(env, info, "connWrite(fd, bytes: Uint8Array, n <= bytes.length)", &fd, &data, &n)) return NULL;
   ssize_t w;
   do w = send(fd, data, n, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
   int32_t r = w >= 0 ? (int32_t)w : (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
@@ -1310,19 +1317,12 @@ static napi_value peer_address(napi_env env, napi_callback_info info) {
   if (fd_arg(env, info, &fd)) return NULL;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  napi_value nul;
-  napi_get_null(env, &nul);
-  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return nul;
-  char ip[INET6_ADDRSTRLEN];
-  if (ss.ss_family == AF_INET) {
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
-    return make_addr(env, ip, ntohs(s4->sin_port), 4);
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
+    napi_value nul;
+    napi_get_null(env, &nul);
+    return nul;
   }
-  if (ss.ss_family != AF_INET6) return nul;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
-  return make_addr(env, ip, ntohs(s6->sin6_port), 6);
+  return sockaddr_value(env, &ss);
 }
 
 static napi_value init(napi_env env, napi_value exports) {

@@ -48,49 +48,37 @@ async function webUpstream(): Promise<Upstream> {
     req.on('end', () => {
       rec.ended = true;
       const url = req.url ?? '';
-      if (url.startsWith('/big')) {
-        const n = Number(new URL(url, 'http://a').searchParams.get('mb') ?? '8') * MiB;
-        res.writeHead(200, { 'content-length': String(n), date: 'x' });
-        // in pieces, each after the last was taken: `sent` is what Sluice let through
-        const pump = () => {
+      /** Writes `n` bytes, `piece(at)` at a time, to the response, each piece after the last was taken: `sent` is what Sluice let through. */
+      const pump = (n: number, piece: (at: number) => Buffer): void => {
+        const more = (): void => {
           while (sent < n) {
-            const piece = BIG.subarray(sent, Math.min(n, sent + 64 * 1024));
-            sent += piece.length;
-            if (!res.write(piece)) { res.once('drain', pump); return; }
+            const p = piece(sent);
+            sent += p.length;
+            if (!res.write(p)) { res.once('drain', more); return; }
           }
           res.end();
         };
-        pump();
+        more();
+      };
+      const mb = (dflt: string) => Number(new URL(url, 'http://a').searchParams.get('mb') ?? dflt) * MiB;
+      if (url.startsWith('/big')) {
+        const n = mb('8');
+        res.writeHead(200, { 'content-length': String(n), date: 'x' });
+        pump(n, (at) => BIG.subarray(at, Math.min(n, at + 64 * 1024)));
         return;
       }
       if (url.startsWith('/gen')) {
         // as much as Sluice takes, up to mb= MiB of one repeated piece
-        const n = Number(new URL(url, 'http://a').searchParams.get('mb') ?? '8') * MiB;
+        const n = mb('8');
         res.writeHead(200, { 'content-length': String(n), date: 'x' });
-        const pump = () => {
-          while (sent < n) {
-            const piece = BIG.subarray(0, Math.min(n - sent, 64 * 1024));
-            sent += piece.length;
-            if (!res.write(piece)) { res.once('drain', pump); return; }
-          }
-          res.end();
-        };
-        pump();
+        pump(n, (at) => BIG.subarray(0, Math.min(n - at, 64 * 1024)));
         return;
       }
       if (url.startsWith('/chunked-big')) {
-        // no length: chunked towards the client, in pieces each after the last was taken
-        const n = Number(new URL(url, 'http://a').searchParams.get('mb') ?? '4') * MiB;
+        // no length: chunked towards the client
+        const n = mb('4');
         res.writeHead(200, { date: 'x' });
-        const pump = () => {
-          while (sent < n) {
-            const piece = BIG.subarray(sent, Math.min(n, sent + 50_000));
-            sent += piece.length;
-            if (!res.write(piece)) { res.once('drain', pump); return; }
-          }
-          res.end();
-        };
-        pump();
+        pump(n, (at) => BIG.subarray(at, Math.min(n, at + 50_000)));
         return;
       }
       if (url === '/headers') {
@@ -209,18 +197,27 @@ t.before(async () => {
   web = await webUpstream();
   ws = await upgradeUpstream();
   tup = await tlsUpstream(pki);
-  const native = await startSluice(config());
-  // worker threads take a copy of the environment when they are made: this one's are Node sockets only
+  sl = await bothWays(config());
+});
+
+/**
+ * Two Sluices on `doc`: one with native sockets, one with Node sockets only (worker threads take
+ * a copy of the environment when they are made, so SLUICE_NATIVE_SOCKETS=0 is set only while
+ * the second one starts).
+ */
+async function bothWays(doc: Record<string, unknown>): Promise<Pair> {
+  const native = await startSluice(doc);
   const was = process.env.SLUICE_NATIVE_SOCKETS;
   process.env.SLUICE_NATIVE_SOCKETS = '0';
-  let node: RunningSluice;
   try {
-    node = await startSluice(config());
+    return { native, node: await startSluice(doc) };
+  } catch (err) {
+    await native.stop();
+    throw err;
   } finally {
     if (was === undefined) delete process.env.SLUICE_NATIVE_SOCKETS; else process.env.SLUICE_NATIVE_SOCKETS = was;
   }
-  sl = { native, node };
-});
+}
 
 t.teardown(async () => {
   await sl?.native.stop();
@@ -771,12 +768,8 @@ t.test('inbound mTLS (permissive) on a native listener: the ClientHello whole, o
     tls: { certFile: server.certFile, keyFile: server.keyFile, caFile: server.caFile, inbound: { mode: 'permissive' } },
     listeners: [{ name: 'app', address: '127.0.0.1:0', direction: 'inbound', cluster: 'web' }],
   };
-  const native = await startSluice(doc);
+  const { native, node } = await bothWays(doc);
   t.teardown(() => native.stop());
-  const was = process.env.SLUICE_NATIVE_SOCKETS;
-  process.env.SLUICE_NATIVE_SOCKETS = '0';
-  let node: RunningSluice;
-  try { node = await startSluice(doc); } finally { if (was === undefined) delete process.env.SLUICE_NATIVE_SOCKETS; else process.env.SLUICE_NATIVE_SOCKETS = was; }
   t.teardown(() => node.stop());
   const ask = (port: number, path: string) => new Promise<string>((resolve) => {
     const c = tls.connect({ port, host: '127.0.0.1', cert: caller.cert, key: caller.key, ca: caller.ca, rejectUnauthorized: false });
@@ -917,12 +910,8 @@ t.test('upgrade: the client resets before its 101 comes: closed quietly, no inte
  */
 t.test('authorization: a request from a denied address, then a reset at once, never reaches the upstream', async (t) => {
   const doc = { ...config(), authorization: [{ name: 'no-loopback-1', action: 'deny', sourceRanges: ['127.0.0.1'] }] };
-  const native = await startSluice(doc);
+  const { native, node } = await bothWays(doc);
   t.teardown(() => native.stop());
-  const was = process.env.SLUICE_NATIVE_SOCKETS;
-  process.env.SLUICE_NATIVE_SOCKETS = '0';
-  let node: RunningSluice;
-  try { node = await startSluice(doc); } finally { if (was === undefined) delete process.env.SLUICE_NATIVE_SOCKETS; else process.env.SLUICE_NATIVE_SOCKETS = was; }
   t.teardown(() => node.stop());
   for (const [name, s] of [['native', native], ['node', node]] as const) {
     const plain = await converse(s.port('app'), [GET('/denied', 'connection: close\r\n')]);
