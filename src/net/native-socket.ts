@@ -119,6 +119,8 @@ export class NativeSocket extends EventEmitter {
   private peer: { address: string; port: number; family: 4 | 6 } | null | undefined = undefined;
   private local: { address: string; port: number; family: 4 | 6 } | null | undefined = undefined;
   private readonly handle: Connection;
+  /** The Node socket this one became (promote()): a destroy() that still reaches this one goes to it. */
+  private successor: net.Socket | null = null;
 
   /** A native socket over `fd` (which it owns from now on), or null where the addon cannot serve one. */
   static open(fd: number): NativeSocket | null {
@@ -313,7 +315,10 @@ export class NativeSocket extends EventEmitter {
   }
 
   destroy(err?: Error | null): this {
-    if (this.destroyed) return this;
+    if (this.destroyed) {
+      if (this.successor !== null && !this.successor.destroyed) this.successor.destroy(err ?? undefined);
+      return this;
+    }
     this.destroyed = true;
     this.writableEnded = true;
     this.queue = null;
@@ -393,6 +398,7 @@ export class NativeSocket extends EventEmitter {
     native!.connClose(this.handle, 0);
     this.destroyed = true;
     const s = socketFor(this.fd);
+    this.successor = s;
     for (const name of this.eventNames()) {
       for (const l of this.rawListeners(name)) (s as EventEmitter).on(name, l as (...args: unknown[]) => void);
     }

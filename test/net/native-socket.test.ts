@@ -196,6 +196,17 @@ t.test('promote(): a Node socket over the same connection, with its listeners, f
   t.notOk(fdOpen(fd), 'the descriptor is closed, by the Node socket');
 });
 
+t.test('a destroy() that still reaches a promoted native socket destroys the Node socket it became', { skip: !usable }, async (t) => {
+  const { ns, peer } = await pair(t);
+  const s = ns.promote();
+  const peerEnded = once(peer, 'end');
+  peer.resume();
+  ns.destroy();
+  t.equal(s.destroyed, true, 'the Node socket is destroyed');
+  await peerEnded;
+  t.pass('the client sees its connection end');
+});
+
 t.test('a worker thread that ends with native sockets open closes them; the process lives on', { skip: !usable }, async (t) => {
   const acc = await acceptor(t);
   const peers = [0, 1, 2].map(() => { const p = net.connect(acc.port, '127.0.0.1'); p.on('error', () => {}); return p; });
