@@ -21,6 +21,7 @@
  * (src/net/direct-read.ts), valid during the call; a sink returning false pauses reading.
  */
 import { EventEmitter } from 'node:events';
+import os from 'node:os';
 import type net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { CONN_READ, CONN_WRITABLE, CONN_WRITE, loadNative, type Connection, type NativeNet } from './native';
@@ -28,12 +29,15 @@ import { SINK, setReadSink, threadReadBuffer, type ReadSink } from './direct-rea
 import { socketFor } from './tcp-socket';
 import { log } from '../log';
 
+/** -errno of a read that found nothing. */
+const EAGAIN = -os.constants.errno.EAGAIN;
+
 /** What write() takes before it says false (net.Socket's default). */
 const HIGH_WATER_MARK = 16 * 1024;
 /** Queued pieces up to this are joined into one send. */
 const JOIN_MAX = 64 * 1024;
 
-type Native = Required<Pick<NativeNet, 'connInit' | 'connOpen' | 'connEvents' | 'connClose' | 'connWrite' | 'shutdownWrite' | 'peerAddress' | 'localAddress'>>;
+type Native = Required<Pick<NativeNet, 'connInit' | 'connOpen' | 'connEvents' | 'connClose' | 'connWrite' | 'shutdownWrite' | 'peerAddress' | 'localAddress'>> & Pick<NativeNet, 'connRead'>;
 
 const native = ((): Native | null => {
   const n = loadNative();
@@ -160,6 +164,17 @@ export class NativeSocket extends EventEmitter {
   }
 
   // ── reading ─────────────────────────────────────────────────────────────
+
+  /**
+   * Read what has arrived already, without waiting for the epoll set to report it. Called once
+   * the reader is in place: a new connection's request is usually there by the time the worker
+   * takes it, and this spares a round through the set. Nothing there yet: the set reports it.
+   */
+  readNow(): void {
+    if (this.destroyed || this.paused || this.readableEnded || this[SINK] === null || native!.connRead === undefined) return;
+    const code = native!.connRead(this.handle, 0);
+    if (code !== EAGAIN) onEvent.call(this, code);
+  }
 
   pause(): this {
     if (!this.paused) { this.paused = true; this.setPolling(); }

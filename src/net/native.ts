@@ -65,6 +65,11 @@ export interface NativeNet {
   connOpen?(fd: number, owner: object): Connection;
   /** Polls for CONN_READ | CONN_WRITE, or (0) nothing; 0 or -errno. */
   connEvents?(c: Connection, events: number): number;
+  /**
+   * One read(2) now, without waiting for an event: what onEvent would get (bytes in the buffer,
+   * 0 at the end, -errno), or -EAGAIN when nothing has arrived yet. Absent from older builds.
+   */
+  connRead?(c: Connection, unused: 0): number;
   /** No more events; the descriptor closed (closeFd 1) or left open for a Node socket (0). */
   connClose?(c: Connection, closeFd: number): void;
   /** One send(2) of bytes[0, n) (no SIGPIPE): the count taken, 0 on EAGAIN, -errno on an error. */

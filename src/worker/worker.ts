@@ -26,7 +26,7 @@ import { serveConnection } from './connection';
 import { log } from '../log';
 import { loadNative } from '../net/native';
 import { socketFor } from '../net/tcp-socket';
-import { downstreamSocket } from '../net/native-socket';
+import { downstreamSocket, isNative } from '../net/native-socket';
 
 const data = workerData as { shared: SharedMemoryHandle; control?: string };
 const shared = new SharedState(data.shared);
@@ -102,6 +102,8 @@ function serve(c: Claimed): void {
   try {
     if (!listener) { socket.destroy(); return; }
     serveConnection(rt, socket, { listener, dst: c.dst, localPort: c.localPort || undefined, peer: c.peer ?? undefined });
+    // its reader is in place: what the client sent already is read now, not at the next turn
+    if (isNative(socket)) socket.readNow();
   } catch (err) {
     log.error({ err }, 'connection setup failed');
     socket.destroy();

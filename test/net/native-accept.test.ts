@@ -94,3 +94,61 @@ t.test('with not even the spare descriptor left, accepting pauses until resumed,
   await c.line((l) => l.k === 1, 'the waiting connection accepted');
   t.equal(await waiting.closed, 'closed', 'and it was served (here: closed by the child)');
 });
+
+/**
+ * The acceptor takes as many connections as the kernel says are queued (TCP_INFO), not one more
+ * that would find the queue empty. Nothing may be left behind by it: a queue longer than the
+ * batch, connections reset while queued, and connections that come one at a time afterwards.
+ */
+const QUEUE_CHILD = `
+const n = require(${JSON.stringify(ADDON)});
+const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+const fd = n.listen('127.0.0.1', 0, 256);
+const batch = new Int32Array(14 * 8);
+say({ port: n.localAddress(fd).port });
+process.stdin.once('data', () => {
+  n.acceptStart(fd, batch, false, (k, refused, status) => {
+    const peers = [];
+    for (let i = 0; i < k; i++) { peers.push(batch[i * 14 + 9]); n.close(batch[i * 14]); }
+    say({ k, refused, status, peers });
+  });
+  say({ started: true });
+});
+`;
+
+t.test('a queue longer than the batch is taken whole, in batches; later connections one at a time too', async (t) => {
+  const proc = spawn(process.execPath, ['-e', QUEUE_CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => { proc.kill('SIGKILL'); });
+  const lines: Record<string, unknown>[] = [];
+  let partial = '';
+  proc.stdout.on('data', (d: Buffer) => {
+    partial += d;
+    let i;
+    while ((i = partial.indexOf('\n')) >= 0) { lines.push(JSON.parse(partial.slice(0, i))); partial = partial.slice(i + 1); }
+  });
+  const port = (await waitFor(() => lines.find((l) => 'port' in l), 10_000, 'the child listens')).port as number;
+  const accepted = () => lines.reduce((n, l) => n + ((l.k as number) ?? 0), 0);
+  const ports = () => new Set(lines.flatMap((l) => (l.peers as number[] | undefined) ?? []));
+  // 50 connections queued before anything accepts (each is in the queue once connected), 5 of them reset there
+  const clients = await Promise.all(Array.from({ length: 50 }, () => new Promise<{ s: net.Socket; port: number }>((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve({ s, port: s.localPort! }));
+    s.on('error', () => {});
+  })));
+  t.teardown(() => { for (const c of clients) c.s.destroy(); });
+  for (const c of clients.slice(0, 5)) c.s.resetAndDestroy();
+  await new Promise((r) => setTimeout(r, 50));
+  proc.stdin.write('start\n');
+  await waitFor(() => accepted() >= 45, 10_000, `the queue taken (child said ${JSON.stringify(lines)})`);
+  await new Promise((r) => setTimeout(r, 100));
+  const batches = lines.filter((l) => typeof l.k === 'number');
+  t.ok(batches.every((l) => (l.k as number) <= 8), 'no batch beyond its capacity');
+  t.ok(batches.length >= 6, `taken in several batches (${batches.length})`);
+  t.ok(batches.every((l) => l.status === 0), 'no error');
+  for (const c of clients.slice(5)) t.ok(ports().has(c.port), `client ${c.port} accepted`);
+  // then one at a time: each is taken, none waits for the next
+  for (let i = 0; i < 3; i++) {
+    const c = await new Promise<{ s: net.Socket; port: number }>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve({ s, port: s.localPort! })); s.on('error', () => {}); });
+    t.teardown(() => { c.s.destroy(); });
+    await waitFor(() => ports().has(c.port), 5000, `connection ${i + 1} after the burst accepted`);
+  }
+});

@@ -100,6 +100,63 @@ t.test('reads reach the sink, writes reach the peer in order, end() is a FIN aft
   t.notOk(fdOpen(fd), 'the descriptor is closed');
 });
 
+/**
+ * A client whose bytes (and, with `end`, its FIN) are in this side's receive queue before a
+ * native socket is opened: on loopback, once the client's write is done they are queued here.
+ */
+async function sentBeforeOpen(t: Test, bytes: string, end: boolean): Promise<{ ns: NativeSocket; peer: net.Socket; reads: Buffer[]; ended: () => boolean }> {
+  const acc = await acceptor(t);
+  const peer = net.connect({ port: acc.port, host: '127.0.0.1', allowHalfOpen: true });
+  peer.on('error', () => {});
+  const fd = await acc.next();
+  await once(peer, 'connect');
+  await new Promise<void>((resolve) => (end ? peer.end(bytes, () => resolve()) : peer.write(bytes, () => resolve())));
+  const ns = NativeSocket.open(fd)!;
+  t.teardown(() => { ns.destroy(); peer.destroy(); });
+  let ended = false;
+  ns.on('end', () => { ended = true; });
+  return { ns, peer, reads: [], ended: () => ended };
+}
+
+function sinkInto(ns: NativeSocket, reads: Buffer[]): void {
+  setReadSink(ns as unknown as net.Socket, { onRead(b: Buffer): boolean { reads.push(Buffer.from(b)); return true; } });
+}
+
+t.test('readNow(): what arrived before the reader was in place is read at once, in the same call; nothing there: it waits for the set', { skip: !usable }, async (t) => {
+  const { ns, peer, reads, ended } = await sentBeforeOpen(t, 'GET / HTTP/1.1\r\n\r\n', false);
+  ns.pause();
+  ns.readNow();
+  t.equal(reads.length, 0, 'paused: nothing read (and no reader yet either)');
+  sinkInto(ns, reads);
+  ns.readNow();
+  t.equal(reads.length, 0, 'still paused: nothing read');
+  ns.resume();
+  ns.readNow();
+  t.equal(Buffer.concat(reads).toString('latin1'), 'GET / HTTP/1.1\r\n\r\n', 'the request, read within readNow()');
+  ns.readNow();
+  t.equal(reads.length, 1, 'nothing more there: nothing read, and the socket lives');
+  t.equal(ns.destroyed, false);
+  peer.write('more');
+  await waitFor(() => reads.length === 2, 5000, 'the next bytes, from the set');
+  t.equal(reads[1].toString('latin1'), 'more');
+  await new Promise<void>((resolve) => peer.end(() => resolve()));
+  await waitFor(ended, 5000, 'the end, from the set');
+  t.equal(ns.destroyed, false, 'half-closed by the peer, still open for writing');
+});
+
+t.test('readNow() on a connection whose client sent everything and its end before: the bytes, then the end', { skip: !usable }, async (t) => {
+  const { ns, peer, reads, ended } = await sentBeforeOpen(t, 'GET / HTTP/1.1\r\n\r\n', true);
+  sinkInto(ns, reads);
+  ns.readNow();
+  t.equal(Buffer.concat(reads).toString('latin1'), 'GET / HTTP/1.1\r\n\r\n', 'the request at once');
+  t.equal(ended(), false, 'one read per call: the end comes from the set');
+  await waitFor(ended, 5000, 'the end');
+  const got = readAll(peer);
+  ns.write('HTTP/1.1 204 No Content\r\n\r\n');
+  ns.end();
+  t.equal((await got).toString('latin1'), 'HTTP/1.1 204 No Content\r\n\r\n', 'the answer still reaches the half-closed client');
+});
+
 t.test('backpressure: false past the high-water mark, drain after, 8 MiB whole and in order', { skip: !usable }, async (t) => {
   const { ns, peer } = await pair(t);
   peer.pause();
