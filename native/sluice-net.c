@@ -1371,6 +1371,38 @@ static napi_value peer_address(napi_env env, napi_callback_info info) {
   return sockaddr_value(env, &ss);
 }
 
+/*
+ * Node configures every event loop, the main thread's and each worker's, to measure its idle
+ * time (UV_METRICS_IDLE_TIME, for performance.eventLoopUtilization). With that on, each time a
+ * loop would wait, libuv first polls with no timeout and only then waits: one epoll_pwait more
+ * per wake-up, and each of Sluice's threads wakes about once per new connection. Nothing in
+ * Sluice reads the metric, and libuv has no option that turns it off, so loopIdleTimeOff()
+ * clears the flag where libuv keeps it: the first word of the loop's internal fields (value 1,
+ * from libuv 1.39 on, read here for the versions Node 20 and 22 bundle), and only when that word
+ * holds nothing but flags libuv defines. True when it was on and now is off.
+ */
+#define UV_FLAG_IDLE_TIME 1u
+#define UV_FLAGS_KNOWN 7u
+
+static napi_value loop_idle_time_off(napi_env env, napi_callback_info info) {
+  (void)info;
+  uv_loop_t *loop = NULL;
+  bool done = false;
+  unsigned int v = uv_version();
+  unsigned int minor = (v >> 8) & 0xff;
+  if ((v >> 16) == 1 && minor >= 45 && minor <= 51 &&
+      napi_get_uv_event_loop(env, &loop) == napi_ok && loop != NULL && loop->internal_fields != NULL) {
+    unsigned int *flags = (unsigned int *)loop->internal_fields;
+    if ((*flags & UV_FLAG_IDLE_TIME) && (*flags & ~UV_FLAGS_KNOWN) == 0) {
+      *flags &= ~UV_FLAG_IDLE_TIME;
+      done = true;
+    }
+  }
+  napi_value r;
+  napi_get_boolean(env, done, &r);
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL },
@@ -1395,6 +1427,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "connWrite", NULL, conn_write, NULL, NULL, NULL, napi_default, NULL },
     { "shutdownWrite", NULL, shutdown_write, NULL, NULL, NULL, napi_default, NULL },
     { "peerAddress", NULL, peer_address, NULL, NULL, NULL, napi_default, NULL },
+    { "loopIdleTimeOff", NULL, loop_idle_time_off, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -76,6 +76,11 @@ export interface NativeNet {
   connWrite?(fd: number, bytes: Uint8Array, n: number): number;
   /** shutdown(SHUT_WR): 0 or -errno. */
   shutdownWrite?(fd: number): number;
+  /**
+   * Turns off the idle-time measurement Node sets on this thread's event loop (one epoll_pwait
+   * with no timeout before every wait): true when it was on. Absent from older builds.
+   */
+  loopIdleTimeOff?(): boolean;
   /** getpeername; null when the peer is gone. */
   peerAddress?(fd: number): { address: string; port: number; family: 4 | 6 } | null;
 }
@@ -118,4 +123,16 @@ export function loadNative(): NativeNet | null {
 
 export function nativeLoadError(): Error | null {
   return loadError;
+}
+
+/**
+ * Sluice's threads wait without Node's idle-time measurement (see loopIdleTimeOff in the addon):
+ * one system call fewer each time a thread goes to sleep. SLUICE_LOOP_IDLE_TIME=1 keeps it, for
+ * whoever reads performance.eventLoopUtilization() inside Sluice (a profiler, a --require'd agent).
+ * Call once per thread, at its start. True when it was turned off.
+ */
+export function quietLoop(): boolean {
+  if (process.env.SLUICE_LOOP_IDLE_TIME === '1') return false;
+  const n = loadNative();
+  return n !== null && typeof n.loopIdleTimeOff === 'function' && n.loopIdleTimeOff();
 }

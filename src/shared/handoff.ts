@@ -98,11 +98,8 @@ export function formatDst(family: number, words: ArrayLike<number>, port: number
 }
 
 /** The peer of an entry's PEER_WORDS at `at`, as Node's remoteAddress/remotePort would say; null when not known. */
-function peerAt(ring: Int32Array, at: number): { address: string; port: number } | null {
-  const family = ring[at];
-  if (family !== 4 && family !== 6) return null;
-  const a = formatDst(family, ring.subarray(at + 2, at + 6), ring[at + 1]);
-  return a;
+function peerOf(ring: Int32Array, at: number): { address: string; port: number } | null {
+  return formatDst(ring[at], ring.subarray(at + 2, at + 6), ring[at + 1]);
 }
 
 /** RFC 5952 text of 16 bytes, as inet_ntop writes it (IPv4-mapped as ::ffff:a.b.c.d). */
@@ -361,7 +358,7 @@ export class HandoffInbox {
       fd, token, listener, slot: ring[e + E_SLOT],
       dst: family === 0 ? null : formatDst(family, ring.subarray(e + E_ADDR, e + E_ADDR + 4), ring[e + E_PORT]),
       localPort: ring[e + E_LOCAL_PORT],
-      peer: peerAt(ring, e + E_PEER),
+      peer: peerOf(ring, e + E_PEER),
     };
     try {
       serve(c);
