@@ -8,7 +8,9 @@
  * http1-download, http2, memory-idle, dubbo-header, dubbo-attachment, and filter variants (http1-fault0,
  * http1-mirror100, http1-adaptive, ...). http1-new-connection is one request per connection (`Connection: close`): CPU per
  * connection of each proxy and its ratio to nginx's and haproxy's, system calls per connection, and
- * for Sluice the main thread's own CPU and calls per connection (what accepting and handing off costs).
+ * for Sluice the main thread's own CPU and calls per connection (what accepting and handing off costs);
+ * http1-new-connection-c1 is the same one connection at a time, where every thread sleeps and wakes
+ * for each connection.
  * http1-c1000 is keep-alive with 1000 connections; http1-upload and http1-download carry 10 MiB bodies
  * (CPU per MiB). The dubbo scenarios compare direct and Sluice (nginx and haproxy do not speak Dubbo);
  * dubbo-header adds haproxy in `mode tcp` in front of the same provider, and write system calls per
@@ -52,7 +54,7 @@ const HAPROXY = '/usr/sbin/haproxy';
 export const SCENARIOS = [
   'http1-keepalive', 'http1-single-connection', 'http1-new-connection', 'http2', 'memory-idle', 'dubbo-header', 'dubbo-attachment',
   'http1-fault0', 'http1-mirror100', 'http1-adaptive', 'http2-fault0', 'http2-mirror100', 'dubbo-fault0', 'dubbo-mirror100',
-  'http1-ratelimit', 'http1-ratelimited', 'http1-upload', 'http1-download', 'http1-c1000',
+  'http1-ratelimit', 'http1-ratelimited', 'http1-upload', 'http1-download', 'http1-c1000', 'http1-new-connection-c1',
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];
 type TargetName = 'direct' | 'sluice' | 'nginx' | 'haproxy' | 'node-http2' | 'http2-proxy' | 'node-h1-floor';
@@ -623,26 +625,31 @@ async function http2Scenario(ctx: Ctx): Promise<void> {
 /** Clients that each open a connection, send one request with `Connection: close`, and start again. */
 const NEWCX_CONNECTIONS = 20;
 
+type NewConnectionScenario = 'http1-new-connection' | 'http1-new-connection-c1';
+
 /**
  * One request per connection. Two passes per target: CPU with nothing attached (process tree,
  * and for Sluice its main thread alone, tid = pid), then a shorter one with the system call
  * counter attached. Ratios are to nginx's and haproxy's CPU per connection in the same run.
+ * `connections`: wrk's clients, each opening its next connection when the last one is over
+ * (http1-new-connection-c1: one at a time, where every thread sleeps and wakes per connection,
+ * the way a sidecar in front of a lightly loaded service sees new connections).
  */
-async function http1NewConnection(ctx: Ctx): Promise<void> {
+async function http1NewConnection(ctx: Ctx, scenario: NewConnectionScenario, connections: number): Promise<void> {
   const seconds = ctx.opts.quick ? 3 : 10;
   const countSeconds = ctx.opts.quick ? 2 : 4;
-  const drive = (url: string, secs: number) => wrk(url, { threads: 1, connections: NEWCX_CONNECTIONS, seconds: secs, headers: ['Connection: close'] });
+  const drive = (url: string, secs: number) => wrk(url, { threads: 1, connections, seconds: secs, headers: ['Connection: close'] });
   const rows: Row[] = [];
   const tool = syscallTool();
   for (const t of withH1Floor(ctx, TARGETS)) {
     const { url, proc } = targetOf(ctx.stack, t, 'h1');
-    const row: Row = { scenario: 'http1-new-connection', target: t };
+    const row: Row = { scenario, target: t };
     ctx.rows.push(row);
     rows.push(row);
     const broken = ctx.stack.broken.get(`${t}/h1`);
     if (!proc || !proc.alive() || broken) {
       row.error = broken ?? `${t} is not running`;
-      if (t === 'sluice') ctx.problems.push(`http1-new-connection: Sluice could not be measured: ${row.error}`);
+      if (t === 'sluice') ctx.problems.push(`${scenario}: Sluice could not be measured: ${row.error}`);
       continue;
     }
     try {
@@ -663,12 +670,12 @@ async function http1NewConnection(ctx: Ctx): Promise<void> {
         const after = await sluiceStats(ctx.stack.sluiceAdmin);
         // when its time is up wrk closes every connection it has, some just opened and still
         // silent: those are (empty) opaque TCP, up to one per client, besides the probe
-        const d = statsDelta(before, after, NEWCX_CONNECTIONS + WRK_PROBE_CONNECTIONS);
+        const d = statsDelta(before, after, connections + WRK_PROBE_CONNECTIONS);
         const key = 'sluice_downstream_cx_total{listener="h1"}';
         const accepted = (after?.get(key) ?? 0) - (before?.get(key) ?? 0);
         row.note = `${accepted} connections accepted`;
-        if (r.non2xx || r.errors) ctx.problems.push(`http1-new-connection: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice\n${r.raw.trim()}`);
-        if (d.length) ctx.problems.push(`http1-new-connection: Sluice counters moved: ${d.join(', ')}`);
+        if (r.non2xx || r.errors) ctx.problems.push(`${scenario}: ${r.non2xx} non-2xx responses and ${r.errors} errors through Sluice\n${r.raw.trim()}`);
+        if (d.length) ctx.problems.push(`${scenario}: Sluice counters moved: ${d.join(', ')}`);
       }
       if (tool) {
         const pids = processTree(proc.pid);
@@ -678,10 +685,10 @@ async function http1NewConnection(ctx: Ctx): Promise<void> {
           if (t === 'sluice' && count.tool === 'perf') row.mainSyscallsPerConn = (count.byTid.get(proc.pid) ?? 0) / result.requests;
         }
       }
-      if (t === 'sluice' && !proc.alive()) ctx.problems.push(`http1-new-connection: Sluice exited during the run: ${tail(proc.output(), 4000)}`);
+      if (t === 'sluice' && !proc.alive()) ctx.problems.push(`${scenario}: Sluice exited during the run: ${tail(proc.output(), 4000)}`);
     } catch (err) {
       row.error = (err as Error).message.slice(0, 2000);
-      if (t === 'sluice') ctx.problems.push(`http1-new-connection: ${row.error}`);
+      if (t === 'sluice') ctx.problems.push(`${scenario}: ${row.error}`);
     }
   }
   const direct = rows.find((r) => r.target === 'direct' && !r.error);
@@ -883,7 +890,7 @@ export function formatTable(report: Report): string {
       }
       continue;
     }
-    if (sc === 'http1-new-connection') {
+    if (sc === 'http1-new-connection' || sc === 'http1-new-connection-c1') {
       out.push(`${pad('target', w)}${lpad('conn/s', 9)}${lpad('p50 ms', 9)}${lpad('p99 ms', 9)}${lpad('CPU µs/conn', 13)}${lpad('kernel', 8)}${lpad('× nginx', 9)}${lpad('× haproxy', 11)}${lpad('syscalls/conn', 15)}${lpad('main µs/conn', 14)}${lpad('main calls/conn', 17)}${lpad('errors', 8)}  notes`);
       for (const r of rows) {
         if (r.error) { out.push(`${pad(r.target, w)}  ERROR: ${r.error.split('\n')[0]}`); continue; }
@@ -936,7 +943,7 @@ export function formatTable(report: Report): string {
   out.push('', 'CPU µs/req: user+system time of the proxy process tree (master and workers) per completed request;',
     'for direct, in parentheses, the upstream nginx\'s own (dubbo: the provider\'s). p50 +ms: p50 minus direct p50.',
     'dubbo: req/s are calls/s; non2xx counts calls answered with a status other than OK.',
-    'http1-new-connection: one request per connection (Connection: close); CPU µs/conn as above, per connection; × nginx, × haproxy:',
+    'http1-new-connection: one request per connection (Connection: close; -c1: one connection at a time); CPU µs/conn as above, per connection; × nginx, × haproxy:',
     'that CPU over theirs in this run; syscalls/conn: every thread of the process tree, counted in a second pass',
     `(${report.syscallTool ?? 'no counter available'}); main: Sluice's main thread alone (accept and hand-off).`,
     'kernel: the part of the CPU column spent in the kernel (system time).');
@@ -951,6 +958,7 @@ function issueTable(report: Report): string[] {
   };
   const lines: Array<[string, ScenarioName, (r: Row) => number | undefined, number, string]> = [
     ['a new connection per request, CPU µs per connection', 'http1-new-connection', (r) => r.cpuUsPerReq, 1, '≤ 2 × nginx'],
+    ['the same, one connection at a time (wrk -c1)', 'http1-new-connection-c1', (r) => r.cpuUsPerReq, 1, ''],
     ['HTTP/1.1 keep-alive c50, CPU µs per request', 'http1-keepalive', (r) => r.cpuUsPerReq, 1, '≤ 1.5 × nginx'],
     ['HTTP/1.1 keep-alive c1000, CPU µs per request', 'http1-c1000', (r) => r.cpuUsPerReq, 1, '≤ 1.5 × nginx'],
     [`${BIG_BODY_BYTES / 2 ** 20} MiB upload, CPU µs per MiB`, 'http1-upload', (r) => r.cpuUsPerMiB, 0, '≤ 1.2 × nginx'],
@@ -1050,7 +1058,8 @@ export async function main(argv: string[]): Promise<number> {
     const steps: Record<ScenarioName, () => Promise<void>> = {
       'http1-keepalive': () => http1KeepAlive(c),
       'http1-single-connection': () => http1SingleConnection(c),
-      'http1-new-connection': () => http1NewConnection(c),
+      'http1-new-connection': () => http1NewConnection(c, 'http1-new-connection', NEWCX_CONNECTIONS),
+      'http1-new-connection-c1': () => http1NewConnection(c, 'http1-new-connection-c1', 1),
       'http2': () => http2Scenario(c),
       // nginx as a baseline; haproxy is left out: it needs two fds per connection and the
       // machine's hard limit (20000) keeps it under 10,000 connections
@@ -1071,7 +1080,7 @@ export async function main(argv: string[]): Promise<number> {
       'http1-download': () => http1BigBodies(c, 'http1-download'),
     };
     report.loadAverageByScenario = {};
-    if (opts.scenarios.includes('http1-new-connection')) report.syscallTool = syscallTool();
+    if (opts.scenarios.some((sc) => sc === 'http1-new-connection' || sc === 'http1-new-connection-c1')) report.syscallTool = syscallTool();
     for (const sc of opts.scenarios) {
       const s0 = Date.now();
       report.loadAverageByScenario[sc] = os.loadavg().map((v) => Math.round(v * 100) / 100);
