@@ -1033,16 +1033,18 @@ static int conn_set(conn_t *c, int events) {
   return 0;
 }
 
-/* One read(2) into the thread's buffer, given to JS: bytes, 0 at the end, -errno; nothing on EAGAIN. */
-static void conn_read(conn_t *c) {
+/* One read(2) into the thread's buffer: the count, 0 at the end, or -errno (-EAGAIN: nothing there). */
+static ssize_t conn_read_buf(conn_t *c) {
   ssize_t n;
   do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    conn_call(c, -errno);
-    return;
-  }
-  conn_call(c, (int)n);
+  if (n >= 0) return n;
+  return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
+/* One read, given to JS: bytes, 0 at the end, -errno; nothing on EAGAIN. */
+static void conn_read(conn_t *c) {
+  ssize_t n = conn_read_buf(c);
+  if (n != -EAGAIN) conn_call(c, (int)n);
 }
 
 static void conn_dispatch(conn_t *c, uint32_t e) {
@@ -1051,8 +1053,7 @@ static void conn_dispatch(conn_t *c, uint32_t e) {
        Node socket reads it: a whole request followed by a reset is served as one, not lost.
        Then the error, from the socket itself. */
     if (c->events & CONN_READ) {
-      ssize_t n;
-      do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
+      ssize_t n = conn_read_buf(c);
       if (n > 0) {
         conn_call(c, (int)n);
         if (c->closing) return;
@@ -1312,12 +1313,7 @@ static napi_value conn_read_js(napi_env env, napi_callback_info info) {
   int32_t unused = 0;
   conn_t *c = conn_arg(env, info, &unused);
   if (!c) return NULL;
-  int32_t r = -EBADF;
-  if (!c->closing) {
-    ssize_t n;
-    do n = read(c->fd, c->ce->buf, c->ce->cap); while (n < 0 && errno == EINTR);
-    r = n >= 0 ? (int32_t)n : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
-  }
+  int32_t r = c->closing ? -EBADF : (int32_t)conn_read_buf(c);
   napi_value v;
   napi_create_int32(env, r, &v);
   return v;
