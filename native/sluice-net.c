@@ -951,9 +951,13 @@ static napi_value tls_server_sessions_rearm(napi_env env, napi_callback_info inf
 /*
  * Downstream connections served without a Node socket (src/net/native-socket.ts). Each thread
  * that serves them has one epoll set of its own, polled by one uv_poll_t in the thread's loop:
- * a connection costs one epoll_ctl to add and one to remove, where a uv_poll_t of its own costs
- * five (libuv checks the descriptor with an add and a remove, and removes it again on start and
- * on close) and an ioctl (accepted descriptors are non-blocking already). When the set is
+ * a connection costs one epoll_ctl to add and none to remove (its close(2) takes it out), where
+ * a uv_poll_t of its own costs five (libuv checks the descriptor with an add and a remove, and
+ * removes it again on start and on close) and an ioctl (accepted descriptors are non-blocking
+ * already). An event names its connection by a slot and that slot's generation, not by a
+ * pointer: a copy of a closed descriptor elsewhere (a child between fork and exec) keeps the
+ * set reporting it until that copy closes, and such an event finds its slot reused or empty and
+ * is ignored, never freed memory. When the set is
  * readable, its ready connections are taken (epoll_wait, no wait) and each gets one read(2)
  * into the thread's buffer and one call into JS. A thread that goes away closes what it still
  * has (an environment cleanup hook), as Node does with its own sockets: no descriptor outlives
@@ -971,6 +975,15 @@ static napi_value tls_server_sessions_rearm(napi_env env, napi_callback_info inf
 
 typedef struct conn_s conn_t;
 
+/* A connection's place in its thread's table; the generation changes each time the slot is let go. */
+typedef struct {
+  conn_t *c;
+  uint32_t gen;
+  uint32_t next_free;
+} conn_slot_t;
+
+#define SLOT_NONE UINT32_MAX
+
 typedef struct {
   napi_env env;
   napi_ref cb_ref;
@@ -982,6 +995,9 @@ typedef struct {
   uv_poll_t poll;      /* the epoll set, in the thread's loop */
   conn_t *head;        /* open connections, for the cleanup hook */
   conn_t *dead;        /* closed while a batch of events was being dispatched: freed after it */
+  conn_slot_t *slots;  /* the connections by the slot their events name */
+  uint32_t nslots;
+  uint32_t free_slot;  /* the first free slot, SLOT_NONE when the table is full */
   int dispatching;
   int torn_down;       /* the cleanup hook ran: no N-API call any more */
   int finalized;       /* the environment let go of this */
@@ -993,6 +1009,7 @@ struct conn_s {
   napi_ref owner;
   conn_t *prev, *next;
   int fd;
+  uint32_t slot;
   int events;          /* CONN_READ | CONN_WRITE in the epoll set; 0: not in it */
   int closing;
 };
@@ -1027,7 +1044,7 @@ static int conn_set(conn_t *c, int events) {
   struct epoll_event ev;
   memset(&ev, 0, sizeof ev);
   ev.events = (events & CONN_READ ? EPOLLIN | EPOLLRDHUP : 0) | (events & CONN_WRITE ? EPOLLOUT : 0);
-  ev.data.ptr = c;
+  ev.data.u64 = ((uint64_t)c->ce->slots[c->slot].gen << 32) | c->slot;
   if (epoll_ctl(c->ce->epfd, c->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev) != 0) return -errno;
   c->events = events;
   return 0;
@@ -1100,9 +1117,12 @@ static void on_conns(uv_poll_t *h, int status, int events) {
     if (n <= 0) break;
     ce->dispatching++;
     for (int i = 0; i < n; i++) {
-      conn_t *c = (conn_t *)evs[i].data.ptr;
-      /* closed by an earlier event of this batch: kept (not freed) until the batch is over */
-      if (!c->closing) conn_dispatch(c, evs[i].events);
+      uint32_t slot = (uint32_t)evs[i].data.u64, gen = (uint32_t)(evs[i].data.u64 >> 32);
+      /* closed since (by an earlier event of this batch, or before, its descriptor still open
+         elsewhere): the slot is empty or has another generation */
+      if (slot >= ce->nslots || ce->slots[slot].gen != gen) continue;
+      conn_t *c = ce->slots[slot].c;
+      if (c != NULL && !c->closing) conn_dispatch(c, evs[i].events);
     }
     if (--ce->dispatching == 0) {
       while (ce->dead) {
@@ -1113,6 +1133,41 @@ static void on_conns(uv_poll_t *h, int status, int events) {
     }
     if (n < CONN_BATCH) break;
   }
+}
+
+/* A free slot for `c` (the table doubles when full); 0 or -ENOMEM. */
+static int conn_slot_take(conn_t *c) {
+  conn_env_t *ce = c->ce;
+  if (ce->free_slot == SLOT_NONE) {
+    uint32_t n = ce->nslots ? ce->nslots * 2 : 64;
+    if (n <= ce->nslots) return -ENOMEM;
+    conn_slot_t *grown = realloc(ce->slots, (size_t)n * sizeof *grown);
+    if (!grown) return -ENOMEM;
+    /* new slots go on the free list lowest first */
+    for (uint32_t i = n; i-- > ce->nslots;) {
+      grown[i].c = NULL;
+      grown[i].gen = 0;
+      grown[i].next_free = ce->free_slot;
+      ce->free_slot = i;
+    }
+    ce->slots = grown;
+    ce->nslots = n;
+  }
+  uint32_t s = ce->free_slot;
+  ce->free_slot = ce->slots[s].next_free;
+  ce->slots[s].c = c;
+  c->slot = s;
+  return 0;
+}
+
+/* The slot is let go: an event still naming it (this batch's, or a copy's) is ignored from now on. */
+static void conn_slot_release(conn_t *c) {
+  conn_env_t *ce = c->ce;
+  conn_slot_t *s = &ce->slots[c->slot];
+  s->c = NULL;
+  s->gen++;
+  s->next_free = ce->free_slot;
+  ce->free_slot = c->slot;
 }
 
 /* The set keeps the thread's loop alive while it holds a connection, as an open Node socket does. */
@@ -1137,19 +1192,29 @@ static void conn_close(conn_t *c, int close_fd) {
   conn_env_t *ce = c->ce;
   c->closing = 1;
   conn_unlink(c);
-  /* out of the set before the close: a copy of the descriptor elsewhere (a child between fork
-     and exec) would keep it in the set, and its events would name freed memory */
-  conn_set(c, 0);
-  if (close_fd) close(c->fd);
+  conn_slot_release(c);
+  if (close_fd) {
+    /* close(2) takes it out of the set: no epoll_ctl. Where a copy of the descriptor keeps it
+       there, its events name a slot that is no longer its own (conn_slot_release). */
+    close(c->fd);
+    c->events = 0;
+  } else {
+    conn_set(c, 0); /* a Node socket takes the descriptor over: out of this set */
+  }
   c->fd = -1;
   if (!ce->torn_down) napi_delete_reference(ce->env, c->owner);
   conn_free(c);
 }
 
+static void conn_env_free(conn_env_t *ce) {
+  free(ce->slots);
+  free(ce);
+}
+
 static void on_conns_closed(uv_handle_t *h) {
   conn_env_t *ce = (conn_env_t *)h->data;
   ce->poll_closed = 1;
-  if (ce->finalized) free(ce);
+  if (ce->finalized) conn_env_free(ce);
 }
 
 /* The thread's environment is going: its connections are closed with it, then the set. */
@@ -1168,7 +1233,7 @@ static void conn_env_finalize(napi_env env, void *data, void *hint) {
   conn_env_t *ce = (conn_env_t *)data;
   ce->torn_down = 1;
   ce->finalized = 1;
-  if (ce->poll_closed) free(ce);
+  if (ce->poll_closed) conn_env_free(ce);
 }
 
 static napi_value conn_init(napi_env env, napi_callback_info info) {
@@ -1197,6 +1262,7 @@ static napi_value conn_init(napi_env env, napi_callback_info info) {
   conn_env_t *ce = calloc(1, sizeof *ce);
   if (!ce) return throw_errno(env, "connInit", ENOMEM);
   ce->env = env;
+  ce->free_slot = SLOT_NONE;
   ce->buf = (char *)data;
   ce->cap = length;
   ce->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -1263,8 +1329,15 @@ static napi_value conn_open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NAPI", "connOpen: cannot keep a reference");
     return NULL;
   }
-  int r = conn_set(c, CONN_READ);
+  int r = conn_slot_take(c);
   if (r != 0) {
+    napi_delete_reference(env, c->owner);
+    free(c);
+    return throw_errno(env, "connOpen", -r);
+  }
+  r = conn_set(c, CONN_READ);
+  if (r != 0) {
+    conn_slot_release(c);
     napi_delete_reference(env, c->owner);
     free(c);
     return throw_errno(env, "epoll_ctl", -r);

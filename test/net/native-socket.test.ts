@@ -7,6 +7,7 @@
  * A worker thread that ends with native sockets open closes them and does not take the process
  * down (a handle left in a worker's loop aborts Node).
  */
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -285,4 +286,54 @@ t.test('a worker thread that ends with native sockets open closes them; the proc
   await w.terminate();
   t.same(await Promise.all(ended), ['hello', 'hello', 'hello'], 'each peer got its bytes, then its connection closed');
   t.same(fds.map(fdOpen), [false, false, false], 'no descriptor left open');
+});
+
+/** The descriptors that some epoll set of this process still lists for `fd` (from /proc/self/fdinfo). */
+function inSomeEpollSet(fd: number): boolean {
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    let link: string;
+    try { link = fs.readlinkSync(`/proc/self/fd/${name}`); } catch { continue; }
+    if (link !== 'anon_inode:[eventpoll]') continue;
+    let info: string;
+    try { info = fs.readFileSync(`/proc/self/fdinfo/${name}`, 'latin1'); } catch { continue; }
+    if (new RegExp(`^tfd:\\s+${fd}\\s`, 'm').test(info)) return true;
+  }
+  return false;
+}
+
+t.test('closed while a child holds a copy of its descriptor: the set still reports it, to nobody; the next connections are served', { skip: !usable }, async (t) => {
+  const acc = await acceptor(t);
+  const peer = net.connect({ port: acc.port, host: '127.0.0.1' });
+  peer.on('error', () => {});
+  const fd = await acc.next();
+  await once(peer, 'connect');
+  const ns = NativeSocket.open(fd)!;
+  const late: string[] = [];
+  ns.on('error', () => {});
+  setReadSink(ns as unknown as net.Socket, { onRead(b: Buffer): boolean { late.push(b.toString('latin1')); return true; } });
+  // a child process inherits a copy (as one does between fork and exec): the connection's file outlives its close here
+  const child = spawn('sleep', ['30'], { stdio: ['ignore', 'ignore', 'ignore', fd] });
+  t.teardown(() => { if (child.exitCode === null) child.kill(); });
+  await once(child, 'spawn');
+  const closed = once(ns, 'close');
+  ns.destroy();
+  await closed;
+  // close(2) took it out of nothing: the copy keeps it in the set, as it would any set's entry
+  t.equal(fdOpen(fd), false, 'closed here');
+  t.ok(inSomeEpollSet(fd), 'and still in the set: no epoll_ctl took it out, and the copy keeps it');
+  // bytes for the closed connection: the set reports it readable at every turn until the copy goes
+  peer.write('for nobody');
+  for (let i = 0; i < 3; i++) {
+    const next = await pair(t);
+    next.peer.write(`request ${i}`);
+    await waitFor(() => Buffer.concat(next.reads).toString('latin1') === `request ${i}`, 5000, `connection ${i} after it read`);
+    const got = readAll(next.peer);
+    next.ns.write(`answer ${i}`);
+    next.ns.end();
+    t.equal((await got).toString('latin1'), `answer ${i}`, `connection ${i} answered`);
+  }
+  t.same(late, [], 'nothing reached the closed connection');
+  child.kill();
+  await once(child, 'exit');
+  await waitFor(() => !inSomeEpollSet(fd) || fdOpen(fd), 5000, 'the copy closed: the entry is gone');
 });
