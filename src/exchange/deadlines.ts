@@ -14,6 +14,7 @@
  * of the same duration would, and at most 1 ms later. Like a request's own Timeout did, the timer
  * keeps the thread alive only while the list holds a request (unref'd when it empties).
  */
+import { performance } from 'node:perf_hooks';
 
 /** What can be put in a list: an object that carries its own links (see Exchange). */
 export interface Timed {

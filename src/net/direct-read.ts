@@ -21,6 +21,7 @@
  * (Node does that for sockets with a user buffer); a sink may also return false to stop reading.
  * End of stream and errors come as the socket's usual 'end', 'error' and 'close'.
  */
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 
 /**

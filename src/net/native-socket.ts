@@ -20,6 +20,7 @@
  * once and 'close' (after 'error', if any) comes on the next tick. Reads go only to a sink
  * (src/net/direct-read.ts), valid during the call; a sink returning false pauses reading.
  */
+import { nextTick } from 'node:process';
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type net from 'node:net';
@@ -206,7 +207,7 @@ export class NativeSocket extends EventEmitter {
     if (this.destroyed || this.writableEnded) {
       const err = this.destroyed ? streamError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed')
         : streamError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
-      if (cb) process.nextTick(cb, err);
+      if (cb) nextTick(cb, err);
       if (!this.destroyed) this.destroy(err);
       return false;
     }
@@ -228,10 +229,10 @@ export class NativeSocket extends EventEmitter {
         bytes = data;
         len = data.length;
       }
-      if (len === 0) { if (cb) process.nextTick(cb, null); return true; }
+      if (len === 0) { if (cb) nextTick(cb, null); return true; }
       const n = native!.connWrite(this.fd, bytes, len);
       if (n < 0) { this.fail(n, 'write', cb); return false; }
-      if (n === len) { if (cb) process.nextTick(cb, null); return true; }
+      if (n === len) { if (cb) nextTick(cb, null); return true; }
       const rest = staged ? Buffer.from(bytes.subarray(n, len)) : Buffer.from(bytes.buffer, bytes.byteOffset + n, len - n);
       this.enqueue(rest, cb);
       this.setPolling();
@@ -255,7 +256,7 @@ export class NativeSocket extends EventEmitter {
   /** A failed send: the socket is destroyed with its error, which comes as 'error' and to `cb`. */
   private fail(errno: number, syscall: string, cb?: WriteCb): void {
     const err = systemError(errno, syscall);
-    if (cb) process.nextTick(cb, err);
+    if (cb) nextTick(cb, err);
     this.destroy(err);
   }
 
@@ -295,10 +296,10 @@ export class NativeSocket extends EventEmitter {
     this.setPolling();
     const cbs = this.callbacks;
     this.callbacks = null;
-    if (cbs !== null) for (const cb of cbs) process.nextTick(cb, null);
+    if (cbs !== null) for (const cb of cbs) nextTick(cb, null);
     // on the next tick, as Node's: a writer that was just told false (a corked batch flushed
     // within its own write) pauses first, and is resumed after
-    if (this.needDrain) { this.needDrain = false; process.nextTick(emitDrain, this); }
+    if (this.needDrain) { this.needDrain = false; nextTick(emitDrain, this); }
     if (this.writableEnded && !this.writableFinished && !this.destroyed) this.finishWrite();
   }
 
@@ -317,7 +318,7 @@ export class NativeSocket extends EventEmitter {
     if (this.queue !== null || this.writableFinished) return;
     this.writableFinished = true;
     native!.shutdownWrite(this.fd); // ENOTCONN after a reset: 'close' tells the rest
-    process.nextTick(emitFinish, this);
+    nextTick(emitFinish, this);
     if (this.destroyAtFinish || this.readableEnded) this.destroy();
   }
 
@@ -343,9 +344,9 @@ export class NativeSocket extends EventEmitter {
     this.callbacks = null;
     if (cbs !== null) {
       const e = err ?? streamError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed');
-      for (const cb of cbs) process.nextTick(cb, e);
+      for (const cb of cbs) nextTick(cb, e);
     }
-    process.nextTick(emitClose, this, err ?? null);
+    nextTick(emitClose, this, err ?? null);
     return this;
   }
 

@@ -13,6 +13,7 @@
  *   raw ─sniff─▶ tls ─▶ TLSSocket (client cert required, checked) ─▶ serveConnection(inner) ─sniff─▶ codec
  *            └─▶ plaintext: strict refuses (counted); permissive serves it (counted); disabled: as before
  */
+import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
 import { MAX_SNIFF_BYTES, mayBeRouted, sniff, type Sniffed } from '../protocols/sniff';
 import { PROTOCOLS } from '../stats/stats';

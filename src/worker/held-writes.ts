@@ -21,6 +21,8 @@
  * Backpressure: `write` holds up to the socket's high-water mark; past it, what is held goes now
  * and the result is `socket.write`'s (false only when Node queued bytes, and then 'drain' follows).
  */
+import { Buffer } from 'node:buffer';
+import { nextTick } from 'node:process';
 import type net from 'node:net';
 import { atTurnEnd, type TurnEnd } from './turn-end';
 import { fdOf, writableNow, writeFd } from '../net/lent-write';
@@ -177,7 +179,7 @@ export class HeldWrites {
       }
       const n = writeFd(s, fd, data, bytes);
       if (n === bytes) {
-        if (cb) process.nextTick(cb);
+        if (cb) nextTick(cb);
         return true;
       }
       const rest = staged ? copyOf(data.subarray(n, bytes)) : data.subarray(n, bytes);

@@ -5,6 +5,7 @@
  * connection (most recently used first, so idle ones age out), opens a new
  * one under the connection limit, or queues the caller under the pending limit.
  */
+import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from './http1-decoder';
 import type { ProtocolError } from '../../errors';

@@ -9,6 +9,7 @@
  * Bodies stream in both directions with backpressure: a slow reader pauses the socket at the
  * other end, so memory stays flat whatever the body size.
  */
+import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
 import { Http1Decoder, type Http1Handler, type Http1Head } from './http1-decoder';
 import { cachedLocalReply, chunkParts, encodeFallback, encodeLocalReply, encodeResponseHead, lastChunk, relayIncludedBody, relayResponseHead, type Framing } from './http1-encoder';
