@@ -288,7 +288,7 @@ t.test('a worker thread that ends with native sockets open closes them; the proc
   t.same(fds.map(fdOpen), [false, false, false], 'no descriptor left open');
 });
 
-/** The descriptors that some epoll set of this process still lists for `fd` (from /proc/self/fdinfo). */
+/** Whether some epoll set of this process still lists descriptor `fd` (from /proc/self/fdinfo). */
 function inSomeEpollSet(fd: number): boolean {
   for (const name of fs.readdirSync('/proc/self/fd')) {
     let link: string;
@@ -302,15 +302,7 @@ function inSomeEpollSet(fd: number): boolean {
 }
 
 t.test('closed while a child holds a copy of its descriptor: the set still reports it, to nobody; the next connections are served', { skip: !usable }, async (t) => {
-  const acc = await acceptor(t);
-  const peer = net.connect({ port: acc.port, host: '127.0.0.1' });
-  peer.on('error', () => {});
-  const fd = await acc.next();
-  await once(peer, 'connect');
-  const ns = NativeSocket.open(fd)!;
-  const late: string[] = [];
-  ns.on('error', () => {});
-  setReadSink(ns as unknown as net.Socket, { onRead(b: Buffer): boolean { late.push(b.toString('latin1')); return true; } });
+  const { ns, fd, peer, reads: late } = await pair(t);
   // a child process inherits a copy (as one does between fork and exec): the connection's file outlives its close here
   const child = spawn('sleep', ['30'], { stdio: ['ignore', 'ignore', 'ignore', fd] });
   t.teardown(() => { if (child.exitCode === null) child.kill(); });
