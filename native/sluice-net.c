@@ -99,6 +99,10 @@
  *       tlsServerSessions took (false for any other), before the socket
  *       reads (Node reads what is buffered on the next tick).
  *
+ *   schedBatch(on) -> 1 | 0 | -errno
+ *       the calling thread between SCHED_OTHER and SCHED_BATCH (see below)
+ *   threadName(name)   the calling thread's name (at most 15 bytes are kept)
+ *
  * Errors are thrown as JS errors with code = errno name, so callers can
  * tell EBADF (bug) from ENOENT (not redirected).
  */
@@ -120,6 +124,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <time.h>
+#include <sched.h>
 
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
@@ -1472,6 +1477,59 @@ static napi_value loop_idle_time_off(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * The calling thread's scheduling policy, between SCHED_OTHER and SCHED_BATCH only.
+ * schedBatch(true): SCHED_OTHER -> SCHED_BATCH; schedBatch(false): SCHED_BATCH -> SCHED_OTHER.
+ * Any other policy (real-time, SCHED_IDLE, one set by whoever started the process) is left as
+ * it is. Returns 1 when it changed the policy, 0 when it left it, -errno when the kernel refused.
+ *
+ * Why the main thread wants SCHED_BATCH: a batch thread that wakes does not preempt the thread
+ * running on its CPU (Linux's fair scheduler skips the wake-up preemption for it); it runs when a
+ * CPU is free, or at the running thread's next turn. The main thread wakes for each readable
+ * listening socket; under load, waking it at once for every new connection is a context switch
+ * per connection or so, while letting it wait for a free CPU finds several connections queued.
+ * A CPU that is free runs it at once as before, so a lone connection waits no longer.
+ */
+static napi_value sched_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool on = false;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "schedBatch(on: boolean)");
+    return NULL;
+  }
+  int result = 0;
+  int now = sched_getscheduler(0); /* pid 0: this thread */
+  int from = on ? SCHED_OTHER : SCHED_BATCH;
+  if (now < 0) {
+    result = -errno;
+  } else if (now == from) {
+    struct sched_param sp;
+    memset(&sp, 0, sizeof sp);
+    result = sched_setscheduler(0, on ? SCHED_BATCH : SCHED_OTHER, &sp) == 0 ? 1 : -errno;
+  }
+  napi_value r;
+  napi_create_int32(env, result, &r);
+  return r;
+}
+
+/* threadName(name): the calling thread's name (15 bytes at most), as top -H and /proc show it. */
+static napi_value thread_name(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char name[16];
+  size_t len = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "threadName(name: string)");
+    return NULL;
+  }
+  int err = pthread_setname_np(pthread_self(), name);
+  if (err != 0) return throw_errno(env, "pthread_setname_np", err);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL },
@@ -1497,6 +1555,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "shutdownWrite", NULL, shutdown_write, NULL, NULL, NULL, napi_default, NULL },
     { "peerAddress", NULL, peer_address, NULL, NULL, NULL, napi_default, NULL },
     { "loopIdleTimeOff", NULL, loop_idle_time_off, NULL, NULL, NULL, napi_default, NULL },
+    { "schedBatch", NULL, sched_batch, NULL, NULL, NULL, napi_default, NULL },
+    { "threadName", NULL, thread_name, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

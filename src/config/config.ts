@@ -84,7 +84,7 @@ export interface ClusterConfig {
 
 export interface SluiceConfig {
   admin: { address: string; tokenFile?: string };
-  workers: { threads: number; maxConnectionsPerWorker: number; youngGenerationMb: number };
+  workers: { threads: number; maxConnectionsPerWorker: number; youngGenerationMb: number; mainThreadScheduling: 'batch' | 'normal' };
   listeners: ListenerConfig[];
   routes: RouteConfig[];
   clusters: ClusterConfig[];

@@ -71,6 +71,12 @@ export const configSchema = {
          * mostly emptied; 8 keeps it small at about 1 µs more collector time per request.
          */
         youngGenerationMb: { type: 'integer', minimum: 1, maximum: 1024, default: 8 },
+        /**
+         * `batch`: the main thread (it accepts and hands connections on) runs under Linux's
+         * SCHED_BATCH, so its wake-ups do not preempt a busy CPU; `normal`: the default policy.
+         * Taken at start.
+         */
+        mainThreadScheduling: { enum: ['batch', 'normal'], default: 'batch' },
       },
     },
     listeners: {

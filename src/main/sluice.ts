@@ -19,7 +19,7 @@ import { ConfigError, SluiceError } from '../errors';
 import { log } from '../log';
 import { formatAddress } from '../net/address';
 import { Listeners } from './listeners';
-import { loadNative, nativeLoadError, quietLoop } from '../net/native';
+import { loadNative, mainThreadBatch, nativeLoadError, quietLoop } from '../net/native';
 import { SharedState } from '../shared/shared-state';
 import { MAX_FD } from '../shared/fd-ownership';
 import { gaugeRowOf, releaseGaugeRow, StatsRegistry, Stats, series } from '../stats/stats';
@@ -168,6 +168,9 @@ export class Sluice {
       log.warn('the native addon is an older build: inbound TLS sessions are kept in stateless tickets, about 100 µs more per handshake (rebuild it: npm install, or npx node-gyp rebuild)');
     }
     this.threads = opts.config.workers.threads || Math.max(1, os.availableParallelism());
+    // before the workers start: they inherit the policy, and each puts itself back (worker.ts)
+    const batched = opts.config.workers.mainThreadScheduling === 'batch' ? mainThreadBatch() : 0;
+    if (batched < 0) log.warn({ errno: -batched }, 'the main thread could not take the SCHED_BATCH policy (workers.mainThreadScheduling): it keeps its own');
     this.pool = new Piscina({
       filename: path.join(__dirname, '..', 'worker', 'worker.js'),
       minThreads: this.threads,
@@ -177,7 +180,7 @@ export class Sluice {
       // ping and the log flush
       // with atomics, an idle worker's event loop stops: timers and idle sockets freeze
       atomics: 'disabled',
-      workerData: { shared: this.shared.handle, control: this.controlName },
+      workerData: { shared: this.shared.handle, control: this.controlName, mainBatched: batched === 1 },
       // a small new space: what a worker keeps resident between collections (docs/benchmarks.md)
       resourceLimits: { maxYoungGenerationSizeMb: opts.config.workers.youngGenerationMb },
     });

@@ -81,6 +81,13 @@ export interface NativeNet {
    * with no timeout before every wait): true when it was on. Absent from older builds.
    */
   loopIdleTimeOff?(): boolean;
+  /**
+   * The calling thread between SCHED_OTHER and SCHED_BATCH (true: OTHER → BATCH, false: BATCH →
+   * OTHER; any other policy is left): 1 changed, 0 left as it was, -errno refused. Absent from older builds.
+   */
+  schedBatch?(on: boolean): number;
+  /** The calling thread's name, as top -H and /proc show it (15 bytes kept). Absent from older builds. */
+  threadName?(name: string): void;
   /** getpeername; null when the peer is gone. */
   peerAddress?(fd: number): { address: string; port: number; family: 4 | 6 } | null;
 }
@@ -135,4 +142,32 @@ export function quietLoop(): boolean {
   if (process.env.SLUICE_LOOP_IDLE_TIME === '1') return false;
   const n = loadNative();
   return n !== null && typeof n.loopIdleTimeOff === 'function' && n.loopIdleTimeOff();
+}
+
+/**
+ * The main thread under SCHED_BATCH (workers.mainThreadScheduling: batch): when it wakes for a
+ * listening socket it does not preempt the thread on its CPU, and runs when a CPU is free or at
+ * that thread's next turn, so under load it finds several connections queued per wake-up instead
+ * of one; on a CPU with nothing to do it runs at once, as before (docs/benchmarks.md). Only a
+ * thread in the default policy is changed. 1: changed (threads started from now on inherit it,
+ * so each worker calls workerScheduling()), 0: left as it was (another policy, or no addon),
+ * -errno: refused.
+ */
+export function mainThreadBatch(): number {
+  const n = loadNative();
+  return n !== null && typeof n.schedBatch === 'function' ? n.schedBatch(true) : 0;
+}
+
+/** A worker started by a main thread that mainThreadBatch() changed: back to the default policy. */
+export function workerScheduling(mainBatched: boolean): number {
+  const n = loadNative();
+  return mainBatched && n !== null && typeof n.schedBatch === 'function' ? n.schedBatch(false) : 0;
+}
+
+/** Names the calling thread (top -H, /proc/<pid>/task/<tid>/comm); nothing without the addon. */
+export function nameThread(name: string): void {
+  const n = loadNative();
+  if (n !== null && typeof n.threadName === 'function') {
+    try { n.threadName(name); } catch { /* a name is a convenience: never a reason to fail */ }
+  }
 }

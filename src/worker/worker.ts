@@ -24,17 +24,20 @@ import { CONTROL_CHANNEL, peerChannelName, registryChannelName, rpcChannelName, 
 import { WorkerRuntime, type CompiledConfig, type ListenerRuntime } from './runtime';
 import { serveConnection } from './connection';
 import { log } from '../log';
-import { loadNative, quietLoop } from '../net/native';
+import { loadNative, nameThread, quietLoop, workerScheduling } from '../net/native';
 import { socketFor } from '../net/tcp-socket';
 import { downstreamSocket, isNative } from '../net/native-socket';
 
-const data = workerData as { shared: SharedMemoryHandle; control?: string };
+const data = workerData as { shared: SharedMemoryHandle; control?: string; mainBatched?: boolean };
 const shared = new SharedState(data.shared);
 // gauges this worker raises live in its own row: if it dies, the main thread zeroes them
 const rt = new WorkerRuntime(shared, claimGaugeRow(shared, threadId), rpcChannelName(data.control ?? CONTROL_CHANNEL),
   registryChannelName(data.control ?? CONTROL_CHANNEL), peerChannelName(data.control ?? CONTROL_CHANNEL));
 const native = loadNative();
 quietLoop(); // no idle-time measurement on this thread's loop: a system call fewer per wake-up
+// a worker serves requests: it keeps the default policy even when the main thread that started it is batch
+workerScheduling(data.mainBatched === true);
+nameThread('sluice-worker');
 if (shared.draining) rt.draining = true;
 if (shared.closingIdle) rt.closingIdle = true;
 

@@ -56,7 +56,7 @@ t.test('an empty document gets every default', async (t) => {
   const c = buildConfig({});
   t.same(c, {
     admin: { address: '127.0.0.1:15000' },
-    workers: { threads: 0, maxConnectionsPerWorker: 100_000, youngGenerationMb: 8 },
+    workers: { threads: 0, maxConnectionsPerWorker: 100_000, youngGenerationMb: 8, mainThreadScheduling: 'batch' },
     listeners: [
       { name: 'outbound', address: '0.0.0.0:15001', direction: 'outbound', capture: true, protocol: 'auto', opaque: 'passthrough' },
       { name: 'inbound', address: '0.0.0.0:15006', direction: 'inbound', capture: true, protocol: 'auto', opaque: 'passthrough' },
@@ -159,6 +159,7 @@ t.test('wrong types', async (t) => {
   refuses(t, base({ workers: { threads: 'two' } }), '/workers/threads', /must be integer/);
   refuses(t, base({ workers: { threads: 1.5 } }), '/workers/threads', /must be integer/);
   refuses(t, base({ workers: { youngGenerationMb: 0 } }), '/workers/youngGenerationMb', />= 1/);
+  refuses(t, base({ workers: { mainThreadScheduling: 'fifo' } }), '/workers/mainThreadScheduling', /must be one of|allowed/);
   refuses(t, base({ http: 'fast' }), '/http', /must be object/);
   refuses(t, base({ listeners: { name: 'app' } }), '/listeners', /must be array/);
   refuses(t, base({ accessLog: { enabled: 'yes' } }), '/accessLog/enabled', /must be boolean/);
