@@ -507,6 +507,38 @@ static int queued(int lfd) {
   return (int)ti.tcpi_unacked;
 }
 
+/*
+ * The main thread's policy while it accepts (schedBatch(true) below chose SCHED_BATCH for it).
+ * A batch thread that is behind stays behind while the machine is busy: a backlog in the accept
+ * queue then reaches the workers in bursts, each one's requests opening upstream connections at
+ * once. So a backlog of a batch or more at a wake-up puts the main thread back into SCHED_OTHER,
+ * where it wakes as soon as a connection is ready; after a second with no such backlog it is a
+ * batch thread again. Only the thread schedBatch(true) changed, and only between those two.
+ */
+#define BACKLOG_HIGH 64
+#define CALM_MS 1000
+static int batch_wanted = 0;
+static int batch_now = 0;
+static pthread_t batch_thread;
+static uint64_t backlog_seen = 0;
+
+static int set_policy(int policy) {
+  struct sched_param sp;
+  memset(&sp, 0, sizeof sp);
+  return sched_setscheduler(0, policy, &sp);
+}
+
+static void pace(uv_loop_t *loop, int q) {
+  if (!batch_wanted || !pthread_equal(pthread_self(), batch_thread)) return;
+  uint64_t now = uv_now(loop);
+  if (q >= BACKLOG_HIGH) {
+    backlog_seen = now;
+    if (batch_now && set_policy(SCHED_OTHER) == 0) batch_now = 0;
+  } else if (!batch_now && now - backlog_seen >= CALM_MS) {
+    if (set_policy(SCHED_BATCH) == 0) batch_now = 1;
+  }
+}
+
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   acceptor_t *a = (acceptor_t *)h->data;
@@ -518,6 +550,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
     int n = 0, refused = 0, st = 0;
     /* queue entries this round takes; unknown or none counted (a race): until accept4 says EAGAIN */
     int q = queued(a->fd);
+    if (round == 0) pace(a->poll.loop, q);
     size_t limit = q > 0 && (size_t)q < a->cap ? (size_t)q : a->cap;
     size_t taken = 0;
     while ((size_t)n < a->cap && taken < limit) {
@@ -1488,7 +1521,8 @@ static napi_value loop_idle_time_off(napi_env env, napi_callback_info info) {
  * CPU is free, or at the running thread's next turn. The main thread wakes for each readable
  * listening socket; under load, waking it at once for every new connection is a context switch
  * per connection or so, while letting it wait for a free CPU finds several connections queued.
- * A CPU that is free runs it at once as before, so a lone connection waits no longer.
+ * A CPU that is free runs it at once as before, so a lone connection waits no longer. While
+ * the accept queue holds a backlog, the acceptors put it back into SCHED_OTHER (pace() above).
  */
 static napi_value sched_batch(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1505,9 +1539,13 @@ static napi_value sched_batch(napi_env env, napi_callback_info info) {
   if (now < 0) {
     result = -errno;
   } else if (now == from) {
-    struct sched_param sp;
-    memset(&sp, 0, sizeof sp);
-    result = sched_setscheduler(0, on ? SCHED_BATCH : SCHED_OTHER, &sp) == 0 ? 1 : -errno;
+    result = set_policy(on ? SCHED_BATCH : SCHED_OTHER) == 0 ? 1 : -errno;
+    if (result == 1 && on) {
+      /* this thread's acceptors pace it from now on (pace() above) */
+      batch_thread = pthread_self();
+      batch_now = 1;
+      batch_wanted = 1;
+    }
   }
   napi_value r;
   napi_create_int32(env, result, &r);

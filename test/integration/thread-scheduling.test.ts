@@ -3,12 +3,15 @@
  * - by default (workers.mainThreadScheduling: batch) the main thread, which accepts and hands
  *   connections on, runs under SCHED_BATCH, and every worker under the default policy, a worker
  *   started after one died too;
+ * - a backlog of a batch (64) or more in the accept queue puts the main thread back into the
+ *   default policy at once, and a second without one makes it batch again;
  * - `normal` leaves the main thread in the default policy;
  * - a policy set by whoever started Sluice (chrt) is left as it is, on every thread.
  *
  * Sluice runs as a child process so its threads can be read in /proc.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import t, { type Test } from 'tap';
 import { ADMIN_AUTH, httpUpstream, run, spawnSluice, waitFor, withTestDefaults, writeConfig, type Upstream } from '../helpers/harness';
 import { sluiceStarted, type StartedSluice } from '../helpers/netns';
@@ -85,6 +88,47 @@ t.test('default: the main thread is batch, every worker is normal, a replacement
   t.equal(mainOf(pid).policy, SCHED_BATCH, 'the main thread is still batch');
   const statuses = await Promise.all(Array.from({ length: 6 }, () => status(started.ports.app)));
   t.same(statuses, statuses.map(() => 200), 'requests after the replacement are served');
+});
+
+/** A raw connection that sends one request and resolves with the status line's code (0: closed first). */
+function oneRequest(port: number): { connected: Promise<void>; status: Promise<number> } {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  const connected = new Promise<void>((resolve) => s.once('connect', () => resolve()));
+  const status = new Promise<number>((resolve) => {
+    let buf = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => { buf += d; });
+    s.on('close', () => resolve(/^HTTP\/1\.1 (\d{3})/.exec(buf) ? Number(buf.slice(9, 12)) : 0));
+    s.setTimeout(20_000, () => s.destroy());
+  });
+  s.write('GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n');
+  return { connected, status };
+}
+
+t.test('a backlog in the accept queue puts the main thread back into the default policy until it is gone', async (t) => {
+  const { pid, started } = await start(t, {});
+  t.equal(mainOf(pid).policy, SCHED_BATCH, 'batch to begin with');
+  // every thread stopped: the kernel completes the handshakes and queues them on the listener
+  process.kill(pid, 'SIGSTOP');
+  let resumed = false;
+  t.teardown(() => { if (!resumed) process.kill(pid, 'SIGCONT'); });
+  const conns = Array.from({ length: 200 }, () => oneRequest(started.ports.app));
+  await Promise.all(conns.map((c) => c.connected));
+  t.equal(mainOf(pid).policy, SCHED_BATCH, 'still batch while stopped, 200 connections queued');
+  process.kill(pid, 'SIGCONT');
+  resumed = true;
+  // the first wake-up finds the backlog: the main thread is a normal thread from then on
+  await waitFor(() => mainOf(pid).policy === SCHED_OTHER, 5_000, 'the main thread in the default policy');
+  t.pass('the main thread left SCHED_BATCH when it found 200 connections waiting');
+  const statuses = await Promise.all(conns.map((c) => c.status));
+  t.same(statuses, statuses.map(() => 200), 'all 200 answered');
+  t.equal(mainOf(pid).policy, SCHED_OTHER, 'and it stays a normal thread with no new connection to look at');
+  t.same(workersOf(pid).map((w) => w.policy), [SCHED_OTHER, SCHED_OTHER], 'the workers were never batch');
+  // a second with no backlog: the next wake-up makes it batch again
+  await new Promise((r) => setTimeout(r, 1100));
+  t.equal(await status(started.ports.app), 200, 'one more request, a second later');
+  t.equal(mainOf(pid).policy, SCHED_BATCH, 'batch again once the backlog is a second old');
 });
 
 t.test('normal: the main thread keeps the default policy', async (t) => {
