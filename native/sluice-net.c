@@ -1514,7 +1514,8 @@ static napi_value loop_idle_time_off(napi_env env, napi_callback_info info) {
  * The calling thread's scheduling policy, between SCHED_OTHER and SCHED_BATCH only.
  * schedBatch(true): SCHED_OTHER -> SCHED_BATCH; schedBatch(false): SCHED_BATCH -> SCHED_OTHER.
  * Any other policy (real-time, SCHED_IDLE, one set by whoever started the process) is left as
- * it is. Returns 1 when it changed the policy, 0 when it left it, -errno when the kernel refused.
+ * it is. Returns 1 when it changed the policy (or, for true, had already made this thread batch
+ * and paces it), 0 when it left it, -errno when the kernel refused.
  *
  * Why the main thread wants SCHED_BATCH: a batch thread that wakes does not preempt the thread
  * running on its CPU (Linux's fair scheduler skips the wake-up preemption for it); it runs when a
@@ -1533,18 +1534,27 @@ static napi_value sched_batch(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "schedBatch(on: boolean)");
     return NULL;
   }
-  int result = 0;
-  int now = sched_getscheduler(0); /* pid 0: this thread */
-  int from = on ? SCHED_OTHER : SCHED_BATCH;
-  if (now < 0) {
-    result = -errno;
-  } else if (now == from) {
-    result = set_policy(on ? SCHED_BATCH : SCHED_OTHER) == 0 ? 1 : -errno;
-    if (result == 1 && on) {
-      /* this thread's acceptors pace it from now on (pace() above) */
-      batch_thread = pthread_self();
-      batch_now = 1;
-      batch_wanted = 1;
+  int result;
+  if (on && batch_wanted && pthread_equal(pthread_self(), batch_thread)) {
+    result = 1; /* already ours (another Sluice in this process): batch, or paced back for a backlog */
+  } else {
+    int now = sched_getscheduler(0); /* pid 0: this thread */
+    if (now < 0) {
+      result = -errno;
+    } else if (now != (on ? SCHED_OTHER : SCHED_BATCH)) {
+      result = 0;
+    } else if (set_policy(on ? SCHED_BATCH : SCHED_OTHER) != 0) {
+      result = -errno;
+    } else {
+      result = 1;
+      if (on) {
+        /* this thread's acceptors pace it from now on (pace() above) */
+        batch_thread = pthread_self();
+        batch_now = 1;
+        batch_wanted = 1;
+      } else if (batch_wanted && pthread_equal(pthread_self(), batch_thread)) {
+        batch_wanted = 0; /* put back by whoever made it batch: no more pacing */
+      }
     }
   }
   napi_value r;
