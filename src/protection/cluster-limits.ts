@@ -135,7 +135,8 @@ export class ClusterLimits {
     private readonly stats: Stats, private readonly counters: LimitSlots) {
     this.max = [config.maxConnections, config.maxPendingRequests, config.maxRequests, config.maxRetries];
     this.shadowMode = config.mode === 'shadow';
-    this.slot = table.slots.slot(cluster);
+    // kept for the config's life: a lock another thread held just then must not leave the cluster unlimited
+    this.slot = table.slots.slotWaiting(cluster);
   }
 
   /**

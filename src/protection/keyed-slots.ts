@@ -68,6 +68,9 @@ export function keyHash(s: string): number {
 
 interface Cached { readonly slot: number; readonly hash: number }
 
+/** What slotWaiting() sleeps on: a word nothing ever notifies. */
+const NAP = new Int32Array(new SharedArrayBuffer(4));
+
 /** What a sweep asks of the table's owner about a slot. */
 export interface SlotOwner {
   /** Whether the slot's state is that of a new slot (nothing would be lost by freeing it). */
@@ -84,6 +87,8 @@ export class KeyedSlots {
   private readonly meta: Int32Array;
   private readonly n: number;
   private readonly cache = new Map<string, Cached>();
+  /** The last claim found the lock taken throughout (not the table full). */
+  private busy = false;
 
   constructor(memory: SharedMemory, readonly layout: KeyedSlotsLayout) {
     this.keys = memory.region(layout.keys);
@@ -102,6 +107,7 @@ export class KeyedSlots {
     }
     const h = keyHash(key);
     const name = encodeName(key);
+    this.busy = false;
     let s = this.find(h, name);
     if (s < 0) s = this.claim(h, name);
     if (s >= 0) {
@@ -109,6 +115,21 @@ export class KeyedSlots {
       // the cache is this thread's, bounded like the table
       if (this.cache.size >= this.n) this.cache.clear();
       this.cache.set(key, { slot: s, hash: h });
+    }
+    return s;
+  }
+
+  /**
+   * slot(), waiting out a lock that another thread holds (it may have been descheduled in the
+   * middle of a claim) for up to `maxMs`, 1 ms at a time: for a caller that keeps the answer, where
+   * one busy moment must not leave it without a slot for good. It blocks the thread, so it is for
+   * compiling a config, not for a request's path. -1 when the table is full, or still busy.
+   */
+  slotWaiting(key: string, maxMs = 1000): number {
+    let s = this.slot(key);
+    for (let waited = 0; s < 0 && this.busy && waited < maxMs; waited++) {
+      Atomics.wait(NAP, 0, 0, 1);
+      s = this.slot(key);
     }
     return s;
   }
@@ -138,7 +159,7 @@ export class KeyedSlots {
 
   /** Claims a slot for the key under the lock (or finds the one another thread claimed meanwhile). */
   private claim(h: number, name: Uint8Array): number {
-    if (!this.lock()) return -1;
+    if (!this.lock()) { this.busy = true; return -1; }
     try {
       const found = this.find(h, name);
       if (found >= 0) return found;

@@ -14,6 +14,7 @@ import { BreakerTable, ClusterBreakers, breakerSlots, OPEN, REFUSE, type Breaker
 
 const SMALL = new KeyedSlotsLayout({ name: 'test.keyed_slots.small', slots: 8 });
 const RACE = new KeyedSlotsLayout({ name: 'test.keyed_slots.race', slots: 16 });
+const HELD = new KeyedSlotsLayout({ name: 'test.keyed_slots.held', slots: 8 });
 
 const everyoneIdle: SlotOwner = { idle: () => true, reset: () => {} };
 
@@ -163,4 +164,40 @@ t.test('breakers: an endpoint that left frees its breaker after the idle sweeps;
   t.not(b.admit(again), REFUSE, 'the endpoint, back, starts with a closed breaker');
   t.same(main.list().map((v) => [v.target, v.state, v.opened]), [['10.0.0.2:80', 'closed', 0]], 'with a fresh state');
   t.not(gone, -1);
+});
+
+t.test('a lock held by a thread that is descheduled: slot() gives up, slotWaiting() (what cluster limits use) waits it out', async (t) => {
+  const shared = new SharedState();
+  const main = new KeyedSlots(shared.memory, HELD);
+  // another thread takes the claims' lock and keeps it 100 ms, as one descheduled in a claim would
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const { SharedState } = require(${JSON.stringify(require.resolve('../../src/shared/shared-state'))});
+    const { KeyedSlotsLayout } = require(${JSON.stringify(require.resolve('../../src/protection/keyed-slots'))});
+    const memory = new SharedState(workerData.handle).memory;
+    const meta = memory.region(new KeyedSlotsLayout({ name: 'test.keyed_slots.held', slots: 8 }).meta);
+    Atomics.store(meta, 0, 1);
+    parentPort.postMessage('held');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    Atomics.store(meta, 0, 0);
+  `;
+  const w = new Worker(code, { eval: true, workerData: { handle: shared.handle } });
+  const exited = new Promise((resolve) => w.once('exit', resolve));
+  await new Promise((resolve) => w.once('message', resolve));
+  t.equal(main.slot('cluster-a'), -1, 'slot() while the lock is held: none, this time');
+  const started = Date.now();
+  const s = main.slotWaiting('cluster-b');
+  t.ok(s >= 0, `slotWaiting() gets a slot once the lock is free (${s}, after ${Date.now() - started} ms)`);
+  t.equal(main.nameOf(s), 'cluster-b', 'the slot holds the key');
+  await exited;
+  t.ok(main.slot('cluster-a') >= 0, 'and slot() gets one after');
+});
+
+t.test('a full table: slotWaiting() answers -1 at once', async (t) => {
+  const shared = new SharedState();
+  const a = new KeyedSlots(shared.memory, SMALL);
+  for (let i = 0; i < 8; i++) a.slot(`k${i}`);
+  const started = Date.now();
+  t.equal(a.slotWaiting('one-more'), -1, 'no slot');
+  t.ok(Date.now() - started < 500, 'without waiting for a lock nobody holds');
 });
